@@ -25,7 +25,25 @@ class PermanentError(SourceflowError):
 
 
 class TransientError(SourceflowError):
-    """Retrying later may help: timeouts, throttling, lost connections."""
+    """Retrying later may help: timeouts, throttling, lost connections.
+
+    `error_name` is what the run fails with if the last allowed delivery still meets it.
+    """
+
+    error_name = "TransientError"
+
+    def __init__(self, message: str, *, error_name: str | None = None) -> None:
+        super().__init__(message)
+        if error_name is not None:
+            self.error_name = error_name
+
+
+class TaskOver(SourceflowError):
+    """The Step Functions task this message belongs to has ended (timed out, failed, or done).
+
+    Step Functions answers InvalidToken, TaskTimedOut or TaskDoesNotExist; all three mean the
+    same thing to a worker: stop and write nothing more.
+    """
 
 
 class ContractViolation(SourceflowError):

@@ -1,0 +1,86 @@
+"""Create sourceflow's AWS resources through the service APIs, from the same definitions the
+cloud templates use (the emulator runs state machines only when created this way)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from infra import statemachine
+from infra.resources import (
+    EVENT_SOURCE,
+    RUN_OUTCOME_DETAIL_TYPES,
+    SERVICES,
+    Names,
+    Timeouts,
+    state_machine_substitutions,
+)
+
+_LOCAL_ROLE_ARN = "arn:aws:iam::123456789012:role/sourceflow-local-state-machine"
+# A worker holds a download for as long as it runs; the queue must not hand it out again
+# meanwhile. Short steps can come back sooner.
+VISIBILITY_TIMEOUT_SECONDS = {"validation": 60, "download": 900, "unlocking": 60}
+BATCH_SIZE = {"validation": 10, "download": 1, "unlocking": 10}
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    queue_urls: dict[str, str]
+    dlq_urls: dict[str, str]
+    state_machine_arn: str
+    event_bus: str
+    raw_bucket: str
+    run_outcomes_queue_url: str
+
+
+def provision(clients: Any, names: Names, timeouts: Timeouts) -> Provisioned:
+    sqs, s3, events, sfn = clients.sqs, clients.s3, clients.events, clients.sfn
+    queue_urls, dlq_urls = {}, {}
+    for service in SERVICES:
+        dlq_urls[service] = sqs.create_queue(
+            QueueName=names.dlq(service), Attributes={"MessageRetentionPeriod": "1209600"}
+        )["QueueUrl"]
+        queue_urls[service] = sqs.create_queue(
+            QueueName=names.queue(service),
+            Attributes={
+                "VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECONDS[service]),
+                "RedrivePolicy": json.dumps(
+                    {
+                        "deadLetterTargetArn": _queue_arn(sqs, dlq_urls[service]),
+                        "maxReceiveCount": timeouts.max_receive_count,
+                    }
+                ),
+            },
+        )["QueueUrl"]
+
+    s3.create_bucket(Bucket=names.raw_bucket)
+    events.create_event_bus(Name=names.event_bus)
+    outcomes_url = sqs.create_queue(QueueName=names.run_outcomes_queue)["QueueUrl"]
+    events.put_rule(
+        Name=names.run_outcomes_rule,
+        EventBusName=names.event_bus,
+        EventPattern=json.dumps(
+            {"source": [EVENT_SOURCE], "detail-type": list(RUN_OUTCOME_DETAIL_TYPES)}
+        ),
+    )
+    events.put_targets(
+        Rule=names.run_outcomes_rule,
+        EventBusName=names.event_bus,
+        Targets=[{"Id": "run-outcomes", "Arn": _queue_arn(sqs, outcomes_url)}],
+    )
+
+    definition = statemachine.render(
+        state_machine_substitutions(queue_urls, names.event_bus, timeouts)
+    )
+    state_machine_arn = sfn.create_state_machine(
+        name=names.state_machine, definition=json.dumps(definition), roleArn=_LOCAL_ROLE_ARN
+    )["stateMachineArn"]
+    return Provisioned(
+        queue_urls, dlq_urls, state_machine_arn, names.event_bus, names.raw_bucket, outcomes_url
+    )
+
+
+def _queue_arn(sqs: Any, queue_url: str) -> str:
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    return str(attributes["Attributes"]["QueueArn"])

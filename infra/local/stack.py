@@ -1,0 +1,256 @@
+"""The embedded stack: PostgreSQL, the moto server with execution on, every queue, the bus and
+the state machine from the cloud's definitions, one worker per service, and the demo vendor.
+
+Everything runs under one supervisor process; `LocalStack` starts it all and stops it all.
+It writes `<state dir>/local.env` (KEY=value lines) so that other tools and tests can reach it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import IO, Any
+
+import boto3
+import requests
+
+from infra.local.provision import BATCH_SIZE, VISIBILITY_TIMEOUT_SECONDS, Provisioned, provision
+from infra.migrate import apply_migrations
+from infra.resources import SERVICES, Names, Timeouts
+
+REGION = "us-east-1"
+# The emulator accepts any credentials; these keep boto3 from looking for real ones.
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+LOCAL_TIMEOUTS = Timeouts(
+    validate_seconds=60,
+    download_seconds=600,
+    download_heartbeat_seconds=30,
+    unlock_seconds=60,
+    max_receive_count=4,
+    retry_backoff_seconds=0.5,
+    heartbeat_interval_seconds=2.0,
+    lock_lease_seconds=300,
+)
+DEFAULT_DATASETS = ("listings-a=5000", "listings-b=2000")
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass
+class StackOptions:
+    state_dir: Path
+    database_url: str | None = None
+    workers_per_service: int = 2
+    timeouts: Timeouts = LOCAL_TIMEOUTS
+    datasets: tuple[str, ...] = DEFAULT_DATASETS
+    stage: str = "local"
+
+
+@dataclass
+class LocalStack:
+    options: StackOptions
+    env: dict[str, str] = field(default_factory=dict)
+    provisioned: Provisioned | None = None
+    _children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+    _pg: Any = None
+
+    @property
+    def env_file(self) -> Path:
+        return self.options.state_dir / "local.env"
+
+    def start(self) -> dict[str, str]:
+        state_dir = self.options.state_dir
+        (state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.env_file.unlink(missing_ok=True)
+        try:
+            database_url = self._start_database()
+            apply_migrations(database_url)
+            endpoint = self._start_moto()
+            vendor_url = self._start_vendor()
+            aws_env = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": REGION}
+            with _environ({**aws_env, **LOCAL_CREDENTIALS}):
+                self.provisioned = provision(_clients(), Names(self.options.stage), self.options.timeouts)
+            self.env = {
+                "DATABASE_URL": database_url,
+                **aws_env,
+                **LOCAL_CREDENTIALS,
+                "STATE_MACHINE_ARN": self.provisioned.state_machine_arn,
+                "RAW_BUCKET": self.provisioned.raw_bucket,
+                "VENDOR_URL": vendor_url,
+                "EVENT_BUS_NAME": self.provisioned.event_bus,
+                "RUN_OUTCOMES_QUEUE_URL": self.provisioned.run_outcomes_queue_url,
+                **{f"{s.upper()}_QUEUE_URL": url for s, url in self.provisioned.queue_urls.items()},
+                **{f"{s.upper()}_DLQ_URL": url for s, url in self.provisioned.dlq_urls.items()},
+            }
+            self._start_workers()
+        except BaseException:
+            self.stop()
+            raise
+        self.env_file.write_text("".join(f"{key}={value}\n" for key, value in self.env.items()))
+        return self.env
+
+    def stop(self) -> None:
+        for child in reversed(self._children):
+            if child.poll() is None:
+                child.terminate()
+        for child in reversed(self._children):
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        self._children.clear()
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+        if self._pg is not None:
+            self._pg.cleanup()
+            self._pg = None
+        self.env_file.unlink(missing_ok=True)
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # -- the parts ------------------------------------------------------------------------
+
+    def _start_database(self) -> str:
+        if self.options.database_url:
+            return self.options.database_url
+        import pgserver  # only the embedded stack needs it
+
+        self._pg = pgserver.get_server(self.options.state_dir / "pgdata", cleanup_mode="stop")
+        return str(self._pg.get_uri())
+
+    def _start_moto(self) -> str:
+        port = _free_port()
+        endpoint = f"http://127.0.0.1:{port}"
+        # MOTO_PORT tells moto's state-machine interpreter where to call SQS and EventBridge.
+        self._spawn(
+            "moto",
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            {"MOTO_PORT": str(port)},
+        )
+        _wait_for(lambda: requests.get(f"{endpoint}/moto-api/", timeout=1).ok, "moto server")
+        requests.post(
+            f"{endpoint}/moto-api/config",
+            json={"stepfunctions": {"execute_state_machine": True}},
+            timeout=5,
+        ).raise_for_status()
+        return endpoint
+
+    def _start_vendor(self) -> str:
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        datasets = [arg for spec in self.options.datasets for arg in ("--dataset", spec)]
+        self._spawn(
+            "vendor",
+            [sys.executable, "-m", "infra.local.vendor", "--port", str(port), *datasets],
+            {},
+        )
+        _wait_for(lambda: requests.get(f"{url}/health", timeout=1).ok, "demo vendor API")
+        return url
+
+    def _start_workers(self) -> None:
+        timeouts = self.options.timeouts
+        assert self.provisioned is not None
+        for service in SERVICES:
+            env = {
+                **self.env,
+                "SOURCEFLOW_QUEUE_URL": self.provisioned.queue_urls[service],
+                "SOURCEFLOW_BATCH_SIZE": str(BATCH_SIZE[service]),
+                "SOURCEFLOW_FUNCTION_TIMEOUT": str(VISIBILITY_TIMEOUT_SECONDS[service]),
+                "MAX_RECEIVE_COUNT": str(timeouts.max_receive_count),
+                "RETRY_BACKOFF_SECONDS": str(timeouts.retry_backoff_seconds),
+                "LOCK_LEASE_SECONDS": str(timeouts.lock_lease_seconds),
+                "HEARTBEAT_SECONDS": str(timeouts.heartbeat_interval_seconds),
+                "POWERTOOLS_SERVICE_NAME": f"sourceflow-{service}",
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_METRICS_DISABLED": "true",
+            }
+            for index in range(self.options.workers_per_service):
+                self._spawn(
+                    f"{service}-{index}", [sys.executable, "-m", "infra.local.worker", service], env
+                )
+
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str]) -> None:
+        log = (self.options.state_dir / "logs" / f"{name}.log").open("ab")
+        self._logs.append(log)
+        child = subprocess.Popen(
+            argv,
+            env={**os.environ, **extra_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        self._children.append(child)
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if the supervisor dies, so nothing outlives `sourceflow up`."""
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _clients() -> SimpleNamespace:
+    return SimpleNamespace(
+        sqs=boto3.client("sqs"),
+        s3=boto3.client("s3"),
+        events=boto3.client("events"),
+        sfn=boto3.client("stepfunctions"),
+    )
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Any:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for(check: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise StackError(f"{what} did not start within {timeout:.0f}s; see .sourceflow/logs/")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The KEY=value lines a running stack wrote."""
+    return dict(
+        line.split("=", 1) for line in path.read_text().splitlines() if "=" in line
+    )

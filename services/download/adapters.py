@@ -1,0 +1,132 @@
+"""Download's SQL (the run it serves, its lease) and its S3 writer."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.errors import TransientError
+from shared.timefmt import isoformat
+
+
+@dataclass(frozen=True)
+class WrittenObject:
+    key: str
+    records: int
+    bytes: int
+    sha256: str
+
+
+def load_run(cur: Any, execution_arn: str) -> dict[str, Any] | None:
+    cur.execute(
+        """
+        SELECT r.*, s.source_type, s.connection, s.locked_by
+          FROM public.source_run r JOIN public.source s USING (source_id)
+         WHERE r.execution_arn = %s
+        """,
+        (execution_arn,),
+    )
+    row = cur.fetchone()
+    return dict(row) if row else None
+
+
+def record_download(cur: Any, result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Move the run to `downloaded` once, only while this execution holds the source's lock.
+
+    Returns the recorded run; if a concurrent duplicate recorded it first, that record; None if
+    the lock was lost.
+    """
+    cur.execute(
+        """
+        UPDATE public.source_run r
+           SET status = 'downloaded', records = %(records)s, bytes = %(bytes)s,
+               objects = %(objects)s, manifest_key = %(manifest_key)s,
+               max_last_modified = %(max_last_modified)s
+          FROM public.source s
+         WHERE r.execution_arn = %(execution_arn)s AND r.status = 'running'
+           AND s.source_id = r.source_id AND s.locked_by = r.execution_arn
+        RETURNING r.*
+        """,
+        dict(result),
+    )
+    row = cur.fetchone()
+    if row is not None:
+        return dict(row)
+    cur.execute(
+        "SELECT * FROM public.source_run WHERE execution_arn = %s AND status = 'downloaded'",
+        (result["execution_arn"],),
+    )
+    row = cur.fetchone()
+    return dict(row) if row else None
+
+
+def result_fields(run: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "source_id": run["source_id"],
+        "execution_arn": run["execution_arn"],
+        "records": run["records"],
+        "bytes": run["bytes"],
+        "objects": run["objects"],
+        "manifest_key": run["manifest_key"],
+        "max_last_modified": (
+            isoformat(run["max_last_modified"]) if run["max_last_modified"] else None
+        ),
+    }
+
+
+def renew_lease(cur: Any, source_id: str, execution_arn: str, lease: timedelta) -> bool:
+    cur.execute(
+        """
+        UPDATE public.source SET lock_expires_at = now() + %s
+         WHERE source_id = %s AND locked_by = %s
+        """,
+        (lease, source_id, execution_arn),
+    )
+    return bool(cur.rowcount == 1)
+
+
+class S3RawSink:
+    """Writes gzip JSON-lines parts (vendor field names kept) and the manifest to S3.
+
+    A part is compressed into a temporary file first, so memory stays flat however many
+    records a part holds, and its sha256 and size are known before the upload.
+    """
+
+    def __init__(self, s3_client: Any, bucket: str) -> None:
+        self._s3, self._bucket = s3_client, bucket
+
+    def write_part(self, key: str, records: Iterable[Mapping[str, Any]]) -> WrittenObject:
+        count = 0
+        with tempfile.TemporaryFile() as spool:
+            with gzip.GzipFile(fileobj=spool, mode="wb", compresslevel=6, mtime=0) as gz:
+                for record in records:
+                    gz.write(json.dumps(record, separators=(",", ":")).encode())
+                    gz.write(b"\n")
+                    count += 1
+            size = spool.tell()
+            spool.seek(0)
+            digest = hashlib.file_digest(spool, "sha256").hexdigest()  # type: ignore[arg-type]
+            spool.seek(0)
+            self._put(key, spool, content_type="application/x-ndjson", content_encoding="gzip")
+        return WrittenObject(key=key, records=count, bytes=size, sha256=digest)
+
+    def write_manifest(self, key: str, manifest: Mapping[str, Any]) -> None:
+        body = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        self._put(key, body, content_type="application/json")
+
+    def _put(self, key: str, body: Any, *, content_type: str, content_encoding: str = "") -> None:
+        extra = {"ContentEncoding": content_encoding} if content_encoding else {}
+        try:
+            self._s3.put_object(
+                Bucket=self._bucket, Key=key, Body=body, ContentType=content_type, **extra
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise TransientError(f"cannot write s3://{self._bucket}/{key}: {exc}") from exc

@@ -1,0 +1,53 @@
+"""Download Lambda: download-request messages → raw objects + manifest, with heartbeats."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cache
+from typing import Any
+
+from services.download.adapters import S3RawSink
+from services.download.logic import Heartbeat, download_run, lease_renewal
+from services.download.settings import Settings
+from shared import aws
+from shared.connectors import connector_for
+from shared.db import Database
+from shared.tasks import RetryPolicy, TaskCallbacks, task_lambda_handler
+
+settings = Settings.from_env()
+
+
+@cache
+def database() -> Database:
+    return Database(settings.task.database_url, application_name="sourceflow-download")
+
+
+def download(request: dict[str, Any]) -> dict[str, Any]:
+    db = database()
+    callbacks = TaskCallbacks(aws.client("stepfunctions"))
+    lease = timedelta(seconds=settings.lock_lease_seconds)
+    heartbeat = Heartbeat(
+        send=lambda: callbacks.heartbeat(request["task_token"]),
+        renew_lease=lambda: lease_renewal(
+            db, request["source_id"], request["execution_arn"], lease
+        ),
+        interval_seconds=settings.heartbeat_seconds,
+    )
+    return download_run(
+        request,
+        db=db,
+        connector_for=connector_for,
+        sink=S3RawSink(aws.client("s3"), settings.raw_bucket),
+        heartbeat=heartbeat,
+        part_max_records=settings.part_max_records,
+    )
+
+
+lambda_handler = task_lambda_handler(
+    step="Download",
+    request_contract="download-request",
+    result_contract="download-result",
+    work=download,
+    database=database,
+    retry=RetryPolicy(settings.task.max_receives, settings.task.retry_backoff_seconds),
+)

@@ -1,0 +1,173 @@
+"""Download: stream one run's window from its source into the raw bucket, with a manifest.
+
+Objects go under `<source_id>/<execution name>/`, so a redelivered message rewrites the same
+keys instead of adding a second copy; the ledger row moves from `running` to `downloaded` once,
+and a duplicate after that returns the recorded result without downloading again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import islice
+from typing import Any, Protocol
+
+from services.download import adapters
+from services.download.adapters import WrittenObject
+from shared.connectors import Connector
+from shared.db import Database
+from shared.errors import PermanentError
+from shared.flows import Window, WindowField
+from shared.timefmt import isoformat, parse_iso
+
+
+class LockLost(PermanentError):
+    error_name = "LockLost"
+
+
+class RunNotStarted(PermanentError):
+    error_name = "RunNotStarted"
+
+
+class RawSink(Protocol):
+    def write_part(self, key: str, records: Iterable[Mapping[str, Any]]) -> WrittenObject: ...
+
+    def write_manifest(self, key: str, manifest: Mapping[str, Any]) -> None: ...
+
+
+class Heartbeat:
+    """Tells Step Functions the download is alive and renews the lock lease, at most once per
+    interval; stops the download the moment either answers that it is over."""
+
+    def __init__(
+        self,
+        *,
+        send: Callable[[], None],
+        renew_lease: Callable[[], bool],
+        interval_seconds: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._send, self._renew_lease = send, renew_lease
+        self._interval, self._monotonic = interval_seconds, monotonic
+        self._last = monotonic()
+
+    def maybe_beat(self) -> None:
+        now = self._monotonic()
+        if now - self._last < self._interval:
+            return
+        self._last = now
+        self._send()  # raises TaskOver when the task has timed out
+        if not self._renew_lease():
+            raise LockLost("the source's lock is no longer held by this execution; stopping")
+
+
+@dataclass
+class _Progress:
+    connector: Connector
+    heartbeat: Heartbeat
+    records: int = 0
+    max_last_modified: datetime | None = None
+    objects: list[WrittenObject] = field(default_factory=list)
+
+    def track(self, records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for record in records:
+            modified = self.connector.last_modified(record)
+            if modified is not None and (
+                self.max_last_modified is None or modified > self.max_last_modified
+            ):
+                self.max_last_modified = modified
+            self.records += 1
+            self.heartbeat.maybe_beat()
+            yield record
+
+
+def window_from_plan(plan: Mapping[str, Any]) -> Window:
+    return Window(
+        WindowField(plan["window_field"]),
+        parse_iso(plan["window_start"]),
+        parse_iso(plan["window_end"]),
+        plan["window_start_inclusive"],
+    )
+
+
+def download_run(
+    request: Mapping[str, Any],
+    *,
+    db: Database,
+    connector_for: Callable[[str, str, Mapping[str, Any]], Connector],
+    sink: RawSink,
+    heartbeat: Heartbeat,
+    part_max_records: int,
+) -> dict[str, Any]:
+    """Download the run's window; returns the fields of a download-result message."""
+    execution_arn, source_id = request["execution_arn"], request["source_id"]
+    with db.transaction() as cur:
+        run = adapters.load_run(cur, execution_arn)
+    if run is None:
+        raise RunNotStarted(
+            f"execution {execution_arn} has no run in the ledger; validation did not start it"
+        )
+    if run["status"] in ("downloaded", "succeeded"):
+        return adapters.result_fields(run)
+    if run["status"] != "running" or run["locked_by"] != execution_arn:
+        raise LockLost(
+            f"source {source_id!r} is not locked by {execution_arn} (run status "
+            f"{run['status']!r}, lock holder {run['locked_by']!r}); not downloading"
+        )
+
+    plan = request["plan"]
+    window = window_from_plan(plan)
+    connector = connector_for(source_id, run["source_type"], run["connection"])
+    prefix = f"{source_id}/{request['execution_name']}/"
+    progress = _Progress(connector, heartbeat)
+    stream = progress.track(connector.records(window))
+    while part := list(islice(stream, part_max_records)):
+        key = f"{prefix}part-{len(progress.objects):05d}.jsonl.gz"
+        progress.objects.append(sink.write_part(key, part))
+
+    manifest_key = f"{prefix}manifest.json"
+    result = {
+        "source_id": source_id,
+        "execution_arn": execution_arn,
+        "records": progress.records,
+        "bytes": sum(obj.bytes for obj in progress.objects),
+        "objects": len(progress.objects),
+        "manifest_key": manifest_key,
+        "max_last_modified": (
+            isoformat(progress.max_last_modified) if progress.max_last_modified else None
+        ),
+    }
+    sink.write_manifest(
+        manifest_key,
+        {
+            "source_id": source_id,
+            "execution_arn": execution_arn,
+            "execution_name": request["execution_name"],
+            "flow_type": plan["flow_type"],
+            "window": {
+                "field": window.field.value,
+                "start": isoformat(window.start),
+                "end": isoformat(window.end),
+                "start_inclusive": window.start_inclusive,
+            },
+            "records": result["records"],
+            "bytes": result["bytes"],
+            "max_last_modified": result["max_last_modified"],
+            "objects": [obj.__dict__ for obj in progress.objects],
+        },
+    )
+    with db.transaction() as cur:
+        recorded = adapters.record_download(cur, result)
+    if recorded is None:
+        raise LockLost(
+            f"source {source_id!r}: the lock or the run changed hands during the download; "
+            "its objects are not taken up"
+        )
+    return adapters.result_fields(recorded)
+
+
+def lease_renewal(db: Database, source_id: str, execution_arn: str, lease: timedelta) -> bool:
+    with db.transaction() as cur:
+        return adapters.renew_lease(cur, source_id, execution_arn, lease)

@@ -1,0 +1,113 @@
+"""Unlocking's SQL: the run's final ledger status, the cursor, the lock."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from shared.timefmt import isoformat
+
+
+def lock_run_row(cur: Any, execution_arn: str) -> dict[str, Any] | None:
+    cur.execute(
+        "SELECT * FROM public.source_run WHERE execution_arn = %s FOR UPDATE", (execution_arn,)
+    )
+    row = cur.fetchone()
+    return dict(row) if row else None
+
+
+def lock_source_row(cur: Any, source_id: str) -> dict[str, Any] | None:
+    cur.execute(
+        "SELECT locked_by, last_modified_date FROM public.source WHERE source_id = %s FOR UPDATE",
+        (source_id,),
+    )
+    row = cur.fetchone()
+    return dict(row) if row else None
+
+
+def release_lock(cur: Any, source_id: str, execution_arn: str) -> None:
+    # The fence: only the holder's ARN matches, so someone else's lock is never released.
+    cur.execute(
+        """
+        UPDATE public.source
+           SET locked_by = NULL, locked_at = NULL, lock_expires_at = NULL, updated_at = now()
+         WHERE source_id = %s AND locked_by = %s
+        """,
+        (source_id, execution_arn),
+    )
+
+
+def insert_failed_run(cur: Any, request: Mapping[str, Any]) -> dict[str, Any]:
+    """A run that failed before validation recorded anything still gets its ledger row."""
+    cur.execute(
+        """
+        INSERT INTO public.source_run (execution_arn, execution_name, source_id, status)
+        VALUES (%s, %s, %s, 'running')
+        ON CONFLICT (execution_arn) DO NOTHING
+        """,
+        (request["execution_arn"], request["execution_name"], request["source_id"]),
+    )
+    row = lock_run_row(cur, request["execution_arn"])
+    assert row is not None
+    return row
+
+
+def finish_failed(cur: Any, execution_arn: str, request: Mapping[str, Any]) -> dict[str, Any]:
+    # The failing service wrote its own error detail; keep it, and fill in what is missing.
+    cur.execute(
+        """
+        UPDATE public.source_run
+           SET status = 'failed', finished_at = now(),
+               failed_step = COALESCE(failed_step, %(step)s),
+               error = COALESCE(error, %(error)s),
+               error_detail = COALESCE(error_detail, NULLIF(%(cause)s, ''))
+         WHERE execution_arn = %(arn)s
+        RETURNING *
+        """,
+        {
+            "arn": execution_arn,
+            "step": request["failed_step"],
+            "error": request["failure"]["Error"],
+            "cause": request["failure"].get("Cause", ""),
+        },
+    )
+    return dict(cur.fetchone())
+
+
+def finish_succeeded(
+    cur: Any,
+    source_id: str,
+    execution_arn: str,
+    cursor_before: datetime | None,
+    cursor_after: datetime | None,
+) -> None:
+    cur.execute(
+        """
+        UPDATE public.source SET last_modified_date = %s, updated_at = now()
+         WHERE source_id = %s AND locked_by = %s
+        """,
+        (cursor_after, source_id, execution_arn),
+    )
+    cur.execute(
+        """
+        UPDATE public.source_run
+           SET status = 'succeeded', finished_at = now(), cursor_before = %s, cursor_after = %s
+         WHERE execution_arn = %s
+        """,
+        (cursor_before, cursor_after, execution_arn),
+    )
+
+
+def result_fields(run: Mapping[str, Any], *, lock_released: bool) -> dict[str, Any]:
+    def stamp(value: datetime | None) -> str | None:
+        return isoformat(value) if value else None
+
+    return {
+        "source_id": run["source_id"],
+        "execution_arn": run["execution_arn"],
+        "status": run["status"],
+        "lock_released": lock_released,
+        "cursor_before": stamp(run["cursor_before"]),
+        "cursor_after": stamp(run["cursor_after"]),
+    }

@@ -1,0 +1,32 @@
+"""Unlocking Lambda: unlocking-request messages → cursor moved (on success), lock released."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from services.unlocking.logic import unlock_run
+from services.unlocking.settings import Settings
+from shared.db import Database
+from shared.tasks import RetryPolicy, task_lambda_handler
+
+settings = Settings.from_env()
+
+
+@cache
+def database() -> Database:
+    return Database(settings.task.database_url, application_name="sourceflow-unlocking")
+
+
+def unlock(request: dict[str, Any]) -> dict[str, Any]:
+    return unlock_run(request, db=database())
+
+
+lambda_handler = task_lambda_handler(
+    step="Unlock",
+    request_contract="unlocking-request",
+    result_contract="unlocking-result",
+    work=unlock,
+    database=database,
+    retry=RetryPolicy(settings.task.max_receives, settings.task.retry_backoff_seconds),
+)

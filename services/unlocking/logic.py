@@ -1,0 +1,65 @@
+"""Unlocking: end a run. On success move the cursor and release the lock; on failure release
+the lock and record why. Both happen in one transaction with the ledger's final status, and
+only for the execution that holds the lock (the fence): a late or duplicate unlock changes
+nothing it does not own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from services.unlocking import adapters
+from shared.db import Database
+from shared.errors import PermanentError
+from shared.flows import FlowType, advance_cursor, moves_cursor
+
+
+class LockLost(PermanentError):
+    error_name = "LockLost"
+
+
+class RunNotDownloaded(PermanentError):
+    error_name = "RunNotDownloaded"
+
+
+def unlock_run(request: Mapping[str, Any], *, db: Database) -> dict[str, Any]:
+    """Returns the fields of an unlocking-result message."""
+    execution_arn, source_id = request["execution_arn"], request["source_id"]
+    with db.transaction() as cur:
+        run = adapters.lock_run_row(cur, execution_arn)
+        if run is not None and run["status"] in ("succeeded", "failed"):
+            return adapters.result_fields(run, lock_released=False)  # a duplicate: already done
+        source = adapters.lock_source_row(cur, source_id)
+        holds_lock = source is not None and source["locked_by"] == execution_arn
+
+        if request["outcome"] == "failed":
+            if run is None:
+                run = adapters.insert_failed_run(cur, request)
+            if holds_lock:
+                adapters.release_lock(cur, source_id, execution_arn)
+            ended = adapters.finish_failed(cur, execution_arn, request)
+            return adapters.result_fields(ended, lock_released=holds_lock)
+
+        if run is None or run["status"] != "downloaded":
+            raise RunNotDownloaded(
+                f"execution {execution_arn} reported success but its run is "
+                f"{run['status'] if run else 'missing'!r} in the ledger, not 'downloaded'"
+            )
+        if not holds_lock:
+            raise LockLost(
+                f"source {source_id!r} is locked by {source['locked_by'] if source else None}, "
+                f"not by {execution_arn}; the cursor is not moved"
+            )
+        assert source is not None
+        cursor_before = source["last_modified_date"]
+        cursor_after = (
+            advance_cursor(cursor_before, run["max_last_modified"])
+            if moves_cursor(FlowType(run["flow_type"]))
+            else cursor_before
+        )
+        adapters.finish_succeeded(cur, source_id, execution_arn, cursor_before, cursor_after)
+        adapters.release_lock(cur, source_id, execution_arn)
+        ended = adapters.lock_run_row(cur, execution_arn)
+        assert ended is not None
+        return adapters.result_fields(ended, lock_released=True)

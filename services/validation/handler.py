@@ -1,0 +1,38 @@
+"""Validation Lambda: validation-request messages → run or skip, window frozen, lock taken."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
+
+from services.validation.logic import validate_run
+from services.validation.settings import Settings
+from shared.db import Database
+from shared.tasks import RetryPolicy, task_lambda_handler
+
+settings = Settings.from_env()
+
+
+@cache
+def database() -> Database:
+    return Database(settings.task.database_url, application_name="sourceflow-validation")
+
+
+def validate(request: dict[str, Any]) -> dict[str, Any]:
+    return validate_run(
+        request,
+        db=database(),
+        clock=lambda: datetime.now(UTC),
+        lease=timedelta(seconds=settings.lock_lease_seconds),
+    )
+
+
+lambda_handler = task_lambda_handler(
+    step="Validate",
+    request_contract="validation-request",
+    result_contract="validation-result",
+    work=validate,
+    database=database,
+    retry=RetryPolicy(settings.task.max_receives, settings.task.retry_backoff_seconds),
+)

@@ -1,0 +1,135 @@
+"""Validation: decide whether a run goes ahead, freeze its window, and take the source's lock.
+
+`decide` is pure. `validate_run` applies its decision in one transaction, keyed on the
+execution ARN so that a redelivered message returns the first decision instead of counting
+the run twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.validation import adapters
+from shared.connectors import SOURCE_TYPES, UnsupportedSourceType
+from shared.db import Database
+from shared.errors import PermanentError
+from shared.flows import (
+    FIRST_RUN_PARAMS,
+    FlowParams,
+    Window,
+    is_first_run,
+    parse_flow_params,
+    plan_window,
+)
+from shared.timefmt import isoformat
+
+
+class SourceNotFound(PermanentError):
+    error_name = "SourceNotFound"
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    source_id: str
+    source_type: str
+    is_active: bool
+    batch_execution_params: Mapping[str, Any] | None
+    last_modified_date: datetime | None
+    runtime_count: int
+    backdate_days: int
+    locked_by: str | None
+    lock_expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Skip:
+    reason: str  # SourceLocked | SourceInactive
+    detail: str
+
+
+@dataclass(frozen=True)
+class Run:
+    params: FlowParams
+    window: Window
+    runtime_count: int
+    lock_expires_at: datetime
+    # The first-run rule rewrites the source's params; None leaves them as they are.
+    params_to_write: Mapping[str, Any] | None
+
+
+def decide(
+    source: SourceRow | None,
+    *,
+    source_id: str,
+    execution_arn: str,
+    now: datetime,
+    lease: timedelta,
+) -> Skip | Run:
+    if source is None:
+        raise SourceNotFound(
+            f"source {source_id!r} does not exist in public.source; register it or fix the "
+            "execution input"
+        )
+    if not source.is_active:
+        return Skip("SourceInactive", f"source {source_id!r} is inactive (is_active = false)")
+    if (
+        source.locked_by is not None
+        and source.locked_by != execution_arn
+        and source.lock_expires_at is not None
+        and source.lock_expires_at > now
+    ):
+        return Skip(
+            "SourceLocked",
+            f"source {source_id!r} is locked by {source.locked_by} until "
+            f"{isoformat(source.lock_expires_at)}",
+        )
+    if source.source_type not in SOURCE_TYPES:
+        raise UnsupportedSourceType(
+            f"source {source_id!r}: source_type {source.source_type!r} is not supported; "
+            f"expected one of {sorted(SOURCE_TYPES)}"
+        )
+    params = parse_flow_params(source_id, source.batch_execution_params)
+    runtime_count = source.runtime_count + 1
+    params_to_write = None
+    if is_first_run(runtime_count):
+        params_to_write = FIRST_RUN_PARAMS
+        params = parse_flow_params(source_id, FIRST_RUN_PARAMS)
+    window = plan_window(
+        source_id,
+        params,
+        cursor=source.last_modified_date,
+        run_start=now,
+        backdate_days=source.backdate_days,
+    )
+    return Run(params, window, runtime_count, now + lease, params_to_write)
+
+
+def validate_run(
+    request: Mapping[str, Any],
+    *,
+    db: Database,
+    clock: Callable[[], datetime],
+    lease: timedelta,
+) -> dict[str, Any]:
+    """Decide and record; returns the fields of a validation-result message."""
+    execution_arn, source_id = request["execution_arn"], request["source_id"]
+    with db.transaction() as cur:
+        recorded = adapters.find_run(cur, execution_arn)
+        if recorded is None:
+            row = adapters.lock_source_row(cur, source_id)
+            source = SourceRow(**row) if row else None
+            # A PermanentError here rolls back: nothing of the source changes, and the task
+            # handler records the failure in the ledger and reports it.
+            outcome = decide(
+                source, source_id=source_id, execution_arn=execution_arn, now=clock(), lease=lease
+            )
+            if isinstance(outcome, Skip):
+                adapters.record_skip(cur, request, outcome)
+            else:
+                adapters.start_run(cur, request, outcome)
+            recorded = adapters.find_run(cur, execution_arn)
+    assert recorded is not None
+    return adapters.result_fields(recorded)

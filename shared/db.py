@@ -1,0 +1,77 @@
+"""PostgreSQL connection and transactions, shared by every service.
+
+Driver errors that retrying can cure (lost connection, server shutting down, serialization
+failure, lock timeout) become `TransientError` here, so services never inspect psycopg2.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extras
+from psycopg2.extensions import connection as PgConnection
+
+from shared.errors import TransientError
+
+Cursor = psycopg2.extras.RealDictCursor
+
+_RETRYABLE = (
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+    psycopg2.errors.SerializationFailure,
+    psycopg2.errors.DeadlockDetected,
+    psycopg2.errors.LockNotAvailable,
+)
+
+
+class Database:
+    """One lazily (re)opened connection; a warm Lambda container keeps it between events."""
+
+    def __init__(self, dsn: str, *, application_name: str = "sourceflow") -> None:
+        self._dsn = dsn
+        self._application_name = application_name
+        self._conn: PgConnection | None = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> PgConnection:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = psycopg2.connect(
+                    self._dsn, application_name=self._application_name, connect_timeout=5
+                )
+            except psycopg2.OperationalError as exc:
+                raise TransientError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
+        return self._conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """One decision: everything inside commits together or not at all."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.cursor(cursor_factory=Cursor) as cur:
+                    yield cur
+                conn.commit()
+            except _RETRYABLE as exc:
+                self._discard(conn)
+                raise TransientError(f"database unavailable: {exc}".strip()) from exc
+            except BaseException:
+                if not conn.closed:
+                    conn.rollback()
+                raise
+
+    def _discard(self, conn: PgConnection) -> None:
+        try:
+            conn.close()
+        finally:
+            self._conn = None
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+        self._conn = None

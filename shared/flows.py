@@ -1,0 +1,210 @@
+"""The flow rules: which flow a source runs, which window it loads, where its cursor goes.
+
+Everything here is pure: no clock, no database. Callers pass the run start time and the
+source's stored values, so every rule is unit-testable on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from shared.errors import PermanentError
+
+RESPECS_WINDOW_START = datetime(1990, 1, 1, tzinfo=UTC)
+EARLIEST_SOLD_YEAR = 1990
+
+
+class FlowType(StrEnum):
+    NORMAL = "normal"
+    RESPECS = "respecs"
+    FULL_LOAD = "full_load"
+    SOLD = "sold"
+
+
+class WindowField(StrEnum):
+    LAST_MODIFIED = "last_modified"
+    SOLD_DATE = "sold_date"
+
+
+# Hand-written params spell flows many ways; compare with case, spaces, dashes and
+# underscores removed ("Re-specs", "RE-SPECS", "respecs", "Full Load", "full_load").
+_SPELLINGS = {
+    "normal": FlowType.NORMAL,
+    "respecs": FlowType.RESPECS,
+    "fullload": FlowType.FULL_LOAD,
+    "backdated": FlowType.FULL_LOAD,
+    "sold": FlowType.SOLD,
+}
+ALLOWED_FLOW_NAMES = ("Normal", "Re-specs", "Full Load", "Sold")
+_CANONICAL_NAMES = dict(zip(FlowType, ALLOWED_FLOW_NAMES, strict=True))
+_KNOWN_KEYS = {"flow_type", "type", "sql", "Sql", "year", "reset_at"}
+
+
+class InvalidFlowParams(PermanentError):
+    error_name = "InvalidFlowParams"
+
+
+@dataclass(frozen=True)
+class FlowParams:
+    flow_type: FlowType
+    sql: str | None = None
+    year: int | None = None
+    reset_at: datetime | None = None
+
+    def canonical(self) -> dict[str, Any]:
+        """The one spelling sourceflow writes back: `{"flow_type": "Re-specs", "sql": ...}`."""
+        params: dict[str, Any] = {"flow_type": _CANONICAL_NAMES[self.flow_type]}
+        if self.sql is not None:
+            params["sql"] = self.sql
+        if self.year is not None:
+            params["year"] = self.year
+        if self.reset_at is not None:
+            params["reset_at"] = self.reset_at.isoformat().replace("+00:00", "Z")
+        return params
+
+
+@dataclass(frozen=True)
+class Window:
+    """The records a run loads: `field` in (start, end], or [start, end] if start_inclusive."""
+
+    field: WindowField
+    start: datetime
+    end: datetime
+    start_inclusive: bool
+
+
+def parse_flow_params(source_id: str, raw: Mapping[str, Any] | None) -> FlowParams:
+    """Normalise `batch_execution_params` as written by hand; reject anything ambiguous."""
+    if not raw:
+        return FlowParams(FlowType.NORMAL)
+
+    def reject(field: str, value: object, expected: str) -> InvalidFlowParams:
+        return InvalidFlowParams(
+            f"source {source_id!r}: batch_execution_params.{field} = {value!r} is not valid; "
+            f"expected {expected}"
+        )
+
+    unknown = sorted(set(raw) - _KNOWN_KEYS)
+    if unknown:
+        raise reject(unknown[0], raw[unknown[0]], f"only the keys {sorted(_KNOWN_KEYS)}")
+    flow_key = _single_key(source_id, raw, ("flow_type", "type"))
+    sql_key = _single_key(source_id, raw, ("sql", "Sql"))
+
+    allowed = "one of " + ", ".join(repr(name) for name in ALLOWED_FLOW_NAMES)
+    flow_type = FlowType.NORMAL
+    if flow_key is not None:
+        value = raw[flow_key]
+        if value is not None and value != "":
+            if not isinstance(value, str):
+                raise reject(flow_key, value, allowed)
+            spelled = re.sub(r"[\s_-]", "", value).lower()
+            if spelled not in _SPELLINGS:
+                raise reject(flow_key, value, allowed)
+            flow_type = _SPELLINGS[spelled]
+
+    sql = raw[sql_key] if sql_key is not None else None
+    if flow_type is FlowType.RESPECS:
+        if not isinstance(sql, str) or not sql.strip():
+            raise reject(sql_key or "sql", sql, "a non-empty attribute-update query for Re-specs")
+    elif sql is not None:
+        raise reject(sql_key or "sql", sql, "no query: only Re-specs runs a query")
+
+    year = raw.get("year")
+    if year is not None:
+        if flow_type is not FlowType.SOLD:
+            raise reject("year", year, "no year: only Sold takes a year")
+        if isinstance(year, bool) or not isinstance(year, int) or year < EARLIEST_SOLD_YEAR:
+            raise reject("year", year, f"a whole year from {EARLIEST_SOLD_YEAR}, e.g. 2021")
+
+    reset_at = raw.get("reset_at")
+    return FlowParams(
+        flow_type,
+        sql=sql.strip() if isinstance(sql, str) else None,
+        year=year,
+        reset_at=_parse_reset_at(reset_at, reject) if reset_at is not None else None,
+    )
+
+
+def _single_key(source_id: str, raw: Mapping[str, Any], spellings: tuple[str, ...]) -> str | None:
+    present = [key for key in spellings if key in raw]
+    if len(present) > 1:
+        raise InvalidFlowParams(
+            f"source {source_id!r}: batch_execution_params has both {present[0]!r} and "
+            f"{present[1]!r}; keep one of them"
+        )
+    return present[0] if present else None
+
+
+def _parse_reset_at(value: object, reject: Any) -> datetime:
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed.astimezone(UTC)
+    raise reject("reset_at", value, "an ISO-8601 timestamp with a time zone")
+
+
+def plan_window(
+    source_id: str,
+    params: FlowParams,
+    *,
+    cursor: datetime | None,
+    run_start: datetime,
+    backdate_days: int,
+) -> Window:
+    """The window a run loads, per DESIGN.md's table of flows."""
+    if run_start.tzinfo is None:
+        raise ValueError("run_start must be timezone-aware")
+    backdated = Window(
+        WindowField.LAST_MODIFIED, run_start - timedelta(days=backdate_days), run_start, True
+    )
+    match params.flow_type:
+        case FlowType.NORMAL:
+            if cursor is None:
+                return backdated
+            # A cursor ahead of the run start (clock skew at the vendor) yields an empty window
+            # rather than one that runs backwards.
+            start = min(cursor, run_start)
+            return Window(WindowField.LAST_MODIFIED, start, run_start, False)
+        case FlowType.FULL_LOAD:
+            return backdated
+        case FlowType.RESPECS:
+            return Window(WindowField.LAST_MODIFIED, RESPECS_WINDOW_START, run_start, True)
+        case FlowType.SOLD:
+            year = params.year if params.year is not None else run_start.year
+            if year > run_start.year:
+                raise InvalidFlowParams(
+                    f"source {source_id!r}: batch_execution_params.year = {year} is after the "
+                    f"run start ({run_start.year}); expected a year up to {run_start.year}"
+                )
+            return Window(WindowField.SOLD_DATE, datetime(year, 1, 1, tzinfo=UTC), run_start, True)
+    raise AssertionError(f"unhandled flow type {params.flow_type}")
+
+
+def is_first_run(runtime_count_after_start: int) -> bool:
+    """DESIGN.md: a source whose runtime count is 1 (this run is its first) is backdated."""
+    return runtime_count_after_start == 1
+
+
+FIRST_RUN_PARAMS: dict[str, Any] = {"type": "Full Load"}
+
+
+def moves_cursor(flow_type: FlowType) -> bool:
+    """Sold runs filter on the sold date, so they say nothing about the LMD cursor."""
+    return flow_type is not FlowType.SOLD
+
+
+def advance_cursor(current: datetime | None, newest_loaded: datetime | None) -> datetime | None:
+    """The cursor moves to the newest last-modified date loaded, and never backwards."""
+    if newest_loaded is None:
+        return current
+    if current is None:
+        return newest_loaded
+    return max(current, newest_loaded)

@@ -1,0 +1,37 @@
+"""Starting a run: one Step Functions execution per source, always with a meaningful name.
+
+The local emulator gives every unnamed execution the same ARN, and on AWS a name makes a run
+findable; so the name is `<source_id>-<UTC start>-<nonce>` (at most 80 characters).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def execution_name(source_id: str, started: datetime, nonce: str | None = None) -> str:
+    nonce = nonce if nonce is not None else secrets.token_hex(4)
+    stamp = started.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return _NAME_UNSAFE.sub("-", f"{source_id[:50]}-{stamp}-{nonce}")[:80]
+
+
+def start_run(
+    sfn_client: Any,
+    state_machine_arn: str,
+    source_id: str,
+    *,
+    started: datetime | None = None,
+    nonce: str | None = None,
+) -> str:
+    """Start one execution for `source_id`; returns its ARN."""
+    name = execution_name(source_id, started or datetime.now(UTC), nonce)
+    response = sfn_client.start_execution(
+        stateMachineArn=state_machine_arn, name=name, input=json.dumps({"source_id": source_id})
+    )
+    return str(response["executionArn"])

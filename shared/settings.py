@@ -1,0 +1,61 @@
+"""Reading configuration from the environment once, with errors that say what to set."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+class SettingsError(RuntimeError):
+    pass
+
+
+def env_str(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name, default)
+    if value is None or value == "":
+        raise SettingsError(f"environment variable {name} is not set; set it before starting")
+    return value
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"environment variable {name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise SettingsError(f"environment variable {name}={value} must be at least {minimum}")
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"environment variable {name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise SettingsError(f"environment variable {name}={value} must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """What every task service (validation, download, unlocking) needs."""
+
+    database_url: str
+    # Must equal the work queue's redrive maxReceiveCount: the last delivery reports failure.
+    max_receives: int
+    retry_backoff_seconds: float
+
+    @classmethod
+    def from_env(cls) -> TaskSettings:
+        return cls(
+            database_url=env_str("DATABASE_URL"),
+            max_receives=env_int("MAX_RECEIVE_COUNT", 5, minimum=1),
+            retry_backoff_seconds=env_float("RETRY_BACKOFF_SECONDS", 2.0),
+        )

@@ -1,0 +1,213 @@
+"""Callback task tokens and the one way every service turns an SQS record into a task outcome.
+
+A record's body is a task message from the state machine. The service's work function gets the
+validated message and returns the fields of its result; this module wraps them in the result
+contract and reports back with SendTaskSuccess, or reports a named SendTaskFailure for a
+permanent error, or raises a transient error so that SQS redelivers the record.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Protocol
+
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared import aws, contracts
+from shared.db import Database
+from shared.errors import PermanentError, TaskOver, TransientError
+from shared.ledger import failure_recorder
+from shared.observability import logger, tracer
+
+_TASK_OVER_CODES = {"InvalidToken", "TaskTimedOut", "TaskDoesNotExist"}
+# Step Functions caps error names at 256 and causes at 32768 characters.
+_MAX_ERROR, _MAX_CAUSE = 256, 32768
+
+
+def _call(operation: Callable[..., Any], **kwargs: Any) -> None:
+    try:
+        operation(**kwargs)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in _TASK_OVER_CODES:
+            raise TaskOver(f"the task is over ({code})") from exc
+        raise TransientError(f"Step Functions {operation.__name__} failed: {exc}") from exc
+    except BotoCoreError as exc:
+        raise TransientError(f"Step Functions unreachable: {exc}") from exc
+
+
+class TaskCallbacks:
+    """SendTaskSuccess / SendTaskFailure / SendTaskHeartbeat for one Step Functions client."""
+
+    def __init__(self, sfn_client: Any) -> None:
+        self._sfn = sfn_client
+
+    def succeed(self, token: str, output: Mapping[str, Any]) -> None:
+        _call(self._sfn.send_task_success, taskToken=token, output=json.dumps(output))
+
+    def fail(self, token: str, error: str, cause: str) -> None:
+        _call(
+            self._sfn.send_task_failure,
+            taskToken=token,
+            error=error[:_MAX_ERROR],
+            cause=cause[:_MAX_CAUSE],
+        )
+
+    def heartbeat(self, token: str) -> None:
+        _call(self._sfn.send_task_heartbeat, taskToken=token)
+
+
+class FailureRecorder(Protocol):
+    """Writes a failure's detail where operators find it (the run ledger), because the local
+    emulator drops a SendTaskFailure's cause."""
+
+    def __call__(self, message: Mapping[str, Any], error_name: str, detail: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a transient error is retried: SQS redelivery after a growing visibility timeout,
+    until the queue's maxReceiveCount; the last allowed delivery reports a named failure so the
+    run ends now instead of waiting for the task timeout."""
+
+    max_receives: int
+    base_backoff_seconds: float
+    max_backoff_seconds: float = 300.0
+
+    def backoff_seconds(self, receive_count: int) -> int:
+        delay = self.base_backoff_seconds * (2 ** max(receive_count - 1, 0))
+        return max(0, min(round(delay), int(self.max_backoff_seconds)))
+
+
+class QueueVisibility:
+    """Delays the redelivery of one received message (backoff through the visibility timeout)."""
+
+    def __init__(self, sqs_client: Any) -> None:
+        self._sqs = sqs_client
+
+    @cache  # noqa: B019 - one instance per process; queue URLs never change
+    def _queue_url(self, queue_arn: str) -> str:
+        _, _, _, _, account, name = queue_arn.split(":", 5)
+        return str(self._sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"])
+
+    def delay(self, record: SQSRecord, seconds: int) -> None:
+        try:
+            self._sqs.change_message_visibility(
+                QueueUrl=self._queue_url(record.event_source_arn),
+                ReceiptHandle=record.receipt_handle,
+                VisibilityTimeout=seconds,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            # The queue's own visibility timeout still brings the message back.
+            logger.warning("could not set the retry backoff", extra={"error": str(exc)})
+
+
+def process_task_record(
+    record: SQSRecord,
+    *,
+    request_contract: str,
+    result_contract: str,
+    work: Callable[[dict[str, Any]], Mapping[str, Any]],
+    callbacks: TaskCallbacks,
+    record_failure: FailureRecorder,
+    retry: RetryPolicy,
+    visibility: QueueVisibility,
+) -> None:
+    """Handle one SQS record carrying a task message; raise only to have it redelivered."""
+    try:
+        message = contracts.parse(record.body, request_contract)
+    except contracts.ContractViolation as exc:
+        # No trustworthy token to report to: the redrive policy takes it to the DLQ.
+        logger.error(
+            "malformed message",
+            extra={"message_id": record.message_id, "contract": request_contract, "error": str(exc)},
+        )
+        raise
+
+    token = message["task_token"]
+    receive_count = int(record.attributes.approximate_receive_count or 1)
+    logger.append_keys(
+        source_id=message["source_id"],
+        execution_arn=message["execution_arn"],
+        receive_count=receive_count,
+    )
+    started = time.monotonic()
+    try:
+        try:
+            fields = work(message)
+        except TransientError as exc:
+            if receive_count < retry.max_receives:
+                logger.warning("transient error; will retry", extra={"error": str(exc)})
+                visibility.delay(record, retry.backoff_seconds(receive_count))
+                raise
+            detail = f"{exc} (gave up after {receive_count} deliveries)"
+            logger.error("transient error on the last delivery", extra={"error": detail})
+            record_failure(message, exc.error_name, detail)
+            callbacks.fail(token, exc.error_name, detail)
+            return
+        except PermanentError as exc:
+            logger.warning("permanent error", extra={"error_name": exc.error_name, "error": str(exc)})
+            record_failure(message, exc.error_name, str(exc))
+            callbacks.fail(token, exc.error_name, str(exc))
+            return
+        result = contracts.message(
+            result_contract, correlation_id=message["correlation_id"], **fields
+        )
+        callbacks.succeed(token, result)
+        logger.info(
+            "task done", extra={"seconds": round(time.monotonic() - started, 3), **fields}
+        )
+    except TaskOver as exc:
+        # Reporting to a finished task can never succeed; retrying would only loop.
+        logger.warning("task is over; message consumed without effect", extra={"error": str(exc)})
+    finally:
+        logger.remove_keys(["source_id", "execution_arn", "receive_count"])
+
+
+def task_lambda_handler(
+    *,
+    step: str,
+    request_contract: str,
+    result_contract: str,
+    work: Callable[[dict[str, Any]], Mapping[str, Any]],
+    database: Callable[[], Database],
+    retry: RetryPolicy,
+) -> Callable[[dict[str, Any], LambdaContext], Any]:
+    """The Lambda entry point of a task service: an SQS batch with partial batch responses.
+
+    A record that raises (malformed, or transient) is reported in `batchItemFailures` and only
+    it is redelivered; the rest of the batch is deleted.
+    """
+    processor = BatchProcessor(event_type=EventType.SQS)
+
+    def record_handler(record: SQSRecord) -> None:
+        process_task_record(
+            record,
+            request_contract=request_contract,
+            result_contract=result_contract,
+            work=work,
+            callbacks=TaskCallbacks(aws.client("stepfunctions")),
+            record_failure=failure_recorder(database(), step=step),
+            retry=retry,
+            visibility=QueueVisibility(aws.client("sqs")),
+        )
+
+    @logger.inject_lambda_context
+    @tracer.capture_lambda_handler
+    def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+
+    return lambda_handler

@@ -1,0 +1,189 @@
+"""The flow rules of DESIGN.md: params spellings, windows, the first-run rule, the cursor."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from shared.flows import (
+    FIRST_RUN_PARAMS,
+    RESPECS_WINDOW_START,
+    FlowParams,
+    FlowType,
+    InvalidFlowParams,
+    WindowField,
+    advance_cursor,
+    is_first_run,
+    moves_cursor,
+    parse_flow_params,
+    plan_window,
+)
+
+RUN_START = datetime(2026, 11, 22, 18, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, FlowType.NORMAL),
+        ({}, FlowType.NORMAL),
+        ({"flow_type": None}, FlowType.NORMAL),
+        ({"flow_type": ""}, FlowType.NORMAL),
+        ({"flow_type": "Normal"}, FlowType.NORMAL),
+        ({"type": "NORMAL"}, FlowType.NORMAL),
+        ({"type": "Full Load"}, FlowType.FULL_LOAD),
+        ({"type": "full_load"}, FlowType.FULL_LOAD),
+        ({"type": "Sold"}, FlowType.SOLD),
+        ({"type": "SOLD"}, FlowType.SOLD),
+        ({"type": "Re-specs", "Sql": "UPDATE t SET a = 1"}, FlowType.RESPECS),
+        ({"type": "RE-SPECS", "sql": "UPDATE t SET a = 1"}, FlowType.RESPECS),
+        ({"flow_type": "respecs", "sql": "UPDATE t SET a = 1"}, FlowType.RESPECS),
+    ],
+)
+def test_every_documented_spelling_is_accepted(raw: dict | None, expected: FlowType) -> None:
+    assert parse_flow_params("src-1", raw).flow_type is expected
+
+
+def test_params_normalise_to_one_canonical_form() -> None:
+    # Given two hand-written spellings of the same Re-specs params
+    legacy = parse_flow_params("s", {"type": "RE-SPECS", "Sql": " UPDATE t SET a = 1 "})
+    modern = parse_flow_params("s", {"flow_type": "Re-specs", "sql": "UPDATE t SET a = 1"})
+    # Then both are written back the same way
+    assert legacy.canonical() == modern.canonical() == {
+        "flow_type": "Re-specs",
+        "sql": "UPDATE t SET a = 1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ({"type": "Weekly"}, ["'src-1'", "batch_execution_params.type", "'Weekly'", "'Sold'"]),
+        ({"flow_type": 3}, ["batch_execution_params.flow_type", "3", "'Normal'"]),
+        ({"typ": "Sold"}, ["batch_execution_params.typ", "only the keys"]),
+        ({"type": "Sold", "flow_type": "Normal"}, ["both", "'flow_type'", "'type'"]),
+        ({"type": "Re-specs"}, ["batch_execution_params.sql", "Re-specs"]),
+        ({"type": "Normal", "sql": "UPDATE t SET a=1"}, ["only Re-specs runs a query"]),
+        ({"type": "Sold", "year": "2021"}, ["batch_execution_params.year", "'2021'"]),
+        ({"type": "Normal", "year": 2021}, ["only Sold takes a year"]),
+        ({"type": "Sold", "reset_at": "tomorrow"}, ["batch_execution_params.reset_at"]),
+    ],
+)
+def test_bad_params_are_rejected_naming_source_field_and_value(raw: dict, words: list[str]) -> None:
+    with pytest.raises(InvalidFlowParams) as caught:
+        parse_flow_params("src-1", raw)
+    assert caught.value.error_name == "InvalidFlowParams"
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_normal_window_runs_from_the_cursor_exclusive_to_run_start_inclusive() -> None:
+    cursor = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
+    window = plan_window(
+        "s", FlowParams(FlowType.NORMAL), cursor=cursor, run_start=RUN_START, backdate_days=30
+    )
+    assert (window.field, window.start, window.end) == (WindowField.LAST_MODIFIED, cursor, RUN_START)
+    assert window.start_inclusive is False
+
+
+def test_normal_without_cursor_is_backdated() -> None:
+    window = plan_window(
+        "s", FlowParams(FlowType.NORMAL), cursor=None, run_start=RUN_START, backdate_days=7
+    )
+    assert window.start == RUN_START - timedelta(days=7)
+    assert window.end == RUN_START
+
+
+def test_cursor_ahead_of_run_start_gives_an_empty_window_not_a_backwards_one() -> None:
+    ahead = RUN_START + timedelta(hours=1)
+    window = plan_window(
+        "s", FlowParams(FlowType.NORMAL), cursor=ahead, run_start=RUN_START, backdate_days=7
+    )
+    assert window.start == window.end == RUN_START
+
+
+def test_full_load_ignores_the_cursor_and_goes_back_backdate_days() -> None:
+    window = plan_window(
+        "s",
+        FlowParams(FlowType.FULL_LOAD),
+        cursor=datetime(2026, 11, 21, tzinfo=UTC),
+        run_start=RUN_START,
+        backdate_days=30,
+    )
+    assert (window.start, window.end, window.start_inclusive) == (
+        RUN_START - timedelta(days=30),
+        RUN_START,
+        True,
+    )
+
+
+def test_respecs_window_starts_in_1990() -> None:
+    window = plan_window(
+        "s",
+        FlowParams(FlowType.RESPECS, sql="UPDATE t SET a = 1"),
+        cursor=None,
+        run_start=RUN_START,
+        backdate_days=30,
+    )
+    assert window.start == RESPECS_WINDOW_START == datetime(1990, 1, 1, tzinfo=UTC)
+    assert window.field is WindowField.LAST_MODIFIED
+
+
+def test_sold_window_filters_sold_date_from_first_of_january() -> None:
+    window = plan_window(
+        "s", FlowParams(FlowType.SOLD, year=2021), cursor=None, run_start=RUN_START, backdate_days=3
+    )
+    assert window.field is WindowField.SOLD_DATE
+    assert window.start == datetime(2021, 1, 1, tzinfo=UTC)
+    assert window.end == RUN_START
+
+
+def test_sold_year_defaults_to_the_run_start_year_in_utc() -> None:
+    # Given a run that starts on 1 January UTC, which is still 31 December in New York
+    run_start = datetime(2027, 1, 1, 2, 0, tzinfo=UTC)
+    window = plan_window(
+        "s", FlowParams(FlowType.SOLD), cursor=None, run_start=run_start, backdate_days=3
+    )
+    assert window.start == datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def test_sold_year_after_the_run_start_is_rejected() -> None:
+    with pytest.raises(InvalidFlowParams, match="year = 2030"):
+        plan_window(
+            "s", FlowParams(FlowType.SOLD, year=2030), cursor=None, run_start=RUN_START, backdate_days=3
+        )
+
+
+def test_window_bounds_are_utc_whatever_zone_the_run_start_came_in() -> None:
+    tokyo = RUN_START.astimezone(timezone(timedelta(hours=9)))
+    window = plan_window(
+        "s", FlowParams(FlowType.FULL_LOAD), cursor=None, run_start=tokyo, backdate_days=1
+    )
+    assert window.end == RUN_START and window.start == RUN_START - timedelta(days=1)
+
+
+def test_naive_run_start_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        plan_window(
+            "s", FlowParams(FlowType.NORMAL), cursor=None, run_start=datetime(2026, 1, 1), backdate_days=1
+        )
+
+
+def test_first_run_rule_writes_full_load() -> None:
+    assert is_first_run(1) and not is_first_run(2)
+    assert parse_flow_params("s", FIRST_RUN_PARAMS).flow_type is FlowType.FULL_LOAD
+    assert FIRST_RUN_PARAMS == {"type": "Full Load"}
+
+
+def test_cursor_advances_to_newest_loaded_and_never_backwards() -> None:
+    older, newer = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
+    assert advance_cursor(None, newer) == newer
+    assert advance_cursor(older, newer) == newer
+    assert advance_cursor(newer, older) == newer
+    assert advance_cursor(older, None) == older
+    assert advance_cursor(None, None) is None
+
+
+def test_only_sold_leaves_the_cursor_alone() -> None:
+    assert [moves_cursor(flow) for flow in FlowType] == [True, True, True, False]
