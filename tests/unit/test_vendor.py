@@ -1,0 +1,369 @@
+"""infra.local.vendor: deterministic listings, filters, keyset paging, upserts, errors, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+
+from infra.local.vendor import (
+    EPOCH_START,
+    VendorServer,
+    floor_seconds,
+    format_timestamp,
+    generate_record,
+    parse_timestamp,
+    record_times,
+    start_vendor,
+    stop_vendor,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+ANCHOR = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
+ANCHOR_S = floor_seconds(ANCHOR)
+LATER = ANCHOR + timedelta(hours=3)  # the server's clock: upserts land after the anchor
+
+
+class Vendor:
+    """A running vendor and a tiny JSON client for it."""
+
+    def __init__(self, server: VendorServer, base_url: str) -> None:
+        self.server = server
+        self.base_url = base_url
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def get(self, path: str, **params: Any) -> tuple[int, Any]:
+        query = f"?{urlencode(params)}" if params else ""
+        return self.call("GET", f"{path}{query}")
+
+    def ok(self, path: str, **params: Any) -> Any:
+        status, body = self.get(path, **params)
+        assert status == 200, body
+        return body
+
+    def all_records(self, dataset: str, **params: Any) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        while True:
+            page = self.ok(f"/datasets/{quote(dataset)}/records", **params)
+            records.extend(page["records"])
+            if page["next_page_token"] is None:
+                return records
+            params["page_token"] = page["next_page_token"]
+
+    def count(self, dataset: str, **params: Any) -> int:
+        return int(self.ok(f"/datasets/{quote(dataset)}/count", **params)["count"])
+
+    def upsert(self, dataset: str, *records: dict[str, Any]) -> dict[str, Any]:
+        status, body = self.call(
+            "POST", f"/datasets/{quote(dataset)}/records", {"records": records}
+        )
+        assert status == 200, body
+        return dict(body)
+
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[tuple[VendorServer, str]]:
+    """One server for the module: starting is cheap but each shutdown waits a poll interval."""
+    server, base_url = start_vendor(datasets={}, anchor=ANCHOR, clock=lambda: LATER)
+    try:
+        yield server, base_url
+    finally:
+        stop_vendor(server)
+
+
+@pytest.fixture
+def vendor(running: tuple[VendorServer, str]) -> Vendor:
+    """Fresh datasets and no faults per test, so upserts and faults never leak between tests."""
+    server, base_url = running
+    state = server.state
+    with state.lock:
+        state.datasets.clear()
+        state.faults.clear()
+    for name, size in {"small": 300, "other": 50, "empty": 0}.items():
+        state.add(name, size)
+    return Vendor(server, base_url)
+
+
+def order_key(record: dict[str, Any]) -> tuple[str, str]:
+    return record["last_modified"], record["id"]
+
+
+def seconds(text: str) -> int:
+    return floor_seconds(parse_timestamp(text))
+
+
+# --- generation --------------------------------------------------------------------------------
+
+
+def test_given_same_name_index_anchor_when_generated_twice_then_records_are_equal() -> None:
+    assert generate_record("listings-a", 42, ANCHOR) == generate_record("listings-a", 42, ANCHOR)
+    assert generate_record("listings-a", 42, ANCHOR)["id"] == "listings-a-0000042"
+
+
+def test_given_different_datasets_or_indices_when_generated_then_records_differ() -> None:
+    a, b = generate_record("listings-a", 7, ANCHOR), generate_record("listings-b", 7, ANCHOR)
+    assert a["last_modified"] != b["last_modified"]
+    assert {k: v for k, v in a.items() if k != "id"} != {k: v for k, v in b.items() if k != "id"}
+    assert generate_record("listings-a", 8, ANCHOR) != a
+
+
+def test_given_a_later_anchor_when_generated_then_only_times_move() -> None:
+    earlier = generate_record("listings-a", 3, ANCHOR)
+    later = generate_record("listings-a", 3, ANCHOR + timedelta(days=30))
+    assert later["last_modified"] > earlier["last_modified"]
+    assert later["address"] == earlier["address"] and later["price"] == earlier["price"]
+
+
+def test_last_modified_spans_1995_to_anchor_and_is_denser_recently() -> None:
+    times = [record_times("listings-a", i, ANCHOR_S)[0] for i in range(5000)]
+    assert all(floor_seconds(EPOCH_START) <= t <= ANCHOR_S for t in times)
+    last_year = sum(t > ANCHOR_S - 365 * 86400 for t in times)
+    y2000, y2005 = floor_seconds(datetime(2000, 1, 1, tzinfo=UTC)), 1104537600
+    early = sum(y2000 <= t < y2005 for t in times)
+    assert last_year > 3 * early
+    assert sum(t > ANCHOR_S - 30 * 86400 for t in times) > 300  # ~14% within 30 days
+    assert sum(t > ANCHOR_S - 86400 for t in times) > 50  # ~4% within the last day
+
+
+def test_generated_records_are_consistent_and_realistically_sized() -> None:
+    records = [generate_record("listings-a", i, ANCHOR) for i in range(2000)]
+    sold = [r for r in records if r["sold_date"] is not None]
+    assert 0.30 < len(sold) / len(records) < 0.40
+    for r in records:
+        assert (r["status"] == "sold") == (r["sold_date"] is not None)
+        assert r["status"] in ("for_sale", "sold", "withdrawn")
+        assert r["listed_date"] <= r["last_modified"] <= format_timestamp(ANCHOR_S)
+        if r["sold_date"] is not None:
+            assert r["listed_date"] <= r["sold_date"] <= r["last_modified"]
+        assert format_timestamp(seconds(r["last_modified"])) == r["last_modified"]
+    sizes = [len(json.dumps(r)) for r in records]
+    assert 400 <= sum(sizes) / len(sizes) <= 700
+
+
+# --- reading over HTTP ---------------------------------------------------------------------
+
+
+def test_health_and_datasets(vendor: Vendor) -> None:
+    assert vendor.ok("/health") == {"status": "ok"}
+    listed = vendor.ok("/datasets")["datasets"]
+    assert {"name": "small", "size": 300, "anchor": "2025-06-01T12:00:00Z"} in listed
+    assert [d["name"] for d in listed] == ["small", "other", "empty"]
+
+
+def test_given_small_pages_when_paging_then_every_record_comes_once_in_order(
+    vendor: Vendor,
+) -> None:
+    records = vendor.all_records("small", page_size=37)
+    ids = [r["id"] for r in records]
+    assert sorted(ids) == [f"small-{i:07d}" for i in range(300)]
+    assert [order_key(r) for r in records] == sorted(order_key(r) for r in records)
+    assert records[5] == generate_record("small", int(records[5]["id"][-7:]), ANCHOR)
+    assert vendor.count("small") == 300
+    assert vendor.all_records("empty") == [] and vendor.count("empty") == 0
+
+
+def test_given_filters_when_counting_then_count_equals_paged_records(vendor: Vendor) -> None:
+    filters = [
+        {"modified_after": "2024-01-01T00:00:00Z"},
+        {"modified_after": "2010-01-01T00:00:00Z", "modified_until": "2024-06-01T00:00:00Z"},
+        {"sold_from": "2020-01-01T00:00:00Z", "sold_until": "2025-01-01T00:00:00Z"},
+        {"sold_from": "2015-01-01T00:00:00Z", "modified_until": "2024-01-01T00:00:00Z"},
+    ]
+    for params in filters:
+        paged = vendor.all_records("small", page_size=11, **params)
+        assert vendor.count("small", **params) == len(paged) > 0, params
+
+
+def test_modified_after_is_exclusive_and_modified_until_inclusive(vendor: Vendor) -> None:
+    records = vendor.all_records("small")
+    target = records[150]
+    at = target["last_modified"]
+    after = vendor.all_records("small", modified_after=at)
+    until = vendor.all_records("small", modified_until=at)
+    assert target not in after and target in until
+    assert len(after) + len(until) == 300
+    assert all(r["last_modified"] > at for r in after)
+    assert all(r["last_modified"] <= at for r in until)
+    # Given a fractional or +00:00 bound just before the record, it is included
+    half_second_before = format_timestamp(seconds(at) - 1).replace("Z", ".5+00:00")
+    assert target in vendor.all_records("small", modified_after=half_second_before)
+    assert target not in vendor.all_records("small", modified_until=half_second_before)
+
+
+def test_sold_range_is_inclusive_and_excludes_unsold(vendor: Vendor) -> None:
+    sold = sorted(
+        (r for r in vendor.all_records("small") if r["sold_date"] is not None),
+        key=lambda r: r["sold_date"],
+    )
+    target = sold[len(sold) // 2]
+    at = target["sold_date"]
+    exactly = vendor.all_records("small", sold_from=at, sold_until=at)
+    assert target in exactly and all(r["sold_date"] == at for r in exactly)
+    one_later = format_timestamp(seconds(at) + 1)
+    assert target not in vendor.all_records("small", sold_from=one_later)
+    everything_sold = vendor.all_records("small", sold_from="1990-01-01T00:00:00Z")
+    assert len(everything_sold) == len(sold) < 300
+    assert all(r["sold_date"] is not None for r in everything_sold)
+
+
+# --- upserts -------------------------------------------------------------------------------
+
+
+def test_given_existing_record_when_upserted_then_it_moves_to_now_and_merges(
+    vendor: Vendor,
+) -> None:
+    old = vendor.all_records("small")[0]
+    body = vendor.upsert("small", {"id": old["id"], "price": 123456})
+    assert body["upserted"] == 1
+    updated = body["records"][0]
+    assert updated["last_modified"] == "2025-06-01T15:00:00Z" > old["last_modified"]
+    assert updated["price"] == 123456 and updated["address"] == old["address"]
+    # Then it is served once, in its new place, and counts do not change
+    fresh = vendor.all_records("small", modified_after="2025-06-01T12:00:00Z")
+    assert fresh == [updated]
+    everything = vendor.all_records("small", page_size=50)
+    assert [r["id"] for r in everything].count(old["id"]) == 1 and everything[-1] == updated
+    assert vendor.count("small") == 300
+    assert vendor.count("small", modified_until="2025-06-01T12:00:00Z") == 299
+
+
+def test_given_new_id_when_upserted_then_inserted_with_defaults(vendor: Vendor) -> None:
+    body = vendor.upsert("brand-new", {"id": "x-1", "city": "Leeds", "sold_date": None})
+    record = body["records"][0]
+    assert record["city"] == "Leeds" and record["status"] == "for_sale"
+    assert record["last_modified"] == "2025-06-01T15:00:00Z" and record["price"] is None
+    assert vendor.all_records("brand-new") == [record]
+    assert {"name": "brand-new", "size": 0, "anchor": "2025-06-01T12:00:00Z"} in vendor.ok(
+        "/datasets"
+    )["datasets"]
+
+
+def test_given_equal_timestamps_when_paging_one_by_one_then_ties_break_by_id(
+    vendor: Vendor,
+) -> None:
+    base = vendor.all_records("other")[20]
+    at = base["last_modified"]
+    vendor.upsert("other", *({"id": f"other-tie-{n}", "last_modified": at} for n in (2, 0, 1)))
+    window = vendor.all_records(
+        "other", page_size=1, modified_after=format_timestamp(seconds(at) - 1)
+    )
+    same = [r["id"] for r in window if r["last_modified"] == at]
+    assert same == sorted([base["id"], "other-tie-0", "other-tie-1", "other-tie-2"])
+    assert vendor.count("other") == 53
+
+
+def test_given_sold_date_when_upserted_then_status_follows(vendor: Vendor) -> None:
+    record = vendor.upsert("small", {"id": "small-0000001", "sold_date": "2025-06-01T10:00:00Z"})
+    assert record["records"][0]["status"] == "sold"
+    status, body = vendor.call(
+        "POST", "/datasets/small/records", {"records": [{"id": "a", "sold_date": "soon"}]}
+    )
+    assert status == 400 and "sold_date='soon'" in body["error"]
+
+
+# --- errors and faults ---------------------------------------------------------------------
+
+
+def test_unknown_dataset_is_404_listing_known_ones(vendor: Vendor) -> None:
+    status, body = vendor.get("/datasets/nope/records")
+    assert status == 404
+    assert "'nope'" in body["error"] and "small" in body["error"] and "other" in body["error"]
+    assert vendor.get("/datasets/nope/count")[0] == 404
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"modified_after": "yesterday"}, "modified_after='yesterday'"),
+        ({"sold_until": "2024-13-01"}, "sold_until='2024-13-01'"),
+        ({"page_size": "0"}, "page_size='0'"),
+        ({"page_size": "10001"}, "from 1 to 10000"),
+        ({"page_size": "ten"}, "page_size='ten'"),
+        ({"page_token": "not-a-token"}, "page_token 'not-a-token'"),
+        ({"since": "2024-01-01"}, "unknown query parameter 'since'"),
+    ],
+)
+def test_bad_parameters_are_400_naming_parameter_and_value(
+    vendor: Vendor, params: dict[str, str], expected: str
+) -> None:
+    status, body = vendor.get("/datasets/small/records", **params)
+    assert status == 400
+    assert expected in body["error"] and "expected" in body["error"]
+
+
+def test_given_fault_after_k_records_then_pages_fail_until_cleared(vendor: Vendor) -> None:
+    status, _ = vendor.call(
+        "POST", "/admin/faults", {"dataset": "small", "fail_status": 500, "after_records": 10}
+    )
+    assert status == 200
+    first = vendor.ok("/datasets/small/records", page_size=6)
+    second = vendor.ok("/datasets/small/records", page_size=6, page_token=first["next_page_token"])
+    status, body = vendor.get(
+        "/datasets/small/records", page_size=6, page_token=second["next_page_token"]
+    )
+    assert status == 500 and "injected fault" in body["error"]
+    assert vendor.get("/datasets/other/records", page_size=6)[0] == 200  # other datasets fine
+    assert vendor.call("DELETE", "/admin/faults")[0] == 200
+    assert vendor.get("/datasets/small/records", page_token=second["next_page_token"])[0] == 200
+
+
+def test_given_fault_with_zero_records_and_delay_then_fails_immediately_after_delay(
+    vendor: Vendor,
+) -> None:
+    vendor.call(
+        "POST",
+        "/admin/faults",
+        {"dataset": "other", "fail_status": 503, "after_records": 0, "page_delay_ms": 50},
+    )
+    started = time.monotonic()
+    assert vendor.get("/datasets/other/records")[0] == 503
+    assert time.monotonic() - started >= 0.05
+    status, body = vendor.call("POST", "/admin/faults", {"dataset": "other", "fail_status": 200})
+    assert status == 400 and "fail_status=200" in body["error"]
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+def test_main_announces_address_serves_and_stops_on_sigterm() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "infra.local.vendor", "--port", "0", "--dataset", "tiny=5"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        assert line.startswith("vendor listening on http://127.0.0.1:")
+        base_url = line.removeprefix("vendor listening on ")
+        with urllib.request.urlopen(f"{base_url}/datasets/tiny/count", timeout=5) as response:
+            assert json.loads(response.read()) == {"count": 5}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=5) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
