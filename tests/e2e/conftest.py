@@ -1,0 +1,216 @@
+"""The embedded stack, started once for the e2e session, and factories for sources and runs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from infra.local.stack import LocalStack, StackOptions
+from infra.runs import wait_for_execution
+from infra.sources import SourceSpec, get_run, get_source, register_source
+from shared.db import Database
+from shared.runs import start_run
+from shared.timefmt import isoformat
+
+_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    state_dir = tmp_path_factory.mktemp("stack")
+    with LocalStack(
+        StackOptions(state_dir=state_dir, database_url=os.environ.get("DATABASE_URL") or None)
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def aws(stack: LocalStack) -> Any:
+    env = stack.env
+
+    def client(name: str) -> Any:
+        return boto3.client(
+            name,
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            region_name=env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    return client
+
+
+@pytest.fixture(scope="session")
+def db(stack: LocalStack) -> Iterator[Database]:
+    database = Database(stack.env["DATABASE_URL"], application_name="sourceflow-tests")
+    yield database
+    database.close()
+
+
+@dataclass
+class Vendor:
+    url: str
+
+    def put(self, dataset: str, records: list[Mapping[str, Any]]) -> None:
+        response = requests.post(
+            f"{self.url}/datasets/{dataset}/records", json={"records": records}, timeout=10
+        )
+        response.raise_for_status()
+
+    def fault(self, dataset: str, **fault: Any) -> None:
+        requests.post(
+            f"{self.url}/admin/faults", json={"dataset": dataset, **fault}, timeout=10
+        ).raise_for_status()
+
+    def clear_faults(self) -> None:
+        requests.delete(f"{self.url}/admin/faults", timeout=10).raise_for_status()
+
+
+@pytest.fixture
+def vendor(stack: LocalStack) -> Iterator[Vendor]:
+    the_vendor = Vendor(stack.env["VENDOR_URL"])
+    yield the_vendor
+    the_vendor.clear_faults()
+
+
+def listing(dataset: str, index: int, modified: datetime, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": f"{dataset}-{index:05d}",
+        "last_modified": isoformat(modified.replace(microsecond=0)),
+        "price": 100_000 + index,
+        **fields,
+    }
+
+
+@dataclass
+class RunResult:
+    execution_arn: str
+    status: str
+    error: str | None
+    output: dict[str, Any] | None
+    run: dict[str, Any]
+    source: dict[str, Any] | None
+
+
+@dataclass
+class Harness:
+    stack: LocalStack
+    db: Database
+    aws: Any
+    vendor: Vendor
+
+    def new_dataset(self, records_ago: list[timedelta], *, now: datetime | None = None) -> str:
+        """A vendor dataset of its own for one test, with records modified `ago` before now."""
+        dataset = f"t{next(_counter):03d}-{os.getpid()}"
+        now = now or datetime.now(UTC)
+        self.vendor.put(
+            dataset, [listing(dataset, i, now - ago) for i, ago in enumerate(records_ago)]
+        )
+        return dataset
+
+    def new_source(
+        self,
+        dataset: str,
+        *,
+        cursor: datetime | None = None,
+        runtime_count: int = 0,
+        params: Mapping[str, Any] | None = None,
+        backdate_days: int = 30,
+        is_active: bool = True,
+        base_url: str | None = None,
+    ) -> str:
+        source_id = f"src-{dataset}"
+        register_source(
+            self.db,
+            SourceSpec(
+                source_id=source_id,
+                name=f"test source {dataset}",
+                source_type="http_api",
+                connection={"base_url": base_url or self.vendor.url, "dataset": dataset},
+                backdate_days=backdate_days,
+                batch_execution_params=params,
+                is_active=is_active,
+            ),
+        )
+        with self.db.transaction() as cur:
+            cur.execute(
+                "UPDATE public.source SET last_modified_date = %s, runtime_count = %s"
+                " WHERE source_id = %s",
+                (cursor, runtime_count, source_id),
+            )
+        return source_id
+
+    def start(self, source_id: str) -> str:
+        return start_run(self.aws("stepfunctions"), self.stack.env["STATE_MACHINE_ARN"], source_id)
+
+    def finish(self, execution_arn: str, source_id: str) -> RunResult:
+        described = wait_for_execution(self.aws("stepfunctions"), execution_arn, timeout=90)
+        output = json.loads(described["output"]) if described.get("output") else None
+        return RunResult(
+            execution_arn,
+            described["status"],
+            described.get("error"),
+            output,
+            get_run(self.db, execution_arn) or {},
+            get_source(self.db, source_id),
+        )
+
+    def run(self, source_id: str) -> RunResult:
+        return self.finish(self.start(source_id), source_id)
+
+    def raw_objects(self, prefix: str) -> dict[str, bytes]:
+        s3 = self.aws("s3")
+        bucket = self.stack.env["RAW_BUCKET"]
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        return {
+            item["Key"]: s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            for item in listed
+        }
+
+    def outcome_events(self, execution_arns: set[str], timeout: float = 20.0) -> dict[str, Any]:
+        """Run Succeeded / Run Failed events of these executions, as the bus rule delivered them."""
+        sqs, queue_url = self.aws("sqs"), self.stack.env["RUN_OUTCOMES_QUEUE_URL"]
+        found: dict[str, Any] = {}
+        deadline = time.monotonic() + timeout
+        while set(found) != execution_arns and time.monotonic() < deadline:
+            messages = sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            ).get("Messages", [])
+            for message in messages:
+                event = json.loads(message["Body"])
+                if event["detail"].get("execution_arn") in execution_arns:
+                    found[event["detail"]["execution_arn"]] = event
+                    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return found
+
+    def flow_history(self, source_id: str) -> list[dict[str, Any]]:
+        with self.db.transaction() as cur:
+            cur.execute(
+                "SELECT * FROM public.source_flow_history WHERE source_id = %s ORDER BY change_id",
+                (source_id,),
+            )
+            return [dict(row) for row in cur.fetchall()]
+
+
+@pytest.fixture
+def harness(stack: LocalStack, db: Database, aws: Any, vendor: Vendor) -> Harness:
+    return Harness(stack, db, aws, vendor)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.e2e)
+

@@ -1,0 +1,116 @@
+"""The Normal flow and the first-run rule, end to end through the real state machine."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+
+from shared import contracts
+from tests.e2e.conftest import Harness, listing
+
+DAY = timedelta(days=1)
+
+
+def test_first_run_is_backdated_full_load_and_lands_in_the_raw_bucket(harness: Harness) -> None:
+    # Given a never-run source whose vendor has 3 records inside 10 days and 2 older ones
+    dataset = harness.new_dataset([1 * DAY, 3 * DAY, 9 * DAY, 11 * DAY, 400 * DAY])
+    source_id = harness.new_source(dataset, backdate_days=10)
+
+    # When it runs
+    result = harness.run(source_id)
+
+    # Then the first-run rule made it a Full Load over the last 10 days
+    assert result.status == "SUCCEEDED", result
+    run, source = result.run, result.source
+    assert run["status"] == "succeeded"
+    assert run["flow_type"] == "full_load"
+    assert run["window_end"] - run["window_start"] == timedelta(days=10)
+    assert run["records"] == 3
+    assert source is not None
+    assert source["batch_execution_params"] == {"type": "Full Load"}
+    assert source["runtime_count"] == 1
+    assert source["locked_by"] is None
+    newest = datetime.now(UTC) - DAY
+    assert abs(source["last_modified_date"] - newest) < timedelta(minutes=1)
+    history = harness.flow_history(source_id)
+    assert [(h["from_params"], h["to_params"]) for h in history] == [(None, {"type": "Full Load"})]
+
+    # And the raw bucket holds gzip JSON lines with the vendor's field names, and a manifest
+    # whose counts and hashes match the objects
+    name = result.execution_arn.rsplit(":", 1)[1]
+    objects = harness.raw_objects(f"{source_id}/{name}/")
+    manifest = json.loads(objects.pop(f"{source_id}/{name}/manifest.json"))
+    assert manifest["records"] == 3 and len(manifest["objects"]) == len(objects) == 1
+    for entry in manifest["objects"]:
+        body = objects[entry["key"]]
+        assert hashlib.sha256(body).hexdigest() == entry["sha256"]
+        assert len(body) == entry["bytes"]
+        lines = gzip.decompress(body).decode().splitlines()
+        assert len(lines) == entry["records"] == 3
+        assert {"id", "last_modified", "price"} <= set(json.loads(lines[0]))
+
+
+def test_a_second_run_loads_only_what_changed(harness: Harness) -> None:
+    # Given a Normal source with a cursor two days back and 4 records modified since
+    now = datetime.now(UTC)
+    dataset = harness.new_dataset([5 * DAY, 3 * DAY, DAY, DAY / 2, DAY / 4, DAY / 8], now=now)
+    cursor = now - 2 * DAY
+    source_id = harness.new_source(
+        dataset, cursor=cursor, runtime_count=3, params={"flow_type": "Normal"}
+    )
+    first = harness.run(source_id)
+    assert first.status == "SUCCEEDED", first
+    assert first.run["flow_type"] == "normal"
+    assert first.run["window_start"] == cursor and not first.run["window_start_inclusive"]
+    assert first.run["records"] == 4
+
+    # When the vendor changes two old records and adds one, and the source runs again
+    harness.vendor.put(
+        dataset,
+        [
+            {"id": f"{dataset}-00000", "price": 1},
+            {"id": f"{dataset}-00003", "price": 2},
+            listing(dataset, 99, datetime.now(UTC)),
+        ],
+    )
+    second = harness.run(source_id)
+
+    # Then exactly those three are loaded and the cursor follows the newest of them
+    assert second.status == "SUCCEEDED", second
+    assert second.run["window_start"] == first.source["last_modified_date"]  # type: ignore[index]
+    assert second.run["records"] == 3
+    assert second.run["cursor_before"] == first.source["last_modified_date"]  # type: ignore[index]
+    assert second.source["last_modified_date"] == second.run["cursor_after"]  # type: ignore[index]
+    assert second.run["cursor_after"] > second.run["cursor_before"]
+    assert second.source["runtime_count"] == 5  # type: ignore[index]
+    assert second.source["batch_execution_params"] == {"flow_type": "Normal"}  # type: ignore[index]
+
+
+def test_a_run_with_nothing_new_keeps_the_cursor(harness: Harness) -> None:
+    now = datetime.now(UTC)
+    dataset = harness.new_dataset([3 * DAY], now=now)
+    cursor = now - DAY
+    source_id = harness.new_source(dataset, cursor=cursor, runtime_count=2)
+    result = harness.run(source_id)
+    assert result.status == "SUCCEEDED", result
+    assert result.run["records"] == 0
+    assert result.source["last_modified_date"] == cursor  # type: ignore[index]
+
+
+def test_run_outcome_events_match_their_contracts(harness: Harness) -> None:
+    dataset = harness.new_dataset([DAY])
+    ok = harness.run(harness.new_source(dataset, runtime_count=1, cursor=None))
+    failed = harness.run("no-such-source")
+    events = harness.outcome_events({ok.execution_arn, failed.execution_arn})
+
+    succeeded = events[ok.execution_arn]
+    assert succeeded["detail-type"] == "Run Succeeded"
+    contracts.validate(succeeded["detail"], "run-succeeded")
+    assert succeeded["detail"]["records"] == 1
+    failure = events[failed.execution_arn]
+    assert failure["detail-type"] == "Run Failed"
+    contracts.validate(failure["detail"], "run-failed")
+    assert failure["detail"]["failed_step"] == "Validate"
+    assert failure["detail"]["failure"]["Error"] == "SourceNotFound"
