@@ -26,7 +26,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy shared services infra
+	$(BIN)/mypy shared services infra tests
 
 test: lint typecheck
 	$(BIN)/pytest -q

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import threading
@@ -18,16 +20,29 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--state-dir", type=click.Path(path_type=Path), default=DEFAULT_STATE_DIR,
-              show_default=True, help="Where the embedded PostgreSQL data, logs and local.env live.")
-@click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True,
-              help="Worker processes per service.")
-@click.option("--dataset", "datasets", multiple=True, metavar="NAME=SIZE",
-              help="Demo vendor dataset to serve (repeatable).")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_STATE_DIR,
+    show_default=True,
+    help="Where the embedded PostgreSQL data, logs and local.env live.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 16),
+    default=2,
+    show_default=True,
+    help="Worker processes per service.",
+)
+@click.option(
+    "--dataset",
+    "datasets",
+    multiple=True,
+    metavar="NAME=SIZE",
+    help="Demo vendor dataset to serve (repeatable).",
+)
 def up(state_dir: Path, workers: int, datasets: tuple[str, ...]) -> None:
     """Start the embedded stack and keep it running until Ctrl-C."""
-    import os
-
     from infra.local.stack import DEFAULT_DATASETS, LocalStack, StackOptions
 
     options = StackOptions(
@@ -43,16 +58,15 @@ def up(state_dir: Path, workers: int, datasets: tuple[str, ...]) -> None:
         for key, value in stack.env.items():
             click.echo(f"  {key}={value}")
         click.echo("Ctrl-C stops everything.", err=False)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             stopping.wait()
-        except KeyboardInterrupt:
-            pass
     click.echo("stopped")
 
 
 @main.command()
-@click.option("--state-dir", type=click.Path(path_type=Path), default=DEFAULT_STATE_DIR,
-              show_default=True)
+@click.option(
+    "--state-dir", type=click.Path(path_type=Path), default=DEFAULT_STATE_DIR, show_default=True
+)
 def demo(state_dir: Path) -> None:
     """Run demo sources through the state machine on the embedded stack and show the runs."""
     from infra.demo import run_demo

@@ -105,7 +105,15 @@ def _round(sfn: Any, db: Database, state_machine_arn: str, title: str) -> list[d
 
 def run_table(title: str, runs: list[dict[str, Any]]) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("source", "flow", "window", "records", "cursor before → after", "status", "duration"):
+    for column in (
+        "source",
+        "flow",
+        "window",
+        "records",
+        "cursor before → after",
+        "status",
+        "duration",
+    ):
         table.add_column(column, justify="right" if column in ("records", "duration") else "left")
     for run in runs:
         table.add_row(
@@ -169,7 +177,8 @@ def _vendor_changes(vendor_url: str, source: DemoSource) -> None:
     )
     page.raise_for_status()
     changed = [
-        {"id": record["id"], "price": int(record["price"]) + 1000} for record in page.json()["records"]
+        {"id": record["id"], "price": int(record["price"]) + 1000}
+        for record in page.json()["records"]
     ]
     added = [{"id": f"{source.dataset}-new-{index:04d}"} for index in range(source.added)]
     requests.post(

@@ -36,7 +36,9 @@ class Migration:
 
 
 def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    return [Migration(path.stem, path) for path in sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql"))]
+    return [
+        Migration(path.stem, path) for path in sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+    ]
 
 
 def apply_migrations(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
@@ -44,17 +46,16 @@ def apply_migrations(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     applied_now: list[str] = []
     conn = psycopg2.connect(dsn)
     try:
-        with conn:
-            with conn.cursor() as cur:
-                # Serialise concurrent migrators (several workers starting at once).
-                cur.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK_KEY,))
-                cur.execute(
-                    "CREATE TABLE IF NOT EXISTS public.schema_migration ("
-                    " version text PRIMARY KEY, checksum text NOT NULL,"
-                    " applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-                cur.execute("SELECT version, checksum FROM public.schema_migration")
-                done = dict(cur.fetchall())
+        with conn, conn.cursor() as cur:
+            # Serialise concurrent migrators (several workers starting at once).
+            cur.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK_KEY,))
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS public.schema_migration ("
+                " version text PRIMARY KEY, checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur.execute("SELECT version, checksum FROM public.schema_migration")
+            done = dict(cur.fetchall())
         for migration in discover(directory):
             if migration.version in done:
                 if done[migration.version] != migration.checksum:

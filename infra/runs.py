@@ -10,7 +10,9 @@ class ExecutionStillRunning(RuntimeError):
     pass
 
 
-def wait_for_execution(sfn_client: Any, execution_arn: str, timeout: float = 120.0) -> dict[str, Any]:
+def wait_for_execution(
+    sfn_client: Any, execution_arn: str, timeout: float = 120.0
+) -> dict[str, Any]:
     """Poll until the execution ends; returns DescribeExecution's answer."""
     deadline = time.monotonic() + timeout
     while True:

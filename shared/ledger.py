@@ -28,7 +28,8 @@ def failure_recorder(db: Database, step: str) -> Any:
                 INSERT INTO public.source_run
                     (execution_arn, execution_name, source_id, status,
                      failed_step, error, error_detail)
-                VALUES (%(arn)s, %(name)s, %(source_id)s, 'running', %(step)s, %(error)s, %(detail)s)
+                VALUES (%(arn)s, %(name)s, %(source_id)s, 'running',
+                        %(step)s, %(error)s, %(detail)s)
                 ON CONFLICT (execution_arn) DO UPDATE
                    SET failed_step = EXCLUDED.failed_step,
                        error = EXCLUDED.error,
@@ -64,7 +65,9 @@ def set_flow_params(
     (compare-and-set: a decision made on stale params loses to an operator's edit).
     Returns whether the change was applied.
     """
-    condition = "AND batch_execution_params IS NOT DISTINCT FROM %(expected)s" if check_expected else ""
+    condition = (
+        "AND batch_execution_params IS NOT DISTINCT FROM %(expected)s" if check_expected else ""
+    )
     cur.execute(
         f"""
         WITH old AS (
@@ -75,7 +78,8 @@ def set_flow_params(
               FROM old WHERE s.source_id = old.source_id
             RETURNING s.source_id
         )
-        INSERT INTO public.source_flow_history (source_id, from_params, to_params, changed_by, reason)
+        INSERT INTO public.source_flow_history
+            (source_id, from_params, to_params, changed_by, reason)
         SELECT old.source_id, old.batch_execution_params, %(to)s, %(by)s, %(reason)s FROM old
         RETURNING change_id
         """,

@@ -99,7 +99,9 @@ class QueueVisibility:
     @cache  # noqa: B019 - one instance per process; queue URLs never change
     def _queue_url(self, queue_arn: str) -> str:
         _, _, _, _, account, name = queue_arn.split(":", 5)
-        return str(self._sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"])
+        return str(
+            self._sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        )
 
     def delay(self, record: SQSRecord, seconds: int) -> None:
         try:
@@ -131,7 +133,11 @@ def process_task_record(
         # No trustworthy token to report to: the redrive policy takes it to the DLQ.
         logger.error(
             "malformed message",
-            extra={"message_id": record.message_id, "contract": request_contract, "error": str(exc)},
+            extra={
+                "message_id": record.message_id,
+                "contract": request_contract,
+                "error": str(exc),
+            },
         )
         raise
 
@@ -157,7 +163,9 @@ def process_task_record(
             callbacks.fail(token, exc.error_name, detail)
             return
         except PermanentError as exc:
-            logger.warning("permanent error", extra={"error_name": exc.error_name, "error": str(exc)})
+            logger.warning(
+                "permanent error", extra={"error_name": exc.error_name, "error": str(exc)}
+            )
             record_failure(message, exc.error_name, str(exc))
             callbacks.fail(token, exc.error_name, str(exc))
             return
@@ -165,9 +173,7 @@ def process_task_record(
             result_contract, correlation_id=message["correlation_id"], **fields
         )
         callbacks.succeed(token, result)
-        logger.info(
-            "task done", extra={"seconds": round(time.monotonic() - started, 3), **fields}
-        )
+        logger.info("task done", extra={"seconds": round(time.monotonic() - started, 3), **fields})
     except TaskOver as exc:
         # Reporting to a finished task can never succeed; retrying would only loop.
         logger.warning("task is over; message consumed without effect", extra={"error": str(exc)})

@@ -81,7 +81,9 @@ class LocalStack:
             vendor_url = self._start_vendor()
             aws_env = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": REGION}
             with _environ({**aws_env, **LOCAL_CREDENTIALS}):
-                self.provisioned = provision(_clients(), Names(self.options.stage), self.options.timeouts)
+                self.provisioned = provision(
+                    _clients(), Names(self.options.stage), self.options.timeouts
+                )
             self.env = {
                 "DATABASE_URL": database_url,
                 **aws_env,
@@ -251,6 +253,4 @@ def _wait_for(check: Any, what: str, timeout: float = 30.0) -> None:
 
 def read_env_file(path: Path) -> dict[str, str]:
     """The KEY=value lines a running stack wrote."""
-    return dict(
-        line.split("=", 1) for line in path.read_text().splitlines() if "=" in line
-    )
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)

@@ -60,6 +60,6 @@ def unlock_run(request: Mapping[str, Any], *, db: Database) -> dict[str, Any]:
         )
         adapters.finish_succeeded(cur, source_id, execution_arn, cursor_before, cursor_after)
         adapters.release_lock(cur, source_id, execution_arn)
-        ended = adapters.lock_run_row(cur, execution_arn)
-        assert ended is not None
-        return adapters.result_fields(ended, lock_released=True)
+        succeeded = adapters.lock_run_row(cur, execution_arn)
+        assert succeeded is not None
+        return adapters.result_fields(succeeded, lock_released=True)

@@ -136,5 +136,3 @@ def _error_text(response: requests.Response) -> str:
         return str(response.json().get("error", response.text))[:500]
     except ValueError:
         return response.text[:500]
-
-

@@ -166,6 +166,15 @@ class Harness:
             get_source(self.db, source_id),
         )
 
+    def wait_until_locked(self, source_id: str, execution_arn: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            source = get_source(self.db, source_id)
+            if source and source["locked_by"] == execution_arn:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{execution_arn} never took the lock of {source_id}")
+
     def run(self, source_id: str) -> RunResult:
         return self.finish(self.start(source_id), source_id)
 
@@ -213,4 +222,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(item.fspath).parents:
             item.add_marker(pytest.mark.e2e)
-

@@ -50,10 +50,14 @@ def test_params_normalise_to_one_canonical_form() -> None:
     legacy = parse_flow_params("s", {"type": "RE-SPECS", "Sql": " UPDATE t SET a = 1 "})
     modern = parse_flow_params("s", {"flow_type": "Re-specs", "sql": "UPDATE t SET a = 1"})
     # Then both are written back the same way
-    assert legacy.canonical() == modern.canonical() == {
-        "flow_type": "Re-specs",
-        "sql": "UPDATE t SET a = 1",
-    }
+    assert (
+        legacy.canonical()
+        == modern.canonical()
+        == {
+            "flow_type": "Re-specs",
+            "sql": "UPDATE t SET a = 1",
+        }
+    )
 
 
 @pytest.mark.parametrize(
@@ -83,7 +87,11 @@ def test_normal_window_runs_from_the_cursor_exclusive_to_run_start_inclusive() -
     window = plan_window(
         "s", FlowParams(FlowType.NORMAL), cursor=cursor, run_start=RUN_START, backdate_days=30
     )
-    assert (window.field, window.start, window.end) == (WindowField.LAST_MODIFIED, cursor, RUN_START)
+    assert (window.field, window.start, window.end) == (
+        WindowField.LAST_MODIFIED,
+        cursor,
+        RUN_START,
+    )
     assert window.start_inclusive is False
 
 
@@ -151,7 +159,11 @@ def test_sold_year_defaults_to_the_run_start_year_in_utc() -> None:
 def test_sold_year_after_the_run_start_is_rejected() -> None:
     with pytest.raises(InvalidFlowParams, match="year = 2030"):
         plan_window(
-            "s", FlowParams(FlowType.SOLD, year=2030), cursor=None, run_start=RUN_START, backdate_days=3
+            "s",
+            FlowParams(FlowType.SOLD, year=2030),
+            cursor=None,
+            run_start=RUN_START,
+            backdate_days=3,
         )
 
 
@@ -166,7 +178,11 @@ def test_window_bounds_are_utc_whatever_zone_the_run_start_came_in() -> None:
 def test_naive_run_start_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         plan_window(
-            "s", FlowParams(FlowType.NORMAL), cursor=None, run_start=datetime(2026, 1, 1), backdate_days=1
+            "s",
+            FlowParams(FlowType.NORMAL),
+            cursor=None,
+            run_start=datetime(2026, 1, 1),
+            backdate_days=1,
         )
 
 
