@@ -71,4 +71,8 @@ def demo(state_dir: Path) -> None:
     """Run demo sources through the state machine on the embedded stack and show the runs."""
     from infra.demo import run_demo
 
-    sys.exit(run_demo(state_dir))
+    sys.exit(run_demo(state_dir, database_url=os.environ.get("DATABASE_URL") or None))
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,7 @@ records, the sources go back to Normal, and round 2 loads exactly what changed.
 
 from __future__ import annotations
 
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ from shared.ledger import set_flow_params
 from shared.runs import start_run
 from shared.timefmt import isoformat
 
-console = Console()
+# Piped output (make demo | tee) has no width; give the run tables room instead of 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 170)
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,10 @@ DEMO_SOURCES = (
 )
 
 
-def run_demo(state_dir: Path) -> int:
+def run_demo(state_dir: Path, database_url: str | None = None) -> int:
     started = time.monotonic()
     console.print("[bold]sourceflow demo[/bold] - starting the embedded stack…")
-    with LocalStack(StackOptions(state_dir=state_dir)) as stack:
+    with LocalStack(StackOptions(state_dir=state_dir, database_url=database_url)) as stack:
         env = stack.env
         console.print(
             f"stack up in {time.monotonic() - started:.1f}s: PostgreSQL, moto "
@@ -108,6 +110,7 @@ def run_table(title: str, runs: list[dict[str, Any]]) -> Table:
     for column in (
         "source",
         "flow",
+        "filter field",
         "window",
         "records",
         "cursor before → after",
@@ -119,6 +122,7 @@ def run_table(title: str, runs: list[dict[str, Any]]) -> Table:
         table.add_row(
             run.get("source_id", "?"),
             run.get("flow_type") or "-",
+            run.get("window_field") or "-",
             _window(run),
             str(run.get("records") if run.get("records") is not None else "-"),
             f"{_stamp(run.get('cursor_before'))} → {_stamp(run.get('cursor_after'))}",
@@ -132,10 +136,7 @@ def _window(run: dict[str, Any]) -> str:
     if run.get("window_start") is None:
         return "-"
     opening = "[" if run["window_start_inclusive"] else "("
-    return (
-        f"{run['window_field']} {opening}{_stamp(run['window_start'])}, "
-        f"{_stamp(run['window_end'])}]"
-    )
+    return f"{opening}{_stamp(run['window_start'])}, {_stamp(run['window_end'])}]"
 
 
 def _stamp(value: Any) -> str:

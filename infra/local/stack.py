@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -133,9 +134,12 @@ class LocalStack:
     def _start_database(self) -> str:
         if self.options.database_url:
             return self.options.database_url
-        import pgserver  # only the embedded stack needs it
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); harmless here.
+            warnings.simplefilter("ignore")
+            import pgserver  # only the embedded stack needs it
 
-        self._pg = pgserver.get_server(self.options.state_dir / "pgdata", cleanup_mode="stop")
+            self._pg = pgserver.get_server(self.options.state_dir / "pgdata", cleanup_mode="stop")
         return str(self._pg.get_uri())
 
     def _start_moto(self) -> str:

@@ -1,0 +1,87 @@
+"""Offline checks of the one ASL file: the emulator accepts definitions AWS would refuse, and
+differs from AWS in ways the definition must be written around (LOCAL_EMULATOR.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from infra import statemachine
+from infra.resources import Names, Timeouts, state_machine_substitutions
+
+CALLBACK = "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+
+
+@pytest.fixture(scope="module")
+def definition() -> dict[str, Any]:
+    queues = {s: f"https://sqs.example/{s}" for s in ("validation", "download", "unlocking")}
+    return statemachine.render(
+        state_machine_substitutions(queues, Names("test").event_bus, Timeouts())
+    )
+
+
+def _targets(state: dict[str, Any]) -> list[str]:
+    targets = [state[key] for key in ("Next", "Default") if key in state]
+    targets += [choice["Next"] for choice in state.get("Choices", [])]
+    targets += [catch["Next"] for catch in state.get("Catch", [])]
+    return targets
+
+
+def test_every_transition_points_at_a_state(definition: dict[str, Any]) -> None:
+    states = definition["States"]
+    assert definition["StartAt"] in states
+    for name, state in states.items():
+        for target in _targets(state):
+            assert target in states, f"{name} -> {target}"
+
+
+def test_every_state_is_reachable(definition: dict[str, Any]) -> None:
+    states, seen, todo = definition["States"], set(), [definition["StartAt"]]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(_targets(states[name]))
+    assert seen == set(states)
+
+
+def test_callback_tasks_have_timeouts_catches_and_no_retry(definition: dict[str, Any]) -> None:
+    callbacks = {n: s for n, s in definition["States"].items() if s.get("Resource") == CALLBACK}
+    assert set(callbacks) == {"Validate", "Download", "UnlockAfterSuccess", "UnlockAfterFailure"}
+    for name, state in callbacks.items():
+        # moto re-sends the same token on Retry; SQS redelivery retries instead.
+        assert "Retry" not in state, name
+        assert isinstance(state["TimeoutSeconds"], int) and state["TimeoutSeconds"] > 0, name
+        assert any("States.ALL" in c["ErrorEquals"] for c in state["Catch"]), name
+        body = state["Parameters"]["MessageBody"]
+        assert body["task_token.$"] == "$$.Task.Token"
+        assert body["schema"].endswith("-request") and body["version"] == 1
+    assert callbacks["Download"]["HeartbeatSeconds"] < callbacks["Download"]["TimeoutSeconds"]
+
+
+def test_every_failure_after_validation_ends_in_unlock(definition: dict[str, Any]) -> None:
+    states = definition["States"]
+    for name in ("Validate", "Download", "UnlockAfterSuccess"):
+        (catch,) = states[name]["Catch"]
+        assert states[catch["Next"]]["Next"] == "UnlockAfterFailure", name
+    assert states["UnlockAfterFailure"]["Next"] == "PublishRunFailed"
+    assert states["UnlockAfterFailure"]["Catch"][0]["Next"] == "PublishRunFailed"
+    assert states[states["PublishRunFailed"]["Next"]]["Type"] == "Fail"
+
+
+def test_no_index_then_field_paths(definition: dict[str, Any]) -> None:
+    # The emulator yields [value] for $.a[0].b, so a Choice on it silently takes the Default.
+    text = str(definition)
+    assert "][" not in text and "[0]." not in text
+
+
+def test_substitutions_must_match_the_placeholders_exactly() -> None:
+    good = state_machine_substitutions(
+        {s: "u" for s in ("validation", "download", "unlocking")}, "bus", Timeouts()
+    )
+    with pytest.raises(ValueError, match="missing \\['EventBusName'\\]"):
+        statemachine.render({k: v for k, v in good.items() if k != "EventBusName"})
+    with pytest.raises(ValueError, match="unknown \\['Extra'\\]"):
+        statemachine.render({**good, "Extra": "x"})
+    assert "${" not in str(statemachine.render(good))
