@@ -7,7 +7,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import boto3
 import pytest
 import requests
 
-from infra.local.stack import LocalStack, StackOptions
+from infra.local.stack import LOCAL_TIMEOUTS, LocalStack, StackOptions
 from infra.runs import wait_for_execution
 from infra.sources import SourceSpec, get_run, get_source, register_source
 from shared.db import Database
@@ -29,9 +29,14 @@ _counter = itertools.count(1)
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     state_dir = tmp_path_factory.mktemp("stack")
-    with LocalStack(
-        StackOptions(state_dir=state_dir, database_url=os.environ.get("DATABASE_URL") or None)
-    ) as running:
+    # A short heartbeat timeout, so that a test can prove heartbeats keep a slow download alive.
+    timeouts = replace(LOCAL_TIMEOUTS, download_heartbeat_seconds=4, heartbeat_interval_seconds=1.0)
+    options = StackOptions(
+        state_dir=state_dir,
+        database_url=os.environ.get("DATABASE_URL") or None,
+        timeouts=timeouts,
+    )
+    with LocalStack(options) as running:
         yield running
 
 
@@ -150,6 +155,14 @@ class Harness:
                 (cursor, runtime_count, source_id),
             )
         return source_id
+
+    def set_page_size(self, source_id: str, page_size: int) -> None:
+        with self.db.transaction() as cur:
+            cur.execute(
+                "UPDATE public.source SET connection = connection || jsonb_build_object("
+                "'page_size', %s) WHERE source_id = %s",
+                (page_size, source_id),
+            )
 
     def start(self, source_id: str) -> str:
         return start_run(self.aws("stepfunctions"), self.stack.env["STATE_MACHINE_ARN"], source_id)

@@ -103,12 +103,7 @@ def test_a_second_execution_for_a_locked_source_is_skipped(harness: Harness) -> 
     # Given a source whose download is slow (the vendor waits 400 ms per page of 1 record)
     dataset = harness.new_dataset([DAY / 10] * 8)
     source_id = harness.new_source(dataset, runtime_count=2, cursor=datetime.now(UTC) - DAY)
-    with harness.db.transaction() as cur:
-        cur.execute(
-            "UPDATE public.source SET connection = connection || '{\"page_size\": 1}'"
-            " WHERE source_id = %s",
-            (source_id,),
-        )
+    harness.set_page_size(source_id, 1)
     harness.vendor.fault(dataset, page_delay_ms=400)
 
     # When a first execution holds the lock and a second one starts meanwhile

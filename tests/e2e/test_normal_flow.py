@@ -114,3 +114,21 @@ def test_run_outcome_events_match_their_contracts(harness: Harness) -> None:
     contracts.validate(failure["detail"], "run-failed")
     assert failure["detail"]["failed_step"] == "Validate"
     assert failure["detail"]["failure"]["Error"] == "SourceNotFound"
+
+
+def test_heartbeats_keep_a_download_alive_past_the_heartbeat_timeout(harness: Harness) -> None:
+    # Given a download that takes about 8 s, twice the state machine's HeartbeatSeconds (4 s)
+    dataset = harness.new_dataset([DAY / 10] * 10)
+    source_id = harness.new_source(dataset, runtime_count=2, cursor=datetime.now(UTC) - DAY)
+    harness.set_page_size(source_id, 1)
+    harness.vendor.fault(dataset, page_delay_ms=800)
+    heartbeat_seconds = harness.stack.options.timeouts.download_heartbeat_seconds
+
+    # When it runs
+    result = harness.run(source_id)
+
+    # Then it succeeds, because the download service heartbeats while it works
+    assert result.status == "SUCCEEDED", result
+    took = (result.run["finished_at"] - result.run["started_at"]).total_seconds()
+    assert took > 2 * heartbeat_seconds
+    assert result.run["records"] == 10
