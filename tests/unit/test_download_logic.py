@@ -1,0 +1,176 @@
+"""services.download.logic (Heartbeat, window_from_plan) and the http_api connector's params."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from services.download.logic import Heartbeat, LockLost, window_from_plan
+from shared.connectors import InvalidConnection
+from shared.connectors.http_api import HttpApiConnector, _window_params
+from shared.errors import TaskOver
+from shared.flows import Window, WindowField
+from shared.timefmt import isoformat
+
+INTERVAL = 60.0
+START = datetime(2026, 11, 21, 18, 40, 2, tzinfo=UTC)
+END = datetime(2026, 11, 22, 18, 41, 57, 126486, tzinfo=UTC)
+
+
+# --- Heartbeat ----------------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeTask:
+    """Counts heartbeats and lease renewals; can play an ended task or a lost lock."""
+
+    def __init__(self, *, over: bool = False, holds_lock: bool = True) -> None:
+        self.over, self.holds_lock = over, holds_lock
+        self.beats = 0
+        self.renewals = 0
+
+    def send(self) -> None:
+        if self.over:
+            raise TaskOver("the task is over (TaskTimedOut)")
+        self.beats += 1
+
+    def renew_lease(self) -> bool:
+        self.renewals += 1
+        return self.holds_lock
+
+
+def a_heartbeat(task: FakeTask, clock: FakeClock) -> Heartbeat:
+    return Heartbeat(
+        send=task.send,
+        renew_lease=task.renew_lease,
+        interval_seconds=INTERVAL,
+        monotonic=clock,
+    )
+
+
+def test_no_heartbeat_is_sent_before_the_interval() -> None:
+    task, clock = FakeTask(), FakeClock()
+    heartbeat = a_heartbeat(task, clock)
+    for _ in range(5):
+        clock.advance(INTERVAL / 10)
+        heartbeat.maybe_beat()
+    assert (task.beats, task.renewals) == (0, 0)
+
+
+def test_one_heartbeat_and_one_renewal_per_interval() -> None:
+    # Given a download that checks in every 10 seconds for three intervals
+    task, clock = FakeTask(), FakeClock()
+    heartbeat = a_heartbeat(task, clock)
+    for _ in range(18):
+        clock.advance(10)
+        heartbeat.maybe_beat()
+    # Then it beat and renewed its lease once per interval
+    assert (task.beats, task.renewals) == (3, 3)
+
+
+def test_a_beat_after_the_task_ended_stops_the_download() -> None:
+    task, clock = FakeTask(over=True), FakeClock()
+    heartbeat = a_heartbeat(task, clock)
+    clock.advance(INTERVAL)
+    with pytest.raises(TaskOver):
+        heartbeat.maybe_beat()
+    assert task.renewals == 0
+
+
+def test_a_lost_lock_stops_the_download() -> None:
+    task, clock = FakeTask(holds_lock=False), FakeClock()
+    heartbeat = a_heartbeat(task, clock)
+    clock.advance(INTERVAL)
+    with pytest.raises(LockLost) as caught:
+        heartbeat.maybe_beat()
+    assert caught.value.error_name == "LockLost"
+
+
+# --- window_from_plan ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        Window(WindowField.LAST_MODIFIED, START, END, False),
+        Window(WindowField.SOLD_DATE, datetime(2021, 1, 1, tzinfo=UTC), END, True),
+    ],
+)
+def test_a_plan_carries_its_window_unchanged(window: Window) -> None:
+    # Given the plan validation wrote for a window
+    plan = {
+        "flow_type": "normal",
+        "window_field": window.field.value,
+        "window_start": isoformat(window.start),
+        "window_end": isoformat(window.end),
+        "window_start_inclusive": window.start_inclusive,
+    }
+    # Then download reads back the same window
+    assert window_from_plan(plan) == window
+
+
+# --- http_api: window params --------------------------------------------------------------------
+
+
+def test_an_inclusive_start_asks_for_one_microsecond_before_it() -> None:
+    params = _window_params(Window(WindowField.LAST_MODIFIED, START, END, True))
+    assert params == {
+        "modified_after": isoformat(START - timedelta(microseconds=1)),
+        "modified_until": isoformat(END),
+    }
+    assert params["modified_after"] == "2026-11-21T18:40:01.999999Z"
+
+
+def test_an_exclusive_start_is_passed_as_is() -> None:
+    params = _window_params(Window(WindowField.LAST_MODIFIED, START, END, False))
+    assert params == {"modified_after": "2026-11-21T18:40:02Z", "modified_until": isoformat(END)}
+
+
+def test_a_sold_window_filters_on_the_sold_date() -> None:
+    jan_1 = datetime(2026, 1, 1, tzinfo=UTC)
+    params = _window_params(Window(WindowField.SOLD_DATE, jan_1, END, True))
+    assert params == {"sold_from": "2026-01-01T00:00:00Z", "sold_until": isoformat(END)}
+
+
+# --- http_api: connection -----------------------------------------------------------------------
+
+GOOD = {"base_url": "http://vendor.test:8080/", "dataset": "listings-a", "page_size": 500}
+
+
+def test_a_good_connection_builds_a_connector() -> None:
+    connector = HttpApiConnector.from_connection("acme-listings", GOOD)
+    assert connector == HttpApiConnector(
+        "acme-listings", "http://vendor.test:8080", "listings-a", 500
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"base_url": "vendor.test:8080"}, "connection.base_url"),
+        ({"base_url": None}, "connection.base_url"),
+        ({"dataset": None}, "connection.dataset"),
+        ({"dataset": ""}, "connection.dataset"),
+        ({"page_size": 0}, "connection.page_size"),
+        ({"page_size": "100"}, "connection.page_size"),
+    ],
+)
+def test_a_bad_connection_is_rejected_naming_the_field(change: dict[str, Any], field: str) -> None:
+    connection = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
+    with pytest.raises(InvalidConnection, match=re.escape(field)) as caught:
+        HttpApiConnector.from_connection("acme-listings", connection)
+    assert "'acme-listings'" in str(caught.value)
+    assert caught.value.error_name == "InvalidConnection"

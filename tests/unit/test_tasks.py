@@ -1,0 +1,356 @@
+"""shared.tasks: one SQS record in, one task outcome out (success, named failure, or retry)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from botocore.exceptions import ClientError
+
+from shared import contracts
+from shared.errors import ContractViolation, PermanentError, TaskOver, TransientError
+from shared.tasks import (
+    QueueVisibility,
+    RetryPolicy,
+    TaskCallbacks,
+    process_task_record,
+)
+
+EXAMPLE = (
+    Path(__file__).resolve().parents[2]
+    / "contracts/examples/validation-request.v1/valid/acme-listings.json"
+)
+RETRY = RetryPolicy(max_receives=3, base_backoff_seconds=2, max_backoff_seconds=30)
+QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:sourceflow-validation"
+
+
+# --- fakes and factories ------------------------------------------------------------------------
+
+
+class FakeCallbacks(TaskCallbacks):
+    """Records every callback; `raise_on_success` plays a task that already ended."""
+
+    def __init__(self, *, raise_on_success: Exception | None = None) -> None:
+        self.succeeded: list[tuple[str, Mapping[str, Any]]] = []
+        self.failed: list[tuple[str, str, str]] = []
+        self.heartbeats: list[str] = []
+        self._raise_on_success = raise_on_success
+
+    def succeed(self, token: str, output: Mapping[str, Any]) -> None:
+        if self._raise_on_success is not None:
+            raise self._raise_on_success
+        self.succeeded.append((token, output))
+
+    def fail(self, token: str, error: str, cause: str) -> None:
+        self.failed.append((token, error, cause))
+
+    def heartbeat(self, token: str) -> None:
+        self.heartbeats.append(token)
+
+    @property
+    def calls(self) -> int:
+        return len(self.succeeded) + len(self.failed) + len(self.heartbeats)
+
+
+class FakeVisibility(QueueVisibility):
+    def __init__(self) -> None:
+        self.delays: list[tuple[str, int]] = []
+
+    def delay(self, record: SQSRecord, seconds: int) -> None:
+        self.delays.append((record.receipt_handle, seconds))
+
+
+class FailureLog:
+    def __init__(self) -> None:
+        self.entries: list[tuple[Mapping[str, Any], str, str]] = []
+
+    def __call__(self, message: Mapping[str, Any], error_name: str, detail: str) -> None:
+        self.entries.append((message, error_name, detail))
+
+
+def request_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(EXAMPLE.read_text(encoding="utf-8"))
+    body["task_token"] = f"token-{uuid.uuid4()}"
+    body.update(overrides)
+    return body
+
+
+def sqs_record(body: dict[str, Any] | str | None = None, *, receive_count: int = 1) -> SQSRecord:
+    text = body if isinstance(body, str) else json.dumps(body or request_body())
+    return SQSRecord(
+        {
+            "messageId": str(uuid.uuid4()),
+            "receiptHandle": f"receipt-{uuid.uuid4()}",
+            "body": text,
+            "attributes": {
+                "ApproximateReceiveCount": str(receive_count),
+                "SentTimestamp": "1795372917126",
+                "SenderId": "AIDAEXAMPLE",
+                "ApproximateFirstReceiveTimestamp": "1795372917200",
+            },
+            "messageAttributes": {},
+            "md5OfBody": "0" * 32,
+            "eventSource": "aws:sqs",
+            "eventSourceARN": QUEUE_ARN,
+            "awsRegion": "eu-west-1",
+        }
+    )
+
+
+def run_fields(message: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "source_id": message["source_id"],
+        "execution_arn": message["execution_arn"],
+        "decision": "run",
+        "plan": {
+            "flow_type": "normal",
+            "window_field": "last_modified",
+            "window_start": "2026-11-21T18:40:02Z",
+            "window_end": "2026-11-22T18:41:57.126486Z",
+            "window_start_inclusive": False,
+        },
+        "runtime_count": 42,
+    }
+
+
+def raising(error: Exception) -> Callable[[dict[str, Any]], Mapping[str, Any]]:
+    def work(message: dict[str, Any]) -> Mapping[str, Any]:
+        raise error
+
+    return work
+
+
+class Harness:
+    def __init__(self, *, callbacks: FakeCallbacks | None = None) -> None:
+        self.callbacks = callbacks or FakeCallbacks()
+        self.visibility = FakeVisibility()
+        self.failures = FailureLog()
+
+    def process(
+        self,
+        record: SQSRecord,
+        work: Callable[[dict[str, Any]], Mapping[str, Any]] = run_fields,
+    ) -> None:
+        process_task_record(
+            record,
+            request_contract="validation-request",
+            result_contract="validation-result",
+            work=work,
+            callbacks=self.callbacks,
+            record_failure=self.failures,
+            retry=RETRY,
+            visibility=self.visibility,
+        )
+
+
+def token_of(record: SQSRecord) -> str:
+    return str(json.loads(record.body)["task_token"])
+
+
+# --- success ------------------------------------------------------------------------------------
+
+
+def test_work_fields_are_sent_as_a_valid_result_to_the_message_token() -> None:
+    # Given a valid validation-request
+    harness, record = Harness(), sqs_record()
+    # When its work returns the fields of a run decision
+    harness.process(record)
+    # Then one valid validation-result goes to the message's own token
+    [(token, output)] = harness.callbacks.succeeded
+    assert token == token_of(record)
+    contracts.validate(output, "validation-result")
+    assert output["correlation_id"] == json.loads(record.body)["correlation_id"]
+    assert output["runtime_count"] == 42
+    assert harness.failures.entries == []
+    assert harness.callbacks.failed == []
+    assert harness.visibility.delays == []
+
+
+def test_a_field_the_result_schema_forbids_is_a_producer_bug_not_a_success() -> None:
+    # Given work that returns a run decision carrying a skip reason
+    def buggy(message: dict[str, Any]) -> Mapping[str, Any]:
+        return {**run_fields(message), "reason": "SourceLocked"}
+
+    harness = Harness()
+    # When the record is processed, Then the contract stops it before any report
+    with pytest.raises(ContractViolation, match="validation-result"):
+        harness.process(sqs_record(), buggy)
+    assert harness.callbacks.calls == 0
+
+
+# --- malformed messages -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param("{not json", id="not-json"),
+        pytest.param(json.dumps(request_body(schema="download-request")), id="wrong-schema"),
+        pytest.param(
+            json.dumps({k: v for k, v in request_body().items() if k != "task_token"}),
+            id="no-task-token",
+        ),
+    ],
+)
+def test_a_malformed_message_raises_without_any_callback(body: str) -> None:
+    harness = Harness()
+    with pytest.raises(ContractViolation):
+        harness.process(sqs_record(body))
+    assert harness.callbacks.calls == 0
+    assert harness.failures.entries == []
+
+
+# --- permanent errors ---------------------------------------------------------------------------
+
+
+def test_a_permanent_error_is_recorded_and_reported_by_name() -> None:
+    # Given work that meets a permanent error named X
+    harness, record = Harness(), sqs_record()
+    # When the record is processed
+    harness.process(record, raising(PermanentError("bad params", error_name="X")))
+    # Then the failure is recorded and reported, and the message is consumed
+    [(message, name, detail)] = harness.failures.entries
+    assert message == json.loads(record.body)
+    assert (name, detail) == ("X", "bad params")
+    assert harness.callbacks.failed == [(token_of(record), "X", "bad params")]
+    assert harness.callbacks.succeeded == []
+    assert harness.visibility.delays == []
+
+
+# --- transient errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("receive_count", [1, 2])
+def test_a_transient_error_before_the_last_delivery_is_retried_with_backoff(
+    receive_count: int,
+) -> None:
+    # Given a delivery that is not the last allowed one
+    harness, record = Harness(), sqs_record(receive_count=receive_count)
+    # When work meets a transient error, Then it is raised for redelivery
+    with pytest.raises(TransientError):
+        harness.process(record, raising(TransientError("vendor timed out")))
+    # And the redelivery is delayed by the policy's backoff, with nothing reported
+    assert harness.visibility.delays == [
+        (record.receipt_handle, RETRY.backoff_seconds(receive_count))
+    ]
+    assert harness.callbacks.calls == 0
+    assert harness.failures.entries == []
+
+
+def test_last_delivery_reports_the_transient_error_by_name() -> None:
+    # Given the last delivery the queue allows
+    harness = Harness()
+    record = sqs_record(receive_count=RETRY.max_receives)
+    error = TransientError("vendor timed out", error_name="SourceUnreachable")
+    # When work still meets a transient error
+    harness.process(record, raising(error))
+    # Then the run fails now, by the error's name, saying how often it tried
+    [(_, name, detail)] = harness.failures.entries
+    assert name == "SourceUnreachable"
+    assert "vendor timed out" in detail
+    assert f"gave up after {RETRY.max_receives} deliveries" in detail
+    assert harness.callbacks.failed == [(token_of(record), "SourceUnreachable", detail)]
+    assert harness.visibility.delays == []
+
+
+# --- the task is over ---------------------------------------------------------------------------
+
+
+def test_a_task_that_already_timed_out_consumes_the_message() -> None:
+    # Given a task that Step Functions has already timed out
+    harness = Harness(callbacks=FakeCallbacks(raise_on_success=TaskOver("TaskTimedOut")))
+    # When the work succeeds, Then reporting it does not raise (no redelivery)
+    harness.process(sqs_record())
+    assert harness.failures.entries == []
+    assert harness.visibility.delays == []
+
+
+# --- retry policy -------------------------------------------------------------------------------
+
+
+def test_backoff_doubles_per_receive_up_to_the_cap() -> None:
+    policy = RetryPolicy(max_receives=10, base_backoff_seconds=5, max_backoff_seconds=60)
+    assert [policy.backoff_seconds(n) for n in range(1, 7)] == [5, 10, 20, 40, 60, 60]
+
+
+def test_backoff_never_goes_below_the_base_for_a_missing_receive_count() -> None:
+    policy = RetryPolicy(max_receives=3, base_backoff_seconds=5)
+    assert policy.backoff_seconds(0) == 5
+
+
+# --- TaskCallbacks against Step Functions -------------------------------------------------------
+
+
+def client_error(code: str, operation: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": code}}, operation)
+
+
+class FakeStepFunctions:
+    """Answers every call with `error_code`, or records it when there is none."""
+
+    def __init__(self, error_code: str | None = None) -> None:
+        self.error_code = error_code
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def _answer(self, operation: str, kwargs: dict[str, Any]) -> None:
+        if self.error_code is not None:
+            raise client_error(self.error_code, operation)
+        self.calls.append((operation, kwargs))
+
+    def send_task_success(self, **kwargs: Any) -> None:
+        self._answer("SendTaskSuccess", kwargs)
+
+    def send_task_failure(self, **kwargs: Any) -> None:
+        self._answer("SendTaskFailure", kwargs)
+
+    def send_task_heartbeat(self, **kwargs: Any) -> None:
+        self._answer("SendTaskHeartbeat", kwargs)
+
+
+def every_callback(callbacks: TaskCallbacks) -> list[Callable[[], None]]:
+    return [
+        lambda: callbacks.succeed("tok", {"a": 1}),
+        lambda: callbacks.fail("tok", "X", "detail"),
+        lambda: callbacks.heartbeat("tok"),
+    ]
+
+
+@pytest.mark.parametrize("code", ["InvalidToken", "TaskTimedOut", "TaskDoesNotExist"])
+def test_an_ended_task_answers_task_over(code: str) -> None:
+    callbacks = TaskCallbacks(FakeStepFunctions(code))
+    for call in every_callback(callbacks):
+        with pytest.raises(TaskOver, match=code):
+            call()
+
+
+def test_throttling_is_transient() -> None:
+    callbacks = TaskCallbacks(FakeStepFunctions("ThrottlingException"))
+    for call in every_callback(callbacks):
+        with pytest.raises(TransientError, match="ThrottlingException"):
+            call()
+
+
+def test_success_output_is_sent_as_json() -> None:
+    sfn = FakeStepFunctions()
+    TaskCallbacks(sfn).succeed("tok", {"decision": "run"})
+    assert sfn.calls == [("SendTaskSuccess", {"taskToken": "tok", "output": '{"decision": "run"}'})]
+
+
+def test_failure_name_and_cause_are_truncated_to_step_functions_limits() -> None:
+    sfn = FakeStepFunctions()
+    TaskCallbacks(sfn).fail("tok", "E" * 300, "c" * 40000)
+    [(operation, sent)] = sfn.calls
+    assert operation == "SendTaskFailure"
+    assert sent["error"] == "E" * 256
+    assert sent["cause"] == "c" * 32768
+
+
+def test_a_heartbeat_carries_only_the_token() -> None:
+    sfn = FakeStepFunctions()
+    TaskCallbacks(sfn).heartbeat("tok")
+    assert sfn.calls == [("SendTaskHeartbeat", {"taskToken": "tok"})]

@@ -1,0 +1,125 @@
+"""services.validation.logic.decide: whether a run goes ahead, with which window and lease."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from services.validation.logic import Run, Skip, SourceNotFound, SourceRow, decide
+from shared.connectors import UnsupportedSourceType
+from shared.flows import FlowType, InvalidFlowParams, Window, WindowField
+
+NOW = datetime(2026, 11, 22, 18, 41, 57, tzinfo=UTC)
+LEASE = timedelta(minutes=30)
+ME = "arn:aws:states:eu-west-1:123456789012:execution:sourceflow-run:acme-listings-me"
+OTHER = "arn:aws:states:eu-west-1:123456789012:execution:sourceflow-run:acme-listings-other"
+CURSOR = datetime(2026, 11, 21, 18, 40, 2, tzinfo=UTC)
+
+
+def a_source(**changes: Any) -> SourceRow:
+    source = SourceRow(
+        source_id="acme-listings",
+        source_type="http_api",
+        is_active=True,
+        batch_execution_params={"flow_type": "Normal"},
+        last_modified_date=CURSOR,
+        runtime_count=5,
+        backdate_days=30,
+        locked_by=None,
+        lock_expires_at=None,
+    )
+    return replace(source, **changes)
+
+
+def decide_for(source: SourceRow | None) -> Skip | Run:
+    return decide(source, source_id="acme-listings", execution_arn=ME, now=NOW, lease=LEASE)
+
+
+def run_of(source: SourceRow) -> Run:
+    outcome = decide_for(source)
+    assert isinstance(outcome, Run), outcome
+    return outcome
+
+
+def test_an_unknown_source_is_not_found_by_id() -> None:
+    with pytest.raises(SourceNotFound, match="'acme-listings'") as caught:
+        decide_for(None)
+    assert caught.value.error_name == "SourceNotFound"
+
+
+def test_an_inactive_source_is_skipped() -> None:
+    outcome = decide_for(a_source(is_active=False))
+    assert isinstance(outcome, Skip)
+    assert outcome.reason == "SourceInactive"
+
+
+def test_a_source_locked_by_another_execution_is_skipped_naming_the_holder() -> None:
+    # Given another execution holds a lease that has not expired
+    source = a_source(locked_by=OTHER, lock_expires_at=NOW + timedelta(minutes=5))
+    # When validation decides
+    outcome = decide_for(source)
+    # Then the run is skipped and the detail says who holds the lock
+    assert isinstance(outcome, Skip)
+    assert outcome.reason == "SourceLocked"
+    assert OTHER in outcome.detail
+
+
+@pytest.mark.parametrize("expired_by", [timedelta(0), timedelta(seconds=1), timedelta(days=1)])
+def test_an_expired_lease_of_another_execution_is_taken_over(expired_by: timedelta) -> None:
+    source = a_source(locked_by=OTHER, lock_expires_at=NOW - expired_by)
+    run = run_of(source)
+    assert run.lock_expires_at == NOW + LEASE
+
+
+def test_a_lock_this_execution_already_holds_lets_it_run() -> None:
+    # Given a redelivery: this execution took the lock on an earlier delivery
+    source = a_source(locked_by=ME, lock_expires_at=NOW + timedelta(minutes=20))
+    # Then it still runs, with a fresh lease
+    assert run_of(source).lock_expires_at == NOW + LEASE
+
+
+def test_inactive_wins_over_locked() -> None:
+    source = a_source(is_active=False, locked_by=OTHER, lock_expires_at=NOW + timedelta(minutes=5))
+    outcome = decide_for(source)
+    assert isinstance(outcome, Skip)
+    assert outcome.reason == "SourceInactive"
+
+
+def test_bad_params_fail_the_run_without_running_it() -> None:
+    with pytest.raises(InvalidFlowParams, match=re.escape("batch_execution_params.type")) as caught:
+        decide_for(a_source(batch_execution_params={"type": "Weekly"}))
+    assert caught.value.error_name == "InvalidFlowParams"
+
+
+def test_an_unsupported_source_type_fails_naming_the_type() -> None:
+    with pytest.raises(UnsupportedSourceType, match="'ftp'"):
+        decide_for(a_source(source_type="ftp"))
+
+
+def test_the_first_run_is_a_full_load_over_the_backdate_days() -> None:
+    # Given a source that has never run
+    run = run_of(a_source(runtime_count=0, backdate_days=30))
+    # Then this run is its first, it rewrites the params to Full Load
+    assert run.runtime_count == 1
+    assert run.params_to_write == {"type": "Full Load"}
+    assert run.params.flow_type is FlowType.FULL_LOAD
+    # And it loads the last backdate_days, start included
+    assert run.window == Window(WindowField.LAST_MODIFIED, NOW - timedelta(days=30), NOW, True)
+
+
+def test_a_later_normal_run_loads_from_the_cursor_and_keeps_the_params() -> None:
+    # Given a source on its sixth run with Normal params and a cursor
+    run = run_of(a_source(runtime_count=5))
+    # Then it loads (cursor, now] and writes no params back
+    assert run.runtime_count == 6
+    assert run.params.flow_type is FlowType.NORMAL
+    assert run.window == Window(WindowField.LAST_MODIFIED, CURSOR, NOW, False)
+    assert run.params_to_write is None
+
+
+def test_the_lease_expires_one_lease_after_now() -> None:
+    assert run_of(a_source()).lock_expires_at == NOW + LEASE
