@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import requests
 from rich.console import Console
 from rich.table import Table
 
-from infra.local.stack import LocalStack, StackOptions
+from infra.local.stack import LocalStack, StackOptions, aws_client
 from infra.runs import wait_for_execution
 from infra.sources import SourceSpec, get_run, register_source
 from shared.db import Database
@@ -56,13 +55,7 @@ def run_demo(state_dir: Path, database_url: str | None = None) -> int:
             f"({env['AWS_ENDPOINT_URL']}), vendor ({env['VENDOR_URL']}), 3 services"
         )
         db = Database(env["DATABASE_URL"], application_name="sourceflow-demo")
-        sfn = boto3.client(
-            "stepfunctions",
-            endpoint_url=env["AWS_ENDPOINT_URL"],
-            region_name=env["AWS_DEFAULT_REGION"],
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        )
+        sfn = aws_client(env, "stepfunctions")
         for source in DEMO_SOURCES:
             _reset_demo_source(db, source, env["VENDOR_URL"])
 

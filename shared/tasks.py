@@ -9,6 +9,7 @@ permanent error, or raises a transient error so that SQS redelivers the record.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,8 +30,11 @@ from shared.db import Database
 from shared.errors import PermanentError, TaskOver, TransientError
 from shared.ledger import failure_recorder
 from shared.observability import logger, tracer
+from shared.settings import TaskSettings
 
 _TASK_OVER_CODES = {"InvalidToken", "TaskTimedOut", "TaskDoesNotExist"}
+# Step Functions refused what we sent (too large, malformed): sending it again cannot help.
+_REJECTED_CODES = {"InvalidOutput", "ValidationException"}
 # Step Functions caps error names at 256 and causes at 32768 characters.
 _MAX_ERROR, _MAX_CAUSE = 256, 32768
 
@@ -42,6 +46,11 @@ def _call(operation: Callable[..., Any], **kwargs: Any) -> None:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in _TASK_OVER_CODES:
             raise TaskOver(f"the task is over ({code})") from exc
+        if code in _REJECTED_CODES:
+            raise PermanentError(
+                f"Step Functions {operation.__name__} rejected the report: {exc}",
+                error_name="TaskReportRejected",
+            ) from exc
         raise TransientError(f"Step Functions {operation.__name__} failed: {exc}") from exc
     except BotoCoreError as exc:
         raise TransientError(f"Step Functions unreachable: {exc}") from exc
@@ -87,7 +96,8 @@ class RetryPolicy:
 
     def backoff_seconds(self, receive_count: int) -> int:
         delay = self.base_backoff_seconds * (2 ** max(receive_count - 1, 0))
-        return max(0, min(round(delay), int(self.max_backoff_seconds)))
+        # Visibility timeouts are whole seconds; round up so a sub-second base still waits.
+        return min(math.ceil(delay), int(self.max_backoff_seconds))
 
 
 class QueueVisibility:
@@ -152,6 +162,15 @@ def process_task_record(
     try:
         try:
             fields = work(message)
+            try:
+                result = contracts.message(
+                    result_contract, correlation_id=message["correlation_id"], **fields
+                )
+            except contracts.ContractViolation as exc:
+                # Our own bug, but the token is good: fail the run now, by name, rather than
+                # leave it to the task timeout.
+                raise PermanentError(str(exc), error_name="InvalidTaskResult") from exc
+            callbacks.succeed(token, result)
         except TransientError as exc:
             if receive_count < retry.max_receives:
                 logger.warning("transient error; will retry", extra={"error": str(exc)})
@@ -169,10 +188,6 @@ def process_task_record(
             record_failure(message, exc.error_name, str(exc))
             callbacks.fail(token, exc.error_name, str(exc))
             return
-        result = contracts.message(
-            result_contract, correlation_id=message["correlation_id"], **fields
-        )
-        callbacks.succeed(token, result)
         logger.info("task done", extra={"seconds": round(time.monotonic() - started, 3), **fields})
     except TaskOver as exc:
         # Reporting to a finished task can never succeed; retrying would only loop.
@@ -183,25 +198,26 @@ def process_task_record(
 
 def task_lambda_handler(
     *,
+    service: str,
     step: str,
-    request_contract: str,
-    result_contract: str,
     work: Callable[[dict[str, Any]], Mapping[str, Any]],
     database: Callable[[], Database],
-    retry: RetryPolicy,
+    settings: TaskSettings,
 ) -> Callable[[dict[str, Any], LambdaContext], Any]:
     """The Lambda entry point of a task service: an SQS batch with partial batch responses.
 
-    A record that raises (malformed, or transient) is reported in `batchItemFailures` and only
-    it is redelivered; the rest of the batch is deleted.
+    The service reads `<service>-request` messages and answers `<service>-result`. A record
+    that raises (malformed, or transient) is reported in `batchItemFailures` and only it is
+    redelivered; the rest of the batch is deleted.
     """
     processor = BatchProcessor(event_type=EventType.SQS)
+    retry = RetryPolicy(settings.max_receives, settings.retry_backoff_seconds)
 
     def record_handler(record: SQSRecord) -> None:
         process_task_record(
             record,
-            request_contract=request_contract,
-            result_contract=result_contract,
+            request_contract=f"{service}-request",
+            result_contract=f"{service}-result",
             work=work,
             callbacks=TaskCallbacks(aws.client("stepfunctions")),
             record_failure=failure_recorder(database(), step=step),

@@ -255,6 +255,17 @@ def _wait_for(check: Any, what: str, timeout: float = 30.0) -> None:
     raise StackError(f"{what} did not start within {timeout:.0f}s; see .sourceflow/logs/")
 
 
+def aws_client(env: dict[str, str], service_name: str) -> Any:
+    """A boto3 client for a running stack, from its local.env values."""
+    return boto3.client(
+        service_name,
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
 def read_env_file(path: Path) -> dict[str, str]:
     """The KEY=value lines a running stack wrote."""
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)

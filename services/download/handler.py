@@ -12,7 +12,7 @@ from services.download.settings import Settings
 from shared import aws
 from shared.connectors import connector_for
 from shared.db import Database
-from shared.tasks import RetryPolicy, TaskCallbacks, task_lambda_handler
+from shared.tasks import TaskCallbacks, task_lambda_handler
 
 settings = Settings.from_env()
 
@@ -44,10 +44,5 @@ def download(request: dict[str, Any]) -> dict[str, Any]:
 
 
 lambda_handler = task_lambda_handler(
-    step="Download",
-    request_contract="download-request",
-    result_contract="download-result",
-    work=download,
-    database=database,
-    retry=RetryPolicy(settings.task.max_receives, settings.task.retry_backoff_seconds),
+    service="download", step="Download", work=download, database=database, settings=settings.task
 )

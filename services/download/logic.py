@@ -54,10 +54,11 @@ class Heartbeat:
         self._last = monotonic()
 
     def maybe_beat(self) -> None:
-        now = self._monotonic()
-        if now - self._last < self._interval:
-            return
-        self._last = now
+        if self._monotonic() - self._last >= self._interval:
+            self.beat()
+
+    def beat(self) -> None:
+        self._last = self._monotonic()
         self._send()  # raises TaskOver when the task has timed out
         if not self._renew_lease():
             raise LockLost("the source's lock is no longer held by this execution; stopping")
@@ -117,6 +118,9 @@ def download_run(
             f"{run['status']!r}, lock holder {run['locked_by']!r}); not downloading"
         )
 
+    # Every delivery says it is alive before it connects: the wait for an SQS redelivery
+    # (retry backoff) must not count against the task's HeartbeatSeconds.
+    heartbeat.beat()
     plan = request["plan"]
     window = window_from_plan(plan)
     connector = connector_for(source_id, run["source_type"], run["connection"])

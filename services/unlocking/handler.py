@@ -8,7 +8,7 @@ from typing import Any
 from services.unlocking.logic import unlock_run
 from services.unlocking.settings import Settings
 from shared.db import Database
-from shared.tasks import RetryPolicy, task_lambda_handler
+from shared.tasks import task_lambda_handler
 
 settings = Settings.from_env()
 
@@ -23,10 +23,5 @@ def unlock(request: dict[str, Any]) -> dict[str, Any]:
 
 
 lambda_handler = task_lambda_handler(
-    step="Unlock",
-    request_contract="unlocking-request",
-    result_contract="unlocking-result",
-    work=unlock,
-    database=database,
-    retry=RetryPolicy(settings.task.max_receives, settings.task.retry_backoff_seconds),
+    service="unlocking", step="Unlock", work=unlock, database=database, settings=settings.task
 )

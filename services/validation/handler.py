@@ -9,7 +9,7 @@ from typing import Any
 from services.validation.logic import validate_run
 from services.validation.settings import Settings
 from shared.db import Database
-from shared.tasks import RetryPolicy, task_lambda_handler
+from shared.tasks import task_lambda_handler
 
 settings = Settings.from_env()
 
@@ -29,10 +29,5 @@ def validate(request: dict[str, Any]) -> dict[str, Any]:
 
 
 lambda_handler = task_lambda_handler(
-    step="Validate",
-    request_contract="validation-request",
-    result_contract="validation-result",
-    work=validate,
-    database=database,
-    retry=RetryPolicy(settings.task.max_receives, settings.task.retry_backoff_seconds),
+    service="validation", step="Validate", work=validate, database=database, settings=settings.task
 )

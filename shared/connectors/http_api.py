@@ -71,7 +71,11 @@ class HttpApiConnector:
                 f"source {source_id!r}: connection.dataset = {dataset!r} is not valid; "
                 "expected the vendor's dataset name"
             )
-        if not isinstance(page_size, int) or not 1 <= page_size <= 10000:
+        if (
+            isinstance(page_size, bool)
+            or not isinstance(page_size, int)
+            or not 1 <= page_size <= 10000
+        ):
             raise InvalidConnection(
                 f"source {source_id!r}: connection.page_size = {page_size!r} is not valid; "
                 "expected a whole number from 1 to 10000"

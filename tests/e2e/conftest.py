@@ -12,11 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import requests
 
-from infra.local.stack import LOCAL_TIMEOUTS, LocalStack, StackOptions
+from infra.local.stack import LOCAL_TIMEOUTS, LocalStack, StackOptions, aws_client
 from infra.runs import wait_for_execution
 from infra.sources import SourceSpec, get_run, get_source, register_source
 from shared.db import Database
@@ -42,18 +41,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="session")
 def aws(stack: LocalStack) -> Any:
-    env = stack.env
-
-    def client(name: str) -> Any:
-        return boto3.client(
-            name,
-            endpoint_url=env["AWS_ENDPOINT_URL"],
-            region_name=env["AWS_DEFAULT_REGION"],
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        )
-
-    return client
+    return lambda name: aws_client(stack.env, name)
 
 
 @pytest.fixture(scope="session")

@@ -123,3 +123,24 @@ def test_a_second_execution_for_a_locked_source_is_skipped(harness: Harness) -> 
     assert first[0].run["records"] == 8
     assert first[0].source["locked_by"] is None  # type: ignore[index]
     assert first[0].source["runtime_count"] == 3  # type: ignore[index]
+
+
+def test_a_hung_vendor_times_the_download_out_and_the_source_is_unlocked(harness: Harness) -> None:
+    # Given a vendor that takes longer to answer one page than the task's HeartbeatSeconds
+    now = datetime.now(UTC)
+    dataset = harness.new_dataset([DAY / 10], now=now)
+    cursor = now - DAY
+    source_id = harness.new_source(dataset, cursor=cursor, runtime_count=2)
+    heartbeat_seconds = harness.stack.options.timeouts.download_heartbeat_seconds
+    harness.vendor.fault(dataset, page_delay_ms=int((heartbeat_seconds + 2) * 1000))
+
+    # When it runs
+    result = harness.run(source_id)
+
+    # Then the step timed out, the execution names it StepFailed, the ledger says why, and the
+    # source is unlocked with its cursor where it was
+    assert result.status == "FAILED" and result.error == "StepFailed"
+    assert (result.run["status"], result.run["error"]) == ("failed", "States.Timeout")
+    assert result.run["failed_step"] == "Download"
+    assert result.source["locked_by"] is None  # type: ignore[index]
+    assert result.source["last_modified_date"] == cursor  # type: ignore[index]

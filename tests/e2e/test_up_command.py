@@ -10,11 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import psycopg2
 import requests
 
-from infra.local.stack import read_env_file
+from infra.local.stack import aws_client, read_env_file
 
 REQUIRED = {
     "DATABASE_URL",
@@ -57,13 +56,7 @@ def test_up_writes_local_env_stops_on_ctrl_c_and_reuses_data(tmp_path: Path) -> 
         # Then local.env says how to reach every part, and each part answers
         assert env.keys() >= REQUIRED
         assert requests.get(f"{env['VENDOR_URL']}/health", timeout=5).ok
-        sfn = boto3.client(
-            "stepfunctions",
-            endpoint_url=env["AWS_ENDPOINT_URL"],
-            region_name=env["AWS_DEFAULT_REGION"],
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        )
+        sfn = aws_client(env, "stepfunctions")
         described = sfn.describe_state_machine(stateMachineArn=env["STATE_MACHINE_ARN"])
         assert "Validate" in described["definition"]
         with psycopg2.connect(env["DATABASE_URL"]) as conn, conn.cursor() as cur:

@@ -166,6 +166,7 @@ def test_a_good_connection_builds_a_connector() -> None:
         ({"dataset": ""}, "connection.dataset"),
         ({"page_size": 0}, "connection.page_size"),
         ({"page_size": "100"}, "connection.page_size"),
+        ({"page_size": True}, "connection.page_size"),
     ],
 )
 def test_a_bad_connection_is_rejected_naming_the_field(change: dict[str, Any], field: str) -> None:

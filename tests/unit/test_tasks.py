@@ -171,16 +171,21 @@ def test_work_fields_are_sent_as_a_valid_result_to_the_message_token() -> None:
     assert harness.visibility.delays == []
 
 
-def test_a_field_the_result_schema_forbids_is_a_producer_bug_not_a_success() -> None:
-    # Given work that returns a run decision carrying a skip reason
+def test_a_field_the_result_schema_forbids_fails_the_task_by_name() -> None:
+    # Given work that returns a run decision carrying a skip reason (a producer bug)
     def buggy(message: dict[str, Any]) -> Mapping[str, Any]:
         return {**run_fields(message), "reason": "SourceLocked"}
 
     harness = Harness()
-    # When the record is processed, Then the contract stops it before any report
-    with pytest.raises(ContractViolation, match="validation-result"):
-        harness.process(sqs_record(), buggy)
-    assert harness.callbacks.calls == 0
+    # When the record is processed
+    harness.process(sqs_record(), buggy)
+
+    # Then no success is reported; the run fails now as InvalidTaskResult, with the detail kept
+    assert harness.callbacks.succeeded == []
+    [(_, error, cause)] = harness.callbacks.failed
+    assert error == "InvalidTaskResult" and "validation-result" in cause
+    [(_, recorded_error, _)] = harness.failures.entries
+    assert recorded_error == "InvalidTaskResult"
 
 
 # --- malformed messages -------------------------------------------------------------------------
@@ -278,6 +283,11 @@ def test_backoff_doubles_per_receive_up_to_the_cap() -> None:
     assert [policy.backoff_seconds(n) for n in range(1, 7)] == [5, 10, 20, 40, 60, 60]
 
 
+def test_a_sub_second_base_still_waits_a_whole_second() -> None:
+    policy = RetryPolicy(max_receives=5, base_backoff_seconds=0.5)
+    assert [policy.backoff_seconds(n) for n in range(1, 4)] == [1, 1, 2]
+
+
 def test_backoff_never_goes_below_the_base_for_a_missing_receive_count() -> None:
     policy = RetryPolicy(max_receives=3, base_backoff_seconds=5)
     assert policy.backoff_seconds(0) == 5
@@ -333,6 +343,15 @@ def test_throttling_is_transient() -> None:
     for call in every_callback(callbacks):
         with pytest.raises(TransientError, match="ThrottlingException"):
             call()
+
+
+@pytest.mark.parametrize("code", ["InvalidOutput", "ValidationException"])
+def test_a_report_step_functions_rejects_is_permanent(code: str) -> None:
+    callbacks = TaskCallbacks(FakeStepFunctions(code))
+    for call in every_callback(callbacks):
+        with pytest.raises(PermanentError, match=code) as caught:
+            call()
+        assert caught.value.error_name == "TaskReportRejected"
 
 
 def test_success_output_is_sent_as_json() -> None:

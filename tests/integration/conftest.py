@@ -1,0 +1,323 @@
+"""A real PostgreSQL for the integration tier, and factories for sources, requests and ports.
+
+The database is an embedded pgserver in a temporary directory, or `DATABASE_URL` when it is
+set; either way the project's migrations are applied once per session. Every test registers
+sources with unique ids, so tests share the database without seeing each other's rows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.migrate import apply_migrations
+from infra.sources import SourceSpec, get_run, get_source, register_source
+from services.download.adapters import WrittenObject
+from services.download.logic import Heartbeat
+from shared.db import Database
+from shared.flows import Window
+from shared.timefmt import parse_iso
+
+LEASE = timedelta(minutes=15)
+
+
+# -- the database ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); harmless here.
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def migrated_url(database_url: str) -> str:
+    apply_migrations(database_url)
+    return database_url
+
+
+@pytest.fixture(scope="session")
+def db(migrated_url: str) -> Iterator[Database]:
+    database = Database(migrated_url, application_name="sourceflow-integration")
+    yield database
+    database.close()
+
+
+def source_row_text(db: Database, source_id: str) -> str | None:
+    """The source row exactly as PostgreSQL renders it: equal text means nothing changed."""
+    with db.transaction() as cur:
+        cur.execute("SELECT s::text AS row FROM public.source s WHERE source_id = %s", (source_id,))
+        row = cur.fetchone()
+    return row["row"] if row else None
+
+
+def run_row(db: Database, execution_arn: str) -> dict[str, Any] | None:
+    return get_run(db, execution_arn)
+
+
+def runs_of(db: Database, source_id: str) -> list[dict[str, Any]]:
+    with db.transaction() as cur:
+        cur.execute(
+            "SELECT * FROM public.source_run WHERE source_id = %s ORDER BY started_at",
+            (source_id,),
+        )
+        return [dict(row) for row in cur.fetchall()]
+
+
+def flow_history_of(db: Database, source_id: str) -> list[dict[str, Any]]:
+    with db.transaction() as cur:
+        cur.execute(
+            "SELECT * FROM public.source_flow_history WHERE source_id = %s ORDER BY change_id",
+            (source_id,),
+        )
+        return [dict(row) for row in cur.fetchall()]
+
+
+def expire_lease(db: Database, source_id: str) -> None:
+    """The holder stopped renewing: its lease ran out a minute ago."""
+    with db.transaction() as cur:
+        cur.execute(
+            "UPDATE public.source SET lock_expires_at = now() - interval '1 minute'"
+            " WHERE source_id = %s AND locked_by IS NOT NULL",
+            (source_id,),
+        )
+        assert cur.rowcount == 1, f"{source_id} is not locked"
+
+
+# -- sources --------------------------------------------------------------------------------
+
+MakeSource = Callable[..., str]
+
+
+@pytest.fixture
+def make_source(db: Database) -> MakeSource:
+    """Register a source of its own for the test; returns its id."""
+
+    def make(
+        *,
+        runtime_count: int = 1,
+        cursor: datetime | None = None,
+        params: Mapping[str, Any] | None = None,
+        is_active: bool = True,
+        source_type: str = "http_api",
+        backdate_days: int = 30,
+    ) -> str:
+        source_id = f"it-{uuid.uuid4().hex[:16]}"
+        register_source(
+            db,
+            SourceSpec(
+                source_id=source_id,
+                name=f"integration source {source_id}",
+                source_type=source_type,
+                connection={"base_url": "http://vendor.invalid", "dataset": source_id},
+                backdate_days=backdate_days,
+                batch_execution_params=params,
+                is_active=is_active,
+            ),
+        )
+        with db.transaction() as cur:
+            cur.execute(
+                "UPDATE public.source SET last_modified_date = %s, runtime_count = %s"
+                " WHERE source_id = %s",
+                (cursor, runtime_count, source_id),
+            )
+        assert get_source(db, source_id) is not None
+        return source_id
+
+    return make
+
+
+# -- task requests --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One state-machine execution for a source, and the task requests it would send."""
+
+    source_id: str
+    name: str
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:states:eu-west-1:123456789012:execution:sourceflow-run:{self.name}"
+
+    def _envelope(self, schema: str) -> dict[str, Any]:
+        return {
+            "schema": schema,
+            "version": 1,
+            "correlation_id": self.name,
+            "produced_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "task_token": f"token-{schema}-{self.name}",
+            "execution_arn": self.arn,
+            "execution_name": self.name,
+            "source_id": self.source_id,
+        }
+
+    def validation(self) -> dict[str, Any]:
+        return self._envelope("validation-request")
+
+    def download(self, plan: Mapping[str, Any]) -> dict[str, Any]:
+        return {**self._envelope("download-request"), "plan": dict(plan)}
+
+    def unlock_succeeded(self) -> dict[str, Any]:
+        return {**self._envelope("unlocking-request"), "outcome": "succeeded"}
+
+    def unlock_failed(
+        self, *, step: str = "Download", error: str = "SourceUnavailable", cause: str | None = None
+    ) -> dict[str, Any]:
+        failure = {"Error": error}
+        if cause is not None:
+            failure["Cause"] = cause
+        return {
+            **self._envelope("unlocking-request"),
+            "outcome": "failed",
+            "failed_step": step,
+            "failure": failure,
+        }
+
+
+NewExecution = Callable[[str], Execution]
+
+
+@pytest.fixture
+def new_execution() -> NewExecution:
+    def new(source_id: str) -> Execution:
+        return Execution(source_id, f"{source_id}-{uuid.uuid4().hex[:8]}")
+
+    return new
+
+
+# -- download's ports -----------------------------------------------------------------------
+
+
+def record(index: int, last_modified: datetime, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": f"rec-{index:05d}",
+        "last_modified": last_modified.isoformat().replace("+00:00", "Z"),
+        **fields,
+    }
+
+
+@dataclass
+class FakeConnector:
+    """Yields the given records for any window; counts how often it is asked for them."""
+
+    items: list[dict[str, Any]]
+    windows: list[Window] = field(default_factory=list)
+    yielded: int = 0
+    on_record: Callable[[int], None] | None = None
+
+    def records(self, window: Window) -> Iterator[dict[str, Any]]:
+        self.windows.append(window)
+        for item in self.items:
+            self.yielded += 1
+            if self.on_record is not None:
+                self.on_record(self.yielded)
+            yield dict(item)
+
+    def last_modified(self, record: Mapping[str, Any]) -> datetime | None:
+        value = record.get("last_modified")
+        return parse_iso(value) if value else None
+
+    def factory(self) -> Callable[[str, str, Mapping[str, Any]], FakeConnector]:
+        def connector_for(
+            source_id: str, source_type: str, connection: Mapping[str, Any]
+        ) -> FakeConnector:
+            return self
+
+        return connector_for
+
+
+@dataclass
+class FakeSink:
+    """Keeps parts and manifests in memory, written the way the S3 sink writes them."""
+
+    parts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    writes: int = 0
+
+    def write_part(self, key: str, records: Iterable[Mapping[str, Any]]) -> WrittenObject:
+        kept = [dict(item) for item in records]
+        body = gzip.compress(
+            b"".join(json.dumps(item, separators=(",", ":")).encode() + b"\n" for item in kept),
+            mtime=0,
+        )
+        self.parts[key] = kept
+        self.writes += 1
+        return WrittenObject(
+            key=key, records=len(kept), bytes=len(body), sha256=hashlib.sha256(body).hexdigest()
+        )
+
+    def write_manifest(self, key: str, manifest: Mapping[str, Any]) -> None:
+        self.manifests[key] = json.loads(json.dumps(manifest))
+        self.writes += 1
+
+
+def quiet_heartbeat(*, renew_lease: Callable[[], bool] = lambda: True) -> Heartbeat:
+    """A heartbeat that never beats within a test (an hour-long interval)."""
+    return Heartbeat(send=lambda: None, renew_lease=renew_lease, interval_seconds=3600)
+
+
+@pytest.fixture
+def sink() -> FakeSink:
+    return FakeSink()
+
+
+# -- migrations -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def empty_database_url(migrated_url: str) -> Iterator[str]:
+    """A database of its own on the same server, dropped afterwards."""
+    import psycopg2
+    import psycopg2.errors
+    from psycopg2.extensions import make_dsn
+
+    name = f"sourceflow_it_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(migrated_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            try:
+                cur.execute(f'CREATE DATABASE "{name}"')
+            except psycopg2.errors.InsufficientPrivilege:
+                pytest.skip("the DATABASE_URL role cannot create databases")
+        yield make_dsn(migrated_url, dbname=name)
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+@pytest.fixture
+def migrations_copy(tmp_path: Path) -> Path:
+    from infra.migrate import MIGRATIONS_DIR
+
+    target = tmp_path / "migrations"
+    target.mkdir()
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        (target / path.name).write_bytes(path.read_bytes())
+    return target
