@@ -11,6 +11,8 @@ import gzip
 import hashlib
 import json
 import os
+import threading
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -19,17 +21,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg2
+import psycopg2.errors
 import pytest
+from psycopg2.extensions import make_dsn
 
-from infra.migrate import apply_migrations
+from infra.migrate import MIGRATIONS_DIR, apply_migrations
 from infra.sources import SourceSpec, get_run, get_source, register_source
 from services.download.adapters import WrittenObject
-from services.download.logic import Heartbeat
+from services.download.logic import Heartbeat, download_run
+from services.validation.logic import validate_run
 from shared.db import Database
 from shared.flows import Window
 from shared.timefmt import parse_iso
 
 LEASE = timedelta(minutes=15)
+# A cursor safely in the past, so every Normal window starts at it.
+CURSOR = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
 # -- the database ---------------------------------------------------------------------------
@@ -253,7 +261,7 @@ class FakeConnector:
 
 @dataclass
 class FakeSink:
-    """Keeps parts and manifests in memory, written the way the S3 sink writes them."""
+    """Keeps parts and manifests in memory; sizes and checksums are of gzip JSON lines."""
 
     parts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -277,7 +285,7 @@ class FakeSink:
 
 
 def quiet_heartbeat(*, renew_lease: Callable[[], bool] = lambda: True) -> Heartbeat:
-    """A heartbeat that never beats within a test (an hour-long interval)."""
+    """A heartbeat that beats only when download asks it to directly (an hour-long interval)."""
     return Heartbeat(send=lambda: None, renew_lease=renew_lease, interval_seconds=3600)
 
 
@@ -286,16 +294,138 @@ def sink() -> FakeSink:
     return FakeSink()
 
 
+# -- calling the services as their handlers do -------------------------------------------
+
+
+def clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def validate(db: Database, execution: Execution) -> dict[str, Any]:
+    return validate_run(execution.validation(), db=db, clock=clock, lease=LEASE)
+
+
+def download(
+    db: Database,
+    execution: Execution,
+    plan: Mapping[str, Any],
+    connector: FakeConnector,
+    sink: FakeSink,
+    *,
+    part_max_records: int = 1000,
+    renew_lease: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    # With `renew_lease`, the heartbeat beats (and renews through it) on every record.
+    heartbeat = (
+        quiet_heartbeat()
+        if renew_lease is None
+        else Heartbeat(send=lambda: None, renew_lease=renew_lease, interval_seconds=0)
+    )
+    return download_run(
+        execution.download(plan),
+        db=db,
+        connector_for=connector.factory(),
+        sink=sink,
+        heartbeat=heartbeat,
+        part_max_records=part_max_records,
+    )
+
+
+def lock_of(db: Database, source_id: str) -> tuple[Any, Any, Any]:
+    source = get_source(db, source_id)
+    assert source is not None
+    return source["locked_by"], source["locked_at"], source["lock_expires_at"]
+
+
+def records_modified(*moments: datetime) -> list[dict[str, Any]]:
+    return [record(index, moment) for index, moment in enumerate(moments)]
+
+
+def downloaded_run(
+    db: Database, execution: Execution, records: list[dict[str, Any]], sink: FakeSink
+) -> dict[str, Any]:
+    """Given: the execution validated and downloaded `records`; returns the download result."""
+    validated = validate(db, execution)
+    assert validated["decision"] == "run", validated
+    return download(db, execution, validated["plan"], FakeConnector(records), sink)
+
+
+class RowHeld:
+    """Holds one row (FOR UPDATE) in a separate session until the block exits. The block is
+    given a function that waits until `n` sessions named `it-race-...` queue for it."""
+
+    def __init__(self, dsn: str, table: str, column: str, key: str) -> None:
+        self._dsn, self._table, self._column, self._key = dsn, table, column, key
+
+    def __enter__(self) -> Callable[[int], None]:
+        self._conn = psycopg2.connect(self._dsn)
+        with self._conn.cursor() as cur:
+            cur.execute(
+                f"SELECT 1 FROM public.{self._table} WHERE {self._column} = %s FOR UPDATE",
+                (self._key,),
+            )
+            assert cur.rowcount == 1
+        return self._wait_for_waiters
+
+    def _wait_for_waiters(self, n: int) -> None:
+        deadline = time.monotonic() + 5
+        probe = psycopg2.connect(self._dsn)
+        probe.autocommit = True
+        try:
+            with probe.cursor() as cur:
+                while time.monotonic() < deadline:
+                    # The first waiter queues behind the holder, the next behind the first.
+                    cur.execute(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE wait_event_type = 'Lock' AND cardinality(pg_blocking_pids(pid)) > 0"
+                        "   AND application_name LIKE %s",
+                        ("it-race-%",),
+                    )
+                    row = cur.fetchone()
+                    if row is not None and row[0] >= n:
+                        return
+                    time.sleep(0.01)
+        finally:
+            probe.close()
+        raise AssertionError(f"{n} sessions never queued behind {self._table} {self._key}")
+
+    def __exit__(self, *_: object) -> None:
+        self._conn.rollback()
+        self._conn.close()
+
+
+def race(
+    dsn: str, table: str, column: str, key: str, calls: list[Callable[[Database], Any]]
+) -> list[Any]:
+    """Run `calls` at once, each in its own session, all released together once every one of
+    them waits for the same row; returns what each returned or raised, in order."""
+    results: list[Any] = [None] * len(calls)
+
+    def run(index: int) -> None:
+        own = Database(dsn, application_name=f"it-race-{index}")
+        try:
+            results[index] = calls[index](own)
+        except Exception as exc:
+            results[index] = exc
+        finally:
+            own.close()
+
+    with RowHeld(dsn, table, column, key) as waiting:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+        for thread in threads:
+            thread.start()
+        waiting(len(calls))
+    for thread in threads:
+        thread.join(timeout=10)
+    return results
+
+
 # -- migrations -----------------------------------------------------------------------------
 
 
 @pytest.fixture
 def empty_database_url(migrated_url: str) -> Iterator[str]:
     """A database of its own on the same server, dropped afterwards."""
-    import psycopg2
-    import psycopg2.errors
-    from psycopg2.extensions import make_dsn
-
     name = f"sourceflow_it_{uuid.uuid4().hex[:10]}"
     admin = psycopg2.connect(migrated_url)
     admin.autocommit = True
@@ -314,8 +444,6 @@ def empty_database_url(migrated_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def migrations_copy(tmp_path: Path) -> Path:
-    from infra.migrate import MIGRATIONS_DIR
-
     target = tmp_path / "migrations"
     target.mkdir()
     for path in MIGRATIONS_DIR.glob("*.sql"):

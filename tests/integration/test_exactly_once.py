@@ -8,100 +8,41 @@ the end state of the source row and the run ledger.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
-import psycopg2
 import pytest
 
-from infra.migrate import MigrationError, apply_migrations
 from infra.sources import get_source
 from services.download.logic import LockLost as DownloadLockLost
-from services.download.logic import Heartbeat, RunNotStarted, download_run, lease_renewal
+from services.download.logic import RunNotStarted, lease_renewal
 from services.unlocking.logic import LockLost as UnlockLockLost
 from services.unlocking.logic import RunNotDownloaded, unlock_run
-from services.validation.logic import SourceNotFound, validate_run
+from services.validation.logic import SourceNotFound
 from shared.connectors import UnsupportedSourceType
 from shared.db import Database
 from shared.errors import PermanentError
 from shared.flows import InvalidFlowParams
-from shared.ledger import failure_recorder, set_flow_params
+from shared.ledger import failure_recorder
 from shared.timefmt import isoformat
 from tests.integration.conftest import (
+    CURSOR,
     LEASE,
-    Execution,
     FakeConnector,
     FakeSink,
     MakeSource,
     NewExecution,
+    download,
+    downloaded_run,
     expire_lease,
     flow_history_of,
-    quiet_heartbeat,
-    record,
+    lock_of,
+    records_modified,
     run_row,
     runs_of,
     source_row_text,
+    validate,
 )
-
-CURSOR = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def clock() -> datetime:
-    return datetime.now(UTC)
-
-
-def validate(db: Database, execution: Execution) -> dict[str, Any]:
-    return validate_run(execution.validation(), db=db, clock=clock, lease=LEASE)
-
-
-def download(
-    db: Database,
-    execution: Execution,
-    plan: Mapping[str, Any],
-    connector: FakeConnector,
-    sink: FakeSink,
-    *,
-    part_max_records: int = 1000,
-    renew_lease: Callable[[], bool] | None = None,
-) -> dict[str, Any]:
-    # A heartbeat that renews the lease on every record when asked to, never otherwise.
-    heartbeat = (
-        quiet_heartbeat()
-        if renew_lease is None
-        else Heartbeat(send=lambda: None, renew_lease=renew_lease, interval_seconds=0)
-    )
-    return download_run(
-        execution.download(plan),
-        db=db,
-        connector_for=connector.factory(),
-        sink=sink,
-        heartbeat=heartbeat,
-        part_max_records=part_max_records,
-    )
-
-
-def lock_of(db: Database, source_id: str) -> tuple[Any, Any, Any]:
-    source = get_source(db, source_id)
-    assert source is not None
-    return source["locked_by"], source["locked_at"], source["lock_expires_at"]
-
-
-def records_modified(*moments: datetime) -> list[dict[str, Any]]:
-    return [record(index, moment) for index, moment in enumerate(moments)]
-
-
-def downloaded_run(
-    db: Database, execution: Execution, records: list[dict[str, Any]], sink: FakeSink
-) -> dict[str, Any]:
-    """Given: the execution validated and downloaded `records`; returns the download result."""
-    validated = validate(db, execution)
-    assert validated["decision"] == "run", validated
-    return download(db, execution, validated["plan"], FakeConnector(records), sink)
-
 
 # -- validation -----------------------------------------------------------------------------
 
@@ -201,82 +142,22 @@ def test_an_expired_lease_is_taken_over_by_a_new_execution(
     assert result["plan"]["window_start_inclusive"] is False
 
 
-def test_concurrent_validations_of_one_source_let_exactly_one_run(
-    db: Database, migrated_url: str, make_source: MakeSource, new_execution: NewExecution
+def test_an_inactive_source_is_skipped_and_left_as_it_is(
+    db: Database, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
-    # Given two executions whose validations reach the source row at the same moment
-    source_id = make_source(runtime_count=2, cursor=CURSOR)
-    executions = [new_execution(source_id), new_execution(source_id)]
-    results: dict[str, Any] = {}
+    # Given an inactive source
+    source_id = make_source(runtime_count=2, cursor=CURSOR, is_active=False)
+    execution = new_execution(source_id)
+    before = source_row_text(db, source_id)
 
-    def validate_in_own_connection(execution: Execution) -> None:
-        own = Database(migrated_url, application_name=f"it-race-{execution.name}")
-        try:
-            results[execution.arn] = validate(own, execution)
-        except Exception as exc:
-            results[execution.arn] = exc
-        finally:
-            own.close()
+    # When it is validated twice
+    first, second = validate(db, execution), validate(db, execution)
 
-    with _row_held(migrated_url, source_id) as waiting_on_row:
-        threads = [
-            threading.Thread(target=validate_in_own_connection, args=(e,)) for e in executions
-        ]
-        for thread in threads:
-            thread.start()
-        waiting_on_row(2)
-    for thread in threads:
-        thread.join(timeout=10)
-
-    # Then exactly one runs, the other is skipped because the source is locked
-    decisions = sorted(result["decision"] for result in results.values())
-    assert decisions == ["run", "skip"], results
-    winner = next(arn for arn, result in results.items() if result["decision"] == "run")
-    source = get_source(db, source_id)
-    assert source is not None
-    assert (source["locked_by"], source["runtime_count"]) == (winner, 3)
-
-
-class _row_held:
-    """Holds the source row (FOR UPDATE) in a separate session until the block exits; the
-    block is given a function that waits until `n` other sessions queue behind that row."""
-
-    def __init__(self, dsn: str, source_id: str) -> None:
-        self._dsn, self._source_id = dsn, source_id
-
-    def __enter__(self) -> Callable[[int], None]:
-        self._conn = psycopg2.connect(self._dsn)
-        with self._conn.cursor() as cur:
-            cur.execute(
-                "SELECT 1 FROM public.source WHERE source_id = %s FOR UPDATE", (self._source_id,)
-            )
-        return self._wait_for_waiters
-
-    def _wait_for_waiters(self, n: int) -> None:
-        deadline = time.monotonic() + 5
-        probe = psycopg2.connect(self._dsn)
-        probe.autocommit = True
-        try:
-            with probe.cursor() as cur:
-                while time.monotonic() < deadline:
-                    cur.execute(
-                        # The first waiter queues behind the holder, the next behind the first.
-                        "SELECT count(*) FROM pg_stat_activity"
-                        " WHERE wait_event_type = 'Lock' AND cardinality(pg_blocking_pids(pid)) > 0"
-                        "   AND application_name LIKE %s",
-                        (f"it-race-{self._source_id}-%",),
-                    )
-                    row = cur.fetchone()
-                    if row is not None and row[0] >= n:
-                        return
-                    time.sleep(0.01)
-        finally:
-            probe.close()
-        raise AssertionError(f"{n} sessions never queued behind {self._source_id}")
-
-    def __exit__(self, *_: object) -> None:
-        self._conn.rollback()
-        self._conn.close()
+    # Then both deliveries skip it, the run is not counted and nothing is locked
+    assert first == second
+    assert (first["decision"], first["reason"]) == ("skip", "SourceInactive")
+    assert source_row_text(db, source_id) == before
+    assert [run["status"] for run in runs_of(db, source_id)] == ["skipped"]
 
 
 def _unknown_source(make_source: MakeSource) -> str:
@@ -857,157 +738,3 @@ def test_unlock_failure_keeps_the_detail_the_failing_service_recorded(
         "InvalidFlowParams",
         str(raised.value),
     )
-
-
-# -- flow params and migrations -------------------------------------------------------------
-
-
-def test_set_flow_params_applies_only_when_the_params_are_as_expected(
-    db: Database, make_source: MakeSource
-) -> None:
-    # Given a source on the Sold flow
-    source_id = make_source(runtime_count=2, params={"type": "Sold", "year": 2021})
-    before = source_row_text(db, source_id)
-
-    # When a reset decided on other params is applied
-    with db.transaction() as cur:
-        stale = set_flow_params(
-            cur,
-            source_id,
-            {"flow_type": "Normal"},
-            changed_by="scheduler",
-            reason="reset to Normal",
-            expected={"type": "Full Load"},
-            check_expected=True,
-        )
-
-    # Then it is refused: nothing changes and no history is written
-    assert stale is False
-    assert source_row_text(db, source_id) == before
-    assert flow_history_of(db, source_id) == []
-
-    # When a reset decided on the current params (keys in another order) is applied
-    with db.transaction() as cur:
-        applied = set_flow_params(
-            cur,
-            source_id,
-            {"flow_type": "Normal"},
-            changed_by="scheduler",
-            reason="reset to Normal",
-            expected={"year": 2021, "type": "Sold"},
-            check_expected=True,
-        )
-
-    # Then the params change and one history row says from what, to what, by whom and why
-    assert applied is True
-    source = get_source(db, source_id)
-    assert source is not None
-    assert source["batch_execution_params"] == {"flow_type": "Normal"}
-    history = flow_history_of(db, source_id)
-    assert [(h["from_params"], h["to_params"], h["changed_by"], h["reason"]) for h in history] == [
-        ({"type": "Sold", "year": 2021}, {"flow_type": "Normal"}, "scheduler", "reset to Normal")
-    ]
-
-
-def test_set_flow_params_compares_missing_params_and_can_clear_them(
-    db: Database, make_source: MakeSource
-) -> None:
-    # Given a source without params
-    source_id = make_source(runtime_count=2, params=None)
-
-    # When params are set on the expectation that there are none, then cleared again
-    with db.transaction() as cur:
-        set_on_none = set_flow_params(
-            cur,
-            source_id,
-            {"type": "Sold"},
-            changed_by="operator",
-            reason="sell-off",
-            expected=None,
-            check_expected=True,
-        )
-    with db.transaction() as cur:
-        stale = set_flow_params(
-            cur,
-            source_id,
-            None,
-            changed_by="operator",
-            reason="clear",
-            expected=None,
-            check_expected=True,
-        )
-    with db.transaction() as cur:
-        cleared = set_flow_params(
-            cur,
-            source_id,
-            None,
-            changed_by="operator",
-            reason="clear",
-            expected={"type": "Sold"},
-            check_expected=True,
-        )
-
-    # Then the first and the last applied, the stale one did not
-    assert (set_on_none, stale, cleared) == (True, False, True)
-    source = get_source(db, source_id)
-    assert source is not None
-    assert source["batch_execution_params"] is None
-    assert [(h["from_params"], h["to_params"]) for h in flow_history_of(db, source_id)] == [
-        (None, {"type": "Sold"}),
-        ({"type": "Sold"}, None),
-    ]
-
-
-def test_migrations_apply_once(empty_database_url: str) -> None:
-    # Given an empty database
-    # When the migrations are applied twice
-    first = apply_migrations(empty_database_url)
-    second = apply_migrations(empty_database_url)
-
-    # Then the first applied every migration and the second nothing
-    assert first == ["0001_source_runs_history"]
-    assert second == []
-    conn = psycopg2.connect(empty_database_url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT version FROM public.schema_migration ORDER BY version")
-            assert cur.fetchall() == [("0001_source_runs_history",)]
-            cur.execute("SELECT to_regclass('public.source_run') IS NOT NULL")
-            assert cur.fetchone() == (True,)
-    finally:
-        conn.close()
-
-
-def test_an_edited_applied_migration_is_reported_by_name(
-    empty_database_url: str, migrations_copy: Path
-) -> None:
-    # Given the migrations were applied from a directory
-    assert apply_migrations(empty_database_url, migrations_copy) == ["0001_source_runs_history"]
-    edited = migrations_copy / "0001_source_runs_history.sql"
-    original = edited.read_bytes()
-
-    # When an applied file is edited and the migrations are applied again
-    edited.write_bytes(original + b"\n-- an innocent-looking comment\n")
-    with pytest.raises(MigrationError, match="0001_source_runs_history.sql"):
-        apply_migrations(empty_database_url, migrations_copy)
-
-    # Then nothing was applied, and restoring the file makes the migrations a no-op again
-    # (the advisory lock was released despite the error)
-    edited.write_bytes(original)
-    assert apply_migrations(empty_database_url, migrations_copy) == []
-
-
-def test_a_new_migration_is_applied_after_the_existing_ones(
-    empty_database_url: str, migrations_copy: Path
-) -> None:
-    # Given the migrations were applied
-    apply_migrations(empty_database_url, migrations_copy)
-
-    # When a new migration file is added
-    (migrations_copy / "0999_it_probe.sql").write_text(
-        "CREATE TABLE public.it_probe (id integer PRIMARY KEY);"
-    )
-
-    # Then only the new one is applied, once
-    assert apply_migrations(empty_database_url, migrations_copy) == ["0999_it_probe"]
-    assert apply_migrations(empty_database_url, migrations_copy) == []

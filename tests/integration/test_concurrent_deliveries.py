@@ -1,0 +1,183 @@
+"""Duplicate deliveries handled at the same moment, each in its own database session: the
+row locks and conditional updates, not the order of arrival, keep every effect single.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from infra.sources import get_source
+from services.unlocking.logic import unlock_run
+from shared.db import Database
+from shared.timefmt import isoformat
+from tests.integration.conftest import (
+    CURSOR,
+    Execution,
+    FakeConnector,
+    FakeSink,
+    MakeSource,
+    NewExecution,
+    download,
+    downloaded_run,
+    race,
+    records_modified,
+    run_row,
+    runs_of,
+    validate,
+)
+
+
+def test_concurrent_validations_of_one_source_let_exactly_one_run(
+    db: Database, migrated_url: str, make_source: MakeSource, new_execution: NewExecution
+) -> None:
+    # Given two executions whose validations reach the source row at the same moment
+    source_id = make_source(runtime_count=2, cursor=CURSOR)
+    first, second = new_execution(source_id), new_execution(source_id)
+
+    # When both validate
+    results = race(
+        migrated_url,
+        "source",
+        "source_id",
+        source_id,
+        [lambda own: validate(own, first), lambda own: validate(own, second)],
+    )
+
+    # Then exactly one runs, the other is skipped because the source is locked
+    assert sorted(result["decision"] for result in results) == ["run", "skip"], results
+    winner = first if results[0]["decision"] == "run" else second
+    source = get_source(db, source_id)
+    assert source is not None
+    assert (source["locked_by"], source["runtime_count"]) == (winner.arn, 3)
+
+
+def _validate_one_execution_twice_at_once(
+    db: Database, migrated_url: str, make_source: MakeSource, new_execution: NewExecution
+) -> tuple[str, Execution, list[Any]]:
+    source_id = make_source(runtime_count=2, cursor=CURSOR)
+    execution = new_execution(source_id)
+    results = race(
+        migrated_url,
+        "source",
+        "source_id",
+        source_id,
+        [lambda own: validate(own, execution), lambda own: validate(own, execution)],
+    )
+    return source_id, execution, results
+
+
+def test_a_concurrent_duplicate_validation_counts_the_run_once(
+    db: Database, migrated_url: str, make_source: MakeSource, new_execution: NewExecution
+) -> None:
+    # Given a validation request delivered twice, both copies handled at the same moment
+    source_id, execution, results = _validate_one_execution_twice_at_once(
+        db, migrated_url, make_source, new_execution
+    )
+
+    # Then at least one delivery decided to run, and the run was counted and recorded once
+    assert any(isinstance(result, dict) and result["decision"] == "run" for result in results)
+    source = get_source(db, source_id)
+    assert source is not None
+    assert (source["runtime_count"], source["locked_by"]) == (3, execution.arn)
+    assert [run["execution_arn"] for run in runs_of(db, source_id)] == [execution.arn]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="validate_run reads the ledger before it locks the source row, so the copy that "
+    "waited on the lock re-decides and its INSERT hits source_run_pkey: a raw psycopg2 "
+    "UniqueViolation escapes instead of the recorded decision",
+)
+def test_a_concurrent_duplicate_validation_returns_the_first_decision(
+    db: Database, migrated_url: str, make_source: MakeSource, new_execution: NewExecution
+) -> None:
+    # Given a validation request delivered twice, both copies handled at the same moment
+    _, _, results = _validate_one_execution_twice_at_once(
+        db, migrated_url, make_source, new_execution
+    )
+
+    # Then both copies return the same decision
+    assert results[0] == results[1], results
+
+
+def test_concurrent_duplicate_downloads_record_one_result(
+    db: Database, migrated_url: str, make_source: MakeSource, new_execution: NewExecution
+) -> None:
+    # Given a download request delivered twice, both copies streaming at the same time
+    source_id = make_source(runtime_count=1, cursor=CURSOR)
+    execution = new_execution(source_id)
+    plan = validate(db, execution)["plan"]
+    both_streaming = threading.Barrier(2, timeout=5)
+
+    def meet_at_first_record(yielded: int) -> None:
+        if yielded == 1:
+            both_streaming.wait()
+
+    items = records_modified(CURSOR + timedelta(days=1), CURSOR + timedelta(days=2))
+    connectors = [FakeConnector(items, on_record=meet_at_first_record) for _ in range(2)]
+    sinks = [FakeSink(), FakeSink()]
+    results: list[Any] = [None, None]
+
+    def deliver(index: int) -> None:
+        own = Database(migrated_url, application_name=f"it-dl-{index}")
+        try:
+            results[index] = download(own, execution, plan, connectors[index], sinks[index])
+        except Exception as exc:
+            results[index] = exc
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    # Then both copies wrote the same keys and return one and the same recorded result
+    assert results[0] == results[1], results
+    assert sorted(sinks[0].parts) == sorted(sinks[1].parts)
+    row = run_row(db, execution.arn)
+    assert row is not None
+    assert (row["status"], row["records"], row["objects"]) == ("downloaded", 2, 1)
+
+
+def test_concurrent_duplicate_unlocks_move_the_cursor_and_release_the_lock_once(
+    db: Database,
+    migrated_url: str,
+    make_source: MakeSource,
+    new_execution: NewExecution,
+    sink: FakeSink,
+) -> None:
+    # Given a downloaded run, and its unlock-success request handled twice at the same moment
+    source_id = make_source(runtime_count=1, cursor=CURSOR)
+    execution = new_execution(source_id)
+    newest = CURSOR + timedelta(days=2)
+    downloaded_run(db, execution, records_modified(newest), sink)
+
+    # When both copies unlock
+    results = race(
+        migrated_url,
+        "source_run",
+        "execution_arn",
+        execution.arn,
+        [lambda own: unlock_run(execution.unlock_succeeded(), db=own)] * 2,
+    )
+
+    # Then one released the lock, the other reported the same outcome without releasing
+    assert sorted(result["lock_released"] for result in results) == [False, True], results
+    assert {result["cursor_after"] for result in results} == {isoformat(newest)}
+    # And the ledger shows a single move from the old cursor
+    row = run_row(db, execution.arn)
+    assert row is not None
+    assert (row["status"], row["cursor_before"], row["cursor_after"]) == (
+        "succeeded",
+        CURSOR,
+        newest,
+    )
+    source = get_source(db, source_id)
+    assert source is not None
+    assert (source["last_modified_date"], source["locked_by"]) == (newest, None)

@@ -1,0 +1,108 @@
+"""shared.ledger.set_flow_params: the compare-and-set change of a source's flow, with history."""
+
+from __future__ import annotations
+
+from infra.sources import get_source
+from shared.db import Database
+from shared.ledger import set_flow_params
+from tests.integration.conftest import (
+    MakeSource,
+    flow_history_of,
+    source_row_text,
+)
+
+
+def test_set_flow_params_applies_only_when_the_params_are_as_expected(
+    db: Database, make_source: MakeSource
+) -> None:
+    # Given a source on the Sold flow
+    source_id = make_source(runtime_count=2, params={"type": "Sold", "year": 2021})
+    before = source_row_text(db, source_id)
+
+    # When a reset decided on other params is applied
+    with db.transaction() as cur:
+        stale = set_flow_params(
+            cur,
+            source_id,
+            {"flow_type": "Normal"},
+            changed_by="scheduler",
+            reason="reset to Normal",
+            expected={"type": "Full Load"},
+            check_expected=True,
+        )
+
+    # Then it is refused: nothing changes and no history is written
+    assert stale is False
+    assert source_row_text(db, source_id) == before
+    assert flow_history_of(db, source_id) == []
+
+    # When a reset decided on the current params (keys in another order) is applied
+    with db.transaction() as cur:
+        applied = set_flow_params(
+            cur,
+            source_id,
+            {"flow_type": "Normal"},
+            changed_by="scheduler",
+            reason="reset to Normal",
+            expected={"year": 2021, "type": "Sold"},
+            check_expected=True,
+        )
+
+    # Then the params change and one history row says from what, to what, by whom and why
+    assert applied is True
+    source = get_source(db, source_id)
+    assert source is not None
+    assert source["batch_execution_params"] == {"flow_type": "Normal"}
+    history = flow_history_of(db, source_id)
+    assert [(h["from_params"], h["to_params"], h["changed_by"], h["reason"]) for h in history] == [
+        ({"type": "Sold", "year": 2021}, {"flow_type": "Normal"}, "scheduler", "reset to Normal")
+    ]
+
+
+def test_set_flow_params_compares_missing_params_and_can_clear_them(
+    db: Database, make_source: MakeSource
+) -> None:
+    # Given a source without params
+    source_id = make_source(runtime_count=2, params=None)
+
+    # When params are set on the expectation that there are none, then cleared again
+    with db.transaction() as cur:
+        set_on_none = set_flow_params(
+            cur,
+            source_id,
+            {"type": "Sold"},
+            changed_by="operator",
+            reason="sell-off",
+            expected=None,
+            check_expected=True,
+        )
+    with db.transaction() as cur:
+        stale = set_flow_params(
+            cur,
+            source_id,
+            None,
+            changed_by="operator",
+            reason="clear",
+            expected=None,
+            check_expected=True,
+        )
+    with db.transaction() as cur:
+        cleared = set_flow_params(
+            cur,
+            source_id,
+            None,
+            changed_by="operator",
+            reason="clear",
+            expected={"type": "Sold"},
+            check_expected=True,
+        )
+
+    # Then the first and the last applied, the stale one did not
+    assert (set_on_none, stale, cleared) == (True, False, True)
+    source = get_source(db, source_id)
+    assert source is not None
+    assert source["batch_execution_params"] is None
+    assert [(h["from_params"], h["to_params"]) for h in flow_history_of(db, source_id)] == [
+        (None, {"type": "Sold"}),
+        ({"type": "Sold"}, None),
+    ]
