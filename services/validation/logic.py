@@ -117,9 +117,11 @@ def validate_run(
     """Decide and record; returns the fields of a validation-result message."""
     execution_arn, source_id = request["execution_arn"], request["source_id"]
     with db.transaction() as cur:
+        # Lock the source row before looking for a recorded decision: a duplicate delivered at
+        # the same moment waits here and then finds the first delivery's committed run.
+        row = adapters.lock_source_row(cur, source_id)
         recorded = adapters.find_run(cur, execution_arn)
         if recorded is None:
-            row = adapters.lock_source_row(cur, source_id)
             source = SourceRow(**row) if row else None
             # A PermanentError here rolls back: nothing of the source changes, and the task
             # handler records the failure in the ledger and reports it.

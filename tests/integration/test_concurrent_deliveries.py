@@ -8,8 +8,6 @@ import threading
 from datetime import timedelta
 from typing import Any
 
-import pytest
-
 from infra.sources import get_source
 from services.unlocking.logic import unlock_run
 from shared.db import Database
@@ -86,12 +84,6 @@ def test_a_concurrent_duplicate_validation_counts_the_run_once(
     assert [run["execution_arn"] for run in runs_of(db, source_id)] == [execution.arn]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate_run reads the ledger before it locks the source row, so the copy that "
-    "waited on the lock re-decides and its INSERT hits source_run_pkey: a raw psycopg2 "
-    "UniqueViolation escapes instead of the recorded decision",
-)
 def test_a_concurrent_duplicate_validation_returns_the_first_decision(
     db: Database, migrated_url: str, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
