@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared.errors import PermanentError
+from shared.timefmt import isoformat
 
 RESPECS_WINDOW_START = datetime(1990, 1, 1, tzinfo=UTC)
 EARLIEST_SOLD_YEAR = 1990
@@ -64,7 +65,7 @@ class FlowParams:
         if self.year is not None:
             params["year"] = self.year
         if self.reset_at is not None:
-            params["reset_at"] = self.reset_at.isoformat().replace("+00:00", "Z")
+            params["reset_at"] = isoformat(self.reset_at)
         return params
 
 

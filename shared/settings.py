@@ -59,3 +59,23 @@ class TaskSettings:
             max_receives=env_int("MAX_RECEIVE_COUNT", 5, minimum=1),
             retry_backoff_seconds=env_float("RETRY_BACKOFF_SECONDS", 2.0),
         )
+
+
+@dataclass(frozen=True)
+class RespecsSettings:
+    """Which tables a Re-specs query may touch, and how long it may run.
+
+    The allow-list is empty unless the deployment names tables: nothing is allowed by default.
+    """
+
+    allowed_tables: frozenset[str]
+    statement_timeout_ms: int
+
+    @classmethod
+    def from_env(cls) -> RespecsSettings:
+        from shared.respecs import parse_allowed_tables
+
+        return cls(
+            allowed_tables=parse_allowed_tables(os.environ.get("RESPECS_ALLOWED_TABLES", "")),
+            statement_timeout_ms=env_int("RESPECS_STATEMENT_TIMEOUT_MS", 60_000, minimum=1),
+        )

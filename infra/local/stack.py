@@ -22,6 +22,7 @@ from types import SimpleNamespace
 from typing import IO, Any
 
 import boto3
+import psycopg2
 import requests
 
 from infra.local.provision import BATCH_SIZE, VISIBILITY_TIMEOUT_SECONDS, Provisioned, provision
@@ -42,6 +43,8 @@ LOCAL_TIMEOUTS = Timeouts(
     lock_lease_seconds=300,
 )
 DEFAULT_DATASETS = ("listings-a=5000", "listings-b=2000")
+WAREHOUSE_SQL = Path(__file__).resolve().parent / "warehouse.sql"
+LOCAL_RESPECS_TABLES = frozenset({"public.listing_attributes"})
 
 
 class StackError(RuntimeError):
@@ -78,6 +81,7 @@ class LocalStack:
         try:
             database_url = self._start_database()
             apply_migrations(database_url)
+            _create_warehouse_tables(database_url)
             endpoint = self._start_moto()
             vendor_url = self._start_vendor()
             aws_env = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": REGION}
@@ -184,6 +188,7 @@ class LocalStack:
                 "RETRY_BACKOFF_SECONDS": str(timeouts.retry_backoff_seconds),
                 "LOCK_LEASE_SECONDS": str(timeouts.lock_lease_seconds),
                 "HEARTBEAT_SECONDS": str(timeouts.heartbeat_interval_seconds),
+                "RESPECS_ALLOWED_TABLES": ",".join(sorted(LOCAL_RESPECS_TABLES)),
                 "POWERTOOLS_SERVICE_NAME": f"sourceflow-{service}",
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "POWERTOOLS_METRICS_DISABLED": "true",
@@ -205,6 +210,12 @@ class LocalStack:
             preexec_fn=_die_with_parent,
         )
         self._children.append(child)
+
+
+def _create_warehouse_tables(database_url: str) -> None:
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute(WAREHOUSE_SQL.read_text())
+    conn.close()
 
 
 def _die_with_parent() -> None:

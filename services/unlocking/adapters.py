@@ -6,6 +6,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import psycopg2
+import psycopg2.errors
+
+from shared.errors import PermanentError
 from shared.timefmt import isoformat
 
 
@@ -81,6 +85,7 @@ def finish_succeeded(
     execution_arn: str,
     cursor_before: datetime | None,
     cursor_after: datetime | None,
+    respecs_rows: int | None,
 ) -> None:
     cur.execute(
         """
@@ -92,11 +97,33 @@ def finish_succeeded(
     cur.execute(
         """
         UPDATE public.source_run
-           SET status = 'succeeded', finished_at = now(), cursor_before = %s, cursor_after = %s
+           SET status = 'succeeded', finished_at = now(), cursor_before = %s, cursor_after = %s,
+               respecs_rows = %s
          WHERE execution_arn = %s
         """,
-        (cursor_before, cursor_after, execution_arn),
+        (cursor_before, cursor_after, respecs_rows, execution_arn),
     )
+
+
+def apply_respecs(cur: Any, sql: str, statement_timeout_ms: int) -> int:
+    """Run a checked Re-specs query in the caller's transaction; returns the rows it changed."""
+    cur.execute("SET LOCAL statement_timeout = %s", (f"{statement_timeout_ms}ms",))
+    try:
+        cur.execute(sql)  # no parameters: psycopg2 leaves the text exactly as checked
+    except psycopg2.errors.QueryCanceled as exc:
+        raise PermanentError(
+            f"the Re-specs query ran longer than {statement_timeout_ms} ms and was cancelled; "
+            "narrow its WHERE clause or raise RESPECS_STATEMENT_TIMEOUT_MS",
+            error_name="RespecsQueryTimedOut",
+        ) from exc
+    except (psycopg2.ProgrammingError, psycopg2.DataError, psycopg2.IntegrityError) as exc:
+        raise PermanentError(
+            f"the Re-specs query failed in PostgreSQL: {str(exc).strip()}",
+            error_name="RespecsQueryFailed",
+        ) from exc
+    rows = int(cur.rowcount)
+    cur.execute("SET LOCAL statement_timeout = 0")
+    return rows
 
 
 def result_fields(run: Mapping[str, Any], *, lock_released: bool) -> dict[str, Any]:

@@ -19,7 +19,7 @@ def database() -> Database:
 
 
 def unlock(request: dict[str, Any]) -> dict[str, Any]:
-    return unlock_run(request, db=database())
+    return unlock_run(request, db=database(), respecs=settings.respecs)
 
 
 lambda_handler = task_lambda_handler(

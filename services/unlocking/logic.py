@@ -13,6 +13,8 @@ from services.unlocking import adapters
 from shared.db import Database
 from shared.errors import PermanentError
 from shared.flows import FlowType, advance_cursor, moves_cursor
+from shared.respecs import check_respecs_query
+from shared.settings import RespecsSettings
 
 
 class LockLost(PermanentError):
@@ -23,7 +25,9 @@ class RunNotDownloaded(PermanentError):
     error_name = "RunNotDownloaded"
 
 
-def unlock_run(request: Mapping[str, Any], *, db: Database) -> dict[str, Any]:
+def unlock_run(
+    request: Mapping[str, Any], *, db: Database, respecs: RespecsSettings
+) -> dict[str, Any]:
     """Returns the fields of an unlocking-result message."""
     execution_arn, source_id = request["execution_arn"], request["source_id"]
     with db.transaction() as cur:
@@ -52,13 +56,24 @@ def unlock_run(request: Mapping[str, Any], *, db: Database) -> dict[str, Any]:
                 f"not by {execution_arn}; the cursor is not moved"
             )
         assert source is not None
+        flow_type = FlowType(run["flow_type"])
+        respecs_rows = None
+        if flow_type is FlowType.RESPECS:
+            # Checked again: the allow-list may have shrunk since validation. A refused or
+            # failing query rolls back this whole transaction, cursor and lock included.
+            query = check_respecs_query(
+                source_id, run["flow_params"]["sql"], respecs.allowed_tables
+            )
+            respecs_rows = adapters.apply_respecs(cur, query.sql, respecs.statement_timeout_ms)
         cursor_before = source["last_modified_date"]
         cursor_after = (
             advance_cursor(cursor_before, run["max_last_modified"])
-            if moves_cursor(FlowType(run["flow_type"]))
+            if moves_cursor(flow_type)
             else cursor_before
         )
-        adapters.finish_succeeded(cur, source_id, execution_arn, cursor_before, cursor_after)
+        adapters.finish_succeeded(
+            cur, source_id, execution_arn, cursor_before, cursor_after, respecs_rows
+        )
         adapters.release_lock(cur, source_id, execution_arn)
         succeeded = adapters.lock_run_row(cur, execution_arn)
         assert succeeded is not None

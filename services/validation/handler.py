@@ -25,6 +25,7 @@ def validate(request: dict[str, Any]) -> dict[str, Any]:
         db=database(),
         clock=lambda: datetime.now(UTC),
         lease=timedelta(seconds=settings.lock_lease_seconds),
+        respecs_tables=settings.respecs.allowed_tables,
     )
 
 

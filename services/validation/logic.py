@@ -19,11 +19,13 @@ from shared.errors import PermanentError
 from shared.flows import (
     FIRST_RUN_PARAMS,
     FlowParams,
+    FlowType,
     Window,
     is_first_run,
     parse_flow_params,
     plan_window,
 )
+from shared.respecs import check_respecs_query
 from shared.timefmt import isoformat
 
 
@@ -67,6 +69,7 @@ def decide(
     execution_arn: str,
     now: datetime,
     lease: timedelta,
+    respecs_tables: frozenset[str],
 ) -> Skip | Run:
     if source is None:
         raise SourceNotFound(
@@ -92,6 +95,10 @@ def decide(
             f"expected one of {sorted(SOURCE_TYPES)}"
         )
     params = parse_flow_params(source_id, source.batch_execution_params)
+    if params.flow_type is FlowType.RESPECS:
+        # Refuse a bad query before anything is locked or downloaded.
+        assert params.sql is not None
+        check_respecs_query(source_id, params.sql, respecs_tables)
     runtime_count = source.runtime_count + 1
     params_to_write = None
     if is_first_run(runtime_count):
@@ -113,6 +120,7 @@ def validate_run(
     db: Database,
     clock: Callable[[], datetime],
     lease: timedelta,
+    respecs_tables: frozenset[str],
 ) -> dict[str, Any]:
     """Decide and record; returns the fields of a validation-result message."""
     execution_arn, source_id = request["execution_arn"], request["source_id"]
@@ -126,7 +134,12 @@ def validate_run(
             # A PermanentError here rolls back: nothing of the source changes, and the task
             # handler records the failure in the ledger and reports it.
             outcome = decide(
-                source, source_id=source_id, execution_arn=execution_arn, now=clock(), lease=lease
+                source,
+                source_id=source_id,
+                execution_arn=execution_arn,
+                now=clock(),
+                lease=lease,
+                respecs_tables=respecs_tables,
             )
             if isinstance(outcome, Skip):
                 adapters.record_skip(cur, request, outcome)

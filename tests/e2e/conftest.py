@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import requests
+from psycopg2.extras import Json
 
 from infra.local.stack import LOCAL_TIMEOUTS, LocalStack, StackOptions, aws_client
 from infra.runs import wait_for_execution
@@ -143,6 +144,14 @@ class Harness:
                 (cursor, runtime_count, source_id),
             )
         return source_id
+
+    def set_params(self, source_id: str, params: Mapping[str, Any] | None) -> None:
+        """What an operator does by hand: write batch_execution_params directly."""
+        with self.db.transaction() as cur:
+            cur.execute(
+                "UPDATE public.source SET batch_execution_params = %s WHERE source_id = %s",
+                (Json(dict(params)) if params is not None else None, source_id),
+            )
 
     def set_page_size(self, source_id: str, page_size: int) -> None:
         with self.db.transaction() as cur:

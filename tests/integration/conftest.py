@@ -33,9 +33,12 @@ from services.download.logic import Heartbeat, download_run
 from services.validation.logic import validate_run
 from shared.db import Database
 from shared.flows import Window
+from shared.settings import RespecsSettings
 from shared.timefmt import parse_iso
 
 LEASE = timedelta(minutes=15)
+RESPECS_TABLES = frozenset({"public.listing_attributes"})
+RESPECS = RespecsSettings(allowed_tables=RESPECS_TABLES, statement_timeout_ms=5_000)
 # A cursor safely in the past, so every Normal window starts at it.
 CURSOR = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -302,7 +305,9 @@ def clock() -> datetime:
 
 
 def validate(db: Database, execution: Execution) -> dict[str, Any]:
-    return validate_run(execution.validation(), db=db, clock=clock, lease=LEASE)
+    return validate_run(
+        execution.validation(), db=db, clock=clock, lease=LEASE, respecs_tables=RESPECS_TABLES
+    )
 
 
 def download(

@@ -14,6 +14,7 @@ from shared.db import Database
 from shared.timefmt import isoformat
 from tests.integration.conftest import (
     CURSOR,
+    RESPECS,
     Execution,
     FakeConnector,
     FakeSink,
@@ -156,7 +157,7 @@ def test_concurrent_duplicate_unlocks_move_the_cursor_and_release_the_lock_once(
         "source_run",
         "execution_arn",
         execution.arn,
-        [lambda own: unlock_run(execution.unlock_succeeded(), db=own)] * 2,
+        [lambda own: unlock_run(execution.unlock_succeeded(), db=own, respecs=RESPECS)] * 2,
     )
 
     # Then one released the lock, the other reported the same outcome without releasing

@@ -28,6 +28,7 @@ from shared.timefmt import isoformat
 from tests.integration.conftest import (
     CURSOR,
     LEASE,
+    RESPECS,
     FakeConnector,
     FakeSink,
     MakeSource,
@@ -460,9 +461,9 @@ def test_duplicate_unlock_success_moves_the_cursor_and_releases_the_lock_once(
     )
 
     # When the unlock-success request is delivered twice
-    first = unlock_run(execution.unlock_succeeded(), db=db)
+    first = unlock_run(execution.unlock_succeeded(), db=db, respecs=RESPECS)
     source_after_first, run_after_first = source_row_text(db, source_id), run_row(db, execution.arn)
-    second = unlock_run(execution.unlock_succeeded(), db=db)
+    second = unlock_run(execution.unlock_succeeded(), db=db, respecs=RESPECS)
 
     # Then the first moved the cursor to the newest record and released the lock
     assert first == {
@@ -509,7 +510,7 @@ def test_the_cursor_never_moves_backwards(
     assert result["max_last_modified"] == isoformat(CURSOR - timedelta(days=2))
 
     # When it ends successfully
-    unlocked = unlock_run(execution.unlock_succeeded(), db=db)
+    unlocked = unlock_run(execution.unlock_succeeded(), db=db, respecs=RESPECS)
 
     # Then the cursor stays where it was
     assert unlocked["cursor_before"] == unlocked["cursor_after"] == isoformat(CURSOR)
@@ -530,8 +531,8 @@ def test_a_run_that_loaded_nothing_leaves_the_cursor_and_a_first_cursor_is_set(
     downloaded_run(db, first_run, records_modified(CURSOR), FakeSink())
 
     # When both end successfully
-    empty = unlock_run(empty_run.unlock_succeeded(), db=db)
-    first = unlock_run(first_run.unlock_succeeded(), db=db)
+    empty = unlock_run(empty_run.unlock_succeeded(), db=db, respecs=RESPECS)
+    first = unlock_run(first_run.unlock_succeeded(), db=db, respecs=RESPECS)
 
     # Then the empty run kept the cursor, and the first run set it
     assert empty["cursor_before"] == empty["cursor_after"] == isoformat(CURSOR)
@@ -558,7 +559,7 @@ def test_a_sold_run_leaves_the_last_modified_cursor_untouched(
     download(db, execution, validated["plan"], FakeConnector(records_modified(newer)), sink)
 
     # When it ends successfully
-    unlocked = unlock_run(execution.unlock_succeeded(), db=db)
+    unlocked = unlock_run(execution.unlock_succeeded(), db=db, respecs=RESPECS)
 
     # Then the lock is released but the last-modified cursor has not moved
     assert unlocked["lock_released"] is True
@@ -587,7 +588,9 @@ def test_an_unlock_failure_from_another_execution_releases_nothing(
     held = source_row_text(db, source_id)
 
     # When execution B ends with a failure
-    result = unlock_run(intruder.unlock_failed(step="Validate", error="States.Timeout"), db=db)
+    result = unlock_run(
+        intruder.unlock_failed(step="Validate", error="States.Timeout"), db=db, respecs=RESPECS
+    )
 
     # Then B's run is failed, but A's lock and the source are untouched
     assert (result["status"], result["lock_released"]) == ("failed", False)
@@ -611,7 +614,7 @@ def test_a_late_unlock_success_after_a_takeover_moves_nothing(
 
     # When A's unlock-success arrives
     with pytest.raises(UnlockLockLost):
-        unlock_run(late.unlock_succeeded(), db=db)
+        unlock_run(late.unlock_succeeded(), db=db, respecs=RESPECS)
 
     # Then the cursor has not moved, B still holds the lock, A's run is still downloaded
     assert source_row_text(db, source_id) == taken
@@ -620,7 +623,7 @@ def test_a_late_unlock_success_after_a_takeover_moves_nothing(
     assert (late_row["status"], late_row["cursor_after"]) == ("downloaded", None)
 
     # When the state machine then ends A with a failure
-    failed = unlock_run(late.unlock_failed(step="Unlock", error="LockLost"), db=db)
+    failed = unlock_run(late.unlock_failed(step="Unlock", error="LockLost"), db=db, respecs=RESPECS)
 
     # Then A is failed, and B's lock is still untouched
     assert (failed["status"], failed["lock_released"]) == ("failed", False)
@@ -638,7 +641,7 @@ def test_unlock_success_of_a_run_that_did_not_download_is_refused(
 
     # When it reports success
     with pytest.raises(RunNotDownloaded):
-        unlock_run(execution.unlock_succeeded(), db=db)
+        unlock_run(execution.unlock_succeeded(), db=db, respecs=RESPECS)
 
     # Then nothing changed
     assert source_row_text(db, source_id) == before
@@ -659,9 +662,9 @@ def test_unlock_failure_of_the_holder_releases_the_lock_once_and_keeps_the_curso
     )
 
     # When its unlock-failure request is delivered twice
-    first = unlock_run(request, db=db)
+    first = unlock_run(request, db=db, respecs=RESPECS)
     after_first = source_row_text(db, source_id)
-    second = unlock_run(request, db=db)
+    second = unlock_run(request, db=db, respecs=RESPECS)
 
     # Then the first released the lock, the second released nothing and changed nothing
     assert (first["status"], first["lock_released"]) == ("failed", True)
@@ -689,7 +692,9 @@ def test_unlock_failure_without_a_ledger_row_records_the_failure(
     before = source_row_text(db, source_id)
 
     # When it ends with a failure that has no cause
-    result = unlock_run(execution.unlock_failed(step="Validate", error="States.Timeout"), db=db)
+    result = unlock_run(
+        execution.unlock_failed(step="Validate", error="States.Timeout"), db=db, respecs=RESPECS
+    )
 
     # Then a failed row holds the failure's error and step
     assert result == {
@@ -728,6 +733,7 @@ def test_unlock_failure_keeps_the_detail_the_failing_service_recorded(
     unlock_run(
         execution.unlock_failed(step="Validate", error="InvalidFlowParams", cause="truncated"),
         db=db,
+        respecs=RESPECS,
     )
 
     # Then the ledger keeps the service's full detail

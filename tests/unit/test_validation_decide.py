@@ -36,7 +36,14 @@ def a_source(**changes: Any) -> SourceRow:
 
 
 def decide_for(source: SourceRow | None) -> Skip | Run:
-    return decide(source, source_id="acme-listings", execution_arn=ME, now=NOW, lease=LEASE)
+    return decide(
+        source,
+        source_id="acme-listings",
+        execution_arn=ME,
+        now=NOW,
+        lease=LEASE,
+        respecs_tables=frozenset({"public.listing_attributes"}),
+    )
 
 
 def run_of(source: SourceRow) -> Run:

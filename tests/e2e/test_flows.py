@@ -1,0 +1,243 @@
+"""Re-specs, Sold, Full Load by hand and every spelling of the params, end to end."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.timefmt import isoformat
+from tests.e2e.conftest import Harness, listing
+
+DAY = timedelta(days=1)
+
+
+def _attributes(harness: Harness, source_id: str) -> dict[str, str]:
+    with harness.db.transaction() as cur:
+        cur.execute(
+            "SELECT listing_id, value FROM public.listing_attributes WHERE source_id = %s",
+            (source_id,),
+        )
+        return {row["listing_id"]: row["value"] for row in cur.fetchall()}
+
+
+def _seed_attributes(harness: Harness, source_id: str, count: int) -> None:
+    with harness.db.transaction() as cur:
+        for index in range(count):
+            cur.execute(
+                "INSERT INTO public.listing_attributes (source_id, listing_id, attribute, value)"
+                " VALUES (%s, %s, 'area_unit', 'sqft')",
+                (source_id, f"L{index}"),
+            )
+
+
+def _years_ago(years: int) -> timedelta:
+    return timedelta(days=365 * years)
+
+
+def test_respecs_reloads_since_1990_and_applies_its_update_with_the_cursor(
+    harness: Harness,
+) -> None:
+    # Given a source with a recent cursor, records from 1995 on, attribute rows to re-spec
+    now = datetime.now(UTC)
+    dataset = harness.new_dataset(
+        [_years_ago(30), _years_ago(15), _years_ago(2), 3 * DAY, DAY], now=now
+    )
+    cursor = now - 2 * DAY
+    source_id = harness.new_source(dataset, cursor=cursor, runtime_count=3)
+    _seed_attributes(harness, source_id, 3)
+    sql = (
+        "UPDATE public.listing_attributes SET value = 'sqm', updated_at = now()"
+        f" WHERE source_id = '{source_id}' AND attribute = 'area_unit'"
+    )
+    harness.set_params(source_id, {"type": "RE-SPECS", "Sql": sql})
+
+    # When it runs
+    result = harness.run(source_id)
+
+    # Then every record since 1990 is loaded, the query changed its rows, the cursor moved
+    assert result.status == "SUCCEEDED", result
+    run = result.run
+    assert run["flow_type"] == "respecs"
+    assert run["flow_params"] == {"flow_type": "Re-specs", "sql": sql}
+    assert run["window_start"] == datetime(1990, 1, 1, tzinfo=UTC)
+    assert run["window_start_inclusive"] is True
+    assert run["records"] == 5
+    assert run["respecs_rows"] == 3
+    assert set(_attributes(harness, source_id).values()) == {"sqm"}
+    assert run["cursor_before"] == cursor
+    assert run["cursor_after"] > cursor
+    assert result.source["last_modified_date"] == run["cursor_after"]  # type: ignore[index]
+
+
+REJECTED = {
+    "several-statements": "UPDATE {t} SET value = 'x' WHERE source_id = '{s}'; "
+    "DELETE FROM {t} WHERE true",
+    "ddl": "DROP TABLE {t}",
+    "another-table": "UPDATE public.source SET is_active = false WHERE source_id = '{s}'",
+    "side-effect-function": "UPDATE {t} SET value = pg_sleep(5)::text WHERE source_id = '{s}'",
+    "parse-error": "UPDATE {t} SET WHERE",
+    "no-where": "UPDATE {t} SET value = 'x'",
+    "hidden-write-in-cte": "WITH gone AS (DELETE FROM {t} RETURNING 1) "
+    "UPDATE {t} SET value = 'x' WHERE source_id = '{s}'",
+    "reads-another-table": "UPDATE {t} SET value = (SELECT name FROM public.source LIMIT 1) "
+    "WHERE source_id = '{s}'",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(REJECTED))
+def test_a_rejected_query_fails_in_validation_before_any_download(
+    harness: Harness, shape: str
+) -> None:
+    # Given a Re-specs source whose query is not a single allow-listed UPDATE
+    dataset = harness.new_dataset([DAY])
+    cursor = datetime.now(UTC) - 2 * DAY
+    source_id = harness.new_source(dataset, cursor=cursor, runtime_count=3)
+    _seed_attributes(harness, source_id, 2)
+    sql = REJECTED[shape].format(t="public.listing_attributes", s=source_id)
+    params = {"type": "Re-specs", "Sql": sql}
+    harness.set_params(source_id, params)
+
+    # When it runs
+    result = harness.run(source_id)
+
+    # Then it fails in Validate by name; nothing was downloaded and nothing else changed
+    assert result.status == "FAILED" and result.error == "InvalidRespecsQuery", result
+    assert (result.run["failed_step"], result.run["status"]) == ("Validate", "failed")
+    assert f"source {source_id!r}: the Re-specs query" in result.run["error_detail"]
+    assert result.run["records"] is None
+    name = result.execution_arn.rsplit(":", 1)[1]
+    assert harness.raw_objects(f"{source_id}/{name}/") == {}
+    source = result.source
+    assert source is not None
+    assert (source["runtime_count"], source["last_modified_date"]) == (3, cursor)
+    assert (source["batch_execution_params"], source["locked_by"]) == (params, None)
+    assert set(_attributes(harness, source_id).values()) == {"sqft"}
+
+
+def test_a_query_that_fails_in_postgres_rolls_back_the_cursor_too(harness: Harness) -> None:
+    # Given an allow-listed UPDATE that parses but names a column that does not exist
+    dataset = harness.new_dataset([DAY])
+    cursor = datetime.now(UTC) - 2 * DAY
+    source_id = harness.new_source(dataset, cursor=cursor, runtime_count=3)
+    _seed_attributes(harness, source_id, 2)
+    harness.set_params(
+        source_id,
+        {
+            "type": "Re-specs",
+            "sql": "UPDATE public.listing_attributes SET value = 'sqm', no_such_column = 1"
+            f" WHERE source_id = '{source_id}'",
+        },
+    )
+
+    # When it runs
+    result = harness.run(source_id)
+
+    # Then Unlock refused the success: same transaction, so the cursor did not move either
+    assert result.status == "FAILED" and result.error == "RespecsQueryFailed", result
+    assert result.run["failed_step"] == "Unlock"
+    assert "no_such_column" in result.run["error_detail"]
+    assert result.source["last_modified_date"] == cursor  # type: ignore[index]
+    assert result.source["locked_by"] is None  # type: ignore[index]
+    assert set(_attributes(harness, source_id).values()) == {"sqft"}
+
+
+def _sold(dataset: str, index: int, sold: datetime) -> dict[str, Any]:
+    return listing(dataset, index, sold + DAY, sold_date=isoformat(sold), status="sold")
+
+
+def test_sold_filters_on_sold_date_from_january_and_leaves_the_cursor(harness: Harness) -> None:
+    # Given sales in 2020, 2021 (one at midnight on 1 January), 2023, and unsold records
+    now = datetime.now(UTC)
+    dataset = harness.new_dataset([DAY, 2 * DAY])  # two unsold, recently modified
+    harness.vendor.put(
+        dataset,
+        [
+            _sold(dataset, 10, datetime(2020, 12, 31, 23, 59, 59, tzinfo=UTC)),
+            _sold(dataset, 11, datetime(2021, 1, 1, tzinfo=UTC)),
+            _sold(dataset, 12, datetime(2021, 6, 1, tzinfo=UTC)),
+            _sold(dataset, 13, datetime(2023, 3, 3, tzinfo=UTC)),
+        ],
+    )
+    cursor = now - 3 * DAY
+    source_id = harness.new_source(
+        dataset, cursor=cursor, runtime_count=3, params={"type": "Sold", "year": 2021}
+    )
+
+    # When a Sold run for 2021 runs
+    sold = harness.run(source_id)
+
+    # Then it loads the three sold since 1 January 2021 and leaves the LMD cursor alone
+    assert sold.status == "SUCCEEDED", sold
+    assert (sold.run["flow_type"], sold.run["window_field"]) == ("sold", "sold_date")
+    assert sold.run["window_start"] == datetime(2021, 1, 1, tzinfo=UTC)
+    assert sold.run["records"] == 3
+    assert sold.source["last_modified_date"] == cursor  # type: ignore[index]
+    assert sold.run["cursor_after"] == cursor
+
+    # And a Normal run afterwards starts from the same cursor
+    harness.set_params(source_id, {"flow_type": "Normal"})
+    normal = harness.run(source_id)
+    assert normal.status == "SUCCEEDED", normal
+    assert normal.run["window_start"] == cursor
+    assert normal.run["records"] == 2
+
+
+def test_sold_without_a_year_starts_on_1_january_of_the_run_year(harness: Harness) -> None:
+    dataset = harness.new_dataset([])
+    harness.vendor.put(dataset, [_sold(dataset, 1, datetime(2021, 6, 1, tzinfo=UTC))])
+    source_id = harness.new_source(dataset, runtime_count=3, params={"type": "SOLD"})
+    result = harness.run(source_id)
+    assert result.status == "SUCCEEDED", result
+    run_year = result.run["window_end"].year
+    assert result.run["window_start"] == datetime(run_year, 1, 1, tzinfo=UTC)
+    assert result.run["records"] == 0
+
+
+def test_full_load_written_by_hand_goes_back_backdate_days(harness: Harness) -> None:
+    # Given a long-running source with a cursor, switched to Full Load by an operator
+    now = datetime.now(UTC)
+    dataset = harness.new_dataset([DAY, 5 * DAY, 12 * DAY, 40 * DAY], now=now)
+    source_id = harness.new_source(
+        dataset,
+        cursor=now - 2 * DAY,
+        runtime_count=7,
+        backdate_days=14,
+        params={"type": "Full Load"},
+    )
+    result = harness.run(source_id)
+    assert result.status == "SUCCEEDED", result
+    assert result.run["flow_type"] == "full_load"
+    assert result.run["window_end"] - result.run["window_start"] == timedelta(days=14)
+    assert result.run["records"] == 3
+
+
+SPELLINGS = [
+    ({"flow_type": "Normal"}, "normal", {"flow_type": "Normal"}),
+    ({"type": "NORMAL"}, "normal", {"flow_type": "Normal"}),
+    ({"type": "Full Load"}, "full_load", {"flow_type": "Full Load"}),
+    ({"type": "Sold"}, "sold", {"flow_type": "Sold"}),
+    ({"type": "SOLD", "year": 2022}, "sold", {"flow_type": "Sold", "year": 2022}),
+    ({"type": "Re-specs", "Sql": "{sql}"}, "respecs", {"flow_type": "Re-specs", "sql": "{sql}"}),
+    ({"type": "RE-SPECS", "sql": "{sql}"}, "respecs", {"flow_type": "Re-specs", "sql": "{sql}"}),
+    ({}, "normal", {"flow_type": "Normal"}),
+]
+
+
+@pytest.mark.parametrize(("written", "flow_type", "canonical"), SPELLINGS, ids=str)
+def test_every_spelling_runs_and_is_recorded_canonically(
+    harness: Harness, written: dict[str, Any], flow_type: str, canonical: dict[str, Any]
+) -> None:
+    dataset = harness.new_dataset([DAY])
+    source_id = harness.new_source(dataset, runtime_count=3, cursor=datetime.now(UTC) - 2 * DAY)
+    sql = f"UPDATE public.listing_attributes SET value = 'x' WHERE source_id = '{source_id}'"
+
+    def fill(params: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.format(sql=sql) if isinstance(v, str) else v for k, v in params.items()}
+
+    harness.set_params(source_id, fill(written))
+    result = harness.run(source_id)
+    assert result.status == "SUCCEEDED", result
+    assert result.run["flow_type"] == flow_type
+    assert result.run["flow_params"] == fill(canonical)
