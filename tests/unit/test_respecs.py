@@ -10,7 +10,7 @@ ALLOWED = parse_allowed_tables("listing_attributes, warehouse.listing_specs")
 
 
 def test_allow_list_qualifies_bare_names_with_public() -> None:
-    assert ALLOWED == {"public.listing_attributes", "warehouse.listing_specs"}
+    assert {"public.listing_attributes", "warehouse.listing_specs"} == ALLOWED
     assert parse_allowed_tables("") == frozenset()
 
 
