@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from shared.runs import start_run
 from shared.timefmt import isoformat
 
 # Piped output (make demo | tee) has no width; give the run tables room instead of 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 170)
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class DemoSource:
     added: int  # records the vendor adds between the rounds
 
 
+DEMO_ATTRIBUTE_ROWS = 3  # listing attribute rows per source, for the Re-specs query to update
 DEMO_SOURCES = (
     DemoSource("demo-listings-a", "listings-a", backdate_days=30, changed=40, added=10),
     DemoSource("demo-listings-b", "listings-b", backdate_days=7, changed=5, added=0),
@@ -55,47 +57,88 @@ def run_demo(state_dir: Path, database_url: str | None = None) -> int:
             f"({env['AWS_ENDPOINT_URL']}), vendor ({env['VENDOR_URL']}), 3 services"
         )
         db = Database(env["DATABASE_URL"], application_name="sourceflow-demo")
-        sfn = aws_client(env, "stepfunctions")
-        for source in DEMO_SOURCES:
-            _reset_demo_source(db, source, env["VENDOR_URL"])
+        demo = _Demo(db, aws_client(env, "stepfunctions"), env)
+        try:
+            ok = demo.play()
+        finally:
+            db.close()
+        console.print(run_table("All four flows", demo.runs))
+        console.print(
+            f"[bold]{'OK' if ok else 'UNEXPECTED RESULT'}[/bold] - raw data in "
+            f"s3://{env['RAW_BUCKET']}/<source>/<run>/ - demo took "
+            f"{time.monotonic() - started:.1f}s"
+        )
+        return 0 if ok else 1
 
-        first = _round(sfn, db, env["STATE_MACHINE_ARN"], "Round 1: first runs (backdated)")
+
+@dataclass
+class _Demo:
+    db: Database
+    sfn: Any
+    env: dict[str, str]
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def play(self) -> bool:
+        """Three rounds; returns whether every run did exactly what its flow promises."""
+        a, b = DEMO_SOURCES
+        vendor = self.env["VENDOR_URL"]
         for source in DEMO_SOURCES:
-            _vendor_changes(env["VENDOR_URL"], source)
-            with db.transaction() as cur:
-                set_flow_params(
-                    cur,
-                    source.source_id,
-                    FlowParams(FlowType.NORMAL).canonical(),
-                    changed_by="demo",
-                    reason="first run done; back to Normal",
-                )
+            _reset_demo_source(self.db, source, vendor)
+        first = self.round("Round 1: first runs (backdated Full Load)")
+
+        for source in DEMO_SOURCES:
+            _vendor_changes(vendor, source)
+            self.set_flow(source, FlowParams(FlowType.NORMAL), "first run done; back to Normal")
         console.print(
             "vendor modified/added records; flows set back to Normal "
             "(the scheduler will do this by itself)"
         )
-        second = _round(sfn, db, env["STATE_MACHINE_ARN"], "Round 2: incremental Normal runs")
+        second = self.round("Round 2: incremental Normal runs")
 
-        ok = all(run["status"] == "succeeded" for run in first + second) and all(
-            run["records"] == source.changed + source.added
-            for run, source in zip(second, DEMO_SOURCES, strict=True)
+        sold_year = datetime.now(UTC).year - 1
+        respecs_sql = (
+            "UPDATE public.listing_attributes SET value = 'sqm', updated_at = now()"
+            f" WHERE source_id = '{a.source_id}' AND attribute = 'area_unit'"
         )
+        self.set_flow(a, FlowParams(FlowType.RESPECS, sql=respecs_sql), "area unit is now sqm")
+        self.set_flow(b, FlowParams(FlowType.SOLD, year=sold_year), f"sales since {sold_year}")
         console.print(
-            f"[bold]{'OK' if ok else 'UNEXPECTED RESULT'}[/bold] - round 2 loaded exactly the "
-            f"records the vendor changed; raw data in s3://{env['RAW_BUCKET']}/<source>/<run>/ "
-            f"- demo took {time.monotonic() - started:.1f}s"
+            f"operator: {a.source_id} → Re-specs (area unit → sqm), "
+            f"{b.source_id} → Sold since {sold_year}"
         )
-        db.close()
-        return 0 if ok else 1
+        third = self.round("Round 3: Re-specs and Sold")
 
+        cursor_kept = third[1]["cursor_after"] == second[1]["cursor_after"]
+        return (
+            all(run.get("status") == "succeeded" for run in self.runs)
+            and [run["flow_type"] for run in first] == ["full_load", "full_load"]
+            and [run["records"] for run in second] == [s.changed + s.added for s in DEMO_SOURCES]
+            and third[0]["records"] == _vendor_count(vendor, a.dataset, {})
+            and third[0]["respecs_rows"] == DEMO_ATTRIBUTE_ROWS
+            and third[1]["records"]
+            == _vendor_count(
+                vendor,
+                b.dataset,
+                {"sold_from": f"{sold_year}-01-01T00:00:00Z", "sold_until": third[1]["window_end"]},
+            )
+            and cursor_kept
+        )
 
-def _round(sfn: Any, db: Database, state_machine_arn: str, title: str) -> list[dict[str, Any]]:
-    arns = [start_run(sfn, state_machine_arn, source.source_id) for source in DEMO_SOURCES]
-    with ThreadPoolExecutor(len(arns)) as pool:
-        list(pool.map(lambda arn: wait_for_execution(sfn, arn), arns))
-    runs = [get_run(db, arn) or {} for arn in arns]
-    console.print(run_table(title, runs))
-    return runs
+    def round(self, title: str) -> list[dict[str, Any]]:
+        state_machine_arn = self.env["STATE_MACHINE_ARN"]
+        arns = [start_run(self.sfn, state_machine_arn, s.source_id) for s in DEMO_SOURCES]
+        with ThreadPoolExecutor(len(arns)) as pool:
+            list(pool.map(lambda arn: wait_for_execution(self.sfn, arn), arns))
+        runs = [get_run(self.db, arn) or {} for arn in arns]
+        console.print(run_table(title, runs))
+        self.runs.extend(runs)
+        return runs
+
+    def set_flow(self, source: DemoSource, params: FlowParams, reason: str) -> None:
+        with self.db.transaction() as cur:
+            set_flow_params(
+                cur, source.source_id, params.canonical(), changed_by="demo", reason=reason
+            )
 
 
 def run_table(title: str, runs: list[dict[str, Any]]) -> Table:
@@ -106,23 +149,30 @@ def run_table(title: str, runs: list[dict[str, Any]]) -> Table:
         "filter field",
         "window",
         "records",
+        "re-spec'd rows",
         "cursor before → after",
         "status",
         "duration",
     ):
-        table.add_column(column, justify="right" if column in ("records", "duration") else "left")
+        numeric = column in ("records", "re-spec'd rows", "duration")
+        table.add_column(column, justify="right" if numeric else "left")
     for run in runs:
         table.add_row(
             run.get("source_id", "?"),
             run.get("flow_type") or "-",
             run.get("window_field") or "-",
             _window(run),
-            str(run.get("records") if run.get("records") is not None else "-"),
+            _number(run.get("records")),
+            _number(run.get("respecs_rows")),
             f"{_stamp(run.get('cursor_before'))} → {_stamp(run.get('cursor_after'))}",
             run.get("status", "?") + (f" ({run['error']})" if run.get("error") else ""),
             _duration(run),
         )
     return table
+
+
+def _number(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def _window(run: dict[str, Any]) -> str:
@@ -150,6 +200,16 @@ def _reset_demo_source(db: Database, source: DemoSource, vendor_url: str) -> Non
             "DELETE FROM public.source_flow_history WHERE source_id = %s", (source.source_id,)
         )
         cur.execute("DELETE FROM public.source WHERE source_id = %s", (source.source_id,))
+    with db.transaction() as cur:
+        cur.execute(
+            "DELETE FROM public.listing_attributes WHERE source_id = %s", (source.source_id,)
+        )
+        for index in range(DEMO_ATTRIBUTE_ROWS):
+            cur.execute(
+                "INSERT INTO public.listing_attributes (source_id, listing_id, attribute, value)"
+                " VALUES (%s, %s, 'area_unit', 'sqft')",
+                (source.source_id, f"{source.dataset}-{index:07d}"),
+            )
     register_source(
         db,
         SourceSpec(
@@ -160,6 +220,13 @@ def _reset_demo_source(db: Database, source: DemoSource, vendor_url: str) -> Non
             backdate_days=source.backdate_days,
         ),
     )
+
+
+def _vendor_count(vendor_url: str, dataset: str, filters: dict[str, Any]) -> int:
+    params = {k: isoformat(v) if isinstance(v, datetime) else v for k, v in filters.items()}
+    response = requests.get(f"{vendor_url}/datasets/{dataset}/count", params=params, timeout=10)
+    response.raise_for_status()
+    return int(response.json()["count"])
 
 
 def _vendor_changes(vendor_url: str, source: DemoSource) -> None:

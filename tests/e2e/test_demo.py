@@ -1,0 +1,21 @@
+"""`sourceflow demo` is what a new user runs first; it must keep working and keep checking."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_runs_all_four_flows_and_exits_zero(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "demo", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "All four flows" in completed.stdout
+    for flow in ("full_load", "normal", "respecs", "sold"):
+        assert flow in completed.stdout
+    assert "OK - raw data in" in completed.stdout
