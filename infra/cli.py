@@ -74,5 +74,37 @@ def demo(state_dir: Path) -> None:
     sys.exit(run_demo(state_dir, database_url=os.environ.get("DATABASE_URL") or None))
 
 
+@main.command()
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_STATE_DIR,
+    show_default=True,
+    help="Where the running stack wrote local.env.",
+)
+def tick(state_dir: Path) -> None:
+    """Fire every schedule rule once, now (as EventBridge would on its schedule)."""
+    from infra.local.stack import aws_client
+    from infra.local.ticker import fire_all
+    from infra.resources import Names
+
+    env = _stack_env(state_dir)
+    fired = fire_all(
+        aws_client(env, "events"), aws_client(env, "sqs"), Names(env["SOURCEFLOW_STAGE"]).prefix
+    )
+    click.echo(f"fired {len(fired)} schedule rule(s): {', '.join(fired) or 'none found'}")
+
+
+def _stack_env(state_dir: Path) -> dict[str, str]:
+    from infra.local.stack import read_env_file
+
+    env_file = state_dir / "local.env"
+    if not env_file.exists():
+        raise click.ClickException(
+            f"no running stack: {env_file} does not exist; start one with `sourceflow up`"
+        )
+    return read_env_file(env_file)
+
+
 if __name__ == "__main__":
     main()

@@ -4,9 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SERVICES = ("validation", "download", "unlocking")
-EVENT_SOURCE = "sourceflow"
-RUN_OUTCOME_DETAIL_TYPES = ("Run Succeeded", "Run Failed")
+SERVICES = ("validation", "download", "unlocking", "scheduler")
+# Events people and downstream systems watch (an SNS topic in the cloud, a queue locally).
+NOTIFICATION_DETAIL_TYPES = ("Run Succeeded", "Run Failed", "Flow Reset Applied")
+# Events the scheduler consumes from the bus.
+SCHEDULER_COMMAND_DETAIL_TYPES = ("Run Requested", "Flow Reset Requested")
+
+
+@dataclass(frozen=True)
+class ScheduleRule:
+    name: str
+    expression: str  # EventBridge: rate(...) or cron(...)
+    description: str
+
+
+# On every tick the scheduler starts the due sources' runs and asks for the resets of special
+# flows that have done their job. Schedule rules live on the default bus (EventBridge's rule).
+SCHEDULE_RULES = (
+    ScheduleRule(
+        "tick", "rate(1 minute)", "start due runs; reset special flows that have done their job"
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -48,12 +66,19 @@ class Names:
         return self.prefix
 
     @property
-    def run_outcomes_rule(self) -> str:
-        return f"{self.prefix}-run-outcomes"
+    def notifications_rule(self) -> str:
+        return f"{self.prefix}-notifications"
 
     @property
-    def run_outcomes_queue(self) -> str:
-        return f"{self.prefix}-run-outcomes"
+    def notifications_queue(self) -> str:
+        return f"{self.prefix}-notifications"
+
+    @property
+    def scheduler_commands_rule(self) -> str:
+        return f"{self.prefix}-scheduler-commands"
+
+    def schedule_rule(self, rule: ScheduleRule) -> str:
+        return f"{self.prefix}-{rule.name}"
 
     @property
     def raw_bucket(self) -> str:

@@ -58,8 +58,10 @@ def set_flow_params(
     reason: str,
     expected: Mapping[str, Any] | None = None,
     check_expected: bool = False,
+    request_id: str | None = None,
 ) -> bool:
-    """Change a source's `batch_execution_params` and record it in the flow history.
+    """Change a source's `batch_execution_params`; the database's trigger records the change
+    in the flow history with `changed_by`, `reason` and `request_id`.
 
     With `check_expected`, the change applies only if the params are still `expected`
     (compare-and-set: a decision made on stale params loses to an operator's edit).
@@ -68,27 +70,29 @@ def set_flow_params(
     condition = (
         "AND batch_execution_params IS NOT DISTINCT FROM %(expected)s" if check_expected else ""
     )
+    _attribute_changes(cur, changed_by, reason, request_id or "")
     cur.execute(
         f"""
-        WITH old AS (
-            SELECT source_id, batch_execution_params FROM public.source
-             WHERE source_id = %(source_id)s {condition} FOR UPDATE
-        ), changed AS (
-            UPDATE public.source s SET batch_execution_params = %(to)s, updated_at = now()
-              FROM old WHERE s.source_id = old.source_id
-            RETURNING s.source_id
-        )
-        INSERT INTO public.source_flow_history
-            (source_id, from_params, to_params, changed_by, reason)
-        SELECT old.source_id, old.batch_execution_params, %(to)s, %(by)s, %(reason)s FROM old
-        RETURNING change_id
+        UPDATE public.source SET batch_execution_params = %(to)s, updated_at = now()
+         WHERE source_id = %(source_id)s {condition}
+        RETURNING source_id
         """,
         {
             "source_id": source_id,
             "expected": Json(expected) if expected is not None else None,
             "to": Json(to_params) if to_params is not None else None,
-            "by": changed_by,
-            "reason": reason,
         },
     )
-    return cur.fetchone() is not None
+    applied = cur.fetchone() is not None
+    # Later statements of the same transaction must not be attributed to this change.
+    _attribute_changes(cur, "", "", "")
+    return applied
+
+
+def _attribute_changes(cur: Any, changed_by: str, reason: str, request_id: str) -> None:
+    cur.execute(
+        "SELECT set_config('sourceflow.changed_by', %s, true),"
+        " set_config('sourceflow.change_reason', %s, true),"
+        " set_config('sourceflow.change_request', %s, true)",
+        (changed_by, reason, request_id),
+    )

@@ -9,19 +9,21 @@ from typing import Any
 
 from infra import statemachine
 from infra.resources import (
-    EVENT_SOURCE,
-    RUN_OUTCOME_DETAIL_TYPES,
+    NOTIFICATION_DETAIL_TYPES,
+    SCHEDULE_RULES,
+    SCHEDULER_COMMAND_DETAIL_TYPES,
     SERVICES,
     Names,
     Timeouts,
     state_machine_substitutions,
 )
+from shared.events import EVENT_SOURCE
 
 _LOCAL_ROLE_ARN = "arn:aws:iam::123456789012:role/sourceflow-local-state-machine"
 # A worker holds a download for as long as it runs; the queue must not hand it out again
 # meanwhile. Short steps can come back sooner.
-VISIBILITY_TIMEOUT_SECONDS = {"validation": 60, "download": 900, "unlocking": 60}
-BATCH_SIZE = {"validation": 10, "download": 1, "unlocking": 10}
+VISIBILITY_TIMEOUT_SECONDS = {"validation": 60, "download": 900, "unlocking": 60, "scheduler": 120}
+BATCH_SIZE = {"validation": 10, "download": 1, "unlocking": 10, "scheduler": 10}
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class Provisioned:
     state_machine_arn: str
     event_bus: str
     raw_bucket: str
-    run_outcomes_queue_url: str
+    notifications_queue_url: str
 
 
 def provision(clients: Any, names: Names, timeouts: Timeouts) -> Provisioned:
@@ -56,19 +58,34 @@ def provision(clients: Any, names: Names, timeouts: Timeouts) -> Provisioned:
 
     s3.create_bucket(Bucket=names.raw_bucket)
     events.create_event_bus(Name=names.event_bus)
-    outcomes_url = sqs.create_queue(QueueName=names.run_outcomes_queue)["QueueUrl"]
-    events.put_rule(
-        Name=names.run_outcomes_rule,
-        EventBusName=names.event_bus,
-        EventPattern=json.dumps(
-            {"source": [EVENT_SOURCE], "detail-type": list(RUN_OUTCOME_DETAIL_TYPES)}
-        ),
+    notifications_url = sqs.create_queue(QueueName=names.notifications_queue)["QueueUrl"]
+    _route(
+        events,
+        names.event_bus,
+        names.notifications_rule,
+        NOTIFICATION_DETAIL_TYPES,
+        _queue_arn(sqs, notifications_url),
     )
-    events.put_targets(
-        Rule=names.run_outcomes_rule,
-        EventBusName=names.event_bus,
-        Targets=[{"Id": "run-outcomes", "Arn": _queue_arn(sqs, outcomes_url)}],
+    scheduler_queue_arn = _queue_arn(sqs, queue_urls["scheduler"])
+    _route(
+        events,
+        names.event_bus,
+        names.scheduler_commands_rule,
+        SCHEDULER_COMMAND_DETAIL_TYPES,
+        scheduler_queue_arn,
     )
+    for rule in SCHEDULE_RULES:
+        # Schedule rules belong to the default bus; the local stack's ticker fires them.
+        events.put_rule(
+            Name=names.schedule_rule(rule),
+            ScheduleExpression=rule.expression,
+            Description=rule.description,
+            State="ENABLED",
+        )
+        events.put_targets(
+            Rule=names.schedule_rule(rule),
+            Targets=[{"Id": "scheduler", "Arn": scheduler_queue_arn}],
+        )
 
     definition = statemachine.render(
         state_machine_substitutions(queue_urls, names.event_bus, timeouts)
@@ -77,8 +94,22 @@ def provision(clients: Any, names: Names, timeouts: Timeouts) -> Provisioned:
         name=names.state_machine, definition=json.dumps(definition), roleArn=_LOCAL_ROLE_ARN
     )["stateMachineArn"]
     return Provisioned(
-        queue_urls, dlq_urls, state_machine_arn, names.event_bus, names.raw_bucket, outcomes_url
+        queue_urls,
+        dlq_urls,
+        state_machine_arn,
+        names.event_bus,
+        names.raw_bucket,
+        notifications_url,
     )
+
+
+def _route(events: Any, bus: str, rule: str, detail_types: tuple[str, ...], target: str) -> None:
+    events.put_rule(
+        Name=rule,
+        EventBusName=bus,
+        EventPattern=json.dumps({"source": [EVENT_SOURCE], "detail-type": list(detail_types)}),
+    )
+    events.put_targets(Rule=rule, EventBusName=bus, Targets=[{"Id": "queue", "Arn": target}])
 
 
 def _queue_arn(sqs: Any, queue_url: str) -> str:

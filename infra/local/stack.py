@@ -26,6 +26,7 @@ import psycopg2
 import requests
 
 from infra.local.provision import BATCH_SIZE, VISIBILITY_TIMEOUT_SECONDS, Provisioned, provision
+from infra.local.ticker import Ticker
 from infra.migrate import apply_migrations
 from infra.resources import SERVICES, Names, Timeouts
 
@@ -59,6 +60,8 @@ class StackOptions:
     timeouts: Timeouts = LOCAL_TIMEOUTS
     datasets: tuple[str, ...] = DEFAULT_DATASETS
     stage: str = "local"
+    # Fire the schedule rules on their expressions (tests fire them on demand instead).
+    ticker: bool = True
 
 
 @dataclass
@@ -69,6 +72,7 @@ class LocalStack:
     _children: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _logs: list[IO[bytes]] = field(default_factory=list)
     _pg: Any = None
+    _ticker: Ticker | None = None
 
     @property
     def env_file(self) -> Path:
@@ -90,6 +94,7 @@ class LocalStack:
                     _clients(), Names(self.options.stage), self.options.timeouts
                 )
             self.env = {
+                "SOURCEFLOW_STAGE": self.options.stage,
                 "DATABASE_URL": database_url,
                 **aws_env,
                 **LOCAL_CREDENTIALS,
@@ -97,11 +102,16 @@ class LocalStack:
                 "RAW_BUCKET": self.provisioned.raw_bucket,
                 "VENDOR_URL": vendor_url,
                 "EVENT_BUS_NAME": self.provisioned.event_bus,
-                "RUN_OUTCOMES_QUEUE_URL": self.provisioned.run_outcomes_queue_url,
+                "NOTIFICATIONS_QUEUE_URL": self.provisioned.notifications_queue_url,
                 **{f"{s.upper()}_QUEUE_URL": url for s, url in self.provisioned.queue_urls.items()},
                 **{f"{s.upper()}_DLQ_URL": url for s, url in self.provisioned.dlq_urls.items()},
             }
             self._start_workers()
+            if self.options.ticker:
+                with _environ({**aws_env, **LOCAL_CREDENTIALS}):
+                    clients = _clients()
+                self._ticker = Ticker(clients.events, clients.sqs, Names(self.options.stage).prefix)
+                self._ticker.start()
         except BaseException:
             self.stop()
             raise
@@ -109,6 +119,9 @@ class LocalStack:
         return self.env
 
     def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.stop()
+            self._ticker = None
         for child in reversed(self._children):
             if child.poll() is None:
                 child.terminate()

@@ -6,7 +6,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +17,8 @@ import requests
 from psycopg2.extras import Json
 
 from infra.local.stack import LOCAL_TIMEOUTS, LocalStack, StackOptions, aws_client
+from infra.local.ticker import fire_all
+from infra.resources import Names
 from infra.runs import wait_for_execution
 from infra.sources import SourceSpec, get_run, get_source, register_source
 from shared.db import Database
@@ -35,6 +37,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         state_dir=state_dir,
         database_url=os.environ.get("DATABASE_URL") or None,
         timeouts=timeouts,
+        ticker=False,  # tests fire the schedule rules themselves, when they mean to
     )
     with LocalStack(options) as running:
         yield running
@@ -197,21 +200,81 @@ class Harness:
             for item in listed
         }
 
-    def outcome_events(self, execution_arns: set[str], timeout: float = 20.0) -> dict[str, Any]:
-        """Run Succeeded / Run Failed events of these executions, as the bus rule delivered them."""
-        sqs, queue_url = self.aws("sqs"), self.stack.env["RUN_OUTCOMES_QUEUE_URL"]
+    def notifications(
+        self, key: Callable[[dict[str, Any]], str | None], wanted: set[str], timeout: float = 20.0
+    ) -> dict[str, Any]:
+        """Events on the notifications queue whose `key` is in `wanted` (others stay queued)."""
+        sqs, queue_url = self.aws("sqs"), self.stack.env["NOTIFICATIONS_QUEUE_URL"]
         found: dict[str, Any] = {}
         deadline = time.monotonic() + timeout
-        while set(found) != execution_arns and time.monotonic() < deadline:
+        while set(found) != wanted and time.monotonic() < deadline:
             messages = sqs.receive_message(
-                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=0
             ).get("Messages", [])
             for message in messages:
                 event = json.loads(message["Body"])
-                if event["detail"].get("execution_arn") in execution_arns:
-                    found[event["detail"]["execution_arn"]] = event
+                if key(event) in wanted:
+                    found[str(key(event))] = event
                     sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
         return found
+
+    def outcome_events(self, execution_arns: set[str]) -> dict[str, Any]:
+        """Run Succeeded / Run Failed events of these executions."""
+        return self.notifications(lambda e: e["detail"].get("execution_arn"), execution_arns)
+
+    def tick(self, at: datetime | None = None) -> None:
+        """Fire the schedule rules once and wait until the scheduler has handled the tick."""
+        fire_all(
+            self.aws("events"),
+            self.aws("sqs"),
+            Names(self.stack.env["SOURCEFLOW_STAGE"]).prefix,
+            at=at,
+        )
+        self.wait_for_scheduler()
+
+    def wait_for_scheduler(self, timeout: float = 30.0) -> None:
+        """Until the scheduler's queue is empty and nothing is in flight, twice in a row."""
+        sqs, queue_url = self.aws("sqs"), self.stack.env["SCHEDULER_QUEUE_URL"]
+        idle_checks, deadline = 0, time.monotonic() + timeout
+        while idle_checks < 2:
+            attributes = sqs.get_queue_attributes(
+                QueueUrl=queue_url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
+            busy = sum(int(value) for value in attributes.values())
+            idle_checks = idle_checks + 1 if busy == 0 else 0
+            assert time.monotonic() < deadline, f"scheduler still busy: {attributes}"
+            time.sleep(0.3)
+
+    def executions_of(self, source_id: str) -> list[dict[str, Any]]:
+        sfn = self.aws("stepfunctions")
+        pages = sfn.get_paginator("list_executions").paginate(
+            stateMachineArn=self.stack.env["STATE_MACHINE_ARN"]
+        )
+        return [
+            execution
+            for page in pages
+            for execution in page["executions"]
+            if execution["name"].startswith(f"{source_id}-")
+        ]
+
+    def set_schedule(
+        self,
+        source_id: str,
+        *,
+        interval: str | None = None,
+        cron: str | None = None,
+        last_slot: datetime | None = None,
+    ) -> None:
+        with self.db.transaction() as cur:
+            cur.execute(
+                "UPDATE public.source SET schedule_interval = %s::interval, schedule_cron = %s,"
+                " last_scheduled_slot = %s WHERE source_id = %s",
+                (interval, cron, last_slot, source_id),
+            )
 
     def flow_history(self, source_id: str) -> list[dict[str, Any]]:
         with self.db.transaction() as cur:

@@ -194,15 +194,16 @@ def test_a_permanent_validation_error_changes_nothing_and_repeats(
     source_id = given(make_source)
     execution = new_execution(source_id)
     before = source_row_text(db, source_id)
+    history_before = flow_history_of(db, source_id)
 
     # When it is validated
     with pytest.raises(error) as first:
         validate(db, execution)
 
-    # Then the source row is exactly as it was, and nothing is in the ledger or the history
+    # Then the source row is exactly as it was, and nothing new is in the ledger or the history
     assert source_row_text(db, source_id) == before
     assert run_row(db, execution.arn) is None
-    assert flow_history_of(db, source_id) == []
+    assert flow_history_of(db, source_id) == history_before
     assert first.value.error_name == error_name
 
     # When it is delivered again

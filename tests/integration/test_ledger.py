@@ -18,6 +18,7 @@ def test_set_flow_params_applies_only_when_the_params_are_as_expected(
     # Given a source on the Sold flow
     source_id = make_source(runtime_count=2, params={"type": "Sold", "year": 2021})
     before = source_row_text(db, source_id)
+    registered = flow_history_of(db, source_id)
 
     # When a reset decided on other params is applied
     with db.transaction() as cur:
@@ -34,7 +35,7 @@ def test_set_flow_params_applies_only_when_the_params_are_as_expected(
     # Then it is refused: nothing changes and no history is written
     assert stale is False
     assert source_row_text(db, source_id) == before
-    assert flow_history_of(db, source_id) == []
+    assert flow_history_of(db, source_id) == registered
 
     # When a reset decided on the current params (keys in another order) is applied
     with db.transaction() as cur:
@@ -53,7 +54,7 @@ def test_set_flow_params_applies_only_when_the_params_are_as_expected(
     source = get_source(db, source_id)
     assert source is not None
     assert source["batch_execution_params"] == {"flow_type": "Normal"}
-    history = flow_history_of(db, source_id)
+    history = flow_history_of(db, source_id)[len(registered) :]
     assert [(h["from_params"], h["to_params"], h["changed_by"], h["reason"]) for h in history] == [
         ({"type": "Sold", "year": 2021}, {"flow_type": "Normal"}, "scheduler", "reset to Normal")
     ]
@@ -106,3 +107,34 @@ def test_set_flow_params_compares_missing_params_and_can_clear_them(
         (None, {"type": "Sold"}),
         ({"type": "Sold"}, None),
     ]
+
+
+def test_a_hand_edit_is_recorded_as_one(db: Database, make_source: MakeSource) -> None:
+    # Given a source, and an operator who edits its params with plain SQL
+    source_id = make_source(runtime_count=2, params=None)
+    with db.transaction() as cur:
+        cur.execute(
+            'UPDATE public.source SET batch_execution_params = \'{"type": "SOLD"}\''
+            " WHERE source_id = %s",
+            (source_id,),
+        )
+
+    # Then the history has the change, attributed to the database user, by hand
+    [change] = flow_history_of(db, source_id)
+    assert (change["from_params"], change["to_params"]) == (None, {"type": "SOLD"})
+    assert change["changed_by"].endswith("(by hand)")
+    assert change["reason"] == "batch_execution_params edited directly"
+
+
+def test_an_update_that_leaves_the_params_alone_records_nothing(
+    db: Database, make_source: MakeSource
+) -> None:
+    source_id = make_source(runtime_count=2, params={"type": "Sold"})
+    registered = flow_history_of(db, source_id)
+    with db.transaction() as cur:
+        cur.execute(
+            "UPDATE public.source SET runtime_count = 3,"
+            ' batch_execution_params = \'{"type": "Sold"}\' WHERE source_id = %s',
+            (source_id,),
+        )
+    assert flow_history_of(db, source_id) == registered

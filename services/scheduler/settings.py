@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.settings import env_str
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    state_machine_arn: str
+    event_bus_name: str
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            database_url=env_str("DATABASE_URL"),
+            state_machine_arn=env_str("STATE_MACHINE_ARN"),
+            event_bus_name=env_str("EVENT_BUS_NAME"),
+        )

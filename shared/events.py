@@ -1,0 +1,120 @@
+"""sourceflow's EventBridge events: publishing them under their contracts, and consuming them
+from an SQS queue that a bus rule (or a schedule rule) delivers to.
+
+Consumers read the full EventBridge envelope (`detail-type`, `id`, `time`, `detail`): the local
+emulator ignores input paths on targets, and the envelope's id is what makes a duplicate
+delivery recognisable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared import contracts
+from shared.errors import ContractViolation, TransientError
+from shared.observability import logger, tracer
+
+EVENT_SOURCE = "sourceflow"
+SCHEDULED_EVENT = "Scheduled Event"  # what EventBridge schedule rules deliver
+# The contract each sourceflow event's detail follows, by its DetailType.
+DETAIL_CONTRACTS = {
+    "Run Succeeded": "run-succeeded",
+    "Run Failed": "run-failed",
+    "Run Requested": "run-requested",
+    "Flow Reset Requested": "flow-reset-requested",
+    "Flow Reset Applied": "flow-reset-applied",
+}
+
+
+class EventPublisher:
+    """Puts sourceflow events on the bus, each detail checked against its contract first."""
+
+    def __init__(self, events_client: Any, bus_name: str) -> None:
+        self._events, self._bus = events_client, bus_name
+
+    def __call__(
+        self, detail_type: str, fields: Mapping[str, Any], correlation_id: str = ""
+    ) -> None:
+        name = DETAIL_CONTRACTS[detail_type]
+        detail = contracts.message(
+            name, correlation_id=correlation_id or f"{fields['source_id']}-{name}", **fields
+        )
+        try:
+            response = self._events.put_events(
+                Entries=[
+                    {
+                        "EventBusName": self._bus,
+                        "Source": EVENT_SOURCE,
+                        "DetailType": detail_type,
+                        "Detail": json.dumps(detail),
+                    }
+                ]
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise TransientError(f"cannot put {detail_type!r} on {self._bus}: {exc}") from exc
+        if response.get("FailedEntryCount"):
+            raise TransientError(f"EventBridge refused {detail_type!r}: {response['Entries']}")
+
+
+def parse_event(body: str, accepted: set[str]) -> dict[str, Any]:
+    """An EventBridge envelope from an SQS body; a sourceflow detail is checked by contract."""
+    try:
+        event = json.loads(body)
+    except ValueError as exc:
+        raise ContractViolation(f"the message is not JSON: {exc}") from None
+    if not isinstance(event, dict) or "detail-type" not in event or "detail" not in event:
+        raise ContractViolation("the message is not an EventBridge event (no detail-type/detail)")
+    detail_type = event["detail-type"]
+    if detail_type not in accepted:
+        raise ContractViolation(
+            f"this consumer does not take {detail_type!r} events; it takes {sorted(accepted)}"
+        )
+    if detail_type == SCHEDULED_EVENT:
+        if event.get("source") != "aws.events":
+            raise ContractViolation("a Scheduled Event must come from aws.events")
+    else:
+        if event.get("source") != EVENT_SOURCE:
+            raise ContractViolation(f"a {detail_type!r} event must come from {EVENT_SOURCE!r}")
+        contracts.validate(event["detail"], DETAIL_CONTRACTS[detail_type])
+    return event
+
+
+def event_lambda_handler(
+    routes: Mapping[str, Callable[[dict[str, Any]], None]],
+) -> Callable[[dict[str, Any], LambdaContext], Any]:
+    """A Lambda consuming EventBridge events from SQS, routed by DetailType, with partial batch
+    responses: a malformed or failing event is redelivered alone and ends in the DLQ."""
+    processor = BatchProcessor(event_type=EventType.SQS)
+    accepted = set(routes)
+
+    def record_handler(record: SQSRecord) -> None:
+        try:
+            event = parse_event(record.body, accepted)
+        except ContractViolation as exc:
+            logger.error(
+                "malformed event", extra={"message_id": record.message_id, "error": str(exc)}
+            )
+            raise
+        source_id = event["detail"].get("source_id")
+        with logger.append_context_keys(event_id=event.get("id"), source_id=source_id):
+            routes[event["detail-type"]](event)
+
+    @logger.inject_lambda_context
+    @tracer.capture_lambda_handler
+    def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+
+    return lambda_handler
