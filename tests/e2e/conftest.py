@@ -203,20 +203,30 @@ class Harness:
     def notifications(
         self, key: Callable[[dict[str, Any]], str | None], wanted: set[str], timeout: float = 20.0
     ) -> dict[str, Any]:
-        """Events on the notifications queue whose `key` is in `wanted` (others stay queued)."""
-        sqs, queue_url = self.aws("sqs"), self.stack.env["NOTIFICATIONS_QUEUE_URL"]
+        """Events on the notifications queue whose `key` is in `wanted`.
+
+        Every event read is deleted; `harness` drains the queue before each test.
+        """
         found: dict[str, Any] = {}
         deadline = time.monotonic() + timeout
         while set(found) != wanted and time.monotonic() < deadline:
-            messages = sqs.receive_message(
-                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=0
-            ).get("Messages", [])
-            for message in messages:
-                event = json.loads(message["Body"])
+            for event in self._take_notifications(wait_seconds=1):
                 if key(event) in wanted:
                     found[str(key(event))] = event
-                    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
         return found
+
+    def drain_notifications(self) -> None:
+        while self._take_notifications(wait_seconds=0):
+            pass
+
+    def _take_notifications(self, wait_seconds: int) -> list[dict[str, Any]]:
+        sqs, queue_url = self.aws("sqs"), self.stack.env["NOTIFICATIONS_QUEUE_URL"]
+        messages = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds
+        ).get("Messages", [])
+        for message in messages:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return [json.loads(message["Body"]) for message in messages]
 
     def outcome_events(self, execution_arns: set[str]) -> dict[str, Any]:
         """Run Succeeded / Run Failed events of these executions."""
@@ -287,7 +297,9 @@ class Harness:
 
 @pytest.fixture
 def harness(stack: LocalStack, db: Database, aws: Any, vendor: Vendor) -> Harness:
-    return Harness(stack, db, aws, vendor)
+    harness = Harness(stack, db, aws, vendor)
+    harness.drain_notifications()  # each test reads only the notifications it caused
+    return harness
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
