@@ -19,10 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from infra.local.stack import LocalStack, StackOptions, aws_client
+from infra.local.ticker import fire_all
+from infra.resources import Names
 from infra.runs import wait_for_execution
 from infra.sources import SourceSpec, get_run, register_source
 from shared.db import Database
-from shared.flows import FlowParams, FlowType
+from shared.flows import FlowParams, FlowType, parse_flow_params
 from shared.ledger import set_flow_params
 from shared.runs import start_run
 from shared.timefmt import isoformat
@@ -40,6 +42,7 @@ class DemoSource:
     added: int  # records the vendor adds between the rounds
 
 
+NORMAL_PARAMS = FlowParams(FlowType.NORMAL).canonical()
 DEMO_ATTRIBUTE_ROWS = 3  # listing attribute rows per source, for the Re-specs query to update
 DEMO_SOURCES = (
     DemoSource("demo-listings-a", "listings-a", backdate_days=30, changed=40, added=10),
@@ -50,11 +53,13 @@ DEMO_SOURCES = (
 def run_demo(state_dir: Path, database_url: str | None = None) -> int:
     started = time.monotonic()
     console.print("[bold]sourceflow demo[/bold] - starting the embedded stack…")
-    with LocalStack(StackOptions(state_dir=state_dir, database_url=database_url)) as stack:
+    # The demo fires the schedule rules itself, at the moments it narrates.
+    options = StackOptions(state_dir=state_dir, database_url=database_url, ticker=False)
+    with LocalStack(options) as stack:
         env = stack.env
         console.print(
             f"stack up in {time.monotonic() - started:.1f}s: PostgreSQL, moto "
-            f"({env['AWS_ENDPOINT_URL']}), vendor ({env['VENDOR_URL']}), 3 services"
+            f"({env['AWS_ENDPOINT_URL']}), vendor ({env['VENDOR_URL']}), 4 services"
         )
         db = Database(env["DATABASE_URL"], application_name="sourceflow-demo")
         demo = _Demo(db, aws_client(env, "stepfunctions"), env)
@@ -88,11 +93,8 @@ class _Demo:
 
         for source in DEMO_SOURCES:
             _vendor_changes(vendor, source)
-            self.set_flow(source, FlowParams(FlowType.NORMAL), "first run done; back to Normal")
-        console.print(
-            "vendor modified/added records; flows set back to Normal "
-            "(the scheduler will do this by itself)"
-        )
+        console.print("vendor: modified and added records")
+        reset_after_first = self.tick_until_normal()
         second = self.round("Round 2: incremental Normal runs")
 
         sold_year = datetime.now(UTC).year - 1
@@ -107,6 +109,7 @@ class _Demo:
             f"{b.source_id} → Sold since {sold_year}"
         )
         third = self.round("Round 3: Re-specs and Sold")
+        reset_after_third = self.tick_until_normal()
 
         cursor_kept = third[1]["cursor_after"] == second[1]["cursor_after"]
         return (
@@ -122,6 +125,8 @@ class _Demo:
                 {"sold_from": f"{sold_year}-01-01T00:00:00Z", "sold_until": third[1]["window_end"]},
             )
             and cursor_kept
+            and reset_after_first
+            and reset_after_third
         )
 
     def round(self, title: str) -> list[dict[str, Any]]:
@@ -133,6 +138,38 @@ class _Demo:
         console.print(run_table(title, runs))
         self.runs.extend(runs)
         return runs
+
+    def tick_until_normal(self, timeout: float = 30.0) -> bool:
+        """Fire the schedule rules (as EventBridge does every minute) until the scheduler has
+        put every demo source back to Normal; print what the flow history says."""
+        events, sqs = aws_client(self.env, "events"), aws_client(self.env, "sqs")
+        prefix = Names(self.env["SOURCEFLOW_STAGE"]).prefix
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            fire_all(events, sqs, prefix)
+            time.sleep(1.0)
+            changes = [self.last_flow_change(s.source_id) for s in DEMO_SOURCES]
+            done = [c for c in changes if c is not None and c["to_params"] == NORMAL_PARAMS]
+            if len(done) == len(DEMO_SOURCES):
+                for change in done:
+                    before = parse_flow_params(change["source_id"], change["from_params"])
+                    console.print(
+                        f"scheduler: {change['source_id']} {before.canonical()['flow_type']} → "
+                        f"Normal ({change['reason']}; flow history #{change['change_id']})"
+                    )
+                return True
+        console.print("[bold red]the scheduler did not reset the demo sources[/bold red]")
+        return False
+
+    def last_flow_change(self, source_id: str) -> dict[str, Any] | None:
+        with self.db.transaction() as cur:
+            cur.execute(
+                "SELECT * FROM public.source_flow_history WHERE source_id = %s"
+                " ORDER BY change_id DESC LIMIT 1",
+                (source_id,),
+            )
+            row = cur.fetchone()
+        return dict(row) if row else None
 
     def set_flow(self, source: DemoSource, params: FlowParams, reason: str) -> None:
         with self.db.transaction() as cur:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 
-def test_demo_runs_all_four_flows_and_exits_zero(tmp_path: Path) -> None:
+def test_demo_runs_all_four_flows_resets_them_and_exits_zero(tmp_path: Path) -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "infra.cli", "demo", "--state-dir", str(tmp_path)],
         capture_output=True,
@@ -19,3 +19,6 @@ def test_demo_runs_all_four_flows_and_exits_zero(tmp_path: Path) -> None:
     for flow in ("full_load", "normal", "respecs", "sold"):
         assert flow in completed.stdout
     assert "OK - raw data in" in completed.stdout
+    # The scheduler, not the demo, put each special flow back to Normal
+    for flow in ("Full Load", "Re-specs", "Sold"):
+        assert f"{flow} → Normal (flow reset to Normal: special flow succeeded" in completed.stdout
