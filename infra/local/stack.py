@@ -26,6 +26,7 @@ import psycopg2
 import requests
 
 from infra.local.provision import BATCH_SIZE, VISIBILITY_TIMEOUT_SECONDS, Provisioned, provision
+from infra.local.roles import create_service_roles
 from infra.local.ticker import Ticker
 from infra.migrate import apply_migrations
 from infra.resources import SERVICES, Names, Timeouts
@@ -73,6 +74,7 @@ class LocalStack:
     _logs: list[IO[bytes]] = field(default_factory=list)
     _pg: Any = None
     _ticker: Ticker | None = None
+    _service_urls: dict[str, str] = field(default_factory=dict)
 
     @property
     def env_file(self) -> Path:
@@ -86,6 +88,7 @@ class LocalStack:
             database_url = self._start_database()
             apply_migrations(database_url)
             _create_warehouse_tables(database_url)
+            self._service_urls = create_service_roles(database_url)
             endpoint = self._start_moto()
             vendor_url = self._start_vendor()
             aws_env = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": REGION}
@@ -194,6 +197,7 @@ class LocalStack:
         for service in SERVICES:
             env = {
                 **self.env,
+                "DATABASE_URL": self._service_urls[service],
                 "SOURCEFLOW_QUEUE_URL": self.provisioned.queue_urls[service],
                 "SOURCEFLOW_BATCH_SIZE": str(BATCH_SIZE[service]),
                 "SOURCEFLOW_FUNCTION_TIMEOUT": str(VISIBILITY_TIMEOUT_SECONDS[service]),

@@ -1,0 +1,62 @@
+"""One PostgreSQL role per service on the embedded stack.
+
+Each service connects as itself (`sourceflow_<service>`), as it would on AWS: what a service
+may do is granted to its role, and an operator — or a fault test — can cut one service off the
+database without touching the others.
+"""
+
+from __future__ import annotations
+
+import psycopg2
+from psycopg2 import sql
+from psycopg2.extensions import make_dsn
+
+from infra.resources import SERVICES
+
+
+def role_name(service: str) -> str:
+    return f"sourceflow_{service}"
+
+
+def create_service_roles(admin_url: str) -> dict[str, str]:
+    """Create (or re-enable) each service's role; returns each service's DATABASE_URL.
+
+    The password equals the role name: these roles exist only on a local database.
+    """
+    urls = {}
+    with psycopg2.connect(admin_url) as conn, conn.cursor() as cur:
+        for service in SERVICES:
+            role = role_name(service)
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+            verb = "ALTER" if cur.fetchone() else "CREATE"
+            cur.execute(
+                sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(role)
+                )
+            )
+            for grant in (
+                "GRANT USAGE ON SCHEMA public TO {}",
+                "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {}",
+                "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {}",
+            ):
+                cur.execute(sql.SQL(grant).format(sql.Identifier(role)))
+            urls[service] = make_dsn(admin_url, user=role, password=role)
+    conn.close()
+    return urls
+
+
+def cut_off(admin_url: str, service: str) -> None:
+    """The database becomes unavailable to one service: no new logins, sessions ended."""
+    with psycopg2.connect(admin_url) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(role_name(service))))
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+            (role_name(service),),
+        )
+    conn.close()
+
+
+def restore(admin_url: str, service: str) -> None:
+    with psycopg2.connect(admin_url) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(role_name(service))))
+    conn.close()
