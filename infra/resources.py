@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 SERVICES = ("validation", "download", "unlocking", "scheduler")
@@ -41,6 +42,12 @@ class Timeouts:
     # How often the download service heartbeats (well inside download_heartbeat_seconds).
     heartbeat_interval_seconds: float = 20.0
     lock_lease_seconds: int = 900
+
+    @property
+    def download_claim_seconds(self) -> int:
+        """A download delivery's claim (and its message's visibility) outlives three missed
+        heartbeats, then lapses so the message's next delivery can take over."""
+        return max(2, math.ceil(3 * self.heartbeat_interval_seconds))
 
 
 @dataclass(frozen=True)

@@ -48,3 +48,7 @@ class TaskOver(SourceflowError):
 
 class ContractViolation(SourceflowError):
     """A message that does not match its JSON Schema, is not JSON, or has an unknown version."""
+
+
+class DuplicateDelivery(SourceflowError):
+    """Another delivery of the same work holds its claim and is doing it; this one stands down."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import (
@@ -21,9 +22,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared import contracts
+from shared import aws, contracts
+from shared.db import Database
+from shared.deliveries import FailureLog, QueueVisibility, RetryPolicy, guarded
 from shared.errors import ContractViolation, TransientError
 from shared.observability import logger, tracer
+from shared.settings import ConsumerSettings
 
 EVENT_SOURCE = "sourceflow"
 SCHEDULED_EVENT = "Scheduled Event"  # what EventBridge schedule rules deliver
@@ -46,9 +50,14 @@ class EventPublisher:
     def __call__(
         self, detail_type: str, fields: Mapping[str, Any], correlation_id: str = ""
     ) -> None:
-        name = DETAIL_CONTRACTS[detail_type]
+        name = DETAIL_CONTRACTS.get(detail_type)
+        if name is None:
+            raise ContractViolation(
+                f"{detail_type!r} is not a sourceflow event; known: {sorted(DETAIL_CONTRACTS)}"
+            )
+        default_correlation = f"{fields.get('source_id', 'sourceflow')}-{name}"
         detail = contracts.message(
-            name, correlation_id=correlation_id or f"{fields['source_id']}-{name}", **fields
+            name, correlation_id=correlation_id or default_correlation, **fields
         )
         try:
             response = self._events.put_events(
@@ -75,6 +84,8 @@ def parse_event(body: str, accepted: set[str]) -> dict[str, Any]:
         raise ContractViolation(f"the message is not JSON: {exc}") from None
     if not isinstance(event, dict) or "detail-type" not in event or "detail" not in event:
         raise ContractViolation("the message is not an EventBridge event (no detail-type/detail)")
+    if not isinstance(event["detail"], dict):
+        raise ContractViolation("the event's detail is not a JSON object")
     detail_type = event["detail-type"]
     if detail_type not in accepted:
         raise ContractViolation(
@@ -92,13 +103,22 @@ def parse_event(body: str, accepted: set[str]) -> dict[str, Any]:
 
 def event_lambda_handler(
     routes: Mapping[str, Callable[[dict[str, Any]], None]],
+    *,
+    database: Callable[[], Database],
+    settings: ConsumerSettings,
 ) -> Callable[[dict[str, Any], LambdaContext], Any]:
     """A Lambda consuming EventBridge events from SQS, routed by DetailType, with partial batch
-    responses: a malformed or failing event is redelivered alone and ends in the DLQ."""
+    responses: a malformed or failing event is recorded and redelivered alone, with backoff,
+    and ends in the DLQ."""
     processor = BatchProcessor(event_type=EventType.SQS)
     accepted = set(routes)
+    retry = RetryPolicy(settings.max_receives, settings.retry_backoff_seconds)
 
-    def record_handler(record: SQSRecord) -> None:
+    @cache
+    def visibility() -> QueueVisibility:
+        return QueueVisibility(aws.client("sqs"))
+
+    def process(record: SQSRecord) -> None:
         try:
             event = parse_event(record.body, accepted)
         except ContractViolation as exc:
@@ -109,6 +129,11 @@ def event_lambda_handler(
         source_id = event["detail"].get("source_id")
         with logger.append_context_keys(event_id=event.get("id"), source_id=source_id):
             routes[event["detail-type"]](event)
+
+    def record_handler(record: SQSRecord) -> None:
+        guarded(process, retry=retry, visibility=visibility(), failure_log=FailureLog(database))(
+            record
+        )
 
     @logger.inject_lambda_context
     @tracer.capture_lambda_handler

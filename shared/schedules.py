@@ -65,8 +65,9 @@ def parse_rule_expression(expression: str) -> Schedule:
         minutes, hours, day, month, weekday, year = fields
         if year not in ("*", "?"):
             raise InvalidSchedule(f"{expression!r}: only '*' is supported in the year field")
-        # EventBridge numbers weekdays 1-7 from Sunday; cron numbers them 0-6.
-        weekday = re.sub(r"\d+", lambda m: str(int(m.group()) - 1), weekday)
+        # EventBridge numbers weekdays 1-7 from Sunday; cron numbers them 0-6. Only day numbers
+        # shift: not the n of "6#3" (third Friday) nor a "/" step.
+        weekday = re.sub(r"(?<![#/\d])\d+", lambda m: str(int(m.group()) - 1), weekday)
         five = " ".join(f.replace("?", "*") for f in (minutes, hours, day, month, weekday))
         return Schedule(text, cron=_checked_cron(five, expression))
     raise InvalidSchedule(

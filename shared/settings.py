@@ -44,8 +44,8 @@ def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
 
 
 @dataclass(frozen=True)
-class TaskSettings:
-    """What every task service (validation, download, unlocking) needs."""
+class ConsumerSettings:
+    """What every queue consumer (validation, download, unlocking, scheduler) needs."""
 
     database_url: str
     # Must equal the work queue's redrive maxReceiveCount: the last delivery reports failure.
@@ -53,7 +53,7 @@ class TaskSettings:
     retry_backoff_seconds: float
 
     @classmethod
-    def from_env(cls) -> TaskSettings:
+    def from_env(cls) -> ConsumerSettings:
         return cls(
             database_url=env_str("DATABASE_URL"),
             max_receives=env_int("MAX_RECEIVE_COUNT", 5, minimum=1),

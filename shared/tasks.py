@@ -9,10 +9,8 @@ permanent error, or raises a transient error so that SQS redelivers the record.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
 
@@ -27,10 +25,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared import aws, contracts
 from shared.db import Database
-from shared.errors import PermanentError, TaskOver, TransientError
+from shared.deliveries import (
+    Delivery,
+    FailureLog,
+    QueueVisibility,
+    RetryPolicy,
+    guarded,
+)
+from shared.errors import DuplicateDelivery, PermanentError, TaskOver, TransientError
 from shared.ledger import failure_recorder
 from shared.observability import logger, tracer
-from shared.settings import TaskSettings
+from shared.settings import ConsumerSettings
 
 _TASK_OVER_CODES = {"InvalidToken", "TaskTimedOut", "TaskDoesNotExist"}
 # Step Functions refused what we sent (too large, malformed): sending it again cannot help.
@@ -84,56 +89,15 @@ class FailureRecorder(Protocol):
     def __call__(self, message: Mapping[str, Any], error_name: str, detail: str) -> None: ...
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How a transient error is retried: SQS redelivery after a growing visibility timeout,
-    until the queue's maxReceiveCount; the last allowed delivery reports a named failure so the
-    run ends now instead of waiting for the task timeout."""
-
-    max_receives: int
-    base_backoff_seconds: float
-    max_backoff_seconds: float = 300.0
-
-    def backoff_seconds(self, receive_count: int) -> int:
-        delay = self.base_backoff_seconds * (2 ** max(receive_count - 1, 0))
-        # Visibility timeouts are whole seconds; round up so a sub-second base still waits.
-        return min(math.ceil(delay), int(self.max_backoff_seconds))
-
-
-class QueueVisibility:
-    """Delays the redelivery of one received message (backoff through the visibility timeout)."""
-
-    def __init__(self, sqs_client: Any) -> None:
-        self._sqs = sqs_client
-
-    @cache  # noqa: B019 - one instance per process; queue URLs never change
-    def _queue_url(self, queue_arn: str) -> str:
-        _, _, _, _, account, name = queue_arn.split(":", 5)
-        return str(
-            self._sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
-        )
-
-    def delay(self, record: SQSRecord, seconds: int) -> None:
-        try:
-            self._sqs.change_message_visibility(
-                QueueUrl=self._queue_url(record.event_source_arn),
-                ReceiptHandle=record.receipt_handle,
-                VisibilityTimeout=seconds,
-            )
-        except (ClientError, BotoCoreError) as exc:
-            # The queue's own visibility timeout still brings the message back.
-            logger.warning("could not set the retry backoff", extra={"error": str(exc)})
-
-
 def process_task_record(
     record: SQSRecord,
     *,
     request_contract: str,
     result_contract: str,
-    work: Callable[[dict[str, Any]], Mapping[str, Any]],
+    work: Callable[[dict[str, Any], Delivery], Mapping[str, Any]],
     callbacks: TaskCallbacks,
     record_failure: FailureRecorder,
-    retry: RetryPolicy,
+    max_receives: int,
     visibility: QueueVisibility,
 ) -> None:
     """Handle one SQS record carrying a task message; raise only to have it redelivered."""
@@ -152,7 +116,8 @@ def process_task_record(
         raise
 
     token = message["task_token"]
-    receive_count = int(record.attributes.approximate_receive_count or 1)
+    delivery = Delivery.of(record, visibility)
+    receive_count = delivery.receive_count
     logger.append_keys(
         source_id=message["source_id"],
         execution_arn=message["execution_arn"],
@@ -161,7 +126,7 @@ def process_task_record(
     started = time.monotonic()
     try:
         try:
-            fields = work(message)
+            fields = work(message, delivery)
             try:
                 result = contracts.message(
                     result_contract, correlation_id=message["correlation_id"], **fields
@@ -172,10 +137,8 @@ def process_task_record(
                 raise PermanentError(str(exc), error_name="InvalidTaskResult") from exc
             callbacks.succeed(token, result)
         except TransientError as exc:
-            if receive_count < retry.max_receives:
-                logger.warning("transient error; will retry", extra={"error": str(exc)})
-                visibility.delay(record, retry.backoff_seconds(receive_count))
-                raise
+            if receive_count < max_receives:
+                raise  # redelivered after a backoff (see shared.deliveries.guarded)
             detail = f"{exc} (gave up after {receive_count} deliveries)"
             logger.error("transient error on the last delivery", extra={"error": detail})
             record_failure(message, exc.error_name, detail)
@@ -189,9 +152,10 @@ def process_task_record(
             callbacks.fail(token, exc.error_name, str(exc))
             return
         logger.info("task done", extra={"seconds": round(time.monotonic() - started, 3), **fields})
-    except TaskOver as exc:
-        # Reporting to a finished task can never succeed; retrying would only loop.
-        logger.warning("task is over; message consumed without effect", extra={"error": str(exc)})
+    except (TaskOver, DuplicateDelivery) as exc:
+        # Reporting to a finished task can never succeed, and a duplicate's work is being done
+        # by the delivery that claimed it: retrying either would only loop.
+        logger.warning("message consumed without effect", extra={"error": str(exc)})
     finally:
         logger.remove_keys(["source_id", "execution_arn", "receive_count"])
 
@@ -200,20 +164,24 @@ def task_lambda_handler(
     *,
     service: str,
     step: str,
-    work: Callable[[dict[str, Any]], Mapping[str, Any]],
+    work: Callable[[dict[str, Any], Delivery], Mapping[str, Any]],
     database: Callable[[], Database],
-    settings: TaskSettings,
+    settings: ConsumerSettings,
 ) -> Callable[[dict[str, Any], LambdaContext], Any]:
     """The Lambda entry point of a task service: an SQS batch with partial batch responses.
 
     The service reads `<service>-request` messages and answers `<service>-result`. A record
-    that raises (malformed, or transient) is reported in `batchItemFailures` and only it is
-    redelivered; the rest of the batch is deleted.
+    that raises (malformed, transient, or a bug) is recorded, delayed by the retry backoff and
+    reported in `batchItemFailures`; only it is redelivered, the rest of the batch is deleted.
     """
     processor = BatchProcessor(event_type=EventType.SQS)
     retry = RetryPolicy(settings.max_receives, settings.retry_backoff_seconds)
 
-    def record_handler(record: SQSRecord) -> None:
+    @cache
+    def visibility() -> QueueVisibility:
+        return QueueVisibility(aws.client("sqs"))
+
+    def process(record: SQSRecord) -> None:
         process_task_record(
             record,
             request_contract=f"{service}-request",
@@ -221,8 +189,13 @@ def task_lambda_handler(
             work=work,
             callbacks=TaskCallbacks(aws.client("stepfunctions")),
             record_failure=failure_recorder(database(), step=step),
-            retry=retry,
-            visibility=QueueVisibility(aws.client("sqs")),
+            max_receives=retry.max_receives,
+            visibility=visibility(),
+        )
+
+    def record_handler(record: SQSRecord) -> None:
+        guarded(process, retry=retry, visibility=visibility(), failure_log=FailureLog(database))(
+            record
         )
 
     @logger.inject_lambda_context

@@ -20,9 +20,10 @@ from infra.resources import (
 from shared.events import EVENT_SOURCE
 
 _LOCAL_ROLE_ARN = "arn:aws:iam::123456789012:role/sourceflow-local-state-machine"
-# A worker holds a download for as long as it runs; the queue must not hand it out again
-# meanwhile. Short steps can come back sooner.
-VISIBILITY_TIMEOUT_SECONDS = {"validation": 60, "download": 900, "unlocking": 60, "scheduler": 120}
+# How long a received message stays hidden before SQS hands it out again. A download keeps its
+# message hidden with every heartbeat (see services/download), so its queue's value only
+# covers the moments before the first one.
+VISIBILITY_TIMEOUT_SECONDS = {"validation": 60, "download": 60, "unlocking": 60, "scheduler": 120}
 BATCH_SIZE = {"validation": 10, "download": 1, "unlocking": 10, "scheduler": 10}
 
 

@@ -205,6 +205,7 @@ class LocalStack:
                 "RETRY_BACKOFF_SECONDS": str(timeouts.retry_backoff_seconds),
                 "LOCK_LEASE_SECONDS": str(timeouts.lock_lease_seconds),
                 "HEARTBEAT_SECONDS": str(timeouts.heartbeat_interval_seconds),
+                "DOWNLOAD_CLAIM_SECONDS": str(timeouts.download_claim_seconds),
                 "RESPECS_ALLOWED_TABLES": ",".join(sorted(LOCAL_RESPECS_TABLES)),
                 "POWERTOOLS_SERVICE_NAME": f"sourceflow-{service}",
                 "POWERTOOLS_TRACE_DISABLED": "true",

@@ -29,18 +29,26 @@ class ScheduledRule:
 
 
 def scheduled_rules(events: Any, name_prefix: str) -> list[ScheduledRule]:
-    rules = events.list_rules(NamePrefix=name_prefix)["Rules"]
+    rules = [
+        rule
+        for page in events.get_paginator("list_rules").paginate(NamePrefix=name_prefix)
+        for rule in page["Rules"]
+    ]
     found = []
     for rule in rules:
         if not rule.get("ScheduleExpression") or rule.get("State") != "ENABLED":
             continue
-        targets = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+        targets = [
+            target
+            for page in events.get_paginator("list_targets_by_rule").paginate(Rule=rule["Name"])
+            for target in page["Targets"]
+        ]
         found.append(
             ScheduledRule(
                 rule["Name"],
                 rule["Arn"],
                 parse_rule_expression(rule["ScheduleExpression"]),
-                tuple(t["Arn"] for t in targets if t["Arn"].startswith("arn:aws:sqs:")),
+                tuple(t["Arn"] for t in targets if t["Arn"].split(":")[2] == "sqs"),
             )
         )
     return found

@@ -747,6 +747,9 @@ class VendorState:
     datasets: dict[str, Dataset] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Set when the faults are cleared: pages waiting out an injected delay go on at once, so a
+    # test that hung a request leaves no request hanging behind it.
+    faults_cleared: threading.Event = field(default_factory=threading.Event)
 
     def add(self, name: str, size: int) -> Dataset:
         """Register a dataset anchored at the server's anchor."""
@@ -782,8 +785,9 @@ class VendorState:
         with self.lock:
             fault = self.faults.get(name)
             delay = 0 if fault is None else fault.page_delay_ms
+            cleared = self.faults_cleared
         if delay:
-            time.sleep(delay / 1000)
+            cleared.wait(delay / 1000)
         with self.lock:
             fault = self.faults.get(name)
             if fault is None or fault.fail_status is None or fault.served < fault.after_records:
@@ -966,6 +970,8 @@ def _faults(state: VendorState, method: str, body: Any) -> dict[str, Any]:
     if method == "DELETE":
         with state.lock:
             state.faults.clear()
+            state.faults_cleared.set()
+            state.faults_cleared = threading.Event()
         return {"faults": {}}
     if not isinstance(body, dict):
         raise HttpError(400, 'body must be {"dataset": name, "fail_status": 500, ...}')

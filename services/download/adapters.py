@@ -38,8 +38,48 @@ def load_run(cur: Any, execution_arn: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-def record_download(cur: Any, result: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Move the run to `downloaded` once, only while this execution holds the source's lock.
+def claim_download(cur: Any, execution_arn: str, claim: Any) -> dict[str, Any] | None:
+    """Claim the run's download for this delivery; None when claimed, else the live claim."""
+    cur.execute(
+        """
+        UPDATE public.source_run
+           SET download_attempt = %(attempt)s, download_message_id = %(message_id)s,
+               download_claimed_until = now() + %(ttl)s
+         WHERE execution_arn = %(arn)s AND status = 'running'
+           AND (download_claimed_until IS NULL OR download_claimed_until < now()
+                OR download_attempt = %(attempt)s)
+        """,
+        {
+            "attempt": claim.attempt,
+            "message_id": claim.message_id,
+            "ttl": claim.ttl,
+            "arn": execution_arn,
+        },
+    )
+    if cur.rowcount == 1:
+        return None
+    cur.execute(
+        "SELECT download_message_id, download_claimed_until FROM public.source_run"
+        " WHERE execution_arn = %s",
+        (execution_arn,),
+    )
+    return dict(cur.fetchone())
+
+
+def renew_claim(cur: Any, execution_arn: str, claim: Any) -> bool:
+    cur.execute(
+        """
+        UPDATE public.source_run SET download_claimed_until = now() + %s
+         WHERE execution_arn = %s AND download_attempt = %s
+        """,
+        (claim.ttl, execution_arn, claim.attempt),
+    )
+    return bool(cur.rowcount == 1)
+
+
+def record_download(cur: Any, result: Mapping[str, Any], attempt: str) -> dict[str, Any] | None:
+    """Move the run to `downloaded` once, only for the delivery holding the claim and while
+    this execution holds the source's lock.
 
     Returns the recorded run; if a concurrent duplicate recorded it first, that record; None if
     the lock was lost.
@@ -52,10 +92,11 @@ def record_download(cur: Any, result: Mapping[str, Any]) -> dict[str, Any] | Non
                max_last_modified = %(max_last_modified)s
           FROM public.source s
          WHERE r.execution_arn = %(execution_arn)s AND r.status = 'running'
+           AND r.download_attempt = %(attempt)s
            AND s.source_id = r.source_id AND s.locked_by = r.execution_arn
         RETURNING r.*
         """,
-        dict(result),
+        {**result, "attempt": attempt},
     )
     row = cur.fetchone()
     if row is not None:

@@ -18,7 +18,7 @@ from services.download import adapters
 from services.download.adapters import WrittenObject
 from shared.connectors import Connector
 from shared.db import Database
-from shared.errors import PermanentError
+from shared.errors import DuplicateDelivery, PermanentError, TransientError
 from shared.flows import Window, WindowField
 from shared.timefmt import isoformat, parse_iso
 
@@ -93,6 +93,16 @@ def window_from_plan(plan: Mapping[str, Any]) -> Window:
     )
 
 
+@dataclass(frozen=True)
+class Claim:
+    """One delivery's claim on downloading a run: a fresh id per attempt, the SQS message it
+    came in, and how long the claim lasts without a heartbeat."""
+
+    attempt: str
+    message_id: str
+    ttl: timedelta
+
+
 def download_run(
     request: Mapping[str, Any],
     *,
@@ -101,8 +111,14 @@ def download_run(
     sink: RawSink,
     heartbeat: Heartbeat,
     part_max_records: int,
+    claim: Claim,
 ) -> dict[str, Any]:
-    """Download the run's window; returns the fields of a download-result message."""
+    """Download the run's window; returns the fields of a download-result message.
+
+    One delivery at a time downloads a run. A delivery that finds a live claim stands down if
+    it is a duplicate copy (another message id: the claimer will report), and retries later if
+    it is the same message handed out again (its previous holder may have died; the claim
+    expires without heartbeats)."""
     execution_arn, source_id = request["execution_arn"], request["source_id"]
     with db.transaction() as cur:
         run = adapters.load_run(cur, execution_arn)
@@ -116,6 +132,20 @@ def download_run(
         raise LockLost(
             f"source {source_id!r} is not locked by {execution_arn} (run status "
             f"{run['status']!r}, lock holder {run['locked_by']!r}); not downloading"
+        )
+
+    with db.transaction() as cur:
+        holder = adapters.claim_download(cur, execution_arn, claim)
+    if holder is not None:
+        if holder["download_message_id"] == claim.message_id:
+            raise TransientError(
+                f"a previous delivery of this message claimed the download until "
+                f"{isoformat(holder['download_claimed_until'])}; retrying after it",
+                error_name="DownloadInProgress",
+            )
+        raise DuplicateDelivery(
+            f"message {holder['download_message_id']} is downloading this run; "
+            f"duplicate {claim.message_id} stands down"
         )
 
     # Every delivery says it is alive before it connects: the wait for an SQS redelivery
@@ -163,7 +193,7 @@ def download_run(
         },
     )
     with db.transaction() as cur:
-        recorded = adapters.record_download(cur, result)
+        recorded = adapters.record_download(cur, result, claim.attempt)
     if recorded is None:
         raise LockLost(
             f"source {source_id!r}: the lock or the run changed hands during the download; "
@@ -172,6 +202,14 @@ def download_run(
     return adapters.result_fields(recorded)
 
 
-def lease_renewal(db: Database, source_id: str, execution_arn: str, lease: timedelta) -> bool:
+def lease_renewal(
+    db: Database, source_id: str, execution_arn: str, lease: timedelta, claim: Claim
+) -> bool:
+    """Renew the source's lock and this delivery's claim. False if the lock is lost; a claim
+    taken over by another delivery (this one was presumed dead) stands this one down."""
     with db.transaction() as cur:
+        if not adapters.renew_claim(cur, execution_arn, claim):
+            raise DuplicateDelivery(
+                f"another delivery took over the download of {execution_arn}; standing down"
+            )
         return adapters.renew_lease(cur, source_id, execution_arn, lease)

@@ -2,24 +2,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.settings import TaskSettings, env_float, env_int, env_str
+from shared.settings import ConsumerSettings, env_float, env_int, env_str
 
 
 @dataclass(frozen=True)
 class Settings:
-    task: TaskSettings
+    consumer: ConsumerSettings
     raw_bucket: str
     # Below the state machine's HeartbeatSeconds for Download, with room for a slow page.
     heartbeat_seconds: float
     lock_lease_seconds: int
     part_max_records: int
+    # A delivery's claim on a download (and its message's visibility) lapses this long after
+    # its last heartbeat: a few heartbeats, so one slow page does not lose it.
+    claim_seconds: int
 
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
-            task=TaskSettings.from_env(),
+            consumer=ConsumerSettings.from_env(),
             raw_bucket=env_str("RAW_BUCKET"),
             heartbeat_seconds=env_float("HEARTBEAT_SECONDS", 10.0, minimum=0.1),
             lock_lease_seconds=env_int("LOCK_LEASE_SECONDS", 900, minimum=30),
             part_max_records=env_int("PART_MAX_RECORDS", 100_000, minimum=1),
+            claim_seconds=env_int("DOWNLOAD_CLAIM_SECONDS", 60, minimum=2),
         )

@@ -19,7 +19,7 @@ settings = Settings.from_env()
 
 @cache
 def database() -> Database:
-    return Database(settings.database_url, application_name="sourceflow-scheduler")
+    return Database(settings.consumer.database_url, application_name="sourceflow-scheduler")
 
 
 @cache
@@ -54,5 +54,7 @@ lambda_handler = event_lambda_handler(
         SCHEDULED_EVENT: on_tick,
         "Run Requested": on_run_requested,
         "Flow Reset Requested": on_flow_reset_requested,
-    }
+    },
+    database=database,
+    settings=settings.consumer,
 )

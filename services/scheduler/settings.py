@@ -2,19 +2,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.settings import env_str
+from shared.settings import ConsumerSettings, env_str
 
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str
+    consumer: ConsumerSettings
     state_machine_arn: str
     event_bus_name: str
 
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
-            database_url=env_str("DATABASE_URL"),
+            consumer=ConsumerSettings.from_env(),
             state_machine_arn=env_str("STATE_MACHINE_ARN"),
             event_bus_name=env_str("EVENT_BUS_NAME"),
         )

@@ -8,6 +8,7 @@ from typing import Any
 from services.unlocking.logic import unlock_run
 from services.unlocking.settings import Settings
 from shared.db import Database
+from shared.deliveries import Delivery
 from shared.tasks import task_lambda_handler
 
 settings = Settings.from_env()
@@ -15,13 +16,13 @@ settings = Settings.from_env()
 
 @cache
 def database() -> Database:
-    return Database(settings.task.database_url, application_name="sourceflow-unlocking")
+    return Database(settings.consumer.database_url, application_name="sourceflow-unlocking")
 
 
-def unlock(request: dict[str, Any]) -> dict[str, Any]:
+def unlock(request: dict[str, Any], _: Delivery) -> dict[str, Any]:
     return unlock_run(request, db=database(), respecs=settings.respecs)
 
 
 lambda_handler = task_lambda_handler(
-    service="unlocking", step="Unlock", work=unlock, database=database, settings=settings.task
+    service="unlocking", step="Unlock", work=unlock, database=database, settings=settings.consumer
 )

@@ -2,14 +2,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.settings import RespecsSettings, TaskSettings
+from shared.settings import ConsumerSettings, RespecsSettings
 
 
 @dataclass(frozen=True)
 class Settings:
-    task: TaskSettings
+    consumer: ConsumerSettings
     respecs: RespecsSettings
 
     @classmethod
     def from_env(cls) -> Settings:
-        return cls(task=TaskSettings.from_env(), respecs=RespecsSettings.from_env())
+        return cls(consumer=ConsumerSettings.from_env(), respecs=RespecsSettings.from_env())

@@ -9,6 +9,7 @@ from typing import Any
 from services.validation.logic import validate_run
 from services.validation.settings import Settings
 from shared.db import Database
+from shared.deliveries import Delivery
 from shared.tasks import task_lambda_handler
 
 settings = Settings.from_env()
@@ -16,10 +17,10 @@ settings = Settings.from_env()
 
 @cache
 def database() -> Database:
-    return Database(settings.task.database_url, application_name="sourceflow-validation")
+    return Database(settings.consumer.database_url, application_name="sourceflow-validation")
 
 
-def validate(request: dict[str, Any]) -> dict[str, Any]:
+def validate(request: dict[str, Any], _: Delivery) -> dict[str, Any]:
     return validate_run(
         request,
         db=database(),
@@ -30,5 +31,9 @@ def validate(request: dict[str, Any]) -> dict[str, Any]:
 
 
 lambda_handler = task_lambda_handler(
-    service="validation", step="Validate", work=validate, database=database, settings=settings.task
+    service="validation",
+    step="Validate",
+    work=validate,
+    database=database,
+    settings=settings.consumer,
 )

@@ -32,7 +32,7 @@ _counter = itertools.count(1)
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     state_dir = tmp_path_factory.mktemp("stack")
     # A short heartbeat timeout, so that a test can prove heartbeats keep a slow download alive.
-    timeouts = replace(LOCAL_TIMEOUTS, download_heartbeat_seconds=4, heartbeat_interval_seconds=1.0)
+    timeouts = replace(LOCAL_TIMEOUTS, download_heartbeat_seconds=8, heartbeat_interval_seconds=1.0)
     options = StackOptions(
         state_dir=state_dir,
         database_url=os.environ.get("DATABASE_URL") or None,

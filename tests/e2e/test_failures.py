@@ -126,13 +126,19 @@ def test_a_second_execution_for_a_locked_source_is_skipped(harness: Harness) -> 
 
 
 def test_a_hung_vendor_times_the_download_out_and_the_source_is_unlocked(harness: Harness) -> None:
-    # Given a vendor that takes longer to answer one page than the task's HeartbeatSeconds
+    # Given a vendor that hangs on every page for longer than the task's HeartbeatSeconds and
+    # than every redelivery the queue allows (each delivery whose claim lapses is replaced by
+    # the next, which starts with a heartbeat; when they all hang, nothing beats any more)
     now = datetime.now(UTC)
     dataset = harness.new_dataset([DAY / 10], now=now)
     cursor = now - DAY
     source_id = harness.new_source(dataset, cursor=cursor, runtime_count=2)
-    heartbeat_seconds = harness.stack.options.timeouts.download_heartbeat_seconds
-    harness.vendor.fault(dataset, page_delay_ms=int((heartbeat_seconds + 2) * 1000))
+    timeouts = harness.stack.options.timeouts
+    hang_seconds = (
+        timeouts.max_receive_count * timeouts.download_claim_seconds
+        + timeouts.download_heartbeat_seconds
+    )
+    harness.vendor.fault(dataset, page_delay_ms=hang_seconds * 1000)
 
     # When it runs
     result = harness.run(source_id)

@@ -29,7 +29,7 @@ from psycopg2.extensions import make_dsn
 from infra.migrate import MIGRATIONS_DIR, apply_migrations
 from infra.sources import SourceSpec, get_run, get_source, register_source
 from services.download.adapters import WrittenObject
-from services.download.logic import Heartbeat, download_run
+from services.download.logic import Claim, Heartbeat, download_run
 from services.validation.logic import validate_run
 from shared.db import Database
 from shared.flows import Window
@@ -319,6 +319,7 @@ def download(
     *,
     part_max_records: int = 1000,
     renew_lease: Callable[[], bool] | None = None,
+    claim: Claim | None = None,
 ) -> dict[str, Any]:
     # With `renew_lease`, the heartbeat beats (and renews through it) on every record.
     heartbeat = (
@@ -333,6 +334,16 @@ def download(
         sink=sink,
         heartbeat=heartbeat,
         part_max_records=part_max_records,
+        claim=claim or new_claim(),
+    )
+
+
+def new_claim(message_id: str | None = None) -> Claim:
+    """A delivery's claim; each call is a new attempt (of a new message unless one is named)."""
+    return Claim(
+        attempt=uuid.uuid4().hex,
+        message_id=message_id or f"message-{uuid.uuid4().hex[:8]}",
+        ttl=timedelta(minutes=1),
     )
 
 

@@ -8,9 +8,13 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from infra.sources import get_source
+from services.download.adapters import claim_download
 from services.unlocking.logic import unlock_run
 from shared.db import Database
+from shared.errors import DuplicateDelivery, TransientError
 from shared.timefmt import isoformat
 from tests.integration.conftest import (
     CURSOR,
@@ -22,6 +26,7 @@ from tests.integration.conftest import (
     NewExecution,
     download,
     downloaded_run,
+    new_claim,
     race,
     records_modified,
     run_row,
@@ -97,27 +102,23 @@ def test_a_concurrent_duplicate_validation_returns_the_first_decision(
     assert results[0] == results[1], results
 
 
-def test_concurrent_duplicate_downloads_record_one_result(
+def test_concurrent_duplicate_downloads_stream_once(
     db: Database, migrated_url: str, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
-    # Given a download request delivered twice, both copies streaming at the same time
+    # Given a download request delivered twice (two copies), both handled at the same moment
     source_id = make_source(runtime_count=1, cursor=CURSOR)
     execution = new_execution(source_id)
     plan = validate(db, execution)["plan"]
-    both_streaming = threading.Barrier(2, timeout=5)
-
-    def meet_at_first_record(yielded: int) -> None:
-        if yielded == 1:
-            both_streaming.wait()
-
     items = records_modified(CURSOR + timedelta(days=1), CURSOR + timedelta(days=2))
-    connectors = [FakeConnector(items, on_record=meet_at_first_record) for _ in range(2)]
+    connectors = [FakeConnector(items) for _ in range(2)]
     sinks = [FakeSink(), FakeSink()]
     results: list[Any] = [None, None]
+    start = threading.Barrier(2, timeout=5)
 
     def deliver(index: int) -> None:
         own = Database(migrated_url, application_name=f"it-dl-{index}")
         try:
+            start.wait()
             results[index] = download(own, execution, plan, connectors[index], sinks[index])
         except Exception as exc:
             results[index] = exc
@@ -130,12 +131,44 @@ def test_concurrent_duplicate_downloads_record_one_result(
     for thread in threads:
         thread.join(timeout=10)
 
-    # Then both copies wrote the same keys and return one and the same recorded result
-    assert results[0] == results[1], results
-    assert sorted(sinks[0].parts) == sorted(sinks[1].parts)
+    # Then one copy claimed the download and streamed it; the other stood down untouched
+    streamed = [i for i in range(2) if connectors[i].yielded]
+    assert len(streamed) == 1, results
+    other = 1 - streamed[0]
+    assert isinstance(results[other], DuplicateDelivery)
+    assert sinks[other].writes == 0
     row = run_row(db, execution.arn)
     assert row is not None
     assert (row["status"], row["records"], row["objects"]) == ("downloaded", 2, 1)
+    assert results[streamed[0]]["records"] == 2
+
+
+def test_a_message_handed_out_again_waits_for_its_dead_holder_then_takes_over(
+    db: Database, make_source: MakeSource, new_execution: NewExecution
+) -> None:
+    # Given a delivery of message M that claimed the download and then died
+    source_id = make_source(runtime_count=1, cursor=CURSOR)
+    execution = new_execution(source_id)
+    plan = validate(db, execution)["plan"]
+    items = records_modified(CURSOR + timedelta(days=1))
+    dead = new_claim("M")
+    with db.transaction() as cur:
+        assert claim_download(cur, execution.arn, dead) is None
+
+    # When M is handed out again while the dead delivery's claim is still live
+    with pytest.raises(TransientError) as waiting:
+        download(db, execution, plan, FakeConnector(items), FakeSink(), claim=new_claim("M"))
+    assert waiting.value.error_name == "DownloadInProgress"
+
+    # Then once the claim has lapsed, the next delivery of M downloads the run
+    with db.transaction() as cur:
+        cur.execute(
+            "UPDATE public.source_run SET download_claimed_until = now() - interval '1 second'"
+            " WHERE execution_arn = %s",
+            (execution.arn,),
+        )
+    result = download(db, execution, plan, FakeConnector(items), FakeSink(), claim=new_claim("M"))
+    assert result["records"] == 1
 
 
 def test_concurrent_duplicate_unlocks_move_the_cursor_and_release_the_lock_once(

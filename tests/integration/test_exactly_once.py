@@ -38,6 +38,7 @@ from tests.integration.conftest import (
     expire_lease,
     flow_history_of,
     lock_of,
+    new_claim,
     records_modified,
     run_row,
     runs_of,
@@ -410,9 +411,10 @@ def test_the_heartbeat_renews_the_lease_and_stops_a_download_whose_lock_was_take
     stale, fresh = new_execution(source_id), new_execution(source_id)
     plan = validate(db, stale)["plan"]
     beats: list[tuple[int, bool, datetime]] = []
+    claim = new_claim()
 
     def renew() -> bool:
-        renewed = lease_renewal(db, source_id, stale.arn, LEASE)
+        renewed = lease_renewal(db, source_id, stale.arn, LEASE, claim)
         beats.append((connector.yielded, renewed, lock_of(db, source_id)[2]))
         return renewed
 
@@ -427,7 +429,9 @@ def test_the_heartbeat_renews_the_lease_and_stops_a_download_whose_lock_was_take
 
     # When the lock is taken over at the third record
     with pytest.raises(DownloadLockLost):
-        download(db, stale, plan, connector, sink, part_max_records=100, renew_lease=renew)
+        download(
+            db, stale, plan, connector, sink, part_max_records=100, renew_lease=renew, claim=claim
+        )
 
     # Then every beat before the takeover renewed A's lease (each expiry at least as late as
     # the one before), and the first beat after it stopped the download

@@ -301,13 +301,6 @@ def test_a_detail_that_breaks_its_contract_is_refused_before_anything_is_sent(
     assert events.put == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="bug: shared/events.py EventPublisher.__call__ reads fields['source_id'] for the "
-    "default correlation id before the contract check, so a detail without source_id raises "
-    "KeyError instead of ContractViolation",
-)
 def test_a_detail_without_source_id_is_a_contract_violation() -> None:
     events = FakeEvents()
     with pytest.raises(ContractViolation, match="source_id"):

@@ -134,11 +134,6 @@ def test_eventbridge_weekdays_count_from_sunday_so_2_to_6_is_monday_to_friday() 
     assert schedule.next_slot(at(12, day=FRIDAY)) == at(9, day=NEXT_MONDAY)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: shared/schedules.py shifts every number of the day-of-week field, so the "
-    "'#3' of '6#3' (third Friday) becomes '#2' (second Friday)",
-)
 def test_an_nth_weekday_keeps_its_ordinal() -> None:
     schedule = parse_rule_expression("cron(0 9 ? * 6#3 *)")
     # The third Friday of March 2026 is the 20th.

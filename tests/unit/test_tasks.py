@@ -13,13 +13,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.exceptions import ClientError
 
 from shared import contracts
+from shared.deliveries import Delivery, QueueVisibility, RetryPolicy
 from shared.errors import ContractViolation, PermanentError, TaskOver, TransientError
-from shared.tasks import (
-    QueueVisibility,
-    RetryPolicy,
-    TaskCallbacks,
-    process_task_record,
-)
+from shared.tasks import TaskCallbacks, process_task_record
 
 EXAMPLE = (
     Path(__file__).resolve().parents[2]
@@ -102,7 +98,7 @@ def sqs_record(body: dict[str, Any] | str | None = None, *, receive_count: int =
     )
 
 
-def run_fields(message: Mapping[str, Any]) -> dict[str, Any]:
+def run_fields(message: Mapping[str, Any], _: Delivery | None = None) -> dict[str, Any]:
     return {
         "source_id": message["source_id"],
         "execution_arn": message["execution_arn"],
@@ -118,8 +114,11 @@ def run_fields(message: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def raising(error: Exception) -> Callable[[dict[str, Any]], Mapping[str, Any]]:
-    def work(message: dict[str, Any]) -> Mapping[str, Any]:
+Work = Callable[[dict[str, Any], Delivery], Mapping[str, Any]]
+
+
+def raising(error: Exception) -> Work:
+    def work(message: dict[str, Any], delivery: Delivery) -> Mapping[str, Any]:
         raise error
 
     return work
@@ -134,7 +133,7 @@ class Harness:
     def process(
         self,
         record: SQSRecord,
-        work: Callable[[dict[str, Any]], Mapping[str, Any]] = run_fields,
+        work: Work = run_fields,
     ) -> None:
         process_task_record(
             record,
@@ -143,7 +142,7 @@ class Harness:
             work=work,
             callbacks=self.callbacks,
             record_failure=self.failures,
-            retry=RETRY,
+            max_receives=RETRY.max_receives,
             visibility=self.visibility,
         )
 
@@ -173,7 +172,7 @@ def test_work_fields_are_sent_as_a_valid_result_to_the_message_token() -> None:
 
 def test_a_field_the_result_schema_forbids_fails_the_task_by_name() -> None:
     # Given work that returns a run decision carrying a skip reason (a producer bug)
-    def buggy(message: dict[str, Any]) -> Mapping[str, Any]:
+    def buggy(message: dict[str, Any], _: Delivery) -> Mapping[str, Any]:
         return {**run_fields(message), "reason": "SourceLocked"}
 
     harness = Harness()
@@ -231,7 +230,7 @@ def test_a_permanent_error_is_recorded_and_reported_by_name() -> None:
 
 
 @pytest.mark.parametrize("receive_count", [1, 2])
-def test_a_transient_error_before_the_last_delivery_is_retried_with_backoff(
+def test_a_transient_error_before_the_last_delivery_is_raised_for_redelivery(
     receive_count: int,
 ) -> None:
     # Given a delivery that is not the last allowed one
@@ -239,10 +238,8 @@ def test_a_transient_error_before_the_last_delivery_is_retried_with_backoff(
     # When work meets a transient error, Then it is raised for redelivery
     with pytest.raises(TransientError):
         harness.process(record, raising(TransientError("vendor timed out")))
-    # And the redelivery is delayed by the policy's backoff, with nothing reported
-    assert harness.visibility.delays == [
-        (record.receipt_handle, RETRY.backoff_seconds(receive_count))
-    ]
+    # And nothing is reported (the backoff is shared.deliveries.guarded's job)
+    assert harness.visibility.delays == []
     assert harness.callbacks.calls == 0
     assert harness.failures.entries == []
 
@@ -276,21 +273,6 @@ def test_a_task_that_already_timed_out_consumes_the_message() -> None:
 
 
 # --- retry policy -------------------------------------------------------------------------------
-
-
-def test_backoff_doubles_per_receive_up_to_the_cap() -> None:
-    policy = RetryPolicy(max_receives=10, base_backoff_seconds=5, max_backoff_seconds=60)
-    assert [policy.backoff_seconds(n) for n in range(1, 7)] == [5, 10, 20, 40, 60, 60]
-
-
-def test_a_sub_second_base_still_waits_a_whole_second() -> None:
-    policy = RetryPolicy(max_receives=5, base_backoff_seconds=0.5)
-    assert [policy.backoff_seconds(n) for n in range(1, 4)] == [1, 1, 2]
-
-
-def test_backoff_never_goes_below_the_base_for_a_missing_receive_count() -> None:
-    policy = RetryPolicy(max_receives=3, base_backoff_seconds=5)
-    assert policy.backoff_seconds(0) == 5
 
 
 # --- TaskCallbacks against Step Functions -------------------------------------------------------

@@ -70,6 +70,16 @@ class FakeEvents:
         (found,) = [r for r in self._rules if r["Name"] == Rule]
         return {"Targets": [{"Id": f"t{i}", "Arn": arn} for i, arn in enumerate(found["_targets"])]}
 
+    def get_paginator(self, operation: str) -> Any:
+        """boto3's paginators; here every listing fits on one page."""
+        listing = getattr(self, operation)
+
+        class OnePage:
+            def paginate(self, **kwargs: Any) -> list[dict[str, Any]]:
+                return [listing(**kwargs)]
+
+        return OnePage()
+
 
 class FakeSqs:
     """Queue URLs by name and owner, and every message sent."""

@@ -1,0 +1,136 @@
+"""SQS deliveries as Lambda's event source mapping hands them over, and what a failed one
+leaves behind.
+
+A record whose handler raises is reported in `batchItemFailures`; SQS hands it out again once
+its visibility timeout ends, up to the queue's maxReceiveCount, then the redrive policy moves
+it to the DLQ. Before it goes back, `guarded` records why it failed (for `sourceflow dlq list`)
+and stretches its visibility timeout for exponential backoff.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.db import Database
+from shared.observability import logger
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a failed delivery is retried: SQS redelivery after a growing visibility timeout,
+    until the queue's maxReceiveCount (which `max_receives` must equal)."""
+
+    max_receives: int
+    base_backoff_seconds: float
+    max_backoff_seconds: float = 300.0
+
+    def backoff_seconds(self, receive_count: int) -> int:
+        delay = self.base_backoff_seconds * (2 ** max(receive_count - 1, 0))
+        # Visibility timeouts are whole seconds; round up so a sub-second base still waits.
+        return min(math.ceil(delay), int(self.max_backoff_seconds))
+
+
+def queue_name(queue_arn: str) -> str:
+    return queue_arn.rsplit(":", 1)[1]
+
+
+class QueueVisibility:
+    """Changes when SQS hands a received message out again."""
+
+    def __init__(self, sqs_client: Any) -> None:
+        self._sqs = sqs_client
+        self._queue_url = cache(self._lookup_queue_url)
+
+    def _lookup_queue_url(self, queue_arn: str) -> str:
+        _, _, _, _, account, name = queue_arn.split(":", 5)
+        response = self._sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)
+        return str(response["QueueUrl"])
+
+    def delay(self, record: SQSRecord, seconds: int) -> None:
+        """From now, keep the message hidden `seconds` more (backoff, or a long job's lease)."""
+        try:
+            self._sqs.change_message_visibility(
+                QueueUrl=self._queue_url(record.event_source_arn),
+                ReceiptHandle=record.receipt_handle,
+                VisibilityTimeout=seconds,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            # The queue's own visibility timeout still brings the message back.
+            logger.warning("could not change the message's visibility", extra={"error": str(exc)})
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The SQS delivery a message came in: which message, how many times it was handed out,
+    and how to keep it hidden while a long job on it is alive."""
+
+    message_id: str
+    receive_count: int
+    keep_hidden: Callable[[int], None]
+
+    @classmethod
+    def of(cls, record: SQSRecord, visibility: QueueVisibility) -> Delivery:
+        return cls(
+            message_id=record.message_id,
+            receive_count=int(record.attributes.approximate_receive_count or 1),
+            keep_hidden=lambda seconds: visibility.delay(record, seconds),
+        )
+
+
+class FailureLog:
+    """Writes the last error each message met, keyed by queue and message id."""
+
+    def __init__(self, database: Callable[[], Database]) -> None:
+        self._database = database
+
+    def __call__(self, record: SQSRecord, error: BaseException) -> None:
+        text = f"{type(error).__name__}: {error}"[:4000]
+        try:
+            with self._database().transaction() as cur:
+                cur.execute(
+                    """
+                    INSERT INTO public.delivery_failure (queue, message_id, receive_count, error)
+                    VALUES (%s, %s, %s, %s)
+                    ON CONFLICT (queue, message_id) DO UPDATE
+                       SET receive_count = EXCLUDED.receive_count, error = EXCLUDED.error,
+                           failed_at = now()
+                    """,
+                    (
+                        queue_name(record.event_source_arn),
+                        record.message_id,
+                        int(record.attributes.approximate_receive_count or 1),
+                        text,
+                    ),
+                )
+        except Exception as exc:  # the database may be what failed; the log still has it
+            logger.warning("could not record the delivery failure", extra={"error": str(exc)})
+
+
+def guarded(
+    record_handler: Callable[[SQSRecord], None],
+    *,
+    retry: RetryPolicy,
+    visibility: QueueVisibility,
+    failure_log: FailureLog,
+) -> Callable[[SQSRecord], None]:
+    """A record handler whose failures are recorded and retried with backoff before they
+    propagate (to be reported in batchItemFailures)."""
+
+    def handle(record: SQSRecord) -> None:
+        try:
+            record_handler(record)
+        except Exception as exc:
+            logger.exception("delivery failed; SQS will hand it out again")
+            failure_log(record, exc)
+            receive_count = int(record.attributes.approximate_receive_count or 1)
+            visibility.delay(record, retry.backoff_seconds(receive_count))
+            raise
+
+    return handle

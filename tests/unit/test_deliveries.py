@@ -1,0 +1,117 @@
+"""shared.deliveries: a failed delivery is recorded, delayed by the backoff, and re-raised."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from shared.deliveries import Delivery, FailureLog, QueueVisibility, RetryPolicy, guarded
+from shared.errors import TransientError
+
+QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:sourceflow-local-download"
+
+
+def record(receive_count: int = 1) -> SQSRecord:
+    return SQSRecord(
+        {
+            "messageId": "m-1",
+            "receiptHandle": "rh-1",
+            "body": "{}",
+            "attributes": {"ApproximateReceiveCount": str(receive_count)},
+            "messageAttributes": {},
+            "eventSource": "aws:sqs",
+            "eventSourceARN": QUEUE_ARN,
+            "awsRegion": "eu-west-1",
+        }
+    )
+
+
+class FakeSqs:
+    def __init__(self) -> None:
+        self.visibility_changes: list[dict[str, Any]] = []
+        self.lookups = 0
+
+    def get_queue_url(self, *, QueueName: str, QueueOwnerAWSAccountId: str) -> dict[str, str]:
+        self.lookups += 1
+        return {"QueueUrl": f"http://sqs.local/{QueueOwnerAWSAccountId}/{QueueName}"}
+
+    def change_message_visibility(self, **kwargs: Any) -> None:
+        self.visibility_changes.append(kwargs)
+
+
+class RecordingFailureLog(FailureLog):
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str]] = []
+
+    def __call__(self, record: SQSRecord, error: BaseException) -> None:
+        self.entries.append((record.message_id, str(error)))
+
+
+def test_backoff_doubles_per_receive_up_to_the_cap() -> None:
+    policy = RetryPolicy(max_receives=10, base_backoff_seconds=5, max_backoff_seconds=60)
+    assert [policy.backoff_seconds(n) for n in range(1, 7)] == [5, 10, 20, 40, 60, 60]
+
+
+def test_a_sub_second_base_still_waits_a_whole_second() -> None:
+    policy = RetryPolicy(max_receives=5, base_backoff_seconds=0.5)
+    assert [policy.backoff_seconds(n) for n in range(1, 4)] == [1, 1, 2]
+
+
+@pytest.mark.parametrize("error", [TransientError("db down"), KeyError("a bug")])
+def test_a_failed_delivery_is_recorded_delayed_and_reraised(error: Exception) -> None:
+    # Given a handler that fails on its third delivery
+    sqs, failures = FakeSqs(), RecordingFailureLog()
+    retry = RetryPolicy(max_receives=5, base_backoff_seconds=2)
+
+    def handler(_: SQSRecord) -> None:
+        raise error
+
+    # When the guarded handler runs, Then the error propagates (for batchItemFailures)
+    with pytest.raises(type(error)):
+        guarded(handler, retry=retry, visibility=QueueVisibility(sqs), failure_log=failures)(
+            record(receive_count=3)
+        )
+    # And its error is recorded and its next delivery waits the backoff for delivery 3
+    assert failures.entries == [("m-1", str(error))]
+    [change] = sqs.visibility_changes
+    assert change == {
+        "QueueUrl": "http://sqs.local/123456789012/sourceflow-local-download",
+        "ReceiptHandle": "rh-1",
+        "VisibilityTimeout": 8,
+    }
+
+
+def test_a_delivery_that_succeeds_leaves_no_trace() -> None:
+    sqs, failures = FakeSqs(), RecordingFailureLog()
+    guarded(
+        lambda _: None,
+        retry=RetryPolicy(3, 1),
+        visibility=QueueVisibility(sqs),
+        failure_log=failures,
+    )(record())
+    assert failures.entries == [] and sqs.visibility_changes == []
+
+
+def test_the_queue_url_is_looked_up_once_per_queue() -> None:
+    sqs = FakeSqs()
+    visibility = QueueVisibility(sqs)
+    for _ in range(3):
+        visibility.delay(record(), 5)
+    assert sqs.lookups == 1 and len(sqs.visibility_changes) == 3
+
+
+def test_a_delivery_keeps_its_message_hidden_on_request() -> None:
+    sqs = FakeSqs()
+    delivery = Delivery.of(record(receive_count=2), QueueVisibility(sqs))
+    delivery.keep_hidden(30)
+    assert (delivery.message_id, delivery.receive_count) == ("m-1", 2)
+    assert sqs.visibility_changes[0]["VisibilityTimeout"] == 30
+
+
+def test_the_failure_log_never_raises_when_the_database_is_down() -> None:
+    def no_database() -> Any:
+        raise TransientError("cannot connect to PostgreSQL")
+
+    FailureLog(no_database)(record(), KeyError("x"))
