@@ -29,7 +29,7 @@ typecheck: install
 	$(BIN)/mypy shared services infra tests
 
 test: lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --basetemp=$(CURDIR)/.pytest-tmp
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit

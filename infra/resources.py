@@ -73,6 +73,10 @@ class Names:
         return self.prefix
 
     @property
+    def alerts_topic(self) -> str:
+        return f"{self.prefix}-alerts"
+
+    @property
     def notifications_rule(self) -> str:
         return f"{self.prefix}-notifications"
 
@@ -93,9 +97,10 @@ class Names:
 
 
 def state_machine_substitutions(
-    queue_urls: dict[str, str], event_bus: str, timeouts: Timeouts
+    queue_urls: dict[str, str], event_bus: str, alerts_topic_arn: str, timeouts: Timeouts
 ) -> dict[str, str | int]:
     return {
+        "AlertsTopicArn": alerts_topic_arn,
         "ValidationQueueUrl": queue_urls["validation"],
         "DownloadQueueUrl": queue_urls["download"],
         "UnlockingQueueUrl": queue_urls["unlocking"],

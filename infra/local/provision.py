@@ -35,10 +35,11 @@ class Provisioned:
     event_bus: str
     raw_bucket: str
     notifications_queue_url: str
+    alerts_queue_url: str
 
 
 def provision(clients: Any, names: Names, timeouts: Timeouts) -> Provisioned:
-    sqs, s3, events, sfn = clients.sqs, clients.s3, clients.events, clients.sfn
+    sqs, s3, events, sfn, sns = clients.sqs, clients.s3, clients.events, clients.sfn, clients.sns
     queue_urls, dlq_urls = {}, {}
     for service in SERVICES:
         dlq_urls[service] = sqs.create_queue(
@@ -88,8 +89,18 @@ def provision(clients: Any, names: Names, timeouts: Timeouts) -> Provisioned:
             Targets=[{"Id": "scheduler", "Arn": scheduler_queue_arn}],
         )
 
+    # People subscribe to the alerts topic (e-mail, chat); locally a queue does, to be read.
+    alerts_topic_arn = sns.create_topic(Name=names.alerts_topic)["TopicArn"]
+    alerts_url = sqs.create_queue(QueueName=names.alerts_topic)["QueueUrl"]
+    sns.subscribe(
+        TopicArn=alerts_topic_arn,
+        Protocol="sqs",
+        Endpoint=_queue_arn(sqs, alerts_url),
+        Attributes={"RawMessageDelivery": "true"},
+    )
+
     definition = statemachine.render(
-        state_machine_substitutions(queue_urls, names.event_bus, timeouts)
+        state_machine_substitutions(queue_urls, names.event_bus, alerts_topic_arn, timeouts)
     )
     state_machine_arn = sfn.create_state_machine(
         name=names.state_machine, definition=json.dumps(definition), roleArn=_LOCAL_ROLE_ARN
@@ -101,6 +112,7 @@ def provision(clients: Any, names: Names, timeouts: Timeouts) -> Provisioned:
         names.event_bus,
         names.raw_bucket,
         notifications_url,
+        alerts_url,
     )
 
 

@@ -106,6 +106,7 @@ class LocalStack:
                 "VENDOR_URL": vendor_url,
                 "EVENT_BUS_NAME": self.provisioned.event_bus,
                 "NOTIFICATIONS_QUEUE_URL": self.provisioned.notifications_queue_url,
+                "ALERTS_QUEUE_URL": self.provisioned.alerts_queue_url,
                 **{f"{s.upper()}_QUEUE_URL": url for s, url in self.provisioned.queue_urls.items()},
                 **{f"{s.upper()}_DLQ_URL": url for s, url in self.provisioned.dlq_urls.items()},
             }
@@ -249,6 +250,7 @@ def _clients() -> SimpleNamespace:
         s3=boto3.client("s3"),
         events=boto3.client("events"),
         sfn=boto3.client("stepfunctions"),
+        sns=boto3.client("sns"),
     )
 
 

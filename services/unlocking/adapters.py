@@ -137,4 +137,6 @@ def result_fields(run: Mapping[str, Any], *, lock_released: bool) -> dict[str, A
         "lock_released": lock_released,
         "cursor_before": stamp(run["cursor_before"]),
         "cursor_after": stamp(run["cursor_after"]),
+        "flow_type": run["flow_type"],
+        "error_detail": run["error_detail"] if run["status"] == "failed" else None,
     }

@@ -131,11 +131,12 @@ def test_concurrent_duplicate_downloads_stream_once(
     for thread in threads:
         thread.join(timeout=10)
 
-    # Then one copy claimed the download and streamed it; the other stood down untouched
+    # Then one copy claimed the download and streamed it; the other never streamed: it stood
+    # down while the claim was live, or (arriving after) returned the recorded result
     streamed = [i for i in range(2) if connectors[i].yielded]
     assert len(streamed) == 1, results
     other = 1 - streamed[0]
-    assert isinstance(results[other], DuplicateDelivery)
+    assert isinstance(results[other], DuplicateDelivery) or results[other] == results[streamed[0]]
     assert sinks[other].writes == 0
     row = run_row(db, execution.arn)
     assert row is not None

@@ -478,6 +478,8 @@ def test_duplicate_unlock_success_moves_the_cursor_and_releases_the_lock_once(
         "lock_released": True,
         "cursor_before": isoformat(CURSOR),
         "cursor_after": isoformat(newest),
+        "flow_type": "normal",
+        "error_detail": None,
     }
     source = get_source(db, source_id)
     assert source is not None
@@ -709,6 +711,8 @@ def test_unlock_failure_without_a_ledger_row_records_the_failure(
         "lock_released": False,
         "cursor_before": None,
         "cursor_after": None,
+        "flow_type": None,
+        "error_detail": None,
     }
     row = run_row(db, execution.arn)
     assert row is not None

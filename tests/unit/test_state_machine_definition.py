@@ -17,7 +17,9 @@ CALLBACK = "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
 def definition() -> dict[str, Any]:
     queues = {s: f"https://sqs.example/{s}" for s in ("validation", "download", "unlocking")}
     return statemachine.render(
-        state_machine_substitutions(queues, Names("test").event_bus, Timeouts())
+        state_machine_substitutions(
+            queues, Names("test").event_bus, "arn:aws:sns:eu-west-1:123456789012:alerts", Timeouts()
+        )
     )
 
 
@@ -66,8 +68,10 @@ def test_every_failure_after_validation_ends_in_unlock(definition: dict[str, Any
         (catch,) = states[name]["Catch"]
         assert states[catch["Next"]]["Next"] == "UnlockAfterFailure", name
     assert states["UnlockAfterFailure"]["Next"] == "PublishRunFailed"
-    assert states["UnlockAfterFailure"]["Catch"][0]["Next"] == "PublishRunFailed"
-    naming = states[states["PublishRunFailed"]["Next"]]
+    fallback = states[states["UnlockAfterFailure"]["Catch"][0]["Next"]]
+    assert fallback["Next"] == "PublishRunFailed"
+    assert states["PublishRunFailed"]["Next"] == "AlertPeople"
+    naming = states[states["AlertPeople"]["Next"]]
     ends = [choice["Next"] for choice in naming["Choices"]] + [naming["Default"]]
     assert {states[end]["Type"] for end in ends} == {"Fail"}
 
@@ -80,7 +84,7 @@ def test_no_index_then_field_paths(definition: dict[str, Any]) -> None:
 
 def test_substitutions_must_match_the_placeholders_exactly() -> None:
     good = state_machine_substitutions(
-        {s: "u" for s in ("validation", "download", "unlocking")}, "bus", Timeouts()
+        {s: "u" for s in ("validation", "download", "unlocking")}, "bus", "topic", Timeouts()
     )
     with pytest.raises(ValueError, match="missing \\['EventBusName'\\]"):
         statemachine.render({k: v for k, v in good.items() if k != "EventBusName"})
