@@ -71,6 +71,7 @@ class LocalStack:
     env: dict[str, str] = field(default_factory=dict)
     provisioned: Provisioned | None = None
     _children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _named: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
     _pg: Any = None
     _ticker: Ticker | None = None
@@ -135,6 +136,7 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 child.kill()
         self._children.clear()
+        self._named.clear()
         for log in self._logs:
             log.close()
         self._logs.clear()
@@ -193,29 +195,40 @@ class LocalStack:
         return url
 
     def _start_workers(self) -> None:
+        for service in SERVICES:
+            self.start_workers(service)
+
+    def start_workers(self, service: str) -> None:
+        """The service's worker processes (one Lambda container each)."""
         timeouts = self.options.timeouts
         assert self.provisioned is not None
-        for service in SERVICES:
-            env = {
-                **self.env,
-                "DATABASE_URL": self._service_urls[service],
-                "SOURCEFLOW_QUEUE_URL": self.provisioned.queue_urls[service],
-                "SOURCEFLOW_BATCH_SIZE": str(BATCH_SIZE[service]),
-                "SOURCEFLOW_FUNCTION_TIMEOUT": str(VISIBILITY_TIMEOUT_SECONDS[service]),
-                "MAX_RECEIVE_COUNT": str(timeouts.max_receive_count),
-                "RETRY_BACKOFF_SECONDS": str(timeouts.retry_backoff_seconds),
-                "LOCK_LEASE_SECONDS": str(timeouts.lock_lease_seconds),
-                "HEARTBEAT_SECONDS": str(timeouts.heartbeat_interval_seconds),
-                "DOWNLOAD_CLAIM_SECONDS": str(timeouts.download_claim_seconds),
-                "RESPECS_ALLOWED_TABLES": ",".join(sorted(LOCAL_RESPECS_TABLES)),
-                "POWERTOOLS_SERVICE_NAME": f"sourceflow-{service}",
-                "POWERTOOLS_TRACE_DISABLED": "true",
-                "POWERTOOLS_METRICS_DISABLED": "true",
-            }
-            for index in range(self.options.workers_per_service):
-                self._spawn(
-                    f"{service}-{index}", [sys.executable, "-m", "infra.local.worker", service], env
-                )
+        env = {
+            **self.env,
+            "DATABASE_URL": self._service_urls[service],
+            "SOURCEFLOW_QUEUE_URL": self.provisioned.queue_urls[service],
+            "SOURCEFLOW_BATCH_SIZE": str(BATCH_SIZE[service]),
+            "SOURCEFLOW_FUNCTION_TIMEOUT": str(VISIBILITY_TIMEOUT_SECONDS[service]),
+            "MAX_RECEIVE_COUNT": str(timeouts.max_receive_count),
+            "RETRY_BACKOFF_SECONDS": str(timeouts.retry_backoff_seconds),
+            "LOCK_LEASE_SECONDS": str(timeouts.lock_lease_seconds),
+            "HEARTBEAT_SECONDS": str(timeouts.heartbeat_interval_seconds),
+            "DOWNLOAD_CLAIM_SECONDS": str(timeouts.download_claim_seconds),
+            "RESPECS_ALLOWED_TABLES": ",".join(sorted(LOCAL_RESPECS_TABLES)),
+            "POWERTOOLS_SERVICE_NAME": f"sourceflow-{service}",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+        }
+        for index in range(self.options.workers_per_service):
+            self._spawn(
+                f"{service}-{index}", [sys.executable, "-m", "infra.local.worker", service], env
+            )
+
+    def kill_workers(self, service: str) -> None:
+        """SIGKILL the service's workers mid-work, as a crashed container would die."""
+        for name, child in list(self._named.items()):
+            if name.startswith(f"{service}-") and child.poll() is None:
+                child.kill()
+                child.wait(timeout=10)
 
     def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str]) -> None:
         log = (self.options.state_dir / "logs" / f"{name}.log").open("ab")
@@ -229,6 +242,7 @@ class LocalStack:
             preexec_fn=_die_with_parent,
         )
         self._children.append(child)
+        self._named[name] = child
 
 
 def _create_warehouse_tables(database_url: str) -> None:

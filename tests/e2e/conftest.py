@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -148,6 +150,11 @@ class Harness:
             )
         return source_id
 
+    def run_source_row(self, source_id: str) -> dict[str, Any]:
+        source = get_source(self.db, source_id)
+        assert source is not None, source_id
+        return source
+
     def set_params(self, source_id: str, params: Mapping[str, Any] | None) -> None:
         """What an operator does by hand: write batch_execution_params directly."""
         with self.db.transaction() as cur:
@@ -243,8 +250,11 @@ class Harness:
         self.wait_for_scheduler()
 
     def wait_for_scheduler(self, timeout: float = 30.0) -> None:
-        """Until the scheduler's queue is empty and nothing is in flight, twice in a row."""
-        sqs, queue_url = self.aws("sqs"), self.stack.env["SCHEDULER_QUEUE_URL"]
+        self.wait_until_idle(self.stack.env["SCHEDULER_QUEUE_URL"], timeout)
+
+    def wait_until_idle(self, queue_url: str, timeout: float = 30.0) -> None:
+        """Until the queue is empty and nothing is in flight, twice in a row."""
+        sqs = self.aws("sqs")
         idle_checks, deadline = 0, time.monotonic() + timeout
         while idle_checks < 2:
             attributes = sqs.get_queue_attributes(
@@ -256,8 +266,40 @@ class Harness:
             )["Attributes"]
             busy = sum(int(value) for value in attributes.values())
             idle_checks = idle_checks + 1 if busy == 0 else 0
-            assert time.monotonic() < deadline, f"scheduler still busy: {attributes}"
+            assert time.monotonic() < deadline, f"{queue_url} still busy: {attributes}"
             time.sleep(0.3)
+
+    def task_messages(self, execution_arn: str) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Each callback task's SQS message as the state machine sent it: state → (queue, body)."""
+        history = self.aws("stepfunctions").get_execution_history(
+            executionArn=execution_arn, maxResults=1000
+        )["events"]
+        messages, state = {}, ""
+        for event in history:
+            if event["type"] == "TaskStateEntered":
+                state = event["stateEnteredEventDetails"]["name"]
+            elif event["type"] == "TaskScheduled":
+                details = event["taskScheduledEventDetails"]
+                if details["resource"] == "sendMessage.waitForTaskToken":
+                    parameters = json.loads(details["parameters"])
+                    messages[state] = (parameters["QueueUrl"], parameters["MessageBody"])
+        return messages
+
+    def sourceflow(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The operator's command against this stack."""
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "infra.cli",
+                *args,
+                "--state-dir",
+                str(self.stack.options.state_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def executions_of(self, source_id: str) -> list[dict[str, Any]]:
         sfn = self.aws("stepfunctions")
