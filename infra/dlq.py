@@ -22,7 +22,14 @@ from infra.resources import SERVICES, Names
 from shared.db import Database
 
 _PEEK_SECONDS = 60  # long enough to list or replay a DLQ page by page
-_TASK_OVER_CODES = {"InvalidToken", "TaskTimedOut", "TaskDoesNotExist"}
+# History events after which a task no longer waits for its token.
+_TASK_ENDINGS = {
+    "TaskSucceeded",
+    "TaskFailed",
+    "TaskTimedOut",
+    "TaskStateAborted",
+    "TaskStateExited",
+}
 
 
 @dataclass(frozen=True)
@@ -160,27 +167,36 @@ def list_dead_letters(
 
 
 def task_over_reason(sfn: Any, letter: DeadLetter) -> str | None:
-    """Why replaying this task message can never succeed, or None if it still can."""
+    """Why replaying this task message can never succeed, or None if it still can.
+
+    Read from the execution's history, the same on AWS and the emulator: the task the message
+    belongs to is the one scheduled with its token, and it is over once that task has ended.
+    """
     parsed = letter.parsed
     execution_arn, token = parsed.get("execution_arn"), parsed.get("task_token")
-    if execution_arn:
-        try:
-            status = sfn.describe_execution(executionArn=execution_arn)["status"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
-                return f"execution {execution_arn} does not exist"
-            raise
-        if status != "RUNNING":
-            return f"execution {execution_arn} has ended ({status})"
-    if token:
-        try:
-            sfn.send_task_heartbeat(taskToken=token)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in _TASK_OVER_CODES:
-                return f"its task is over ({code})"
-            raise
-    return None
+    if not execution_arn or not token:
+        return None  # not a task message: replaying it is always safe
+    try:
+        status = sfn.describe_execution(executionArn=execution_arn)["status"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
+            return f"execution {execution_arn} does not exist"
+        raise
+    if status != "RUNNING":
+        return f"execution {execution_arn} has ended ({status})"
+    waiting = None
+    pages = sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn)
+    for event in (event for page in pages for event in page["events"]):
+        if event["type"] == "TaskScheduled":
+            parameters = json.loads(event["taskScheduledEventDetails"].get("parameters", "{}"))
+            body = parameters.get("MessageBody")
+            if isinstance(body, dict) and body.get("task_token") == token:
+                waiting = True
+        elif waiting and event["type"] in _TASK_ENDINGS:
+            waiting = False
+    if waiting is None:
+        return f"no task of execution {execution_arn} carries this token"
+    return None if waiting else "its task is over (ended or timed out)"
 
 
 def replay(

@@ -222,8 +222,9 @@ def test_a_poison_message_goes_to_the_dlq_and_completes_after_the_fix_and_replay
     assert not [r for r in _dead_letters(harness, "validation") if r["execution_arn"] == arn]
 
 
-def test_a_dead_letter_whose_execution_ended_is_parked_not_replayed(harness: Harness) -> None:
-    # Given a dead-lettered validation message whose execution has since been stopped
+def test_a_dead_letter_whose_task_is_over_is_parked_not_replayed(harness: Harness) -> None:
+    # Given a dead-lettered validation message whose task has since ended (an operator failed
+    # it; a timeout would do the same, only later)
     source_id = harness.new_source(harness.new_dataset([DAY]), runtime_count=2)
     with _admin(harness) as cur:
         cur.execute("REVOKE UPDATE ON public.source FROM sourceflow_validation")
@@ -236,7 +237,11 @@ def test_a_dead_letter_whose_execution_ended_is_parked_not_replayed(harness: Har
     finally:
         with _admin(harness) as cur:
             cur.execute("GRANT UPDATE ON public.source TO sourceflow_validation")
-    harness.aws("stepfunctions").stop_execution(executionArn=arn, error="OperatorStopped")
+    _, body = harness.task_messages(arn)["Validate"]
+    harness.aws("stepfunctions").send_task_failure(
+        taskToken=body["task_token"], error="OperatorGaveUp", cause="poison message"
+    )
+    assert harness.finish(arn, source_id).status == "FAILED"
 
     # When the DLQ is replayed (a dry run first changes nothing)
     dry = json.loads(
@@ -247,14 +252,23 @@ def test_a_dead_letter_whose_execution_ended_is_parked_not_replayed(harness: Har
 
     # Then it is parked with the reason, kept, and not sent back to the work queue
     [row] = [r for r in replayed if r["execution_arn"] == arn]
-    assert row["action"] == "parked" and "has ended" in row["reason"]
+    assert row["action"] == "parked"
+    assert "has ended" in row["reason"] or "task is over" in row["reason"]
     with harness.db.transaction() as cur:
         cur.execute(
             "SELECT reason, body FROM public.parked_message WHERE body LIKE %s", (f"%{arn}%",)
         )
         [parked] = cur.fetchall()
     assert json.loads(parked["body"])["execution_arn"] == arn
-    assert _run_row(harness, arn) is None  # never validated
+    # The run ended in its failure path; validation never ran, so the source was not counted
+    run = _run_row(harness, arn)
+    assert run is not None
+    assert (run["status"], run["failed_step"], run["error"]) == (
+        "failed",
+        "Validate",
+        "OperatorGaveUp",
+    )
+    assert harness.run_source_row(source_id)["runtime_count"] == 2
     assert not [r for r in _dead_letters(harness, "validation") if r["execution_arn"] == arn]
 
 
