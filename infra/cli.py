@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,32 @@ from infra.resources import SERVICES
 DEFAULT_STATE_DIR = Path(".sourceflow")
 
 
-@click.group()
+class _OneLineErrors(click.Group):
+    """An operator sees one line saying what is wrong and what to do, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import botocore.exceptions
+        import psycopg2
+
+        from shared.errors import SourceflowError
+
+        try:
+            return super().invoke(ctx)
+        except (SourceflowError, psycopg2.Error) as exc:
+            raise click.ClickException(str(exc).strip().splitlines()[0]) from None
+        except botocore.exceptions.EndpointConnectionError as exc:
+            raise click.ClickException(
+                f"{exc}; is the local stack running (`sourceflow up`), or AWS_ENDPOINT_URL right?"
+            ) from None
+        except botocore.exceptions.NoCredentialsError:
+            raise click.ClickException(
+                "no AWS credentials: start the local stack (`sourceflow up`) or configure AWS"
+            ) from None
+        except botocore.exceptions.ClientError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_OneLineErrors)
 def main() -> None:
     """sourceflow: incremental ingestion through one Step Functions state machine."""
 
@@ -78,25 +104,265 @@ def demo(state_dir: Path) -> None:
     sys.exit(run_demo(state_dir, database_url=os.environ.get("DATABASE_URL") or None))
 
 
-@main.command()
-@click.option(
+_state_dir_option = click.option(
     "--state-dir",
     type=click.Path(path_type=Path),
     default=DEFAULT_STATE_DIR,
     show_default=True,
-    help="Where the running stack wrote local.env.",
+    help="Where a running local stack wrote local.env (the environment overrides it).",
 )
+_json_option = click.option(
+    "--json", "as_json", is_flag=True, help="One JSON document instead of a table."
+)
+
+
+@main.command()
+@_state_dir_option
 def tick(state_dir: Path) -> None:
     """Fire every schedule rule once, now (as EventBridge would on its schedule)."""
-    from infra.local.stack import aws_client
     from infra.local.ticker import fire_all
-    from infra.resources import Names
 
-    env = _stack_env(state_dir)
-    fired = fire_all(
-        aws_client(env, "events"), aws_client(env, "sqs"), Names(env["SOURCEFLOW_STAGE"]).prefix
-    )
+    config = _config(state_dir)
+    fired = fire_all(config.client("events"), config.client("sqs"), config.names.prefix)
     click.echo(f"fired {len(fired)} schedule rule(s): {', '.join(fired) or 'none found'}")
+
+
+# -- sources ----------------------------------------------------------------------------------
+
+
+@main.group()
+def sources() -> None:
+    """The sources: their flow, cursor, lock and last run."""
+
+
+@sources.command("list")
+@_json_option
+@_state_dir_option
+def sources_list(as_json: bool, state_dir: Path) -> None:
+    """Every source: type, active, flow, LMD cursor, runtime count, lock, last run."""
+    from infra import operator
+
+    with _database(state_dir) as (_, db):
+        rows = operator.sources_list(db)
+    _print_rows(
+        rows,
+        as_json,
+        "sources",
+        [
+            "source_id",
+            "source_type",
+            "is_active",
+            "flow",
+            "last_modified_date",
+            "runtime_count",
+            "locked_by",
+            "lock_expires_at",
+            "last_run_status",
+            "last_run_at",
+        ],
+    )
+
+
+@sources.command("show")
+@click.argument("source_id")
+@_json_option
+@_state_dir_option
+def sources_show(source_id: str, as_json: bool, state_dir: Path) -> None:
+    """One source, its last runs and its flow history."""
+    from infra import operator
+
+    with _database(state_dir) as (_, db):
+        shown = operator.source_show(db, source_id)
+    if as_json:
+        click.echo(json.dumps(shown, indent=2, default=str))
+        return
+    source = shown["source"]
+    _print_rows(
+        [{"field": k, "value": v} for k, v in source.items()],
+        False,
+        f"source {source_id}",
+        ["field", "value"],
+    )
+    _print_rows(shown["runs"], False, "last runs", RUN_COLUMNS)
+    _print_rows(
+        shown["flow_history"],
+        False,
+        "flow history",
+        ["change_id", "changed_at", "changed_by", "reason", "from_params", "to_params"],
+    )
+
+
+# -- flows ------------------------------------------------------------------------------------
+
+
+@main.group()
+def flow() -> None:
+    """Change a source's flow (what its next run does)."""
+
+
+@flow.command("set")
+@click.argument("source_id")
+@click.argument("flow_type", type=click.Choice(["normal", "respecs", "full-load", "sold"]))
+@click.option("--sql", help="Re-specs: the attribute-update query (one UPDATE … WHERE …).")
+@click.option("--year", type=int, help="Sold: from 1 January of this year (default: this year).")
+@click.option(
+    "--reset-at",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"]),
+    help="Go back to Normal at this time even without a successful run.",
+)
+@click.option(
+    "--reason",
+    default="set with `sourceflow flow set`",
+    show_default=True,
+    help="Why, for the flow history.",
+)
+@_json_option
+@_state_dir_option
+def flow_set(
+    source_id: str,
+    flow_type: str,
+    sql: str | None,
+    year: int | None,
+    reset_at: datetime | None,
+    reason: str,
+    as_json: bool,
+    state_dir: Path,
+) -> None:
+    """Write SOURCE_ID's batch_execution_params in the canonical form, and record who and why.
+
+    A Re-specs query validation would refuse is refused here, with the same message."""
+    from infra import operator
+    from shared.flows import FlowParams, FlowType
+
+    chosen = FlowType(flow_type.replace("-", "_"))
+    if (sql is not None) != (chosen is FlowType.RESPECS):
+        raise click.UsageError("--sql goes with respecs, and respecs needs --sql")
+    if year is not None and chosen is not FlowType.SOLD:
+        raise click.UsageError("--year goes with sold only")
+    if reset_at is not None and reset_at.tzinfo is None:
+        reset_at = reset_at.replace(tzinfo=UTC)
+    params = FlowParams(chosen, sql=sql, year=year, reset_at=reset_at)
+    with _database(state_dir) as (config, db):
+        changed = operator.flow_set(
+            db,
+            source_id,
+            params,
+            changed_by=f"operator:{_who()}",
+            reason=reason,
+            respecs_tables=operator.allowed_respecs_tables(config),
+        )
+    if as_json:
+        click.echo(json.dumps(changed, indent=2))
+    else:
+        click.echo(
+            f"{source_id}: batch_execution_params = {json.dumps(changed['batch_execution_params'])}"
+        )
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+RUN_COLUMNS = [
+    "execution_name",
+    "source_id",
+    "flow_type",
+    "status",
+    "window_field",
+    "window_start",
+    "window_end",
+    "records",
+    "duration_seconds",
+    "failed_step",
+    "error",
+]
+
+
+@main.command()
+@click.argument("source_id")
+@click.option("--wait", is_flag=True, help="Follow the run live; exit 1 if it fails.")
+@_state_dir_option
+def run(source_id: str, wait: bool, state_dir: Path) -> None:
+    """Ask for a run of SOURCE_ID now (a `Run Requested` event the scheduler acts on)."""
+    from infra import operator
+
+    with _database(state_dir) as (config, db):
+        event_id = operator.request_run(config, db, source_id, requested_by=f"operator:{_who()}")
+        click.echo(f"run requested for {source_id} (event {event_id})")
+        if not wait:
+            return
+        sfn = config.client("stepfunctions")
+        arn = operator.find_requested_execution(
+            sfn, config.require("STATE_MACHINE_ARN"), source_id, event_id
+        )
+        click.echo(f"execution {arn.rsplit(':', 1)[1]}")
+        outcome = None
+        for progress in operator.follow_execution(sfn, db, arn):
+            click.echo(f"{progress.at:%H:%M:%S}  {progress.step:<20} {progress.detail}".rstrip())
+            outcome = progress
+    if outcome is None or outcome.step != "SUCCEEDED":
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--source", "source_id", help="Only this source's runs.")
+@click.option(
+    "--status",
+    type=click.Choice(["running", "downloaded", "succeeded", "failed", "skipped"]),
+    help="Only runs with this status.",
+)
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    help="Only runs started since (UTC unless a zone is given).",
+)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@_json_option
+@_state_dir_option
+def runs(
+    source_id: str | None,
+    status: str | None,
+    since: datetime | None,
+    limit: int,
+    as_json: bool,
+    state_dir: Path,
+) -> None:
+    """The run ledger, newest first: window, records, duration, error."""
+    from infra import operator
+
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    with _database(state_dir) as (_, db):
+        rows = operator.runs_list(db, source_id=source_id, status=status, since=since, limit=limit)
+    _print_rows(rows, as_json, "runs", RUN_COLUMNS)
+
+
+@main.command()
+@_json_option
+@_state_dir_option
+def status(as_json: bool, state_dir: Path) -> None:
+    """Queue and DLQ depths per service, running executions, locks, the last scheduler tick."""
+    from infra import operator
+
+    with _database(state_dir) as (config, db):
+        report = operator.status(config, db)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    _print_rows(
+        report["queues"], False, "queues", ["service", "queued", "in_flight", "dead_letters"]
+    )
+    _print_rows(report["running"], False, "running executions", ["execution_name", "started"])
+    _print_rows(
+        report["locked"],
+        False,
+        "locked sources",
+        ["source_id", "locked_by", "lock_expires_at", "lease_expired"],
+    )
+    _print_rows(
+        report["scheduler_ticks"], False, "scheduler ticks", ["rule", "last_tick_at", "handled_at"]
+    )
+
+
+# -- dead letters -----------------------------------------------------------------------------
 
 
 @main.group()
@@ -104,18 +370,9 @@ def dlq() -> None:
     """Dead-lettered messages: list them, replay them."""
 
 
-_state_dir_option = click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_STATE_DIR,
-    show_default=True,
-    help="Where the running stack wrote local.env.",
-)
-
-
 @dlq.command("list")
 @click.argument("queue", required=False)
-@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
+@_json_option
 @_state_dir_option
 def dlq_list(queue: str | None, as_json: bool, state_dir: Path) -> None:
     """Show each dead-lettered message: queue, age, receive count, source, execution, schema,
@@ -123,10 +380,9 @@ def dlq_list(queue: str | None, as_json: bool, state_dir: Path) -> None:
     omitted."""
     from infra.dlq import list_dead_letters
 
-    env = _stack_env(state_dir)
     services = (_service(queue),) if queue else SERVICES
-    with _operator(env) as (clients, db, names):
-        rows = list_dead_letters(clients("sqs"), db, names, services)
+    with _database(state_dir) as (config, db):
+        rows = list_dead_letters(config.client("sqs"), db, config.names, services)
     _print_rows(
         rows,
         as_json,
@@ -148,7 +404,7 @@ def dlq_list(queue: str | None, as_json: bool, state_dir: Path) -> None:
 @click.argument("queue")
 @click.option("--dry-run", is_flag=True, help="Say what would happen; change nothing.")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many messages.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
+@_json_option
 @_state_dir_option
 def dlq_replay(
     queue: str, dry_run: bool, limit: int | None, as_json: bool, state_dir: Path
@@ -157,13 +413,12 @@ def dlq_replay(
     (keep aside, in public.parked_message) task messages whose task is over."""
     from infra.dlq import replay
 
-    env = _stack_env(state_dir)
-    with _operator(env) as (clients, db, names):
+    with _database(state_dir) as (config, db):
         rows = replay(
-            clients("sqs"),
-            clients("stepfunctions"),
+            config.client("sqs"),
+            config.client("stepfunctions"),
             db,
-            names,
+            config.names,
             _service(queue),
             dry_run=dry_run,
             limit=limit,
@@ -171,6 +426,9 @@ def dlq_replay(
     _print_rows(
         rows, as_json, "replay", ["queue", "message_id", "source_id", "schema", "action", "reason"]
     )
+
+
+# -- plumbing ---------------------------------------------------------------------------------
 
 
 def _service(queue: str) -> str:
@@ -182,17 +440,26 @@ def _service(queue: str) -> str:
         raise click.BadParameter(str(exc), param_hint="QUEUE") from None
 
 
+def _config(state_dir: Path) -> Any:
+    from infra.operator import OperatorConfig
+
+    return OperatorConfig.load(state_dir, os.environ)
+
+
 @contextlib.contextmanager
-def _operator(env: dict[str, str]) -> Any:
-    from infra.local.stack import aws_client
-    from infra.resources import Names
+def _database(state_dir: Path) -> Any:
     from shared.db import Database
 
-    db = Database(env["DATABASE_URL"], application_name="sourceflow-operator")
+    config = _config(state_dir)
+    db = Database(config.require("DATABASE_URL"), application_name="sourceflow-operator")
     try:
-        yield (lambda name: aws_client(env, name)), db, Names(env["SOURCEFLOW_STAGE"])
+        yield config, db
     finally:
         db.close()
+
+
+def _who() -> str:
+    return os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool, title: str, columns: list[str]) -> None:
@@ -206,19 +473,16 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, title: str, columns: 
     for column in columns:
         table.add_column(column.replace("_", " "))
     for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+        table.add_row(*("" if row.get(c) is None else _cell(row.get(c)) for c in columns))
     Console(width=None if sys.stdout.isatty() else 220).print(table)
 
 
-def _stack_env(state_dir: Path) -> dict[str, str]:
-    from infra.local.stack import read_env_file
-
-    env_file = state_dir / "local.env"
-    if not env_file.exists():
-        raise click.ClickException(
-            f"no running stack: {env_file} does not exist; start one with `sourceflow up`"
-        )
-    return read_env_file(env_file)
+def _cell(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
 
 
 if __name__ == "__main__":

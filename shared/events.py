@@ -49,7 +49,8 @@ class EventPublisher:
 
     def __call__(
         self, detail_type: str, fields: Mapping[str, Any], correlation_id: str = ""
-    ) -> None:
+    ) -> str:
+        """Put one event; returns its EventBridge id."""
         name = DETAIL_CONTRACTS.get(detail_type)
         if name is None:
             raise ContractViolation(
@@ -74,6 +75,7 @@ class EventPublisher:
             raise TransientError(f"cannot put {detail_type!r} on {self._bus}: {exc}") from exc
         if response.get("FailedEntryCount"):
             raise TransientError(f"EventBridge refused {detail_type!r}: {response['Entries']}")
+        return str(response["Entries"][0]["EventId"])
 
 
 def parse_event(body: str, accepted: set[str]) -> dict[str, Any]:

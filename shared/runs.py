@@ -6,6 +6,7 @@ findable; so the name is `<source_id>-<UTC start>-<nonce>` (at most 80 character
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -19,6 +20,12 @@ def execution_name(source_id: str, started: datetime, nonce: str | None = None) 
     nonce = nonce if nonce is not None else secrets.token_hex(4)
     stamp = started.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     return _NAME_UNSAFE.sub("-", f"{source_id[:50]}-{stamp}-{nonce}")[:80]
+
+
+def requested_run_nonce(event_id: str) -> str:
+    """The name suffix of the run a `Run Requested` event starts: derived from the event's id,
+    so a duplicate delivery names the same execution, and the requester can find it."""
+    return "req" + hashlib.sha256(event_id.encode()).hexdigest()[:8]
 
 
 def start_run(

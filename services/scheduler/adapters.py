@@ -23,6 +23,19 @@ def schedulable_sources(cur: Any) -> list[dict[str, Any]]:
     return [dict(row) for row in cur.fetchall()]
 
 
+def record_tick(cur: Any, rule: str, tick_at: datetime, event_id: str) -> None:
+    cur.execute(
+        """
+        INSERT INTO public.scheduler_tick (rule, last_tick_at, last_event_id)
+        VALUES (%s, %s, %s)
+        ON CONFLICT (rule) DO UPDATE
+           SET last_tick_at = GREATEST(scheduler_tick.last_tick_at, EXCLUDED.last_tick_at),
+               last_event_id = EXCLUDED.last_event_id, handled_at = now()
+        """,
+        (rule, tick_at, event_id),
+    )
+
+
 def claim_slot(cur: Any, source_id: str, slot: datetime) -> bool:
     """Take the slot for this source, unless a run was already started for it or a later one."""
     cur.execute(

@@ -7,7 +7,13 @@ from functools import cache
 from typing import Any
 
 from services.scheduler.adapters import ExecutionStarter
-from services.scheduler.logic import apply_reset, dispatch, request_resets, start_requested_run
+from services.scheduler.logic import (
+    apply_reset,
+    dispatch,
+    record_tick,
+    request_resets,
+    start_requested_run,
+)
 from services.scheduler.settings import Settings
 from shared import aws
 from shared.db import Database
@@ -35,6 +41,7 @@ def publisher() -> EventPublisher:
 def on_tick(event: dict[str, Any]) -> None:
     # The tick's own time names the slots, so a redelivered tick decides the same way.
     now = parse_iso(event["time"])
+    record_tick(event, now, db=database())
     dispatch(now, db=database(), start_run=starter())
     request_resets(now, db=database(), publish=publisher())
 

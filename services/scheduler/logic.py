@@ -9,7 +9,6 @@ The decisions (`due_sources`, `decide_resets`) are pure; the rest applies them.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,13 +20,14 @@ from shared.errors import TransientError
 from shared.flows import FlowParams, FlowType, InvalidFlowParams, parse_flow_params
 from shared.ledger import set_flow_params
 from shared.observability import logger
+from shared.runs import requested_run_nonce
 from shared.schedules import InvalidSchedule, source_schedule
 from shared.timefmt import isoformat
 
 NORMAL_PARAMS = FlowParams(FlowType.NORMAL).canonical()
 
 StartRun = Callable[[str, datetime, str], str]  # (source_id, started, nonce) -> execution ARN
-Publish = Callable[[str, Mapping[str, Any]], None]  # (detail type, detail)
+Publish = Callable[[str, Mapping[str, Any]], object]  # (detail type, detail)
 
 
 @dataclass(frozen=True)
@@ -96,12 +96,18 @@ def dispatch(now: datetime, *, db: Database, start_run: StartRun) -> list[str]:
     return started
 
 
+def record_tick(event: Mapping[str, Any], now: datetime, *, db: Database) -> None:
+    """Note that a schedule rule's tick arrived (`sourceflow status` shows the last one)."""
+    rule = event["resources"][0].rsplit("/", 1)[-1] if event.get("resources") else "unknown"
+    with db.transaction() as cur:
+        adapters.record_tick(cur, rule, now, event["id"])
+
+
 def start_requested_run(event: Mapping[str, Any], *, start_run: StartRun) -> str:
     """A `Run Requested` event starts one execution, named after the event so that a
     duplicate delivery of it starts nothing more."""
-    nonce = "req" + hashlib.sha256(event["id"].encode()).hexdigest()[:8]
     requested_at = datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
-    return start_run(event["detail"]["source_id"], requested_at, nonce)
+    return start_run(event["detail"]["source_id"], requested_at, requested_run_nonce(event["id"]))
 
 
 @dataclass(frozen=True)

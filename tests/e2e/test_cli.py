@@ -1,0 +1,193 @@
+"""The operator's command against the embedded stack: every subcommand, both output forms, and
+one clear line when something is wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from shared.respecs import InvalidRespecsQuery, check_respecs_query, parse_allowed_tables
+from tests.e2e.conftest import Harness
+
+DAY = timedelta(days=1)
+
+
+def ok(harness: Harness, *args: str) -> str:
+    completed = harness.sourceflow(*args)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed.stdout
+
+
+def fails(harness: Harness, *args: str) -> str:
+    completed = harness.sourceflow(*args)
+    assert completed.returncode != 0, completed.stdout
+    assert "Traceback" not in completed.stderr + completed.stdout
+    return completed.stderr
+
+
+def test_sources_list_and_show_in_both_forms(harness: Harness) -> None:
+    cursor = datetime.now(UTC) - 2 * DAY
+    source_id = harness.new_source(
+        harness.new_dataset([DAY]), runtime_count=3, cursor=cursor, params={"type": "SOLD"}
+    )
+    assert harness.run(source_id).status == "SUCCEEDED"
+
+    [row] = [
+        r
+        for r in json.loads(ok(harness, "sources", "list", "--json"))
+        if r["source_id"] == source_id
+    ]
+    assert (row["source_type"], row["flow"], row["runtime_count"]) == ("http_api", "Sold", 4)
+    assert row["last_run_status"] == "succeeded" and row["locked_by"] is None
+    assert source_id in ok(harness, "sources", "list")
+
+    shown = json.loads(ok(harness, "sources", "show", source_id, "--json"))
+    assert shown["source"]["source_id"] == source_id
+    assert [run["status"] for run in shown["runs"]] == ["succeeded"]
+    assert shown["flow_history"][0]["to_params"] == {"type": "SOLD"}
+    table = ok(harness, "sources", "show", source_id)
+    assert "last runs" in table and "flow history" in table
+
+    assert "unknown source 'nope'" in fails(harness, "sources", "show", "nope")
+
+
+def test_flow_set_writes_canonical_params_and_records_who_and_why(harness: Harness) -> None:
+    source_id = harness.new_source(harness.new_dataset([DAY]), runtime_count=3)
+    sql = f"UPDATE public.listing_attributes SET value = 'x' WHERE source_id = '{source_id}'"
+    cases = [
+        (["sold", "--year", "2021"], {"flow_type": "Sold", "year": 2021}),
+        (["full-load"], {"flow_type": "Full Load"}),
+        (["respecs", "--sql", sql], {"flow_type": "Re-specs", "sql": sql}),
+        (
+            ["normal", "--reset-at", "2030-01-01"],
+            {"flow_type": "Normal", "reset_at": "2030-01-01T00:00:00Z"},
+        ),
+    ]
+    for args, expected in cases:
+        written = json.loads(
+            ok(harness, "flow", "set", source_id, *args, "--reason", "test", "--json")
+        )
+        assert written["batch_execution_params"] == expected
+        assert harness.run_source_row(source_id)["batch_execution_params"] == expected
+        change = harness.flow_history(source_id)[-1]
+        assert change["changed_by"].startswith("operator:") and change["reason"] == "test"
+    assert "batch_execution_params =" in ok(harness, "flow", "set", source_id, "normal")
+
+
+def test_flow_set_refuses_a_query_validation_would_refuse_with_its_message(
+    harness: Harness,
+) -> None:
+    source_id = harness.new_source(harness.new_dataset([DAY]), runtime_count=3)
+    before = harness.run_source_row(source_id)["batch_execution_params"]
+    bad = "DELETE FROM public.listing_attributes WHERE true"
+    with pytest.raises(InvalidRespecsQuery) as validation_says:
+        check_respecs_query(source_id, bad, parse_allowed_tables("public.listing_attributes"))
+    assert str(validation_says.value) in fails(
+        harness, "flow", "set", source_id, "respecs", "--sql", bad
+    )
+    assert harness.run_source_row(source_id)["batch_execution_params"] == before
+    usage = harness.sourceflow("flow", "set", source_id, "respecs")
+    assert usage.returncode == 2 and "--sql" in usage.stderr
+
+
+def test_run_wait_follows_the_steps_and_reports_the_outcome(harness: Harness) -> None:
+    source_id = harness.new_source(
+        harness.new_dataset([DAY, DAY / 2]), runtime_count=3, cursor=datetime.now(UTC) - 2 * DAY
+    )
+    out = ok(harness, "run", source_id, "--wait")
+    for step in ("Validate", "Download", "UnlockAfterSuccess", "SUCCEEDED"):
+        assert step in out
+    assert "2 records" in out
+
+    harness.set_params(source_id, {"type": "Weekly"})
+    completed = harness.sourceflow("run", source_id, "--wait")
+    assert completed.returncode == 1
+    assert "InvalidFlowParams in Validate" in completed.stdout
+    assert "'Weekly'" in completed.stdout
+
+
+def test_run_without_wait_requests_a_run_that_then_happens(harness: Harness) -> None:
+    source_id = harness.new_source(harness.new_dataset([DAY]), runtime_count=3)
+    assert f"run requested for {source_id}" in ok(harness, "run", source_id)
+    harness.wait_for_scheduler()
+    [execution] = harness.executions_of(source_id)
+    assert harness.finish(execution["executionArn"], source_id).status == "SUCCEEDED"
+    assert "unknown source 'nope'" in fails(harness, "run", "nope")
+
+
+def test_runs_lists_the_ledger_newest_first_with_filters(harness: Harness) -> None:
+    source_id = harness.new_source(
+        harness.new_dataset([DAY]), runtime_count=3, cursor=datetime.now(UTC) - 2 * DAY
+    )
+    first, second = harness.run(source_id), harness.run(source_id)
+    rows = json.loads(ok(harness, "runs", "--source", source_id, "--json"))
+    assert [r["execution_arn"] for r in rows] == [second.execution_arn, first.execution_arn]
+    assert rows[0]["records"] == 0 and rows[1]["records"] == 1
+    assert rows[0]["duration_seconds"] > 0
+    assert (
+        json.loads(ok(harness, "runs", "--source", source_id, "--status", "failed", "--json")) == []
+    )
+    future = (datetime.now(UTC) + DAY).strftime("%Y-%m-%d")
+    assert json.loads(ok(harness, "runs", "--since", future, "--json")) == []
+    assert source_id in ok(harness, "runs", "--source", source_id)
+
+
+def test_status_shows_queues_running_locks_and_the_last_tick(harness: Harness) -> None:
+    source_id = harness.new_source(harness.new_dataset([DAY]), runtime_count=3)
+    with harness.db.transaction() as cur:
+        cur.execute(
+            "UPDATE public.source SET locked_by = 'arn:dead',"
+            " locked_at = now() - interval '1 hour', lock_expires_at = now() - interval '1 minute'"
+            " WHERE source_id = %s",
+            (source_id,),
+        )
+    harness.tick()
+    report = json.loads(ok(harness, "status", "--json"))
+    assert [q["service"] for q in report["queues"]] == [
+        "validation",
+        "download",
+        "unlocking",
+        "scheduler",
+    ]
+    [lock] = [row for row in report["locked"] if row["source_id"] == source_id]
+    assert lock["lease_expired"] is True
+    assert [tick["rule"] for tick in report["scheduler_ticks"]] == ["sourceflow-local-tick"]
+    table = ok(harness, "status")
+    assert "queues" in table and "scheduler ticks" in table and source_id in table
+    with harness.db.transaction() as cur:
+        cur.execute(
+            "UPDATE public.source SET locked_by = NULL, locked_at = NULL, lock_expires_at = NULL"
+            " WHERE source_id = %s",
+            (source_id,),
+        )
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [
+        ({}, "DATABASE_URL is not set"),
+        ({"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}, "connect"),
+    ],
+    ids=["nothing-configured", "database-down"],
+)
+def test_a_missing_or_broken_dependency_is_one_clear_line(
+    tmp_path: Path, environment: dict[str, str], expected: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL")}
+    completed = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "sources", "list", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, **environment},
+    )
+    assert completed.returncode == 1
+    assert "Traceback" not in completed.stderr
+    [line] = completed.stderr.strip().splitlines()
+    assert expected in line
