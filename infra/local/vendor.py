@@ -750,6 +750,9 @@ class VendorState:
     # Set when the faults are cleared: pages waiting out an injected delay go on at once, so a
     # test that hung a request leaves no request hanging behind it.
     faults_cleared: threading.Event = field(default_factory=threading.Event)
+    # Benchmarks only: every records page, once rendered, is served again from memory, so that
+    # what is measured downstream is not the vendor's rendering.
+    page_cache: dict[str, bytes] | None = None
 
     def add(self, name: str, size: int) -> Dataset:
         """Register a dataset anchored at the server's anchor."""
@@ -880,6 +883,14 @@ class VendorHandler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         """Read the body first (keep-alive needs it consumed even on errors), route, reply."""
+        pages = self.server.state.page_cache
+        if pages is not None:
+            if method == "GET" and (cached := pages.get(self.path)) is not None:
+                self._read_body()
+                self._send(200, cached)
+                return
+            if method != "GET":
+                pages.clear()  # an upsert or a fault changes what pages say
         try:
             body = self._read_body()
             status, payload = self._route(method, body)
@@ -887,7 +898,10 @@ class VendorHandler(BaseHTTPRequestHandler):
             status, payload = exc.status, {"error": exc.message}
         except Exception as exc:  # a bug must still answer, or the client hangs
             status, payload = 500, {"error": f"internal error: {type(exc).__name__}: {exc}"}
-        self._send(status, json.dumps(payload, separators=(",", ":")).encode())
+        encoded = json.dumps(payload, separators=(",", ":")).encode()
+        if pages is not None and method == "GET" and status == 200 and "/records" in self.path:
+            pages[self.path] = encoded
+        self._send(status, encoded)
 
     def _read_body(self) -> Any:
         """The parsed JSON body, or None when there is none."""
@@ -1004,9 +1018,10 @@ def make_server(
     datasets: Mapping[str, int] | None = None,
     anchor: datetime | str | None = None,
     clock: Callable[[], datetime] | None = None,
+    cache_pages: bool = False,
 ) -> VendorServer:
     """A bound but not yet serving vendor server (port 0 picks a free port)."""
-    state = VendorState(anchor=_as_anchor(anchor))
+    state = VendorState(anchor=_as_anchor(anchor), page_cache={} if cache_pages else None)
     if clock is not None:
         state.clock = clock
     for name, size in (DEFAULT_DATASETS if datasets is None else datasets).items():
@@ -1076,6 +1091,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="NAME=SIZE",
         help="serve this dataset (repeatable; default listings-a=5000 listings-b=2000)",
     )
+    parser.add_argument(
+        "--cache-pages",
+        action="store_true",
+        help="benchmarks: keep each rendered records page in memory and serve it from there",
+    )
     return parser.parse_args(argv)
 
 
@@ -1083,7 +1103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run until SIGTERM or SIGINT, announcing the address on one line for a supervisor."""
     args = parse_args(argv)
     datasets = dict(args.dataset) if args.dataset else None
-    server = make_server(args.host, args.port, datasets, args.anchor)
+    server = make_server(args.host, args.port, datasets, args.anchor, cache_pages=args.cache_pages)
     stopping = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

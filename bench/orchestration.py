@@ -1,0 +1,115 @@
+"""What the state machine adds to a run: one with nothing new, through the whole machine,
+against the three services' logic called directly in one process."""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from bench.common import LONG, bench_source, task_request, utc_now
+from infra.local.stack import LocalStack, aws_client
+from infra.runs import wait_for_execution
+from services.download.adapters import S3RawSink
+from services.download.logic import Claim, Heartbeat, download_run
+from services.unlocking.logic import unlock_run
+from services.validation.logic import validate_run
+from shared import aws
+from shared.connectors import connector_for
+from shared.db import Database
+from shared.runs import start_run
+from shared.settings import RespecsSettings
+
+RUNS = 15
+STEPS = ("Validate", "Download", "UnlockAfterSuccess", "PublishRunSucceeded")
+
+
+def measure_orchestration(stack: LocalStack, runs: int = RUNS) -> dict[str, Any]:
+    env = stack.env
+    db = Database(env["DATABASE_URL"], application_name="sourceflow-bench")
+    # The vendor's data ends at its anchor (≤ now): a cursor at now means nothing new.
+    source_id = bench_source(db, env["VENDOR_URL"], "listings-a", cursor=utc_now())
+    sfn = aws_client(env, "stepfunctions")
+
+    machine, steps = [], defaultdict(list)
+    for index in range(runs + 2):
+        arn = start_run(sfn, env["STATE_MACHINE_ARN"], source_id)
+        described = wait_for_execution(sfn, arn)
+        assert described["status"] == "SUCCEEDED", described
+        if index < 2:
+            continue  # warm-up: cold workers, first connections
+        machine.append((described["stopDate"] - described["startDate"]).total_seconds())
+        for step, seconds in _step_seconds(sfn, arn).items():
+            steps[step].append(seconds)
+
+    direct, direct_steps = [], defaultdict(list)
+    for index in range(runs + 2):
+        timings = _direct_run(db, source_id, env["RAW_BUCKET"], stack)
+        if index >= 2:
+            direct.append(sum(timings.values()))
+            for step, seconds in timings.items():
+                direct_steps[step].append(seconds)
+    db.close()
+
+    median_machine, median_direct = statistics.median(machine), statistics.median(direct)
+    step_medians = {step: statistics.median(values) for step, values in steps.items()}
+    return {
+        "runs": runs,
+        "median_state_machine_s": median_machine,
+        "median_direct_s": median_direct,
+        "median_overhead_s": median_machine - median_direct,
+        # Each callback step: from the task's message being sent to the task's success,
+        # i.e. SQS delivery + the worker's poll + the logic + SendTaskSuccess.
+        "median_step_s": step_medians,
+        "median_direct_step_s": {
+            step: statistics.median(values) for step, values in direct_steps.items()
+        },
+        "median_between_steps_s": median_machine - sum(step_medians.values()),
+    }
+
+
+def _step_seconds(sfn: Any, execution_arn: str) -> dict[str, float]:
+    """Seconds from each task's scheduling to its end, from the execution history."""
+    events = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+    seconds, state, scheduled = {}, "", None
+    for event in events:
+        if event["type"] == "TaskStateEntered":
+            state = event["stateEnteredEventDetails"]["name"]
+        elif event["type"] == "TaskScheduled":
+            scheduled = event["timestamp"]
+        elif event["type"] == "TaskSucceeded" and scheduled is not None and state in STEPS:
+            seconds[state] = (event["timestamp"] - scheduled).total_seconds()
+    return seconds
+
+
+def _direct_run(db: Database, source_id: str, bucket: str, stack: LocalStack) -> dict[str, float]:
+    """The three services' logic, back to back in this process, on the same database."""
+    import os
+
+    os.environ.update({k: v for k, v in stack.env.items() if k.startswith("AWS_")})
+    request = task_request(source_id)
+    timings = {}
+    started = time.perf_counter()
+    validated = validate_run(request, db=db, clock=utc_now, lease=LONG, respecs_tables=frozenset())
+    timings["Validate"] = time.perf_counter() - started
+    started = time.perf_counter()
+    download_run(
+        {**request, "plan": validated["plan"]},
+        db=db,
+        connector_for=connector_for,
+        sink=S3RawSink(aws.client("s3"), bucket),
+        heartbeat=Heartbeat(send=lambda: None, renew_lease=lambda: True, interval_seconds=3600),
+        part_max_records=100_000,
+        claim=Claim(attempt=uuid.uuid4().hex, message_id="bench", ttl=LONG),
+    )
+    timings["Download"] = time.perf_counter() - started
+    started = time.perf_counter()
+    unlock_run(
+        {**request, "outcome": "succeeded"},
+        db=db,
+        respecs=RespecsSettings(allowed_tables=frozenset(), statement_timeout_ms=60_000),
+    )
+    timings["UnlockAfterSuccess"] = time.perf_counter() - started
+    return timings

@@ -1,0 +1,116 @@
+"""One measured transfer, run in its own process so that its peak memory is its own.
+
+`python -m bench.transfer MODE --vendor URL --dataset NAME --page-size N` prints one JSON line.
+MODE:
+- `serve`: fetch every page and discard it — the vendor's own serving rate;
+- `raw`: fetch every page and write it gzip-compressed to a file — the physical limit here;
+- `download`: the download service's code path (connector, S3 sink, ledger, manifest) into
+  the raw bucket, configured from the environment like the service (DATABASE_URL, RAW_BUCKET,
+  AWS_ENDPOINT_URL…).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+
+def _pages(vendor: str, dataset: str, page_size: int) -> Any:
+    url = f"{vendor}/datasets/{dataset}/records"
+    params = {"page_size": str(page_size), "modified_after": "1990-01-01T00:00:00Z"}
+    with requests.Session() as session:
+        while True:
+            response = session.get(url, params=params, timeout=60)
+            response.raise_for_status()
+            body = response.content
+            yield body
+            token = json.loads(body)["next_page_token"]
+            if not token:
+                return
+            params["page_token"] = token
+
+
+def serve(vendor: str, dataset: str, page_size: int) -> dict[str, Any]:
+    total = 0
+    for body in _pages(vendor, dataset, page_size):
+        total += len(body)
+    return {"bytes": total}
+
+
+def raw(vendor: str, dataset: str, page_size: int) -> dict[str, Any]:
+    total = 0
+    with (
+        tempfile.TemporaryFile() as spool,
+        gzip.GzipFile(fileobj=spool, mode="wb", compresslevel=6) as gz,
+    ):
+        for body in _pages(vendor, dataset, page_size):
+            gz.write(body)
+            total += len(body)
+    return {"bytes": total}
+
+
+def download(vendor: str, dataset: str, page_size: int) -> dict[str, Any]:
+    """Validate a run (so the ledger and lock are real), then time the download alone."""
+    import os
+
+    from bench.common import LONG, bench_source, task_request, utc_now
+    from services.download.adapters import S3RawSink
+    from services.download.logic import Claim, Heartbeat, download_run
+    from services.validation.logic import validate_run
+    from shared import aws
+    from shared.connectors import connector_for
+    from shared.db import Database
+
+    db = Database(os.environ["DATABASE_URL"], application_name="sourceflow-bench")
+    # A cursor before every record: a Normal run loads the whole dataset.
+    source_id = bench_source(
+        db, vendor, dataset, cursor=datetime(1990, 1, 1, tzinfo=UTC), page_size=page_size
+    )
+    request = task_request(source_id)
+    plan = validate_run(request, db=db, clock=utc_now, lease=LONG, respecs_tables=frozenset())[
+        "plan"
+    ]
+    started = time.perf_counter()
+    result = download_run(
+        {**request, "plan": plan},
+        db=db,
+        connector_for=connector_for,
+        sink=S3RawSink(aws.client("s3"), os.environ["RAW_BUCKET"]),
+        heartbeat=Heartbeat(send=lambda: None, renew_lease=lambda: True, interval_seconds=3600),
+        part_max_records=int(os.environ.get("PART_MAX_RECORDS", "100000")),
+        claim=Claim(attempt=uuid.uuid4().hex, message_id="bench", ttl=LONG),
+    )
+    seconds = time.perf_counter() - started
+    db.close()
+    return {"records": result["records"], "compressed_bytes": result["bytes"], "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.transfer")
+    parser.add_argument("mode", choices=["serve", "raw", "download"])
+    parser.add_argument("--vendor", required=True)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--page-size", type=int, default=10000)
+    args = parser.parse_args()
+    measure = {"serve": serve, "raw": raw, "download": download}[args.mode]
+    started = time.perf_counter()
+    figures = measure(args.vendor, args.dataset, args.page_size)
+    figures.setdefault("seconds", time.perf_counter() - started)
+    # ru_maxrss is in KiB on Linux.
+    figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    json.dump(figures, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()
