@@ -6,6 +6,7 @@ failure, lock timeout) become `TransientError` here, so services never inspect p
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extras
 from psycopg2.extensions import connection as PgConnection
+from psycopg2.extensions import make_dsn
 
 from shared.errors import TransientError
 
@@ -75,3 +77,40 @@ class Database:
         if self._conn is not None and not self._conn.closed:
             self._conn.close()
         self._conn = None
+
+
+def dsn_from_secret(secret: str, *, reference: str) -> str:
+    """A libpq connection string from a Secrets Manager database secret.
+
+    The secret is the JSON object RDS and Secrets Manager's rotation functions keep:
+    `{"host", "port", "dbname", "username", "password"}`, where port (5432) and dbname
+    (postgres) may be left out. Errors name the secret and the keys, never a value.
+    """
+    try:
+        document = json.loads(secret)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        raise ValueError(
+            f"database secret {reference} is not a JSON object; store "
+            '{"host", "port", "dbname", "username", "password"} as RDS does'
+        )
+    missing = [
+        key
+        for key in ("host", "username", "password")
+        if not isinstance(document.get(key), str) or not document[key]
+    ]
+    if missing:
+        raise ValueError(f"database secret {reference} has no text {', '.join(missing)}")
+    port = document.get("port", 5432)
+    if isinstance(port, bool) or not str(port).isdigit():
+        raise ValueError(f"database secret {reference}: port is not a whole number")
+    return str(
+        make_dsn(
+            host=document["host"],
+            port=str(port),
+            dbname=str(document.get("dbname") or "postgres"),
+            user=document["username"],
+            password=document["password"],
+        )
+    )

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared import aws
+from shared.db import dsn_from_secret
 
 
 class SettingsError(RuntimeError):
@@ -43,6 +49,40 @@ def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
     return value
 
 
+def read_database_secret(secret_id: str) -> str:
+    """The text of the Secrets Manager secret that describes the database connection."""
+    try:
+        return str(
+            aws.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
+        )
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise SettingsError(f"cannot read the database secret {secret_id} ({code})") from exc
+    except BotoCoreError as exc:
+        raise SettingsError(
+            f"cannot read the database secret {secret_id} ({type(exc).__name__})"
+        ) from exc
+
+
+def database_url(read_secret: Callable[[str], str] = read_database_secret) -> str:
+    """DATABASE_URL when it is set (the embedded stack, tests); otherwise the connection the
+    Secrets Manager secret named by DATABASE_SECRET_ARN describes (the cloud), read once at
+    cold start, so the password lives in the secret and never in the function's configuration.
+    """
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    secret_arn = os.environ.get("DATABASE_SECRET_ARN")
+    if not secret_arn:
+        raise SettingsError(
+            "neither DATABASE_URL nor DATABASE_SECRET_ARN is set; set one before starting"
+        )
+    try:
+        return dsn_from_secret(read_secret(secret_arn), reference=secret_arn)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class ConsumerSettings:
     """What every queue consumer (validation, download, unlocking, scheduler) needs."""
@@ -53,9 +93,11 @@ class ConsumerSettings:
     retry_backoff_seconds: float
 
     @classmethod
-    def from_env(cls) -> ConsumerSettings:
+    def from_env(
+        cls, *, read_secret: Callable[[str], str] = read_database_secret
+    ) -> ConsumerSettings:
         return cls(
-            database_url=env_str("DATABASE_URL"),
+            database_url=database_url(read_secret),
             max_receives=env_int("MAX_RECEIVE_COUNT", 5, minimum=1),
             retry_backoff_seconds=env_float("RETRY_BACKOFF_SECONDS", 2.0),
         )
