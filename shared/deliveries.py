@@ -15,11 +15,17 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.db import Database
-from shared.observability import logger
+from shared.observability import count_deliveries, log_metrics, logger, tracer
 
 
 @dataclass(frozen=True)
@@ -134,3 +140,29 @@ def guarded(
             raise
 
     return handle
+
+
+def batch_lambda_handler(
+    record_handler: Callable[[SQSRecord], None],
+) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
+    """Lambda's entry point for an SQS event source mapping with ReportBatchItemFailures: each
+    record is handled alone, and only the ones that raised are handed back for redelivery.
+
+    A batch whose every record failed is answered the same way instead of raising, so Lambda's
+    Errors metric (the errors alarm) counts only invocations that crashed or timed out; failed
+    deliveries have their own metric. The invocation is traced, its log lines carry the Lambda
+    context, and its metrics are flushed when it ends.
+    """
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+    @logger.inject_lambda_context
+    @tracer.capture_lambda_handler
+    @log_metrics
+    def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        response = process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+        count_deliveries(len(event["Records"]), len(response["batchItemFailures"]))
+        return dict(response)
+
+    return lambda_handler

@@ -13,20 +13,21 @@ from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared import aws, contracts
 from shared.db import Database
-from shared.deliveries import FailureLog, QueueVisibility, RetryPolicy, guarded
+from shared.deliveries import (
+    FailureLog,
+    QueueVisibility,
+    RetryPolicy,
+    batch_lambda_handler,
+    guarded,
+)
 from shared.errors import ContractViolation, TransientError
-from shared.observability import logger, tracer
+from shared.observability import logger
 from shared.settings import ConsumerSettings
 
 EVENT_SOURCE = "sourceflow"
@@ -112,7 +113,6 @@ def event_lambda_handler(
     """A Lambda consuming EventBridge events from SQS, routed by DetailType, with partial batch
     responses: a malformed or failing event is recorded and redelivered alone, with backoff,
     and ends in the DLQ."""
-    processor = BatchProcessor(event_type=EventType.SQS)
     accepted = set(routes)
     retry = RetryPolicy(settings.max_receives, settings.retry_backoff_seconds)
 
@@ -137,11 +137,4 @@ def event_lambda_handler(
             record
         )
 
-    @logger.inject_lambda_context
-    @tracer.capture_lambda_handler
-    def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
-        return process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
-        )
-
-    return lambda_handler
+    return batch_lambda_handler(record_handler)

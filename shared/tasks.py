@@ -14,11 +14,6 @@ from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any, Protocol
 
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
@@ -30,11 +25,12 @@ from shared.deliveries import (
     FailureLog,
     QueueVisibility,
     RetryPolicy,
+    batch_lambda_handler,
     guarded,
 )
 from shared.errors import DuplicateDelivery, PermanentError, TaskOver, TransientError
 from shared.ledger import failure_recorder
-from shared.observability import logger, tracer
+from shared.observability import logger
 from shared.settings import ConsumerSettings
 
 _TASK_OVER_CODES = {"InvalidToken", "TaskTimedOut", "TaskDoesNotExist"}
@@ -174,7 +170,6 @@ def task_lambda_handler(
     that raises (malformed, transient, or a bug) is recorded, delayed by the retry backoff and
     reported in `batchItemFailures`; only it is redelivered, the rest of the batch is deleted.
     """
-    processor = BatchProcessor(event_type=EventType.SQS)
     retry = RetryPolicy(settings.max_receives, settings.retry_backoff_seconds)
 
     @cache
@@ -198,11 +193,4 @@ def task_lambda_handler(
             record
         )
 
-    @logger.inject_lambda_context
-    @tracer.capture_lambda_handler
-    def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
-        return process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
-        )
-
-    return lambda_handler
+    return batch_lambda_handler(record_handler)

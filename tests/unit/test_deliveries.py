@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.deliveries import Delivery, FailureLog, QueueVisibility, RetryPolicy, guarded
+from infra.local.lambda_event import LocalLambdaContext
+from shared.deliveries import (
+    Delivery,
+    FailureLog,
+    QueueVisibility,
+    RetryPolicy,
+    batch_lambda_handler,
+    guarded,
+)
 from shared.errors import TransientError
 
 QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:sourceflow-local-download"
@@ -115,3 +124,38 @@ def test_the_failure_log_never_raises_when_the_database_is_down() -> None:
         raise TransientError("cannot connect to PostgreSQL")
 
     FailureLog(no_database)(record(), KeyError("x"))
+
+
+def lambda_context() -> LambdaContext:
+    # The attributes powertools reads, as the embedded stack's workers pass them.
+    return cast(LambdaContext, LocalLambdaContext("sourceflow-test-download", timeout_seconds=60))
+
+
+def sqs_event(*message_ids: str) -> dict[str, Any]:
+    return {
+        "Records": [
+            {**record().raw_event, "messageId": message_id, "receiptHandle": f"rh-{message_id}"}
+            for message_id in message_ids
+        ]
+    }
+
+
+def test_only_the_records_that_raised_are_handed_back() -> None:
+    # powertools hands each record over as the keyword argument `record`
+    def handler(record: SQSRecord) -> None:
+        if record.message_id == "bad":
+            raise TransientError("vendor down")
+
+    response = batch_lambda_handler(handler)(sqs_event("ok", "bad"), lambda_context())
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+
+
+def test_a_batch_that_failed_entirely_is_answered_not_raised() -> None:
+    # Lambda's Errors metric (and its alarm) must count crashes only, not failed deliveries.
+    def handler(record: SQSRecord) -> None:
+        raise TransientError("database down")
+
+    response = batch_lambda_handler(handler)(sqs_event("a", "b"), lambda_context())
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "a"}, {"itemIdentifier": "b"}]}
