@@ -12,6 +12,7 @@ Writes `.sourceflow/bench.json`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import socket
@@ -23,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.cost import run_cost
 from bench.orchestration import measure_orchestration
 from bench.scale import measure_scale
 from infra.local.stack import LocalStack, StackOptions
@@ -115,11 +117,28 @@ def main() -> int:
         report["orchestration"] = measure_orchestration(stack)
         print("scale…", flush=True)
         report["scale"] = measure_scale(stack)
+    report["cost"] = estimate_costs(report)
     report["wall_s"] = time.monotonic() - started
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print_report(report)
     print(f"written to {RESULTS}")
     return 0
+
+
+def estimate_costs(report: dict[str, Any]) -> dict[str, Any]:
+    """A typical Normal run (nothing much new) and a 1M-record Re-specs run, on AWS."""
+    orchestration, download = report["orchestration"], report["download"]
+    logic = orchestration["median_direct_step_s"]
+    return {
+        "normal_run": run_cost(
+            transitions=orchestration["state_transitions_per_run"], step_seconds=logic, parts=0
+        ),
+        "respecs_1m_run": run_cost(
+            transitions=orchestration["state_transitions_per_run"],
+            step_seconds={**logic, "Download": download["records"] / download["records_per_s"]},
+            parts=math.ceil(download["records"] / 100_000),
+        ),
+    }
 
 
 def print_report(report: dict[str, Any]) -> None:

@@ -33,7 +33,7 @@ def measure_orchestration(stack: LocalStack, runs: int = RUNS) -> dict[str, Any]
     source_id = bench_source(db, env["VENDOR_URL"], "listings-a", cursor=utc_now())
     sfn = aws_client(env, "stepfunctions")
 
-    machine, steps = [], defaultdict(list)
+    machine, steps, transitions = [], defaultdict(list), 0
     for index in range(runs + 2):
         arn = start_run(sfn, env["STATE_MACHINE_ARN"], source_id)
         described = wait_for_execution(sfn, arn)
@@ -41,7 +41,9 @@ def measure_orchestration(stack: LocalStack, runs: int = RUNS) -> dict[str, Any]
         if index < 2:
             continue  # warm-up: cold workers, first connections
         machine.append((described["stopDate"] - described["startDate"]).total_seconds())
-        for step, seconds in _step_seconds(sfn, arn).items():
+        events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        transitions = sum(event["type"].endswith("StateEntered") for event in events)
+        for step, seconds in _step_seconds(events).items():
             steps[step].append(seconds)
 
     direct, direct_steps = [], defaultdict(list)
@@ -67,12 +69,12 @@ def measure_orchestration(stack: LocalStack, runs: int = RUNS) -> dict[str, Any]
             step: statistics.median(values) for step, values in direct_steps.items()
         },
         "median_between_steps_s": median_machine - sum(step_medians.values()),
+        "state_transitions_per_run": transitions,
     }
 
 
-def _step_seconds(sfn: Any, execution_arn: str) -> dict[str, float]:
+def _step_seconds(events: list[dict[str, Any]]) -> dict[str, float]:
     """Seconds from each task's scheduling to its end, from the execution history."""
-    events = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
     seconds, state, scheduled = {}, "", None
     for event in events:
         if event["type"] == "TaskStateEntered":

@@ -1,0 +1,50 @@
+"""What a run costs on AWS, from the figures the benchmark measured and list prices.
+
+Prices: us-east-1 list prices (USD) as published for Step Functions Standard, Lambda (x86),
+SQS standard, S3 Standard PUT, EventBridge custom events. They change; the model is what
+matters: each line says what it counts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+PRICE = {
+    "state_transition": 0.025 / 1000,
+    "lambda_gb_second": 0.0000166667,
+    "lambda_request": 0.20 / 1_000_000,
+    "sqs_request": 0.40 / 1_000_000,
+    "s3_put": 0.005 / 1000,
+    "eventbridge_event": 1.00 / 1_000_000,
+}
+MEMORY_GB = {"Validate": 0.5, "Download": 1.0, "UnlockAfterSuccess": 0.5}
+HEARTBEAT_INTERVAL_S = 20.0  # the download service's heartbeat in the cloud (infra/resources.py)
+# Per callback step: one send (the state machine), one receive, one delete (the event source
+# mapping); the download adds one visibility change per heartbeat (with its lease renewal).
+SQS_REQUESTS_PER_STEP = 3
+
+
+def run_cost(*, transitions: int, step_seconds: dict[str, float], parts: int) -> dict[str, Any]:
+    """The cost of one run, by line."""
+    gb_seconds = sum(MEMORY_GB[step] * seconds for step, seconds in step_seconds.items())
+    heartbeats = 1 + math.floor(step_seconds.get("Download", 0.0) / HEARTBEAT_INTERVAL_S)
+    sqs = SQS_REQUESTS_PER_STEP * len(step_seconds) + heartbeats
+    lines = {
+        "state_transitions": transitions * PRICE["state_transition"],
+        "lambda_gb_seconds": gb_seconds * PRICE["lambda_gb_second"],
+        "lambda_requests": len(step_seconds) * PRICE["lambda_request"],
+        "sqs_requests": sqs * PRICE["sqs_request"],
+        "s3_puts": (parts + 1) * PRICE["s3_put"],  # the parts and the manifest
+        "eventbridge_events": PRICE["eventbridge_event"],  # Run Succeeded
+    }
+    return {
+        "usd": sum(lines.values()),
+        "usd_by_line": lines,
+        "counted": {
+            "state_transitions": transitions,
+            "lambda_gb_seconds": round(gb_seconds, 3),
+            "sqs_requests": sqs,
+            "s3_puts": parts + 1,
+        },
+    }
