@@ -23,7 +23,10 @@ def lock_run_row(cur: Any, execution_arn: str) -> dict[str, Any] | None:
 
 def lock_source_row(cur: Any, source_id: str) -> dict[str, Any] | None:
     cur.execute(
-        "SELECT locked_by, last_modified_date FROM public.source WHERE source_id = %s FOR UPDATE",
+        """
+        SELECT locked_by, last_modified_date, source_type
+          FROM public.source WHERE source_id = %s FOR UPDATE
+        """,
         (source_id,),
     )
     row = cur.fetchone()

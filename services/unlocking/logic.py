@@ -6,10 +6,11 @@ nothing it does not own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from services.unlocking import adapters
+from services.unlocking.metrics import RunEnded, publish_run_metrics
 from shared.db import Database
 from shared.errors import PermanentError
 from shared.flows import FlowType, advance_cursor, moves_cursor
@@ -26,55 +27,76 @@ class RunNotDownloaded(PermanentError):
 
 
 def unlock_run(
-    request: Mapping[str, Any], *, db: Database, respecs: RespecsSettings
+    request: Mapping[str, Any],
+    *,
+    db: Database,
+    respecs: RespecsSettings,
+    on_run_ended: Callable[[RunEnded], None] = publish_run_metrics,
 ) -> dict[str, Any]:
-    """Returns the fields of an unlocking-result message."""
-    execution_arn, source_id = request["execution_arn"], request["source_id"]
+    """Returns the fields of an unlocking-result message. A run this call ended (not a
+    duplicate's) is reported to `on_run_ended` once its transaction has committed."""
     with db.transaction() as cur:
-        run = adapters.lock_run_row(cur, execution_arn)
-        if run is not None and run["status"] in ("succeeded", "failed"):
-            return adapters.result_fields(run, lock_released=False)  # a duplicate: already done
-        source = adapters.lock_source_row(cur, source_id)
-        holds_lock = source is not None and source["locked_by"] == execution_arn
+        result, ended = _unlock(cur, request, respecs)
+    if ended is not None:
+        on_run_ended(ended)
+    return result
 
-        if request["outcome"] == "failed":
-            if run is None:
-                run = adapters.insert_failed_run(cur, request)
-            if holds_lock:
-                adapters.release_lock(cur, source_id, execution_arn)
-            ended = adapters.finish_failed(cur, execution_arn, request)
-            return adapters.result_fields(ended, lock_released=holds_lock)
 
-        if run is None or run["status"] != "downloaded":
-            raise RunNotDownloaded(
-                f"execution {execution_arn} reported success but its run is "
-                f"{run['status'] if run else 'missing'!r} in the ledger, not 'downloaded'"
-            )
-        if not holds_lock:
-            raise LockLost(
-                f"source {source_id!r} is locked by {source['locked_by'] if source else None}, "
-                f"not by {execution_arn}; the cursor is not moved"
-            )
-        assert source is not None
-        flow_type = FlowType(run["flow_type"])
-        respecs_rows = None
-        if flow_type is FlowType.RESPECS:
-            # Checked again: the allow-list may have shrunk since validation. A refused or
-            # failing query rolls back this whole transaction, cursor and lock included.
-            query = check_respecs_query(
-                source_id, run["flow_params"]["sql"], respecs.allowed_tables
-            )
-            respecs_rows = adapters.apply_respecs(cur, query.sql, respecs.statement_timeout_ms)
-        cursor_before = source["last_modified_date"]
-        cursor_after = (
-            advance_cursor(cursor_before, run["max_last_modified"])
-            if moves_cursor(flow_type)
-            else cursor_before
+def _unlock(
+    cur: Any, request: Mapping[str, Any], respecs: RespecsSettings
+) -> tuple[dict[str, Any], RunEnded | None]:
+    """The unlock, in the caller's transaction: the result fields, and the run it ended (None
+    when a duplicate finds the run already ended)."""
+    execution_arn, source_id = request["execution_arn"], request["source_id"]
+    run = adapters.lock_run_row(cur, execution_arn)
+    if run is not None and run["status"] in ("succeeded", "failed"):
+        return adapters.result_fields(run, lock_released=False), None  # a duplicate: done
+    source = adapters.lock_source_row(cur, source_id)
+    holds_lock = source is not None and source["locked_by"] == execution_arn
+    source_type = source["source_type"] if source is not None else None
+
+    if request["outcome"] == "failed":
+        if run is None:
+            run = adapters.insert_failed_run(cur, request)
+        if holds_lock:
+            adapters.release_lock(cur, source_id, execution_arn)
+        ended = adapters.finish_failed(cur, execution_arn, request)
+        return (
+            adapters.result_fields(ended, lock_released=holds_lock),
+            RunEnded.of(ended, source_type),
         )
-        adapters.finish_succeeded(
-            cur, source_id, execution_arn, cursor_before, cursor_after, respecs_rows
+
+    if run is None or run["status"] != "downloaded":
+        raise RunNotDownloaded(
+            f"execution {execution_arn} reported success but its run is "
+            f"{run['status'] if run else 'missing'!r} in the ledger, not 'downloaded'"
         )
-        adapters.release_lock(cur, source_id, execution_arn)
-        succeeded = adapters.lock_run_row(cur, execution_arn)
-        assert succeeded is not None
-        return adapters.result_fields(succeeded, lock_released=True)
+    if not holds_lock:
+        raise LockLost(
+            f"source {source_id!r} is locked by {source['locked_by'] if source else None}, "
+            f"not by {execution_arn}; the cursor is not moved"
+        )
+    assert source is not None
+    flow_type = FlowType(run["flow_type"])
+    respecs_rows = None
+    if flow_type is FlowType.RESPECS:
+        # Checked again: the allow-list may have shrunk since validation. A refused or
+        # failing query rolls back this whole transaction, cursor and lock included.
+        query = check_respecs_query(source_id, run["flow_params"]["sql"], respecs.allowed_tables)
+        respecs_rows = adapters.apply_respecs(cur, query.sql, respecs.statement_timeout_ms)
+    cursor_before = source["last_modified_date"]
+    cursor_after = (
+        advance_cursor(cursor_before, run["max_last_modified"])
+        if moves_cursor(flow_type)
+        else cursor_before
+    )
+    adapters.finish_succeeded(
+        cur, source_id, execution_arn, cursor_before, cursor_after, respecs_rows
+    )
+    adapters.release_lock(cur, source_id, execution_arn)
+    succeeded = adapters.lock_run_row(cur, execution_arn)
+    assert succeeded is not None
+    return (
+        adapters.result_fields(succeeded, lock_released=True),
+        RunEnded.of(succeeded, source_type),
+    )

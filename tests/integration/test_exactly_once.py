@@ -18,6 +18,7 @@ from services.download.logic import LockLost as DownloadLockLost
 from services.download.logic import RunNotStarted, lease_renewal
 from services.unlocking.logic import LockLost as UnlockLockLost
 from services.unlocking.logic import RunNotDownloaded, unlock_run
+from services.unlocking.metrics import RunEnded
 from services.validation.logic import SourceNotFound
 from shared.connectors import UnsupportedSourceType
 from shared.db import Database
@@ -502,6 +503,51 @@ def test_duplicate_unlock_success_moves_the_cursor_and_releases_the_lock_once(
     assert second == {**first, "lock_released": False}
     assert source_row_text(db, source_id) == source_after_first
     assert run_row(db, execution.arn) == run_after_first
+
+
+def test_a_run_is_reported_once_by_flow_and_source_type_with_what_it_loaded(
+    db: Database, make_source: MakeSource, new_execution: NewExecution, sink: FakeSink
+) -> None:
+    # Given a downloaded run of three records
+    source_id = make_source(runtime_count=1, cursor=CURSOR)
+    execution = new_execution(source_id)
+    downloaded_run(
+        db, execution, records_modified(*(CURSOR + timedelta(days=d) for d in (1, 2, 3))), sink
+    )
+    ended: list[RunEnded] = []
+
+    # When its unlock-success request is delivered twice
+    for _ in range(2):
+        unlock_run(execution.unlock_succeeded(), db=db, respecs=RESPECS, on_run_ended=ended.append)
+
+    # Then the run's end is reported once, with its flow, source type and load
+    [run] = ended
+    assert (run.status, run.flow_type, run.source_type) == ("succeeded", "normal", "http_api")
+    assert (run.records, run.failed_step) == (3, None)
+    assert run.bytes is not None and run.bytes > 0
+    assert run.duration_seconds >= 0
+
+
+def test_a_failed_run_is_reported_with_the_step_that_failed(
+    db: Database, make_source: MakeSource, new_execution: NewExecution
+) -> None:
+    # Given a run whose validation failed before it recorded anything
+    source_id = make_source(runtime_count=1, cursor=CURSOR)
+    execution = new_execution(source_id)
+    ended: list[RunEnded] = []
+
+    # When the state machine ends it with a failure
+    unlock_run(
+        execution.unlock_failed(step="Validate", error="SourceNotFound"),
+        db=db,
+        respecs=RESPECS,
+        on_run_ended=ended.append,
+    )
+
+    # Then its end is reported as a failure of that step, with no flow decided
+    [run] = ended
+    assert (run.status, run.failed_step, run.flow_type) == ("failed", "Validate", None)
+    assert run.source_type == "http_api"
 
 
 def test_the_cursor_never_moves_backwards(
