@@ -80,15 +80,21 @@ def format_timestamp(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
 
 
-def violations(message: Mapping[str, Any], name: str, version: int = 1) -> list[str]:
+def violations(
+    message: Mapping[str, Any], name: str, version: int = 1, *, echo_values: bool = True
+) -> list[str]:
     """Every way `message` breaks contract `name` v`version`, as ``"<json path>: <problem>"``.
 
     An empty list means the message is valid. Raises `ContractViolation` if there is no such
-    contract or version.
+    contract or version. With `echo_values=False` a problem never repeats the offending value
+    (a setting typed in the wrong place may be a password) and quotes the schema's description
+    of what was expected instead.
     """
     validator = _validator(name, version)
     instance = dict(message) if isinstance(message, Mapping) else message
-    rendered = [_render(error, validator.schema) for error in validator.iter_errors(instance)]
+    rendered = [
+        _render(error, validator.schema, echo_values) for error in validator.iter_errors(instance)
+    ]
     unique = dict.fromkeys(sorted(rendered, key=lambda pair: pair[0]))
     return [f"{path}: {problem}" for path, problem in unique]
 
@@ -212,9 +218,11 @@ def _versions(name: str) -> list[int]:
 
 
 def _has_envelope(name: str) -> bool:
-    """Whether contract `name` is a message (its newest schema declares the `schema` field)."""
+    """Whether contract `name` is a message: its newest schema takes in the envelope. (A column
+    document may have a field called `schema` of its own, such as a postgres connection's.)"""
     schema = _catalogue()[name, _versions(name)[-1]]
-    return "schema" in schema.get("properties", {})
+    envelope = {"$ref": f"{schema_id(COMMON, 1)}#/$defs/envelope"}
+    return envelope in schema.get("allOf", [])
 
 
 def _is_date_time(value: object) -> bool:
@@ -258,7 +266,7 @@ def _validator(name: str, version: int) -> Draft202012Validator:
 # --- rendering errors --------------------------------------------------------------------------
 
 
-def _render(error: ValidationError, root: Any) -> tuple[str, str]:
+def _render(error: ValidationError, root: Any, echo_values: bool = True) -> tuple[str, str]:
     """One error as (json path, problem), the path pointing at the offending field."""
     path = error.json_path
     value = error.validator_value
@@ -274,14 +282,29 @@ def _render(error: ValidationError, root: Any) -> tuple[str, str]:
     elif error.validator == "not" and _is_exclusive_keys(value):
         # {"not": {"type": "object", "required": [a, b]}}: a and b exclude each other
         problem = " and ".join(repr(key) for key in value["required"]) + " cannot both be present"
-    else:
+    elif echo_values:
         problem = error.message
+    else:
+        problem = _problem_without_value(error)
     condition = _condition(error, root)
     if condition:
         problem = f"{problem} when {condition}"
     if len(problem) > _MAX_PROBLEM:
         problem = problem[: _MAX_PROBLEM - 3] + "..."
     return path, problem
+
+
+def _problem_without_value(error: ValidationError) -> str:
+    """jsonschema's message with the instance left out (its messages start with its repr), and
+    what the schema expected; a pattern is described rather than quoted."""
+    if error.validator == "pattern":
+        problem = "is not in the expected form"
+    else:
+        problem = error.message.removeprefix(repr(error.instance)).strip()
+    # The root's description describes the whole document, not what this field should be.
+    described = error.path and isinstance(error.schema, dict)
+    description = error.schema.get("description") if described else None
+    return f"{problem}; expected: {description}" if description else problem
 
 
 def _is_exclusive_keys(negated: Any) -> bool:

@@ -78,6 +78,12 @@ class Window:
     end: datetime
     start_inclusive: bool
 
+    def contains(self, moment: datetime) -> bool:
+        """Whether a record whose `field` is `moment` belongs to the window (for sources that
+        cannot filter for themselves)."""
+        after_start = moment >= self.start if self.start_inclusive else moment > self.start
+        return after_start and moment <= self.end
+
 
 def parse_flow_params(source_id: str, raw: Mapping[str, Any] | None) -> FlowParams:
     """Normalise `batch_execution_params` as written by hand; reject anything ambiguous."""

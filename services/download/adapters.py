@@ -66,6 +66,16 @@ def claim_download(cur: Any, execution_arn: str, claim: Any) -> dict[str, Any] |
     return dict(cur.fetchone())
 
 
+def release_claim(cur: Any, execution_arn: str, attempt: str) -> None:
+    cur.execute(
+        """
+        UPDATE public.source_run SET download_claimed_until = now()
+         WHERE execution_arn = %s AND download_attempt = %s
+        """,
+        (execution_arn, attempt),
+    )
+
+
 def renew_claim(cur: Any, execution_arn: str, claim: Any) -> bool:
     cur.execute(
         """
@@ -89,7 +99,8 @@ def record_download(cur: Any, result: Mapping[str, Any], attempt: str) -> dict[s
         UPDATE public.source_run r
            SET status = 'downloaded', records = %(records)s, bytes = %(bytes)s,
                objects = %(objects)s, manifest_key = %(manifest_key)s,
-               max_last_modified = %(max_last_modified)s
+               max_last_modified = %(max_last_modified)s,
+               malformed_records = %(malformed_records)s
           FROM public.source s
          WHERE r.execution_arn = %(execution_arn)s AND r.status = 'running'
            AND r.download_attempt = %(attempt)s
@@ -110,7 +121,7 @@ def record_download(cur: Any, result: Mapping[str, Any], attempt: str) -> dict[s
 
 
 def result_fields(run: Mapping[str, Any]) -> dict[str, Any]:
-    return {
+    fields = {
         "source_id": run["source_id"],
         "execution_arn": run["execution_arn"],
         "records": run["records"],
@@ -121,6 +132,9 @@ def result_fields(run: Mapping[str, Any]) -> dict[str, Any]:
             isoformat(run["max_last_modified"]) if run["max_last_modified"] else None
         ),
     }
+    if run["malformed_records"] is not None:  # NULL: downloaded before the count existed
+        fields["malformed_records"] = run["malformed_records"]
+    return fields
 
 
 def renew_lease(cur: Any, source_id: str, execution_arn: str, lease: timedelta) -> bool:

@@ -20,6 +20,7 @@ from shared.connectors import Connector
 from shared.db import Database
 from shared.errors import DuplicateDelivery, PermanentError, TransientError
 from shared.flows import Window, WindowField
+from shared.observability import logger
 from shared.timefmt import isoformat, parse_iso
 
 
@@ -148,6 +149,34 @@ def download_run(
             f"duplicate {claim.message_id} stands down"
         )
 
+    try:
+        result = _download_claimed(request, run, connector_for, sink, heartbeat, part_max_records)
+    except Exception:
+        # A delivery that fails gives its claim back, so that the message's next delivery
+        # (after the retry backoff) need not wait for the claim to lapse.
+        with db.transaction() as cur:
+            adapters.release_claim(cur, execution_arn, claim.attempt)
+        raise
+    with db.transaction() as cur:
+        recorded = adapters.record_download(cur, result, claim.attempt)
+    if recorded is None:
+        raise LockLost(
+            f"source {source_id!r}: the lock or the run changed hands during the download; "
+            "its objects are not taken up"
+        )
+    return adapters.result_fields(recorded)
+
+
+def _download_claimed(
+    request: Mapping[str, Any],
+    run: Mapping[str, Any],
+    connector_for: Callable[[str, str, Mapping[str, Any]], Connector],
+    sink: RawSink,
+    heartbeat: Heartbeat,
+    part_max_records: int,
+) -> dict[str, Any]:
+    """Stream the window into parts and write the manifest; returns the download's result."""
+    execution_arn, source_id = request["execution_arn"], request["source_id"]
     # Every delivery says it is alive before it connects: the wait for an SQS redelivery
     # (retry backoff) must not count against the task's HeartbeatSeconds.
     heartbeat.beat()
@@ -161,6 +190,12 @@ def download_run(
         key = f"{prefix}part-{len(progress.objects):05d}.jsonl.gz"
         progress.objects.append(sink.write_part(key, part))
 
+    malformed = connector.malformed
+    if malformed.count:
+        logger.warning(
+            "malformed rows not loaded",
+            extra={"malformed_records": malformed.count, "examples": malformed.examples},
+        )
     manifest_key = f"{prefix}manifest.json"
     result = {
         "source_id": source_id,
@@ -172,6 +207,7 @@ def download_run(
         "max_last_modified": (
             isoformat(progress.max_last_modified) if progress.max_last_modified else None
         ),
+        "malformed_records": malformed.count,
     }
     sink.write_manifest(
         manifest_key,
@@ -189,17 +225,11 @@ def download_run(
             "records": result["records"],
             "bytes": result["bytes"],
             "max_last_modified": result["max_last_modified"],
+            "malformed_records": {"count": malformed.count, "examples": malformed.examples},
             "objects": [obj.__dict__ for obj in progress.objects],
         },
     )
-    with db.transaction() as cur:
-        recorded = adapters.record_download(cur, result, claim.attempt)
-    if recorded is None:
-        raise LockLost(
-            f"source {source_id!r}: the lock or the run changed hands during the download; "
-            "its objects are not taken up"
-        )
-    return adapters.result_fields(recorded)
+    return result
 
 
 def lease_renewal(

@@ -21,14 +21,15 @@ def find_run(cur: Any, execution_arn: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-def lock_source_row(cur: Any, source_id: str) -> dict[str, Any] | None:
+def read_source_row(cur: Any, source_id: str, *, for_update: bool = False) -> dict[str, Any] | None:
     # FOR UPDATE serialises concurrent validations of one source: the second sees the lock.
     cur.execute(
         """
-        SELECT source_id, source_type, is_active, batch_execution_params, last_modified_date,
-               runtime_count, backdate_days, locked_by, lock_expires_at
-          FROM public.source WHERE source_id = %s FOR UPDATE
-        """,
+        SELECT source_id, source_type, connection, is_active, batch_execution_params,
+               last_modified_date, runtime_count, backdate_days, locked_by, lock_expires_at
+          FROM public.source WHERE source_id = %s
+        """
+        + (" FOR UPDATE" if for_update else ""),
         (source_id,),
     )
     row = cur.fetchone()

@@ -8,6 +8,7 @@ from typing import Any
 
 from services.validation.logic import validate_run
 from services.validation.settings import Settings
+from shared.connectors import check_connection
 from shared.db import Database
 from shared.deliveries import Delivery
 from shared.tasks import task_lambda_handler
@@ -27,6 +28,7 @@ def validate(request: dict[str, Any], _: Delivery) -> dict[str, Any]:
         clock=lambda: datetime.now(UTC),
         lease=timedelta(seconds=settings.lock_lease_seconds),
         respecs_tables=settings.respecs.allowed_tables,
+        check_connection=check_connection,
     )
 
 

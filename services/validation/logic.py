@@ -1,8 +1,11 @@
-"""Validation: decide whether a run goes ahead, freeze its window, and take the source's lock.
+"""Validation: decide whether a run goes ahead, check its source, freeze its window, and take
+the source's lock.
 
 `decide` is pure. `validate_run` applies its decision in one transaction, keyed on the
 execution ARN so that a redelivered message returns the first decision instead of counting
-the run twice.
+the run twice. Before that transaction it checks the connection of a source that is going to
+run (its settings, its secret, that it answers and accepts the credentials), so that a
+misconfigured source fails by name before anything is locked or counted.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.validation import adapters
-from shared.connectors import SOURCE_TYPES, UnsupportedSourceType
+from shared.connectors import require_supported
 from shared.db import Database
 from shared.errors import PermanentError
 from shared.flows import (
@@ -37,6 +40,7 @@ class SourceNotFound(PermanentError):
 class SourceRow:
     source_id: str
     source_type: str
+    connection: Any
     is_active: bool
     batch_execution_params: Mapping[str, Any] | None
     last_modified_date: datetime | None
@@ -89,11 +93,7 @@ def decide(
             f"source {source_id!r} is locked by {source.locked_by} until "
             f"{isoformat(source.lock_expires_at)}",
         )
-    if source.source_type not in SOURCE_TYPES:
-        raise UnsupportedSourceType(
-            f"source {source_id!r}: source_type {source.source_type!r} is not supported; "
-            f"expected one of {sorted(SOURCE_TYPES)}"
-        )
+    require_supported(source_id, source.source_type)
     params = parse_flow_params(source_id, source.batch_execution_params)
     if params.flow_type is FlowType.RESPECS:
         # Refuse a bad query before anything is locked or downloaded.
@@ -121,26 +121,39 @@ def validate_run(
     clock: Callable[[], datetime],
     lease: timedelta,
     respecs_tables: frozenset[str],
+    check_connection: Callable[[str, str, Any], None],
 ) -> dict[str, Any]:
     """Decide and record; returns the fields of a validation-result message."""
     execution_arn, source_id = request["execution_arn"], request["source_id"]
+
+    def decide_on(row: Mapping[str, Any] | None) -> Skip | Run:
+        return decide(
+            SourceRow(**row) if row else None,
+            source_id=source_id,
+            execution_arn=execution_arn,
+            now=clock(),
+            lease=lease,
+            respecs_tables=respecs_tables,
+        )
+
+    with db.transaction() as cur:
+        recorded = adapters.find_run(cur, execution_arn)
+        row = None if recorded else adapters.read_source_row(cur, source_id)
+    if recorded is None and isinstance(decide_on(row), Run):
+        assert row is not None
+        # Outside any transaction: no row lock is held while a remote source takes its time.
+        # A PermanentError here changes nothing of the source; the task handler records it.
+        check_connection(source_id, row["source_type"], row["connection"])
+
     with db.transaction() as cur:
         # Lock the source row before looking for a recorded decision: a duplicate delivered at
         # the same moment waits here and then finds the first delivery's committed run.
-        row = adapters.lock_source_row(cur, source_id)
+        row = adapters.read_source_row(cur, source_id, for_update=True)
         recorded = adapters.find_run(cur, execution_arn)
         if recorded is None:
-            source = SourceRow(**row) if row else None
             # A PermanentError here rolls back: nothing of the source changes, and the task
             # handler records the failure in the ledger and reports it.
-            outcome = decide(
-                source,
-                source_id=source_id,
-                execution_arn=execution_arn,
-                now=clock(),
-                lease=lease,
-                respecs_tables=respecs_tables,
-            )
+            outcome = decide_on(row)
             if isinstance(outcome, Skip):
                 adapters.record_skip(cur, request, outcome)
             else:

@@ -1,14 +1,17 @@
 """The `http_api` connector: a paged JSON API filtered by last-modified or sold-date range.
 
-connection: {"base_url": "http://host:port", "dataset": "listings-a", "page_size": 1000}
+connection (contracts/connection-http-api.v1.schema.json):
+{"base_url": "http://host:port", "dataset": "listings-a", "page_size": 1000,
+ "api_key_secret": "sourceflow/acme-api", "api_key_header": "X-Api-Key"}
 Requests: GET {base_url}/datasets/{dataset}/records?modified_after=…&modified_until=…
-(or sold_from/sold_until), following `next_page_token`.
+(or sold_from/sold_until), following `next_page_token`, with the API key as a header when the
+connection names a secret.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -17,12 +20,14 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from shared.connectors import InvalidConnection
+from shared.connectors import InvalidCredentials, MalformedRows, SourceUnreachable
 from shared.errors import PermanentError, TransientError
 from shared.flows import Window, WindowField
+from shared.secrets import Secrets
 from shared.timefmt import isoformat, parse_iso
 
 DEFAULT_PAGE_SIZE = 1000
+DEFAULT_API_KEY_HEADER = "X-Api-Key"
 _TIMEOUT = (5, 60)  # connect, read seconds
 
 
@@ -50,42 +55,55 @@ def _session() -> requests.Session:
     return session
 
 
+@dataclass(frozen=True)
+class ApiKey:
+    secret: str  # the Secrets Manager reference, never the key
+    header: str
+
+
 @dataclass
 class HttpApiConnector:
     source_id: str
     base_url: str
     dataset: str
-    page_size: int = DEFAULT_PAGE_SIZE
+    page_size: int
+    api_key: ApiKey | None
+    secrets: Secrets = field(repr=False, compare=False)
+    new_session: Callable[[], requests.Session] = field(default=_session, repr=False, compare=False)
+    # The vendor filters on, and types, the window's field itself: no row is dropped here.
+    malformed: MalformedRows = field(default_factory=MalformedRows, init=False, compare=False)
 
     @classmethod
-    def from_connection(cls, source_id: str, connection: Mapping[str, Any]) -> HttpApiConnector:
-        base_url, dataset = connection.get("base_url"), connection.get("dataset")
-        page_size = connection.get("page_size", DEFAULT_PAGE_SIZE)
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise InvalidConnection(
-                f"source {source_id!r}: connection.base_url = {base_url!r} is not valid; "
-                "expected an http:// or https:// URL"
-            )
-        if not isinstance(dataset, str) or not dataset:
-            raise InvalidConnection(
-                f"source {source_id!r}: connection.dataset = {dataset!r} is not valid; "
-                "expected the vendor's dataset name"
-            )
-        if (
-            isinstance(page_size, bool)
-            or not isinstance(page_size, int)
-            or not 1 <= page_size <= 10000
-        ):
-            raise InvalidConnection(
-                f"source {source_id!r}: connection.page_size = {page_size!r} is not valid; "
-                "expected a whole number from 1 to 10000"
-            )
-        return cls(source_id, base_url.rstrip("/"), dataset, page_size)
+    def from_connection(
+        cls, source_id: str, connection: Mapping[str, Any], *, secrets: Secrets
+    ) -> HttpApiConnector:
+        """From a connection that passed its schema (`shared.connectors.parse_connection`)."""
+        secret = connection.get("api_key_secret")
+        api_key = (
+            ApiKey(secret, connection.get("api_key_header", DEFAULT_API_KEY_HEADER))
+            if secret
+            else None
+        )
+        return cls(
+            source_id,
+            connection["base_url"].rstrip("/"),
+            connection["dataset"],
+            connection.get("page_size", DEFAULT_PAGE_SIZE),
+            api_key,
+            secrets,
+        )
+
+    def check(self) -> None:
+        """Only the API key's secret is read. The vendor itself is first asked by download's
+        first page, seconds later: a vendor API has no request that proves access without
+        reading records, and a probe per run would count against its rate limit."""
+        self._headers()
 
     def records(self, window: Window) -> Iterator[dict[str, Any]]:
         url = f"{self.base_url}/datasets/{quote(self.dataset, safe='')}/records"
         params = {**_window_params(window), "page_size": str(self.page_size)}
-        with _session() as session:
+        with self.new_session() as session:
+            session.headers.update(self._headers())
             while True:
                 page = self._get(session, url, params)
                 yield from page["records"]
@@ -98,13 +116,22 @@ class HttpApiConnector:
         value = record.get("last_modified")
         return parse_iso(value) if isinstance(value, str) else None
 
+    def _headers(self) -> dict[str, str]:
+        if self.api_key is None:
+            return {}
+        value = self.secrets.value(
+            self.api_key.secret,
+            key="api_key",
+            used_by=f"source {self.source_id!r}: connection.api_key_secret",
+        )
+        return {self.api_key.header: value}
+
     def _get(self, session: requests.Session, url: str, params: dict[str, str]) -> Any:
         try:
             response = session.get(url, params=params, timeout=_TIMEOUT)
         except requests.RequestException as exc:
-            raise TransientError(
-                f"source {self.source_id!r}: vendor at {self.base_url} is unreachable: {exc}",
-                error_name="SourceUnreachable",
+            raise SourceUnreachable(
+                f"source {self.source_id!r}: vendor at {self.base_url} is unreachable: {exc}"
             ) from exc
         if response.status_code == 200:
             return response.json()
@@ -113,6 +140,16 @@ class HttpApiConnector:
             raise SourceDatasetNotFound(
                 f"source {self.source_id!r}: the vendor has no dataset {self.dataset!r} "
                 f"({detail}); fix connection.dataset"
+            )
+        if response.status_code in (401, 403):
+            fix = (
+                f"fix the key in the secret {self.api_key.secret!r}"
+                if self.api_key
+                else "name the secret holding the API key in connection.api_key_secret"
+            )
+            raise InvalidCredentials(
+                f"source {self.source_id!r}: the vendor refused the credentials with "
+                f"{response.status_code} ({detail}); {fix}"
             )
         if response.status_code in (408, 429) or response.status_code >= 500:
             raise TransientError(

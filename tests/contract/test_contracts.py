@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from shared.connectors import SOURCE_TYPES, connection_contract
 from shared.contracts import (
     COMMON,
     CONTRACTS_DIR,
@@ -23,7 +24,9 @@ from shared.errors import ContractViolation
 
 EXAMPLES_DIR = CONTRACTS_DIR / "examples"
 SCHEMA_FILES = sorted(CONTRACTS_DIR.glob("*.schema.json"))
-MESSAGE_CONTRACTS = [key for key in schema_names() if key[0] != "batch-execution-params"]
+# Documents people write into PostgreSQL columns, not messages: they carry no envelope.
+DOCUMENTS = {"batch-execution-params", *map(connection_contract, SOURCE_TYPES)}
+MESSAGE_CONTRACTS = [key for key in schema_names() if key[0] not in DOCUMENTS]
 
 
 def _examples(kind: str) -> list[Any]:
@@ -90,10 +93,18 @@ def test_message_schema_is_closed_and_carries_the_envelope(name: str, version: i
         assert {"$ref": f"{schema_id(COMMON, 1)}#/$defs/task_fields"} in schema["allOf"]
 
 
-def test_batch_execution_params_is_not_a_message_and_is_closed() -> None:
-    schema = _load(CONTRACTS_DIR / "batch-execution-params.v1.schema.json")
-    assert "schema" not in schema["properties"]
+@pytest.mark.parametrize("name", sorted(DOCUMENTS))
+def test_a_column_document_is_not_a_message_and_is_closed(name: str) -> None:
+    schema = _load(CONTRACTS_DIR / f"{name}.v1.schema.json")
+    assert "allOf" not in schema or all("envelope" not in str(part) for part in schema["allOf"])
     assert schema["additionalProperties"] is False
+    assert schema["description"].startswith("Not a message:")
+
+
+def test_every_source_type_has_a_connection_contract() -> None:
+    assert {connection_contract(source_type) for source_type in SOURCE_TYPES} <= {
+        name for name, _ in schema_names()
+    }
 
 
 @pytest.mark.parametrize(("name", "version"), schema_names())

@@ -31,6 +31,7 @@ from infra.sources import SourceSpec, get_run, get_source, register_source
 from services.download.adapters import WrittenObject
 from services.download.logic import Claim, Heartbeat, download_run
 from services.validation.logic import validate_run
+from shared.connectors import MalformedRows
 from shared.db import Database
 from shared.flows import Window
 from shared.settings import RespecsSettings
@@ -234,12 +235,17 @@ def record(index: int, last_modified: datetime, **fields: Any) -> dict[str, Any]
 
 @dataclass
 class FakeConnector:
-    """Yields the given records for any window; counts how often it is asked for them."""
+    """Yields the given records for any window; counts how often it is asked for them. It
+    reports the rows of `malformed` as rows it could not load."""
 
     items: list[dict[str, Any]]
     windows: list[Window] = field(default_factory=list)
     yielded: int = 0
     on_record: Callable[[int], None] | None = None
+    malformed: MalformedRows = field(default_factory=MalformedRows)
+
+    def check(self) -> None:
+        pass
 
     def records(self, window: Window) -> Iterator[dict[str, Any]]:
         self.windows.append(window)
@@ -304,9 +310,30 @@ def clock() -> datetime:
     return datetime.now(UTC)
 
 
-def validate(db: Database, execution: Execution) -> dict[str, Any]:
+@dataclass
+class FakeConnectionCheck:
+    """Validation's check of a source's connection: records what it was asked; fails with
+    `error` when one is given."""
+
+    error: Exception | None = None
+    checked: list[str] = field(default_factory=list)
+
+    def __call__(self, source_id: str, source_type: str, connection: Any) -> None:
+        self.checked.append(source_id)
+        if self.error is not None:
+            raise self.error
+
+
+def validate(
+    db: Database, execution: Execution, check: FakeConnectionCheck | None = None
+) -> dict[str, Any]:
     return validate_run(
-        execution.validation(), db=db, clock=clock, lease=LEASE, respecs_tables=RESPECS_TABLES
+        execution.validation(),
+        db=db,
+        clock=clock,
+        lease=LEASE,
+        respecs_tables=RESPECS_TABLES,
+        check_connection=check or FakeConnectionCheck(),
     )
 
 

@@ -291,6 +291,7 @@ def test_duplicate_download_returns_the_recorded_result_without_downloading_agai
         "objects": 3,
         "manifest_key": manifest_key,
         "max_last_modified": isoformat(newest),
+        "malformed_records": 0,
     }
     row = run_row(db, execution.arn)
     assert row is not None
@@ -323,6 +324,34 @@ def test_an_empty_window_is_recorded_as_zero_records_and_no_objects(
     row = run_row(db, execution.arn)
     assert row is not None
     assert (row["status"], row["records"], row["max_last_modified"]) == ("downloaded", 0, None)
+
+
+def test_malformed_rows_reach_the_result_the_ledger_and_the_manifest(
+    db: Database, make_source: MakeSource, new_execution: NewExecution, sink: FakeSink
+) -> None:
+    # Given a source whose connector could not load two rows of the window
+    source_id = make_source(runtime_count=1, cursor=CURSOR)
+    execution = new_execution(source_id)
+    plan = validate(db, execution)["plan"]
+    connector = FakeConnector(records_modified(CURSOR + timedelta(days=1)))
+    connector.malformed.add("s3://drops/a.csv line 3", "has no last_modified")
+    connector.malformed.add("s3://drops/a.csv line 9", "is not UTF-8")
+
+    # When it is downloaded
+    result = download(db, execution, plan, connector, sink)
+
+    # Then the count is reported with the result and in the ledger, and described in the manifest
+    assert (result["records"], result["malformed_records"]) == (1, 2)
+    row = run_row(db, execution.arn)
+    assert row is not None
+    assert row["malformed_records"] == 2
+    assert sink.manifests[result["manifest_key"]]["malformed_records"] == {
+        "count": 2,
+        "examples": [
+            "s3://drops/a.csv line 3: has no last_modified",
+            "s3://drops/a.csv line 9: is not UTF-8",
+        ],
+    }
 
 
 def test_download_without_the_lock_is_refused_and_records_nothing(

@@ -1,16 +1,12 @@
-"""services.download.logic (Heartbeat, window_from_plan) and the http_api connector's params."""
+"""services.download.logic: Heartbeat and window_from_plan."""
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
 import pytest
 
 from services.download.logic import Heartbeat, LockLost, window_from_plan
-from shared.connectors import InvalidConnection
-from shared.connectors.http_api import HttpApiConnector, _window_params
 from shared.errors import TaskOver
 from shared.flows import Window, WindowField
 from shared.timefmt import isoformat
@@ -120,58 +116,3 @@ def test_a_plan_carries_its_window_unchanged(window: Window) -> None:
     }
     # Then download reads back the same window
     assert window_from_plan(plan) == window
-
-
-# --- http_api: window params --------------------------------------------------------------------
-
-
-def test_an_inclusive_start_asks_for_one_microsecond_before_it() -> None:
-    params = _window_params(Window(WindowField.LAST_MODIFIED, START, END, True))
-    assert params == {
-        "modified_after": isoformat(START - timedelta(microseconds=1)),
-        "modified_until": isoformat(END),
-    }
-    assert params["modified_after"] == "2026-11-21T18:40:01.999999Z"
-
-
-def test_an_exclusive_start_is_passed_as_is() -> None:
-    params = _window_params(Window(WindowField.LAST_MODIFIED, START, END, False))
-    assert params == {"modified_after": "2026-11-21T18:40:02Z", "modified_until": isoformat(END)}
-
-
-def test_a_sold_window_filters_on_the_sold_date() -> None:
-    jan_1 = datetime(2026, 1, 1, tzinfo=UTC)
-    params = _window_params(Window(WindowField.SOLD_DATE, jan_1, END, True))
-    assert params == {"sold_from": "2026-01-01T00:00:00Z", "sold_until": isoformat(END)}
-
-
-# --- http_api: connection -----------------------------------------------------------------------
-
-GOOD = {"base_url": "http://vendor.test:8080/", "dataset": "listings-a", "page_size": 500}
-
-
-def test_a_good_connection_builds_a_connector() -> None:
-    connector = HttpApiConnector.from_connection("acme-listings", GOOD)
-    assert connector == HttpApiConnector(
-        "acme-listings", "http://vendor.test:8080", "listings-a", 500
-    )
-
-
-@pytest.mark.parametrize(
-    ("change", "field"),
-    [
-        ({"base_url": "vendor.test:8080"}, "connection.base_url"),
-        ({"base_url": None}, "connection.base_url"),
-        ({"dataset": None}, "connection.dataset"),
-        ({"dataset": ""}, "connection.dataset"),
-        ({"page_size": 0}, "connection.page_size"),
-        ({"page_size": "100"}, "connection.page_size"),
-        ({"page_size": True}, "connection.page_size"),
-    ],
-)
-def test_a_bad_connection_is_rejected_naming_the_field(change: dict[str, Any], field: str) -> None:
-    connection = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
-    with pytest.raises(InvalidConnection, match=re.escape(field)) as caught:
-        HttpApiConnector.from_connection("acme-listings", connection)
-    assert "'acme-listings'" in str(caught.value)
-    assert caught.value.error_name == "InvalidConnection"

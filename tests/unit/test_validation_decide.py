@@ -24,6 +24,7 @@ def a_source(**changes: Any) -> SourceRow:
     source = SourceRow(
         source_id="acme-listings",
         source_type="http_api",
+        connection={"base_url": "https://api.vendor.example", "dataset": "listings"},
         is_active=True,
         batch_execution_params={"flow_type": "Normal"},
         last_modified_date=CURSOR,

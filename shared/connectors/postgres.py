@@ -1,0 +1,222 @@
+"""The `postgres` connector: a table or view in another PostgreSQL database.
+
+connection (contracts/connection-postgres.v1.schema.json):
+{"host": "db.partner.example", "port": 5432, "dbname": "listings", "user": "sourceflow_reader",
+ "password_secret": "sourceflow/partner-db", "schema": "public", "table": "listings",
+ "last_modified_column": "updated_at", "sold_date_column": "sold_at", "key_column": "listing_id"}
+or a libpq "dsn" in place of host, port, dbname and user; the password is only ever referenced.
+
+Rows are read through a server-side (named) cursor, `fetch_size` rows per round trip, with the
+window's filter in the WHERE clause as bound parameters. Schema, table and columns are quoted
+as identifiers (`psycopg2.sql.Identifier`), never interpolated. PostgreSQL renders each row
+(`to_jsonb`), so records keep the table's column names and every type becomes the JSON that
+PostgreSQL itself would write. Sessions are read-only and in UTC, so a `timestamp` column
+without a time zone is read as UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+from psycopg2 import sql
+
+from shared.connectors import (
+    InvalidConnection,
+    InvalidCredentials,
+    MalformedRows,
+    SourceUnreachable,
+)
+from shared.errors import PermanentError, SourceflowError
+from shared.flows import Window, WindowField
+from shared.secrets import Secrets
+
+DEFAULT_SCHEMA = "public"
+DEFAULT_FETCH_SIZE = 2000
+# What a filter column may be: the window's bounds are compared with it as timestamptz.
+DATE_TIME_TYPES = {1184: "timestamptz", 1114: "timestamp", 1082: "date"}
+_CONNECT_TIMEOUT_SECONDS = 5
+_CURSOR_NAME = "sourceflow_records"
+_CONNECT_KEYS = ("dsn", "host", "port", "dbname", "user", "sslmode")
+
+
+class SourceQueryFailed(PermanentError):
+    error_name = "SourceQueryFailed"
+
+
+@dataclass
+class PostgresConnector:
+    source_id: str
+    connect_args: Mapping[str, Any]  # dsn, or host/port/dbname/user; never a password
+    password_secret: str
+    schema: str
+    table: str
+    last_modified_column: str
+    sold_date_column: str
+    key_column: str | None
+    fetch_size: int
+    secrets: Secrets = field(repr=False, compare=False)
+    connect: Callable[..., Any] = field(default=psycopg2.connect, repr=False, compare=False)
+    # The WHERE clause keeps only rows whose filter column holds a date in the window, and the
+    # column's type guarantees that it is one: no row is dropped here.
+    malformed: MalformedRows = field(default_factory=MalformedRows, init=False, compare=False)
+
+    @classmethod
+    def from_connection(
+        cls, source_id: str, connection: Mapping[str, Any], *, secrets: Secrets
+    ) -> PostgresConnector:
+        """From a connection that passed its schema (`shared.connectors.parse_connection`)."""
+        return cls(
+            source_id,
+            {key: connection[key] for key in _CONNECT_KEYS if key in connection},
+            connection["password_secret"],
+            connection.get("schema", DEFAULT_SCHEMA),
+            connection["table"],
+            connection["last_modified_column"],
+            connection["sold_date_column"],
+            connection.get("key_column"),
+            connection.get("fetch_size", DEFAULT_FETCH_SIZE),
+            secrets,
+        )
+
+    @property
+    def relation(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    def check(self) -> None:
+        """Log in and run a query of no rows over the filter columns: the table or view exists,
+        the role may read it, and the columns exist with date or time types."""
+        filter_columns = {
+            "last_modified_column": self.last_modified_column,
+            "sold_date_column": self.sold_date_column,
+        }
+        with self._session() as conn, conn.cursor() as cur:
+            cur.execute(self.probe_query())
+            for (setting, column), described in zip(
+                filter_columns.items(), cur.description, strict=False
+            ):
+                if described.type_code not in DATE_TIME_TYPES:
+                    cur.execute("SELECT %s::regtype::text", (described.type_code,))
+                    raise InvalidConnection(
+                        f"source {self.source_id!r}: column {column!r} of {self.relation} is "
+                        f"{cur.fetchone()[0]}, not one of {sorted(DATE_TIME_TYPES.values())}; "
+                        f"fix connection.{setting}"
+                    )
+
+    def records(self, window: Window) -> Iterator[dict[str, Any]]:
+        query, bounds = self.records_query(window)
+        with self._session() as conn, conn.cursor(name=_CURSOR_NAME) as cur:
+            cur.itersize = self.fetch_size
+            cur.execute(query, bounds)
+            for (record,) in cur:
+                yield record
+
+    def last_modified(self, record: Mapping[str, Any]) -> datetime | None:
+        value = record.get(self.last_modified_column)
+        if not isinstance(value, str):
+            return None
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return None  # 'infinity': PostgreSQL's, not a moment the cursor can follow
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+    def probe_query(self) -> sql.Composed:
+        columns = [self.last_modified_column, self.sold_date_column]
+        if self.key_column:
+            columns.append(self.key_column)
+        return sql.SQL("SELECT {columns} FROM {relation} LIMIT 0").format(
+            columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            relation=sql.Identifier(self.schema, self.table),
+        )
+
+    def records_query(self, window: Window) -> tuple[sql.Composed, dict[str, datetime]]:
+        """The window's rows, as JSON objects; the bounds are bound parameters."""
+        column = sql.Identifier(
+            self.last_modified_column
+            if window.field is WindowField.LAST_MODIFIED
+            else self.sold_date_column
+        )
+        query = sql.SQL(
+            "SELECT to_jsonb(t) FROM {relation} AS t"
+            " WHERE t.{column} {after} %(start)s AND t.{column} <= %(end)s"
+        ).format(
+            relation=sql.Identifier(self.schema, self.table),
+            column=column,
+            after=sql.SQL(">=" if window.start_inclusive else ">"),
+        )
+        if self.key_column:
+            query += sql.SQL(" ORDER BY t.{}").format(sql.Identifier(self.key_column))
+        return query, {"start": window.start, "end": window.end}
+
+    @contextmanager
+    def _session(self) -> Iterator[Any]:
+        """A read-only UTC session as the connection's user; driver errors become named ones."""
+        password = self.secrets.value(
+            self.password_secret,
+            key="password",
+            used_by=f"source {self.source_id!r}: connection.password_secret",
+        )
+        try:
+            conn = self.connect(
+                **self.connect_args,
+                password=password,
+                connect_timeout=_CONNECT_TIMEOUT_SECONDS,
+                application_name="sourceflow",
+            )
+        except psycopg2.OperationalError as exc:
+            raise self._login_error(exc) from exc
+        try:
+            conn.set_session(readonly=True)
+            with conn.cursor() as cur:
+                cur.execute("SET TIME ZONE 'UTC'")
+            yield conn
+        except psycopg2.Error as exc:
+            raise self._query_error(exc) from exc
+        finally:
+            conn.close()
+
+    def _login_error(self, exc: psycopg2.OperationalError) -> SourceflowError:
+        # libpq hands psycopg2 a failed login as text only (there is no SQLSTATE before a
+        # session exists), so the server's FATAL line is what tells a refused login from a
+        # server that did not answer. It names the user and the database, never the password.
+        reason = " ".join(str(exc).split())
+        if "authentication failed" in reason or "no pg_hba.conf entry" in reason:
+            return InvalidCredentials(
+                f"source {self.source_id!r}: PostgreSQL refused the login ({reason}); fix the "
+                f"password in the secret {self.password_secret!r} or the connection's user"
+            )
+        if "does not exist" in reason:
+            return InvalidConnection(
+                f"source {self.source_id!r}: {reason}; fix the connection's dbname or user"
+            )
+        return SourceUnreachable(
+            f"source {self.source_id!r}: cannot connect to PostgreSQL: {reason}"
+        )
+
+    def _query_error(self, exc: psycopg2.Error) -> SourceflowError:
+        # The primary message alone: the full text repeats the query under it.
+        reason = exc.diag.message_primary or " ".join(str(exc).split())
+        if isinstance(exc, psycopg2.errors.UndefinedTable | psycopg2.errors.InvalidSchemaName):
+            return InvalidConnection(
+                f"source {self.source_id!r}: there is no table or view {self.relation} "
+                f"({reason}); fix connection.schema or connection.table"
+            )
+        if isinstance(exc, psycopg2.errors.UndefinedColumn):
+            return InvalidConnection(
+                f"source {self.source_id!r}: {reason} in {self.relation}; fix the connection's "
+                "*_column settings"
+            )
+        if isinstance(exc, psycopg2.errors.InsufficientPrivilege):
+            return InvalidCredentials(
+                f"source {self.source_id!r}: {reason}; GRANT SELECT ON {self.relation} to the "
+                "connection's user"
+            )
+        if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+            return SourceUnreachable(f"source {self.source_id!r}: PostgreSQL failed: {reason}")
+        return SourceQueryFailed(f"source {self.source_id!r}: reading {self.relation}: {reason}")

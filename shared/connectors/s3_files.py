@@ -1,0 +1,270 @@
+"""The `s3_files` connector: CSV or JSON-lines objects that a partner drops under a prefix.
+
+connection (contracts/connection-s3-files.v1.schema.json):
+{"bucket": "partner-drops", "prefix": "acme/listings/", "format": "csv",
+ "last_modified_field": "modified_at", "sold_date_field": "sold_on"}
+
+Objects are listed with ListObjectsV2 (paged) in key order and their bodies streamed line by
+line, so neither a long listing nor a large object is held in memory. S3 cannot filter rows, so
+each row is placed in the window by its own date field; a row that cannot be placed (not JSON
+or CSV, not UTF-8, a missing or unparseable date) is counted in `malformed`, never dropped
+silently. Records keep the file's field names; CSV values stay text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.connectors import (
+    InvalidConnection,
+    InvalidCredentials,
+    MalformedRows,
+    SourceUnreachable,
+)
+from shared.errors import SourceflowError
+from shared.flows import Window, WindowField
+from shared.observability import logger
+from shared.timefmt import parse_iso
+
+DEFAULT_LAST_MODIFIED_FIELD = "last_modified"
+DEFAULT_SOLD_DATE_FIELD = "sold_date"
+# S3 keeps LastModified to the second, and the clock that stamped a record's last-modified date
+# may run ahead of S3's: only an object written this long before the window opened is surely
+# without records modified inside it.
+OBJECT_CLOCK_SLACK = timedelta(minutes=5)
+_READ_BUFFER_BYTES = 1 << 16
+_REFUSED_CODES = {
+    "AccessDenied",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "403",
+}
+
+
+class MalformedRow(ValueError):
+    """A row that cannot be placed in the window; its text says why."""
+
+
+@dataclass
+class S3FilesConnector:
+    source_id: str
+    bucket: str
+    prefix: str
+    format: str  # csv | jsonl
+    last_modified_field: str
+    sold_date_field: str
+    s3: Any = field(repr=False, compare=False)
+    malformed: MalformedRows = field(default_factory=MalformedRows, init=False, compare=False)
+
+    @classmethod
+    def from_connection(
+        cls, source_id: str, connection: Mapping[str, Any], *, s3: Any
+    ) -> S3FilesConnector:
+        """From a connection that passed its schema (`shared.connectors.parse_connection`)."""
+        return cls(
+            source_id,
+            connection["bucket"],
+            connection.get("prefix", ""),
+            connection["format"],
+            connection.get("last_modified_field", DEFAULT_LAST_MODIFIED_FIELD),
+            connection.get("sold_date_field", DEFAULT_SOLD_DATE_FIELD),
+            s3,
+        )
+
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def check(self) -> None:
+        """One listing of at most one key: the bucket exists and may be listed. No object is
+        read (GetObject is proved by download's first object)."""
+        try:
+            self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, f"list {self.location}") from exc
+
+    def records(self, window: Window) -> Iterator[dict[str, Any]]:
+        self.malformed = MalformedRows()
+        date_field = (
+            self.last_modified_field
+            if window.field is WindowField.LAST_MODIFIED
+            else self.sold_date_field
+        )
+        for key in self._keys(window):
+            for where, row in self._rows(key):
+                try:
+                    if row_in_window(row, date_field, window):
+                        yield row
+                except MalformedRow as exc:
+                    self.malformed.add(where, str(exc))
+
+    def last_modified(self, record: Mapping[str, Any]) -> datetime | None:
+        try:
+            return record_time(record, self.last_modified_field)
+        except MalformedRow:
+            return None  # only Sold windows load such rows, and they leave the cursor alone
+
+    def _keys(self, window: Window) -> Iterator[str]:
+        """The keys of the objects that may hold records of the window, in key order."""
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix
+        )
+        try:
+            for page in pages:
+                for listed in page.get("Contents", []):
+                    if listed["Key"].endswith("/"):
+                        continue  # a console "folder", not a drop
+                    if may_hold_window(listed["LastModified"], window):
+                        yield listed["Key"]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, f"list {self.location}") from exc
+
+    def _rows(self, key: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(where, row) for each row of the object; rows that do not parse are counted."""
+        where = f"s3://{self.bucket}/{key}"
+        lines = _Lines(self._body_lines(key), where, self.malformed)
+        parse = jsonl_rows if self.format == "jsonl" else csv_rows
+        yield from parse(lines, self.malformed)
+
+    def _body_lines(self, key: str) -> Iterator[bytes]:
+        """The object's lines as its body streams in."""
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchKey":
+                # Deleted between the listing and now: the partner took the drop back.
+                logger.info("drop vanished before it was read", extra={"key": key})
+                return
+            raise self._error(exc, f"read s3://{self.bucket}/{key}") from exc
+        except BotoCoreError as exc:
+            raise self._error(exc, f"read s3://{self.bucket}/{key}") from exc
+        try:
+            # Closing the reader closes the body, and with it the HTTP response.
+            with io.BufferedReader(body, _READ_BUFFER_BYTES) as stream:
+                yield from stream
+        except BotoCoreError as exc:
+            raise self._error(exc, f"read s3://{self.bucket}/{key}") from exc
+
+    def _error(self, exc: ClientError | BotoCoreError, action: str) -> SourceflowError:
+        code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+        if code == "NoSuchBucket":
+            return InvalidConnection(
+                f"source {self.source_id!r}: connection.bucket = {self.bucket!r} does not exist; "
+                "fix connection.bucket"
+            )
+        if code in _REFUSED_CODES:
+            return InvalidCredentials(
+                f"source {self.source_id!r}: S3 refused to {action} ({code}); grant "
+                "s3:ListBucket and s3:GetObject on it to sourceflow's validation and download"
+            )
+        return SourceUnreachable(
+            f"source {self.source_id!r}: cannot {action}: {code or type(exc).__name__}"
+        )
+
+
+def may_hold_window(object_last_modified: datetime, window: Window) -> bool:
+    """Whether an object may hold records of the window, judged by its S3 LastModified.
+
+    An object last written before a last-modified window opened cannot hold a record modified
+    inside it. Nothing else can be concluded: an object written after the window closed may
+    still hold records modified inside it, and sold dates say nothing about when a file was
+    written.
+    """
+    if window.field is not WindowField.LAST_MODIFIED:
+        return True
+    return object_last_modified >= window.start - OBJECT_CLOCK_SLACK
+
+
+def row_in_window(row: Mapping[str, Any], date_field: str, window: Window) -> bool:
+    """Whether the row's `date_field` is in the window. A row without a sold date is simply
+    unsold; a row without a last-modified date, or with a date that does not parse, is
+    malformed."""
+    if _is_empty(row.get(date_field)) and window.field is WindowField.SOLD_DATE:
+        return False
+    return window.contains(record_time(row, date_field))
+
+
+def record_time(row: Mapping[str, Any], date_field: str) -> datetime:
+    """A row's date: an ISO-8601 date-time with a time zone, or a date (midnight UTC)."""
+    value = row.get(date_field)
+    if _is_empty(value):
+        raise MalformedRow(f"has no {date_field}")
+    if not isinstance(value, str):
+        raise MalformedRow(f"{date_field} is {type(value).__name__}, not a date text")
+    try:
+        if len(value) == len("2024-05-01"):
+            return datetime.combine(date.fromisoformat(value), time(), UTC)
+        return parse_iso(value)
+    except ValueError:
+        raise MalformedRow(
+            f"{date_field} = {value[:40]!r} is not an ISO-8601 date, or date-time with a zone"
+        ) from None
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value == ""
+
+
+class _Lines:
+    """An object's lines decoded as UTF-8, numbered; a line that is not UTF-8 is counted as
+    malformed and skipped."""
+
+    def __init__(self, raw: Iterable[bytes], where: str, malformed: MalformedRows) -> None:
+        self._raw, self.where, self._malformed = raw, where, malformed
+        self.number = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for number, line in enumerate(self._raw, start=1):
+            self.number = number
+            try:
+                # A byte-order mark (spreadsheet exports) is not part of the first field name.
+                yield line.decode("utf-8-sig" if self.number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                self._malformed.add(self.at, "is not UTF-8")
+
+    @property
+    def at(self) -> str:
+        return f"{self.where} line {self.number}"
+
+
+def jsonl_rows(lines: _Lines, malformed: MalformedRows) -> Iterator[tuple[str, dict[str, Any]]]:
+    for text in lines:
+        if not text.strip():
+            continue  # a trailing newline, or a blank line between records
+        try:
+            row = json.loads(text)
+        except ValueError:
+            malformed.add(lines.at, "is not JSON")
+            continue
+        if not isinstance(row, dict):
+            malformed.add(lines.at, "is not a JSON object")
+            continue
+        yield lines.at, row
+
+
+def csv_rows(lines: _Lines, malformed: MalformedRows) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Rows under the object's header row; a quoted field may span lines."""
+    reader = csv.DictReader(lines)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            malformed.add(lines.at, f"is not CSV ({exc})")
+            continue
+        if None in row:  # DictReader files surplus fields under the key None
+            malformed.add(lines.at, "has more fields than the header")
+        elif None in row.values():  # and gives missing fields the value None
+            malformed.add(lines.at, "has fewer fields than the header")
+        else:
+            yield lines.at, row

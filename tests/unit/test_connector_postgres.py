@@ -1,0 +1,273 @@
+"""The postgres connector's pure parts: its connection, the query it composes, how it reads
+dates, and the names it gives to what the driver says. (tests/integration runs it against a
+real PostgreSQL.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import pytest
+from psycopg2 import sql
+
+from shared.connectors import (
+    InvalidConnection,
+    InvalidCredentials,
+    SourceUnreachable,
+    parse_connection,
+)
+from shared.connectors.postgres import PostgresConnector, SourceQueryFailed
+from shared.errors import SourceflowError
+from shared.flows import Window, WindowField
+from shared.secrets import Secrets
+from tests.fakes import FakeSecretsManager
+
+PASSWORD = "pw-0c7e5d-not-for-logs"
+SECRET = "sourceflow/partner-db"
+HOST_FORM = {
+    "host": "db.partner.example",
+    "port": 5433,
+    "dbname": "listings",
+    "user": "sourceflow_reader",
+    "password_secret": SECRET,
+    "schema": "sales",
+    "table": "Listings",
+    "last_modified_column": "updated_at",
+    "sold_date_column": "sold_at",
+}
+START = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+END = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class FakeCursor:
+    connection: FakeConnection
+    name: str | None
+    itersize: int = 0
+    description: list[Any] = field(default_factory=list)
+
+    def execute(self, query: Any, params: Any = None) -> None:
+        self.connection.executed.append((self.name, query, params))
+        if self.connection.error is not None and query != "SET TIME ZONE 'UTC'":
+            raise self.connection.error
+
+    def __iter__(self) -> Iterator[tuple[dict[str, Any]]]:
+        return iter([({"listing_id": "L1"},)])
+
+    def __enter__(self) -> FakeCursor:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass
+
+
+@dataclass
+class FakeConnection:
+    """A psycopg2 connection that keeps what it executed; its queries raise `error`."""
+
+    error: Exception | None = None
+    executed: list[tuple[str | None, Any, Any]] = field(default_factory=list)
+    readonly: bool = False
+    closed: bool = False
+
+    def set_session(self, *, readonly: bool) -> None:
+        self.readonly = readonly
+
+    def cursor(self, name: str | None = None) -> FakeCursor:
+        return FakeCursor(self, name)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class FakeConnect:
+    """psycopg2.connect: keeps its arguments; answers with `connection` or raises `error`."""
+
+    connection: FakeConnection = field(default_factory=FakeConnection)
+    error: Exception | None = None
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def __call__(self, **kwargs: Any) -> FakeConnection:
+        self.calls.append(kwargs)
+        if self.error is not None:
+            raise self.error
+        return self.connection
+
+
+def a_connector(connect: FakeConnect | None = None, **changes: Any) -> PostgresConnector:
+    settings = parse_connection("partner", "postgres", {**HOST_FORM, **changes})
+    connector = PostgresConnector.from_connection(
+        "partner", settings, secrets=Secrets(FakeSecretsManager({SECRET: PASSWORD}))
+    )
+    if connect is not None:
+        connector.connect = connect
+    return connector
+
+
+def parts(query: sql.Composed) -> list[sql.Composable]:
+    return list(query.seq)
+
+
+# --- connection ---------------------------------------------------------------------------------
+
+
+def test_the_connect_arguments_never_hold_the_password() -> None:
+    connector = a_connector()
+    assert connector.connect_args == {
+        "host": "db.partner.example",
+        "port": 5433,
+        "dbname": "listings",
+        "user": "sourceflow_reader",
+    }
+    assert (connector.schema, connector.table, connector.key_column) == ("sales", "Listings", None)
+
+
+def test_a_dsn_stands_for_host_port_dbname_and_user() -> None:
+    dsn = "postgresql://sourceflow_reader@db.partner.example/listings?sslmode=require"
+    form = {
+        k: v for k, v in HOST_FORM.items() if k not in ("host", "port", "dbname", "user", "schema")
+    }
+    settings = parse_connection("partner", "postgres", {**form, "dsn": dsn})
+    connector = PostgresConnector.from_connection(
+        "partner", settings, secrets=Secrets(FakeSecretsManager())
+    )
+    assert connector.connect_args == {"dsn": dsn}
+    assert connector.schema == "public"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"dsn": f"postgresql://reader:{PASSWORD}@db/listings"}, "connection.dsn"),
+        ({"password": PASSWORD}, "'password' was unexpected"),
+        ({"table": 'x"; DROP TABLE t; --'}, "connection.table"),
+        ({"key_column": "a b"}, "connection.key_column"),
+    ],
+)
+def test_passwords_and_odd_identifiers_are_refused_without_repeating_them(
+    changes: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidConnection, match=field) as caught:
+        parse_connection("partner", "postgres", {**HOST_FORM, **changes})
+    assert PASSWORD not in str(caught.value)
+    assert "DROP" not in str(caught.value)
+
+
+# --- the query ----------------------------------------------------------------------------------
+
+
+def test_the_window_is_bound_and_every_name_is_an_identifier() -> None:
+    query, bounds = a_connector().records_query(
+        Window(WindowField.LAST_MODIFIED, START, END, False)
+    )
+    assert bounds == {"start": START, "end": END}
+    texts = [part.string for part in parts(query) if isinstance(part, sql.SQL)]
+    assert "".join(texts) == (
+        "SELECT to_jsonb(t) FROM  AS t WHERE t. > %(start)s AND t. <= %(end)s"
+    )
+    assert [part for part in parts(query) if isinstance(part, sql.Identifier)] == [
+        sql.Identifier("sales", "Listings"),
+        sql.Identifier("updated_at"),
+        sql.Identifier("updated_at"),
+    ]
+
+
+def test_an_inclusive_sold_window_filters_on_the_sold_column_and_orders_by_the_key() -> None:
+    query, _ = a_connector(key_column="listing_id").records_query(
+        Window(WindowField.SOLD_DATE, START, END, True)
+    )
+    texts = "".join(part.string for part in parts(query) if isinstance(part, sql.SQL))
+    assert texts.endswith("t. >= %(start)s AND t. <= %(end)s ORDER BY t.")
+    identifiers = [part for part in parts(query) if isinstance(part, sql.Identifier)]
+    assert identifiers[1:] == [
+        sql.Identifier("sold_at"),
+        sql.Identifier("sold_at"),
+        sql.Identifier("listing_id"),
+    ]
+
+
+def test_the_probe_names_the_filter_columns_and_the_key() -> None:
+    probe = a_connector(key_column="listing_id").probe_query()
+    assert [part for part in parts(probe) if isinstance(part, sql.Identifier)] == [
+        sql.Identifier("sales", "Listings")
+    ]
+    assert "LIMIT 0" in repr(probe)
+    for column in ("updated_at", "sold_at", "listing_id"):
+        assert f"Identifier('{column}')" in repr(probe)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def test_records_come_through_a_named_cursor_in_a_read_only_utc_session() -> None:
+    connect = FakeConnect()
+    connector = a_connector(connect, fetch_size=500)
+    assert list(connector.records(Window(WindowField.LAST_MODIFIED, START, END, False))) == [
+        {"listing_id": "L1"}
+    ]
+    [call] = connect.calls
+    assert call["password"] == PASSWORD
+    assert connect.connection.readonly and connect.connection.closed
+    names = [name for name, _, _ in connect.connection.executed]
+    assert names == [None, "sourceflow_records"]
+
+
+@pytest.mark.parametrize(
+    ("value", "moment"),
+    [
+        ("2026-11-20T13:00:00+00:00", datetime(2026, 11, 20, 13, tzinfo=UTC)),
+        ("2026-11-20T15:00:00+02:00", datetime(2026, 11, 20, 13, tzinfo=UTC)),
+        ("2026-11-20T13:00:00", datetime(2026, 11, 20, 13, tzinfo=UTC)),  # timestamp: UTC
+        ("2026-11-20", datetime(2026, 11, 20, tzinfo=UTC)),  # date: midnight UTC
+        ("infinity", None),
+        (None, None),
+    ],
+)
+def test_last_modified_reads_what_postgres_renders(value: Any, moment: datetime | None) -> None:
+    assert a_connector().last_modified({"updated_at": value}) == moment
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "error", "says"),
+    [
+        ('FATAL:  password authentication failed for user "r"', InvalidCredentials, SECRET),
+        ('FATAL:  no pg_hba.conf entry for host "10.0.0.7"', InvalidCredentials, SECRET),
+        ('FATAL:  database "listing" does not exist', InvalidConnection, "dbname"),
+        ("could not connect to server: Connection refused", SourceUnreachable, "cannot connect"),
+        ("timeout expired", SourceUnreachable, "cannot connect"),
+    ],
+)
+def test_a_failed_login_is_named_by_what_the_server_said(
+    message: str, error: type[SourceflowError], says: str
+) -> None:
+    connector = a_connector(FakeConnect(error=psycopg2.OperationalError(message)))
+    with pytest.raises(error, match=says) as caught:
+        connector.check()
+    assert PASSWORD not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("driver_error", "error", "says"),
+    [
+        (psycopg2.errors.UndefinedTable("no relation"), InvalidConnection, "connection.table"),
+        (psycopg2.errors.UndefinedColumn("no column"), InvalidConnection, "_column settings"),
+        (psycopg2.errors.InsufficientPrivilege("denied"), InvalidCredentials, "GRANT SELECT"),
+        (psycopg2.errors.AdminShutdown("shutting down"), SourceUnreachable, "shutting down"),
+        (psycopg2.errors.DivisionByZero("division by zero"), SourceQueryFailed, "division"),
+    ],
+)
+def test_a_failed_query_is_named_and_the_connection_closed(
+    driver_error: Exception, error: type[SourceflowError], says: str
+) -> None:
+    connect = FakeConnect(FakeConnection(error=driver_error))
+    with pytest.raises(error, match=says):
+        list(a_connector(connect).records(Window(WindowField.SOLD_DATE, START, END, True)))
+    assert connect.connection.closed

@@ -1,0 +1,304 @@
+"""The s3_files connector: which objects a window reads, which rows it keeps, and what it
+reports instead of dropping."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from shared.connectors import (
+    InvalidConnection,
+    InvalidCredentials,
+    SourceUnreachable,
+    parse_connection,
+)
+from shared.connectors.s3_files import (
+    OBJECT_CLOCK_SLACK,
+    MalformedRow,
+    S3FilesConnector,
+    may_hold_window,
+    record_time,
+    row_in_window,
+)
+from shared.flows import Window, WindowField
+from tests.fakes import client_error
+
+BUCKET = "partner-drops"
+START = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+END = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+NORMAL = Window(WindowField.LAST_MODIFIED, START, END, False)
+SOLD_2026 = Window(WindowField.SOLD_DATE, datetime(2026, 1, 1, tzinfo=UTC), END, True)
+DAY = timedelta(days=1)
+
+
+@dataclass
+class FakeS3:
+    """ListObjectsV2 (`page_size` keys a page) and GetObject over in-memory objects; keeps the
+    keys it was asked to read. `failure` is raised by every call when set; `deleted` objects are
+    listed but gone by the time they are read."""
+
+    objects: dict[str, tuple[bytes, datetime]] = field(default_factory=dict)
+    page_size: int = 2
+    failure: Exception | None = None
+    deleted: set[str] = field(default_factory=set)
+    read: list[str] = field(default_factory=list)
+    pages_listed: int = 0
+
+    def put(self, key: str, lines: list[str], modified: datetime = END) -> None:
+        self.objects[key] = ("".join(lines).encode(), modified)
+
+    def list_objects_v2(self, *, Bucket: str, Prefix: str, MaxKeys: int) -> dict[str, Any]:
+        if self.failure is not None:
+            raise self.failure
+        return {"KeyCount": min(MaxKeys, len(self.objects))}
+
+    def get_paginator(self, operation: str) -> FakeS3:
+        assert operation == "list_objects_v2"
+        return self
+
+    def paginate(self, *, Bucket: str, Prefix: str) -> Iterator[dict[str, Any]]:
+        if self.failure is not None:
+            raise self.failure
+        keys = sorted(key for key in self.objects if key.startswith(Prefix))
+        for first in range(0, len(keys), self.page_size):
+            self.pages_listed += 1
+            page = keys[first : first + self.page_size]
+            yield {"Contents": [{"Key": k, "LastModified": self.objects[k][1]} for k in page]}
+
+    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        if Key not in self.objects or Key in self.deleted:
+            raise client_error("NoSuchKey", "GetObject")
+        self.read.append(Key)
+        return {"Body": io.BytesIO(self.objects[Key][0])}
+
+
+def a_connector(s3: FakeS3, **changes: Any) -> S3FilesConnector:
+    connection = parse_connection(
+        "partner-drops", "s3_files", {"bucket": BUCKET, "format": "jsonl", **changes}
+    )
+    return S3FilesConnector.from_connection("partner-drops", connection, s3=s3)
+
+
+def jsonl(*rows: dict[str, Any]) -> list[str]:
+    return [json.dumps(row) + "\n" for row in rows]
+
+
+def row(index: int, modified: datetime, **fields: Any) -> dict[str, Any]:
+    return {"id": f"L{index}", "last_modified": modified.isoformat(), **fields}
+
+
+# --- which objects ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "may_hold"),
+    [
+        (START - OBJECT_CLOCK_SLACK - timedelta(seconds=1), False),
+        (START - OBJECT_CLOCK_SLACK, True),  # the writer's clock may run ahead of S3's
+        (START, True),
+        (END + DAY, True),  # rewritten after the window closed: may still hold its records
+    ],
+)
+def test_only_objects_written_before_a_last_modified_window_are_skipped(
+    written: datetime, may_hold: bool
+) -> None:
+    assert may_hold_window(written, NORMAL) is may_hold
+
+
+def test_a_sold_window_reads_every_object() -> None:
+    assert may_hold_window(datetime(1999, 1, 1, tzinfo=UTC), SOLD_2026)
+
+
+def test_a_normal_run_lists_every_page_but_reads_only_objects_that_may_hold_the_window() -> None:
+    # Given five drops over three listing pages, two written long before the window opened
+    s3 = FakeS3()
+    old = START - 10 * DAY
+    s3.put("a-old.jsonl", jsonl(row(1, old)), modified=old)
+    s3.put("b-old.jsonl", jsonl(row(2, old)), modified=old)
+    s3.put("c.jsonl", jsonl(row(3, START + DAY), row(4, START - DAY)))
+    s3.put("d/", [])  # a console folder
+    s3.put("e.jsonl", jsonl(row(5, END), row(6, END + timedelta(seconds=1))))
+    # When a Normal window is read
+    records = list(a_connector(s3).records(NORMAL))
+    # Then the old objects were never opened, and rows were kept by their own dates, in order
+    assert s3.pages_listed == 3
+    assert s3.read == ["c.jsonl", "e.jsonl"]
+    assert [r["id"] for r in records] == ["L3", "L5"]
+
+
+def test_a_sold_run_reads_every_object_and_filters_on_the_sold_date() -> None:
+    s3 = FakeS3()
+    old = datetime(2020, 5, 1, tzinfo=UTC)
+    s3.put(
+        "2020.jsonl",
+        jsonl(
+            row(1, old, sold_date="2025-12-31T23:59:59Z"),
+            row(2, old, sold_date="2026-01-01"),  # a date: midnight UTC, inside [1 Jan, …]
+            row(3, old, sold_date=None),  # unsold
+            row(4, old, sold_date=""),  # unsold too
+        ),
+        modified=old,
+    )
+    connector = a_connector(s3)
+    assert [r["id"] for r in connector.records(SOLD_2026)] == ["L2"]
+    assert connector.malformed.count == 0
+
+
+def test_the_field_names_come_from_the_connection() -> None:
+    s3 = FakeS3()
+    s3.put("x.jsonl", jsonl({"id": "L1", "modified_at": (START + DAY).isoformat()}))
+    connector = a_connector(s3, last_modified_field="modified_at")
+    records = list(connector.records(NORMAL))
+    assert records == [{"id": "L1", "modified_at": (START + DAY).isoformat()}]
+    assert connector.last_modified(records[0]) == START + DAY
+
+
+def test_a_prefix_limits_the_listing() -> None:
+    s3 = FakeS3()
+    s3.put("acme/1.jsonl", jsonl(row(1, START + DAY)))
+    s3.put("other/2.jsonl", jsonl(row(2, START + DAY)))
+    assert [r["id"] for r in a_connector(s3, prefix="acme/").records(NORMAL)] == ["L1"]
+
+
+# --- rows ---------------------------------------------------------------------------------------
+
+
+def test_malformed_json_lines_are_counted_with_where_and_why() -> None:
+    # Given a drop with good rows among lines that cannot be loaded
+    s3 = FakeS3()
+    good = START + DAY
+    s3.objects["d.jsonl"] = (
+        b"".join(
+            [
+                json.dumps(row(1, good)).encode() + b"\n",
+                b"{not json\n",
+                b"[1, 2]\n",
+                b"\n",  # blank: not a row at all
+                json.dumps({"id": "L5"}).encode() + b"\n",
+                json.dumps(row(6, good)).encode()[:-1] + b', "note": "\xff"}\n',
+                json.dumps({"id": "L7", "last_modified": "yesterday"}).encode() + b"\n",
+                json.dumps({"id": "L8", "last_modified": "2026-11-21T10:00:00"}).encode(),
+            ]
+        ),
+        END,
+    )
+    connector = a_connector(s3)
+    # When the window is read
+    records = list(connector.records(NORMAL))
+    # Then the good row is loaded and each bad one is reported by line, none silently
+    assert [r["id"] for r in records] == ["L1"]
+    assert connector.malformed.count == 6
+    where = f"s3://{BUCKET}/d.jsonl"
+    assert connector.malformed.examples == [
+        f"{where} line 2: is not JSON",
+        f"{where} line 3: is not a JSON object",
+        f"{where} line 5: has no last_modified",
+        f"{where} line 6: is not UTF-8",
+        f"{where} line 7: last_modified = 'yesterday' is not an ISO-8601 date, or date-time "
+        "with a zone",
+        f"{where} line 8: last_modified = '2026-11-21T10:00:00' is not an ISO-8601 date, or "
+        "date-time with a zone",
+    ]
+
+
+def test_csv_rows_keep_their_header_names_and_report_ragged_rows() -> None:
+    # Given a spreadsheet export: a byte-order mark, CRLF endings, a quoted field over two lines
+    s3 = FakeS3()
+    modified = (START + DAY).isoformat()
+    s3.objects["d.csv"] = (
+        "\ufeffid,modified_at,sold_on,note\r\n"
+        f'L1,{modified},,"two\r\nlines"\r\n'
+        f"L2,{modified},,extra,field\r\n"
+        f"L3,{modified}\r\n"
+        f"L4,{modified},2026-03-01,\r\n".encode(),
+        END,
+    )
+    connector = a_connector(
+        s3, format="csv", last_modified_field="modified_at", sold_date_field="sold_on"
+    )
+    records = list(connector.records(NORMAL))
+    assert records == [
+        {"id": "L1", "modified_at": modified, "sold_on": "", "note": "two\r\nlines"},
+        {"id": "L4", "modified_at": modified, "sold_on": "2026-03-01", "note": ""},
+    ]
+    assert connector.malformed.examples == [
+        f"s3://{BUCKET}/d.csv line 4: has more fields than the header",
+        f"s3://{BUCKET}/d.csv line 5: has fewer fields than the header",
+    ]
+
+
+def test_each_read_counts_its_own_malformed_rows() -> None:
+    s3 = FakeS3()
+    s3.put("d.jsonl", ["{oops\n"])
+    connector = a_connector(s3)
+    list(connector.records(NORMAL))
+    list(connector.records(NORMAL))
+    assert connector.malformed.count == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "moment"),
+    [
+        ("2026-11-21T10:00:00Z", datetime(2026, 11, 21, 10, tzinfo=UTC)),
+        ("2026-11-21T12:00:00+02:00", datetime(2026, 11, 21, 10, tzinfo=UTC)),
+        ("2026-11-21", datetime(2026, 11, 21, tzinfo=UTC)),
+    ],
+)
+def test_a_record_date_is_a_zoned_date_time_or_a_date(value: str, moment: datetime) -> None:
+    assert record_time({"d": value}, "d") == moment
+
+
+@pytest.mark.parametrize("value", ["2026-11-21 10:00", "21/11/2026", 20261121, "2026-13-01"])
+def test_a_record_date_that_does_not_parse_is_malformed(value: Any) -> None:
+    with pytest.raises(MalformedRow):
+        record_time({"d": value}, "d")
+
+
+def test_a_row_without_a_sold_date_is_unsold_but_without_a_last_modified_is_malformed() -> None:
+    assert row_in_window({"id": "L1"}, "sold_date", SOLD_2026) is False
+    with pytest.raises(MalformedRow, match="has no last_modified"):
+        row_in_window({"id": "L1"}, "last_modified", NORMAL)
+
+
+# --- check and errors ---------------------------------------------------------------------------
+
+
+def test_check_lists_at_most_one_key_and_reads_nothing() -> None:
+    s3 = FakeS3()
+    s3.put("d.jsonl", jsonl(row(1, START)))
+    a_connector(s3).check()
+    assert s3.read == []
+
+
+@pytest.mark.parametrize(
+    ("failure", "error", "says"),
+    [
+        (client_error("NoSuchBucket", "ListObjectsV2"), InvalidConnection, "fix connection.bucket"),
+        (client_error("AccessDenied", "ListObjectsV2"), InvalidCredentials, "grant s3:ListBucket"),
+        (client_error("SlowDown", "ListObjectsV2"), SourceUnreachable, "SlowDown"),
+        (EndpointConnectionError(endpoint_url="https://s3"), SourceUnreachable, "cannot list"),
+    ],
+)
+def test_s3_errors_become_named_errors_that_say_what_to_fix(
+    failure: Exception, error: type[Exception], says: str
+) -> None:
+    connector = a_connector(FakeS3(failure=failure))
+    with pytest.raises(error, match=says):
+        connector.check()
+    with pytest.raises(error, match=says):
+        list(connector.records(NORMAL))
+
+
+def test_a_drop_deleted_after_the_listing_is_passed_over() -> None:
+    s3 = FakeS3()
+    s3.put("gone.jsonl", jsonl(row(1, START + DAY)))
+    s3.put("kept.jsonl", jsonl(row(2, START + DAY)))
+    s3.deleted.add("gone.jsonl")
+    assert [r["id"] for r in a_connector(s3).records(NORMAL)] == ["L2"]
