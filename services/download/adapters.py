@@ -66,16 +66,6 @@ def claim_download(cur: Any, execution_arn: str, claim: Any) -> dict[str, Any] |
     return dict(cur.fetchone())
 
 
-def release_claim(cur: Any, execution_arn: str, attempt: str) -> None:
-    cur.execute(
-        """
-        UPDATE public.source_run SET download_claimed_until = now()
-         WHERE execution_arn = %s AND download_attempt = %s
-        """,
-        (execution_arn, attempt),
-    )
-
-
 def renew_claim(cur: Any, execution_arn: str, claim: Any) -> bool:
     cur.execute(
         """

@@ -149,34 +149,6 @@ def download_run(
             f"duplicate {claim.message_id} stands down"
         )
 
-    try:
-        result = _download_claimed(request, run, connector_for, sink, heartbeat, part_max_records)
-    except Exception:
-        # A delivery that fails gives its claim back, so that the message's next delivery
-        # (after the retry backoff) need not wait for the claim to lapse.
-        with db.transaction() as cur:
-            adapters.release_claim(cur, execution_arn, claim.attempt)
-        raise
-    with db.transaction() as cur:
-        recorded = adapters.record_download(cur, result, claim.attempt)
-    if recorded is None:
-        raise LockLost(
-            f"source {source_id!r}: the lock or the run changed hands during the download; "
-            "its objects are not taken up"
-        )
-    return adapters.result_fields(recorded)
-
-
-def _download_claimed(
-    request: Mapping[str, Any],
-    run: Mapping[str, Any],
-    connector_for: Callable[[str, str, Mapping[str, Any]], Connector],
-    sink: RawSink,
-    heartbeat: Heartbeat,
-    part_max_records: int,
-) -> dict[str, Any]:
-    """Stream the window into parts and write the manifest; returns the download's result."""
-    execution_arn, source_id = request["execution_arn"], request["source_id"]
     # Every delivery says it is alive before it connects: the wait for an SQS redelivery
     # (retry backoff) must not count against the task's HeartbeatSeconds.
     heartbeat.beat()
@@ -229,7 +201,14 @@ def _download_claimed(
             "objects": [obj.__dict__ for obj in progress.objects],
         },
     )
-    return result
+    with db.transaction() as cur:
+        recorded = adapters.record_download(cur, result, claim.attempt)
+    if recorded is None:
+        raise LockLost(
+            f"source {source_id!r}: the lock or the run changed hands during the download; "
+            "its objects are not taken up"
+        )
+    return adapters.result_fields(recorded)
 
 
 def lease_renewal(
