@@ -72,7 +72,7 @@ def measure_download(stack_env: dict[str, str]) -> dict[str, Any]:
     with cached_vendor({f"bench-{label}": size for label, size in SIZES.items()}) as vendor:
         for label in SIZES:
             dataset = f"bench-{label}"
-            transfer("serve", vendor, dataset, env)  # renders every page once: the cache
+            transfer("download", vendor, dataset, env)  # renders every page once: the cache
             serve = transfer("serve", vendor, dataset, env)
             raw = transfer("raw", vendor, dataset, env)
             download = transfer("download", vendor, dataset, env)

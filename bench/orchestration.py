@@ -17,7 +17,7 @@ from services.download.logic import Claim, Heartbeat, download_run
 from services.unlocking.logic import unlock_run
 from services.validation.logic import validate_run
 from shared import aws
-from shared.connectors import connector_for
+from shared.connectors import check_connection, connector_for
 from shared.db import Database
 from shared.runs import start_run
 from shared.settings import RespecsSettings
@@ -94,7 +94,14 @@ def _direct_run(db: Database, source_id: str, bucket: str, stack: LocalStack) ->
     request = task_request(source_id)
     timings = {}
     started = time.perf_counter()
-    validated = validate_run(request, db=db, clock=utc_now, lease=LONG, respecs_tables=frozenset())
+    validated = validate_run(
+        request,
+        db=db,
+        clock=utc_now,
+        lease=LONG,
+        respecs_tables=frozenset(),
+        check_connection=check_connection,
+    )
     timings["Validate"] = time.perf_counter() - started
     started = time.perf_counter()
     download_run(

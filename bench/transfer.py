@@ -24,10 +24,20 @@ from typing import Any
 
 import requests
 
+# The download's window is frozen (cursor → run start) so that every mode asks the vendor for
+# exactly the same pages — the same URLs the connector builds — and all are served from the
+# vendor's page cache once the first download has rendered them.
+CURSOR = datetime(1990, 1, 1, tzinfo=UTC)
+RUN_START = datetime(2030, 1, 1, tzinfo=UTC)
+
 
 def _pages(vendor: str, dataset: str, page_size: int) -> Any:
     url = f"{vendor}/datasets/{dataset}/records"
-    params = {"page_size": str(page_size), "modified_after": "1990-01-01T00:00:00Z"}
+    params = {
+        "modified_after": "1990-01-01T00:00:00Z",
+        "modified_until": "2030-01-01T00:00:00Z",
+        "page_size": str(page_size),
+    }
     with requests.Session() as session:
         while True:
             response = session.get(url, params=params, timeout=60)
@@ -63,23 +73,26 @@ def download(vendor: str, dataset: str, page_size: int) -> dict[str, Any]:
     """Validate a run (so the ledger and lock are real), then time the download alone."""
     import os
 
-    from bench.common import LONG, bench_source, task_request, utc_now
+    from bench.common import LONG, bench_source, task_request
     from services.download.adapters import S3RawSink
     from services.download.logic import Claim, Heartbeat, download_run
     from services.validation.logic import validate_run
     from shared import aws
-    from shared.connectors import connector_for
+    from shared.connectors import check_connection, connector_for
     from shared.db import Database
 
     db = Database(os.environ["DATABASE_URL"], application_name="sourceflow-bench")
     # A cursor before every record: a Normal run loads the whole dataset.
-    source_id = bench_source(
-        db, vendor, dataset, cursor=datetime(1990, 1, 1, tzinfo=UTC), page_size=page_size
-    )
+    source_id = bench_source(db, vendor, dataset, cursor=CURSOR, page_size=page_size)
     request = task_request(source_id)
-    plan = validate_run(request, db=db, clock=utc_now, lease=LONG, respecs_tables=frozenset())[
-        "plan"
-    ]
+    plan = validate_run(
+        request,
+        db=db,
+        clock=lambda: RUN_START,
+        lease=LONG,
+        respecs_tables=frozenset(),
+        check_connection=check_connection,
+    )["plan"]
     started = time.perf_counter()
     result = download_run(
         {**request, "plan": plan},

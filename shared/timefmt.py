@@ -13,7 +13,7 @@ def isoformat(moment: datetime) -> str:
 
 def parse_iso(value: str) -> datetime:
     """Parse ISO-8601 with `Z` or an offset; a value without a zone is an error."""
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    moment = datetime.fromisoformat(value)  # Python 3.11 reads a trailing Z as UTC
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {value!r} has no time zone")
-    return moment.astimezone(UTC)
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)

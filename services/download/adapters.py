@@ -5,12 +5,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import queue
 import tempfile
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from itertools import islice
 from typing import Any
 
+import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import TransientError
@@ -64,6 +68,16 @@ def claim_download(cur: Any, execution_arn: str, claim: Any) -> dict[str, Any] |
         (execution_arn,),
     )
     return dict(cur.fetchone())
+
+
+def release_claim(cur: Any, execution_arn: str, attempt: str) -> None:
+    cur.execute(
+        """
+        UPDATE public.source_run SET download_claimed_until = now()
+         WHERE execution_arn = %s AND download_attempt = %s
+        """,
+        (execution_arn, attempt),
+    )
 
 
 def renew_claim(cur: Any, execution_arn: str, claim: Any) -> bool:
@@ -138,6 +152,49 @@ def renew_lease(cur: Any, source_id: str, execution_arn: str, lease: timedelta) 
     return bool(cur.rowcount == 1)
 
 
+_LINES_PER_WRITE = 1000
+
+
+def _batched(records: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
+    iterator = iter(records)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+class _BackgroundWriter:
+    """Hands chunks to `write` on another thread: zlib releases the GIL while it compresses, so
+    compression runs beside the fetching and encoding of the next records."""
+
+    def __init__(self, write: Callable[[bytes], Any], depth: int = 8) -> None:
+        self._write = write
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="gzip-writer", daemon=True)
+
+    def __enter__(self) -> Callable[[bytes], None]:
+        self._thread.start()
+        return self._put
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._chunks.put(None)
+        self._thread.join()
+        if self._failure is not None and exc_info[0] is None:
+            raise self._failure
+
+    def _put(self, chunk: bytes) -> None:
+        if self._failure is not None:
+            raise self._failure
+        self._chunks.put(chunk)
+
+    def _drain(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            if self._failure is None:
+                try:
+                    self._write(chunk)
+                except BaseException as exc:  # reported to the producer on its next put
+                    self._failure = exc
+
+
 class S3RawSink:
     """Writes gzip JSON-lines parts (vendor field names kept) and the manifest to S3.
 
@@ -151,11 +208,13 @@ class S3RawSink:
     def write_part(self, key: str, records: Iterable[Mapping[str, Any]]) -> WrittenObject:
         count = 0
         with tempfile.TemporaryFile() as spool:
-            with gzip.GzipFile(fileobj=spool, mode="wb", compresslevel=6, mtime=0) as gz:
-                for record in records:
-                    gz.write(json.dumps(record, separators=(",", ":")).encode())
-                    gz.write(b"\n")
-                    count += 1
+            with (
+                gzip.GzipFile(fileobj=spool, mode="wb", compresslevel=6, mtime=0) as gz,
+                _BackgroundWriter(gz.write) as write,
+            ):
+                for batch in _batched(records, _LINES_PER_WRITE):
+                    write(b"\n".join(map(orjson.dumps, batch)) + b"\n")
+                    count += len(batch)
             size = spool.tell()
             spool.seek(0)
             digest = hashlib.file_digest(spool, "sha256").hexdigest()  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, Protocol
 
 from services.download import adapters
@@ -149,6 +149,34 @@ def download_run(
             f"duplicate {claim.message_id} stands down"
         )
 
+    try:
+        result = _download_claimed(request, run, connector_for, sink, heartbeat, part_max_records)
+    except Exception:
+        # A delivery that fails gives its claim back, so that the message's next delivery
+        # (after the retry backoff) need not wait for the claim to lapse.
+        with db.transaction() as cur:
+            adapters.release_claim(cur, execution_arn, claim.attempt)
+        raise
+    with db.transaction() as cur:
+        recorded = adapters.record_download(cur, result, claim.attempt)
+    if recorded is None:
+        raise LockLost(
+            f"source {source_id!r}: the lock or the run changed hands during the download; "
+            "its objects are not taken up"
+        )
+    return adapters.result_fields(recorded)
+
+
+def _download_claimed(
+    request: Mapping[str, Any],
+    run: Mapping[str, Any],
+    connector_for: Callable[[str, str, Mapping[str, Any]], Connector],
+    sink: RawSink,
+    heartbeat: Heartbeat,
+    part_max_records: int,
+) -> dict[str, Any]:
+    """Stream the window into parts and write the manifest; returns the download's result."""
+    execution_arn, source_id = request["execution_arn"], request["source_id"]
     # Every delivery says it is alive before it connects: the wait for an SQS redelivery
     # (retry backoff) must not count against the task's HeartbeatSeconds.
     heartbeat.beat()
@@ -158,8 +186,10 @@ def download_run(
     prefix = f"{source_id}/{request['execution_name']}/"
     progress = _Progress(connector, heartbeat)
     stream = progress.track(connector.records(window))
-    while part := list(islice(stream, part_max_records)):
+    # Each part streams straight from the source into the sink: memory holds a page, not a part.
+    while (first := next(stream, None)) is not None:
         key = f"{prefix}part-{len(progress.objects):05d}.jsonl.gz"
+        part = chain([first], islice(stream, part_max_records - 1))
         progress.objects.append(sink.write_part(key, part))
 
     malformed = connector.malformed
@@ -201,14 +231,7 @@ def download_run(
             "objects": [obj.__dict__ for obj in progress.objects],
         },
     )
-    with db.transaction() as cur:
-        recorded = adapters.record_download(cur, result, claim.attempt)
-    if recorded is None:
-        raise LockLost(
-            f"source {source_id!r}: the lock or the run changed hands during the download; "
-            "its objects are not taken up"
-        )
-    return adapters.result_fields(recorded)
+    return result
 
 
 def lease_renewal(

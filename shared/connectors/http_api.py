@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
@@ -134,7 +135,7 @@ class HttpApiConnector:
                 f"source {self.source_id!r}: vendor at {self.base_url} is unreachable: {exc}"
             ) from exc
         if response.status_code == 200:
-            return response.json()
+            return orjson.loads(response.content)
         detail = _error_text(response)
         if response.status_code == 404:
             raise SourceDatasetNotFound(

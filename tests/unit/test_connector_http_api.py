@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +32,7 @@ class FakeResponse:
     def __init__(self, status_code: int, body: dict[str, Any]) -> None:
         self.status_code, self._body = status_code, body
         self.text = str(body)
+        self.content = json.dumps(body).encode()
 
     def json(self) -> dict[str, Any]:
         return self._body
