@@ -80,13 +80,23 @@ def release_claim(cur: Any, execution_arn: str, attempt: str) -> None:
     )
 
 
-def renew_claim(cur: Any, execution_arn: str, claim: Any) -> bool:
+def renew_claim(cur: Any, execution_arn: str, claim: Any, progress: Any = None) -> bool:
+    """Extend this delivery's claim, and note how far it has got."""
     cur.execute(
         """
-        UPDATE public.source_run SET download_claimed_until = now() + %s
+        UPDATE public.source_run
+           SET download_claimed_until = now() + %s,
+               progress_records = COALESCE(%s, progress_records),
+               progress_bytes = COALESCE(%s, progress_bytes)
          WHERE execution_arn = %s AND download_attempt = %s
         """,
-        (claim.ttl, execution_arn, claim.attempt),
+        (
+            claim.ttl,
+            progress.records if progress else None,
+            progress.bytes if progress else None,
+            execution_arn,
+            claim.attempt,
+        ),
     )
     return bool(cur.rowcount == 1)
 

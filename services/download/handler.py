@@ -38,7 +38,9 @@ def download(request: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
         # While this delivery is alive its message stays hidden and its claim stays live;
         # if it dies, both lapse together and the message's next delivery takes over.
         delivery.keep_hidden(settings.claim_seconds)
-        return lease_renewal(db, request["source_id"], request["execution_arn"], lease, claim)
+        return lease_renewal(
+            db, request["source_id"], request["execution_arn"], lease, claim, heartbeat.progress
+        )
 
     heartbeat = Heartbeat(
         send=lambda: callbacks.heartbeat(request["task_token"]),

@@ -38,6 +38,14 @@ class RawSink(Protocol):
     def write_manifest(self, key: str, manifest: Mapping[str, Any]) -> None: ...
 
 
+@dataclass
+class DownloadProgress:
+    """Records streamed and compressed bytes written so far; each heartbeat reports them."""
+
+    records: int = 0
+    bytes: int = 0
+
+
 class Heartbeat:
     """Tells Step Functions the download is alive and renews the lock lease, at most once per
     interval; stops the download the moment either answers that it is over."""
@@ -53,6 +61,7 @@ class Heartbeat:
         self._send, self._renew_lease = send, renew_lease
         self._interval, self._monotonic = interval_seconds, monotonic
         self._last = monotonic()
+        self.progress = DownloadProgress()
 
     def maybe_beat(self) -> None:
         if self._monotonic() - self._last >= self._interval:
@@ -81,6 +90,7 @@ class _Progress:
             ):
                 self.max_last_modified = modified
             self.records += 1
+            self.heartbeat.progress.records = self.records
             self.heartbeat.maybe_beat()
             yield record
 
@@ -191,6 +201,7 @@ def _download_claimed(
         key = f"{prefix}part-{len(progress.objects):05d}.jsonl.gz"
         part = chain([first], islice(stream, part_max_records - 1))
         progress.objects.append(sink.write_part(key, part))
+        heartbeat.progress.bytes += progress.objects[-1].bytes
 
     malformed = connector.malformed
     if malformed.count:
@@ -235,12 +246,17 @@ def _download_claimed(
 
 
 def lease_renewal(
-    db: Database, source_id: str, execution_arn: str, lease: timedelta, claim: Claim
+    db: Database,
+    source_id: str,
+    execution_arn: str,
+    lease: timedelta,
+    claim: Claim,
+    progress: DownloadProgress | None = None,
 ) -> bool:
     """Renew the source's lock and this delivery's claim. False if the lock is lost; a claim
     taken over by another delivery (this one was presumed dead) stands this one down."""
     with db.transaction() as cur:
-        if not adapters.renew_claim(cur, execution_arn, claim):
+        if not adapters.renew_claim(cur, execution_arn, claim, progress):
             raise DuplicateDelivery(
                 f"another delivery took over the download of {execution_arn}; standing down"
             )

@@ -191,3 +191,16 @@ def test_a_missing_or_broken_dependency_is_one_clear_line(
     assert "Traceback" not in completed.stderr
     [line] = completed.stderr.strip().splitlines()
     assert expected in line
+
+
+def test_run_wait_shows_the_download_progress_from_heartbeats(harness: Harness) -> None:
+    # Given a download of eight one-record pages, 0.6 s each (heartbeats every second)
+    dataset = harness.new_dataset([DAY / 10] * 8)
+    source_id = harness.new_source(dataset, runtime_count=3, cursor=datetime.now(UTC) - DAY)
+    harness.set_page_size(source_id, 1)
+    harness.vendor.fault(dataset, page_delay_ms=600)
+    # When the run is followed, Then the progress the heartbeats wrote is shown as it grows
+    out = ok(harness, "run", source_id, "--wait")
+    progress = [line for line in out.splitlines() if "records," in line and "so far" in line]
+    assert progress, out
+    assert "8 records" in out.splitlines()[-1]
