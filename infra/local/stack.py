@@ -25,6 +25,7 @@ import boto3
 import psycopg2
 import requests
 
+from infra.local.partner import PartnerSources, create_partner_sources
 from infra.local.provision import BATCH_SIZE, VISIBILITY_TIMEOUT_SECONDS, Provisioned, provision
 from infra.local.roles import create_service_roles
 from infra.local.ticker import Ticker
@@ -70,6 +71,7 @@ class LocalStack:
     options: StackOptions
     env: dict[str, str] = field(default_factory=dict)
     provisioned: Provisioned | None = None
+    partner: PartnerSources | None = None
     _children: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _named: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
@@ -94,9 +96,9 @@ class LocalStack:
             vendor_url = self._start_vendor()
             aws_env = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": REGION}
             with _environ({**aws_env, **LOCAL_CREDENTIALS}):
-                self.provisioned = provision(
-                    _clients(), Names(self.options.stage), self.options.timeouts
-                )
+                clients, names = _clients(), Names(self.options.stage)
+                self.provisioned = provision(clients, names, self.options.timeouts)
+                self.partner = create_partner_sources(database_url, clients, names)
             self.env = {
                 "SOURCEFLOW_STAGE": self.options.stage,
                 "DATABASE_URL": database_url,
@@ -111,6 +113,7 @@ class LocalStack:
                 "ALERTS_QUEUE_URL": self.provisioned.alerts_queue_url,
                 **{f"{s.upper()}_QUEUE_URL": url for s, url in self.provisioned.queue_urls.items()},
                 **{f"{s.upper()}_DLQ_URL": url for s, url in self.provisioned.dlq_urls.items()},
+                **self.partner.env(),
             }
             self._start_workers()
             if self.options.ticker:
@@ -265,6 +268,7 @@ def _clients() -> SimpleNamespace:
         events=boto3.client("events"),
         sfn=boto3.client("stepfunctions"),
         sns=boto3.client("sns"),
+        secretsmanager=boto3.client("secretsmanager"),
     )
 
 

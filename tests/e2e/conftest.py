@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import os
@@ -18,6 +19,7 @@ import pytest
 import requests
 from psycopg2.extras import Json
 
+from infra.local.partner import PartnerSources
 from infra.local.stack import LOCAL_TIMEOUTS, LocalStack, StackOptions, aws_client
 from infra.local.ticker import fire_all
 from infra.resources import Names
@@ -92,6 +94,17 @@ def listing(dataset: str, index: int, modified: datetime, **fields: Any) -> dict
     }
 
 
+def sold_listing(dataset: str, index: int, sold: datetime) -> dict[str, Any]:
+    """A listing sold at `sold`, last modified a day later."""
+    return listing(
+        dataset, index, sold + timedelta(days=1), sold_date=isoformat(sold), status="sold"
+    )
+
+
+def years_ago(years: int) -> timedelta:
+    return timedelta(days=365 * years)
+
+
 @dataclass
 class RunResult:
     execution_arn: str
@@ -109,9 +122,19 @@ class Harness:
     aws: Any
     vendor: Vendor
 
+    @staticmethod
+    def unique_name() -> str:
+        """A name no other test of any session uses (datasets, tables, prefixes)."""
+        return f"t{next(_counter):03d}-{os.getpid()}"
+
+    @property
+    def partner(self) -> PartnerSources:
+        """The partner database and drops bucket the stack created."""
+        return PartnerSources.from_env(self.stack.env)
+
     def new_dataset(self, records_ago: list[timedelta], *, now: datetime | None = None) -> str:
         """A vendor dataset of its own for one test, with records modified `ago` before now."""
-        dataset = f"t{next(_counter):03d}-{os.getpid()}"
+        dataset = self.unique_name()
         now = now or datetime.now(UTC)
         self.vendor.put(
             dataset, [listing(dataset, i, now - ago) for i, ago in enumerate(records_ago)]
@@ -128,15 +151,19 @@ class Harness:
         backdate_days: int = 30,
         is_active: bool = True,
         base_url: str | None = None,
+        source_type: str = "http_api",
+        connection: Mapping[str, Any] | None = None,
     ) -> str:
+        """A source named after `dataset`; by default the vendor's http_api dataset."""
         source_id = f"src-{dataset}"
         register_source(
             self.db,
             SourceSpec(
                 source_id=source_id,
                 name=f"test source {dataset}",
-                source_type="http_api",
-                connection={"base_url": base_url or self.vendor.url, "dataset": dataset},
+                source_type=source_type,
+                connection=connection
+                or {"base_url": base_url or self.vendor.url, "dataset": dataset},
                 backdate_days=backdate_days,
                 batch_execution_params=params,
                 is_active=is_active,
@@ -206,6 +233,19 @@ class Harness:
             item["Key"]: s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
             for item in listed
         }
+
+    def raw_output(self, result: RunResult) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The run's manifest, and the records of its parts in the order they were written."""
+        prefix = f"{result.run['source_id']}/{result.execution_arn.rsplit(':', 1)[1]}/"
+        objects = self.raw_objects(prefix)
+        manifest = json.loads(objects.pop(f"{prefix}manifest.json"))
+        assert sorted(objects) == sorted(entry["key"] for entry in manifest["objects"])
+        records = [
+            json.loads(line)
+            for entry in manifest["objects"]
+            for line in gzip.decompress(objects[entry["key"]]).splitlines()
+        ]
+        return manifest, records
 
     def notifications(
         self, key: Callable[[dict[str, Any]], str | None], wanted: set[str], timeout: float = 20.0
@@ -327,6 +367,24 @@ class Harness:
                 " last_scheduled_slot = %s WHERE source_id = %s",
                 (interval, cron, last_slot, source_id),
             )
+
+    def seed_attributes(self, source_id: str, count: int) -> None:
+        """Listing attribute rows of the source for a Re-specs query to update."""
+        with self.db.transaction() as cur:
+            for index in range(count):
+                cur.execute(
+                    "INSERT INTO public.listing_attributes (source_id, listing_id, attribute,"
+                    " value) VALUES (%s, %s, 'area_unit', 'sqft')",
+                    (source_id, f"L{index}"),
+                )
+
+    def attributes(self, source_id: str) -> dict[str, str]:
+        with self.db.transaction() as cur:
+            cur.execute(
+                "SELECT listing_id, value FROM public.listing_attributes WHERE source_id = %s",
+                (source_id,),
+            )
+            return {row["listing_id"]: row["value"] for row in cur.fetchall()}
 
     def flow_history(self, source_id: str) -> list[dict[str, Any]]:
         with self.db.transaction() as cur:

@@ -7,68 +7,9 @@ from typing import Any
 
 import pytest
 
-from shared.timefmt import isoformat
-from tests.e2e.conftest import Harness, listing
+from tests.e2e.conftest import Harness, sold_listing
 
 DAY = timedelta(days=1)
-
-
-def _attributes(harness: Harness, source_id: str) -> dict[str, str]:
-    with harness.db.transaction() as cur:
-        cur.execute(
-            "SELECT listing_id, value FROM public.listing_attributes WHERE source_id = %s",
-            (source_id,),
-        )
-        return {row["listing_id"]: row["value"] for row in cur.fetchall()}
-
-
-def _seed_attributes(harness: Harness, source_id: str, count: int) -> None:
-    with harness.db.transaction() as cur:
-        for index in range(count):
-            cur.execute(
-                "INSERT INTO public.listing_attributes (source_id, listing_id, attribute, value)"
-                " VALUES (%s, %s, 'area_unit', 'sqft')",
-                (source_id, f"L{index}"),
-            )
-
-
-def _years_ago(years: int) -> timedelta:
-    return timedelta(days=365 * years)
-
-
-def test_respecs_reloads_since_1990_and_applies_its_update_with_the_cursor(
-    harness: Harness,
-) -> None:
-    # Given a source with a recent cursor, records from 1995 on, attribute rows to re-spec
-    now = datetime.now(UTC)
-    dataset = harness.new_dataset(
-        [_years_ago(30), _years_ago(15), _years_ago(2), 3 * DAY, DAY], now=now
-    )
-    cursor = now - 2 * DAY
-    source_id = harness.new_source(dataset, cursor=cursor, runtime_count=3)
-    _seed_attributes(harness, source_id, 3)
-    sql = (
-        "UPDATE public.listing_attributes SET value = 'sqm', updated_at = now()"
-        f" WHERE source_id = '{source_id}' AND attribute = 'area_unit'"
-    )
-    harness.set_params(source_id, {"type": "RE-SPECS", "Sql": sql})
-
-    # When it runs
-    result = harness.run(source_id)
-
-    # Then every record since 1990 is loaded, the query changed its rows, the cursor moved
-    assert result.status == "SUCCEEDED", result
-    run = result.run
-    assert run["flow_type"] == "respecs"
-    assert run["flow_params"] == {"flow_type": "Re-specs", "sql": sql}
-    assert run["window_start"] == datetime(1990, 1, 1, tzinfo=UTC)
-    assert run["window_start_inclusive"] is True
-    assert run["records"] == 5
-    assert run["respecs_rows"] == 3
-    assert set(_attributes(harness, source_id).values()) == {"sqm"}
-    assert run["cursor_before"] == cursor
-    assert run["cursor_after"] > cursor
-    assert result.source["last_modified_date"] == run["cursor_after"]  # type: ignore[index]
 
 
 REJECTED = {
@@ -94,7 +35,7 @@ def test_a_rejected_query_fails_in_validation_before_any_download(
     dataset = harness.new_dataset([DAY])
     cursor = datetime.now(UTC) - 2 * DAY
     source_id = harness.new_source(dataset, cursor=cursor, runtime_count=3)
-    _seed_attributes(harness, source_id, 2)
+    harness.seed_attributes(source_id, 2)
     sql = REJECTED[shape].format(t="public.listing_attributes", s=source_id)
     params = {"type": "Re-specs", "Sql": sql}
     harness.set_params(source_id, params)
@@ -113,7 +54,7 @@ def test_a_rejected_query_fails_in_validation_before_any_download(
     assert source is not None
     assert (source["runtime_count"], source["last_modified_date"]) == (3, cursor)
     assert (source["batch_execution_params"], source["locked_by"]) == (params, None)
-    assert set(_attributes(harness, source_id).values()) == {"sqft"}
+    assert set(harness.attributes(source_id).values()) == {"sqft"}
 
 
 def test_a_query_that_fails_in_postgres_rolls_back_the_cursor_too(harness: Harness) -> None:
@@ -121,7 +62,7 @@ def test_a_query_that_fails_in_postgres_rolls_back_the_cursor_too(harness: Harne
     dataset = harness.new_dataset([DAY])
     cursor = datetime.now(UTC) - 2 * DAY
     source_id = harness.new_source(dataset, cursor=cursor, runtime_count=3)
-    _seed_attributes(harness, source_id, 2)
+    harness.seed_attributes(source_id, 2)
     harness.set_params(
         source_id,
         {
@@ -140,11 +81,7 @@ def test_a_query_that_fails_in_postgres_rolls_back_the_cursor_too(harness: Harne
     assert "no_such_column" in result.run["error_detail"]
     assert result.source["last_modified_date"] == cursor  # type: ignore[index]
     assert result.source["locked_by"] is None  # type: ignore[index]
-    assert set(_attributes(harness, source_id).values()) == {"sqft"}
-
-
-def _sold(dataset: str, index: int, sold: datetime) -> dict[str, Any]:
-    return listing(dataset, index, sold + DAY, sold_date=isoformat(sold), status="sold")
+    assert set(harness.attributes(source_id).values()) == {"sqft"}
 
 
 def test_sold_filters_on_sold_date_from_january_and_leaves_the_cursor(harness: Harness) -> None:
@@ -154,10 +91,10 @@ def test_sold_filters_on_sold_date_from_january_and_leaves_the_cursor(harness: H
     harness.vendor.put(
         dataset,
         [
-            _sold(dataset, 10, datetime(2020, 12, 31, 23, 59, 59, tzinfo=UTC)),
-            _sold(dataset, 11, datetime(2021, 1, 1, tzinfo=UTC)),
-            _sold(dataset, 12, datetime(2021, 6, 1, tzinfo=UTC)),
-            _sold(dataset, 13, datetime(2023, 3, 3, tzinfo=UTC)),
+            sold_listing(dataset, 10, datetime(2020, 12, 31, 23, 59, 59, tzinfo=UTC)),
+            sold_listing(dataset, 11, datetime(2021, 1, 1, tzinfo=UTC)),
+            sold_listing(dataset, 12, datetime(2021, 6, 1, tzinfo=UTC)),
+            sold_listing(dataset, 13, datetime(2023, 3, 3, tzinfo=UTC)),
         ],
     )
     cursor = now - 3 * DAY
@@ -186,7 +123,7 @@ def test_sold_filters_on_sold_date_from_january_and_leaves_the_cursor(harness: H
 
 def test_sold_without_a_year_starts_on_1_january_of_the_run_year(harness: Harness) -> None:
     dataset = harness.new_dataset([])
-    harness.vendor.put(dataset, [_sold(dataset, 1, datetime(2021, 6, 1, tzinfo=UTC))])
+    harness.vendor.put(dataset, [sold_listing(dataset, 1, datetime(2021, 6, 1, tzinfo=UTC))])
     source_id = harness.new_source(dataset, runtime_count=3, params={"type": "SOLD"})
     result = harness.run(source_id)
     assert result.status == "SUCCEEDED", result

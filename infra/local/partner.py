@@ -1,0 +1,170 @@
+"""The partner side of the embedded stack: what `postgres` and `s3_files` sources read.
+
+A second database, `partner`, on the same PostgreSQL, with a read-only role whose password
+lives only in a Secrets Manager secret (new at every start), and an S3 bucket of file drops.
+The demo and the tests create their own tables and objects there, with the helpers below.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import secrets
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+from psycopg2 import sql
+from psycopg2.extensions import make_dsn, parse_dsn
+from psycopg2.extras import execute_values
+
+from infra.resources import Names
+
+PARTNER_DATABASE = "partner"
+PARTNER_READER = "partner_reader"
+# The columns of a partner's listings table: other names than the vendor's, as in real life.
+LISTING_COLUMNS = {
+    "listing_id": "text PRIMARY KEY",
+    "updated_at": "timestamptz NOT NULL",
+    "sold_at": "timestamptz",
+    "status": "text",
+    "price": "numeric(12, 2)",
+    "city": "text",
+}
+
+
+@dataclass(frozen=True)
+class PartnerSources:
+    owner_url: str  # the partner database as its owner: to create and fill tables
+    reader_dsn: str  # how a postgres source reaches it: without the password
+    password_secret: str
+    drops_bucket: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PARTNER_DATABASE_URL": self.owner_url,
+            "PARTNER_DB_DSN": self.reader_dsn,
+            "PARTNER_DB_SECRET": self.password_secret,
+            "DROPS_BUCKET": self.drops_bucket,
+        }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> PartnerSources:
+        return cls(
+            env["PARTNER_DATABASE_URL"],
+            env["PARTNER_DB_DSN"],
+            env["PARTNER_DB_SECRET"],
+            env["DROPS_BUCKET"],
+        )
+
+    def table_connection(self, table: str) -> dict[str, Any]:
+        """The connection of a postgres source reading one listings table."""
+        return {
+            "dsn": self.reader_dsn,
+            "password_secret": self.password_secret,
+            "table": table,
+            "last_modified_column": "updated_at",
+            "sold_date_column": "sold_at",
+            "key_column": "listing_id",
+        }
+
+    def drops_connection(self, prefix: str, drop_format: str, **field_names: str) -> dict[str, Any]:
+        """The connection of an s3_files source reading the drops under `prefix`."""
+        return {"bucket": self.drops_bucket, "prefix": prefix, "format": drop_format, **field_names}
+
+
+def create_partner_sources(admin_url: str, clients: Any, names: Names) -> PartnerSources:
+    """Create (or reuse) the partner database and its reader, the secret, and the drops bucket."""
+    owner_url = make_dsn(admin_url, dbname=PARTNER_DATABASE)
+    password = secrets.token_urlsafe(24)
+    with closing(psycopg2.connect(admin_url)) as conn, conn.cursor() as cur:
+        conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PARTNER_DATABASE,))
+        if cur.fetchone() is None:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PARTNER_DATABASE)))
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PARTNER_READER,))
+        verb = "ALTER" if cur.fetchone() else "CREATE"
+        cur.execute(
+            sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(PARTNER_READER), sql.Literal(password)
+            )
+        )
+    with _transaction(owner_url) as cur:
+        # Every table the demo or a test creates later is readable by the reader, and only that.
+        for grant in (
+            "GRANT USAGE ON SCHEMA public TO {}",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}",
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}",
+        ):
+            cur.execute(sql.SQL(grant).format(sql.Identifier(PARTNER_READER)))
+
+    secret_name = f"{names.prefix}/partner-db"
+    clients.secretsmanager.create_secret(Name=secret_name, SecretString=password)
+    drops_bucket = f"{names.prefix}-partner-drops"
+    clients.s3.create_bucket(Bucket=drops_bucket)
+    admin = parse_dsn(admin_url)
+    location = {key: admin[key] for key in ("host", "port") if key in admin}
+    reader_dsn = make_dsn(**location, dbname=PARTNER_DATABASE, user=PARTNER_READER)
+    return PartnerSources(owner_url, reader_dsn, secret_name, drops_bucket)
+
+
+@contextmanager
+def _transaction(url: str) -> Iterator[Any]:
+    """One committed transaction on a connection of its own."""
+    with closing(psycopg2.connect(url)) as conn, conn, conn.cursor() as cur:
+        yield cur
+
+
+def create_listings_table(owner_url: str, table: str) -> None:
+    """A fresh listings table (dropped first if it is there)."""
+    columns = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind))
+        for name, kind in LISTING_COLUMNS.items()
+    )
+    with _transaction(owner_url) as cur:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+        cur.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(table), columns))
+
+
+def upsert_listings(owner_url: str, table: str, listings: Iterable[Mapping[str, Any]]) -> None:
+    """Insert or update listings given with the vendor's field names (id, last_modified, …)."""
+    rows = [
+        (
+            listing["id"],
+            listing["last_modified"],
+            listing.get("sold_date"),
+            listing.get("status"),
+            listing.get("price"),
+            listing.get("city"),
+        )
+        for listing in listings
+    ]
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name))
+        for name in list(LISTING_COLUMNS)[1:]
+    )
+    query = sql.SQL("INSERT INTO {} VALUES %s ON CONFLICT (listing_id) DO UPDATE SET {}").format(
+        sql.Identifier(table), updates
+    )
+    with _transaction(owner_url) as cur:
+        execute_values(cur, query.as_string(cur), rows)
+
+
+def put_drop(
+    s3: Any, bucket: str, key: str, rows: Iterable[Mapping[str, Any]], drop_format: str
+) -> None:
+    """Drop one object of `rows` as the partner would: CSV with a header row, or JSON lines."""
+    rows = list(rows)
+    if drop_format == "jsonl":
+        body = "".join(json.dumps(row) + "\n" for row in rows)
+    else:
+        text = io.StringIO()
+        fields = list(dict.fromkeys(name for row in rows for name in row))
+        writer = csv.DictWriter(text, fieldnames=fields, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        body = text.getvalue()
+    s3.put_object(Bucket=bucket, Key=key, Body=body.encode())
