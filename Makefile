@@ -3,8 +3,16 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The deployables, as infra/resources.py SERVICES names them.
+SERVICES := validation download unlocking scheduler
+# Cloud deploys (docs/deploy.md): make deploy STAGE=dev ARTIFACT_BUCKET=my-bucket PARAMS="K=V ..."
+STAGE ?=
+ARTIFACT_BUCKET ?=
+PARAMS ?=
+DEPLOY_ARGS = --stage "$(STAGE)" --artifact-bucket "$(ARTIFACT_BUCKET)" $(foreach p,$(PARAMS),--param "$(p)")
 
-.PHONY: install demo up test test-unit test-contract test-e2e lint typecheck clean
+.PHONY: install demo up test test-unit test-contract test-e2e lint typecheck clean deploy \
+	$(SERVICES:%=build-%) $(SERVICES:%=deploy-%) deploy-core deploy-workflow
 
 install: $(STAMP)
 
@@ -24,6 +32,7 @@ up: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/cfn-lint infra/templates/*.yaml
 
 typecheck: install
 	$(BIN)/mypy shared services infra tests
@@ -40,5 +49,18 @@ test-contract: install
 test-e2e: install
 	$(BIN)/pytest -q tests/e2e
 
+# build/<service>/ and build/<service>.zip: the service's Lambda artifact (needs the package
+# index, not AWS).
+$(SERVICES:%=build-%): build-%: install
+	$(BIN)/python -m infra.build $*
+
+# One stack; a service's deploy builds its artifact first. Needs the AWS CLI and credentials.
+deploy-core deploy-workflow $(SERVICES:%=deploy-%): deploy-%: install
+	$(BIN)/python -m infra.deploy $* $(DEPLOY_ARGS)
+
+# Every stack, in the order they depend on each other: core, the services, the workflow.
+deploy: install
+	$(BIN)/python -m infra.deploy all $(DEPLOY_ARGS)
+
 clean:
-	rm -rf $(VENV) .sourceflow
+	rm -rf $(VENV) .sourceflow build

@@ -85,6 +85,10 @@ class Names:
         return f"{self.prefix}-notifications"
 
     @property
+    def notifications_topic(self) -> str:
+        return f"{self.prefix}-notifications"
+
+    @property
     def scheduler_commands_rule(self) -> str:
         return f"{self.prefix}-scheduler-commands"
 
@@ -93,7 +97,16 @@ class Names:
 
     @property
     def raw_bucket(self) -> str:
+        """Locally; bucket names are global, so the cloud's adds the account and region."""
         return f"{self.prefix}-raw"
+
+    def stack(self, part: str) -> str:
+        """A CloudFormation stack: `core`, `workflow`, or a service's name."""
+        return f"{self.prefix}-{part}"
+
+    def parameter(self, stack_part: str, key: str) -> str:
+        """An SSM parameter one stack publishes for the others, e.g. download's queue-url."""
+        return f"/sourceflow/{self.stage}/{stack_part}/{key}"
 
 
 def state_machine_substitutions(

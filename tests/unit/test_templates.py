@@ -1,0 +1,605 @@
+"""The cloud templates keep sourceflow's rules, and do not drift from the embedded stack.
+
+Each template is rendered here the way CloudFormation would for a stage (and, for the service
+template, for each service): parameters, conditions, mappings and `!Sub` resolved, resource
+references and SSM dynamic references left as they are. The embedded stack's provisioning
+runs against a recorder of its AWS calls, so both sides are compared as data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra import statemachine, templates
+from infra.deploy import DEPLOY_ORDER
+from infra.local.provision import BATCH_SIZE, provision
+from infra.resources import (
+    NOTIFICATION_DETAIL_TYPES,
+    SCHEDULE_RULES,
+    SCHEDULER_COMMAND_DETAIL_TYPES,
+    SERVICES,
+    Names,
+    Timeouts,
+)
+from shared.events import EVENT_SOURCE
+
+STAGE = "t1"
+NAMES = Names(STAGE)
+REGION, ACCOUNT = "eu-west-1", "123456789012"
+PSEUDO_PARAMETERS = {
+    "AWS::Region": REGION,
+    "AWS::AccountId": ACCOUNT,
+    "AWS::Partition": "aws",
+    "AWS::URLSuffix": "amazonaws.com",
+}
+STATE_MACHINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{NAMES.state_machine}"
+# Actions AWS authorizes only on "*"; any other action must name its resource.
+ONLY_ON_EVERY_RESOURCE = frozenset(
+    {
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "xray:GetSamplingRules",
+        "xray:GetSamplingTargets",
+        "logs:CreateLogDelivery",
+        "logs:GetLogDelivery",
+        "logs:UpdateLogDelivery",
+        "logs:DeleteLogDelivery",
+        "logs:ListLogDeliveries",
+        "logs:PutResourcePolicy",
+        "logs:DescribeResourcePolicies",
+        "logs:DescribeLogGroups",
+        "ec2:CreateNetworkInterface",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeSubnets",
+        "ec2:DeleteNetworkInterface",
+        "ec2:AssignPrivateIpAddresses",
+        "ec2:UnassignPrivateIpAddresses",
+    }
+)
+_NO_VALUE = object()
+_SSM_REFERENCE = re.compile(r"\{\{resolve:ssm:([^}]+)\}\}")
+
+
+# -- rendering a template as CloudFormation would ------------------------------------------
+
+
+class Rendered:
+    """A template with its parameters, conditions, mappings and `!Sub`s resolved."""
+
+    def __init__(self, name: str, **parameters: str) -> None:
+        self.name = name
+        self._template = templates.load(name)
+        declared = self._template.get("Parameters", {})
+        unknown = set(parameters) - set(declared)
+        assert not unknown, f"{name}.yaml has no parameters {unknown}"
+        self._parameters: dict[str, Any] = {}
+        for key, declaration in declared.items():
+            value = parameters.get(key, declaration.get("Default"))
+            assert value is not None, f"{name}.yaml needs parameter {key}"
+            if declaration["Type"] == "CommaDelimitedList":
+                value = str(value).split(",") if value != "" else [""]
+            self._parameters[key] = value
+        self._conditions: dict[str, bool] = {}
+        self.resources = {
+            logical_id: self.value(resource)
+            for logical_id, resource in self._template["Resources"].items()
+            if "Condition" not in resource or self.condition(resource["Condition"])
+        }
+
+    def condition(self, name: str) -> bool:
+        if name not in self._conditions:
+            self._conditions[name] = bool(self.value(self._template["Conditions"][name]))
+        return self._conditions[name]
+
+    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {
+            logical_id: resource["Properties"]
+            for logical_id, resource in self.resources.items()
+            if resource["Type"] == resource_type
+        }
+
+    def value(self, node: Any) -> Any:
+        if isinstance(node, list):
+            items = [self.value(item) for item in node]
+            return [item for item in items if item is not _NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            [(function, argument)] = node.items()
+            if function in _FUNCTIONS:
+                return _FUNCTIONS[function](self, argument)
+        values = {key: self.value(item) for key, item in node.items()}
+        return {key: item for key, item in values.items() if item is not _NO_VALUE}
+
+    def _ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return _NO_VALUE
+        if name in self._parameters:
+            return self._parameters[name]
+        if name in PSEUDO_PARAMETERS:
+            return PSEUDO_PARAMETERS[name]
+        return {"Ref": name}  # a resource: known only once it exists
+
+    def _sub(self, argument: Any) -> str:
+        text, variables = (argument, {}) if isinstance(argument, str) else argument
+        variables = {key: self.value(value) for key, value in variables.items()}
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in variables:
+                return str(variables[name])
+            resolved = self._ref(name)
+            return match.group(0) if isinstance(resolved, dict) else str(resolved)
+
+        return re.sub(r"\$\{([\w:.]+)\}", substitute, text)
+
+    def _find_in_map(self, argument: list[Any]) -> Any:
+        mapping, first, second = (self.value(item) for item in argument)
+        return self._template["Mappings"][mapping][first][second]
+
+    def _if(self, argument: list[Any]) -> Any:
+        name, when_true, when_false = argument
+        return self.value(when_true if self.condition(name) else when_false)
+
+    def _join(self, argument: list[Any]) -> Any:
+        separator, items = self.value(argument[0]), self.value(argument[1])
+        return separator.join(items)
+
+
+_FUNCTIONS: dict[str, Any] = {
+    "Ref": Rendered._ref,
+    "Fn::Sub": Rendered._sub,
+    "Fn::FindInMap": Rendered._find_in_map,
+    "Fn::If": Rendered._if,
+    "Fn::Join": Rendered._join,
+    "Fn::Equals": lambda self, argument: self.value(argument[0]) == self.value(argument[1]),
+    "Fn::Not": lambda self, argument: not self.value(argument[0]),
+    "Fn::And": lambda self, argument: all(self.value(item) for item in argument),
+    "Fn::Or": lambda self, argument: any(self.value(item) for item in argument),
+    "Condition": lambda self, name: self.condition(name),
+}
+
+
+def core() -> Rendered:
+    return Rendered(
+        "core",
+        Stage=STAGE,
+        DatabaseSecretArn=f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:db-AbCdEf",
+    )
+
+
+def service(name: str, **parameters: str) -> Rendered:
+    return Rendered("service", Stage=STAGE, Service=name, CodeBucket="b", CodeKey="k", **parameters)
+
+
+def workflow() -> Rendered:
+    return Rendered("workflow", Stage=STAGE)
+
+
+def every_rendering() -> Iterator[Rendered]:
+    yield core()
+    for name in SERVICES:
+        yield service(name)
+        # the optional grants too: a VPC, and (download) source objects
+        yield service(
+            name,
+            SubnetIds="subnet-1",
+            SecurityGroupIds="sg-1",
+            SourceReadArns="arn:aws:s3:::drops/*",
+        )
+    yield workflow()
+
+
+def ssm(stack_part: str, key: str) -> str:
+    """A dynamic reference to the SSM parameter another stack publishes."""
+    return "{{resolve:ssm:" + NAMES.parameter(stack_part, key) + "}}"
+
+
+def function_of(rendered: Rendered) -> dict[str, Any]:
+    [function] = rendered.of_type("AWS::Serverless::Function").values()
+    return function
+
+
+def role_statements(rendered: Rendered, role: str) -> dict[str, dict[str, Any]]:
+    [policy] = rendered.resources[role]["Properties"]["Policies"]
+    return {statement["Sid"]: statement for statement in policy["PolicyDocument"]["Statement"]}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# -- sourceflow's rules ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_queue_has_a_dead_letter_queue_after_the_runs_max_receive_count(name: str) -> None:
+    rendered = service(name)
+    queues = rendered.of_type("AWS::SQS::Queue")
+
+    redrive = queues["Queue"]["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    assert int(redrive["maxReceiveCount"]) == Timeouts().max_receive_count
+    # The code reports a failure by name on the last delivery the queue allows
+    env = function_of(rendered)["Environment"]["Variables"]
+    assert int(env["MAX_RECEIVE_COUNT"]) == int(redrive["maxReceiveCount"])
+    assert set(queues) == {"Queue", "DeadLetterQueue"}
+    assert int(queues["DeadLetterQueue"]["MessageRetentionPeriod"]) == 14 * 24 * 3600
+
+
+def test_no_other_template_declares_a_queue() -> None:
+    for rendered in (core(), workflow()):
+        assert rendered.of_type("AWS::SQS::Queue") == {}, rendered.name
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_visibility_timeout_is_at_least_six_times_the_function_timeout(name: str) -> None:
+    rendered = service(name)
+
+    visibility = int(rendered.of_type("AWS::SQS::Queue")["Queue"]["VisibilityTimeout"])
+
+    assert visibility >= 6 * int(function_of(rendered)["Timeout"])
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_function_consumes_its_own_queue_with_partial_batch_responses(name: str) -> None:
+    rendered = service(name)
+
+    [mapping] = function_of(rendered)["Events"].values()
+
+    assert mapping["Type"] == "SQS"
+    assert mapping["Properties"]["Queue"] == {"Fn::GetAtt": ["Queue", "Arn"]}
+    assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert int(mapping["Properties"]["BatchSize"]) == BATCH_SIZE[name]
+
+
+def test_no_template_maps_an_event_source_any_other_way() -> None:
+    for rendered in every_rendering():
+        assert rendered.of_type("AWS::Lambda::EventSourceMapping") == {}, rendered.name
+
+
+def _policy_documents(rendered: Rendered) -> Iterator[tuple[str, dict[str, Any]]]:
+    for logical_id, resource in rendered.resources.items():
+        properties = resource["Properties"]
+        for policy in (
+            properties.get("Policies", []) if resource["Type"] == "AWS::IAM::Role" else []
+        ):
+            yield logical_id, policy["PolicyDocument"]
+        if "PolicyDocument" in properties:
+            yield logical_id, properties["PolicyDocument"]
+
+
+def test_policies_name_their_actions_and_resources() -> None:
+    checked = 0
+    for rendered in every_rendering():
+        for owner, document in _policy_documents(rendered):
+            for statement in document["Statement"]:
+                where = f"{rendered.name}.yaml {owner} {statement.get('Sid')}"
+                assert "NotAction" not in statement and "NotResource" not in statement, where
+                if statement["Effect"] == "Deny":
+                    continue  # denying everything is the safe direction
+                actions = as_list(statement["Action"])
+                assert not [action for action in actions if "*" in action], where
+                for resource in as_list(statement["Resource"]):
+                    if resource == "*":
+                        assert set(actions) <= ONLY_ON_EVERY_RESOURCE, where
+                    else:
+                        # a trailing wildcard narrows to a prefix; anywhere else it widens
+                        assert "*" not in str(resource)[:-1], where
+                checked += 1
+    assert checked > 30
+
+
+def _grants(name: str, **parameters: str) -> dict[str, tuple[list[str], list[Any]]]:
+    statements = role_statements(service(name, **parameters), "FunctionRole")
+    return {
+        sid: (as_list(statement["Action"]), as_list(statement["Resource"]))
+        for sid, statement in statements.items()
+    }
+
+
+def test_every_function_writes_only_its_log_and_consumes_only_its_queue() -> None:
+    for name in SERVICES:
+        grants = _grants(name)
+        assert grants["WriteOwnLog"][1] == [{"Fn::GetAtt": ["FunctionLogGroup", "Arn"]}]
+        assert grants["ConsumeOwnQueue"][1] == [{"Fn::GetAtt": ["Queue", "Arn"]}]
+        assert grants["ReadDatabaseSecret"] == (
+            ["secretsmanager:GetSecretValue"],
+            [ssm("core", "database-secret-arn")],
+        )
+
+
+def test_the_task_services_report_to_their_state_machine_and_only_download_heartbeats() -> None:
+    assert _grants("validation")["ReportTaskOutcome"] == (
+        ["states:SendTaskSuccess", "states:SendTaskFailure"],
+        [STATE_MACHINE_ARN],
+    )
+    assert _grants("unlocking")["ReportTaskOutcome"] == _grants("validation")["ReportTaskOutcome"]
+    assert "states:SendTaskHeartbeat" in _grants("download")["ReportTaskOutcome"][0]
+    assert "ReportTaskOutcome" not in _grants("scheduler")
+
+
+def test_only_download_writes_raw_objects_and_reads_connection_secrets() -> None:
+    download = _grants("download")
+    assert download["WriteRawObjects"] == (
+        ["s3:PutObject"],
+        [f"arn:aws:s3:::{ssm('core', 'raw-bucket-name')}/*"],
+    )
+    assert download["ReadConnectionSecrets"][1] == [
+        f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:sourceflow/*"
+    ]
+    for name in ("validation", "unlocking", "scheduler"):
+        assert not {"WriteRawObjects", "ReadConnectionSecrets"} & set(_grants(name)), name
+
+
+def test_only_the_scheduler_starts_runs_and_publishes_events() -> None:
+    assert _grants("scheduler")["StartRuns"] == (["states:StartExecution"], [STATE_MACHINE_ARN])
+    assert _grants("scheduler")["PublishEvents"] == (
+        ["events:PutEvents"],
+        [ssm("core", "event-bus-arn")],
+    )
+    for name in ("validation", "download", "unlocking"):
+        assert not {"StartRuns", "PublishEvents"} & set(_grants(name)), name
+
+
+def test_optional_grants_appear_only_when_asked_for() -> None:
+    assert "ReadSourceObjects" not in _grants("download")
+    assert "AttachToVpc" not in _grants("download")
+    with_sources = _grants("download", SourceReadArns="arn:aws:s3:::drops,arn:aws:s3:::drops/*")
+    assert with_sources["ReadSourceObjects"][1] == ["arn:aws:s3:::drops", "arn:aws:s3:::drops/*"]
+    assert "ReadSourceObjects" not in _grants("validation", SourceReadArns="arn:aws:s3:::drops")
+    own = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:unlocking-db-AbCdEf"
+    assert _grants("unlocking", ServiceDatabaseSecretArn=own)["ReadDatabaseSecret"][1] == [own]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_function_is_configured_as_its_settings_read(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the function's environment as the template sets it
+    env = function_of(service(name))["Environment"]["Variables"]
+    assert env["DATABASE_SECRET_ARN"] == ssm("core", "database-secret-arn")
+    assert env["POWERTOOLS_SERVICE_NAME"] == NAMES.queue(name)
+    for variable in [v for v in env if not v.startswith("POWERTOOLS_")]:
+        assert f'"{variable}"' in _settings_source(name), f"{name} never reads {variable}"
+
+    # When the service reads its settings from it (DATABASE_URL standing in for the secret)
+    for key, value in {**env, "DATABASE_URL": "postgresql://db/sourceflow"}.items():
+        monkeypatch.setenv(key, str(value))
+    settings_module = __import__(f"services.{name}.settings", fromlist=["Settings"])
+    settings = settings_module.Settings.from_env()
+
+    # Then it runs with the run's timeouts from infra/resources.py
+    timeouts = Timeouts()
+    assert settings.consumer.max_receives == timeouts.max_receive_count
+    assert settings.consumer.retry_backoff_seconds == timeouts.retry_backoff_seconds
+    if name in ("validation", "download"):
+        assert settings.lock_lease_seconds == timeouts.lock_lease_seconds
+    if name == "download":
+        assert settings.heartbeat_seconds == timeouts.heartbeat_interval_seconds
+        assert settings.claim_seconds == timeouts.download_claim_seconds
+        assert settings.raw_bucket == ssm("core", "raw-bucket-name")
+    if name == "scheduler":
+        assert settings.state_machine_arn == STATE_MACHINE_ARN
+        assert settings.event_bus_name == ssm("core", "event-bus-name")
+
+
+def _settings_source(name: str) -> str:
+    root = Path(__file__).resolve().parents[2]
+    return (root / "services" / name / "settings.py").read_text() + (
+        root / "shared" / "settings.py"
+    ).read_text()
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_function_runs_its_handler_traced(name: str) -> None:
+    function = function_of(service(name))
+
+    assert function["Handler"] == f"services/{name}/handler.lambda_handler"
+    assert function["Runtime"] == "python3.11"
+    assert function["Tracing"] == "Active"
+    assert function["FunctionName"] == NAMES.queue(name)
+
+
+def test_the_state_machine_is_the_one_definition_with_every_placeholder_substituted() -> None:
+    [machine] = workflow().of_type("AWS::Serverless::StateMachine").values()
+
+    assert (templates.TEMPLATES_DIR / machine["DefinitionUri"]).resolve() == (
+        statemachine.DEFINITION_PATH
+    )
+    assert set(machine["DefinitionSubstitutions"]) == statemachine.placeholders()
+    assert machine["Name"] == NAMES.state_machine
+    assert machine["Tracing"] == {"Enabled": True}
+    assert machine["Logging"]["Destinations"] == [
+        {"CloudWatchLogsLogGroup": {"LogGroupArn": {"Fn::GetAtt": ["StateMachineLogGroup", "Arn"]}}}
+    ]
+
+
+# -- the stacks find each other --------------------------------------------------------------
+
+
+def _published(rendered: Rendered) -> set[str]:
+    return {p["Name"] for p in rendered.of_type("AWS::SSM::Parameter").values()}
+
+
+def _read(rendered: Rendered) -> set[str]:
+    return set(_SSM_REFERENCE.findall(json.dumps(rendered.resources)))
+
+
+def test_every_parameter_a_stack_reads_is_published_by_a_stack_deployed_before_it() -> None:
+    renderings = {"core": core(), "workflow": workflow(), **{n: service(n) for n in SERVICES}}
+    published: set[str] = set()
+    for part in DEPLOY_ORDER:
+        rendered = renderings[part]
+        missing = _read(rendered) - published
+        assert not missing, f"{part} reads {sorted(missing)} before anything publishes them"
+        published |= _published(rendered)
+        assert all(name.startswith(NAMES.parameter(part, "")) for name in _published(rendered))
+
+
+def test_the_one_forward_reference_is_the_state_machine_by_its_fixed_name() -> None:
+    # The services name the state machine before the workflow stack creates it.
+    [machine] = workflow().of_type("AWS::Serverless::StateMachine").values()
+    assert STATE_MACHINE_ARN.endswith(f":stateMachine:{machine['Name']}")
+
+
+# -- the embedded stack creates what the templates declare ------------------------------------
+
+
+class RecordedAws:
+    """Stands in for every client infra.local.provision uses (with boto3's argument names),
+    and records what it creates."""
+
+    def __init__(self) -> None:
+        self.sqs = self.s3 = self.events = self.sfn = self.sns = self
+        self.queues: dict[str, dict[str, str]] = {}
+        self.rules: dict[str, dict[str, Any]] = {}
+        self.targets: dict[str, list[str]] = {}
+        self.definitions: dict[str, dict[str, Any]] = {}
+
+    @staticmethod
+    def queue_url(name: str) -> str:
+        return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{name}"
+
+    @staticmethod
+    def queue_arn(name: str) -> str:
+        return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
+
+    def create_queue(self, QueueName: str, Attributes: dict[str, str] | None = None) -> Any:
+        self.queues[QueueName] = Attributes or {}
+        return {"QueueUrl": self.queue_url(QueueName)}
+
+    def get_queue_attributes(self, QueueUrl: str, AttributeNames: list[str]) -> Any:
+        return {"Attributes": {"QueueArn": self.queue_arn(QueueUrl.rsplit("/", 1)[1])}}
+
+    def put_rule(self, Name: str, **rule: Any) -> Any:
+        self.rules[Name] = rule
+
+    def put_targets(self, Rule: str, Targets: list[dict[str, str]], **_: Any) -> Any:
+        self.targets[Rule] = [target["Arn"] for target in Targets]
+
+    def create_topic(self, Name: str) -> Any:
+        return {"TopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:{Name}"}
+
+    def create_state_machine(self, name: str, definition: str, roleArn: str) -> Any:
+        self.definitions[name] = json.loads(definition)
+        return {"stateMachineArn": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{name}"}
+
+    def create_bucket(self, **_: Any) -> None: ...
+
+    def create_event_bus(self, **_: Any) -> None: ...
+
+    def subscribe(self, **_: Any) -> None: ...
+
+
+@pytest.fixture(scope="module")
+def local() -> RecordedAws:
+    recorded = RecordedAws()
+    provision(recorded, NAMES, Timeouts())
+    return recorded
+
+
+@pytest.fixture(scope="module")
+def meaning(local: RecordedAws) -> dict[str, Any]:
+    """What each SSM parameter the templates read stands for on the embedded stack."""
+    values: dict[str, Any] = {
+        ssm("core", "event-bus-name"): NAMES.event_bus,
+        ssm("core", "alerts-topic-arn"): f"arn:aws:sns:{REGION}:{ACCOUNT}:{NAMES.alerts_topic}",
+        # Locally a queue stands in for the notifications topic (EventBridge cannot target SNS)
+        ssm("core", "notifications-topic-arn"): local.queue_arn(NAMES.notifications_queue),
+    }
+    for name in SERVICES:
+        values[ssm(name, "queue-url")] = local.queue_url(NAMES.queue(name))
+        values[ssm(name, "queue-arn")] = local.queue_arn(NAMES.queue(name))
+    return values
+
+
+def test_the_embedded_stack_creates_the_queues_the_service_stacks_declare(
+    local: RecordedAws,
+) -> None:
+    for name in SERVICES:
+        queues = service(name).of_type("AWS::SQS::Queue")
+        work, dead_letters = queues["Queue"], queues["DeadLetterQueue"]
+        assert (work["QueueName"], dead_letters["QueueName"]) == (
+            NAMES.queue(name),
+            NAMES.dlq(name),
+        )
+
+        redrive = json.loads(local.queues[work["QueueName"]]["RedrivePolicy"])
+        assert redrive == {
+            "deadLetterTargetArn": local.queue_arn(dead_letters["QueueName"]),
+            "maxReceiveCount": int(work["RedrivePolicy"]["maxReceiveCount"]),
+        }
+        assert dead_letters["QueueName"] in local.queues
+
+
+def test_the_embedded_stack_creates_the_rules_the_workflow_stack_declares(
+    local: RecordedAws, meaning: dict[str, Any]
+) -> None:
+    declared = {rule["Name"]: rule for rule in workflow().of_type("AWS::Events::Rule").values()}
+
+    assert set(declared) == set(local.rules)
+    for name, rule in declared.items():
+        created = local.rules[name]
+        # A rule without a bus is on the default bus, where schedule rules must be
+        bus = rule.get("EventBusName")
+        assert (meaning[bus] if bus else None) == created.get("EventBusName"), name
+        assert rule.get("ScheduleExpression") == created.get("ScheduleExpression"), name
+        if "EventPattern" in rule:
+            assert rule["EventPattern"] == json.loads(created["EventPattern"]), name
+        assert [meaning[target["Arn"]] for target in rule["Targets"]] == local.targets[name], name
+
+
+def test_the_rules_route_what_infra_resources_names() -> None:
+    declared = {rule["Name"]: rule for rule in workflow().of_type("AWS::Events::Rule").values()}
+
+    for schedule in SCHEDULE_RULES:
+        rule = declared[NAMES.schedule_rule(schedule)]
+        assert (rule["ScheduleExpression"], rule["Description"]) == (
+            schedule.expression,
+            schedule.description,
+        )
+    patterns = {
+        NAMES.scheduler_commands_rule: SCHEDULER_COMMAND_DETAIL_TYPES,
+        NAMES.notifications_rule: NOTIFICATION_DETAIL_TYPES,
+    }
+    for name, detail_types in patterns.items():
+        assert declared[name]["EventPattern"] == {
+            "source": [EVENT_SOURCE],
+            "detail-type": list(detail_types),
+        }
+
+
+def test_the_embedded_stack_runs_the_state_machine_the_workflow_stack_declares(
+    local: RecordedAws, meaning: dict[str, Any]
+) -> None:
+    [machine] = workflow().of_type("AWS::Serverless::StateMachine").values()
+    # Each substitution as it means on the embedded stack: its queue, bus, topic, timeout
+    substitutions = {
+        key: meaning[value] if value in meaning else int(value)
+        for key, value in machine["DefinitionSubstitutions"].items()
+    }
+
+    assert statemachine.render(substitutions) == local.definitions[NAMES.state_machine]
+
+
+def test_the_timeouts_in_the_templates_are_those_of_infra_resources() -> None:
+    timeouts = Timeouts()
+    run = templates.load("workflow")["Mappings"]["Run"]["Timeouts"]
+    assert (
+        run["ValidateTimeoutSeconds"],
+        run["DownloadTimeoutSeconds"],
+        run["DownloadHeartbeatSeconds"],
+        run["UnlockTimeoutSeconds"],
+    ) == (
+        timeouts.validate_seconds,
+        timeouts.download_seconds,
+        timeouts.download_heartbeat_seconds,
+        timeouts.unlock_seconds,
+    )
