@@ -1,7 +1,9 @@
-"""`sourceflow demo`: real sources through the real state machine on the embedded stack.
+"""`sourceflow demo`: real sources of every type through the real state machine on the
+embedded stack (the vendor's API, a partner's CSV drops in S3, a partner's PostgreSQL table).
 
-Round 1 is each source's first run (backdated, Full Load). Then the vendor changes some
-records, the sources go back to Normal, and round 2 loads exactly what changed.
+Round 1 is each source's first run (backdated, Full Load). Then every source changes some
+records, the scheduler puts the sources back to Normal, and round 2 loads exactly what changed.
+Round 3 runs each source in its special flow (Re-specs or Sold), which the scheduler resets.
 """
 
 from __future__ import annotations
@@ -14,17 +16,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import requests
 from rich.console import Console
 from rich.table import Table
 
+from infra.demo_sources import DEMO_SOURCES, DemoSource, SourceData, source_data
 from infra.local.stack import LocalStack, StackOptions, aws_client
 from infra.local.ticker import fire_all
 from infra.resources import Names
 from infra.runs import wait_for_execution
 from infra.sources import SourceSpec, get_run, register_source
 from shared.db import Database
-from shared.flows import FlowParams, FlowType, parse_flow_params
+from shared.flows import (
+    RESPECS_WINDOW_START,
+    FlowParams,
+    FlowType,
+    WindowField,
+    parse_flow_params,
+)
 from shared.ledger import set_flow_params
 from shared.runs import start_run
 from shared.timefmt import isoformat
@@ -33,21 +41,9 @@ from shared.timefmt import isoformat
 console = Console(width=None if sys.stdout.isatty() else 200)
 
 
-@dataclass(frozen=True)
-class DemoSource:
-    source_id: str
-    dataset: str
-    backdate_days: int
-    changed: int  # records the vendor modifies between the rounds
-    added: int  # records the vendor adds between the rounds
-
-
 NORMAL_PARAMS = FlowParams(FlowType.NORMAL).canonical()
 DEMO_ATTRIBUTE_ROWS = 3  # listing attribute rows per source, for the Re-specs query to update
-DEMO_SOURCES = (
-    DemoSource("demo-listings-a", "listings-a", backdate_days=30, changed=40, added=10),
-    DemoSource("demo-listings-b", "listings-b", backdate_days=7, changed=5, added=0),
-)
+SOURCE_TYPE_OF = {source.source_id: source.source_type for source in DEMO_SOURCES}
 
 
 def run_demo(state_dir: Path, database_url: str | None = None) -> int:
@@ -59,10 +55,13 @@ def run_demo(state_dir: Path, database_url: str | None = None) -> int:
         env = stack.env
         console.print(
             f"stack up in {time.monotonic() - started:.1f}s: PostgreSQL, moto "
-            f"({env['AWS_ENDPOINT_URL']}), vendor ({env['VENDOR_URL']}), 4 services"
+            f"({env['AWS_ENDPOINT_URL']}), vendor ({env['VENDOR_URL']}), partner database and "
+            f"drops (s3://{env['DROPS_BUCKET']}), 4 services"
         )
         db = Database(env["DATABASE_URL"], application_name="sourceflow-demo")
-        demo = _Demo(db, aws_client(env, "stepfunctions"), env)
+        s3 = aws_client(env, "s3")
+        data = {source.source_id: source_data(source, env, s3) for source in DEMO_SOURCES}
+        demo = _Demo(db, aws_client(env, "stepfunctions"), env, data)
         try:
             ok = demo.play()
         finally:
@@ -81,53 +80,102 @@ class _Demo:
     db: Database
     sfn: Any
     env: dict[str, str]
+    data: dict[str, SourceData]  # by source id
     runs: list[dict[str, Any]] = field(default_factory=list)
 
     def play(self) -> bool:
         """Three rounds; returns whether every run did exactly what its flow promises."""
-        a, b = DEMO_SOURCES
-        vendor = self.env["VENDOR_URL"]
         for source in DEMO_SOURCES:
-            _reset_demo_source(self.db, source, vendor)
+            self.reset(source)
         first = self.round("Round 1: first runs (backdated Full Load)")
 
         for source in DEMO_SOURCES:
-            _vendor_changes(vendor, source)
-        console.print("vendor: modified and added records")
+            self.data[source.source_id].change(source.changed, source.added)
+        console.print(
+            "sources: the vendor, the partner's drops and the partner's table changed records"
+        )
         reset_after_first = self.tick_until_normal()
         second = self.round("Round 2: incremental Normal runs")
 
         sold_year = datetime.now(UTC).year - 1
-        respecs_sql = (
-            "UPDATE public.listing_attributes SET value = 'sqm', updated_at = now()"
-            f" WHERE source_id = '{a.source_id}' AND attribute = 'area_unit'"
-        )
-        self.set_flow(a, FlowParams(FlowType.RESPECS, sql=respecs_sql), "area unit is now sqm")
-        self.set_flow(b, FlowParams(FlowType.SOLD, year=sold_year), f"sales since {sold_year}")
-        console.print(
-            f"operator: {a.source_id} → Re-specs (area unit → sqm), "
-            f"{b.source_id} → Sold since {sold_year}"
-        )
+        for source in DEMO_SOURCES:
+            self.set_special_flow(source, sold_year)
         third = self.round("Round 3: Re-specs and Sold")
         reset_after_third = self.tick_until_normal()
 
-        cursor_kept = third[1]["cursor_after"] == second[1]["cursor_after"]
         return (
             all(run.get("status") == "succeeded" for run in self.runs)
-            and [run["flow_type"] for run in first] == ["full_load", "full_load"]
+            and all(run["flow_type"] == "full_load" for run in first)
             and [run["records"] for run in second] == [s.changed + s.added for s in DEMO_SOURCES]
-            and third[0]["records"] == _vendor_count(vendor, a.dataset, {})
-            and third[0]["respecs_rows"] == DEMO_ATTRIBUTE_ROWS
-            and third[1]["records"]
-            == _vendor_count(
-                vendor,
-                b.dataset,
-                {"sold_from": f"{sold_year}-01-01T00:00:00Z", "sold_until": third[1]["window_end"]},
+            and all(
+                self.did_special_flow(source, run, before)
+                for source, run, before in zip(DEMO_SOURCES, third, second, strict=True)
             )
-            and cursor_kept
             and reset_after_first
             and reset_after_third
         )
+
+    def reset(self, source: DemoSource) -> None:
+        """Each demo starts its sources afresh: never run, no cursor, no history."""
+        with self.db.transaction() as cur:
+            cur.execute("DELETE FROM public.source_run WHERE source_id = %s", (source.source_id,))
+            cur.execute(
+                "DELETE FROM public.source_flow_history WHERE source_id = %s", (source.source_id,)
+            )
+            cur.execute("DELETE FROM public.source WHERE source_id = %s", (source.source_id,))
+        with self.db.transaction() as cur:
+            cur.execute(
+                "DELETE FROM public.listing_attributes WHERE source_id = %s", (source.source_id,)
+            )
+            for index in range(DEMO_ATTRIBUTE_ROWS):
+                cur.execute(
+                    "INSERT INTO public.listing_attributes (source_id, listing_id, attribute,"
+                    " value) VALUES (%s, %s, 'area_unit', 'sqft')",
+                    (source.source_id, f"{source.name}-{index:07d}"),
+                )
+        data = self.data[source.source_id]
+        data.reset()
+        register_source(
+            self.db,
+            SourceSpec(
+                source_id=source.source_id,
+                name=f"Demo {source.source_type} source {source.name}",
+                source_type=source.source_type,
+                connection=data.connection(),
+                backdate_days=source.backdate_days,
+            ),
+        )
+
+    def set_special_flow(self, source: DemoSource, sold_year: int) -> None:
+        if source.special_flow is FlowType.RESPECS:
+            sql = (
+                "UPDATE public.listing_attributes SET value = 'sqm', updated_at = now()"
+                f" WHERE source_id = '{source.source_id}' AND attribute = 'area_unit'"
+            )
+            params, reason = FlowParams(FlowType.RESPECS, sql=sql), "area unit is now sqm"
+        else:
+            params, reason = FlowParams(FlowType.SOLD, year=sold_year), f"sales since {sold_year}"
+        with self.db.transaction() as cur:
+            set_flow_params(
+                cur, source.source_id, params.canonical(), changed_by="demo", reason=reason
+            )
+        console.print(
+            f"operator: {source.source_id} → {params.canonical()['flow_type']} ({reason})"
+        )
+
+    def did_special_flow(
+        self, source: DemoSource, run: dict[str, Any], before: dict[str, Any]
+    ) -> bool:
+        """Re-specs reloads everything since 1990 and updates the attribute rows; Sold loads
+        the sales since 1 January and keeps the cursor where the Normal run left it."""
+        data = self.data[source.source_id]
+        if source.special_flow is FlowType.RESPECS:
+            expected = data.count(
+                WindowField.LAST_MODIFIED, RESPECS_WINDOW_START, run["window_end"]
+            )
+            return run["records"] == expected and run["respecs_rows"] == DEMO_ATTRIBUTE_ROWS
+        expected = data.count(WindowField.SOLD_DATE, run["window_start"], run["window_end"])
+        return run["records"] == expected and run["cursor_after"] == before["cursor_after"]
 
     def round(self, title: str) -> list[dict[str, Any]]:
         state_machine_arn = self.env["STATE_MACHINE_ARN"]
@@ -171,17 +219,12 @@ class _Demo:
             row = cur.fetchone()
         return dict(row) if row else None
 
-    def set_flow(self, source: DemoSource, params: FlowParams, reason: str) -> None:
-        with self.db.transaction() as cur:
-            set_flow_params(
-                cur, source.source_id, params.canonical(), changed_by="demo", reason=reason
-            )
-
 
 def run_table(title: str, runs: list[dict[str, Any]]) -> Table:
     table = Table(title=title, title_justify="left")
     for column in (
         "source",
+        "type",
         "flow",
         "filter field",
         "window",
@@ -196,6 +239,7 @@ def run_table(title: str, runs: list[dict[str, Any]]) -> Table:
     for run in runs:
         table.add_row(
             run.get("source_id", "?"),
+            SOURCE_TYPE_OF.get(run.get("source_id", ""), "?"),
             run.get("flow_type") or "-",
             run.get("window_field") or "-",
             _window(run),
@@ -227,60 +271,3 @@ def _duration(run: dict[str, Any]) -> str:
     if run.get("finished_at") is None or run.get("started_at") is None:
         return "-"
     return f"{(run['finished_at'] - run['started_at']).total_seconds():.2f}s"
-
-
-def _reset_demo_source(db: Database, source: DemoSource, vendor_url: str) -> None:
-    """Each demo starts its sources afresh: never run, no cursor, no history."""
-    with db.transaction() as cur:
-        cur.execute("DELETE FROM public.source_run WHERE source_id = %s", (source.source_id,))
-        cur.execute(
-            "DELETE FROM public.source_flow_history WHERE source_id = %s", (source.source_id,)
-        )
-        cur.execute("DELETE FROM public.source WHERE source_id = %s", (source.source_id,))
-    with db.transaction() as cur:
-        cur.execute(
-            "DELETE FROM public.listing_attributes WHERE source_id = %s", (source.source_id,)
-        )
-        for index in range(DEMO_ATTRIBUTE_ROWS):
-            cur.execute(
-                "INSERT INTO public.listing_attributes (source_id, listing_id, attribute, value)"
-                " VALUES (%s, %s, 'area_unit', 'sqft')",
-                (source.source_id, f"{source.dataset}-{index:07d}"),
-            )
-    register_source(
-        db,
-        SourceSpec(
-            source_id=source.source_id,
-            name=f"Demo vendor {source.dataset}",
-            source_type="http_api",
-            connection={"base_url": vendor_url, "dataset": source.dataset},
-            backdate_days=source.backdate_days,
-        ),
-    )
-
-
-def _vendor_count(vendor_url: str, dataset: str, filters: dict[str, Any]) -> int:
-    params = {k: isoformat(v) if isinstance(v, datetime) else v for k, v in filters.items()}
-    response = requests.get(f"{vendor_url}/datasets/{dataset}/count", params=params, timeout=10)
-    response.raise_for_status()
-    return int(response.json()["count"])
-
-
-def _vendor_changes(vendor_url: str, source: DemoSource) -> None:
-    """Modify some existing records (a price change) and add new ones at the vendor."""
-    page = requests.get(
-        f"{vendor_url}/datasets/{source.dataset}/records",
-        params={"page_size": source.changed},
-        timeout=10,
-    )
-    page.raise_for_status()
-    changed = [
-        {"id": record["id"], "price": int(record["price"]) + 1000}
-        for record in page.json()["records"]
-    ]
-    added = [{"id": f"{source.dataset}-new-{index:04d}"} for index in range(source.added)]
-    requests.post(
-        f"{vendor_url}/datasets/{source.dataset}/records",
-        json={"records": changed + added},
-        timeout=10,
-    ).raise_for_status()
