@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from infra import deploy, templates
+from infra import build, deploy, templates
 from infra.deploy import DEPLOY_ORDER, DeployError, Deployment, deploy_commands, require_aws_cli
+from infra.resources import SERVICES
 
 DEV = Deployment("dev", "artifacts-123", {"AlertEmail": "ops@example.com"})
 
@@ -136,3 +138,11 @@ def test_a_deployment_needs_a_stage_and_an_artifact_bucket(
 def test_an_unknown_part_is_refused() -> None:
     with pytest.raises(DeployError, match="nothing called 'frontend'"):
         deploy_commands("frontend", DEV, build_service=lambda _: Path("x"))
+
+
+def test_the_makefile_builds_and_deploys_every_service_infra_resources_names() -> None:
+    makefile = (build.ROOT / "Makefile").read_text()
+
+    [declared] = re.findall(r"^SERVICES := (.+)$", makefile, flags=re.MULTILINE)
+
+    assert tuple(declared.split()) == SERVICES
