@@ -12,6 +12,7 @@ from shared.flows import (
     FlowParams,
     FlowType,
     InvalidFlowParams,
+    Window,
     WindowField,
     advance_cursor,
     is_first_run,
@@ -184,6 +185,25 @@ def test_naive_run_start_is_refused() -> None:
             run_start=datetime(2026, 1, 1),
             backdate_days=1,
         )
+
+
+@pytest.mark.parametrize(
+    ("start_inclusive", "moment", "inside"),
+    [
+        (False, RUN_START - timedelta(days=1), False),  # the cursor itself was loaded before
+        (True, RUN_START - timedelta(days=1), True),
+        (False, RUN_START - timedelta(days=1, microseconds=-1), True),
+        (False, RUN_START, True),  # the end is always inside
+        (True, RUN_START + timedelta(microseconds=1), False),
+    ],
+)
+def test_a_window_contains_what_its_bounds_say(
+    start_inclusive: bool, moment: datetime, inside: bool
+) -> None:
+    window = Window(
+        WindowField.LAST_MODIFIED, RUN_START - timedelta(days=1), RUN_START, start_inclusive
+    )
+    assert window.contains(moment) is inside
 
 
 def test_first_run_rule_writes_full_load() -> None:
