@@ -97,8 +97,10 @@ class PostgresConnector:
         }
         with self._session() as conn, conn.cursor() as cur:
             cur.execute(self.probe_query())
+            # The probe's first two columns are the filter columns (the key column may follow).
+            described_columns = cur.description[: len(filter_columns)]
             for (setting, column), described in zip(
-                filter_columns.items(), cur.description, strict=False
+                filter_columns.items(), described_columns, strict=True
             ):
                 if described.type_code not in DATE_TIME_TYPES:
                     cur.execute("SELECT %s::regtype::text", (described.type_code,))

@@ -5,6 +5,7 @@ table. Each test checks the ledger, the cursor and what the raw bucket holds."""
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -365,8 +366,11 @@ def _password_secret_missing(harness: Harness, name: str) -> dict[str, Any]:
 
 
 def _database_unreachable(harness: Harness, name: str) -> dict[str, Any]:
-    connection = harness.partner.table_connection("listings")
-    return {**connection, "dsn": "host=127.0.0.1 port=9 dbname=partner user=partner_reader"}
+    with socket.socket() as sock:  # a port nothing listens on: bound, then closed
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    dsn = f"host=127.0.0.1 port={dead_port} dbname=partner user=partner_reader"
+    return {**harness.partner.table_connection("listings"), "dsn": dsn}
 
 
 def _api_key_secret_missing(harness: Harness, name: str) -> dict[str, Any]:
