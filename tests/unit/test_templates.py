@@ -325,17 +325,24 @@ def test_the_task_services_report_to_their_state_machine_and_only_download_heart
     assert "ReportTaskOutcome" not in _grants("scheduler")
 
 
-def test_only_download_writes_raw_objects_and_reads_connection_secrets() -> None:
-    download = _grants("download")
-    assert download["WriteRawObjects"] == (
+def test_only_download_writes_raw_objects() -> None:
+    assert _grants("download")["WriteRawObjects"] == (
         ["s3:PutObject"],
         [f"arn:aws:s3:::{ssm('core', 'raw-bucket-name')}/*"],
     )
-    assert download["ReadConnectionSecrets"][1] == [
-        f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:sourceflow/*"
-    ]
     for name in ("validation", "unlocking", "scheduler"):
-        assert not {"WriteRawObjects", "ReadConnectionSecrets"} & set(_grants(name)), name
+        assert "WriteRawObjects" not in _grants(name), name
+
+
+def test_the_services_that_connect_to_sources_read_only_connection_secrets() -> None:
+    # Validation checks a source's connection; download reads the source.
+    for name in ("validation", "download"):
+        assert _grants(name)["ReadConnectionSecrets"] == (
+            ["secretsmanager:GetSecretValue"],
+            [f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:sourceflow/*"],
+        )
+    for name in ("unlocking", "scheduler"):
+        assert "ReadConnectionSecrets" not in _grants(name), name
 
 
 def test_only_the_scheduler_starts_runs_and_publishes_events() -> None:
@@ -351,9 +358,13 @@ def test_only_the_scheduler_starts_runs_and_publishes_events() -> None:
 def test_optional_grants_appear_only_when_asked_for() -> None:
     assert "ReadSourceObjects" not in _grants("download")
     assert "AttachToVpc" not in _grants("download")
-    with_sources = _grants("download", SourceReadArns="arn:aws:s3:::drops,arn:aws:s3:::drops/*")
-    assert with_sources["ReadSourceObjects"][1] == ["arn:aws:s3:::drops", "arn:aws:s3:::drops/*"]
-    assert "ReadSourceObjects" not in _grants("validation", SourceReadArns="arn:aws:s3:::drops")
+    drops = "arn:aws:s3:::drops,arn:aws:s3:::drops/*"
+    for name in ("validation", "download"):
+        assert _grants(name, SourceReadArns=drops)["ReadSourceObjects"] == (
+            ["s3:GetObject", "s3:ListBucket"],
+            ["arn:aws:s3:::drops", "arn:aws:s3:::drops/*"],
+        )
+    assert "ReadSourceObjects" not in _grants("unlocking", SourceReadArns=drops)
     own = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:unlocking-db-AbCdEf"
     assert _grants("unlocking", ServiceDatabaseSecretArn=own)["ReadDatabaseSecret"][1] == [own]
 
