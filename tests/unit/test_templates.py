@@ -600,6 +600,16 @@ def test_the_embedded_stack_runs_the_state_machine_the_workflow_stack_declares(
     assert statemachine.render(substitutions) == local.definitions[NAMES.state_machine]
 
 
+def test_the_core_names_what_infra_resources_names() -> None:
+    rendered = core()
+
+    assert rendered.of_type("AWS::Events::EventBus")["EventBus"]["Name"] == NAMES.event_bus
+    topics = {p["TopicName"] for p in rendered.of_type("AWS::SNS::Topic").values()}
+    assert topics == {NAMES.alerts_topic, NAMES.notifications_topic}
+    bucket = rendered.of_type("AWS::S3::Bucket")["RawBucket"]["BucketName"]
+    assert bucket == f"{NAMES.raw_bucket}-{ACCOUNT}-{REGION}"
+
+
 def test_the_timeouts_in_the_templates_are_those_of_infra_resources() -> None:
     timeouts = Timeouts()
     run = templates.load("workflow")["Mappings"]["Run"]["Timeouts"]
