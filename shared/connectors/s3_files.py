@@ -219,7 +219,7 @@ class _Lines:
     malformed and skipped."""
 
     def __init__(self, raw: Iterable[bytes], where: str, malformed: MalformedRows) -> None:
-        self._raw, self.where, self._malformed = raw, where, malformed
+        self._raw, self._where, self._malformed = raw, where, malformed
         self.number = 0
 
     def __iter__(self) -> Iterator[str]:
@@ -233,7 +233,7 @@ class _Lines:
 
     @property
     def at(self) -> str:
-        return f"{self.where} line {self.number}"
+        return f"{self._where} line {self.number}"
 
 
 def jsonl_rows(lines: _Lines, malformed: MalformedRows) -> Iterator[tuple[str, dict[str, Any]]]:
