@@ -11,7 +11,7 @@ ARTIFACT_BUCKET ?=
 PARAMS ?=
 DEPLOY_ARGS = --stage "$(STAGE)" --artifact-bucket "$(ARTIFACT_BUCKET)" $(foreach p,$(PARAMS),--param "$(p)")
 
-.PHONY: install demo up test test-unit test-contract test-e2e lint typecheck clean deploy \
+.PHONY: install demo up test test-unit test-contract test-e2e lint typecheck bench clean deploy \
 	$(SERVICES:%=build-%) $(SERVICES:%=deploy-%) deploy-core deploy-workflow
 
 install: $(STAMP)
@@ -35,7 +35,7 @@ lint: install
 	$(BIN)/cfn-lint infra/templates/*.yaml
 
 typecheck: install
-	$(BIN)/mypy shared services infra tests
+	$(BIN)/mypy shared services infra tests bench
 
 test: lint typecheck
 	$(BIN)/pytest -q --basetemp=$(CURDIR)/.pytest-tmp
@@ -48,6 +48,11 @@ test-contract: install
 
 test-e2e: install
 	$(BIN)/pytest -q tests/e2e
+
+# Speed, memory and cost on the embedded stack (docs/performance.md); writes
+# .sourceflow/bench.json. Not part of `make test`: no timed assertions in tests.
+bench: install
+	$(BIN)/python -m bench
 
 # build/<service>/ and build/<service>.zip: the service's Lambda artifact (needs the package
 # index, not AWS).

@@ -11,9 +11,14 @@ Writes `.sourceflow/bench.json`.
 
 from __future__ import annotations
 
+import os
+
+# The services' logic runs in this process too: no CloudWatch or X-Ray output in the report.
+os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+
 import json
 import math
-import os
 import platform
 import socket
 import subprocess
