@@ -303,10 +303,24 @@ def run(source_id: str, wait: bool, state_dir: Path) -> None:
 
 
 @main.command()
+@click.argument("run_name", metavar="RUN")
+@click.option("--reason", required=True, help="Why, for the ledger and the Run Cancelled event.")
+@_state_dir_option
+def cancel(run_name: str, reason: str, state_dir: Path) -> None:
+    """Stop RUN (its execution name or ARN) at whatever step it is in: the source is unlocked,
+    the cursor unchanged, and the ledger says `cancelled` with who asked and why."""
+    from infra import operator
+
+    with _database(state_dir) as (_, db):
+        asked = operator.cancel_run(db, run_name, requested_by=f"operator:{_who()}", reason=reason)
+    click.echo(f"cancel requested for {asked['execution_name']} (source {asked['source_id']})")
+
+
+@main.command()
 @click.option("--source", "source_id", help="Only this source's runs.")
 @click.option(
     "--status",
-    type=click.Choice(["running", "downloaded", "succeeded", "failed", "skipped"]),
+    type=click.Choice(["running", "downloaded", "succeeded", "failed", "skipped", "cancelled"]),
     help="Only runs with this status.",
 )
 @click.option(

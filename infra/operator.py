@@ -205,6 +205,43 @@ def runs_list(
     return rows
 
 
+def cancel_run(db: Database, run: str, *, requested_by: str, reason: str) -> dict[str, Any]:
+    """Ask a running run to stop. The step in progress notices (a download at its next
+    heartbeat), stops, and the run ends `cancelled`: source unlocked, cursor unchanged."""
+    with db.transaction() as cur:
+        cur.execute(
+            """
+            UPDATE public.source_run
+               SET cancel_requested_at = now(), cancel_requested_by = %(by)s,
+                   cancel_reason = %(reason)s
+             WHERE (execution_name = %(run)s OR execution_arn = %(run)s)
+               AND status IN ('running', 'downloaded') AND cancel_requested_at IS NULL
+            RETURNING execution_arn, execution_name, source_id, status
+            """,
+            {"run": run, "by": requested_by, "reason": reason},
+        )
+        row = cur.fetchone()
+        if row is None:
+            cur.execute(
+                "SELECT status, cancel_requested_by FROM public.source_run"
+                " WHERE execution_name = %(run)s OR execution_arn = %(run)s",
+                {"run": run},
+            )
+            found = cur.fetchone()
+    if row is not None:
+        return dict(row)
+    if found is None:
+        raise OperatorError(
+            f"no run {run!r} in the ledger (it may not have been validated yet); "
+            "`sourceflow runs --status running` lists running runs"
+        )
+    if found["cancel_requested_by"]:
+        raise OperatorError(
+            f"run {run!r} is already being cancelled by {found['cancel_requested_by']}"
+        )
+    raise OperatorError(f"run {run!r} has already ended ({found['status']}); nothing to cancel")
+
+
 def request_run(config: OperatorConfig, db: Database, source_id: str, requested_by: str) -> str:
     """Publish `Run Requested`; returns the event id (which names the execution it starts)."""
     if get_source(db, source_id) is None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 SERVICES = ("validation", "download", "unlocking", "scheduler")
 # Events people and downstream systems watch (an SNS topic in the cloud, a queue locally).
-NOTIFICATION_DETAIL_TYPES = ("Run Succeeded", "Run Failed", "Flow Reset Applied")
+NOTIFICATION_DETAIL_TYPES = ("Run Succeeded", "Run Failed", "Run Cancelled", "Flow Reset Applied")
 # Events the scheduler consumes from the bus.
 SCHEDULER_COMMAND_DETAIL_TYPES = ("Run Requested", "Flow Reset Requested")
 

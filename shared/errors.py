@@ -52,3 +52,9 @@ class ContractViolation(SourceflowError):
 
 class DuplicateDelivery(SourceflowError):
     """Another delivery of the same work holds its claim and is doing it; this one stands down."""
+
+
+class RunCancelled(PermanentError):
+    """An operator cancelled the run; the step that notices stops and the run ends cancelled."""
+
+    error_name = "RunCancelled"

@@ -36,6 +36,7 @@ SCHEDULED_EVENT = "Scheduled Event"  # what EventBridge schedule rules deliver
 DETAIL_CONTRACTS = {
     "Run Succeeded": "run-succeeded",
     "Run Failed": "run-failed",
+    "Run Cancelled": "run-cancelled",
     "Run Requested": "run-requested",
     "Flow Reset Requested": "flow-reset-requested",
     "Flow Reset Applied": "flow-reset-applied",

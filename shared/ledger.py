@@ -12,6 +12,7 @@ from typing import Any
 from psycopg2.extras import Json
 
 from shared.db import Database
+from shared.errors import RunCancelled
 
 
 def failure_recorder(db: Database, step: str) -> Any:
@@ -96,3 +97,16 @@ def _attribute_changes(cur: Any, changed_by: str, reason: str, request_id: str) 
         " set_config('sourceflow.change_request', %s, true)",
         (changed_by, reason, request_id),
     )
+
+
+def cancellation(cur: Any, execution_arn: str) -> RunCancelled | None:
+    """The operator's cancel request for this run, as the error its steps stop with."""
+    cur.execute(
+        "SELECT cancel_requested_at, cancel_requested_by, cancel_reason FROM public.source_run"
+        " WHERE execution_arn = %s AND cancel_requested_at IS NOT NULL",
+        (execution_arn,),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return RunCancelled(f"cancelled by {row['cancel_requested_by']}: {row['cancel_reason']}")

@@ -20,6 +20,7 @@ from shared.connectors import Connector
 from shared.db import Database
 from shared.errors import DuplicateDelivery, PermanentError, TransientError
 from shared.flows import Window, WindowField
+from shared.ledger import cancellation
 from shared.observability import logger
 from shared.timefmt import isoformat, parse_iso
 
@@ -209,6 +210,9 @@ def _download_claimed(
             "malformed rows not loaded",
             extra={"malformed_records": malformed.count, "examples": malformed.examples},
         )
+    # One last heartbeat before the manifest: a run cancelled meanwhile stops here, so no
+    # manifest ever names the output of a cancelled run.
+    heartbeat.beat()
     manifest_key = f"{prefix}manifest.json"
     result = {
         "source_id": source_id,
@@ -260,4 +264,6 @@ def lease_renewal(
             raise DuplicateDelivery(
                 f"another delivery took over the download of {execution_arn}; standing down"
             )
+        if cancelled := cancellation(cur, execution_arn):
+            raise cancelled
         return adapters.renew_lease(cur, source_id, execution_arn, lease)

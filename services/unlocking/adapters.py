@@ -65,7 +65,9 @@ def finish_failed(cur: Any, execution_arn: str, request: Mapping[str, Any]) -> d
     cur.execute(
         """
         UPDATE public.source_run
-           SET status = 'failed', finished_at = now(),
+           SET status = CASE WHEN cancel_requested_at IS NOT NULL OR %(error)s = 'RunCancelled'
+                             THEN 'cancelled' ELSE 'failed' END,
+               finished_at = now(),
                failed_step = COALESCE(failed_step, %(step)s),
                error = COALESCE(error, %(error)s),
                error_detail = COALESCE(error_detail, NULLIF(%(cause)s, ''))
@@ -141,5 +143,5 @@ def result_fields(run: Mapping[str, Any], *, lock_released: bool) -> dict[str, A
         "cursor_before": stamp(run["cursor_before"]),
         "cursor_after": stamp(run["cursor_after"]),
         "flow_type": run["flow_type"],
-        "error_detail": run["error_detail"] if run["status"] == "failed" else None,
+        "error_detail": run["error_detail"] if run["status"] in ("failed", "cancelled") else None,
     }

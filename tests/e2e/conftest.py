@@ -177,6 +177,9 @@ class Harness:
             )
         return source_id
 
+    def run_row(self, execution_arn: str) -> dict[str, Any] | None:
+        return get_run(self.db, execution_arn)
+
     def run_source_row(self, source_id: str) -> dict[str, Any]:
         source = get_source(self.db, source_id)
         assert source is not None, source_id

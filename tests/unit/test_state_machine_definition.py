@@ -67,9 +67,14 @@ def test_every_failure_after_validation_ends_in_unlock(definition: dict[str, Any
     for name in ("Validate", "Download", "UnlockAfterSuccess"):
         (catch,) = states[name]["Catch"]
         assert states[catch["Next"]]["Next"] == "UnlockAfterFailure", name
-    assert states["UnlockAfterFailure"]["Next"] == "PublishRunFailed"
+    assert states["UnlockAfterFailure"]["Next"] == "CancelledOrFailed"
     fallback = states[states["UnlockAfterFailure"]["Catch"][0]["Next"]]
-    assert fallback["Next"] == "PublishRunFailed"
+    assert fallback["Next"] == "CancelledOrFailed"
+    # A cancel ends as cancelled (its own event, no alert); anything else alerts and fails.
+    branch = states["CancelledOrFailed"]
+    assert [c["Next"] for c in branch["Choices"]] == ["PublishRunCancelled"]
+    assert states[states["PublishRunCancelled"]["Next"]]["Type"] == "Fail"
+    assert branch["Default"] == "PublishRunFailed"
     assert states["PublishRunFailed"]["Next"] == "AlertPeople"
     naming = states[states["AlertPeople"]["Next"]]
     ends = [choice["Next"] for choice in naming["Choices"]] + [naming["Default"]]

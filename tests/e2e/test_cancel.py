@@ -1,0 +1,70 @@
+"""`sourceflow cancel`: the step in progress notices, stops, and the run ends cancelled with the
+source unlocked, the cursor unchanged and no manifest naming its partial output."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+from shared import contracts
+from tests.e2e.conftest import Harness
+
+DAY = timedelta(days=1)
+
+
+def test_cancel_during_download(harness: Harness) -> None:
+    # Given a run downloading twelve one-record pages, half a second each
+    dataset = harness.new_dataset([DAY / 10] * 12)
+    cursor = datetime.now(UTC) - DAY
+    source_id = harness.new_source(dataset, runtime_count=3, cursor=cursor)
+    harness.set_page_size(source_id, 1)
+    harness.vendor.fault(dataset, page_delay_ms=500)
+    arn = harness.start(source_id)
+    name = arn.rsplit(":", 1)[1]
+    deadline = time.monotonic() + 30
+    while not ((run := harness.run_row(arn)) and (run["progress_records"] or 0) >= 2):
+        assert time.monotonic() < deadline, "the download never got going"
+        time.sleep(0.2)
+
+    # When an operator cancels it
+    asked = harness.sourceflow("cancel", name, "--reason", "wrong dataset")
+    assert asked.returncode == 0, asked.stderr
+    result = harness.finish(arn, source_id)
+
+    # Then the run ended cancelled, by whom and why, with nothing else changed
+    assert (result.status, result.error) == ("FAILED", "RunCancelled")
+    run = result.run
+    assert (run["status"], run["error"], run["failed_step"]) == (
+        "cancelled",
+        "RunCancelled",
+        "Download",
+    )
+    assert run["cancel_requested_by"].startswith("operator:")
+    assert run["cancel_reason"] == "wrong dataset"
+    assert "wrong dataset" in run["error_detail"]
+    source = result.source
+    assert source is not None
+    assert (source["locked_by"], source["last_modified_date"]) == (None, cursor)
+    assert not [
+        key for key in harness.raw_objects(f"{source_id}/{name}/") if key.endswith("manifest.json")
+    ]
+
+    # And a Run Cancelled event says so (a cancel is not a failure to page people about)
+    event = harness.notifications(
+        lambda e: e["detail"].get("execution_arn") if e["detail-type"] == "Run Cancelled" else None,
+        {arn},
+    )[arn]
+    contracts.validate(event["detail"], "run-cancelled")
+    assert event["detail"]["cancelled_step"] == "Download"
+    assert "wrong dataset" in event["detail"]["reason"]
+
+
+def test_cancel_refuses_a_run_that_ended_or_does_not_exist(harness: Harness) -> None:
+    source_id = harness.new_source(harness.new_dataset([DAY]), runtime_count=3)
+    done = harness.run(source_id)
+    name = done.execution_arn.rsplit(":", 1)[1]
+    ended = harness.sourceflow("cancel", name, "--reason", "too late")
+    assert ended.returncode == 1 and "has already ended (succeeded)" in ended.stderr
+    unknown = harness.sourceflow("cancel", "no-such-run", "--reason", "x")
+    assert unknown.returncode == 1 and "no run 'no-such-run'" in unknown.stderr
+    assert harness.run_row(done.execution_arn)["status"] == "succeeded"  # type: ignore[index]
