@@ -467,8 +467,9 @@ def race(
 
 
 @pytest.fixture
-def empty_database_url(migrated_url: str) -> Iterator[str]:
-    """A database of its own on the same server, dropped afterwards."""
+def empty_database_url(migrated_url: str, tmp_path: Path) -> Iterator[str]:
+    """A database of its own on the same server, dropped afterwards; when the server's role
+    may not create databases, a private embedded PostgreSQL instead."""
     name = f"sourceflow_it_{uuid.uuid4().hex[:10]}"
     admin = psycopg2.connect(migrated_url)
     admin.autocommit = True
@@ -477,7 +478,14 @@ def empty_database_url(migrated_url: str) -> Iterator[str]:
             try:
                 cur.execute(f'CREATE DATABASE "{name}"')
             except psycopg2.errors.InsufficientPrivilege:
-                pytest.skip("the DATABASE_URL role cannot create databases")
+                import pgserver
+
+                private = pgserver.get_server(tmp_path / "pgdata", cleanup_mode="stop")
+                try:
+                    yield str(private.get_uri())
+                finally:
+                    private.cleanup()
+                return
         yield make_dsn(migrated_url, dbname=name)
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -16,11 +16,9 @@ from jsonschema import FormatChecker
 
 from shared import contracts
 from shared.contracts import (
-    CONTRACTS_DIR,
     format_timestamp,
     message,
     parse,
-    schema_names,
     validate,
     violations,
 )
@@ -319,11 +317,19 @@ def test_format_timestamp() -> None:
 
 
 def test_contracts_dir_defaults_to_the_repository() -> None:
-    if "SOURCEFLOW_CONTRACTS_DIR" in os.environ:
-        pytest.skip("SOURCEFLOW_CONTRACTS_DIR is set")
-    assert CONTRACTS_DIR == REPO / "contracts"
-    assert ("validation-request", 1) in schema_names()
-    assert all(name != "common" for name, _ in schema_names())
+    # A fresh interpreter without the override, whatever this one's environment says.
+    script = (
+        "from shared.contracts import CONTRACTS_DIR, schema_names; "
+        "print(CONTRACTS_DIR); print(sorted(schema_names()))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SOURCEFLOW_CONTRACTS_DIR"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    directory, names = result.stdout.splitlines()
+    assert Path(directory) == REPO / "contracts"
+    assert "('validation-request', 1)" in names
+    assert "'common'" not in names
 
 
 def test_contracts_dir_can_be_overridden_by_the_environment(tmp_path: Path) -> None:
