@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.resources import SERVICES, Names
-from infra.sources import get_source
+from infra.sources import get_run, get_source
 from shared.db import Database
 from shared.errors import SourceflowError
 from shared.events import EventPublisher
@@ -306,7 +306,7 @@ def follow_execution(
                 yield Progress(event["timestamp"], name, "")
         seen_events = len(events)
         described = sfn.describe_execution(executionArn=execution_arn)
-        run = _ledger_row(db, execution_arn)
+        run = get_run(db, execution_arn)
         progress = (run or {}).get("progress_records")
         if run and run["status"] == "running" and progress not in (None, last_records):
             last_records = progress
@@ -339,17 +339,6 @@ def _outcome(described: Mapping[str, Any], run: Mapping[str, Any] | None) -> str
     error = (run or {}).get("error") or described.get("error")
     detail = (run or {}).get("error_detail") or described.get("cause") or ""
     return f"{error} in {(run or {}).get('failed_step')}: {detail}".strip()
-
-
-def _ledger_row(db: Database, execution_arn: str) -> dict[str, Any] | None:
-    with db.transaction() as cur:
-        cur.execute("SELECT * FROM public.source_run WHERE execution_arn = %s", (execution_arn,))
-        row = cur.fetchone()
-    return dict(row) if row else None
-
-
-def run_row(db: Database, execution_arn: str) -> dict[str, Any] | None:
-    return _ledger_row(db, execution_arn)
 
 
 # -- status -----------------------------------------------------------------------------------

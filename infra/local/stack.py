@@ -306,13 +306,9 @@ def _wait_for(check: Any, what: str, timeout: float = 30.0) -> None:
 
 def aws_client(env: dict[str, str], service_name: str) -> Any:
     """A boto3 client for a running stack, from its local.env values."""
-    return boto3.client(
-        service_name,
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
+    from infra.operator import OperatorConfig
+
+    return OperatorConfig(env, "the local stack").client(service_name)
 
 
 def read_env_file(path: Path) -> dict[str, str]:

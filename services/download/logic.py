@@ -79,7 +79,6 @@ class Heartbeat:
 class _Progress:
     connector: Connector
     heartbeat: Heartbeat
-    records: int = 0
     max_last_modified: datetime | None = None
     objects: list[WrittenObject] = field(default_factory=list)
 
@@ -90,8 +89,7 @@ class _Progress:
                 self.max_last_modified is None or modified > self.max_last_modified
             ):
                 self.max_last_modified = modified
-            self.records += 1
-            self.heartbeat.progress.records = self.records
+            self.heartbeat.progress.records += 1
             self.heartbeat.maybe_beat()
             yield record
 
@@ -217,7 +215,7 @@ def _download_claimed(
     result = {
         "source_id": source_id,
         "execution_arn": execution_arn,
-        "records": progress.records,
+        "records": heartbeat.progress.records,
         "bytes": sum(obj.bytes for obj in progress.objects),
         "objects": len(progress.objects),
         "manifest_key": manifest_key,

@@ -18,6 +18,7 @@ from services.scheduler import adapters
 from shared.db import Database
 from shared.errors import TransientError
 from shared.flows import FlowParams, FlowType, InvalidFlowParams, parse_flow_params
+from shared.leases import lease_is_live
 from shared.ledger import set_flow_params
 from shared.observability import logger
 from shared.runs import requested_run_nonce
@@ -46,10 +47,6 @@ class Due:
     slot: datetime
 
 
-def _locked(locked_by: str | None, lock_expires_at: datetime | None, now: datetime) -> bool:
-    return locked_by is not None and lock_expires_at is not None and lock_expires_at > now
-
-
 def due_sources(sources: list[SchedulableSource], now: datetime) -> tuple[list[Due], list[str]]:
     """Which sources are due now, and the problems that kept others from being considered."""
     due: list[Due] = []
@@ -62,7 +59,7 @@ def due_sources(sources: list[SchedulableSource], now: datetime) -> tuple[list[D
         except InvalidSchedule as exc:
             problems.append(str(exc))
             continue
-        if schedule is None or _locked(source.locked_by, source.lock_expires_at, now):
+        if schedule is None or lease_is_live(source.locked_by, source.lock_expires_at, now):
             continue
         slot = schedule.previous_slot(now)
         if source.last_scheduled_slot is None or source.last_scheduled_slot < slot:
@@ -135,7 +132,7 @@ def decide_resets(candidates: list[ResetCandidate], now: datetime) -> list[Reset
     were set, or their `reset_at` has passed. Never while a run holds the lock."""
     decisions = []
     for source in candidates:
-        if _locked(source.locked_by, source.lock_expires_at, now):
+        if lease_is_live(source.locked_by, source.lock_expires_at, now):
             continue
         try:
             params = parse_flow_params(source.source_id, source.batch_execution_params)
@@ -200,7 +197,7 @@ def apply_reset(event: Mapping[str, Any], *, db: Database, now: datetime) -> dic
             reason = "the source no longer exists"
         elif source["batch_execution_params"] != expected:
             reason = "its params changed after the decision (an operator's edit wins)"
-        elif _locked(source["locked_by"], source["lock_expires_at"], now):
+        elif lease_is_live(source["locked_by"], source["lock_expires_at"], now):
             reason = f"a run holds its lock ({source['locked_by']}); the next tick decides again"
         else:
             set_flow_params(

@@ -28,6 +28,7 @@ from shared.flows import (
     parse_flow_params,
     plan_window,
 )
+from shared.leases import lease_is_live
 from shared.respecs import check_respecs_query
 from shared.timefmt import isoformat
 
@@ -82,12 +83,10 @@ def decide(
         )
     if not source.is_active:
         return Skip("SourceInactive", f"source {source_id!r} is inactive (is_active = false)")
-    if (
-        source.locked_by is not None
-        and source.locked_by != execution_arn
-        and source.lock_expires_at is not None
-        and source.lock_expires_at > now
+    if source.locked_by != execution_arn and lease_is_live(
+        source.locked_by, source.lock_expires_at, now
     ):
+        assert source.lock_expires_at is not None  # a live lease has an expiry
         return Skip(
             "SourceLocked",
             f"source {source_id!r} is locked by {source.locked_by} until "
