@@ -101,6 +101,7 @@ def _direct_run(db: Database, source_id: str, bucket: str, stack: LocalStack) ->
         lease=LONG,
         respecs_tables=frozenset(),
         check_connection=check_connection,
+        approval_gate=False,  # Normal runs: the gate only concerns Re-specs queries
     )
     timings["Validate"] = time.perf_counter() - started
     started = time.perf_counter()

@@ -92,6 +92,7 @@ def download(vendor: str, dataset: str, page_size: int) -> dict[str, Any]:
         lease=LONG,
         respecs_tables=frozenset(),
         check_connection=check_connection,
+        approval_gate=False,  # Normal runs: the gate only concerns Re-specs queries
     )["plan"]
     started = time.perf_counter()
     result = download_run(

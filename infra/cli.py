@@ -311,9 +311,68 @@ def cancel(run_name: str, reason: str, state_dir: Path) -> None:
     the cursor unchanged, and the ledger says `cancelled` with who asked and why."""
     from infra import operator
 
-    with _database(state_dir) as (_, db):
-        asked = operator.cancel_run(db, run_name, requested_by=f"operator:{_who()}", reason=reason)
+    with _database(state_dir) as (config, db):
+        asked = operator.cancel_run(
+            db, _callbacks(config), run_name, requested_by=f"operator:{_who()}", reason=reason
+        )
     click.echo(f"cancel requested for {asked['execution_name']} (source {asked['source_id']})")
+
+
+APPROVAL_COLUMNS = [
+    "execution_name",
+    "source_id",
+    "query",
+    "requested_by",
+    "requested_at",
+    "expires_at",
+]
+
+
+@main.command()
+@_json_option
+@_state_dir_option
+def approvals(as_json: bool, state_dir: Path) -> None:
+    """Runs waiting for a person to approve their Re-specs query, oldest first."""
+    from infra.approvals import list_waiting
+
+    with _database(state_dir) as (_, db):
+        rows = list_waiting(db)
+    _print_rows(rows, as_json, "waiting for approval", APPROVAL_COLUMNS)
+
+
+@main.command()
+@click.argument("run_name", metavar="RUN")
+@_state_dir_option
+def approve(run_name: str, state_dir: Path) -> None:
+    """Approve RUN's Re-specs query: the run goes on to download, and the same query for the
+    same source will not ask again. The person who asked for the query cannot approve it."""
+    from infra.approvals import approve as approve_run
+
+    with _database(state_dir) as (config, db):
+        approval = approve_run(db, _callbacks(config), run_name, approved_by=f"operator:{_who()}")
+    click.echo(
+        f"approved the Re-specs query of {approval['execution_name']} "
+        f"(source {approval['source_id']}); the run goes on"
+    )
+
+
+@main.command()
+@click.argument("run_name", metavar="RUN")
+@click.option("--reason", required=True, help="Why, for the ledger and the Run Failed event.")
+@_state_dir_option
+def reject(run_name: str, reason: str, state_dir: Path) -> None:
+    """Reject RUN's Re-specs query: the run fails as ApprovalRejected, the source is unlocked
+    and its cursor unchanged."""
+    from infra.approvals import reject as reject_run
+
+    with _database(state_dir) as (config, db):
+        approval = reject_run(
+            db, _callbacks(config), run_name, rejected_by=f"operator:{_who()}", reason=reason
+        )
+    click.echo(
+        f"rejected the Re-specs query of {approval['execution_name']} "
+        f"(source {approval['source_id']})"
+    )
 
 
 @main.command()
@@ -458,6 +517,12 @@ def _config(state_dir: Path) -> Any:
     from infra.operator import OperatorConfig
 
     return OperatorConfig.load(state_dir, os.environ)
+
+
+def _callbacks(config: Any) -> Any:
+    from shared.tasks import TaskCallbacks
+
+    return TaskCallbacks(config.client("stepfunctions"))
 
 
 @contextlib.contextmanager

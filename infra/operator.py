@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from infra.approvals import cancel_waiting
 from infra.resources import SERVICES, Names
 from infra.sources import get_run, get_source
 from shared.db import Database
@@ -23,6 +24,7 @@ from shared.flows import FlowParams, InvalidFlowParams, parse_flow_params
 from shared.ledger import set_flow_params
 from shared.respecs import check_respecs_query, parse_allowed_tables
 from shared.runs import requested_run_nonce
+from shared.tasks import TaskCallbacks
 
 # What `local.env` or the environment must provide, and how to get it when it does not.
 CONFIG_KEYS = (
@@ -205,9 +207,12 @@ def runs_list(
     return rows
 
 
-def cancel_run(db: Database, run: str, *, requested_by: str, reason: str) -> dict[str, Any]:
+def cancel_run(
+    db: Database, callbacks: TaskCallbacks, run: str, *, requested_by: str, reason: str
+) -> dict[str, Any]:
     """Ask a running run to stop. The step in progress notices (a download at its next
-    heartbeat), stops, and the run ends `cancelled`: source unlocked, cursor unchanged."""
+    heartbeat; a wait for approval at once), stops, and the run ends `cancelled`: source
+    unlocked, cursor unchanged."""
     with db.transaction() as cur:
         cur.execute(
             """
@@ -221,7 +226,11 @@ def cancel_run(db: Database, run: str, *, requested_by: str, reason: str) -> dic
             {"run": run, "by": requested_by, "reason": reason},
         )
         row = cur.fetchone()
-        if row is None:
+        if row is not None:
+            cancel_waiting(
+                cur, callbacks, row["execution_arn"], requested_by=requested_by, reason=reason
+            )
+        else:
             cur.execute(
                 "SELECT status, cancel_requested_by FROM public.source_run"
                 " WHERE execution_name = %(run)s OR execution_arn = %(run)s",

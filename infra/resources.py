@@ -7,7 +7,13 @@ from dataclasses import dataclass
 
 SERVICES = ("validation", "download", "unlocking", "scheduler")
 # Events people and downstream systems watch (an SNS topic in the cloud, a queue locally).
-NOTIFICATION_DETAIL_TYPES = ("Run Succeeded", "Run Failed", "Run Cancelled", "Flow Reset Applied")
+NOTIFICATION_DETAIL_TYPES = (
+    "Run Succeeded",
+    "Run Failed",
+    "Run Cancelled",
+    "Approval Requested",
+    "Flow Reset Applied",
+)
 # Events the scheduler consumes from the bus.
 SCHEDULER_COMMAND_DETAIL_TYPES = ("Run Requested", "Flow Reset Requested")
 
@@ -42,6 +48,8 @@ class Timeouts:
     # How often the download service heartbeats (well inside download_heartbeat_seconds).
     heartbeat_interval_seconds: float = 20.0
     lock_lease_seconds: int = 900
+    # How long a run waits for a person to approve its Re-specs query (Approve task).
+    approval_seconds: int = 86_400
 
     @property
     def download_claim_seconds(self) -> int:
@@ -122,4 +130,5 @@ def state_machine_substitutions(
         "DownloadTimeoutSeconds": timeouts.download_seconds,
         "DownloadHeartbeatSeconds": timeouts.download_heartbeat_seconds,
         "UnlockTimeoutSeconds": timeouts.unlock_seconds,
+        "ApprovalTimeoutSeconds": timeouts.approval_seconds,
     }

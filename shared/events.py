@@ -37,6 +37,7 @@ DETAIL_CONTRACTS = {
     "Run Succeeded": "run-succeeded",
     "Run Failed": "run-failed",
     "Run Cancelled": "run-cancelled",
+    "Approval Requested": "approval-requested",
     "Run Requested": "run-requested",
     "Flow Reset Requested": "flow-reset-requested",
     "Flow Reset Applied": "flow-reset-applied",

@@ -16,38 +16,41 @@ from shared.errors import RunCancelled
 
 
 def failure_recorder(db: Database, step: str) -> Any:
-    """A `FailureRecorder` that writes a step's failure detail into the execution's ledger row.
-
-    The row may not exist yet (validation failed before recording anything), so it is created;
-    a row that already ended keeps its outcome.
-    """
+    """A `FailureRecorder` that writes a step's failure detail into the execution's ledger row."""
 
     def record(message: Mapping[str, Any], error_name: str, detail: str) -> None:
         with db.transaction() as cur:
-            cur.execute(
-                """
-                INSERT INTO public.source_run
-                    (execution_arn, execution_name, source_id, status,
-                     failed_step, error, error_detail)
-                VALUES (%(arn)s, %(name)s, %(source_id)s, 'running',
-                        %(step)s, %(error)s, %(detail)s)
-                ON CONFLICT (execution_arn) DO UPDATE
-                   SET failed_step = EXCLUDED.failed_step,
-                       error = EXCLUDED.error,
-                       error_detail = EXCLUDED.error_detail
-                 WHERE source_run.status IN ('running', 'downloaded')
-                """,
-                {
-                    "arn": message["execution_arn"],
-                    "name": message["execution_name"],
-                    "source_id": message["source_id"],
-                    "step": step,
-                    "error": error_name,
-                    "detail": detail,
-                },
-            )
+            note_failure(cur, message, step=step, error_name=error_name, detail=detail)
 
     return record
+
+
+def note_failure(
+    cur: Any, message: Mapping[str, Any], *, step: str, error_name: str, detail: str
+) -> None:
+    """Write why a step failed into the run's ledger row, where unlocking keeps it. The row may
+    not exist yet (validation failed before recording anything), so it is created; a row that
+    already ended keeps its outcome."""
+    cur.execute(
+        """
+        INSERT INTO public.source_run
+            (execution_arn, execution_name, source_id, status, failed_step, error, error_detail)
+        VALUES (%(arn)s, %(name)s, %(source_id)s, 'running', %(step)s, %(error)s, %(detail)s)
+        ON CONFLICT (execution_arn) DO UPDATE
+           SET failed_step = EXCLUDED.failed_step,
+               error = EXCLUDED.error,
+               error_detail = EXCLUDED.error_detail
+         WHERE source_run.status IN ('running', 'downloaded')
+        """,
+        {
+            "arn": message["execution_arn"],
+            "name": message["execution_name"],
+            "source_id": message["source_id"],
+            "step": step,
+            "error": error_name,
+            "detail": detail,
+        },
+    )
 
 
 def set_flow_params(
@@ -109,4 +112,8 @@ def cancellation(cur: Any, execution_arn: str) -> RunCancelled | None:
     row = cur.fetchone()
     if row is None:
         return None
-    return RunCancelled(f"cancelled by {row['cancel_requested_by']}: {row['cancel_reason']}")
+    return RunCancelled(cancel_detail(row["cancel_requested_by"], row["cancel_reason"]))
+
+
+def cancel_detail(requested_by: str, reason: str) -> str:
+    return f"cancelled by {requested_by}: {reason}"

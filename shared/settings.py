@@ -49,6 +49,16 @@ def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
     return value
 
 
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value not in ("true", "false"):
+        raise SettingsError(f"environment variable {name}={raw!r} must be true or false")
+    return value == "true"
+
+
 def read_database_secret(secret_id: str) -> str:
     """The text of the Secrets Manager secret that describes the database connection."""
     try:

@@ -3,7 +3,8 @@
 A record's body is a task message from the state machine. The service's work function gets the
 validated message and returns the fields of its result; this module wraps them in the result
 contract and reports back with SendTaskSuccess, or reports a named SendTaskFailure for a
-permanent error, or raises a transient error so that SQS redelivers the record.
+permanent error, or raises a transient error so that SQS redelivers the record. Work that
+returns None has kept the token for a person to answer later (an approval): nothing is reported.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
 
@@ -85,12 +87,16 @@ class FailureRecorder(Protocol):
     def __call__(self, message: Mapping[str, Any], error_name: str, detail: str) -> None: ...
 
 
+# The fields of the result, or None when a person answers the task later with the kept token.
+TaskWork = Callable[[dict[str, Any], Delivery], Mapping[str, Any] | None]
+
+
 def process_task_record(
     record: SQSRecord,
     *,
     request_contract: str,
     result_contract: str,
-    work: Callable[[dict[str, Any], Delivery], Mapping[str, Any]],
+    work: TaskWork,
     callbacks: TaskCallbacks,
     record_failure: FailureRecorder,
     max_receives: int,
@@ -123,6 +129,9 @@ def process_task_record(
     try:
         try:
             fields = work(message, delivery)
+            if fields is None:
+                logger.info("task waits for a person to answer it")
+                return
             try:
                 result = contracts.message(
                     result_contract, correlation_id=message["correlation_id"], **fields
@@ -156,34 +165,45 @@ def process_task_record(
         logger.remove_keys(["source_id", "execution_arn", "receive_count"])
 
 
+@dataclass(frozen=True)
+class TaskKind:
+    """One kind of task message a service's queue carries: its request and result contracts,
+    the state machine step it serves (named in the ledger when it fails), and the work."""
+
+    request_contract: str
+    result_contract: str
+    step: str
+    work: TaskWork
+
+
 def task_lambda_handler(
-    *,
-    service: str,
-    step: str,
-    work: Callable[[dict[str, Any], Delivery], Mapping[str, Any]],
+    *kinds: TaskKind,
     database: Callable[[], Database],
     settings: ConsumerSettings,
 ) -> Callable[[dict[str, Any], LambdaContext], Any]:
     """The Lambda entry point of a task service: an SQS batch with partial batch responses.
 
-    The service reads `<service>-request` messages and answers `<service>-result`. A record
-    that raises (malformed, transient, or a bug) is recorded, delayed by the retry backoff and
-    reported in `batchItemFailures`; only it is redelivered, the rest of the batch is deleted.
+    A record goes to the kind its `schema` names; one no kind takes is judged against the first
+    kind's contract, whose error says what was expected. A record that raises (malformed,
+    transient, or a bug) is recorded, delayed by the retry backoff and reported in
+    `batchItemFailures`; only it is redelivered, the rest of the batch is deleted.
     """
     retry = RetryPolicy(settings.max_receives, settings.retry_backoff_seconds)
+    by_contract = {kind.request_contract: kind for kind in kinds}
 
     @cache
     def visibility() -> QueueVisibility:
         return QueueVisibility(aws.client("sqs"))
 
     def process(record: SQSRecord) -> None:
+        kind = by_contract.get(_schema_named(record.body), kinds[0])
         process_task_record(
             record,
-            request_contract=f"{service}-request",
-            result_contract=f"{service}-result",
-            work=work,
+            request_contract=kind.request_contract,
+            result_contract=kind.result_contract,
+            work=kind.work,
             callbacks=TaskCallbacks(aws.client("stepfunctions")),
-            record_failure=failure_recorder(database(), step=step),
+            record_failure=failure_recorder(database(), step=kind.step),
             max_receives=retry.max_receives,
             visibility=visibility(),
         )
@@ -194,3 +214,11 @@ def task_lambda_handler(
         )
 
     return batch_lambda_handler(record_handler)
+
+
+def _schema_named(body: str) -> Any:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data.get("schema") if isinstance(data, dict) else None

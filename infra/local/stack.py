@@ -64,6 +64,8 @@ class StackOptions:
     stage: str = "local"
     # Fire the schedule rules on their expressions (tests fire them on demand instead).
     ticker: bool = True
+    # Re-specs queries wait for a second person's approval (validation's RESPECS_APPROVAL_REQUIRED).
+    approval_gate: bool = True
 
 
 @dataclass
@@ -78,6 +80,7 @@ class LocalStack:
     _pg: Any = None
     _ticker: Ticker | None = None
     _service_urls: dict[str, str] = field(default_factory=dict)
+    _redeployed: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def env_file(self) -> Path:
@@ -217,14 +220,27 @@ class LocalStack:
             "LOCK_LEASE_SECONDS": str(timeouts.lock_lease_seconds),
             "HEARTBEAT_SECONDS": str(timeouts.heartbeat_interval_seconds),
             "DOWNLOAD_CLAIM_SECONDS": str(timeouts.download_claim_seconds),
+            "APPROVAL_TIMEOUT_SECONDS": str(timeouts.approval_seconds),
+            "RESPECS_APPROVAL_REQUIRED": str(self.options.approval_gate).lower(),
             "POWERTOOLS_SERVICE_NAME": f"sourceflow-{service}",
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
+            **self._redeployed.get(service, {}),
         }
         for index in range(self.options.workers_per_service):
             self._spawn(
                 f"{service}-{index}", [sys.executable, "-m", "infra.local.worker", service], env
             )
+
+    def redeploy(self, service: str, settings: dict[str, str]) -> None:
+        """Replace the service's workers with ones whose environment has `settings` changed,
+        as deploying the service with new settings would; they finish their batch first."""
+        self._redeployed[service] = {**self._redeployed.get(service, {}), **settings}
+        for name, child in list(self._named.items()):
+            if name.startswith(f"{service}-") and child.poll() is None:
+                child.terminate()
+                child.wait(timeout=30)
+        self.start_workers(service)
 
     def kill_workers(self, service: str) -> None:
         """SIGKILL the service's workers mid-work, as a crashed container would die."""

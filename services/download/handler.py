@@ -14,7 +14,7 @@ from shared import aws
 from shared.connectors import connector_for
 from shared.db import Database
 from shared.deliveries import Delivery
-from shared.tasks import TaskCallbacks, task_lambda_handler
+from shared.tasks import TaskCallbacks, TaskKind, task_lambda_handler
 
 settings = Settings.from_env()
 
@@ -59,9 +59,7 @@ def download(request: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
 
 
 lambda_handler = task_lambda_handler(
-    service="download",
-    step="Download",
-    work=download,
+    TaskKind("download-request", "download-result", "Download", download),
     database=database,
     settings=settings.consumer,
 )

@@ -9,7 +9,7 @@ from services.unlocking.logic import unlock_run
 from services.unlocking.settings import Settings
 from shared.db import Database
 from shared.deliveries import Delivery
-from shared.tasks import task_lambda_handler
+from shared.tasks import TaskKind, task_lambda_handler
 
 settings = Settings.from_env()
 
@@ -24,5 +24,7 @@ def unlock(request: dict[str, Any], _: Delivery) -> dict[str, Any]:
 
 
 lambda_handler = task_lambda_handler(
-    service="unlocking", step="Unlock", work=unlock, database=database, settings=settings.consumer
+    TaskKind("unlocking-request", "unlocking-result", "Unlock", unlock),
+    database=database,
+    settings=settings.consumer,
 )

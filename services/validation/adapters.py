@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from psycopg2.extras import Json
@@ -15,8 +16,12 @@ if TYPE_CHECKING:
     from services.validation.logic import Run, Skip
 
 
-def find_run(cur: Any, execution_arn: str) -> dict[str, Any] | None:
-    cur.execute("SELECT * FROM public.source_run WHERE execution_arn = %s", (execution_arn,))
+def find_run(cur: Any, execution_arn: str, *, for_update: bool = False) -> dict[str, Any] | None:
+    cur.execute(
+        "SELECT * FROM public.source_run WHERE execution_arn = %s"
+        + (" FOR UPDATE" if for_update else ""),
+        (execution_arn,),
+    )
     row = cur.fetchone()
     return dict(row) if row else None
 
@@ -103,6 +108,19 @@ def start_run(cur: Any, request: Mapping[str, Any], run: Run) -> None:
             "runtime_count": run.runtime_count,
         },
     )
+
+
+def hold_lock_until(cur: Any, source_id: str, execution_arn: str, until: datetime) -> bool:
+    """Extend the run's lease to `until` (never shortening it); False if the lock is not its."""
+    cur.execute(
+        """
+        UPDATE public.source SET lock_expires_at = GREATEST(lock_expires_at, %s)
+         WHERE source_id = %s AND locked_by = %s
+        RETURNING source_id
+        """,
+        (until, source_id, execution_arn),
+    )
+    return cur.fetchone() is not None
 
 
 def result_fields(run: Mapping[str, Any]) -> dict[str, Any]:

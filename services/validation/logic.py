@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.validation import adapters
+from services.validation.approval import approval_required
 from shared.connectors import require_supported
 from shared.db import Database
 from shared.errors import PermanentError
@@ -121,6 +122,7 @@ def validate_run(
     lease: timedelta,
     respecs_tables: frozenset[str],
     check_connection: Callable[[str, str, Any], None],
+    approval_gate: bool,
 ) -> dict[str, Any]:
     """Decide and record; returns the fields of a validation-result message."""
     execution_arn, source_id = request["execution_arn"], request["source_id"]
@@ -158,5 +160,8 @@ def validate_run(
             else:
                 adapters.start_run(cur, request, outcome)
             recorded = adapters.find_run(cur, execution_arn)
-    assert recorded is not None
-    return adapters.result_fields(recorded)
+        assert recorded is not None
+        fields = adapters.result_fields(recorded)
+        if fields["decision"] == "run":
+            fields["approval_required"] = approval_required(cur, recorded, gate_on=approval_gate)
+    return fields

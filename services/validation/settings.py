@@ -2,13 +2,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.settings import ConsumerSettings, RespecsSettings, env_int
+from shared.settings import ConsumerSettings, RespecsSettings, env_bool, env_int, env_str
+
+
+@dataclass(frozen=True)
+class ApprovalSettings:
+    """The Re-specs approval gate. On unless the deployment switches it off; the timeout must
+    be the state machine's (ApprovalTimeoutSeconds), so that the lock outlasts the wait."""
+
+    required: bool
+    timeout_seconds: int
+    event_bus_name: str
+
+    @classmethod
+    def from_env(cls) -> ApprovalSettings:
+        return cls(
+            required=env_bool("RESPECS_APPROVAL_REQUIRED", True),
+            timeout_seconds=env_int("APPROVAL_TIMEOUT_SECONDS", 86_400, minimum=1),
+            event_bus_name=env_str("EVENT_BUS_NAME"),
+        )
 
 
 @dataclass(frozen=True)
 class Settings:
     consumer: ConsumerSettings
     respecs: RespecsSettings
+    approval: ApprovalSettings
     lock_lease_seconds: int
 
     @classmethod
@@ -16,5 +35,6 @@ class Settings:
         return cls(
             consumer=ConsumerSettings.from_env(),
             respecs=RespecsSettings.from_env(),
+            approval=ApprovalSettings.from_env(),
             lock_lease_seconds=env_int("LOCK_LEASE_SECONDS", 900, minimum=30),
         )

@@ -30,18 +30,27 @@ from shared.runs import start_run
 from shared.timefmt import isoformat
 
 _counter = itertools.count(1)
+APPROVAL_SECONDS = 15
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     state_dir = tmp_path_factory.mktemp("stack")
-    # A short heartbeat timeout, so that a test can prove heartbeats keep a slow download alive.
-    timeouts = replace(LOCAL_TIMEOUTS, download_heartbeat_seconds=8, heartbeat_interval_seconds=1.0)
+    # A short heartbeat timeout, so that a test can prove heartbeats keep a slow download alive;
+    # a short approval timeout, so that a test can watch one run out.
+    timeouts = replace(
+        LOCAL_TIMEOUTS,
+        download_heartbeat_seconds=8,
+        heartbeat_interval_seconds=1.0,
+        approval_seconds=APPROVAL_SECONDS,
+    )
     options = StackOptions(
         state_dir=state_dir,
         database_url=os.environ.get("DATABASE_URL") or None,
         timeouts=timeouts,
         ticker=False,  # tests fire the schedule rules themselves, when they mean to
+        # Re-specs tests run their queries unasked; tests/e2e/test_approvals.py turns it on.
+        approval_gate=False,
     )
     with LocalStack(options) as running:
         yield running
@@ -328,8 +337,9 @@ class Harness:
                     messages[state] = (parameters["QueueUrl"], parameters["MessageBody"])
         return messages
 
-    def sourceflow(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """The operator's command against this stack."""
+    def sourceflow(self, *args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+        """The operator's command against this stack, run by `user` (default: whoever runs
+        the tests)."""
         return subprocess.run(
             [
                 sys.executable,
@@ -342,6 +352,7 @@ class Harness:
             capture_output=True,
             text=True,
             timeout=120,
+            env={**os.environ, "USER": user} if user else None,
         )
 
     def executions_of(self, source_id: str) -> list[dict[str, Any]]:

@@ -325,7 +325,11 @@ class FakeConnectionCheck:
 
 
 def validate(
-    db: Database, execution: Execution, check: FakeConnectionCheck | None = None
+    db: Database,
+    execution: Execution,
+    check: FakeConnectionCheck | None = None,
+    *,
+    approval_gate: bool = False,
 ) -> dict[str, Any]:
     return validate_run(
         execution.validation(),
@@ -334,6 +338,7 @@ def validate(
         lease=LEASE,
         respecs_tables=RESPECS_TABLES,
         check_connection=check or FakeConnectionCheck(),
+        approval_gate=approval_gate,
     )
 
 

@@ -50,7 +50,13 @@ def test_every_state_is_reachable(definition: dict[str, Any]) -> None:
 
 def test_callback_tasks_have_timeouts_catches_and_no_retry(definition: dict[str, Any]) -> None:
     callbacks = {n: s for n, s in definition["States"].items() if s.get("Resource") == CALLBACK}
-    assert set(callbacks) == {"Validate", "Download", "UnlockAfterSuccess", "UnlockAfterFailure"}
+    assert set(callbacks) == {
+        "Validate",
+        "Approve",
+        "Download",
+        "UnlockAfterSuccess",
+        "UnlockAfterFailure",
+    }
     for name, state in callbacks.items():
         # moto re-sends the same token on Retry; SQS redelivery retries instead.
         assert "Retry" not in state, name
@@ -67,6 +73,12 @@ def test_every_failure_after_validation_ends_in_unlock(definition: dict[str, Any
     for name in ("Validate", "Download", "UnlockAfterSuccess"):
         (catch,) = states[name]["Catch"]
         assert states[catch["Next"]]["Next"] == "UnlockAfterFailure", name
+    # Approve names its timeout ApprovalTimedOut, then fails like the others.
+    timed_out, other = states["Approve"]["Catch"]
+    assert timed_out["ErrorEquals"] == ["States.Timeout"]
+    assert states[timed_out["Next"]]["Result"]["Error"] == "ApprovalTimedOut"
+    assert states[timed_out["Next"]]["Next"] == other["Next"] == "ApproveFailed"
+    assert states["ApproveFailed"]["Next"] == "UnlockAfterFailure"
     assert states["UnlockAfterFailure"]["Next"] == "CancelledOrFailed"
     fallback = states[states["UnlockAfterFailure"]["Catch"][0]["Next"]]
     assert fallback["Next"] == "CancelledOrFailed"
@@ -75,10 +87,32 @@ def test_every_failure_after_validation_ends_in_unlock(definition: dict[str, Any
     assert [c["Next"] for c in branch["Choices"]] == ["PublishRunCancelled"]
     assert states[states["PublishRunCancelled"]["Next"]]["Type"] == "Fail"
     assert branch["Default"] == "PublishRunFailed"
-    assert states["PublishRunFailed"]["Next"] == "AlertPeople"
+    # A rejected query fails without paging anyone; every other failure alerts.
+    alert_or_not = states[states["PublishRunFailed"]["Next"]]
+    assert [(c["StringEquals"], c["Next"]) for c in alert_or_not["Choices"]] == [
+        ("ApprovalRejected", "RunFailed")
+    ]
+    assert alert_or_not["Default"] == "AlertPeople"
     naming = states[states["AlertPeople"]["Next"]]
     ends = [choice["Next"] for choice in naming["Choices"]] + [naming["Default"]]
     assert {states[end]["Type"] for end in ends} == {"Fail"}
+
+
+def test_only_a_run_that_says_it_needs_approval_waits_for_one(definition: dict[str, Any]) -> None:
+    states = definition["States"]
+    skip, approve = states["RunOrSkip"]["Choices"]
+    assert skip["Next"] == "Skipped" and states["RunOrSkip"]["Default"] == "Download"
+    # A Choice on a missing variable fails the execution; IsPresent guards it.
+    assert approve == {
+        "Comment": approve["Comment"],
+        "And": [
+            {"Variable": "$.validation.approval_required", "IsPresent": True},
+            {"Variable": "$.validation.approval_required", "BooleanEquals": True},
+        ],
+        "Next": "Approve",
+    }
+    assert states["Approve"]["Next"] == "Download"
+    assert states["Approve"]["TimeoutSeconds"] == Timeouts().approval_seconds
 
 
 def test_no_index_then_field_paths(definition: dict[str, Any]) -> None:

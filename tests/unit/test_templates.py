@@ -166,6 +166,9 @@ _FUNCTIONS: dict[str, Any] = {
 }
 
 
+CORE_APPROVAL_TIMEOUT = templates.load("core")["Parameters"]["ApprovalTimeoutSeconds"]["Default"]
+
+
 def core() -> Rendered:
     return Rendered(
         "core",
@@ -345,13 +348,15 @@ def test_the_services_that_connect_to_sources_read_only_connection_secrets() -> 
         assert "ReadConnectionSecrets" not in _grants(name), name
 
 
-def test_only_the_scheduler_starts_runs_and_publishes_events() -> None:
+def test_only_the_scheduler_starts_runs_and_only_it_and_validation_publish_events() -> None:
     assert _grants("scheduler")["StartRuns"] == (["states:StartExecution"], [STATE_MACHINE_ARN])
-    assert _grants("scheduler")["PublishEvents"] == (
-        ["events:PutEvents"],
-        [ssm("core", "event-bus-arn")],
-    )
-    for name in ("validation", "download", "unlocking"):
+    for name in ("scheduler", "validation"):  # validation announces Approval Requested
+        assert _grants(name)["PublishEvents"] == (
+            ["events:PutEvents"],
+            [ssm("core", "event-bus-arn")],
+        )
+    assert "StartRuns" not in _grants("validation")
+    for name in ("download", "unlocking"):
         assert not {"StartRuns", "PublishEvents"} & set(_grants(name)), name
 
 
@@ -380,9 +385,11 @@ def test_each_function_is_configured_as_its_settings_read(
     for variable in [v for v in env if not v.startswith("POWERTOOLS_")]:
         assert f'"{variable}"' in _settings_source(name), f"{name} never reads {variable}"
 
-    # When the service reads its settings from it (DATABASE_URL standing in for the secret)
+    # When the service reads its settings from it (DATABASE_URL standing in for the secret,
+    # the core's default for the approval timeout it publishes)
+    resolved = {ssm("core", "approval-timeout-seconds"): str(CORE_APPROVAL_TIMEOUT)}
     for key, value in {**env, "DATABASE_URL": "postgresql://db/sourceflow"}.items():
-        monkeypatch.setenv(key, str(value))
+        monkeypatch.setenv(key, resolved.get(str(value), str(value)))
     settings_module = __import__(f"services.{name}.settings", fromlist=["Settings"])
     settings = settings_module.Settings.from_env()
 
@@ -399,6 +406,10 @@ def test_each_function_is_configured_as_its_settings_read(
     if name == "scheduler":
         assert settings.state_machine_arn == STATE_MACHINE_ARN
         assert settings.event_bus_name == ssm("core", "event-bus-name")
+    if name == "validation":
+        assert settings.approval.required is True
+        assert settings.approval.timeout_seconds == timeouts.approval_seconds
+        assert settings.approval.event_bus_name == ssm("core", "event-bus-name")
 
 
 def _settings_source(name: str) -> str:
@@ -524,6 +535,7 @@ def meaning(local: RecordedAws) -> dict[str, Any]:
         ssm("core", "alerts-topic-arn"): f"arn:aws:sns:{REGION}:{ACCOUNT}:{NAMES.alerts_topic}",
         # Locally a queue stands in for the notifications topic (EventBridge cannot target SNS)
         ssm("core", "notifications-topic-arn"): local.queue_arn(NAMES.notifications_queue),
+        ssm("core", "approval-timeout-seconds"): CORE_APPROVAL_TIMEOUT,
     }
     for name in SERVICES:
         values[ssm(name, "queue-url")] = local.queue_url(NAMES.queue(name))
@@ -612,6 +624,7 @@ def test_the_core_names_what_infra_resources_names() -> None:
 
 def test_the_timeouts_in_the_templates_are_those_of_infra_resources() -> None:
     timeouts = Timeouts()
+    assert timeouts.approval_seconds == CORE_APPROVAL_TIMEOUT
     run = templates.load("workflow")["Mappings"]["Run"]["Timeouts"]
     assert (
         run["ValidateTimeoutSeconds"],

@@ -1,0 +1,161 @@
+"""Approvals of Re-specs queries, shared by the validation service (which asks) and the
+operator's command (with which a person answers).
+
+A Re-specs query rewrites attributes across a source's data, so a second person approves it
+before it runs; an approval is remembered per source and query, so the same query does not
+ask twice. A query's identity is the SHA-256 of its text as PostgreSQL's parser reads it,
+re-printed canonically (pglast): whitespace, comments and keyword case do not change it, any
+constant, table or column does. (libpg_query's own fingerprint ignores constants, so
+`WHERE id = 1` and `WHERE id = 2` would share one: not something an approval may hang on.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pglast import parse_sql
+from pglast.stream import RawStream
+
+from shared.timefmt import isoformat
+
+APPROVAL_STATUSES = ("waiting", "approved", "rejected", "cancelled")
+
+
+def query_hash(sql: str) -> str:
+    """The identity an approval is remembered by; `sql` must parse (validation checked it)."""
+    canonical = RawStream()(parse_sql(sql))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def remembered(cur: Any, source_id: str, hash_: str) -> dict[str, Any] | None:
+    """An earlier approval of this query for this source, if any."""
+    cur.execute(
+        "SELECT approved_by, approved_at FROM public.respecs_approval"
+        " WHERE source_id = %s AND query_hash = %s",
+        (source_id, hash_),
+    )
+    row = cur.fetchone()
+    return dict(row) if row else None
+
+
+def remember(
+    cur: Any, *, source_id: str, hash_: str, query: str, approved_by: str, approved_in: str
+) -> datetime:
+    """Remember an approval (the first one stands); returns when it was given."""
+    cur.execute(
+        """
+        INSERT INTO public.respecs_approval
+            (source_id, query_hash, query, approved_by, approved_in)
+        VALUES (%s, %s, %s, %s, %s)
+        ON CONFLICT (source_id, query_hash) DO NOTHING
+        """,
+        (source_id, hash_, query, approved_by, approved_in),
+    )
+    found = remembered(cur, source_id, hash_)
+    assert found is not None
+    return found["approved_at"]  # type: ignore[no-any-return]
+
+
+def requester(cur: Any, source_id: str) -> str:
+    """Who asked for the source's current params: the newest flow-history entry's author."""
+    cur.execute(
+        "SELECT changed_by FROM public.source_flow_history WHERE source_id = %s"
+        " ORDER BY changed_at DESC, change_id DESC LIMIT 1",
+        (source_id,),
+    )
+    row = cur.fetchone()
+    return str(row["changed_by"]) if row else "unknown"
+
+
+def record_request(
+    cur: Any,
+    *,
+    execution_arn: str,
+    source_id: str,
+    query: str,
+    hash_: str,
+    requested_by: str,
+    task_token: str,
+    expires_at: datetime,
+) -> dict[str, Any]:
+    """Keep the Approve task's token for whoever answers; a redelivered request finds the row
+    it already wrote (and a token re-issued for the same run replaces a waiting one)."""
+    cur.execute(
+        """
+        INSERT INTO public.run_approval
+            (execution_arn, source_id, query, query_hash, requested_by, expires_at, task_token)
+        VALUES (%s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (execution_arn) DO UPDATE SET task_token = EXCLUDED.task_token
+         WHERE run_approval.status = 'waiting'
+        """,
+        (execution_arn, source_id, query, hash_, requested_by, expires_at, task_token),
+    )
+    found = find(cur, execution_arn)
+    assert found is not None
+    return found
+
+
+def mark_announced(cur: Any, execution_arn: str) -> None:
+    cur.execute(
+        "UPDATE public.run_approval SET announced_at = now() WHERE execution_arn = %s",
+        (execution_arn,),
+    )
+
+
+def find(cur: Any, run: str, *, for_update: bool = False) -> dict[str, Any] | None:
+    """A run's approval by execution name or ARN, with the run's ledger status."""
+    cur.execute(
+        """
+        SELECT a.*, r.execution_name, r.status AS run_status
+          FROM public.run_approval a JOIN public.source_run r USING (execution_arn)
+         WHERE r.execution_arn = %(run)s OR r.execution_name = %(run)s
+        """
+        + (" FOR UPDATE OF a" if for_update else ""),
+        {"run": run},
+    )
+    row = cur.fetchone()
+    return dict(row) if row else None
+
+
+def waiting(cur: Any) -> list[dict[str, Any]]:
+    """Runs waiting for a person, oldest first."""
+    cur.execute(
+        """
+        SELECT r.execution_name, a.source_id, a.query, a.requested_by, a.requested_at,
+               a.expires_at, a.query_hash, a.execution_arn
+          FROM public.run_approval a JOIN public.source_run r USING (execution_arn)
+         WHERE a.status = 'waiting' AND r.status = 'running' AND r.cancel_requested_at IS NULL
+         ORDER BY a.requested_at
+        """
+    )
+    return [dict(row) for row in cur.fetchall()]
+
+
+def decide(cur: Any, execution_arn: str, status: str, *, by: str, reason: str | None) -> None:
+    assert status in APPROVAL_STATUSES[1:]
+    cur.execute(
+        """
+        UPDATE public.run_approval
+           SET status = %s, decided_by = %s, decided_at = now(), reason = %s
+         WHERE execution_arn = %s AND status = 'waiting'
+        """,
+        (status, by, reason, execution_arn),
+    )
+
+
+def result_fields(
+    approval: Mapping[str, Any], *, approved_by: str, approved_at: datetime, remembered: bool
+) -> dict[str, Any]:
+    """The fields of an approval-result message."""
+    return {
+        "source_id": approval["source_id"],
+        "execution_arn": approval["execution_arn"],
+        "decision": "approved",
+        "query_hash": approval["query_hash"],
+        "approved_by": approved_by,
+        "approved_at": isoformat(approved_at),
+        "remembered": remembered,
+    }
