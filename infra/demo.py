@@ -3,7 +3,8 @@ embedded stack (the vendor's API, a partner's CSV drops in S3, a partner's Postg
 
 Round 1 is each source's first run (backdated, Full Load). Then every source changes some
 records, the scheduler puts the sources back to Normal, and round 2 loads exactly what changed.
-Round 3 runs each source in its special flow (Re-specs or Sold), which the scheduler resets.
+Round 3 runs each source in its special flow (Re-specs or Sold), which the scheduler resets;
+the Re-specs query waits until a second person approves it, as every new query does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from infra import approvals
 from infra.demo_sources import DEMO_SOURCES, DemoSource, SourceData, source_data
 from infra.local.stack import LocalStack, StackOptions, aws_client
 from infra.local.ticker import fire_all
@@ -35,6 +37,7 @@ from shared.flows import (
 )
 from shared.ledger import set_flow_params
 from shared.runs import start_run
+from shared.tasks import TaskCallbacks
 from shared.timefmt import isoformat
 
 # Piped output (make demo | tee) has no width; give the run tables room instead of 80 columns.
@@ -44,6 +47,8 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 NORMAL_PARAMS = FlowParams(FlowType.NORMAL).canonical()
 DEMO_ATTRIBUTE_ROWS = 3  # listing attribute rows per source, for the Re-specs query to update
 SOURCE_TYPE_OF = {source.source_id: source.source_type for source in DEMO_SOURCES}
+# The data engineer who asks for the Re-specs query, and the colleague who approves it.
+REQUESTER, APPROVER = "operator:alice", "operator:bob"
 
 
 def run_demo(state_dir: Path, database_url: str | None = None) -> int:
@@ -82,6 +87,7 @@ class _Demo:
     env: dict[str, str]
     data: dict[str, SourceData]  # by source id
     runs: list[dict[str, Any]] = field(default_factory=list)
+    approved: list[str] = field(default_factory=list)  # sources whose query bob approved
 
     def play(self) -> bool:
         """Three rounds; returns whether every run did exactly what its flow promises."""
@@ -100,7 +106,7 @@ class _Demo:
         sold_year = datetime.now(UTC).year - 1
         for source in DEMO_SOURCES:
             self.set_special_flow(source, sold_year)
-        third = self.round("Round 3: Re-specs and Sold")
+        third = self.round("Round 3: Re-specs and Sold", approve=True)
         reset_after_third = self.tick_until_normal()
 
         return (
@@ -113,11 +119,16 @@ class _Demo:
             )
             and reset_after_first
             and reset_after_third
+            and self.approved
+            == [s.source_id for s in DEMO_SOURCES if s.special_flow is FlowType.RESPECS]
         )
 
     def reset(self, source: DemoSource) -> None:
         """Each demo starts its sources afresh: never run, no cursor, no history."""
         with self.db.transaction() as cur:
+            # A query approved in an earlier demo would not ask again: forget it.
+            for table in ("run_approval", "respecs_approval"):
+                cur.execute(f"DELETE FROM public.{table} WHERE source_id = %s", (source.source_id,))
             cur.execute("DELETE FROM public.source_run WHERE source_id = %s", (source.source_id,))
             cur.execute(
                 "DELETE FROM public.source_flow_history WHERE source_id = %s", (source.source_id,)
@@ -157,10 +168,10 @@ class _Demo:
             params, reason = FlowParams(FlowType.SOLD, year=sold_year), f"sales since {sold_year}"
         with self.db.transaction() as cur:
             set_flow_params(
-                cur, source.source_id, params.canonical(), changed_by="demo", reason=reason
+                cur, source.source_id, params.canonical(), changed_by=REQUESTER, reason=reason
             )
         console.print(
-            f"operator: {source.source_id} → {params.canonical()['flow_type']} ({reason})"
+            f"{REQUESTER}: {source.source_id} → {params.canonical()['flow_type']} ({reason})"
         )
 
     def did_special_flow(
@@ -177,15 +188,39 @@ class _Demo:
         expected = data.count(WindowField.SOLD_DATE, run["window_start"], run["window_end"])
         return run["records"] == expected and run["cursor_after"] == before["cursor_after"]
 
-    def round(self, title: str) -> list[dict[str, Any]]:
+    def round(self, title: str, *, approve: bool = False) -> list[dict[str, Any]]:
         state_machine_arn = self.env["STATE_MACHINE_ARN"]
         arns = [start_run(self.sfn, state_machine_arn, s.source_id) for s in DEMO_SOURCES]
         with ThreadPoolExecutor(len(arns)) as pool:
-            list(pool.map(lambda arn: wait_for_execution(self.sfn, arn), arns))
+            ending = [pool.submit(wait_for_execution, self.sfn, arn) for arn in arns]
+            if approve:
+                self.approve_waiting(set(arns))
+            for end in ending:
+                end.result()
         runs = [get_run(self.db, arn) or {} for arn in arns]
         console.print(run_table(title, runs))
         self.runs.extend(runs)
         return runs
+
+    def approve_waiting(self, arns: set[str], timeout: float = 30.0) -> None:
+        """Be the second person: list the runs waiting for approval (`sourceflow approvals`)
+        and approve each (`sourceflow approve RUN`)."""
+        expected = sum(s.special_flow is FlowType.RESPECS for s in DEMO_SOURCES)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            waiting = [w for w in approvals.list_waiting(self.db) if w["execution_arn"] in arns]
+            if len(waiting) == expected:
+                break
+            time.sleep(0.2)
+        console.print(approvals_table(waiting))
+        callbacks = TaskCallbacks(self.sfn)
+        for approval in waiting:
+            approvals.approve(self.db, callbacks, approval["execution_name"], approved_by=APPROVER)
+            self.approved.append(approval["source_id"])
+            console.print(
+                f"{APPROVER}: approved the Re-specs query of {approval['source_id']} "
+                f"(asked by {approval['requested_by']}); the run goes on"
+            )
 
     def tick_until_normal(self, timeout: float = 30.0) -> bool:
         """Fire the schedule rules (as EventBridge does every minute) until the scheduler has
@@ -248,6 +283,21 @@ def run_table(title: str, runs: list[dict[str, Any]]) -> Table:
             f"{_stamp(run.get('cursor_before'))} → {_stamp(run.get('cursor_after'))}",
             run.get("status", "?") + (f" ({run['error']})" if run.get("error") else ""),
             _duration(run),
+        )
+    return table
+
+
+def approvals_table(waiting: list[dict[str, Any]]) -> Table:
+    table = Table(title="Waiting for approval (sourceflow approvals)", title_justify="left")
+    for column in ("run", "source", "query", "requested by", "waiting since"):
+        table.add_column(column)
+    for approval in waiting:
+        table.add_row(
+            approval["execution_name"],
+            approval["source_id"],
+            approval["query"],
+            approval["requested_by"],
+            _stamp(approval["requested_at"]),
         )
     return table
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 
-def test_demo_runs_all_four_flows_resets_them_and_exits_zero(tmp_path: Path) -> None:
+def test_demo_runs_all_four_flows_approves_resets_them_and_exits_zero(tmp_path: Path) -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "infra.cli", "demo", "--state-dir", str(tmp_path)],
         capture_output=True,
@@ -22,3 +22,10 @@ def test_demo_runs_all_four_flows_resets_them_and_exits_zero(tmp_path: Path) -> 
     # The scheduler, not the demo, put each special flow back to Normal
     for flow in ("Full Load", "Re-specs", "Sold"):
         assert f"{flow} → Normal (flow reset to Normal: special flow succeeded" in completed.stdout
+    # Each Re-specs query waited for a second person, who approved it
+    assert "Waiting for approval (sourceflow approvals)" in completed.stdout
+    for source in ("demo-listings-a", "demo-partner"):
+        assert (
+            f"operator:bob: approved the Re-specs query of {source} (asked by operator:alice)"
+            in completed.stdout
+        )
