@@ -1,0 +1,115 @@
+"""shared.approvals.query_hash: the identity an approval of a Re-specs query is remembered by.
+
+Spelling (whitespace, comments, keyword case, the case of unquoted identifiers) must not ask
+again; anything that changes what the query does (a constant, a column, a table, a schema) must.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from shared.approvals import query_hash
+
+QUERY = "UPDATE public.listing_attributes SET value = 'sqm' WHERE source_id = 'acme' AND id > 10"
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        pytest.param(
+            "UPDATE   public.listing_attributes\n\tSET value = 'sqm'\n"
+            "    WHERE source_id = 'acme'  AND  id > 10",
+            id="whitespace",
+        ),
+        pytest.param(
+            "UPDATE public.listing_attributes /* metres */ SET value = 'sqm'"
+            " -- for acme\nWHERE source_id = 'acme' AND id > 10",
+            id="comments",
+        ),
+        pytest.param(
+            "update public.listing_attributes set value = 'sqm' where source_id = 'acme'"
+            " and id > 10",
+            id="keyword-case",
+        ),
+        pytest.param(
+            "UPDATE PUBLIC.Listing_Attributes SET VALUE = 'sqm' WHERE Source_Id = 'acme'"
+            " AND ID > 10",
+            id="unquoted-identifier-case",
+        ),
+        pytest.param(
+            "update Public.LISTING_ATTRIBUTES\n  set Value='sqm'  -- all at once\n"
+            " where SOURCE_ID='acme' and Id>10",
+            id="all-of-them",
+        ),
+    ],
+)
+def test_a_different_spelling_of_the_same_query_has_the_same_hash(spelling: str) -> None:
+    # Given the same query written another way
+    # When both are hashed
+    # Then they share one identity: an approval of one is an approval of the other
+    assert query_hash(spelling) == query_hash(QUERY)
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        pytest.param(
+            "UPDATE public.listing_attributes SET value = 'sqft' WHERE source_id = 'acme'"
+            " AND id > 10",
+            id="string-constant",
+        ),
+        pytest.param(
+            "UPDATE public.listing_attributes SET value = 'sqm' WHERE source_id = 'acme'"
+            " AND id > 11",
+            id="number-constant",
+        ),
+        pytest.param(
+            "UPDATE public.listing_attributes SET unit = 'sqm' WHERE source_id = 'acme'"
+            " AND id > 10",
+            id="column",
+        ),
+        pytest.param(
+            "UPDATE public.listing_prices SET value = 'sqm' WHERE source_id = 'acme' AND id > 10",
+            id="table",
+        ),
+        pytest.param(
+            "UPDATE staging.listing_attributes SET value = 'sqm' WHERE source_id = 'acme'"
+            " AND id > 10",
+            id="schema",
+        ),
+        pytest.param(
+            "UPDATE listing_attributes SET value = 'sqm' WHERE source_id = 'acme' AND id > 10",
+            id="schema-qualification-dropped",
+        ),
+        pytest.param(
+            "UPDATE public.\"Listing_Attributes\" SET value = 'sqm' WHERE source_id = 'acme'"
+            " AND id > 10",
+            id="quoted-identifier-case",
+        ),
+        pytest.param(
+            "UPDATE public.listing_attributes SET value = 'SQM' WHERE source_id = 'acme'"
+            " AND id > 10",
+            id="constant-case",
+        ),
+    ],
+)
+def test_a_query_that_does_something_else_has_another_hash(changed: str) -> None:
+    # Given a query that differs in what it does (a constant, a column, a table, a schema)
+    # When both are hashed
+    # Then they differ: approving one does not approve the other
+    assert query_hash(changed) != query_hash(QUERY)
+
+
+def test_the_hash_is_64_lowercase_hex_characters() -> None:
+    # Given any query
+    # When it is hashed
+    hashed = query_hash(QUERY)
+    # Then its identity is a SHA-256 as the database's CHECK and the contracts expect it
+    assert re.fullmatch(r"[0-9a-f]{64}", hashed), hashed
+
+
+def test_the_hash_is_stable_across_calls() -> None:
+    # Given the same text hashed twice, Then the identity does not change
+    assert query_hash(QUERY) == query_hash(QUERY)
