@@ -256,12 +256,16 @@ def lease_renewal(
     progress: DownloadProgress | None = None,
 ) -> bool:
     """Renew the source's lock and this delivery's claim. False if the lock is lost; a claim
-    taken over by another delivery (this one was presumed dead) stands this one down."""
+    taken over by another delivery (this one was presumed dead) stands this one down. Either
+    way, and on a cancel, nothing is written: the lock is checked first, and raising rolls the
+    transaction back."""
     with db.transaction() as cur:
+        if not adapters.renew_lease(cur, source_id, execution_arn, lease):
+            return False
         if not adapters.renew_claim(cur, execution_arn, claim, progress):
             raise DuplicateDelivery(
                 f"another delivery took over the download of {execution_arn}; standing down"
             )
         if cancelled := cancellation(cur, execution_arn):
             raise cancelled
-        return adapters.renew_lease(cur, source_id, execution_arn, lease)
+        return True

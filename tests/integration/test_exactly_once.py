@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from infra.sources import get_source
+from services.download.adapters import claim_download
+from services.download.logic import DownloadProgress, RunNotStarted, lease_renewal
 from services.download.logic import LockLost as DownloadLockLost
-from services.download.logic import RunNotStarted, lease_renewal
 from services.unlocking.logic import LockLost as UnlockLockLost
 from services.unlocking.logic import RunNotDownloaded, unlock_run
 from services.unlocking.metrics import RunEnded
@@ -430,6 +431,30 @@ def test_a_lock_taken_over_during_the_download_is_not_recorded(
     assert row is not None
     assert (row["status"], row["records"], row["manifest_key"]) == ("running", None, None)
     # And B's lock is untouched
+    assert lock_of(db, source_id)[0] == fresh.arn
+
+
+def test_a_heartbeat_after_the_lock_is_gone_writes_nothing(
+    db: Database, make_source: MakeSource, new_execution: NewExecution
+) -> None:
+    # Given execution A claimed its download, then lost the lock to B
+    source_id = make_source(runtime_count=1, cursor=CURSOR)
+    stale, fresh = new_execution(source_id), new_execution(source_id)
+    validate(db, stale)
+    claim = new_claim()
+    with db.transaction() as cur:
+        assert claim_download(cur, stale.arn, claim) is None
+    expire_lease(db, source_id)
+    validate(db, fresh)
+    before = run_row(db, stale.arn)
+
+    # When A's download heartbeats with progress to report
+    renewed = lease_renewal(db, source_id, stale.arn, LEASE, claim, DownloadProgress(7, 700))
+
+    # Then it is told the lock is lost, and A's ledger row was not written: no progress, no
+    # renewed claim
+    assert renewed is False
+    assert run_row(db, stale.arn) == before
     assert lock_of(db, source_id)[0] == fresh.arn
 
 
