@@ -312,7 +312,7 @@ def follow_execution(
         for event in events[seen_events:]:
             if event["type"].endswith("StateEntered"):
                 name = event["stateEnteredEventDetails"]["name"]
-                yield Progress(event["timestamp"], name, "")
+                yield Progress(event["timestamp"], name, _waiting_hint(name, execution_arn))
         seen_events = len(events)
         described = sfn.describe_execution(executionArn=execution_arn)
         run = get_run(db, execution_arn)
@@ -334,6 +334,17 @@ def follow_execution(
         if time.monotonic() > deadline:
             raise OperatorError(f"{execution_arn} still running after {timeout:.0f}s")
         sleep(poll_seconds)
+
+
+def _waiting_hint(state: str, execution_arn: str) -> str:
+    """What a person must do for a state that waits for one."""
+    if state != "Approve":
+        return ""
+    run = execution_arn.rsplit(":", 1)[1]
+    return (
+        f"waiting for a second person: `sourceflow approve {run}` or "
+        f"`sourceflow reject {run} --reason …`"
+    )
 
 
 def _outcome(described: Mapping[str, Any], run: Mapping[str, Any] | None) -> str:

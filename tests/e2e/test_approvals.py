@@ -4,6 +4,8 @@ second person approves or rejects it, or the wait times out; an approved query i
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -247,3 +249,38 @@ def test_an_unanswered_approval_times_out_and_unlocks(harness: Harness) -> None:
     assert arn.rsplit(":", 1)[1] not in {row["execution_name"] for row in listed}
     late = harness.sourceflow("approve", arn.rsplit(":", 1)[1], user="bob")
     assert late.returncode == 1 and "no longer waits" in late.stderr
+
+
+def test_run_wait_says_what_the_run_waits_for_and_approvals_lists_it(harness: Harness) -> None:
+    # Given an operator following a Re-specs run with `sourceflow run --wait`
+    source_id, _, _ = respecs_source(harness, SQM)
+    state_dir = str(harness.stack.options.state_dir)
+    following = subprocess.Popen(
+        [sys.executable, "-m", "infra.cli", "run", source_id, "--wait", "--state-dir", state_dir],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (executions := harness.executions_of(source_id)):
+            assert time.monotonic() < deadline, "the requested run never started"
+            time.sleep(0.2)
+        [execution] = executions
+        name = execution["name"]
+        waiting_for_approval(harness, execution["executionArn"])
+
+        # When another operator lists what waits, and approves it
+        listed = harness.sourceflow("approvals")
+        assert listed.returncode == 0, listed.stderr
+        assert name in listed.stdout and source_id in listed.stdout
+        assert harness.sourceflow("approve", name, user="bob").returncode == 0
+        out, err = following.communicate(timeout=60)
+    finally:
+        following.kill()
+
+    # Then the follower was told what the run waited for and saw it succeed
+    assert following.returncode == 0, out + err
+    assert f"waiting for a second person: `sourceflow approve {name}`" in out
+    assert "SUCCEEDED" in out
+    assert set(harness.attributes(source_id).values()) == {"sqm"}
