@@ -38,7 +38,10 @@ LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "loc
 LOCAL_TIMEOUTS = Timeouts(
     validate_seconds=60,
     download_seconds=600,
-    download_heartbeat_seconds=30,
+    # Counted from when the Download task sends its message, so it includes the wait in the
+    # queue before a worker picks it up and heartbeats: with many sources due at once and two
+    # workers, that wait passed 30 s (make bench, 200 sources). As in the cloud, then.
+    download_heartbeat_seconds=120,
     unlock_seconds=60,
     max_receive_count=4,
     retry_backoff_seconds=0.5,
