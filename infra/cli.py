@@ -546,6 +546,12 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, title: str, columns: 
         click.echo(json.dumps(rows, indent=2, default=str))
         return
     from rich.console import Console
+
+    Console(width=None if sys.stdout.isatty() else 220).print(rows_table(title, rows, columns))
+
+
+def rows_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Any:
+    """The rich table every listing command prints: `columns` of `rows`, titled with a count."""
     from rich.table import Table
 
     table = Table(title=f"{title}: {len(rows)}", title_justify="left")
@@ -553,7 +559,7 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, title: str, columns: 
         table.add_column(column.replace("_", " "))
     for row in rows:
         table.add_row(*("" if row.get(c) is None else _cell(row.get(c)) for c in columns))
-    Console(width=None if sys.stdout.isatty() else 220).print(table)
+    return table
 
 
 def _cell(value: Any) -> str:

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infra import approvals
+from infra.cli import APPROVAL_COLUMNS, rows_table
 from infra.demo_sources import DEMO_SOURCES, DemoSource, SourceData, source_data
 from infra.local.stack import LocalStack, StackOptions, aws_client
 from infra.local.ticker import fire_all
@@ -212,7 +213,9 @@ class _Demo:
             if len(waiting) == expected:
                 break
             time.sleep(0.2)
-        console.print(approvals_table(waiting))
+        console.print(
+            rows_table("Waiting for approval (sourceflow approvals)", waiting, APPROVAL_COLUMNS)
+        )
         callbacks = TaskCallbacks(self.sfn)
         for approval in waiting:
             approvals.approve(self.db, callbacks, approval["execution_name"], approved_by=APPROVER)
@@ -283,21 +286,6 @@ def run_table(title: str, runs: list[dict[str, Any]]) -> Table:
             f"{_stamp(run.get('cursor_before'))} → {_stamp(run.get('cursor_after'))}",
             run.get("status", "?") + (f" ({run['error']})" if run.get("error") else ""),
             _duration(run),
-        )
-    return table
-
-
-def approvals_table(waiting: list[dict[str, Any]]) -> Table:
-    table = Table(title="Waiting for approval (sourceflow approvals)", title_justify="left")
-    for column in ("run", "source", "query", "requested by", "waiting since"):
-        table.add_column(column)
-    for approval in waiting:
-        table.add_row(
-            approval["execution_name"],
-            approval["source_id"],
-            approval["query"],
-            approval["requested_by"],
-            _stamp(approval["requested_at"]),
         )
     return table
 

@@ -239,18 +239,21 @@ class LocalStack:
         """Replace the service's workers with ones whose environment has `settings` changed,
         as deploying the service with new settings would; they finish their batch first."""
         self._redeployed[service] = {**self._redeployed.get(service, {}), **settings}
-        for name, child in list(self._named.items()):
-            if name.startswith(f"{service}-") and child.poll() is None:
-                child.terminate()
-                child.wait(timeout=30)
+        self._stop_workers(service, kill=False)
         self.start_workers(service)
 
     def kill_workers(self, service: str) -> None:
         """SIGKILL the service's workers mid-work, as a crashed container would die."""
+        self._stop_workers(service, kill=True)
+
+    def _stop_workers(self, service: str, *, kill: bool) -> None:
         for name, child in list(self._named.items()):
             if name.startswith(f"{service}-") and child.poll() is None:
-                child.kill()
-                child.wait(timeout=10)
+                if kill:
+                    child.kill()
+                else:
+                    child.terminate()  # the worker finishes its batch, then exits
+                child.wait(timeout=30)
 
     def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str]) -> None:
         log = (self.options.state_dir / "logs" / f"{name}.log").open("ab")

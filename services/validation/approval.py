@@ -55,7 +55,7 @@ def request_approval(
         # The run's row lock orders this against a cancel: either the cancel is seen here, or
         # the cancel finds the token kept and answers it.
         run = adapters.find_run(cur, execution_arn, for_update=True)
-        if run is None or run["status"] != "running" or run["flow_type"] != "respecs":
+        if run is None or run["status"] != "running" or run["flow_type"] != FlowType.RESPECS.value:
             raise RunNotWaiting(
                 f"execution {execution_arn} has no running Re-specs run in the ledger "
                 f"({run['status'] if run else 'no run'}); there is nothing to approve"
