@@ -28,7 +28,7 @@ from infra.local.ticker import fire_all
 from infra.resources import Names
 from infra.runs import wait_for_execution
 from infra.sources import SourceSpec, get_run, register_source
-from shared.db import Database
+from shared.db import Database, fetch_one
 from shared.flows import (
     RESPECS_WINDOW_START,
     FlowParams,
@@ -249,13 +249,12 @@ class _Demo:
 
     def last_flow_change(self, source_id: str) -> dict[str, Any] | None:
         with self.db.transaction() as cur:
-            cur.execute(
+            return fetch_one(
+                cur,
                 "SELECT * FROM public.source_flow_history WHERE source_id = %s"
                 " ORDER BY change_id DESC LIMIT 1",
                 (source_id,),
             )
-            row = cur.fetchone()
-        return dict(row) if row else None
 
 
 def run_table(title: str, runs: list[dict[str, Any]]) -> Table:

@@ -8,7 +8,7 @@ from typing import Any
 
 from psycopg2.extras import Json
 
-from shared.db import Database
+from shared.db import Database, fetch_one
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,11 @@ def register_source(db: Database, spec: SourceSpec) -> None:
 
 def get_source(db: Database, source_id: str) -> dict[str, Any] | None:
     with db.transaction() as cur:
-        cur.execute("SELECT * FROM public.source WHERE source_id = %s", (source_id,))
-        row = cur.fetchone()
-    return dict(row) if row else None
+        return fetch_one(cur, "SELECT * FROM public.source WHERE source_id = %s", (source_id,))
 
 
 def get_run(db: Database, execution_arn: str) -> dict[str, Any] | None:
     with db.transaction() as cur:
-        cur.execute("SELECT * FROM public.source_run WHERE execution_arn = %s", (execution_arn,))
-        row = cur.fetchone()
-    return dict(row) if row else None
+        return fetch_one(
+            cur, "SELECT * FROM public.source_run WHERE execution_arn = %s", (execution_arn,)
+        )

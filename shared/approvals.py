@@ -19,6 +19,7 @@ from typing import Any
 from pglast import parse_sql
 from pglast.stream import RawStream
 
+from shared.db import fetch_one
 from shared.timefmt import isoformat
 
 APPROVAL_STATUSES = ("waiting", "approved", "rejected", "cancelled")
@@ -32,13 +33,12 @@ def query_hash(sql: str) -> str:
 
 def remembered(cur: Any, source_id: str, hash_: str) -> dict[str, Any] | None:
     """An earlier approval of this query for this source, if any."""
-    cur.execute(
+    return fetch_one(
+        cur,
         "SELECT approved_by, approved_at FROM public.respecs_approval"
         " WHERE source_id = %s AND query_hash = %s",
         (source_id, hash_),
     )
-    row = cur.fetchone()
-    return dict(row) if row else None
 
 
 def remember(
@@ -107,7 +107,8 @@ def mark_announced(cur: Any, execution_arn: str) -> None:
 
 def find(cur: Any, run: str, *, for_update: bool = False) -> dict[str, Any] | None:
     """A run's approval by execution name or ARN, with the run's ledger status."""
-    cur.execute(
+    return fetch_one(
+        cur,
         """
         SELECT a.*, r.execution_name, r.status AS run_status
           FROM public.run_approval a JOIN public.source_run r USING (execution_arn)
@@ -116,8 +117,6 @@ def find(cur: Any, run: str, *, for_update: bool = False) -> dict[str, Any] | No
         + (" FOR UPDATE OF a" if for_update else ""),
         {"run": run},
     )
-    row = cur.fetchone()
-    return dict(row) if row else None
 
 
 def waiting(cur: Any) -> list[dict[str, Any]]:

@@ -79,6 +79,13 @@ class Database:
         self._conn = None
 
 
+def fetch_one(cur: Any, query: Any, params: Any = None) -> dict[str, Any] | None:
+    """Run `query` and return its first row as a dict, or None when it has none."""
+    cur.execute(query, params)
+    row = cur.fetchone()
+    return dict(row) if row else None
+
+
 def dsn_from_secret(secret: str, *, reference: str) -> str:
     """A libpq connection string from a Secrets Manager database secret.
 

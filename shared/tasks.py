@@ -196,7 +196,10 @@ def task_lambda_handler(
         return QueueVisibility(aws.client("sqs"))
 
     def process(record: SQSRecord) -> None:
-        kind = by_contract.get(_schema_named(record.body), kinds[0])
+        # Only a queue that carries several kinds pays for a look at the body before parsing.
+        kind = (
+            kinds[0] if len(kinds) == 1 else by_contract.get(_schema_named(record.body), kinds[0])
+        )
         process_task_record(
             record,
             request_contract=kind.request_contract,

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
+from shared.db import fetch_one
 from shared.errors import TransientError
 from shared.timefmt import isoformat
 
@@ -30,7 +31,8 @@ class WrittenObject:
 
 
 def load_run(cur: Any, execution_arn: str) -> dict[str, Any] | None:
-    cur.execute(
+    return fetch_one(
+        cur,
         """
         SELECT r.*, s.source_type, s.connection, s.locked_by
           FROM public.source_run r JOIN public.source s USING (source_id)
@@ -38,8 +40,6 @@ def load_run(cur: Any, execution_arn: str) -> dict[str, Any] | None:
         """,
         (execution_arn,),
     )
-    row = cur.fetchone()
-    return dict(row) if row else None
 
 
 def claim_download(cur: Any, execution_arn: str, claim: Any) -> dict[str, Any] | None:
@@ -126,12 +126,11 @@ def record_download(cur: Any, result: Mapping[str, Any], attempt: str) -> dict[s
     row = cur.fetchone()
     if row is not None:
         return dict(row)
-    cur.execute(
+    return fetch_one(
+        cur,
         "SELECT * FROM public.source_run WHERE execution_arn = %s AND status = 'downloaded'",
         (result["execution_arn"],),
     )
-    row = cur.fetchone()
-    return dict(row) if row else None
 
 
 def result_fields(run: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from shared.db import fetch_one
 from shared.errors import TransientError
 from shared.runs import execution_name, start_run
 
@@ -69,21 +70,20 @@ def reset_candidates(cur: Any) -> list[dict[str, Any]]:
 
 
 def change_made_for(cur: Any, request_id: str) -> dict[str, Any] | None:
-    cur.execute("SELECT * FROM public.source_flow_history WHERE request_id = %s", (request_id,))
-    row = cur.fetchone()
-    return dict(row) if row else None
+    return fetch_one(
+        cur, "SELECT * FROM public.source_flow_history WHERE request_id = %s", (request_id,)
+    )
 
 
 def lock_source(cur: Any, source_id: str) -> dict[str, Any] | None:
-    cur.execute(
+    return fetch_one(
+        cur,
         """
         SELECT batch_execution_params, locked_by, lock_expires_at
           FROM public.source WHERE source_id = %s FOR UPDATE
         """,
         (source_id,),
     )
-    row = cur.fetchone()
-    return dict(row) if row else None
 
 
 class ExecutionStarter:

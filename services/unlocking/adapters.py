@@ -9,28 +9,26 @@ from typing import Any
 import psycopg2
 import psycopg2.errors
 
+from shared.db import fetch_one
 from shared.errors import PermanentError
 from shared.timefmt import isoformat
 
 
 def lock_run_row(cur: Any, execution_arn: str) -> dict[str, Any] | None:
-    cur.execute(
-        "SELECT * FROM public.source_run WHERE execution_arn = %s FOR UPDATE", (execution_arn,)
+    return fetch_one(
+        cur, "SELECT * FROM public.source_run WHERE execution_arn = %s FOR UPDATE", (execution_arn,)
     )
-    row = cur.fetchone()
-    return dict(row) if row else None
 
 
 def lock_source_row(cur: Any, source_id: str) -> dict[str, Any] | None:
-    cur.execute(
+    return fetch_one(
+        cur,
         """
         SELECT locked_by, last_modified_date, source_type
           FROM public.source WHERE source_id = %s FOR UPDATE
         """,
         (source_id,),
     )
-    row = cur.fetchone()
-    return dict(row) if row else None
 
 
 def release_lock(cur: Any, source_id: str, execution_arn: str) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg2.extras import Json
 
+from shared.db import fetch_one
 from shared.errors import PermanentError
 from shared.ledger import set_flow_params
 from shared.timefmt import isoformat
@@ -17,18 +18,18 @@ if TYPE_CHECKING:
 
 
 def find_run(cur: Any, execution_arn: str, *, for_update: bool = False) -> dict[str, Any] | None:
-    cur.execute(
+    return fetch_one(
+        cur,
         "SELECT * FROM public.source_run WHERE execution_arn = %s"
         + (" FOR UPDATE" if for_update else ""),
         (execution_arn,),
     )
-    row = cur.fetchone()
-    return dict(row) if row else None
 
 
 def read_source_row(cur: Any, source_id: str, *, for_update: bool = False) -> dict[str, Any] | None:
     # FOR UPDATE serialises concurrent validations of one source: the second sees the lock.
-    cur.execute(
+    return fetch_one(
+        cur,
         """
         SELECT source_id, source_type, connection, is_active, batch_execution_params,
                last_modified_date, runtime_count, backdate_days, locked_by, lock_expires_at
@@ -37,8 +38,6 @@ def read_source_row(cur: Any, source_id: str, *, for_update: bool = False) -> di
         + (" FOR UPDATE" if for_update else ""),
         (source_id,),
     )
-    row = cur.fetchone()
-    return dict(row) if row else None
 
 
 def record_skip(cur: Any, request: Mapping[str, Any], skip: Skip) -> None:
