@@ -69,16 +69,18 @@ def run_demo(state_dir: Path, database_url: str | None = None) -> int:
         data = {source.source_id: source_data(source, env, s3) for source in DEMO_SOURCES}
         demo = _Demo(db, aws_client(env, "stepfunctions"), env, data)
         try:
-            ok = demo.play()
+            failed_checks = demo.play()
         finally:
             db.close()
         console.print(run_table("All four flows", demo.runs))
+        for check in failed_checks:
+            console.print(f"[bold red]check failed:[/bold red] {check}")
         console.print(
-            f"[bold]{'OK' if ok else 'UNEXPECTED RESULT'}[/bold] - raw data in "
+            f"[bold]{'UNEXPECTED RESULT' if failed_checks else 'OK'}[/bold] - raw data in "
             f"s3://{env['RAW_BUCKET']}/<source>/<run>/ - demo took "
             f"{time.monotonic() - started:.1f}s"
         )
-        return 0 if ok else 1
+        return 1 if failed_checks else 0
 
 
 @dataclass
@@ -90,8 +92,9 @@ class _Demo:
     runs: list[dict[str, Any]] = field(default_factory=list)
     approved: list[str] = field(default_factory=list)  # sources whose query bob approved
 
-    def play(self) -> bool:
-        """Three rounds; returns whether every run did exactly what its flow promises."""
+    def play(self) -> list[str]:
+        """Three rounds; returns the checks that failed (none when every run did exactly what
+        its flow promises), each said so that the printout shows what went wrong."""
         for source in DEMO_SOURCES:
             self.reset(source)
         first = self.round("Round 1: first runs (backdated Full Load)")
@@ -110,19 +113,25 @@ class _Demo:
         third = self.round("Round 3: Re-specs and Sold", approve=True)
         reset_after_third = self.tick_until_normal()
 
-        return (
-            all(run.get("status") == "succeeded" for run in self.runs)
-            and all(run["flow_type"] == "full_load" for run in first)
-            and [run["records"] for run in second] == [s.changed + s.added for s in DEMO_SOURCES]
-            and all(
+        respecs_sources = {s.source_id for s in DEMO_SOURCES if s.special_flow is FlowType.RESPECS}
+        checks = {
+            "every run succeeded": all(run.get("status") == "succeeded" for run in self.runs),
+            "the first runs were Full Loads": all(run["flow_type"] == "full_load" for run in first),
+            "the Normal runs loaded exactly the changed and added records": (
+                [run["records"] for run in second] == [s.changed + s.added for s in DEMO_SOURCES]
+            ),
+            "each Re-specs and Sold run loaded its window and kept its promise": all(
                 self.did_special_flow(source, run, before)
                 for source, run, before in zip(DEMO_SOURCES, third, second, strict=True)
-            )
-            and reset_after_first
-            and reset_after_third
-            and self.approved
-            == [s.source_id for s in DEMO_SOURCES if s.special_flow is FlowType.RESPECS]
-        )
+            ),
+            "the scheduler reset the Full Loads to Normal": reset_after_first,
+            "the scheduler reset Re-specs and Sold to Normal": reset_after_third,
+            # The approvals are listed oldest first; runs started together may come in any order.
+            "bob approved each Re-specs query once": (
+                sorted(self.approved) == sorted(respecs_sources)
+            ),
+        }
+        return [name for name, passed in checks.items() if not passed]
 
     def reset(self, source: DemoSource) -> None:
         """Each demo starts its sources afresh: never run, no cursor, no history."""

@@ -120,14 +120,14 @@ def find(cur: Any, run: str, *, for_update: bool = False) -> dict[str, Any] | No
 
 
 def waiting(cur: Any) -> list[dict[str, Any]]:
-    """Runs waiting for a person, oldest first."""
+    """Runs waiting for a person, oldest first (ties by source, so the listing is stable)."""
     cur.execute(
         """
         SELECT r.execution_name, a.source_id, a.query, a.requested_by, a.requested_at,
                a.expires_at, a.query_hash, a.execution_arn
           FROM public.run_approval a JOIN public.source_run r USING (execution_arn)
          WHERE a.status = 'waiting' AND r.status = 'running' AND r.cancel_requested_at IS NULL
-         ORDER BY a.requested_at
+         ORDER BY a.requested_at, a.source_id
         """
     )
     return [dict(row) for row in cur.fetchall()]
