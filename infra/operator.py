@@ -21,7 +21,7 @@ from shared.db import Database
 from shared.errors import SourceflowError
 from shared.events import EventPublisher
 from shared.flows import FlowParams, InvalidFlowParams, parse_flow_params
-from shared.ledger import set_flow_params
+from shared.ledger import OPEN_RUN_STATUSES, set_flow_params
 from shared.respecs import check_respecs_query, parse_allowed_tables
 from shared.runs import requested_run_nonce
 from shared.tasks import TaskCallbacks
@@ -220,10 +220,10 @@ def cancel_run(
                SET cancel_requested_at = now(), cancel_requested_by = %(by)s,
                    cancel_reason = %(reason)s
              WHERE (execution_name = %(run)s OR execution_arn = %(run)s)
-               AND status IN ('running', 'downloaded') AND cancel_requested_at IS NULL
+               AND status IN %(open)s AND cancel_requested_at IS NULL
             RETURNING execution_arn, execution_name, source_id, status
             """,
-            {"run": run, "by": requested_by, "reason": reason},
+            {"run": run, "by": requested_by, "reason": reason, "open": OPEN_RUN_STATUSES},
         )
         row = cur.fetchone()
         if row is not None:

@@ -14,6 +14,10 @@ from psycopg2.extras import Json
 from shared.db import Database
 from shared.errors import RunCancelled
 
+# A run in one of these is still under way; any other status (succeeded, failed, skipped,
+# cancelled) is its end, which nothing may write over.
+OPEN_RUN_STATUSES = ("running", "downloaded")
+
 
 def failure_recorder(db: Database, step: str) -> Any:
     """A `FailureRecorder` that writes a step's failure detail into the execution's ledger row."""
@@ -40,7 +44,7 @@ def note_failure(
            SET failed_step = EXCLUDED.failed_step,
                error = EXCLUDED.error,
                error_detail = EXCLUDED.error_detail
-         WHERE source_run.status IN ('running', 'downloaded')
+         WHERE source_run.status IN %(open)s
         """,
         {
             "arn": message["execution_arn"],
@@ -49,6 +53,7 @@ def note_failure(
             "step": step,
             "error": error_name,
             "detail": detail,
+            "open": OPEN_RUN_STATUSES,
         },
     )
 

@@ -14,6 +14,7 @@ from services.unlocking.metrics import RunEnded, publish_run_metrics
 from shared.db import Database
 from shared.errors import PermanentError
 from shared.flows import FlowType, advance_cursor, moves_cursor
+from shared.ledger import OPEN_RUN_STATUSES
 from shared.respecs import check_respecs_query
 from shared.settings import RespecsSettings
 
@@ -49,7 +50,7 @@ def _unlock(
     when a duplicate finds the run already ended)."""
     execution_arn, source_id = request["execution_arn"], request["source_id"]
     run = adapters.lock_run_row(cur, execution_arn)
-    if run is not None and run["status"] in ("succeeded", "failed"):
+    if run is not None and run["status"] not in OPEN_RUN_STATUSES:
         return adapters.result_fields(run, lock_released=False), None  # a duplicate: done
     source = adapters.lock_source_row(cur, source_id)
     holds_lock = source is not None and source["locked_by"] == execution_arn

@@ -604,6 +604,28 @@ def test_a_failed_run_is_reported_with_the_step_that_failed(
     assert run.source_type == "http_api"
 
 
+def test_a_duplicate_unlock_of_a_cancelled_run_changes_nothing_and_reports_once(
+    db: Database, make_source: MakeSource, new_execution: NewExecution
+) -> None:
+    # Given a run that ended cancelled
+    source_id = make_source(runtime_count=1, cursor=CURSOR)
+    execution = new_execution(source_id)
+    cancelled = execution.unlock_failed(step="Download", error="RunCancelled")
+    ended: list[RunEnded] = []
+    first = unlock_run(cancelled, db=db, respecs=RESPECS, on_run_ended=ended.append)
+    run_after_first = run_row(db, execution.arn)
+
+    # When the same unlock request is delivered again
+    second = unlock_run(cancelled, db=db, respecs=RESPECS, on_run_ended=ended.append)
+
+    # Then the run stays as the first unlock ended it, and its end is reported once
+    assert first["status"] == "cancelled"
+    assert second == {**first, "lock_released": False}
+    assert run_row(db, execution.arn) == run_after_first
+    [run] = ended
+    assert run.status == "cancelled"
+
+
 def test_the_cursor_never_moves_backwards(
     db: Database, make_source: MakeSource, new_execution: NewExecution, sink: FakeSink
 ) -> None:
