@@ -61,12 +61,12 @@ def remember(
 
 def requester(cur: Any, source_id: str) -> str:
     """Who asked for the source's current params: the newest flow-history entry's author."""
-    cur.execute(
+    row = fetch_one(
+        cur,
         "SELECT changed_by FROM public.source_flow_history WHERE source_id = %s"
         " ORDER BY changed_at DESC, change_id DESC LIMIT 1",
         (source_id,),
     )
-    row = cur.fetchone()
     return str(row["changed_by"]) if row else "unknown"
 
 

@@ -29,6 +29,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from shared.errors import ContractViolation
+from shared.timefmt import isoformat
 
 __all__ = [
     "COMMON",
@@ -77,7 +78,7 @@ def format_timestamp(value: datetime) -> str:
     """
     if value.tzinfo is None or value.utcoffset() is None:
         raise ContractViolation(f"timestamp {value.isoformat()} has no time zone; use an aware one")
-    return value.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
+    return isoformat(value)
 
 
 def violations(

@@ -24,8 +24,10 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
+from shared import aws
 from shared.db import Database
 from shared.observability import count_deliveries, log_metrics, logger, tracer
+from shared.settings import ConsumerSettings
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,11 @@ class RetryPolicy:
 
 def queue_name(queue_arn: str) -> str:
     return queue_arn.rsplit(":", 1)[1]
+
+
+def receive_count_of(record: SQSRecord) -> int:
+    """How many times SQS has handed this message out, this delivery included."""
+    return int(record.attributes.approximate_receive_count or 1)
 
 
 class QueueVisibility:
@@ -85,7 +92,7 @@ class Delivery:
     def of(cls, record: SQSRecord, visibility: QueueVisibility) -> Delivery:
         return cls(
             message_id=record.message_id,
-            receive_count=int(record.attributes.approximate_receive_count or 1),
+            receive_count=receive_count_of(record),
             keep_hidden=lambda seconds: visibility.delay(record, seconds),
         )
 
@@ -111,7 +118,7 @@ class FailureLog:
                     (
                         queue_name(record.event_source_arn),
                         record.message_id,
-                        int(record.attributes.approximate_receive_count or 1),
+                        receive_count_of(record),
                         text,
                     ),
                 )
@@ -135,8 +142,7 @@ def guarded(
         except Exception as exc:
             logger.exception("delivery failed; SQS will hand it out again")
             failure_log(record, exc)
-            receive_count = int(record.attributes.approximate_receive_count or 1)
-            visibility.delay(record, retry.backoff_seconds(receive_count))
+            visibility.delay(record, retry.backoff_seconds(receive_count_of(record)))
             raise
 
     return handle
@@ -166,3 +172,34 @@ def batch_lambda_handler(
         return dict(response)
 
     return lambda_handler
+
+
+def consumer_lambda_handler(
+    process: Callable[[SQSRecord, QueueVisibility], None],
+    *,
+    database: Callable[[], Database],
+    settings: ConsumerSettings,
+) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
+    """The Lambda entry point of a queue consumer: `process` handles one record, given the
+    queue's visibility (to keep a long job's message hidden); a record it fails is recorded,
+    delayed by the retry backoff and reported in `batchItemFailures`.
+
+    The SQS client is made when the first record arrives, not when the handler is built.
+    """
+    retry = RetryPolicy(settings.max_receives, settings.retry_backoff_seconds)
+    failure_log = FailureLog(database)
+
+    @cache
+    def visibility() -> QueueVisibility:
+        return QueueVisibility(aws.client("sqs"))
+
+    def record_handler(record: SQSRecord) -> None:
+        queue = visibility()
+        guarded(
+            lambda each: process(each, queue),
+            retry=retry,
+            visibility=queue,
+            failure_log=failure_log,
+        )(record)
+
+    return batch_lambda_handler(record_handler)

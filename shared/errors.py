@@ -58,3 +58,10 @@ class RunCancelled(PermanentError):
     """An operator cancelled the run; the step that notices stops and the run ends cancelled."""
 
     error_name = "RunCancelled"
+
+
+class LockLost(PermanentError):
+    """The source's lock is no longer held by this run's execution: the step stops, and writes
+    nothing that only the lock holder may write."""
+
+    error_name = "LockLost"

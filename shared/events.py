@@ -10,22 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared import aws, contracts
+from shared import contracts
 from shared.db import Database
-from shared.deliveries import (
-    FailureLog,
-    QueueVisibility,
-    RetryPolicy,
-    batch_lambda_handler,
-    guarded,
-)
+from shared.deliveries import QueueVisibility, consumer_lambda_handler
 from shared.errors import ContractViolation, TransientError
 from shared.observability import logger
 from shared.settings import ConsumerSettings
@@ -116,13 +109,9 @@ def event_lambda_handler(
     responses: a malformed or failing event is recorded and redelivered alone, with backoff,
     and ends in the DLQ."""
     accepted = set(routes)
-    retry = RetryPolicy(settings.max_receives, settings.retry_backoff_seconds)
 
-    @cache
-    def visibility() -> QueueVisibility:
-        return QueueVisibility(aws.client("sqs"))
-
-    def process(record: SQSRecord) -> None:
+    def process(record: SQSRecord, visibility: QueueVisibility) -> None:
+        # Event routes take no Delivery, so `visibility` goes unused here.
         try:
             event = parse_event(record.body, accepted)
         except ContractViolation as exc:
@@ -134,9 +123,4 @@ def event_lambda_handler(
         with logger.append_context_keys(event_id=event.get("id"), source_id=source_id):
             routes[event["detail-type"]](event)
 
-    def record_handler(record: SQSRecord) -> None:
-        guarded(process, retry=retry, visibility=visibility(), failure_log=FailureLog(database))(
-            record
-        )
-
-    return batch_lambda_handler(record_handler)
+    return consumer_lambda_handler(process, database=database, settings=settings)

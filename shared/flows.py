@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared.errors import PermanentError
-from shared.timefmt import isoformat
+from shared.timefmt import isoformat, parse_iso
 
 RESPECS_WINDOW_START = datetime(1990, 1, 1, tzinfo=UTC)
 EARLIEST_SOLD_YEAR = 1990
@@ -150,11 +150,9 @@ def _single_key(source_id: str, raw: Mapping[str, Any], spellings: tuple[str, ..
 def _parse_reset_at(value: object, reject: Any) -> datetime:
     if isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parse_iso(value)  # a value without a time zone is rejected too
         except ValueError:
-            parsed = None
-        if parsed is not None and parsed.tzinfo is not None:
-            return parsed.astimezone(UTC)
+            pass
     raise reject("reset_at", value, "an ISO-8601 timestamp with a time zone")
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from psycopg2.extras import Json
 
-from shared.db import Database
+from shared.db import Database, fetch_one
 from shared.errors import RunCancelled
 
 # A run in one of these is still under way; any other status (succeeded, failed, skipped,
@@ -109,12 +109,12 @@ def _attribute_changes(cur: Any, changed_by: str, reason: str, request_id: str) 
 
 def cancellation(cur: Any, execution_arn: str) -> RunCancelled | None:
     """The operator's cancel request for this run, as the error its steps stop with."""
-    cur.execute(
+    row = fetch_one(
+        cur,
         "SELECT cancel_requested_at, cancel_requested_by, cancel_reason FROM public.source_run"
         " WHERE execution_arn = %s AND cancel_requested_at IS NOT NULL",
         (execution_arn,),
     )
-    row = cur.fetchone()
     if row is None:
         return None
     return RunCancelled(cancel_detail(row["cancel_requested_by"], row["cancel_reason"]))

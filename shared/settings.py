@@ -93,6 +93,11 @@ def database_url(read_secret: Callable[[str], str] = read_database_secret) -> st
         raise SettingsError(str(exc)) from None
 
 
+def lock_lease_seconds() -> int:
+    """How long a source's lock lasts without renewal; validation and download must agree."""
+    return env_int("LOCK_LEASE_SECONDS", 900, minimum=30)
+
+
 @dataclass(frozen=True)
 class ConsumerSettings:
     """What every queue consumer (validation, download, unlocking, scheduler) needs."""

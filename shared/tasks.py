@@ -13,7 +13,6 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, Protocol
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -22,14 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared import aws, contracts
 from shared.db import Database
-from shared.deliveries import (
-    Delivery,
-    FailureLog,
-    QueueVisibility,
-    RetryPolicy,
-    batch_lambda_handler,
-    guarded,
-)
+from shared.deliveries import Delivery, QueueVisibility, consumer_lambda_handler
 from shared.errors import DuplicateDelivery, PermanentError, TaskOver, TransientError
 from shared.ledger import failure_recorder
 from shared.observability import logger
@@ -188,14 +180,9 @@ def task_lambda_handler(
     transient, or a bug) is recorded, delayed by the retry backoff and reported in
     `batchItemFailures`; only it is redelivered, the rest of the batch is deleted.
     """
-    retry = RetryPolicy(settings.max_receives, settings.retry_backoff_seconds)
     by_contract = {kind.request_contract: kind for kind in kinds}
 
-    @cache
-    def visibility() -> QueueVisibility:
-        return QueueVisibility(aws.client("sqs"))
-
-    def process(record: SQSRecord) -> None:
+    def process(record: SQSRecord, visibility: QueueVisibility) -> None:
         # Only a queue that carries several kinds pays for a look at the body before parsing.
         kind = (
             kinds[0] if len(kinds) == 1 else by_contract.get(_schema_named(record.body), kinds[0])
@@ -207,16 +194,11 @@ def task_lambda_handler(
             work=kind.work,
             callbacks=TaskCallbacks(aws.client("stepfunctions")),
             record_failure=failure_recorder(database(), step=kind.step),
-            max_receives=retry.max_receives,
-            visibility=visibility(),
+            max_receives=settings.max_receives,
+            visibility=visibility,
         )
 
-    def record_handler(record: SQSRecord) -> None:
-        guarded(process, retry=retry, visibility=visibility(), failure_log=FailureLog(database))(
-            record
-        )
-
-    return batch_lambda_handler(record_handler)
+    return consumer_lambda_handler(process, database=database, settings=settings)
 
 
 def _schema_named(body: str) -> Any:

@@ -108,7 +108,8 @@ def record_download(cur: Any, result: Mapping[str, Any], attempt: str) -> dict[s
     Returns the recorded run; if a concurrent duplicate recorded it first, that record; None if
     the lock was lost.
     """
-    cur.execute(
+    row = fetch_one(
+        cur,
         """
         UPDATE public.source_run r
            SET status = 'downloaded', records = %(records)s, bytes = %(bytes)s,
@@ -123,9 +124,8 @@ def record_download(cur: Any, result: Mapping[str, Any], attempt: str) -> dict[s
         """,
         {**result, "attempt": attempt},
     )
-    row = cur.fetchone()
     if row is not None:
-        return dict(row)
+        return row
     return fetch_one(
         cur,
         "SELECT * FROM public.source_run WHERE execution_arn = %s AND status = 'downloaded'",

@@ -18,15 +18,11 @@ from services.download import adapters
 from services.download.adapters import WrittenObject
 from shared.connectors import Connector
 from shared.db import Database
-from shared.errors import DuplicateDelivery, PermanentError, TransientError
+from shared.errors import DuplicateDelivery, LockLost, PermanentError, TransientError
 from shared.flows import Window, WindowField
 from shared.ledger import cancellation
 from shared.observability import logger
 from shared.timefmt import isoformat, parse_iso
-
-
-class LockLost(PermanentError):
-    error_name = "LockLost"
 
 
 class RunNotStarted(PermanentError):
@@ -216,7 +212,7 @@ def _download_claimed(
         "source_id": source_id,
         "execution_arn": execution_arn,
         "records": heartbeat.progress.records,
-        "bytes": sum(obj.bytes for obj in progress.objects),
+        "bytes": heartbeat.progress.bytes,
         "objects": len(progress.objects),
         "manifest_key": manifest_key,
         "max_last_modified": (

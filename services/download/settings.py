@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.settings import ConsumerSettings, env_float, env_int, env_str
+from shared.settings import ConsumerSettings, env_float, env_int, env_str, lock_lease_seconds
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Settings:
             consumer=ConsumerSettings.from_env(),
             raw_bucket=env_str("RAW_BUCKET"),
             heartbeat_seconds=env_float("HEARTBEAT_SECONDS", 10.0, minimum=0.1),
-            lock_lease_seconds=env_int("LOCK_LEASE_SECONDS", 900, minimum=30),
+            lock_lease_seconds=lock_lease_seconds(),
             part_max_records=env_int("PART_MAX_RECORDS", 100_000, minimum=1),
             claim_seconds=env_int("DOWNLOAD_CLAIM_SECONDS", 60, minimum=2),
         )

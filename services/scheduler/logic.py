@@ -193,23 +193,27 @@ def apply_reset(event: Mapping[str, Any], *, db: Database, now: datetime) -> dic
         if earlier is not None:
             return _applied(source_id, earlier["from_params"], detail["cause"], request_id)
         source = adapters.lock_source(cur, source_id)
+        params_changed = "its params changed after the decision (an operator's edit wins)"
         if source is None:
             reason = "the source no longer exists"
         elif source["batch_execution_params"] != expected:
-            reason = "its params changed after the decision (an operator's edit wins)"
+            reason = params_changed
         elif lease_is_live(source["locked_by"], source["lock_expires_at"], now):
             reason = f"a run holds its lock ({source['locked_by']}); the next tick decides again"
+        elif not set_flow_params(
+            cur,
+            source_id,
+            NORMAL_PARAMS,
+            changed_by="scheduler",
+            reason=f"flow reset to Normal: {detail['cause'].replace('_', ' ')}",
+            expected=expected,
+            check_expected=True,
+            request_id=request_id,
+        ):
+            # The compare-and-set disagreed with the comparison above (they compare JSON
+            # differently at the edges): nothing was written, so nothing is announced.
+            reason = params_changed
         else:
-            set_flow_params(
-                cur,
-                source_id,
-                NORMAL_PARAMS,
-                changed_by="scheduler",
-                reason=f"flow reset to Normal: {detail['cause'].replace('_', ' ')}",
-                expected=expected,
-                check_expected=True,
-                request_id=request_id,
-            )
             return _applied(source_id, expected, detail["cause"], request_id)
     logger.warning("flow reset dropped", extra={"source_id": source_id, "reason": reason})
     return None

@@ -43,7 +43,7 @@ def release_lock(cur: Any, source_id: str, execution_arn: str) -> None:
     )
 
 
-def insert_failed_run(cur: Any, request: Mapping[str, Any]) -> dict[str, Any]:
+def insert_failed_run(cur: Any, request: Mapping[str, Any]) -> None:
     """A run that failed before validation recorded anything still gets its ledger row."""
     cur.execute(
         """
@@ -53,9 +53,6 @@ def insert_failed_run(cur: Any, request: Mapping[str, Any]) -> dict[str, Any]:
         """,
         (request["execution_arn"], request["execution_name"], request["source_id"]),
     )
-    row = lock_run_row(cur, request["execution_arn"])
-    assert row is not None
-    return row
 
 
 def finish_failed(cur: Any, execution_arn: str, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,7 +86,8 @@ def finish_succeeded(
     cursor_before: datetime | None,
     cursor_after: datetime | None,
     respecs_rows: int | None,
-) -> None:
+) -> dict[str, Any]:
+    """Move the cursor and end the run succeeded; returns the run's ledger row as it ended."""
     cur.execute(
         """
         UPDATE public.source SET last_modified_date = %s, updated_at = now()
@@ -103,9 +101,11 @@ def finish_succeeded(
            SET status = 'succeeded', finished_at = now(), cursor_before = %s, cursor_after = %s,
                respecs_rows = %s
          WHERE execution_arn = %s
+        RETURNING *
         """,
         (cursor_before, cursor_after, respecs_rows, execution_arn),
     )
+    return dict(cur.fetchone())
 
 
 def apply_respecs(cur: Any, sql: str, statement_timeout_ms: int) -> int:

@@ -12,15 +12,11 @@ from typing import Any
 from services.unlocking import adapters
 from services.unlocking.metrics import RunEnded, publish_run_metrics
 from shared.db import Database
-from shared.errors import PermanentError
+from shared.errors import LockLost, PermanentError
 from shared.flows import FlowType, advance_cursor, moves_cursor
 from shared.ledger import OPEN_RUN_STATUSES
 from shared.respecs import check_respecs_query
 from shared.settings import RespecsSettings
-
-
-class LockLost(PermanentError):
-    error_name = "LockLost"
 
 
 class RunNotDownloaded(PermanentError):
@@ -58,7 +54,7 @@ def _unlock(
 
     if request["outcome"] == "failed":
         if run is None:
-            run = adapters.insert_failed_run(cur, request)
+            adapters.insert_failed_run(cur, request)
         if holds_lock:
             adapters.release_lock(cur, source_id, execution_arn)
         ended = adapters.finish_failed(cur, execution_arn, request)
@@ -91,12 +87,10 @@ def _unlock(
         if moves_cursor(flow_type)
         else cursor_before
     )
-    adapters.finish_succeeded(
+    succeeded = adapters.finish_succeeded(
         cur, source_id, execution_arn, cursor_before, cursor_after, respecs_rows
     )
     adapters.release_lock(cur, source_id, execution_arn)
-    succeeded = adapters.lock_run_row(cur, execution_arn)
-    assert succeeded is not None
     return (
         adapters.result_fields(succeeded, lock_released=True),
         RunEnded.of(succeeded, source_type),

@@ -17,7 +17,7 @@ from typing import Any
 from services.validation import adapters
 from shared import approvals
 from shared.db import Database
-from shared.errors import PermanentError
+from shared.errors import LockLost, PermanentError
 from shared.flows import FlowType
 from shared.ledger import cancellation
 from shared.timefmt import isoformat
@@ -89,10 +89,9 @@ def request_approval(
         if not adapters.hold_lock_until(
             cur, source_id, execution_arn, approval["expires_at"] + lease
         ):
-            raise PermanentError(
+            raise LockLost(
                 f"source {source_id!r} is no longer locked by {execution_arn}; not waiting for "
-                "an approval",
-                error_name="LockLost",
+                "an approval"
             )
     if approval["announced_at"] is None:
         announce(

@@ -2,7 +2,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.settings import ConsumerSettings, RespecsSettings, env_bool, env_int, env_str
+from shared.settings import (
+    ConsumerSettings,
+    RespecsSettings,
+    env_bool,
+    env_int,
+    env_str,
+    lock_lease_seconds,
+)
 
 
 @dataclass(frozen=True)
@@ -36,5 +43,5 @@ class Settings:
             consumer=ConsumerSettings.from_env(),
             respecs=RespecsSettings.from_env(),
             approval=ApprovalSettings.from_env(),
-            lock_lease_seconds=env_int("LOCK_LEASE_SECONDS", 900, minimum=30),
+            lock_lease_seconds=lock_lease_seconds(),
         )
