@@ -10,6 +10,8 @@ from psycopg2.extensions import parse_dsn
 from shared.db import dsn_from_secret
 
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:sourceflow/dev/db-AbCdEf"
+# A password no error message could contain by chance.
+PASSWORD = "pw-Q7zK3-never-shown"
 
 
 def test_an_rds_secret_becomes_a_connection_string() -> None:
@@ -48,11 +50,18 @@ def test_port_and_dbname_default_to_postgres_defaults() -> None:
 @pytest.mark.parametrize(
     ("secret", "problem"),
     [
-        ("not json", "is not a JSON object"),
-        ('"a string"', "is not a JSON object"),
-        (json.dumps({"host": "db", "username": "u"}), "has no text password"),
-        (json.dumps({"username": "u", "password": ""}), "has no text host, password"),
-        (json.dumps({"host": "db", "username": "u", "password": "p", "port": "x"}), "port"),
+        # cut off: not JSON, though it holds a password
+        (f'{{"host": "db", "username": "u", "password": "{PASSWORD}"', "is not a JSON object"),
+        # the bare password stored as the secret: a JSON string
+        (json.dumps(PASSWORD), "is not a JSON object"),
+        # the password under a key that is not "password"
+        (json.dumps({"host": "db", "username": "u", "passwd": PASSWORD}), "has no text password"),
+        # an empty password, the real one under a key of another case
+        (
+            json.dumps({"username": "u", "password": "", "Password": PASSWORD}),
+            "has no text host, password",
+        ),
+        (json.dumps({"host": "db", "username": "u", "password": PASSWORD, "port": "x"}), "port"),
     ],
 )
 def test_a_secret_that_describes_no_connection_is_refused_without_showing_values(
@@ -62,4 +71,6 @@ def test_a_secret_that_describes_no_connection_is_refused_without_showing_values
         dsn_from_secret(secret, reference=SECRET_ARN)
 
     assert SECRET_ARN in str(refused.value)
-    assert '"p"' not in str(refused.value)
+    # every case holds PASSWORD somewhere, so this is checked in each
+    assert PASSWORD in secret
+    assert PASSWORD not in str(refused.value)
