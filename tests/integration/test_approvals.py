@@ -17,7 +17,7 @@ from shared import approvals, contracts
 from shared.db import Database
 from shared.errors import RunCancelled, TaskOver
 from shared.ledger import set_flow_params
-from shared.tasks import TaskCallbacks
+from tests.fakes import FakeCallbacks
 from tests.integration.conftest import (
     CURSOR,
     LEASE,
@@ -43,26 +43,11 @@ def query_for(source_id: str, value: str = "sqm") -> str:
 # --- fakes and helpers -------------------------------------------------------------------------
 
 
-class FakeCallbacks(TaskCallbacks):
-    """Records SendTaskSuccess / SendTaskFailure; `over` plays a task Step Functions ended."""
-
-    def __init__(self, *, over: bool = False) -> None:
-        self.succeeded: list[tuple[str, Mapping[str, Any]]] = []
-        self.failed: list[tuple[str, str, str]] = []
-        self._over = over
-
-    def succeed(self, token: str, output: Mapping[str, Any]) -> None:
-        if self._over:
-            raise TaskOver("the task is over (TaskTimedOut)")
-        self.succeeded.append((token, output))
-
-    def fail(self, token: str, error: str, cause: str) -> None:
-        if self._over:
-            raise TaskOver("the task is over (TaskTimedOut)")
-        self.failed.append((token, error, cause))
-
-    def heartbeat(self, token: str) -> None:
-        raise AssertionError("nobody heartbeats an approval")
+def approval_callbacks(*, over: bool = False) -> FakeCallbacks:
+    """Records SendTaskSuccess / SendTaskFailure; nobody heartbeats an approval; `over` plays a
+    task Step Functions ended."""
+    ended = TaskOver("the task is over (TaskTimedOut)") if over else None
+    return FakeCallbacks(over=ended, heartbeats=False)
 
 
 class Announcements:
@@ -504,7 +489,7 @@ def test_approve_resumes_the_run_and_remembers_the_query(
 ) -> None:
     # Given a run waiting for approval of alice's query
     execution, query = waiting_run(db, make_source, new_execution)
-    callbacks = FakeCallbacks()
+    callbacks = approval_callbacks()
 
     # When bob approves it
     approve(db, callbacks, execution.name, approved_by=APPROVER)
@@ -537,7 +522,7 @@ def test_the_person_who_asked_cannot_approve(
     # Given a run waiting for approval of alice's query
     execution, _ = waiting_run(db, make_source, new_execution)
     before = run_approval(db, execution)
-    callbacks = FakeCallbacks()
+    callbacks = approval_callbacks()
 
     # When alice approves it herself, Then she is told a second person must
     with pytest.raises(ApprovalError, match="second person"):
@@ -557,7 +542,7 @@ def test_an_answer_to_a_task_that_is_over_records_nothing(
     execution, _ = waiting_run(db, make_source, new_execution)
     before = run_approval(db, execution)
     ledger_before = run_row(db, execution.arn)
-    callbacks = FakeCallbacks(over=True)
+    callbacks = approval_callbacks(over=True)
 
     # When a person approves or rejects it, Then they are told it no longer waits
     with pytest.raises(ApprovalError, match="no longer waits") as caught:
@@ -578,7 +563,7 @@ def test_reject_fails_the_run_by_name_and_keeps_why_in_the_ledger(
 ) -> None:
     # Given a run waiting for approval
     execution, _ = waiting_run(db, make_source, new_execution)
-    callbacks = FakeCallbacks()
+    callbacks = approval_callbacks()
 
     # When bob rejects it with a reason
     reject(db, callbacks, execution.name, rejected_by=APPROVER, reason="drops every row")
@@ -606,7 +591,7 @@ def test_reject_fails_the_run_by_name_and_keeps_why_in_the_ledger(
 
 def test_approving_an_unknown_run_says_where_to_look(db: Database) -> None:
     # Given no such run, When it is approved or rejected, Then the error points at the list
-    callbacks = FakeCallbacks()
+    callbacks = approval_callbacks()
     with pytest.raises(ApprovalError, match=r"not waiting for an approval.*sourceflow approvals"):
         approve(db, callbacks, "it-no-such-run-00000000", approved_by=APPROVER)
     with pytest.raises(ApprovalError, match="not waiting for an approval"):
@@ -619,8 +604,8 @@ def test_a_decided_approval_cannot_be_answered_again(
 ) -> None:
     # Given a run bob already approved
     execution, _ = waiting_run(db, make_source, new_execution)
-    approve(db, FakeCallbacks(), execution.arn, approved_by=APPROVER)
-    callbacks = FakeCallbacks()
+    approve(db, approval_callbacks(), execution.arn, approved_by=APPROVER)
+    callbacks = approval_callbacks()
 
     # When anyone answers it again, Then they are told who decided it already
     with pytest.raises(ApprovalError, match=f"already approved by {APPROVER}"):
@@ -642,7 +627,7 @@ def test_a_run_that_ended_cannot_be_approved(
             " WHERE execution_arn = %s",
             (execution.arn,),
         )
-    callbacks = FakeCallbacks()
+    callbacks = approval_callbacks()
 
     # When it is approved, Then the error says the run ended and how to see it
     with pytest.raises(ApprovalError, match="no longer waits: it ended failed") as caught:
@@ -701,7 +686,7 @@ def test_cancel_answers_a_waiting_run_at_once(
 ) -> None:
     # Given a run waiting for approval
     execution, _ = waiting_run(db, make_source, new_execution)
-    callbacks = FakeCallbacks()
+    callbacks = approval_callbacks()
 
     # When carol cancels it
     cancelled = cancel_run(
@@ -734,7 +719,7 @@ def test_cancel_stands_when_the_wait_already_ended(
 ) -> None:
     # Given a run waiting for approval whose Approve task already timed out
     execution, _ = waiting_run(db, make_source, new_execution)
-    callbacks = FakeCallbacks(over=True)
+    callbacks = approval_callbacks(over=True)
 
     # When carol cancels it, Then the cancel does not fail
     cancel_run(db, callbacks, execution.name, requested_by=CANCELLER, reason="wrong table")

@@ -24,9 +24,10 @@ HOUR = timedelta(hours=1)
 SECRET = "sourceflow/partner-db"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def partner_schema(migrated_url: str) -> Iterator[str]:
-    """A schema of its own holding a mixed-case table "Listings" of five rows."""
+    """A schema of its own holding a mixed-case table "Listings" of five rows; made once for
+    the module, since its tests only read it."""
     schema = f"partner_{uuid.uuid4().hex[:8]}"
     with psycopg2.connect(migrated_url) as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))

@@ -1,4 +1,4 @@
-"""Fixtures of the AWS ports that more than one unit test module needs."""
+"""Fixtures that more than one unit test module needs: fakes of AWS ports, metrics turned on."""
 
 from __future__ import annotations
 
@@ -16,3 +16,11 @@ def secrets_manager() -> FakeSecretsManager:
 @pytest.fixture
 def secrets(secrets_manager: FakeSecretsManager) -> Secrets:
     return Secrets(secrets_manager)
+
+
+@pytest.fixture
+def metrics_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Powertools metrics printed to stdout, one JSON line each, whatever the environment says."""
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    monkeypatch.delenv("POWERTOOLS_DEV", raising=False)
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "sourceflow-test")

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from shared import contracts
 from shared.errors import ContractViolation, TransientError
@@ -17,6 +16,7 @@ from shared.events import (
     EventPublisher,
     parse_event,
 )
+from tests.fakes import client_error
 
 BUS = "sourceflow-bus"
 SCHEDULER_TAKES = {SCHEDULED_EVENT, "Run Requested", "Flow Reset Requested"}
@@ -264,9 +264,7 @@ def test_a_refused_entry_is_a_transient_error() -> None:
 
 
 def test_a_client_error_is_a_transient_error() -> None:
-    throttled = ClientError(
-        {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "PutEvents"
-    )
+    throttled = client_error("ThrottlingException", "PutEvents")
     events = FakeEvents(error=throttled)
     with pytest.raises(TransientError) as caught:
         EventPublisher(events, BUS)("Run Requested", {"source_id": "src-1", "requested_by": "j"})

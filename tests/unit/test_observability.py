@@ -16,13 +16,6 @@ def emitted(out: str) -> list[dict[str, Any]]:
     return [line for line in lines if "_aws" in line]
 
 
-@pytest.fixture
-def metrics_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
-    monkeypatch.delenv("POWERTOOLS_DEV", raising=False)
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "sourceflow-test")
-
-
 def test_each_block_of_dimensioned_metrics_is_its_own_metrics_line(
     metrics_on: None, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -3,153 +3,25 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from botocore.exceptions import ClientError
 
 from shared import contracts
-from shared.deliveries import Delivery, QueueVisibility, RetryPolicy
+from shared.deliveries import Delivery
 from shared.errors import ContractViolation, PermanentError, TaskOver, TransientError
-from shared.tasks import TaskCallbacks, process_task_record
-
-EXAMPLE = (
-    Path(__file__).resolve().parents[2]
-    / "contracts/examples/validation-request.v1/valid/acme-listings.json"
+from shared.tasks import TaskCallbacks
+from tests.fakes import FakeCallbacks, client_error
+from tests.unit.task_harness import (
+    RETRY,
+    Harness,
+    raising,
+    request_body,
+    run_fields,
+    sqs_record,
+    token_of,
 )
-RETRY = RetryPolicy(max_receives=3, base_backoff_seconds=2, max_backoff_seconds=30)
-QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:sourceflow-validation"
-
-
-# --- fakes and factories ------------------------------------------------------------------------
-
-
-class FakeCallbacks(TaskCallbacks):
-    """Records every callback; `raise_on_success` plays a task that already ended."""
-
-    def __init__(self, *, raise_on_success: Exception | None = None) -> None:
-        self.succeeded: list[tuple[str, Mapping[str, Any]]] = []
-        self.failed: list[tuple[str, str, str]] = []
-        self.heartbeats: list[str] = []
-        self._raise_on_success = raise_on_success
-
-    def succeed(self, token: str, output: Mapping[str, Any]) -> None:
-        if self._raise_on_success is not None:
-            raise self._raise_on_success
-        self.succeeded.append((token, output))
-
-    def fail(self, token: str, error: str, cause: str) -> None:
-        self.failed.append((token, error, cause))
-
-    def heartbeat(self, token: str) -> None:
-        self.heartbeats.append(token)
-
-    @property
-    def calls(self) -> int:
-        return len(self.succeeded) + len(self.failed) + len(self.heartbeats)
-
-
-class FakeVisibility(QueueVisibility):
-    def __init__(self) -> None:
-        self.delays: list[tuple[str, int]] = []
-
-    def delay(self, record: SQSRecord, seconds: int) -> None:
-        self.delays.append((record.receipt_handle, seconds))
-
-
-class FailureLog:
-    def __init__(self) -> None:
-        self.entries: list[tuple[Mapping[str, Any], str, str]] = []
-
-    def __call__(self, message: Mapping[str, Any], error_name: str, detail: str) -> None:
-        self.entries.append((message, error_name, detail))
-
-
-def request_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(EXAMPLE.read_text(encoding="utf-8"))
-    body["task_token"] = f"token-{uuid.uuid4()}"
-    body.update(overrides)
-    return body
-
-
-def sqs_record(body: dict[str, Any] | str | None = None, *, receive_count: int = 1) -> SQSRecord:
-    text = body if isinstance(body, str) else json.dumps(body or request_body())
-    return SQSRecord(
-        {
-            "messageId": str(uuid.uuid4()),
-            "receiptHandle": f"receipt-{uuid.uuid4()}",
-            "body": text,
-            "attributes": {
-                "ApproximateReceiveCount": str(receive_count),
-                "SentTimestamp": "1795372917126",
-                "SenderId": "AIDAEXAMPLE",
-                "ApproximateFirstReceiveTimestamp": "1795372917200",
-            },
-            "messageAttributes": {},
-            "md5OfBody": "0" * 32,
-            "eventSource": "aws:sqs",
-            "eventSourceARN": QUEUE_ARN,
-            "awsRegion": "eu-west-1",
-        }
-    )
-
-
-def run_fields(message: Mapping[str, Any], _: Delivery | None = None) -> dict[str, Any]:
-    return {
-        "source_id": message["source_id"],
-        "execution_arn": message["execution_arn"],
-        "decision": "run",
-        "plan": {
-            "flow_type": "normal",
-            "window_field": "last_modified",
-            "window_start": "2026-11-21T18:40:02Z",
-            "window_end": "2026-11-22T18:41:57.126486Z",
-            "window_start_inclusive": False,
-        },
-        "runtime_count": 42,
-    }
-
-
-Work = Callable[[dict[str, Any], Delivery], Mapping[str, Any]]
-
-
-def raising(error: Exception) -> Work:
-    def work(message: dict[str, Any], delivery: Delivery) -> Mapping[str, Any]:
-        raise error
-
-    return work
-
-
-class Harness:
-    def __init__(self, *, callbacks: FakeCallbacks | None = None) -> None:
-        self.callbacks = callbacks or FakeCallbacks()
-        self.visibility = FakeVisibility()
-        self.failures = FailureLog()
-
-    def process(
-        self,
-        record: SQSRecord,
-        work: Work = run_fields,
-    ) -> None:
-        process_task_record(
-            record,
-            request_contract="validation-request",
-            result_contract="validation-result",
-            work=work,
-            callbacks=self.callbacks,
-            record_failure=self.failures,
-            max_receives=RETRY.max_receives,
-            visibility=self.visibility,
-        )
-
-
-def token_of(record: SQSRecord) -> str:
-    return str(json.loads(record.body)["task_token"])
-
 
 # --- success ------------------------------------------------------------------------------------
 
@@ -265,7 +137,7 @@ def test_last_delivery_reports_the_transient_error_by_name() -> None:
 
 def test_a_task_that_already_timed_out_consumes_the_message() -> None:
     # Given a task that Step Functions has already timed out
-    harness = Harness(callbacks=FakeCallbacks(raise_on_success=TaskOver("TaskTimedOut")))
+    harness = Harness(callbacks=FakeCallbacks(over=TaskOver("TaskTimedOut")))
     # When the work succeeds, Then reporting it does not raise (no redelivery)
     harness.process(sqs_record())
     assert harness.failures.entries == []
@@ -276,10 +148,6 @@ def test_a_task_that_already_timed_out_consumes_the_message() -> None:
 
 
 # --- TaskCallbacks against Step Functions -------------------------------------------------------
-
-
-def client_error(code: str, operation: str) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": code}}, operation)
 
 
 class FakeStepFunctions:

@@ -10,8 +10,8 @@ import pytest
 
 from shared.deliveries import Delivery
 from shared.settings import SettingsError, env_bool
-from shared.tasks import process_task_record
-from tests.unit.test_tasks import RETRY, FakeCallbacks, Harness, sqs_record
+from tests.fakes import FakeCallbacks
+from tests.unit.task_harness import RETRY, Harness, sqs_record
 
 VARIABLE = "SOURCEFLOW_TEST_SWITCH"
 
@@ -29,16 +29,7 @@ def test_work_that_returns_none_reports_nothing_and_records_no_failure() -> None
         return None
 
     # When the record is processed
-    process_task_record(
-        record,
-        request_contract="validation-request",
-        result_contract="validation-result",
-        work=keep_the_token,
-        callbacks=harness.callbacks,
-        record_failure=harness.failures,
-        max_receives=RETRY.max_receives,
-        visibility=harness.visibility,
-    )
+    harness.process(record, keep_the_token)
 
     # Then the work ran once, and nothing was reported: no success, failure or heartbeat
     assert len(seen) == 1
@@ -57,16 +48,7 @@ def test_work_that_returns_none_is_not_reported_even_on_the_last_delivery() -> N
     record = sqs_record(receive_count=RETRY.max_receives)
 
     # When the record is processed
-    process_task_record(
-        record,
-        request_contract="validation-request",
-        result_contract="validation-result",
-        work=lambda message, delivery: None,
-        callbacks=callbacks,
-        record_failure=harness.failures,
-        max_receives=RETRY.max_receives,
-        visibility=harness.visibility,
-    )
+    harness.process(record, lambda message, delivery: None)
 
     # Then still nothing is reported or recorded: the person's answer ends the task
     assert callbacks.calls == 0

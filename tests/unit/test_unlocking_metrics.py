@@ -27,10 +27,7 @@ def ended_run(**changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def metrics_lines(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
-    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "sourceflow-test-unlocking")
-
+def metrics_lines(metrics_on: None, capsys: pytest.CaptureFixture[str]) -> Any:
     def lines() -> list[dict[str, Any]]:
         return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
