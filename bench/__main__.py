@@ -20,7 +20,6 @@ os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 import json
 import math
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from bench.cost import run_cost
 from bench.orchestration import measure_orchestration
 from bench.scale import measure_scale
 from infra.local.stack import LocalStack, StackOptions
+from infra.local.vendor import ANNOUNCEMENT
 
 STATE_DIR = Path(".sourceflow")
 RESULTS = STATE_DIR / "bench.json"
@@ -42,18 +42,15 @@ SIZES = {"100k": 100_000, "1m": 1_000_000}
 @contextmanager
 def cached_vendor(datasets: dict[str, int]) -> Any:
     """The demo vendor serving pre-rendered pages (rendered once, then from memory)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     args = [arg for name, size in datasets.items() for arg in ("--dataset", f"{name}={size}")]
     vendor = subprocess.Popen(
-        [sys.executable, "-m", "infra.local.vendor", "--port", str(port), "--cache-pages", *args],
+        [sys.executable, "-m", "infra.local.vendor", "--port", "0", "--cache-pages", *args],
         stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert vendor.stdout is not None
-        vendor.stdout.readline()  # "vendor listening on …"
-        yield f"http://127.0.0.1:{port}"
+        yield vendor.stdout.readline().strip().removeprefix(ANNOUNCEMENT)
     finally:
         vendor.terminate()
         vendor.wait(timeout=10)

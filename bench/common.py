@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from infra.sources import SourceSpec, register_source
+from services.download.adapters import S3RawSink
+from services.download.logic import Claim, Heartbeat, download_run
+from services.validation.logic import validate_run
+from shared import aws
+from shared.connectors import check_connection, connector_for
 from shared.db import Database
 
 
@@ -50,6 +56,42 @@ def task_request(source_id: str) -> dict[str, Any]:
         "task_token": "bench",
         "correlation_id": name,
     }
+
+
+def direct_validate(
+    db: Database, request: Mapping[str, Any], *, clock: Callable[[], datetime]
+) -> dict[str, Any]:
+    """Validation's logic called directly, for a Normal run; returns its result (with the plan)."""
+    return validate_run(
+        request,
+        db=db,
+        clock=clock,
+        lease=LONG,
+        respecs_tables=frozenset(),
+        check_connection=check_connection,
+        approval_gate=False,  # Normal runs: the gate only concerns Re-specs queries
+    )
+
+
+def direct_download(
+    db: Database,
+    request: Mapping[str, Any],
+    plan: Any,
+    *,
+    bucket: str,
+    part_max_records: int,
+) -> dict[str, Any]:
+    """The download service's logic called directly, into the raw bucket, with a heartbeat that
+    never beats and a claim of its own; returns its result."""
+    return download_run(
+        {**request, "plan": plan},
+        db=db,
+        connector_for=connector_for,
+        sink=S3RawSink(aws.client("s3"), bucket),
+        heartbeat=Heartbeat(send=lambda: None, renew_lease=lambda: True, interval_seconds=3600),
+        part_max_records=part_max_records,
+        claim=Claim(attempt=uuid.uuid4().hex, message_id="bench", ttl=LONG),
+    )
 
 
 def utc_now() -> datetime:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from infra import templates
+from infra.resources import Timeouts
+
 PRICE = {
     "state_transition": 0.025 / 1000,
     "lambda_gb_second": 0.0000166667,
@@ -18,8 +21,15 @@ PRICE = {
     "s3_put": 0.005 / 1000,
     "eventbridge_event": 1.00 / 1_000_000,
 }
-MEMORY_GB = {"Validate": 0.5, "Download": 1.0, "UnlockAfterSuccess": 0.5}
-HEARTBEAT_INTERVAL_S = 20.0  # the download service's heartbeat in the cloud (infra/resources.py)
+# Each step's function, sized as service.yaml deploys it.
+STEP_SERVICES = {
+    "Validate": "validation",
+    "Download": "download",
+    "UnlockAfterSuccess": "unlocking",
+}
+_SIZING = templates.load("service")["Mappings"]["Sizing"]
+MEMORY_GB = {step: _SIZING[service]["MemorySize"] / 1024 for step, service in STEP_SERVICES.items()}
+HEARTBEAT_INTERVAL_S = Timeouts().heartbeat_interval_seconds  # the download's, in the cloud
 # Per callback step: one send (the state machine), one receive, one delete (the event source
 # mapping); the download adds one visibility change per heartbeat (with its lease renewal).
 SQS_REQUESTS_PER_STEP = 3

@@ -3,21 +3,16 @@ against the three services' logic called directly in one process."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
-import uuid
 from collections import defaultdict
 from typing import Any
 
-from bench.common import LONG, bench_source, task_request, utc_now
+from bench.common import bench_source, direct_download, direct_validate, task_request, utc_now
 from infra.local.stack import LocalStack, aws_client
 from infra.runs import wait_for_execution
-from services.download.adapters import S3RawSink
-from services.download.logic import Claim, Heartbeat, download_run
 from services.unlocking.logic import unlock_run
-from services.validation.logic import validate_run
-from shared import aws
-from shared.connectors import check_connection, connector_for
 from shared.db import Database
 from shared.runs import start_run
 from shared.settings import RespecsSettings
@@ -46,9 +41,11 @@ def measure_orchestration(stack: LocalStack, runs: int = RUNS) -> dict[str, Any]
         for step, seconds in _step_seconds(events).items():
             steps[step].append(seconds)
 
+    # The services' logic in this process reaches the stack's AWS as the workers do.
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
     direct, direct_steps = [], defaultdict(list)
     for index in range(runs + 2):
-        timings = _direct_run(db, source_id, env["RAW_BUCKET"], stack)
+        timings = _direct_run(db, source_id, env["RAW_BUCKET"])
         if index >= 2:
             direct.append(sum(timings.values()))
             for step, seconds in timings.items():
@@ -86,34 +83,15 @@ def _step_seconds(events: list[dict[str, Any]]) -> dict[str, float]:
     return seconds
 
 
-def _direct_run(db: Database, source_id: str, bucket: str, stack: LocalStack) -> dict[str, float]:
+def _direct_run(db: Database, source_id: str, bucket: str) -> dict[str, float]:
     """The three services' logic, back to back in this process, on the same database."""
-    import os
-
-    os.environ.update({k: v for k, v in stack.env.items() if k.startswith("AWS_")})
     request = task_request(source_id)
     timings = {}
     started = time.perf_counter()
-    validated = validate_run(
-        request,
-        db=db,
-        clock=utc_now,
-        lease=LONG,
-        respecs_tables=frozenset(),
-        check_connection=check_connection,
-        approval_gate=False,  # Normal runs: the gate only concerns Re-specs queries
-    )
+    validated = direct_validate(db, request, clock=utc_now)
     timings["Validate"] = time.perf_counter() - started
     started = time.perf_counter()
-    download_run(
-        {**request, "plan": validated["plan"]},
-        db=db,
-        connector_for=connector_for,
-        sink=S3RawSink(aws.client("s3"), bucket),
-        heartbeat=Heartbeat(send=lambda: None, renew_lease=lambda: True, interval_seconds=3600),
-        part_max_records=100_000,
-        claim=Claim(attempt=uuid.uuid4().hex, message_id="bench", ttl=LONG),
-    )
+    direct_download(db, request, validated["plan"], bucket=bucket, part_max_records=100_000)
     timings["Download"] = time.perf_counter() - started
     started = time.perf_counter()
     unlock_run(

@@ -18,11 +18,12 @@ import resource
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import requests
+
+from shared.timefmt import isoformat
 
 # The download's window is frozen (cursor → run start) so that every mode asks the vendor for
 # exactly the same pages — the same URLs the connector builds — and all are served from the
@@ -34,8 +35,8 @@ RUN_START = datetime(2030, 1, 1, tzinfo=UTC)
 def _pages(vendor: str, dataset: str, page_size: int) -> Any:
     url = f"{vendor}/datasets/{dataset}/records"
     params = {
-        "modified_after": "1990-01-01T00:00:00Z",
-        "modified_until": "2030-01-01T00:00:00Z",
+        "modified_after": isoformat(CURSOR),
+        "modified_until": isoformat(RUN_START),
         "page_size": str(page_size),
     }
     with requests.Session() as session:
@@ -73,36 +74,21 @@ def download(vendor: str, dataset: str, page_size: int) -> dict[str, Any]:
     """Validate a run (so the ledger and lock are real), then time the download alone."""
     import os
 
-    from bench.common import LONG, bench_source, task_request
-    from services.download.adapters import S3RawSink
-    from services.download.logic import Claim, Heartbeat, download_run
-    from services.validation.logic import validate_run
-    from shared import aws
-    from shared.connectors import check_connection, connector_for
+    from bench.common import bench_source, direct_download, direct_validate, task_request
     from shared.db import Database
 
     db = Database(os.environ["DATABASE_URL"], application_name="sourceflow-bench")
     # A cursor before every record: a Normal run loads the whole dataset.
     source_id = bench_source(db, vendor, dataset, cursor=CURSOR, page_size=page_size)
     request = task_request(source_id)
-    plan = validate_run(
-        request,
-        db=db,
-        clock=lambda: RUN_START,
-        lease=LONG,
-        respecs_tables=frozenset(),
-        check_connection=check_connection,
-        approval_gate=False,  # Normal runs: the gate only concerns Re-specs queries
-    )["plan"]
+    plan = direct_validate(db, request, clock=lambda: RUN_START)["plan"]
     started = time.perf_counter()
-    result = download_run(
-        {**request, "plan": plan},
-        db=db,
-        connector_for=connector_for,
-        sink=S3RawSink(aws.client("s3"), os.environ["RAW_BUCKET"]),
-        heartbeat=Heartbeat(send=lambda: None, renew_lease=lambda: True, interval_seconds=3600),
+    result = direct_download(
+        db,
+        request,
+        plan,
+        bucket=os.environ["RAW_BUCKET"],
         part_max_records=int(os.environ.get("PART_MAX_RECORDS", "100000")),
-        claim=Claim(attempt=uuid.uuid4().hex, message_id="bench", ttl=LONG),
     )
     seconds = time.perf_counter() - started
     db.close()

@@ -19,6 +19,24 @@ from infra.resources import SERVICES
 DEFAULT_STATE_DIR = Path(".sourceflow")
 
 
+def _state_dir(help_text: str) -> Any:
+    """The --state-dir option, with what it means to the commands that take it."""
+    return click.option(
+        "--state-dir",
+        type=click.Path(path_type=Path),
+        default=DEFAULT_STATE_DIR,
+        show_default=True,
+        help=help_text,
+    )
+
+
+# `up` and `demo` start a stack of their own there; the other commands reach a running one.
+_stack_dir_option = _state_dir("Where the embedded PostgreSQL data, logs and local.env live.")
+_state_dir_option = _state_dir(
+    "Where a running local stack wrote local.env (the environment overrides it)."
+)
+
+
 class _OneLineErrors(click.Group):
     """An operator sees one line saying what is wrong and what to do, never a traceback."""
 
@@ -50,13 +68,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_STATE_DIR,
-    show_default=True,
-    help="Where the embedded PostgreSQL data, logs and local.env live.",
-)
+@_stack_dir_option
 @click.option(
     "--workers",
     type=click.IntRange(1, 16),
@@ -94,9 +106,7 @@ def up(state_dir: Path, workers: int, datasets: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option(
-    "--state-dir", type=click.Path(path_type=Path), default=DEFAULT_STATE_DIR, show_default=True
-)
+@_stack_dir_option
 def demo(state_dir: Path) -> None:
     """Run demo sources through the state machine on the embedded stack and show the runs."""
     from infra.demo import run_demo
@@ -104,13 +114,6 @@ def demo(state_dir: Path) -> None:
     sys.exit(run_demo(state_dir, database_url=os.environ.get("DATABASE_URL") or None))
 
 
-_state_dir_option = click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_STATE_DIR,
-    show_default=True,
-    help="Where a running local stack wrote local.env (the environment overrides it).",
-)
 _json_option = click.option(
     "--json", "as_json", is_flag=True, help="One JSON document instead of a table."
 )
@@ -239,15 +242,13 @@ def flow_set(
         raise click.UsageError("--sql goes with respecs, and respecs needs --sql")
     if year is not None and chosen is not FlowType.SOLD:
         raise click.UsageError("--year goes with sold only")
-    if reset_at is not None and reset_at.tzinfo is None:
-        reset_at = reset_at.replace(tzinfo=UTC)
-    params = FlowParams(chosen, sql=sql, year=year, reset_at=reset_at)
+    params = FlowParams(chosen, sql=sql, year=year, reset_at=_utc(reset_at))
     with _database(state_dir) as (config, db):
         changed = operator.flow_set(
             db,
             source_id,
             params,
-            changed_by=f"operator:{_who()}",
+            changed_by=_who(),
             reason=reason,
             respecs_tables=operator.allowed_respecs_tables(config),
         )
@@ -285,7 +286,7 @@ def run(source_id: str, wait: bool, state_dir: Path) -> None:
     from infra import operator
 
     with _database(state_dir) as (config, db):
-        event_id = operator.request_run(config, db, source_id, requested_by=f"operator:{_who()}")
+        event_id = operator.request_run(config, db, source_id, requested_by=_who())
         click.echo(f"run requested for {source_id} (event {event_id})")
         if not wait:
             return
@@ -313,7 +314,7 @@ def cancel(run_name: str, reason: str, state_dir: Path) -> None:
 
     with _database(state_dir) as (config, db):
         asked = operator.cancel_run(
-            db, _callbacks(config), run_name, requested_by=f"operator:{_who()}", reason=reason
+            db, _callbacks(config), run_name, requested_by=_who(), reason=reason
         )
     click.echo(f"cancel requested for {asked['execution_name']} (source {asked['source_id']})")
 
@@ -349,7 +350,7 @@ def approve(run_name: str, state_dir: Path) -> None:
     from infra.approvals import approve as approve_run
 
     with _database(state_dir) as (config, db):
-        approval = approve_run(db, _callbacks(config), run_name, approved_by=f"operator:{_who()}")
+        approval = approve_run(db, _callbacks(config), run_name, approved_by=_who())
     click.echo(
         f"approved the Re-specs query of {approval['execution_name']} "
         f"(source {approval['source_id']}); the run goes on"
@@ -366,9 +367,7 @@ def reject(run_name: str, reason: str, state_dir: Path) -> None:
     from infra.approvals import reject as reject_run
 
     with _database(state_dir) as (config, db):
-        approval = reject_run(
-            db, _callbacks(config), run_name, rejected_by=f"operator:{_who()}", reason=reason
-        )
+        approval = reject_run(db, _callbacks(config), run_name, rejected_by=_who(), reason=reason)
     click.echo(
         f"rejected the Re-specs query of {approval['execution_name']} "
         f"(source {approval['source_id']})"
@@ -401,10 +400,10 @@ def runs(
     """The run ledger, newest first: window, records, duration, error."""
     from infra import operator
 
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
     with _database(state_dir) as (_, db):
-        rows = operator.runs_list(db, source_id=source_id, status=status, since=since, limit=limit)
+        rows = operator.runs_list(
+            db, source_id=source_id, status=status, since=_utc(since), limit=limit
+        )
     _print_rows(rows, as_json, "runs", RUN_COLUMNS)
 
 
@@ -538,7 +537,15 @@ def _database(state_dir: Path) -> Any:
 
 
 def _who() -> str:
-    return os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
+    """Who is at the keyboard, as the ledger and the approvals name a person."""
+    return f"operator:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}"
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A time given without a zone is UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool, title: str, columns: list[str]) -> None:

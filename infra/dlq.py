@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -43,8 +44,9 @@ class DeadLetter:
     receive_count: int
     error: str | None
 
-    @property
+    @cached_property
     def parsed(self) -> dict[str, Any]:
+        """The body as a JSON object ({} if it is not one); decoded once."""
         try:
             value = json.loads(self.body)
         except ValueError:
@@ -145,12 +147,7 @@ def with_errors(db: Database, letters: list[DeadLetter], names: Names) -> list[D
         )
         errors = {(row["queue"], row["message_id"]): row["error"] for row in cur.fetchall()}
     return [
-        DeadLetter(
-            **{
-                **letter.__dict__,
-                "error": errors.get((names.queue(letter.service), letter.message_id)),
-            }
-        )
+        replace(letter, error=errors.get((names.queue(letter.service), letter.message_id)))
         for letter in letters
     ]
 

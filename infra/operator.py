@@ -8,12 +8,13 @@ from the environment, or from the `local.env` a running `sourceflow up` wrote.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from infra.approvals import STEP as APPROVE_STEP
 from infra.approvals import cancel_waiting
 from infra.resources import SERVICES, Names
 from infra.sources import get_run, get_source
@@ -38,6 +39,12 @@ CONFIG_KEYS = (
     "SOURCEFLOW_STAGE",
     "RESPECS_ALLOWED_TABLES",
 )
+SOURCE_SHOW_RUNS = 10  # the last runs `sourceflow sources show` lists
+# `sourceflow run --wait`: how long to look for the execution the request started, then how
+# often to look at it and how long at most.
+REQUESTED_EXECUTION_TIMEOUT_SECONDS = 60.0
+FOLLOW_POLL_SECONDS = 0.5
+FOLLOW_TIMEOUT_SECONDS = 3600.0
 
 
 class OperatorError(SourceflowError):
@@ -121,12 +128,16 @@ def sources_list(db: Database) -> list[dict[str, Any]]:
     return rows
 
 
-def source_show(db: Database, source_id: str, *, runs: int = 10) -> dict[str, Any]:
+def _unknown_source(source_id: str) -> OperatorError:
+    return OperatorError(
+        f"unknown source {source_id!r}; `sourceflow sources list` shows the sources"
+    )
+
+
+def source_show(db: Database, source_id: str) -> dict[str, Any]:
     source = get_source(db, source_id)
     if source is None:
-        raise OperatorError(
-            f"unknown source {source_id!r}; `sourceflow sources list` shows the sources"
-        )
+        raise _unknown_source(source_id)
     source["flow"] = flow_name(source_id, source["batch_execution_params"])
     with db.transaction() as cur:
         cur.execute(
@@ -140,7 +151,7 @@ def source_show(db: Database, source_id: str, *, runs: int = 10) -> dict[str, An
         history = [dict(row) for row in cur.fetchall()]
     return {
         "source": source,
-        "runs": runs_list(db, source_id=source_id, limit=runs),
+        "runs": runs_list(db, source_id=source_id, limit=SOURCE_SHOW_RUNS),
         "flow_history": history,
     }
 
@@ -164,9 +175,7 @@ def flow_set(
     canonical = params.canonical()
     with db.transaction() as cur:
         if not set_flow_params(cur, source_id, canonical, changed_by=changed_by, reason=reason):
-            raise OperatorError(
-                f"unknown source {source_id!r}; `sourceflow sources list` shows the sources"
-            )
+            raise _unknown_source(source_id)
     return {"source_id": source_id, "batch_execution_params": canonical, "changed_by": changed_by}
 
 
@@ -254,9 +263,7 @@ def cancel_run(
 def request_run(config: OperatorConfig, db: Database, source_id: str, requested_by: str) -> str:
     """Publish `Run Requested`; returns the event id (which names the execution it starts)."""
     if get_source(db, source_id) is None:
-        raise OperatorError(
-            f"unknown source {source_id!r}; `sourceflow sources list` shows the sources"
-        )
+        raise _unknown_source(source_id)
     publish = EventPublisher(config.client("events"), config.require("EVENT_BUS_NAME"))
     return publish(
         "Run Requested",
@@ -266,10 +273,11 @@ def request_run(config: OperatorConfig, db: Database, source_id: str, requested_
 
 
 def find_requested_execution(
-    sfn: Any, state_machine_arn: str, source_id: str, event_id: str, timeout: float = 60.0
+    sfn: Any, state_machine_arn: str, source_id: str, event_id: str
 ) -> str:
     """The execution the scheduler started for this request (named after the event)."""
     suffix = f"-{requested_run_nonce(event_id)}"
+    timeout = REQUESTED_EXECUTION_TIMEOUT_SECONDS
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pages = sfn.get_paginator("list_executions").paginate(stateMachineArn=state_machine_arn)
@@ -294,19 +302,11 @@ class Progress:
     detail: str
 
 
-def follow_execution(
-    sfn: Any,
-    db: Database,
-    execution_arn: str,
-    *,
-    poll_seconds: float = 0.5,
-    timeout: float = 3600.0,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Iterator[Progress]:
+def follow_execution(sfn: Any, db: Database, execution_arn: str) -> Iterator[Progress]:
     """Each step as the execution enters it, the download's progress while it runs, then the
     outcome; ends when the execution does."""
     seen_events, last_records = 0, None
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + FOLLOW_TIMEOUT_SECONDS
     while True:
         events = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
         for event in events[seen_events:]:
@@ -332,13 +332,15 @@ def follow_execution(
             )
             return
         if time.monotonic() > deadline:
-            raise OperatorError(f"{execution_arn} still running after {timeout:.0f}s")
-        sleep(poll_seconds)
+            raise OperatorError(
+                f"{execution_arn} still running after {FOLLOW_TIMEOUT_SECONDS:.0f}s"
+            )
+        time.sleep(FOLLOW_POLL_SECONDS)
 
 
 def _waiting_hint(state: str, execution_arn: str) -> str:
     """What a person must do for a state that waits for one."""
-    if state != "Approve":
+    if state != APPROVE_STEP:
         return ""
     run = execution_arn.rsplit(":", 1)[1]
     return (
@@ -368,14 +370,19 @@ def status(config: OperatorConfig, db: Database) -> dict[str, Any]:
     sqs, sfn, names = config.client("sqs"), config.client("stepfunctions"), config.names
     queues = []
     for service in SERVICES:
+        queued, in_flight = _depths(
+            sqs,
+            names.queue(service),
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+        )
+        (dead_letters,) = _depths(sqs, names.dlq(service), "ApproximateNumberOfMessages")
         queues.append(
             {
                 "service": service,
-                "queued": _depth(sqs, names.queue(service), "ApproximateNumberOfMessages"),
-                "in_flight": _depth(
-                    sqs, names.queue(service), "ApproximateNumberOfMessagesNotVisible"
-                ),
-                "dead_letters": _depth(sqs, names.dlq(service), "ApproximateNumberOfMessages"),
+                "queued": queued,
+                "in_flight": in_flight,
+                "dead_letters": dead_letters,
             }
         )
     running = [
@@ -398,7 +405,8 @@ def status(config: OperatorConfig, db: Database) -> dict[str, Any]:
     return {"queues": queues, "running": running, "locked": locked, "scheduler_ticks": ticks}
 
 
-def _depth(sqs: Any, queue_name: str, attribute: str) -> int:
+def _depths(sqs: Any, queue_name: str, *attributes: str) -> tuple[int, ...]:
+    """The queue's counts named by `attributes`, in their order, from one request."""
     url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[attribute])
-    return int(attributes["Attributes"][attribute])
+    found = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(attributes))["Attributes"]
+    return tuple(int(found[attribute]) for attribute in attributes)

@@ -11,8 +11,8 @@ import csv
 import io
 import json
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import closing, contextmanager
+from collections.abc import Iterable, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 from psycopg2.extras import execute_values
 
+from infra.local.pg import transaction, upsert_login_role
 from infra.resources import Names
 
 PARTNER_DATABASE = "partner"
@@ -85,14 +86,8 @@ def create_partner_sources(admin_url: str, clients: Any, names: Names) -> Partne
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PARTNER_DATABASE,))
         if cur.fetchone() is None:
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PARTNER_DATABASE)))
-        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PARTNER_READER,))
-        verb = "ALTER" if cur.fetchone() else "CREATE"
-        cur.execute(
-            sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(PARTNER_READER), sql.Literal(password)
-            )
-        )
-    with _transaction(owner_url) as cur:
+        upsert_login_role(cur, PARTNER_READER, password)
+    with transaction(owner_url) as cur:
         # Every table the demo or a test creates later is readable by the reader, and only that.
         for grant in (
             "GRANT USAGE ON SCHEMA public TO {}",
@@ -111,20 +106,13 @@ def create_partner_sources(admin_url: str, clients: Any, names: Names) -> Partne
     return PartnerSources(owner_url, reader_dsn, secret_name, drops_bucket)
 
 
-@contextmanager
-def _transaction(url: str) -> Iterator[Any]:
-    """One committed transaction on a connection of its own."""
-    with closing(psycopg2.connect(url)) as conn, conn, conn.cursor() as cur:
-        yield cur
-
-
 def create_listings_table(owner_url: str, table: str) -> None:
     """A fresh listings table (dropped first if it is there)."""
     columns = sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind))
         for name, kind in LISTING_COLUMNS.items()
     )
-    with _transaction(owner_url) as cur:
+    with transaction(owner_url) as cur:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
         cur.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(table), columns))
 
@@ -149,7 +137,7 @@ def upsert_listings(owner_url: str, table: str, listings: Iterable[Mapping[str, 
     query = sql.SQL("INSERT INTO {} VALUES %s ON CONFLICT (listing_id) DO UPDATE SET {}").format(
         sql.Identifier(table), updates
     )
-    with _transaction(owner_url) as cur:
+    with transaction(owner_url) as cur:
         execute_values(cur, query.as_string(cur), rows)
 
 

@@ -7,10 +7,10 @@ database without touching the others.
 
 from __future__ import annotations
 
-import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn
 
+from infra.local.pg import transaction, upsert_login_role
 from infra.resources import SERVICES
 
 
@@ -24,16 +24,10 @@ def create_service_roles(admin_url: str) -> dict[str, str]:
     The password equals the role name: these roles exist only on a local database.
     """
     urls = {}
-    with psycopg2.connect(admin_url) as conn, conn.cursor() as cur:
+    with transaction(admin_url) as cur:
         for service in SERVICES:
             role = role_name(service)
-            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
-            verb = "ALTER" if cur.fetchone() else "CREATE"
-            cur.execute(
-                sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
-                    sql.Identifier(role), sql.Literal(role)
-                )
-            )
+            upsert_login_role(cur, role, role)
             for grant in (
                 "GRANT USAGE ON SCHEMA public TO {}",
                 "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {}",
@@ -41,22 +35,19 @@ def create_service_roles(admin_url: str) -> dict[str, str]:
             ):
                 cur.execute(sql.SQL(grant).format(sql.Identifier(role)))
             urls[service] = make_dsn(admin_url, user=role, password=role)
-    conn.close()
     return urls
 
 
 def cut_off(admin_url: str, service: str) -> None:
     """The database becomes unavailable to one service: no new logins, sessions ended."""
-    with psycopg2.connect(admin_url) as conn, conn.cursor() as cur:
+    with transaction(admin_url) as cur:
         cur.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(role_name(service))))
         cur.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
             (role_name(service),),
         )
-    conn.close()
 
 
 def restore(admin_url: str, service: str) -> None:
-    with psycopg2.connect(admin_url) as conn, conn.cursor() as cur:
+    with transaction(admin_url) as cur:
         cur.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(role_name(service))))
-    conn.close()

@@ -21,11 +21,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import IO, Any
 
-import boto3
-import psycopg2
 import requests
 
+from infra.local import vendor
 from infra.local.partner import PartnerSources, create_partner_sources
+from infra.local.pg import transaction
 from infra.local.provision import BATCH_SIZE, VISIBILITY_TIMEOUT_SECONDS, Provisioned, provision
 from infra.local.roles import create_service_roles
 from infra.local.ticker import Ticker
@@ -48,7 +48,7 @@ LOCAL_TIMEOUTS = Timeouts(
     heartbeat_interval_seconds=2.0,
     lock_lease_seconds=300,
 )
-DEFAULT_DATASETS = ("listings-a=5000", "listings-b=2000")
+DEFAULT_DATASETS = vendor.DEFAULT_DATASET_SPECS
 WAREHOUSE_SQL = Path(__file__).resolve().parent / "warehouse.sql"
 LOCAL_RESPECS_TABLES = frozenset({"public.listing_attributes"})
 
@@ -77,7 +77,6 @@ class LocalStack:
     env: dict[str, str] = field(default_factory=dict)
     provisioned: Provisioned | None = None
     partner: PartnerSources | None = None
-    _children: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _named: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
     _pg: Any = None
@@ -101,10 +100,10 @@ class LocalStack:
             endpoint = self._start_moto()
             vendor_url = self._start_vendor()
             aws_env = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": REGION}
-            with _environ({**aws_env, **LOCAL_CREDENTIALS}):
-                clients, names = _clients(), Names(self.options.stage)
-                self.provisioned = provision(clients, names, self.options.timeouts)
-                self.partner = create_partner_sources(database_url, clients, names)
+            clients = _clients({**aws_env, **LOCAL_CREDENTIALS})
+            names = Names(self.options.stage)
+            self.provisioned = provision(clients, names, self.options.timeouts)
+            self.partner = create_partner_sources(database_url, clients, names)
             self.env = {
                 "SOURCEFLOW_STAGE": self.options.stage,
                 "DATABASE_URL": database_url,
@@ -123,9 +122,7 @@ class LocalStack:
             }
             self._start_workers()
             if self.options.ticker:
-                with _environ({**aws_env, **LOCAL_CREDENTIALS}):
-                    clients = _clients()
-                self._ticker = Ticker(clients.events, clients.sqs, Names(self.options.stage).prefix)
+                self._ticker = Ticker(clients.events, clients.sqs, names.prefix)
                 self._ticker.start()
         except BaseException:
             self.stop()
@@ -137,15 +134,17 @@ class LocalStack:
         if self._ticker is not None:
             self._ticker.stop()
             self._ticker = None
-        for child in reversed(self._children):
+        # Workers first, the vendor and moto last. A worker replaced (redeploy, kill_workers)
+        # was waited for when it stopped; only the process that took its name is left here.
+        children = list(reversed(self._named.values()))
+        for child in children:
             if child.poll() is None:
                 child.terminate()
-        for child in reversed(self._children):
+        for child in children:
             try:
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 child.kill()
-        self._children.clear()
         self._named.clear()
         for log in self._logs:
             log.close()
@@ -266,14 +265,12 @@ class LocalStack:
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
         )
-        self._children.append(child)
         self._named[name] = child
 
 
 def _create_warehouse_tables(database_url: str) -> None:
-    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+    with transaction(database_url) as cur:
         cur.execute(WAREHOUSE_SQL.read_text())
-    conn.close()
 
 
 def _die_with_parent() -> None:
@@ -283,29 +280,15 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _clients() -> SimpleNamespace:
+def _clients(env: dict[str, str]) -> SimpleNamespace:
     return SimpleNamespace(
-        sqs=boto3.client("sqs"),
-        s3=boto3.client("s3"),
-        events=boto3.client("events"),
-        sfn=boto3.client("stepfunctions"),
-        sns=boto3.client("sns"),
-        secretsmanager=boto3.client("secretsmanager"),
+        sqs=aws_client(env, "sqs"),
+        s3=aws_client(env, "s3"),
+        events=aws_client(env, "events"),
+        sfn=aws_client(env, "stepfunctions"),
+        sns=aws_client(env, "sns"),
+        secretsmanager=aws_client(env, "secretsmanager"),
     )
-
-
-@contextlib.contextmanager
-def _environ(values: dict[str, str]) -> Any:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _free_port() -> int:

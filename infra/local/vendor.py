@@ -37,6 +37,10 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 DEFAULT_DATASETS: dict[str, int] = {"listings-a": 5000, "listings-b": 2000}
+# The same as `--dataset` arguments (NAME=SIZE).
+DEFAULT_DATASET_SPECS = tuple(f"{name}={size}" for name, size in DEFAULT_DATASETS.items())
+# The line `main` prints first, followed by the base URL, for a supervisor to read.
+ANNOUNCEMENT = "vendor listening on "
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10000
 # Ids are zero-padded to this many digits so that string order equals index order, which lets
@@ -1089,7 +1093,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=None,
         metavar="NAME=SIZE",
-        help="serve this dataset (repeatable; default listings-a=5000 listings-b=2000)",
+        help=f"serve this dataset (repeatable; default {' '.join(DEFAULT_DATASET_SPECS)})",
     )
     parser.add_argument(
         "--cache-pages",
@@ -1114,7 +1118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     thread = _serve_in_thread(server)
     for dataset in list(server.state.datasets.values()):
         threading.Thread(target=dataset.warm, name=f"warm-{dataset.name}", daemon=True).start()
-    print(f"vendor listening on {server.base_url}", flush=True)
+    print(f"{ANNOUNCEMENT}{server.base_url}", flush=True)
     while not stopping.wait(0.2):
         pass
     stop_vendor(server)
