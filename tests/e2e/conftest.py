@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import itertools
 import json
 import os
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import requests
@@ -31,6 +32,8 @@ from shared.timefmt import isoformat
 
 _counter = itertools.count(1)
 APPROVAL_SECONDS = 15
+DAY = timedelta(days=1)
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +117,15 @@ def years_ago(years: int) -> timedelta:
     return timedelta(days=365 * years)
 
 
+def wait_for(condition: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
+    """Poll `condition` until it returns something true, and return that."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+    return value
+
+
 @dataclass
 class RunResult:
     execution_arn: str
@@ -122,6 +134,13 @@ class RunResult:
     output: dict[str, Any] | None
     run: dict[str, Any]
     source: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class SlowSource:
+    source_id: str
+    dataset: str
+    cursor: datetime
 
 
 @dataclass
@@ -186,6 +205,19 @@ class Harness:
             )
         return source_id
 
+    def slow_source(
+        self, pages: int, delay_ms: int, *, runtime_count: int, now: datetime | None = None
+    ) -> SlowSource:
+        """A source a day behind a dataset of `pages` records modified since, served one record
+        a page, each page `delay_ms` late: a download that is under way for a while."""
+        now = now or datetime.now(UTC)
+        dataset = self.new_dataset([DAY / 10] * pages, now=now)
+        cursor = now - DAY
+        source_id = self.new_source(dataset, runtime_count=runtime_count, cursor=cursor)
+        self.set_page_size(source_id, 1)
+        self.vendor.fault(dataset, page_delay_ms=delay_ms)
+        return SlowSource(source_id, dataset, cursor)
+
     def run_row(self, execution_arn: str) -> dict[str, Any] | None:
         return get_run(self.db, execution_arn)
 
@@ -200,6 +232,22 @@ class Harness:
             cur.execute(
                 "UPDATE public.source SET batch_execution_params = %s WHERE source_id = %s",
                 (Json(dict(params)) if params is not None else None, source_id),
+            )
+
+    def set_lock(
+        self,
+        source_id: str,
+        holder: str | None,
+        locked_at: datetime | None = None,
+        expires_at: datetime | None = None,
+    ) -> None:
+        """Write the source's lock directly: held by `holder` (an execution ARN), or released
+        when all three are None."""
+        with self.db.transaction() as cur:
+            cur.execute(
+                "UPDATE public.source SET locked_by = %s, locked_at = %s, lock_expires_at = %s"
+                " WHERE source_id = %s",
+                (holder, locked_at, expires_at, source_id),
             )
 
     def set_page_size(self, source_id: str, page_size: int) -> None:
@@ -234,6 +282,28 @@ class Harness:
             time.sleep(0.05)
         raise AssertionError(f"{execution_arn} never took the lock of {source_id}")
 
+    def wait_until_downloading(
+        self, execution_arn: str, records: int = 2, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """The run's ledger row, once its heartbeats report `records` records downloaded."""
+
+        def under_way() -> dict[str, Any] | None:
+            run = self.run_row(execution_arn)
+            return run if run and (run["progress_records"] or 0) >= records else None
+
+        return wait_for(under_way, f"the download of {execution_arn} to get going", timeout)
+
+    def wait_for_executions(
+        self, source_id: str, count: int, timeout: float = 20.0
+    ) -> list[dict[str, Any]]:
+        """The source's executions, once there are at least `count`."""
+
+        def enough() -> list[dict[str, Any]] | None:
+            executions = self.executions_of(source_id)
+            return executions if len(executions) >= count else None
+
+        return wait_for(enough, f"{count} executions of {source_id}", timeout)
+
     def run(self, source_id: str) -> RunResult:
         return self.finish(self.start(source_id), source_id)
 
@@ -247,17 +317,36 @@ class Harness:
         }
 
     def raw_output(self, result: RunResult) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The run's manifest, and the records of its parts in the order they were written."""
+        """The run's manifest, and the records of its parts in the order they were written;
+        asserts the manifest names exactly the objects under the run's prefix, with their
+        hashes, sizes and record counts."""
         prefix = f"{result.run['source_id']}/{result.execution_arn.rsplit(':', 1)[1]}/"
         objects = self.raw_objects(prefix)
         manifest = json.loads(objects.pop(f"{prefix}manifest.json"))
         assert sorted(objects) == sorted(entry["key"] for entry in manifest["objects"])
-        records = [
-            json.loads(line)
-            for entry in manifest["objects"]
-            for line in gzip.decompress(objects[entry["key"]]).splitlines()
-        ]
+        records: list[dict[str, Any]] = []
+        for entry in manifest["objects"]:
+            body = objects[entry["key"]]
+            assert hashlib.sha256(body).hexdigest() == entry["sha256"], entry
+            assert len(body) == entry["bytes"], entry
+            lines = gzip.decompress(body).splitlines()
+            assert len(lines) == entry["records"], entry
+            records.extend(json.loads(line) for line in lines)
+        assert len(records) == manifest["records"], manifest
         return manifest, records
+
+    def alerts_about(self, source_id: str) -> list[str]:
+        """The alerts naming the source among those one read of the alerts queue takes; every
+        alert read is deleted."""
+        sqs, alerts = self.aws("sqs"), self.stack.env["ALERTS_QUEUE_URL"]
+        found = []
+        for message in sqs.receive_message(
+            QueueUrl=alerts, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        ).get("Messages", []):
+            sqs.delete_message(QueueUrl=alerts, ReceiptHandle=message["ReceiptHandle"])
+            if source_id in message["Body"]:
+                found.append(str(message["Body"]))
+        return found
 
     def notifications(
         self, key: Callable[[dict[str, Any]], str | None], wanted: set[str], timeout: float = 20.0

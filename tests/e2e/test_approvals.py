@@ -16,7 +16,7 @@ import pytest
 from infra.local.stack import LocalStack
 from shared import contracts
 from shared.approvals import query_hash
-from tests.e2e.conftest import APPROVAL_SECONDS, Harness, RunResult
+from tests.e2e.conftest import APPROVAL_SECONDS, Harness, RunResult, wait_for
 
 DAY = timedelta(days=1)
 
@@ -46,15 +46,13 @@ SQM = "UPDATE public.listing_attributes SET value = 'sqm' WHERE source_id = '{so
 def waiting_for_approval(harness: Harness, execution_arn: str) -> dict[str, Any]:
     """The run's entry in `sourceflow approvals --json`, once it is there."""
     name = execution_arn.rsplit(":", 1)[1]
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def mine() -> list[dict[str, Any]]:
         listed = harness.sourceflow("approvals", "--json")
         assert listed.returncode == 0, listed.stderr
-        mine = [row for row in json.loads(listed.stdout) if row["execution_name"] == name]
-        if mine:
-            return mine[0]
-        time.sleep(0.3)
-    raise AssertionError(f"{name} never waited for approval")
+        return [row for row in json.loads(listed.stdout) if row["execution_name"] == name]
+
+    return wait_for(mine, f"{name} to wait for approval", timeout=20)[0]
 
 
 def approval_requested_event(harness: Harness, execution_arn: str) -> dict[str, Any]:
@@ -67,18 +65,6 @@ def approval_requested_event(harness: Harness, execution_arn: str) -> dict[str, 
     assert execution_arn in events, "no Approval Requested event"
     detail: dict[str, Any] = events[execution_arn]["detail"]
     return detail
-
-
-def alerts_about(harness: Harness, source_id: str) -> list[str]:
-    sqs, alerts = harness.aws("sqs"), harness.stack.env["ALERTS_QUEUE_URL"]
-    found = []
-    for message in sqs.receive_message(
-        QueueUrl=alerts, MaxNumberOfMessages=10, WaitTimeSeconds=1
-    ).get("Messages", []):
-        sqs.delete_message(QueueUrl=alerts, ReceiptHandle=message["ReceiptHandle"])
-        if source_id in message["Body"]:
-            found.append(str(message["Body"]))
-    return found
 
 
 def assert_untouched(result: RunResult, cursor: datetime, harness: Harness) -> None:
@@ -200,7 +186,7 @@ def test_a_rejected_query_fails_the_run_and_pages_nobody(harness: Harness) -> No
     source_id, cursor, _ = respecs_source(harness, SQM)
     arn = harness.start(source_id)
     waiting_for_approval(harness, arn)
-    alerts_about(harness, source_id)  # nothing from before
+    harness.alerts_about(source_id)  # nothing from before
 
     # When someone rejects it
     rejected = harness.sourceflow(
@@ -218,7 +204,7 @@ def test_a_rejected_query_fails_the_run_and_pages_nobody(harness: Harness) -> No
     event = harness.outcome_events({arn})[arn]["detail"]
     contracts.validate(event, "run-failed")
     assert (event["failed_step"], event["failure"]["Error"]) == ("Approve", "ApprovalRejected")
-    assert alerts_about(harness, source_id) == []
+    assert harness.alerts_about(source_id) == []
     # and a rejected query is not remembered: the next run asks again
     again = harness.start(source_id)
     waiting_for_approval(harness, again)
@@ -243,7 +229,7 @@ def test_an_unanswered_approval_times_out_and_unlocks(harness: Harness) -> None:
     assert (result.run["status"], result.run["failed_step"]) == ("failed", "Approve")
     assert f"within {APPROVAL_SECONDS} seconds" in result.run["error_detail"]
     assert_untouched(result, cursor, harness)
-    assert any("ApprovalTimedOut" in line for line in alerts_about(harness, source_id))
+    assert any("ApprovalTimedOut" in line for line in harness.alerts_about(source_id))
     # and it is no longer listed, nor can it be approved late
     listed = json.loads(harness.sourceflow("approvals", "--json").stdout)
     assert arn.rsplit(":", 1)[1] not in {row["execution_name"] for row in listed}
@@ -262,11 +248,7 @@ def test_run_wait_says_what_the_run_waits_for_and_approvals_lists_it(harness: Ha
         text=True,
     )
     try:
-        deadline = time.monotonic() + 20
-        while not (executions := harness.executions_of(source_id)):
-            assert time.monotonic() < deadline, "the requested run never started"
-            time.sleep(0.2)
-        [execution] = executions
+        [execution] = harness.wait_for_executions(source_id, 1)
         name = execution["name"]
         waiting_for_approval(harness, execution["executionArn"])
 

@@ -3,8 +3,7 @@ source unlocked, the cursor unchanged and no manifest naming its partial output.
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from shared import contracts
 from tests.e2e.conftest import Harness
@@ -14,17 +13,11 @@ DAY = timedelta(days=1)
 
 def test_cancel_during_download(harness: Harness) -> None:
     # Given a run downloading twelve one-record pages, half a second each
-    dataset = harness.new_dataset([DAY / 10] * 12)
-    cursor = datetime.now(UTC) - DAY
-    source_id = harness.new_source(dataset, runtime_count=3, cursor=cursor)
-    harness.set_page_size(source_id, 1)
-    harness.vendor.fault(dataset, page_delay_ms=500)
+    slow = harness.slow_source(pages=12, delay_ms=500, runtime_count=3)
+    source_id, cursor = slow.source_id, slow.cursor
     arn = harness.start(source_id)
     name = arn.rsplit(":", 1)[1]
-    deadline = time.monotonic() + 30
-    while not ((run := harness.run_row(arn)) and (run["progress_records"] or 0) >= 2):
-        assert time.monotonic() < deadline, "the download never got going"
-        time.sleep(0.2)
+    harness.wait_until_downloading(arn, records=2)
 
     # When an operator cancels it
     asked = harness.sourceflow("cancel", name, "--reason", "wrong dataset")

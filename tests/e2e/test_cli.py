@@ -140,13 +140,8 @@ def test_runs_lists_the_ledger_newest_first_with_filters(harness: Harness) -> No
 
 def test_status_shows_queues_running_locks_and_the_last_tick(harness: Harness) -> None:
     source_id = harness.new_source(harness.new_dataset([DAY]), runtime_count=3)
-    with harness.db.transaction() as cur:
-        cur.execute(
-            "UPDATE public.source SET locked_by = 'arn:dead',"
-            " locked_at = now() - interval '1 hour', lock_expires_at = now() - interval '1 minute'"
-            " WHERE source_id = %s",
-            (source_id,),
-        )
+    now = datetime.now(UTC)
+    harness.set_lock(source_id, "arn:dead", now - timedelta(hours=1), now - timedelta(minutes=1))
     harness.tick()
     report = json.loads(ok(harness, "status", "--json"))
     assert [q["service"] for q in report["queues"]] == [
@@ -160,12 +155,7 @@ def test_status_shows_queues_running_locks_and_the_last_tick(harness: Harness) -
     assert [tick["rule"] for tick in report["scheduler_ticks"]] == ["sourceflow-local-tick"]
     table = ok(harness, "status")
     assert "queues" in table and "scheduler ticks" in table and source_id in table
-    with harness.db.transaction() as cur:
-        cur.execute(
-            "UPDATE public.source SET locked_by = NULL, locked_at = NULL, lock_expires_at = NULL"
-            " WHERE source_id = %s",
-            (source_id,),
-        )
+    harness.set_lock(source_id, None)
 
 
 @pytest.mark.parametrize(
@@ -195,10 +185,7 @@ def test_a_missing_or_broken_dependency_is_one_clear_line(
 
 def test_run_wait_shows_the_download_progress_from_heartbeats(harness: Harness) -> None:
     # Given a download of eight one-record pages, 0.6 s each (heartbeats every second)
-    dataset = harness.new_dataset([DAY / 10] * 8)
-    source_id = harness.new_source(dataset, runtime_count=3, cursor=datetime.now(UTC) - DAY)
-    harness.set_page_size(source_id, 1)
-    harness.vendor.fault(dataset, page_delay_ms=600)
+    source_id = harness.slow_source(pages=8, delay_ms=600, runtime_count=3).source_id
     # When the run is followed, Then the progress the heartbeats wrote is shown as it grows
     out = ok(harness, "run", source_id, "--wait")
     progress = [line for line in out.splitlines() if "records," in line and "so far" in line]

@@ -4,7 +4,6 @@ changed."""
 from __future__ import annotations
 
 import socket
-import threading
 from datetime import UTC, datetime, timedelta
 
 from tests.e2e.conftest import Harness, RunResult
@@ -101,28 +100,22 @@ def test_unreachable_vendor_fails_with_a_named_error(harness: Harness) -> None:
 
 def test_a_second_execution_for_a_locked_source_is_skipped(harness: Harness) -> None:
     # Given a source whose download is slow (the vendor waits 400 ms per page of 1 record)
-    dataset = harness.new_dataset([DAY / 10] * 8)
-    source_id = harness.new_source(dataset, runtime_count=2, cursor=datetime.now(UTC) - DAY)
-    harness.set_page_size(source_id, 1)
-    harness.vendor.fault(dataset, page_delay_ms=400)
+    source_id = harness.slow_source(pages=8, delay_ms=400, runtime_count=2).source_id
 
     # When a first execution holds the lock and a second one starts meanwhile
     first_arn = harness.start(source_id)
     harness.wait_until_locked(source_id, first_arn)
     second = harness.run(source_id)
-    first: list[RunResult] = []
-    waiter = threading.Thread(target=lambda: first.append(harness.finish(first_arn, source_id)))
-    waiter.start()
-    waiter.join(timeout=120)
+    first = harness.finish(first_arn, source_id)
 
     # Then the second is skipped without touching the lock, and the first completes
     assert second.status == "SUCCEEDED"
     assert (second.run["status"], second.run["error"]) == ("skipped", "SourceLocked")
     assert first_arn in second.run["error_detail"]
-    assert first[0].status == "SUCCEEDED", first[0]
-    assert first[0].run["records"] == 8
-    assert first[0].source["locked_by"] is None  # type: ignore[index]
-    assert first[0].source["runtime_count"] == 3  # type: ignore[index]
+    assert first.status == "SUCCEEDED", first
+    assert first.run["records"] == 8
+    assert first.source["locked_by"] is None  # type: ignore[index]
+    assert first.source["runtime_count"] == 3  # type: ignore[index]
 
 
 def test_a_hung_vendor_times_the_download_out_and_the_source_is_unlocked(harness: Harness) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,7 @@ from infra.dlq import held
 from infra.local.roles import cut_off, restore
 from infra.resources import Names
 from shared import contracts
-from tests.e2e.conftest import Harness, RunResult
+from tests.e2e.conftest import Harness, RunResult, wait_for
 
 DAY = timedelta(days=1)
 
@@ -39,42 +38,6 @@ def _snapshot(harness: Harness, result: RunResult) -> tuple[Any, ...]:
         run = cur.fetchone()["r"]
     objects = harness.raw_objects(f"{result.run['source_id']}/{name}/")
     return source, run, {key: hashlib.sha256(body).hexdigest() for key, body in objects.items()}
-
-
-def _assert_manifest_matches_objects(harness: Harness, result: RunResult) -> dict[str, Any]:
-    name = result.execution_arn.rsplit(":", 1)[1]
-    objects = harness.raw_objects(f"{result.run['source_id']}/{name}/")
-    manifest = json.loads(objects.pop(f"{result.run['source_id']}/{name}/manifest.json"))
-    assert sorted(objects) == sorted(entry["key"] for entry in manifest["objects"])
-    for entry in manifest["objects"]:
-        assert hashlib.sha256(objects[entry["key"]]).hexdigest() == entry["sha256"]
-    assert sum(entry["records"] for entry in manifest["objects"]) == manifest["records"]
-    return manifest
-
-
-def _slow_source(harness: Harness, pages: int, delay_ms: int, **kwargs: Any) -> str:
-    dataset = harness.new_dataset([DAY / 10] * pages)
-    source_id = harness.new_source(
-        dataset, runtime_count=2, cursor=datetime.now(UTC) - DAY, **kwargs
-    )
-    harness.set_page_size(source_id, 1)
-    harness.vendor.fault(dataset, page_delay_ms=delay_ms)
-    return source_id
-
-
-def _wait_for(condition: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
-
-
-def _run_row(harness: Harness, execution_arn: str) -> dict[str, Any] | None:
-    with harness.db.transaction() as cur:
-        cur.execute("SELECT * FROM public.source_run WHERE execution_arn = %s", (execution_arn,))
-        row = cur.fetchone()
-    return dict(row) if row else None
 
 
 @contextmanager
@@ -100,6 +63,30 @@ def _dead_letters(harness: Harness, service: str) -> list[dict[str, Any]]:
     assert listed.returncode == 0, listed.stderr
     rows: list[dict[str, Any]] = json.loads(listed.stdout)
     return rows
+
+
+def _validation_dead_letters(harness: Harness, execution_arn: str) -> list[dict[str, Any]]:
+    return [r for r in _dead_letters(harness, "validation") if r["execution_arn"] == execution_arn]
+
+
+@contextmanager
+def _validation_dead_lettered(
+    harness: Harness, source_id: str
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A run of the source started while the validation service may not update sources (a
+    broken grant: a deploy bug), once its validation message, failing every delivery, is in the
+    DLQ: yields the execution and its dead letters. The grant is restored on leaving."""
+    with _admin(harness) as cur:
+        cur.execute("REVOKE UPDATE ON public.source FROM sourceflow_validation")
+    try:
+        arn = harness.start(source_id)
+        rows = wait_for(
+            lambda: _validation_dead_letters(harness, arn), "the message in the validation DLQ"
+        )
+        yield arn, rows
+    finally:
+        with _admin(harness) as cur:
+            cur.execute("GRANT UPDATE ON public.source TO sourceflow_validation")
 
 
 def test_a_duplicate_of_each_task_message_changes_nothing(harness: Harness) -> None:
@@ -128,14 +115,11 @@ def test_a_duplicate_of_each_task_message_changes_nothing(harness: Harness) -> N
 def test_a_worker_killed_mid_download_is_replaced_and_the_run_completes_once(
     harness: Harness,
 ) -> None:
-    # Given a download of ten one-record pages, half a second each
-    source_id = _slow_source(harness, pages=10, delay_ms=500)
+    # Given a download of ten one-record pages, half a second each, under way
+    source_id = harness.slow_source(pages=10, delay_ms=500, runtime_count=2).source_id
     arn = harness.start(source_id)
-    first = _wait_for(
-        lambda: (row := _run_row(harness, arn)) and row["download_attempt"] and row,
-        "the download to start",
-    )
-    time.sleep(1.5)
+    first = harness.wait_until_downloading(arn, records=2)
+    assert first["download_attempt"]
 
     # When every download worker is killed mid-download, and new ones start
     harness.stack.kill_workers("download")
@@ -146,7 +130,7 @@ def test_a_worker_killed_mid_download_is_replaced_and_the_run_completes_once(
     assert result.status == "SUCCEEDED", result
     assert result.run["download_attempt"] != first["download_attempt"]
     assert result.run["records"] == 10
-    manifest = _assert_manifest_matches_objects(harness, result)
+    manifest, _ = harness.raw_output(result)
     assert manifest["records"] == 10
     assert result.source["runtime_count"] == 3  # type: ignore[index]
     assert result.source["locked_by"] is None  # type: ignore[index]
@@ -156,7 +140,7 @@ def test_the_database_unavailable_to_unlocking_is_retried_then_the_run_completes
     harness: Harness,
 ) -> None:
     # Given a run whose download takes a couple of seconds
-    source_id = _slow_source(harness, pages=4, delay_ms=500)
+    source_id = harness.slow_source(pages=4, delay_ms=500, runtime_count=2).source_id
     logs = sorted(Path(harness.stack.options.state_dir, "logs").glob("unlocking-*.log"))
     seen = sum(path.read_text().count("not permitted to log in") for path in logs)
     arn = harness.start(source_id)
@@ -165,7 +149,7 @@ def test_the_database_unavailable_to_unlocking_is_retried_then_the_run_completes
     # When the database refuses the unlocking service while the run reaches Unlock
     cut_off(admin_url, "unlocking")
     try:
-        _wait_for(
+        wait_for(
             lambda: sum(p.read_text().count("not permitted to log in") for p in logs) > seen,
             "unlocking to meet the outage",
         )
@@ -178,7 +162,7 @@ def test_the_database_unavailable_to_unlocking_is_retried_then_the_run_completes
     assert result.run["status"] == "succeeded"
     assert result.source["last_modified_date"] == result.run["cursor_after"]  # type: ignore[index]
     assert result.source["locked_by"] is None  # type: ignore[index]
-    _assert_manifest_matches_objects(harness, result)
+    harness.raw_output(result)  # asserts the manifest matches the objects
 
 
 def test_a_poison_message_goes_to_the_dlq_and_completes_after_the_fix_and_replay(
@@ -186,15 +170,8 @@ def test_a_poison_message_goes_to_the_dlq_and_completes_after_the_fix_and_replay
 ) -> None:
     # Given a validation service that cannot update sources (a broken grant: a deploy bug)
     source_id = harness.new_source(harness.new_dataset([DAY]), runtime_count=2)
-    with _admin(harness) as cur:
-        cur.execute("REVOKE UPDATE ON public.source FROM sourceflow_validation")
-    try:
-        # When a run starts, its validation message fails every delivery and is dead-lettered
-        arn = harness.start(source_id)
-        rows = _wait_for(
-            lambda: [r for r in _dead_letters(harness, "validation") if r["execution_arn"] == arn],
-            "the message in the validation DLQ",
-        )
+    # When a run starts, its validation message fails every delivery and is dead-lettered
+    with _validation_dead_lettered(harness, source_id) as (arn, rows):
         # Then `dlq list` says where it came from and why it is there
         [row] = rows
         assert (row["queue"], row["source_id"], row["schema"]) == (
@@ -204,9 +181,6 @@ def test_a_poison_message_goes_to_the_dlq_and_completes_after_the_fix_and_replay
         )
         assert "permission denied" in row["error"]
         assert row["receive_count"] >= harness.stack.options.timeouts.max_receive_count - 1
-    finally:
-        with _admin(harness) as cur:
-            cur.execute("GRANT UPDATE ON public.source TO sourceflow_validation")
 
     # When the fix is in and the DLQ is replayed
     replayed = harness.sourceflow("dlq", "replay", "validation", "--json")
@@ -219,24 +193,15 @@ def test_a_poison_message_goes_to_the_dlq_and_completes_after_the_fix_and_replay
     result = harness.finish(arn, source_id)
     assert result.status == "SUCCEEDED", result
     assert result.source["runtime_count"] == 3  # type: ignore[index]
-    assert not [r for r in _dead_letters(harness, "validation") if r["execution_arn"] == arn]
+    assert not _validation_dead_letters(harness, arn)
 
 
 def test_a_dead_letter_whose_task_is_over_is_parked_not_replayed(harness: Harness) -> None:
     # Given a dead-lettered validation message whose task has since ended (an operator failed
     # it; a timeout would do the same, only later)
     source_id = harness.new_source(harness.new_dataset([DAY]), runtime_count=2)
-    with _admin(harness) as cur:
-        cur.execute("REVOKE UPDATE ON public.source FROM sourceflow_validation")
-    try:
-        arn = harness.start(source_id)
-        _wait_for(
-            lambda: [r for r in _dead_letters(harness, "validation") if r["execution_arn"] == arn],
-            "the message in the validation DLQ",
-        )
-    finally:
-        with _admin(harness) as cur:
-            cur.execute("GRANT UPDATE ON public.source TO sourceflow_validation")
+    with _validation_dead_lettered(harness, source_id) as (arn, _):
+        pass  # the grant is back once the message is in the DLQ
     _, body = harness.task_messages(arn)["Validate"]
     harness.aws("stepfunctions").send_task_failure(
         taskToken=body["task_token"], error="OperatorGaveUp", cause="poison message"
@@ -261,7 +226,7 @@ def test_a_dead_letter_whose_task_is_over_is_parked_not_replayed(harness: Harnes
         [parked] = cur.fetchall()
     assert json.loads(parked["body"])["execution_arn"] == arn
     # The run ended in its failure path; validation never ran, so the source was not counted
-    run = _run_row(harness, arn)
+    run = harness.run_row(arn)
     assert run is not None
     assert (run["status"], run["failed_step"], run["error"]) == (
         "failed",
@@ -269,12 +234,12 @@ def test_a_dead_letter_whose_task_is_over_is_parked_not_replayed(harness: Harnes
         "OperatorGaveUp",
     )
     assert harness.run_source_row(source_id)["runtime_count"] == 2
-    assert not [r for r in _dead_letters(harness, "validation") if r["execution_arn"] == arn]
+    assert not _validation_dead_letters(harness, arn)
 
 
 def test_twenty_executions_at_once_for_one_source_run_exactly_one(harness: Harness) -> None:
     # Given a source whose download takes a few seconds
-    source_id = _slow_source(harness, pages=5, delay_ms=600)
+    source_id = harness.slow_source(pages=5, delay_ms=600, runtime_count=2).source_id
 
     # When twenty executions start at once
     arns: list[str] = []
@@ -303,12 +268,8 @@ def test_a_dead_owners_lock_is_taken_over_and_its_late_unlock_refused(harness: H
         harness.new_dataset([DAY]), runtime_count=2, cursor=datetime.now(UTC) - 2 * DAY
     )
     dead = f"arn:aws:states:us-east-1:123456789012:execution:sourceflow-local-run:{source_id}-dead"
-    with harness.db.transaction() as cur:
-        cur.execute(
-            "UPDATE public.source SET locked_by = %s, locked_at = now() - interval '2 hours',"
-            " lock_expires_at = now() - interval '1 hour' WHERE source_id = %s",
-            (dead, source_id),
-        )
+    now = datetime.now(UTC)
+    harness.set_lock(source_id, dead, now - timedelta(hours=2), now - timedelta(hours=1))
 
     # When a new run starts, Then it takes the lock over and completes
     result = harness.run(source_id)
@@ -317,12 +278,8 @@ def test_a_dead_owners_lock_is_taken_over_and_its_late_unlock_refused(harness: H
 
     # And when a third execution holds the lock and the dead owner's late unlocks arrive
     live = f"arn:aws:states:us-east-1:123456789012:execution:sourceflow-local-run:{source_id}-live"
-    with harness.db.transaction() as cur:
-        cur.execute(
-            "UPDATE public.source SET locked_by = %s, locked_at = now(),"
-            " lock_expires_at = now() + interval '10 minutes' WHERE source_id = %s",
-            (live, source_id),
-        )
+    now = datetime.now(UTC)
+    harness.set_lock(source_id, live, now, now + timedelta(minutes=10))
     sqs, queue_url = harness.aws("sqs"), harness.stack.env["UNLOCKING_QUEUE_URL"]
     for outcome in (
         {"outcome": "succeeded"},
@@ -379,7 +336,7 @@ def test_malformed_messages_fail_alone_and_land_in_the_dlq_with_their_error(
             rows = {r["message_id"]: r for r in _dead_letters(harness, "unlocking")}
             return rows if set(sent) <= set(rows) else {}
 
-        rows = _wait_for(listed, "the malformed messages in the unlocking DLQ")
+        rows = wait_for(listed, "the malformed messages in the unlocking DLQ")
         errors = {sent[message_id]: rows[message_id]["error"] for message_id in sent}
         assert "not JSON" in errors["not-json"]
         assert "download-request" in errors["wrong-schema"]
@@ -413,16 +370,5 @@ def test_a_failed_run_alerts_people_with_flow_step_error_and_cause(harness: Harn
     assert "no_such_column" in detail["cause"]
 
     # And the alerts topic carried one readable line to its subscribers
-    sqs, alerts = harness.aws("sqs"), harness.stack.env["ALERTS_QUEUE_URL"]
-
-    def alert() -> str | None:
-        for message in sqs.receive_message(
-            QueueUrl=alerts, MaxNumberOfMessages=10, WaitTimeSeconds=1
-        ).get("Messages", []):
-            sqs.delete_message(QueueUrl=alerts, ReceiptHandle=message["ReceiptHandle"])
-            if source_id in message["Body"]:
-                return str(message["Body"])
-        return None
-
-    line = _wait_for(alert, "the alert")
+    line = wait_for(lambda: harness.alerts_about(source_id), "the alert")[0]
     assert "RespecsQueryFailed" in line and "Unlock" in line and "no_such_column" in line

@@ -14,33 +14,22 @@ from infra.resources import Names
 from shared import contracts
 from shared.events import EventPublisher
 from shared.schedules import source_schedule
-from tests.e2e.conftest import Harness
+from tests.e2e.conftest import Harness, wait_for
 
 DAY = timedelta(days=1)
 NORMAL = {"flow_type": "Normal"}
 
 
-def _wait_for_executions(harness: Harness, source_id: str, count: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 20
-    while len(executions := harness.executions_of(source_id)) < count:
-        assert time.monotonic() < deadline, f"{source_id}: {len(executions)} executions"
-        time.sleep(0.2)
-    return executions
-
-
 def _params(harness: Harness, source_id: str) -> Any:
-    with harness.db.transaction() as cur:
-        cur.execute(
-            "SELECT batch_execution_params FROM public.source WHERE source_id = %s", (source_id,)
-        )
-        return cur.fetchone()["batch_execution_params"]
+    return harness.run_source_row(source_id)["batch_execution_params"]
 
 
 def _wait_for_params(harness: Harness, source_id: str, expected: Any) -> None:
-    deadline = time.monotonic() + 20
-    while _params(harness, source_id) != expected:
-        assert time.monotonic() < deadline, f"{source_id}: params {_params(harness, source_id)}"
-        time.sleep(0.2)
+    wait_for(
+        lambda: _params(harness, source_id) == expected,
+        f"the params of {source_id} to be {expected}",
+        timeout=20,
+    )
 
 
 def test_a_tick_starts_exactly_the_due_sources(harness: Harness) -> None:
@@ -58,19 +47,14 @@ def test_a_tick_starts_exactly_the_due_sources(harness: Harness) -> None:
             "UPDATE public.source SET is_active = false WHERE source_id = %s", (sources["E"],)
         )
     harness.set_schedule(sources["F"], interval="1 minute")
-    with harness.db.transaction() as cur:
-        cur.execute(
-            "UPDATE public.source SET locked_by = 'arn:other', locked_at = now(),"
-            " lock_expires_at = now() + interval '10 minutes' WHERE source_id = %s",
-            (sources["F"],),
-        )
+    harness.set_lock(sources["F"], "arn:other", now, now + timedelta(minutes=10))
 
     # When the schedule rule fires
     harness.tick()
 
     # Then A and B each got one run, named after their slot, and it succeeded
     for name in "AB":
-        [execution] = _wait_for_executions(harness, sources[name], 1)
+        [execution] = harness.wait_for_executions(sources[name], 1)
         assert execution["name"].endswith("-sched")
         result = harness.finish(execution["executionArn"], sources[name])
         assert result.status == "SUCCEEDED", result
@@ -93,7 +77,7 @@ def test_two_ticks_in_the_same_slot_start_one_execution(harness: Harness) -> Non
     harness.wait_for_scheduler()
 
     # Then one execution exists for the slot
-    executions = _wait_for_executions(harness, source_id, 1)
+    executions = harness.wait_for_executions(source_id, 1)
     time.sleep(1)
     assert len(harness.executions_of(source_id)) == len(executions) == 1
 
@@ -164,12 +148,8 @@ def test_a_locked_source_is_not_reset_until_its_run_ends(harness: Harness) -> No
     sold = {"type": "Sold"}
     harness.set_params(source_id, sold)
     assert harness.run(source_id).status == "SUCCEEDED"
-    with harness.db.transaction() as cur:
-        cur.execute(
-            "UPDATE public.source SET locked_by = 'arn:another-run', locked_at = now(),"
-            " lock_expires_at = now() + interval '10 minutes' WHERE source_id = %s",
-            (source_id,),
-        )
+    now = datetime.now(UTC)
+    harness.set_lock(source_id, "arn:another-run", now, now + timedelta(minutes=10))
 
     # When the scheduler ticks, and even when a reset request arrives for it
     harness.tick()
@@ -180,12 +160,7 @@ def test_a_locked_source_is_not_reset_until_its_run_ends(harness: Harness) -> No
     assert _params(harness, source_id) == sold
 
     # And once the lock is gone the next tick resets it
-    with harness.db.transaction() as cur:
-        cur.execute(
-            "UPDATE public.source SET locked_by = NULL, locked_at = NULL, lock_expires_at = NULL"
-            " WHERE source_id = %s",
-            (source_id,),
-        )
+    harness.set_lock(source_id, None)
     harness.tick()
     _wait_for_params(harness, source_id, NORMAL)
 
@@ -229,14 +204,14 @@ def test_a_run_requested_event_starts_one_run_even_if_delivered_twice(harness: H
             QueueUrl=harness.stack.env["SCHEDULER_QUEUE_URL"], MessageBody=json.dumps(event)
         )
     harness.wait_for_scheduler()
-    [execution] = _wait_for_executions(harness, source_id, 1)
+    [execution] = harness.wait_for_executions(source_id, 1)
     assert harness.finish(execution["executionArn"], source_id).status == "SUCCEEDED"
 
     # And published on the bus (what `sourceflow run` does), it reaches the scheduler too
     EventPublisher(harness.aws("events"), harness.stack.env["EVENT_BUS_NAME"])(
         "Run Requested", {"source_id": source_id, "requested_by": "pytest"}
     )
-    _wait_for_executions(harness, source_id, 2)
+    harness.wait_for_executions(source_id, 2)
 
 
 def _request_reset(harness: Harness, source_id: str, expected: Any) -> None:

@@ -360,8 +360,7 @@ def _table_missing(harness: Harness, name: str) -> dict[str, Any]:
 
 
 def _password_secret_missing(harness: Harness, name: str) -> dict[str, Any]:
-    create_listings_table(harness.partner.owner_url, "listings_" + name.replace("-", "_"))
-    connection = harness.partner.table_connection("listings_" + name.replace("-", "_"))
+    connection = PartnerTable(harness, name).connection()
     return {**connection, "password_secret": "sourceflow-tests/no-such-secret"}
 
 

@@ -43,17 +43,11 @@ def _stood_down(line: dict[str, Any]) -> bool:
 def test_a_download_whose_task_timed_out_stops_and_writes_nothing(harness: Harness) -> None:
     # Given a run downloading twelve one-record pages, 300 ms each, from a cursor a day back
     now = datetime.now(UTC)
-    dataset = harness.new_dataset([DAY / 10] * 12, now=now)
-    cursor = now - DAY
-    source_id = harness.new_source(dataset, runtime_count=3, cursor=cursor)
-    harness.set_page_size(source_id, 1)
-    harness.vendor.fault(dataset, page_delay_ms=300)
+    slow = harness.slow_source(pages=12, delay_ms=300, runtime_count=3, now=now)
+    source_id, dataset, cursor = slow.source_id, slow.dataset, slow.cursor
     arn = harness.start(source_id)
     prefix = f"{source_id}/{arn.rsplit(':', 1)[1]}/"
-    deadline = time.monotonic() + 30
-    while not ((run := harness.run_row(arn)) and (run["progress_records"] or 0) >= 2):
-        assert time.monotonic() < deadline, "the download never got going"
-        time.sleep(0.2)
+    harness.wait_until_downloading(arn, records=2)
 
     # When the vendor hangs mid-download: longer than every redelivery could keep the task
     # alive and than its HeartbeatSeconds after that, shorter than the connector's read timeout
