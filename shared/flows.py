@@ -18,6 +18,18 @@ from shared.timefmt import isoformat, parse_iso
 
 RESPECS_WINDOW_START = datetime(1990, 1, 1, tzinfo=UTC)
 EARLIEST_SOLD_YEAR = 1990
+# DESIGN.md, "The data guarantee". A record may become visible at its source up to a source's
+# lateness allowance after its last-modified stamp (a long transaction stamped at its start, a
+# lagging replica); every Normal window re-reads that much before the cursor. The default is
+# public.source's column default (migration 0010; a unit test keeps the two equal).
+DEFAULT_LATENESS_ALLOWANCE = timedelta(minutes=10)
+# More than a day of re-reading at every run is a mistake, not an allowance.
+MAX_LATENESS_ALLOWANCE = timedelta(days=1)
+# How far the source's clock may be off the run's. Behind: the overlap grows by this much, so a
+# stamp from a slow clock still falls in a window that re-reads it. Ahead: a record stamped up
+# to this much after the window's end waits for a later window; one stamped later still is
+# future-dated: counted, landed once, and never followed by the cursor.
+CLOCK_SKEW_ALLOWANCE = timedelta(minutes=2)
 
 
 class FlowType(StrEnum):
@@ -48,6 +60,10 @@ _KNOWN_KEYS = {"flow_type", "type", "sql", "Sql", "year", "reset_at"}
 
 class InvalidFlowParams(PermanentError):
     error_name = "InvalidFlowParams"
+
+
+class InvalidSourceSetting(PermanentError):
+    error_name = "InvalidSourceSetting"
 
 
 @dataclass(frozen=True)
@@ -81,8 +97,51 @@ class Window:
     def contains(self, moment: datetime) -> bool:
         """Whether a record whose `field` is `moment` belongs to the window (for sources that
         cannot filter for themselves)."""
-        after_start = moment >= self.start if self.start_inclusive else moment > self.start
-        return after_start and moment <= self.end
+        return self.after_start(moment) and moment <= self.end
+
+    def after_start(self, moment: datetime) -> bool:
+        return moment >= self.start if self.start_inclusive else moment > self.start
+
+    @property
+    def reads_past_end(self) -> bool:
+        """A last-modified window is read past its end, so that download sees, counts and
+        lands the records stamped in the future (`stamp_position`); a sold window is not."""
+        return self.field is WindowField.LAST_MODIFIED
+
+    def fetches(self, moment: datetime) -> bool:
+        """Whether a connector that filters for itself reads a record whose field is `moment`."""
+        return self.after_start(moment) if self.reads_past_end else self.contains(moment)
+
+
+class StampPosition(StrEnum):
+    IN_WINDOW = "in_window"
+    # After the window's end but within the clock-skew allowance: a later window loads it.
+    WAITING = "waiting"
+    # Beyond the clock-skew allowance: landed and counted, never followed by the cursor.
+    FUTURE = "future"
+
+
+def stamp_position(window_end: datetime, stamp: datetime) -> StampPosition:
+    if stamp <= window_end:
+        return StampPosition.IN_WINDOW
+    if stamp <= window_end + CLOCK_SKEW_ALLOWANCE:
+        return StampPosition.WAITING
+    return StampPosition.FUTURE
+
+
+def overlap(lateness_allowance: timedelta) -> timedelta:
+    """How far before the cursor a Normal window starts: the allowance, plus a clock behind."""
+    return lateness_allowance + CLOCK_SKEW_ALLOWANCE
+
+
+def check_lateness_allowance(source_id: str, allowance: timedelta) -> timedelta:
+    if timedelta(0) <= allowance <= MAX_LATENESS_ALLOWANCE:
+        return allowance
+    raise InvalidSourceSetting(
+        f"source {source_id!r}: lateness_allowance = {allowance} is not valid; expected from "
+        f"0 to {MAX_LATENESS_ALLOWANCE} (default {DEFAULT_LATENESS_ALLOWANCE}); fix "
+        "public.source.lateness_allowance"
+    )
 
 
 def parse_flow_params(source_id: str, raw: Mapping[str, Any] | None) -> FlowParams:
@@ -163,8 +222,17 @@ def plan_window(
     cursor: datetime | None,
     run_start: datetime,
     backdate_days: int,
+    lateness_allowance: timedelta = DEFAULT_LATENESS_ALLOWANCE,
+    landed_since: datetime | None = None,
 ) -> Window:
-    """The window a run loads, per DESIGN.md's table of flows."""
+    """The window a run loads, per DESIGN.md's table of flows.
+
+    A Normal window starts `overlap(lateness_allowance)` before the cursor, to load the records
+    that became visible late, but never before `landed_since`, from which on the versions
+    already landed are known and skipped (a window starting earlier would land some twice;
+    after the allowance is raised, the overlap grows as runs go by). A cursor moved back by
+    hand below `landed_since` is an operator's reload: the window starts where it says.
+    """
     if run_start.tzinfo is None:
         raise ValueError("run_start must be timezone-aware")
     backdated = Window(
@@ -174,10 +242,13 @@ def plan_window(
         case FlowType.NORMAL:
             if cursor is None:
                 return backdated
-            # A cursor ahead of the run start (clock skew at the vendor) yields an empty window
-            # rather than one that runs backwards.
-            start = min(cursor, run_start)
-            return Window(WindowField.LAST_MODIFIED, start, run_start, False)
+            start = cursor - overlap(lateness_allowance)
+            if landed_since is not None and landed_since <= cursor:
+                start = max(start, landed_since)
+            # A cursor ahead of the run start (written by hand, or by a version from before the
+            # cursor stopped following future stamps) yields an empty window rather than one
+            # that runs backwards.
+            return Window(WindowField.LAST_MODIFIED, min(start, run_start), run_start, False)
         case FlowType.FULL_LOAD:
             return backdated
         case FlowType.RESPECS:
@@ -207,9 +278,22 @@ def moves_cursor(flow_type: FlowType) -> bool:
 
 
 def advance_cursor(current: datetime | None, newest_loaded: datetime | None) -> datetime | None:
-    """The cursor moves to the newest last-modified date loaded, and never backwards."""
+    """The cursor moves to the newest last-modified date loaded, and never backwards. Download
+    reports as newest only stamps inside the window, so the cursor never passes the run's
+    start: a record stamped in the future is never followed."""
     if newest_loaded is None:
         return current
     if current is None:
         return newest_loaded
     return max(current, newest_loaded)
+
+
+def landed_since_after(
+    landed_since: datetime | None, cursor_after: datetime | None, lateness_allowance: timedelta
+) -> datetime | None:
+    """From which stamp on the landed versions are still listed after a run that moved the
+    cursor: the versions no later window re-reads are dropped from the list."""
+    if cursor_after is None:
+        return landed_since
+    horizon = cursor_after - overlap(lateness_allowance)
+    return horizon if landed_since is None else max(landed_since, horizon)

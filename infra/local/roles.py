@@ -34,6 +34,13 @@ def create_service_roles(admin_url: str) -> dict[str, str]:
                 "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {}",
             ):
                 cur.execute(sql.SQL(grant).format(sql.Identifier(role)))
+            if service == "unlocking":
+                # Unlocking drops the landed versions no later window reads again.
+                cur.execute(
+                    sql.SQL("GRANT DELETE ON public.landed_version TO {}").format(
+                        sql.Identifier(role)
+                    )
+                )
             urls[service] = make_dsn(admin_url, user=role, password=role)
     return urls
 

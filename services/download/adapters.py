@@ -10,16 +10,18 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
+from psycopg2.extras import execute_values
 
 from shared.db import fetch_one
 from shared.errors import TransientError
 from shared.timefmt import isoformat
+from shared.versions import Version
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,10 @@ def record_download(cur: Any, result: Mapping[str, Any], attempt: str) -> dict[s
            SET status = 'downloaded', records = %(records)s, bytes = %(bytes)s,
                objects = %(objects)s, manifest_key = %(manifest_key)s,
                max_last_modified = %(max_last_modified)s,
-               malformed_records = %(malformed_records)s
+               malformed_records = %(malformed_records)s,
+               late_records = %(late_records)s,
+               duplicates_skipped = %(duplicates_skipped)s,
+               future_records = %(future_records)s
           FROM public.source s
          WHERE r.execution_arn = %(execution_arn)s AND r.status = 'running'
            AND r.download_attempt = %(attempt)s
@@ -145,9 +150,48 @@ def result_fields(run: Mapping[str, Any]) -> dict[str, Any]:
             isoformat(run["max_last_modified"]) if run["max_last_modified"] else None
         ),
     }
-    if run["malformed_records"] is not None:  # NULL: downloaded before the count existed
-        fields["malformed_records"] = run["malformed_records"]
+    # NULL: downloaded before the count existed
+    for count in ("malformed_records", *VERSION_COUNTS):
+        if run[count] is not None:
+            fields[count] = run[count]
     return fields
+
+
+VERSION_COUNTS = ("late_records", "duplicates_skipped", "future_records")
+
+
+def landed_versions(cur: Any, source_id: str, after: datetime) -> set[Version]:
+    """The versions that succeeded runs of the source landed, stamped after `after`."""
+    cur.execute(
+        """
+        SELECT v.last_modified, v.key_digest
+          FROM public.landed_version v JOIN public.source_run r USING (execution_arn)
+         WHERE v.source_id = %s AND v.last_modified > %s AND r.status = 'succeeded'
+        """,
+        (source_id, after),
+    )
+    return {(stamp, bytes(digest)) for stamp, digest in cur.fetchall()}
+
+
+def record_landed(
+    cur: Any, source_id: str, execution_arn: str, versions: Iterable[Version]
+) -> None:
+    """List the versions this run landed; they count once the run has succeeded. A version an
+    unfinished or failed run listed is taken over."""
+    execute_values(
+        cur,
+        """
+        INSERT INTO public.landed_version (source_id, last_modified, key_digest, execution_arn)
+        VALUES %s
+        ON CONFLICT (source_id, last_modified, key_digest) DO UPDATE
+           SET execution_arn = EXCLUDED.execution_arn
+         WHERE NOT EXISTS (
+               SELECT 1 FROM public.source_run r
+                WHERE r.execution_arn = landed_version.execution_arn AND r.status = 'succeeded')
+        """,
+        [(source_id, stamp, digest, execution_arn) for stamp, digest in versions],
+        page_size=1000,
+    )
 
 
 def renew_lease(cur: Any, source_id: str, execution_arn: str, lease: timedelta) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from itertools import chain, islice
 from typing import Any, Protocol
 
@@ -19,10 +19,17 @@ from services.download.adapters import WrittenObject
 from shared.connectors import Connector
 from shared.db import Database
 from shared.errors import DuplicateDelivery, LockLost, PermanentError, TransientError
-from shared.flows import Window, WindowField
+from shared.flows import (
+    DEFAULT_LATENESS_ALLOWANCE,
+    FlowType,
+    Window,
+    WindowField,
+    overlap,
+)
 from shared.ledger import cancellation
 from shared.observability import logger
 from shared.timefmt import isoformat, parse_iso
+from shared.versions import LandingCounts, MissingKey, VersionFilter, key_digest
 
 
 class RunNotStarted(PermanentError):
@@ -73,21 +80,37 @@ class Heartbeat:
 
 @dataclass
 class _Progress:
+    """Streams the connector's records through the run's version filter: what lands, what is
+    skipped or waits, and what the cursor may follow."""
+
     connector: Connector
     heartbeat: Heartbeat
-    max_last_modified: datetime | None = None
+    versions: VersionFilter | None  # None: a sold window, whose stamps the cursor ignores
     objects: list[WrittenObject] = field(default_factory=list)
+    read: int = 0
 
     def track(self, records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for record in records:
-            modified = self.connector.last_modified(record)
-            if modified is not None and (
-                self.max_last_modified is None or modified > self.max_last_modified
-            ):
-                self.max_last_modified = modified
-            self.heartbeat.progress.records += 1
+            self.read += 1
             self.heartbeat.maybe_beat()
+            if self.versions is not None and not self._admit(record):
+                continue
+            self.heartbeat.progress.records += 1
             yield record
+
+    def _admit(self, record: dict[str, Any]) -> bool:
+        assert self.versions is not None
+        malformed = self.connector.malformed
+        stamp = self.connector.last_modified(record)
+        if stamp is None:
+            malformed.add(f"record {self.read}", "has no usable last-modified date")
+            return False
+        try:
+            digest = key_digest(record, self.connector.key_field)
+        except MissingKey as exc:
+            malformed.add(f"record {self.read}", str(exc))
+            return False
+        return self.versions.admit(stamp, digest)
 
 
 def window_from_plan(plan: Mapping[str, Any]) -> Window:
@@ -155,7 +178,12 @@ def download_run(
         )
 
     try:
-        result = _download_claimed(request, run, connector_for, sink, heartbeat, part_max_records)
+        with db.transaction() as cur:
+            versions = _version_filter(cur, run, window_from_plan(request["plan"]))
+        result = _download_claimed(
+            request, run, connector_for, sink, heartbeat, part_max_records, versions
+        )
+        landed = versions.remembered() if versions is not None else []
     except Exception:
         # A delivery that fails gives its claim back, so that the message's next delivery
         # (after the retry backoff) need not wait for the claim to lapse.
@@ -164,6 +192,8 @@ def download_run(
         raise
     with db.transaction() as cur:
         recorded = adapters.record_download(cur, result, claim.attempt)
+        if recorded is not None and recorded["download_attempt"] == claim.attempt:
+            adapters.record_landed(cur, source_id, execution_arn, landed)
     if recorded is None:
         raise LockLost(
             f"source {source_id!r}: the lock or the run changed hands during the download; "
@@ -179,6 +209,7 @@ def _download_claimed(
     sink: RawSink,
     heartbeat: Heartbeat,
     part_max_records: int,
+    versions: VersionFilter | None,
 ) -> dict[str, Any]:
     """Stream the window into parts and write the manifest; returns the download's result."""
     execution_arn, source_id = request["execution_arn"], request["source_id"]
@@ -189,7 +220,7 @@ def _download_claimed(
     window = window_from_plan(plan)
     connector = connector_for(source_id, run["source_type"], run["connection"])
     prefix = f"{source_id}/{request['execution_name']}/"
-    progress = _Progress(connector, heartbeat)
+    progress = _Progress(connector, heartbeat, versions)
     stream = progress.track(connector.records(window))
     # Each part streams straight from the source into the sink: memory holds a page, not a part.
     while (first := next(stream, None)) is not None:
@@ -208,6 +239,13 @@ def _download_claimed(
     # manifest ever names the output of a cancelled run.
     heartbeat.beat()
     manifest_key = f"{prefix}manifest.json"
+    counts = versions.counts if versions is not None else LandingCounts()
+    newest = versions.newest if versions is not None else None
+    if counts.future_records:
+        logger.warning(
+            "records stamped in the future: landed once, not followed by the cursor",
+            extra={"future_records": counts.future_records, "examples": counts.future_examples},
+        )
     result = {
         "source_id": source_id,
         "execution_arn": execution_arn,
@@ -215,10 +253,11 @@ def _download_claimed(
         "bytes": heartbeat.progress.bytes,
         "objects": len(progress.objects),
         "manifest_key": manifest_key,
-        "max_last_modified": (
-            isoformat(progress.max_last_modified) if progress.max_last_modified else None
-        ),
+        "max_last_modified": isoformat(newest) if newest else None,
         "malformed_records": malformed.count,
+        "late_records": counts.late_records,
+        "duplicates_skipped": counts.duplicates_skipped,
+        "future_records": counts.future_records,
     }
     sink.write_manifest(
         manifest_key,
@@ -237,10 +276,32 @@ def _download_claimed(
             "bytes": result["bytes"],
             "max_last_modified": result["max_last_modified"],
             "malformed_records": {"count": malformed.count, "examples": malformed.examples},
+            "late_records": counts.late_records,
+            "duplicates_skipped": counts.duplicates_skipped,
+            "waiting_records": counts.waiting_records,
+            "future_records": {
+                "count": counts.future_records,
+                "examples": counts.future_examples,
+            },
             "objects": [obj.__dict__ for obj in progress.objects],
         },
     )
     return result
+
+
+def _version_filter(cur: Any, run: Mapping[str, Any], window: Window) -> VersionFilter | None:
+    """The run's version filter: a Normal run skips what earlier runs landed in its window; the
+    explicit reloads (Full Load, Re-specs) land their whole window and are remembered too."""
+    if window.field is not WindowField.LAST_MODIFIED:
+        return None
+    normal = FlowType(run["flow_type"]) is FlowType.NORMAL
+    return VersionFilter(
+        window=window,
+        overlap=overlap(run["lateness_allowance"] or DEFAULT_LATENESS_ALLOWANCE),
+        landed=adapters.landed_versions(cur, run["source_id"], window.start) if normal else (),
+        dedupe=normal,
+        cursor_before=run["cursor_before"] if normal else None,
+    )
 
 
 def lease_renewal(

@@ -24,7 +24,7 @@ def lock_source_row(cur: Any, source_id: str) -> dict[str, Any] | None:
     return fetch_one(
         cur,
         """
-        SELECT locked_by, last_modified_date, source_type
+        SELECT locked_by, last_modified_date, source_type, landed_since
           FROM public.source WHERE source_id = %s FOR UPDATE
         """,
         (source_id,),
@@ -40,6 +40,31 @@ def release_lock(cur: Any, source_id: str, execution_arn: str) -> None:
          WHERE source_id = %s AND locked_by = %s
         """,
         (source_id, execution_arn),
+    )
+
+
+def forget_landed(cur: Any, execution_arn: str) -> None:
+    """A failed run landed nothing: its versions are not in the raw zone's runs."""
+    cur.execute("DELETE FROM public.landed_version WHERE execution_arn = %s", (execution_arn,))
+
+
+def keep_landed_since(cur: Any, source_id: str, landed_since: datetime | None) -> None:
+    """Drop the landed versions that no later Normal window reads again (future-dated ones stay
+    until a window reaches them), and the leftovers of runs that never succeeded."""
+    cur.execute(
+        "UPDATE public.source SET landed_since = %s WHERE source_id = %s",
+        (landed_since, source_id),
+    )
+    cur.execute(
+        """
+        DELETE FROM public.landed_version v
+         WHERE v.source_id = %(source_id)s
+           AND (v.last_modified <= %(landed_since)s
+                OR NOT EXISTS (SELECT 1 FROM public.source_run r
+                                WHERE r.execution_arn = v.execution_arn
+                                  AND r.status IN ('succeeded', 'running', 'downloaded')))
+        """,
+        {"source_id": source_id, "landed_since": landed_since},
     )
 
 

@@ -13,7 +13,13 @@ from services.unlocking import adapters
 from services.unlocking.metrics import RunEnded, publish_run_metrics
 from shared.db import Database
 from shared.errors import LockLost, PermanentError
-from shared.flows import FlowType, advance_cursor, moves_cursor
+from shared.flows import (
+    DEFAULT_LATENESS_ALLOWANCE,
+    FlowType,
+    advance_cursor,
+    landed_since_after,
+    moves_cursor,
+)
 from shared.ledger import OPEN_RUN_STATUSES
 from shared.respecs import check_respecs_query
 from shared.settings import RespecsSettings
@@ -57,6 +63,7 @@ def _unlock(
             adapters.insert_failed_run(cur, request)
         if holds_lock:
             adapters.release_lock(cur, source_id, execution_arn)
+        adapters.forget_landed(cur, execution_arn)
         ended = adapters.finish_failed(cur, execution_arn, request)
         return (
             adapters.result_fields(ended, lock_released=holds_lock),
@@ -90,6 +97,13 @@ def _unlock(
     succeeded = adapters.finish_succeeded(
         cur, source_id, execution_arn, cursor_before, cursor_after, respecs_rows
     )
+    if moves_cursor(flow_type):
+        landed_since = landed_since_after(
+            source["landed_since"],
+            cursor_after,
+            run["lateness_allowance"] or DEFAULT_LATENESS_ALLOWANCE,
+        )
+        adapters.keep_landed_since(cur, source_id, landed_since)
     adapters.release_lock(cur, source_id, execution_arn)
     return (
         adapters.result_fields(succeeded, lock_released=True),

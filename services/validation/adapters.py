@@ -32,7 +32,8 @@ def read_source_row(cur: Any, source_id: str, *, for_update: bool = False) -> di
         cur,
         """
         SELECT source_id, source_type, connection, is_active, batch_execution_params,
-               last_modified_date, runtime_count, backdate_days, locked_by, lock_expires_at
+               last_modified_date, runtime_count, backdate_days, locked_by, lock_expires_at,
+               lateness_allowance, landed_since
           FROM public.source WHERE source_id = %s
         """
         + (" FOR UPDATE" if for_update else ""),
@@ -88,10 +89,10 @@ def start_run(cur: Any, request: Mapping[str, Any], run: Run) -> None:
         INSERT INTO public.source_run
             (execution_arn, execution_name, source_id, status, flow_type, flow_params,
              window_field, window_start, window_end, window_start_inclusive, runtime_count,
-             cursor_before, started_at)
+             cursor_before, lateness_allowance, started_at)
         SELECT %(arn)s, %(name)s, %(source_id)s, 'running', %(flow)s, %(params)s,
                %(field)s, %(start)s, %(end)s, %(inclusive)s, %(runtime_count)s,
-               s.last_modified_date, %(end)s
+               s.last_modified_date, s.lateness_allowance, %(end)s
           FROM public.source s WHERE s.source_id = %(source_id)s
         """,
         {

@@ -21,10 +21,12 @@ from shared.connectors import require_supported
 from shared.db import Database
 from shared.errors import PermanentError
 from shared.flows import (
+    DEFAULT_LATENESS_ALLOWANCE,
     FIRST_RUN_PARAMS,
     FlowParams,
     FlowType,
     Window,
+    check_lateness_allowance,
     is_first_run,
     parse_flow_params,
     plan_window,
@@ -50,6 +52,8 @@ class SourceRow:
     backdate_days: int
     locked_by: str | None
     lock_expires_at: datetime | None
+    lateness_allowance: timedelta = DEFAULT_LATENESS_ALLOWANCE
+    landed_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,8 @@ def decide(
         cursor=source.last_modified_date,
         run_start=now,
         backdate_days=source.backdate_days,
+        lateness_allowance=check_lateness_allowance(source_id, source.lateness_allowance),
+        landed_since=source.landed_since,
     )
     return Run(params, window, runtime_count, now + lease, params_to_write)
 

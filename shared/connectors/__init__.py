@@ -48,11 +48,18 @@ class Connector(Protocol):
         ...
 
     def records(self, window: Window) -> Iterator[dict[str, Any]]:
-        """Every record in the window, in the source's order."""
+        """Every record in the window, in the source's order; a last-modified window is read
+        past its end (`Window.reads_past_end`): download decides what lands."""
         ...
 
     def last_modified(self, record: Mapping[str, Any]) -> datetime | None:
         """The record's last-modification time, which the LMD cursor follows."""
+        ...
+
+    @property
+    def key_field(self) -> str | None:
+        """The field that identifies a record across its versions; None: the whole record
+        (a source without a key, whose every change is another record)."""
         ...
 
     @property

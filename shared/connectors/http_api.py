@@ -29,6 +29,7 @@ from shared.timefmt import isoformat, parse_iso
 
 DEFAULT_PAGE_SIZE = 1000
 DEFAULT_API_KEY_HEADER = "X-Api-Key"
+DEFAULT_KEY_FIELD = "id"
 _TIMEOUT = (5, 60)  # connect, read seconds
 
 
@@ -70,6 +71,7 @@ class HttpApiConnector:
     page_size: int
     api_key: ApiKey | None
     secrets: Secrets = field(repr=False, compare=False)
+    key_field: str = DEFAULT_KEY_FIELD
     new_session: Callable[[], requests.Session] = field(default=_session, repr=False, compare=False)
     # The vendor filters on, and types, the window's field itself: no row is dropped here.
     malformed: MalformedRows = field(default_factory=MalformedRows, init=False, compare=False)
@@ -92,6 +94,7 @@ class HttpApiConnector:
             connection.get("page_size", DEFAULT_PAGE_SIZE),
             api_key,
             secrets,
+            connection.get("key_field", DEFAULT_KEY_FIELD),
         )
 
     def check(self) -> None:
@@ -170,7 +173,8 @@ def _window_params(window: Window) -> dict[str, str]:
     # The API's last-modified lower bound is exclusive; an inclusive start is the instant
     # one microsecond earlier (timestamps carry at most microseconds).
     after = window.start - timedelta(microseconds=1) if window.start_inclusive else window.start
-    return {"modified_after": isoformat(after), "modified_until": isoformat(window.end)}
+    # No upper bound: download counts and lands what is stamped past the window's end.
+    return {"modified_after": isoformat(after)}
 
 
 def _error_text(response: requests.Response) -> str:

@@ -122,11 +122,18 @@ class PostgresConnector:
         value = record.get(self.last_modified_column)
         if not isinstance(value, str):
             return None
+        if value == "infinity":
+            # PostgreSQL's, read past the window's end: stamped in the future for ever.
+            return datetime.max.replace(tzinfo=UTC)
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:
-            return None  # 'infinity': PostgreSQL's, not a moment the cursor can follow
+            return None
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+    @property
+    def key_field(self) -> str | None:
+        return self.key_column
 
     def probe_query(self) -> sql.Composed:
         columns = [self.last_modified_column, self.sold_date_column]
@@ -144,10 +151,10 @@ class PostgresConnector:
             if window.field is WindowField.LAST_MODIFIED
             else self.sold_date_column
         )
-        query = sql.SQL(
-            "SELECT to_jsonb(t) FROM {relation} AS t"
-            " WHERE t.{column} {after} %(start)s AND t.{column} <= %(end)s"
-        ).format(
+        text = "SELECT to_jsonb(t) FROM {relation} AS t WHERE t.{column} {after} %(start)s"
+        if not window.reads_past_end:
+            text += " AND t.{column} <= %(end)s"
+        query = sql.SQL(text).format(
             relation=sql.Identifier(self.schema, self.table),
             column=column,
             after=sql.SQL(">=" if window.start_inclusive else ">"),

@@ -62,6 +62,7 @@ class S3FilesConnector:
     format: str  # csv | jsonl
     last_modified_field: str
     sold_date_field: str
+    key_field: str | None
     s3: Any = field(repr=False, compare=False)
     malformed: MalformedRows = field(default_factory=MalformedRows, init=False, compare=False)
 
@@ -77,6 +78,7 @@ class S3FilesConnector:
             connection["format"],
             connection.get("last_modified_field", DEFAULT_LAST_MODIFIED_FIELD),
             connection.get("sold_date_field", DEFAULT_SOLD_DATE_FIELD),
+            connection.get("key_field"),
             s3,
         )
 
@@ -185,12 +187,12 @@ def may_hold_window(object_last_modified: datetime, window: Window) -> bool:
 
 
 def row_in_window(row: Mapping[str, Any], date_field: str, window: Window) -> bool:
-    """Whether the row's `date_field` is in the window. A row without a sold date is simply
-    unsold; a row without a last-modified date, or with a date that does not parse, is
-    malformed."""
+    """Whether the window reads the row (`Window.fetches`: a last-modified window is read past
+    its end). A row without a sold date is simply unsold; a row without a last-modified date,
+    or with a date that does not parse, is malformed."""
     if _is_empty(row.get(date_field)) and window.field is WindowField.SOLD_DATE:
         return False
-    return window.contains(record_time(row, date_field))
+    return window.fetches(record_time(row, date_field))
 
 
 def record_time(row: Mapping[str, Any], date_field: str) -> datetime:

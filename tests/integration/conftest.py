@@ -243,6 +243,7 @@ class FakeConnector:
     yielded: int = 0
     on_record: Callable[[int], None] | None = None
     malformed: MalformedRows = field(default_factory=MalformedRows)
+    key_field: str | None = "id"
 
     def check(self) -> None:
         pass

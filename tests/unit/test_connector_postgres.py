@@ -161,18 +161,16 @@ def test_passwords_and_odd_identifiers_are_refused_without_repeating_them(
 # --- the query ----------------------------------------------------------------------------------
 
 
-def test_the_window_is_bound_and_every_name_is_an_identifier() -> None:
+def test_the_window_is_bound_read_past_its_end_and_every_name_is_an_identifier() -> None:
     query, bounds = a_connector().records_query(
         Window(WindowField.LAST_MODIFIED, START, END, False)
     )
     assert bounds == {"start": START, "end": END}
     texts = [part.string for part in parts(query) if isinstance(part, sql.SQL)]
-    assert "".join(texts) == (
-        "SELECT to_jsonb(t) FROM  AS t WHERE t. > %(start)s AND t. <= %(end)s"
-    )
+    # No upper bound: download counts what is stamped after the window's end.
+    assert "".join(texts) == "SELECT to_jsonb(t) FROM  AS t WHERE t. > %(start)s"
     assert [part for part in parts(query) if isinstance(part, sql.Identifier)] == [
         sql.Identifier("sales", "Listings"),
-        sql.Identifier("updated_at"),
         sql.Identifier("updated_at"),
     ]
 
@@ -224,7 +222,8 @@ def test_records_come_through_a_named_cursor_in_a_read_only_utc_session() -> Non
         ("2026-11-20T15:00:00+02:00", datetime(2026, 11, 20, 13, tzinfo=UTC)),
         ("2026-11-20T13:00:00", datetime(2026, 11, 20, 13, tzinfo=UTC)),  # timestamp: UTC
         ("2026-11-20", datetime(2026, 11, 20, tzinfo=UTC)),  # date: midnight UTC
-        ("infinity", None),
+        ("infinity", datetime.max.replace(tzinfo=UTC)),  # stamped in the future for ever
+        ("-infinity", None),
         (None, None),
     ],
 )

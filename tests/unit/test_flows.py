@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
 from shared.flows import (
+    CLOCK_SKEW_ALLOWANCE,
     FIRST_RUN_PARAMS,
     RESPECS_WINDOW_START,
     FlowParams,
     FlowType,
     InvalidFlowParams,
+    InvalidSourceSetting,
+    StampPosition,
     Window,
     WindowField,
     advance_cursor,
+    check_lateness_allowance,
     is_first_run,
+    landed_since_after,
     moves_cursor,
+    overlap,
     parse_flow_params,
     plan_window,
+    stamp_position,
 )
 
 RUN_START = datetime(2026, 11, 22, 18, 0, tzinfo=UTC)
@@ -83,17 +91,93 @@ def test_bad_params_are_rejected_naming_source_field_and_value(raw: dict, words:
         assert word in str(caught.value)
 
 
-def test_normal_window_runs_from_the_cursor_exclusive_to_run_start_inclusive() -> None:
-    cursor = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
-    window = plan_window(
-        "s", FlowParams(FlowType.NORMAL), cursor=cursor, run_start=RUN_START, backdate_days=30
+def a_normal_window(cursor: datetime, **changes: Any) -> Window:
+    return plan_window(
+        "s",
+        FlowParams(FlowType.NORMAL),
+        cursor=cursor,
+        run_start=RUN_START,
+        backdate_days=30,
+        **changes,
     )
+
+
+def test_normal_window_overlaps_the_cursor_by_the_allowance_and_skew_up_to_run_start() -> None:
+    cursor = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
+    window = a_normal_window(cursor, lateness_allowance=timedelta(minutes=10))
     assert (window.field, window.start, window.end) == (
         WindowField.LAST_MODIFIED,
-        cursor,
+        cursor - timedelta(minutes=10) - CLOCK_SKEW_ALLOWANCE,
         RUN_START,
     )
     assert window.start_inclusive is False
+
+
+def test_normal_window_never_starts_before_the_landed_versions_are_known() -> None:
+    # After the allowance is raised, the window grows as runs go by: before landed_since the
+    # versions already landed are not listed, so re-reading them would land them twice.
+    cursor = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
+    landed_since = cursor - timedelta(minutes=5)
+    window = a_normal_window(
+        cursor, lateness_allowance=timedelta(hours=1), landed_since=landed_since
+    )
+    assert window.start == landed_since
+
+
+def test_a_cursor_moved_back_by_hand_below_landed_since_is_a_reload_from_there() -> None:
+    cursor = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
+    window = a_normal_window(
+        cursor, lateness_allowance=timedelta(0), landed_since=cursor + timedelta(days=2)
+    )
+    assert window.start == cursor - CLOCK_SKEW_ALLOWANCE
+
+
+@pytest.mark.parametrize(
+    ("allowance", "valid"),
+    [
+        (timedelta(0), True),
+        (timedelta(minutes=10), True),
+        (timedelta(days=1), True),
+        (timedelta(seconds=-1), False),
+        (timedelta(days=1, seconds=1), False),
+    ],
+)
+def test_a_negative_or_absurd_allowance_is_refused_by_name(
+    allowance: timedelta, valid: bool
+) -> None:
+    if valid:
+        assert check_lateness_allowance("src-1", allowance) == allowance
+        return
+    with pytest.raises(InvalidSourceSetting) as caught:
+        check_lateness_allowance("src-1", allowance)
+    assert "'src-1'" in str(caught.value)
+    assert "lateness_allowance" in str(caught.value)
+    assert caught.value.error_name == "InvalidSourceSetting"
+
+
+@pytest.mark.parametrize(
+    ("after_end", "position"),
+    [
+        (timedelta(0), StampPosition.IN_WINDOW),
+        (-timedelta(days=3), StampPosition.IN_WINDOW),
+        (timedelta(microseconds=1), StampPosition.WAITING),
+        (CLOCK_SKEW_ALLOWANCE, StampPosition.WAITING),
+        (CLOCK_SKEW_ALLOWANCE + timedelta(microseconds=1), StampPosition.FUTURE),
+    ],
+)
+def test_a_stamp_past_the_end_waits_within_the_skew_and_is_future_beyond(
+    after_end: timedelta, position: StampPosition
+) -> None:
+    assert stamp_position(RUN_START, RUN_START + after_end) is position
+
+
+def test_landed_since_follows_the_cursor_minus_the_overlap_and_never_goes_back() -> None:
+    cursor = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
+    ten = timedelta(minutes=10)
+    assert landed_since_after(None, cursor, ten) == cursor - overlap(ten)
+    assert landed_since_after(None, None, ten) is None
+    later = cursor + timedelta(hours=1)
+    assert landed_since_after(later, cursor, ten) == later
 
 
 def test_normal_without_cursor_is_backdated() -> None:

@@ -11,7 +11,15 @@ import pytest
 
 from services.validation.logic import Run, Skip, SourceNotFound, SourceRow, decide
 from shared.connectors import UnsupportedSourceType
-from shared.flows import FlowType, InvalidFlowParams, Window, WindowField
+from shared.flows import (
+    DEFAULT_LATENESS_ALLOWANCE,
+    FlowType,
+    InvalidFlowParams,
+    InvalidSourceSetting,
+    Window,
+    WindowField,
+    overlap,
+)
 
 NOW = datetime(2026, 11, 22, 18, 41, 57, tzinfo=UTC)
 LEASE = timedelta(minutes=30)
@@ -122,12 +130,29 @@ def test_the_first_run_is_a_full_load_over_the_backdate_days() -> None:
 def test_a_later_normal_run_loads_from_the_cursor_and_keeps_the_params() -> None:
     # Given a source on its sixth run with Normal params and a cursor
     run = run_of(a_source(runtime_count=5))
-    # Then it loads (cursor, now] and writes no params back
+    # Then it loads (cursor - allowance - skew, now] and writes no params back
     assert run.runtime_count == 6
     assert run.params.flow_type is FlowType.NORMAL
-    assert run.window == Window(WindowField.LAST_MODIFIED, CURSOR, NOW, False)
+    start = CURSOR - overlap(DEFAULT_LATENESS_ALLOWANCE)
+    assert run.window == Window(WindowField.LAST_MODIFIED, start, NOW, False)
     assert run.params_to_write is None
 
 
 def test_the_lease_expires_one_lease_after_now() -> None:
     assert run_of(a_source()).lock_expires_at == NOW + LEASE
+
+
+def test_a_negative_lateness_allowance_fails_validation_by_name() -> None:
+    # Given a source whose allowance was set negative by hand
+    source = a_source(lateness_allowance=-timedelta(minutes=5))
+    # Then validation refuses it, naming the source and the column, before anything is locked
+    with pytest.raises(InvalidSourceSetting) as caught:
+        decide_for(source)
+    assert "'acme-listings'" in str(caught.value)
+    assert "public.source.lateness_allowance" in str(caught.value)
+
+
+def test_a_normal_window_never_starts_before_landed_since() -> None:
+    landed_since = CURSOR - timedelta(minutes=1)
+    run = run_of(a_source(landed_since=landed_since))
+    assert run.window.start == landed_since
