@@ -5,6 +5,10 @@ benchmarks, so it has to behave like a real vendor (filters, keyset pagination, 
 bump `last_modified`, the odd failure) while staying reproducible: every generated record is a
 pure function of (dataset name, index, anchor), where the anchor is "the present" for the data.
 
+On request it also misbehaves the way real sources do with time: an upsert's records may become
+visible only some seconds after their stamp (`visible_after_s`, like a long transaction stamped
+at its start), and a dataset's clock may run ahead of or behind the server's (`POST /admin/clock`).
+
 Memory stays small even for a million records: records are rendered on demand from their index,
 only a sorted array of packed (last_modified, index) keys plus an array of sold dates is kept per
 dataset, and upserted records live in a small overlay that shadows the generated ones.
@@ -56,6 +60,9 @@ TIMESTAMP_FILTERS = ("modified_after", "modified_until", "sold_from", "sold_unti
 QUERY_PARAMS = (*TIMESTAMP_FILTERS, "page_size", "page_token")
 TIMESTAMP_EXAMPLE = "an ISO-8601 timestamp such as 2024-05-01T12:00:00Z"
 MAX_BODY_BYTES = 64 * 1024 * 1024
+# Bounds of the time misbehaviour a test may ask for: a late commit, a dataset's clock offset.
+MAX_VISIBLE_AFTER_S = 86400
+MAX_CLOCK_OFFSET_S = 366 * 86400
 
 Record = dict[str, Any]
 
@@ -86,7 +93,10 @@ def parse_timestamp(value: str) -> datetime:
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # 9999-12-31T23:59:59-01:00 is past the last representable day
+        raise ValueError(f"{value!r} is out of range") from exc
 
 
 def floor_seconds(moment: datetime) -> int:
@@ -471,6 +481,12 @@ class Dataset:
         self._overlay: dict[str, _Upserted] = {}
         self._overlay_keys: list[tuple[int, str]] = []
         self._shadowed: set[int] = set()
+        # The dataset's clock runs this many seconds ahead of the server's (negative: behind).
+        self.clock_offset_s = 0
+        # Upserts not yet visible, by when they become visible (epoch seconds, dataset's clock);
+        # until then pages and counts serve the record's previous version, if any.
+        self._unpublished: list[tuple[int, int, str, _Upserted]] = []
+        self._upserts = 0
 
     def describe(self) -> dict[str, Any]:
         """The dataset's entry in `GET /datasets`."""
@@ -498,6 +514,18 @@ class Dataset:
     def warm(self) -> None:
         """Build the index now, so the first query of a big dataset does not wait seconds."""
         self._index()
+
+    def now_s(self, server_now: datetime) -> int:
+        """The dataset's clock in whole seconds, the precision of last_modified."""
+        return floor_seconds(server_now) + self.clock_offset_s
+
+    def publish(self, server_now: datetime) -> None:
+        """Make visible the upserts whose time has come, in the order they become visible."""
+        now = server_now.timestamp() + self.clock_offset_s
+        with self._lock:
+            while self._unpublished and self._unpublished[0][0] <= now:
+                _, _, rid, entry = heapq.heappop(self._unpublished)
+                self._store(rid, entry)
 
     def base_index(self, record_id_: str) -> int | None:
         """The generated index an id names, or None if it is not a generated record's id."""
@@ -611,8 +639,13 @@ class Dataset:
         index = self.base_index(record_id_)
         return None if index is None else render_record(self.name, index, self.anchor_s)
 
-    def upsert(self, given: Sequence[Record], now_s: int) -> list[Record]:
-        """Merge or insert records; all are validated before any is stored (all or nothing)."""
+    def upsert(self, given: Sequence[Record], now_s: int, visible_after_s: int = 0) -> list[Record]:
+        """Merge or insert records; all are validated before any is stored (all or nothing).
+
+        With `visible_after_s`, each record stays out of pages and counts until that many
+        seconds after its last_modified stamp (by the dataset's clock), as a partner's long
+        transaction, stamped when it began, is seen only when it commits.
+        """
         with self._lock:
             pending: dict[str, _Upserted] = {}
             for fields in given:
@@ -620,7 +653,12 @@ class Dataset:
                 base = pending[rid].record if rid in pending else self.current(rid)
                 pending[rid] = merge_record(base, fields, now_s)
             for rid, entry in pending.items():
-                self._store(rid, entry)
+                if visible_after_s:
+                    self._upserts += 1
+                    visible_at = entry.last_modified + visible_after_s
+                    heapq.heappush(self._unpublished, (visible_at, self._upserts, rid, entry))
+                else:
+                    self._store(rid, entry)
             return [entry.record for entry in pending.values()]
 
     def _store(self, rid: str, entry: _Upserted) -> None:
@@ -783,9 +821,11 @@ class VendorState:
                 self.datasets[name] = dataset
             return dataset
 
-    def now_s(self) -> int:
-        """The current time in whole seconds, the precision of last_modified."""
-        return floor_seconds(self.clock())
+    def readable(self, name: str) -> Dataset:
+        """The named dataset as a reader sees it now: upserts whose time has come are visible."""
+        dataset = self.get(name)
+        dataset.publish(self.clock())
+        return dataset
 
     def before_page(self, name: str) -> None:
         """Apply a dataset's fault before serving a page: delay, then maybe fail."""
@@ -951,10 +991,13 @@ class VendorHandler(BaseHTTPRequestHandler):
         if len(parts) == 3 and parts[0] == "datasets" and parts[2] == "count":
             _require_method(method, "GET")
             query, _ = parse_query(url.query)
-            return 200, {"count": state.get(parts[1]).count(query)}
+            return 200, {"count": state.readable(parts[1]).count(query)}
         if parts == ["admin", "faults"]:
             _require_method(method, "POST", "DELETE")
             return 200, _faults(state, method, body)
+        if parts == ["admin", "clock"]:
+            _require_method(method, "POST")
+            return 200, _clock(state, body)
         raise HttpError(404, f"no endpoint at {url.path}; see GET /health, /datasets")
 
 
@@ -966,7 +1009,7 @@ def _require_method(method: str, *allowed: str) -> None:
 
 def _get_records(state: VendorState, name: str, query_string: str) -> dict[str, Any]:
     """`GET /datasets/{name}/records`: one filtered page, subject to injected faults."""
-    dataset = state.get(name)
+    dataset = state.readable(name)
     query, page_size = parse_query(query_string)
     state.before_page(name)
     records, token = dataset.page(query, page_size)
@@ -975,11 +1018,15 @@ def _get_records(state: VendorState, name: str, query_string: str) -> dict[str, 
 
 
 def _post_records(state: VendorState, name: str, body: Any) -> dict[str, Any]:
-    """`POST /datasets/{name}/records`: upsert a batch, creating the dataset if needed."""
+    """`POST /datasets/{name}/records`: upsert a batch, creating the dataset if needed; the
+    records are stamped by the dataset's clock unless they carry last_modified, and with
+    `"visible_after_s": N` they become visible only N seconds after their stamp."""
     records = body.get("records") if isinstance(body, dict) else None
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise HttpError(400, 'body must be {"records": [ {"id": ..., ...}, ... ]}')
-    stored = state.get_or_create(name).upsert(records, state.now_s())
+    visible_after_s = _int_field(body, "visible_after_s", 0, 0, MAX_VISIBLE_AFTER_S)
+    dataset = state.get_or_create(name)
+    stored = dataset.upsert(records, dataset.now_s(state.clock()), visible_after_s)
     return {"upserted": len(stored), "records": stored}
 
 
@@ -998,6 +1045,20 @@ def _faults(state: VendorState, method: str, body: Any) -> dict[str, Any]:
     with state.lock:
         state.faults[name] = fault
         return {"faults": {n: f.describe() for n, f in state.faults.items()}}
+
+
+def _clock(state: VendorState, body: Any) -> dict[str, Any]:
+    """`POST /admin/clock`: set how far one dataset's clock runs ahead of the server's
+    (`offset_s`, negative: behind); it stamps that dataset's upserts from then on."""
+    name = body.get("dataset") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not name:
+        raise HttpError(400, 'body must be {"dataset": name, "offset_s": seconds}')
+    offset = _int_field(body, "offset_s", 0, -MAX_CLOCK_OFFSET_S, MAX_CLOCK_OFFSET_S)
+    dataset = state.get(name)
+    with state.lock:
+        dataset.clock_offset_s = offset
+        now_s = dataset.now_s(state.clock())
+    return {"dataset": name, "offset_s": offset, "now": format_timestamp(now_s)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -351,6 +351,129 @@ def test_given_fault_with_zero_records_and_delay_then_fails_immediately_after_de
     assert status == 400 and "fail_status=200" in body["error"]
 
 
+# --- time: late visibility, a dataset's clock, far-future stamps ---------------------------
+
+
+class Clock:
+    """The server's clock, moved by the test."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock(vendor: Vendor, monkeypatch: pytest.MonkeyPatch) -> Clock:
+    the_clock = Clock(LATER)
+    monkeypatch.setattr(vendor.server.state, "clock", the_clock)
+    return the_clock
+
+
+def visible_upsert(
+    vendor: Vendor, dataset: str, visible_after_s: int, *records: dict[str, Any]
+) -> list[dict[str, Any]]:
+    status, body = vendor.call(
+        "POST",
+        f"/datasets/{dataset}/records",
+        {"records": records, "visible_after_s": visible_after_s},
+    )
+    assert status == 200, body
+    return list(body["records"])
+
+
+def test_given_visible_after_s_then_records_are_served_that_long_after_their_stamp(
+    vendor: Vendor, clock: Clock
+) -> None:
+    # Given a record upserted at 15:00:00.7, stamped 15:00:00, visible 5 s after its stamp
+    clock.now = LATER + timedelta(seconds=0.7)
+    [late] = visible_upsert(vendor, "small", 5, {"id": "late-1", "price": 1})
+    assert late["last_modified"] == "2025-06-01T15:00:00Z"
+    recent = {"modified_after": "2025-06-01T12:00:00Z"}
+
+    # Then pages and counts leave it out until 15:00:05, and serve it from then on
+    clock.now = LATER + timedelta(seconds=4.9)
+    assert vendor.all_records("small", **recent) == [] and vendor.count("small") == 300
+    clock.now = LATER + timedelta(seconds=5)
+    assert vendor.all_records("small", **recent) == [late] and vendor.count("small") == 301
+
+
+def test_given_a_late_update_then_the_previous_version_is_served_until_it_is_visible(
+    vendor: Vendor, clock: Clock
+) -> None:
+    old = vendor.all_records("small")[0]
+    [new] = visible_upsert(vendor, "small", 2, {"id": old["id"], "price": 7})
+    assert vendor.all_records("small")[0] == old
+    clock.now = LATER + timedelta(seconds=2)
+    everything = vendor.all_records("small")
+    assert old not in everything and everything[-1] == new and len(everything) == 300
+
+
+def test_given_a_stamp_long_past_and_visible_after_s_then_it_is_visible_at_once(
+    vendor: Vendor, clock: Clock
+) -> None:
+    # Given a record its writer stamped 10 s ago, visible 5 s after that stamp
+    stamp = format_timestamp(floor_seconds(LATER) - 10)
+    [record] = visible_upsert(vendor, "empty", 5, {"id": "e-1", "last_modified": stamp})
+    # Then it is already served
+    assert vendor.all_records("empty") == [record]
+
+
+@pytest.mark.parametrize("offset_s", [-30, 30])
+def test_given_a_clock_offset_then_the_dataset_stamps_by_its_own_clock(
+    vendor: Vendor, clock: Clock, offset_s: int
+) -> None:
+    status, body = vendor.call("POST", "/admin/clock", {"dataset": "empty", "offset_s": offset_s})
+    expected = format_timestamp(floor_seconds(LATER) + offset_s)
+    assert status == 200 and body == {"dataset": "empty", "offset_s": offset_s, "now": expected}
+    # Then the vendor stamps the dataset's upserts by its clock, and only that dataset's
+    assert vendor.upsert("empty", {"id": "e-1"})["records"][0]["last_modified"] == expected
+    other = vendor.upsert("other", {"id": "o-1"})["records"][0]
+    assert other["last_modified"] == "2025-06-01T15:00:00Z"
+    # And a late record is visible N seconds after its stamp by that same clock
+    [late] = visible_upsert(vendor, "empty", 3, {"id": "e-2"})
+    assert late["last_modified"] == expected
+    clock.now = LATER + timedelta(seconds=2.5)
+    assert [r["id"] for r in vendor.all_records("empty")] == ["e-1"]
+    clock.now = LATER + timedelta(seconds=3)
+    assert [r["id"] for r in vendor.all_records("empty")] == ["e-1", "e-2"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "expected"),
+    [
+        ("/admin/clock", {"dataset": "nope", "offset_s": 1}, 404, "'nope'"),
+        ("/admin/clock", {"dataset": "small", "offset_s": 1.5}, 400, "offset_s=1.5"),
+        ("/admin/clock", {"dataset": "small", "offset_s": 10**9}, 400, "offset_s=1000000000"),
+        ("/admin/clock", {"offset_s": 1}, 400, '"dataset": name'),
+        ("/datasets/small/records", {"records": [], "visible_after_s": -1}, 400, "-1"),
+        ("/datasets/small/records", {"records": [], "visible_after_s": "5"}, 400, "'5'"),
+    ],
+)
+def test_bad_time_settings_are_4xx_naming_the_field(
+    vendor: Vendor, path: str, body: dict[str, Any], status: int, expected: str
+) -> None:
+    answered, answer = vendor.call("POST", path, body)
+    assert answered == status and expected in answer["error"], answer
+
+
+def test_a_record_stamped_9999_12_31_is_accepted_and_served_last(vendor: Vendor) -> None:
+    last_second = "9999-12-31T23:59:59Z"
+    [record] = vendor.upsert("small", {"id": "far-1", "last_modified": last_second})["records"]
+    assert record["last_modified"] == last_second
+    assert vendor.all_records("small", page_size=299)[-1] == record
+    assert vendor.all_records("small", modified_after="9999-12-31T23:59:58Z") == [record]
+    assert vendor.count("small", modified_after="2025-06-01T12:00:00Z") == 1
+    # A stamp past the last representable instant is a 400, not an internal error
+    status, body = vendor.call(
+        "POST",
+        "/datasets/small/records",
+        {"records": [{"id": "far-2", "last_modified": "9999-12-31T23:59:59-01:00"}]},
+    )
+    assert status == 400 and "last_modified='9999-12-31T23:59:59-01:00'" in body["error"]
+
+
 # --- the command line ----------------------------------------------------------------------
 
 
