@@ -271,6 +271,10 @@ RUN_COLUMNS = [
     "window_start",
     "window_end",
     "records",
+    # What the overlap found: versions landed late, met again and skipped, stamped in the future
+    "late_records",
+    "duplicates_skipped",
+    "future_records",
     "duration_seconds",
     "failed_step",
     "error",

@@ -198,7 +198,8 @@ def runs_list(
         cur.execute(
             """
             SELECT execution_name, source_id, flow_type, status, window_field, window_start,
-                   window_end, records, bytes, respecs_rows, started_at, finished_at,
+                   window_end, lateness_allowance, records, late_records, duplicates_skipped,
+                   future_records, bytes, respecs_rows, started_at, finished_at,
                    EXTRACT(EPOCH FROM finished_at - started_at) AS duration_seconds,
                    failed_step, error, error_detail, execution_arn
               FROM public.source_run

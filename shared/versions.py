@@ -29,6 +29,9 @@ from shared.timefmt import isoformat
 
 # A run counts every future-dated version, and describes the first few in its manifest.
 FUTURE_EXAMPLES = 5
+# What a run counts of the versions it met, by these names in the ledger, the download and
+# unlocking results, the manifest and the Run Succeeded event.
+VERSION_COUNTS = ("late_records", "duplicates_skipped", "future_records")
 _DIGEST_BYTES = 16
 
 
@@ -139,3 +142,15 @@ class VersionFilter:
         horizon = self.newest - self.overlap
         while self._recent_by_stamp and self._recent_by_stamp[0][0] <= horizon:
             del self._recent[heapq.heappop(self._recent_by_stamp)]
+
+
+def landing_warnings(future_records: int) -> list[str]:
+    """What an operator should hear about a run that succeeded: records the cursor did not
+    follow because their stamps are in the future (a source's clock or data is wrong)."""
+    if not future_records:
+        return []
+    return [
+        f"{future_records} record(s) stamped after the window's end plus the clock-skew "
+        "allowance: landed once, not followed by the cursor; the manifest describes the first "
+        "few — check the source's clock or data"
+    ]

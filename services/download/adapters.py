@@ -21,7 +21,7 @@ from psycopg2.extras import execute_values
 from shared.db import fetch_one
 from shared.errors import TransientError
 from shared.timefmt import isoformat
-from shared.versions import Version
+from shared.versions import VERSION_COUNTS, Version
 
 
 @dataclass(frozen=True)
@@ -157,9 +157,6 @@ def result_fields(run: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
-VERSION_COUNTS = ("late_records", "duplicates_skipped", "future_records")
-
-
 def landed_versions(cur: Any, source_id: str, after: datetime) -> set[Version]:
     """The versions that succeeded runs of the source landed, stamped after `after`."""
     cur.execute(
@@ -170,7 +167,7 @@ def landed_versions(cur: Any, source_id: str, after: datetime) -> set[Version]:
         """,
         (source_id, after),
     )
-    return {(stamp, bytes(digest)) for stamp, digest in cur.fetchall()}
+    return {(row["last_modified"], bytes(row["key_digest"])) for row in cur.fetchall()}
 
 
 def record_landed(

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from services.download import adapters
 from services.download.adapters import WrittenObject
-from shared.connectors import Connector
+from shared.connectors import Connector, InvalidConnection
 from shared.db import Database
 from shared.errors import DuplicateDelivery, LockLost, PermanentError, TransientError
 from shared.flows import (
@@ -88,6 +88,7 @@ class _Progress:
     versions: VersionFilter | None  # None: a sold window, whose stamps the cursor ignores
     objects: list[WrittenObject] = field(default_factory=list)
     read: int = 0
+    without_key: int = 0
 
     def track(self, records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for record in records:
@@ -108,6 +109,7 @@ class _Progress:
         try:
             digest = key_digest(record, self.connector.key_field)
         except MissingKey as exc:
+            self.without_key += 1
             malformed.add(f"record {self.read}", str(exc))
             return False
         return self.versions.admit(stamp, digest)
@@ -229,6 +231,12 @@ def _download_claimed(
         progress.objects.append(sink.write_part(key, part))
         heartbeat.progress.bytes += progress.objects[-1].bytes
 
+    if progress.read and progress.without_key == progress.read:
+        raise InvalidConnection(
+            f"source {source_id!r}: none of its {progress.read} records has the field "
+            f"{connector.key_field!r} that identifies a record; fix the connection's key "
+            "setting (key_field, or key_column for a table)"
+        )
     malformed = connector.malformed
     if malformed.count:
         logger.warning(

@@ -12,6 +12,7 @@ import psycopg2.errors
 from shared.db import fetch_one
 from shared.errors import PermanentError
 from shared.timefmt import isoformat
+from shared.versions import VERSION_COUNTS, landing_warnings
 
 
 def lock_run_row(cur: Any, execution_arn: str) -> dict[str, Any] | None:
@@ -158,7 +159,7 @@ def result_fields(run: Mapping[str, Any], *, lock_released: bool) -> dict[str, A
     def stamp(value: datetime | None) -> str | None:
         return isoformat(value) if value else None
 
-    return {
+    fields = {
         "source_id": run["source_id"],
         "execution_arn": run["execution_arn"],
         "status": run["status"],
@@ -168,3 +169,8 @@ def result_fields(run: Mapping[str, Any], *, lock_released: bool) -> dict[str, A
         "flow_type": run["flow_type"],
         "error_detail": run["error_detail"] if run["status"] in ("failed", "cancelled") else None,
     }
+    if run["status"] == "succeeded":
+        # For the Run Succeeded event, which the state machine builds from this result.
+        fields.update({count: run[count] or 0 for count in VERSION_COUNTS})
+        fields["warnings"] = landing_warnings(run["future_records"] or 0)
+    return fields

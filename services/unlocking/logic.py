@@ -21,6 +21,7 @@ from shared.flows import (
     moves_cursor,
 )
 from shared.ledger import OPEN_RUN_STATUSES
+from shared.observability import logger
 from shared.respecs import check_respecs_query
 from shared.settings import RespecsSettings
 
@@ -104,6 +105,11 @@ def _unlock(
             run["lateness_allowance"] or DEFAULT_LATENESS_ALLOWANCE,
         )
         adapters.keep_landed_since(cur, source_id, landed_since)
+    if succeeded["future_records"]:
+        logger.warning(
+            "run succeeded with records stamped in the future",
+            extra={"future_records": succeeded["future_records"], "source_id": source_id},
+        )
     adapters.release_lock(cur, source_id, execution_arn)
     return (
         adapters.result_fields(succeeded, lock_released=True),

@@ -21,6 +21,9 @@ class RunEnded:
     records: int | None
     bytes: int | None
     duration_seconds: float
+    late_records: int | None = None
+    duplicates_skipped: int | None = None
+    future_records: int | None = None
 
     @classmethod
     def of(cls, run: Mapping[str, Any], source_type: str | None) -> RunEnded:
@@ -33,6 +36,9 @@ class RunEnded:
             records=run["records"],
             bytes=run["bytes"],
             duration_seconds=(run["finished_at"] - run["started_at"]).total_seconds(),
+            late_records=run["late_records"],
+            duplicates_skipped=run["duplicates_skipped"],
+            future_records=run["future_records"],
         )
 
 
@@ -45,6 +51,12 @@ def publish_run_metrics(run: RunEnded) -> None:
             line.add_metric(name="RunsSucceeded", unit=MetricUnit.Count, value=1)
             line.add_metric(name="RunRecords", unit=MetricUnit.Count, value=run.records or 0)
             line.add_metric(name="RunBytes", unit=MetricUnit.Bytes, value=run.bytes or 0)
+            # Late records caught say how much the allowance is needed; future-dated ones, that
+            # a source's clock or data is wrong (alarm on it).
+            line.add_metric(name="LateRecords", unit=MetricUnit.Count, value=run.late_records or 0)
+            line.add_metric(
+                name="FutureRecords", unit=MetricUnit.Count, value=run.future_records or 0
+            )
         else:
             line.add_metric(name="RunsFailed", unit=MetricUnit.Count, value=1)
             # Searchable in the log line, without multiplying the metric by step.

@@ -515,7 +515,8 @@ def test_the_heartbeat_renews_the_lease_and_stops_a_download_whose_lock_was_take
 def test_duplicate_unlock_success_moves_the_cursor_and_releases_the_lock_once(
     db: Database, make_source: MakeSource, new_execution: NewExecution, sink: FakeSink
 ) -> None:
-    # Given a downloaded run whose newest record is three days after the cursor
+    # Given a downloaded run whose newest record is three days after the cursor, and one
+    # stamped at the cursor (late: only the overlap found it)
     source_id = make_source(runtime_count=1, cursor=CURSOR)
     execution = new_execution(source_id)
     newest = CURSOR + timedelta(days=3)
@@ -538,6 +539,10 @@ def test_duplicate_unlock_success_moves_the_cursor_and_releases_the_lock_once(
         "cursor_after": isoformat(newest),
         "flow_type": "normal",
         "error_detail": None,
+        "late_records": 1,
+        "duplicates_skipped": 0,
+        "future_records": 0,
+        "warnings": [],
     }
     source = get_source(db, source_id)
     assert source is not None

@@ -57,7 +57,8 @@ class FakeS3:
     def list_objects_v2(self, *, Bucket: str, Prefix: str, MaxKeys: int) -> dict[str, Any]:
         if self.failure is not None:
             raise self.failure
-        return {"KeyCount": min(MaxKeys, len(self.objects))}
+        keys = sorted(key for key in self.objects if key.startswith(Prefix))[:MaxKeys]
+        return {"KeyCount": len(keys), "Contents": [{"Key": key} for key in keys]}
 
     def get_paginator(self, operation: str) -> FakeS3:
         assert operation == "list_objects_v2"
@@ -276,6 +277,23 @@ def test_check_lists_at_most_one_key_and_reads_nothing() -> None:
     s3.put("d.jsonl", jsonl(row(1, START)))
     a_connector(s3).check()
     assert s3.read == []
+
+
+def test_check_reads_the_first_row_of_a_drop_for_its_key_field() -> None:
+    s3 = FakeS3()
+    s3.put("d.jsonl", jsonl(row(1, START), row(2, START)))
+    a_connector(s3, key_field="id").check()
+    assert s3.read == ["d.jsonl"]
+
+
+def test_a_key_field_the_records_lack_fails_the_check_by_name() -> None:
+    s3 = FakeS3()
+    s3.put("d.jsonl", jsonl(row(1, START)))
+    with pytest.raises(InvalidConnection) as caught:
+        a_connector(s3, key_field="listing_id").check()
+    assert "'partner-drops'" in str(caught.value)
+    assert "connection.key_field = 'listing_id'" in str(caught.value)
+    assert "d.jsonl line 1" in str(caught.value)
 
 
 @pytest.mark.parametrize(

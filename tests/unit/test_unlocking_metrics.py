@@ -22,6 +22,9 @@ def ended_run(**changes: Any) -> dict[str, Any]:
         "bytes": 34_567,
         "started_at": STARTED,
         "finished_at": STARTED + timedelta(seconds=42.5),
+        "late_records": 7,
+        "duplicates_skipped": 300,
+        "future_records": 1,
         **changes,
     }
 
@@ -45,6 +48,7 @@ def test_a_succeeded_run_reports_its_records_bytes_and_duration(metrics_lines: A
         [34567.0],
         [42.5],
     )
+    assert (line["LateRecords"], line["FutureRecords"]) == ([7.0], [1.0])
     [definition] = line["_aws"]["CloudWatchMetrics"]
     assert set(definition["Dimensions"][0]) == {"flow_type", "source_type", "service"}
     assert "RunsFailed" not in line
