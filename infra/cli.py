@@ -281,6 +281,13 @@ RUN_COLUMNS = [
 ]
 
 
+_since_option = click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    help="Only runs started since (UTC unless a zone is given).",
+)
+
+
 @main.command()
 @click.argument("source_id")
 @click.option("--wait", is_flag=True, help="Follow the run live; exit 1 if it fails.")
@@ -385,11 +392,7 @@ def reject(run_name: str, reason: str, state_dir: Path) -> None:
     type=click.Choice(["running", "downloaded", "succeeded", "failed", "skipped", "cancelled"]),
     help="Only runs with this status.",
 )
-@click.option(
-    "--since",
-    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
-    help="Only runs started since (UTC unless a zone is given).",
-)
+@_since_option
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @_json_option
 @_state_dir_option
@@ -409,6 +412,58 @@ def runs(
             db, source_id=source_id, status=status, since=_utc(since), limit=limit
         )
     _print_rows(rows, as_json, "runs", RUN_COLUMNS)
+
+
+AUDIT_COLUMNS = [
+    "execution_name",
+    "flow_type",
+    "window_start",
+    "window_end",
+    "lateness_allowance",
+    "records",
+    "late_records",
+    "duplicates_skipped",
+    "future_records",
+    "status",
+]
+
+
+@main.command()
+@click.argument("source_id")
+@_since_option
+@_json_option
+@_state_dir_option
+def audit(source_id: str, since: datetime | None, as_json: bool, state_dir: Path) -> None:
+    """Show from the ledger that SOURCE_ID's successful windows, each reaching back its
+    lateness allowance, cover time from its first run (or --since) to its cursor; name each
+    gap with the runs on either side and its cause. Exit 1 when there is a gap."""
+    from dataclasses import asdict
+
+    from infra import operator
+    from shared.timefmt import isoformat
+
+    since = _utc(since)
+    with _database(state_dir) as (_, db):
+        audited = operator.audit(db, source_id, since=since)
+    if as_json:
+        click.echo(json.dumps(audited.as_json(), indent=2))
+    elif not audited.runs:
+        since_text = f" since {isoformat(since)}" if since else ""
+        click.echo(f"{source_id} has no succeeded runs to audit{since_text}")
+    else:
+        _print_rows([asdict(run) for run in audited.runs], False, "runs", AUDIT_COLUMNS)
+        if audited.gaps:
+            gaps = [{**asdict(gap), "causes": "\n".join(gap.causes)} for gap in audited.gaps]
+            _print_rows(gaps, False, "gaps", ["start", "end", "before", "after", "causes"])
+        else:
+            first, last = audited.runs[0], audited.runs[-1]
+            cursor = isoformat(audited.cursor) if audited.cursor else "none"
+            click.echo(
+                f"no gap: the windows of {len(audited.runs)} runs cover "
+                f"{isoformat(first.start)} to {isoformat(last.end)}; cursor {cursor}"
+            )
+    if audited.gaps:
+        sys.exit(1)
 
 
 @main.command()

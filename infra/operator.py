@@ -16,6 +16,8 @@ from typing import Any
 
 from infra.approvals import STEP as APPROVE_STEP
 from infra.approvals import cancel_waiting
+from infra.audit import LEDGER_COLUMNS, Audit, LedgerRun
+from infra.audit import audit as audit_ledger
 from infra.resources import SERVICES, Names
 from infra.sources import get_run, get_source
 from shared.db import Database
@@ -362,6 +364,35 @@ def _outcome(described: Mapping[str, Any], run: Mapping[str, Any] | None) -> str
     error = (run or {}).get("error") or described.get("error")
     detail = (run or {}).get("error_detail") or described.get("cause") or ""
     return f"{error} in {(run or {}).get('failed_step')}: {detail}".strip()
+
+
+# -- audit ------------------------------------------------------------------------------------
+
+
+def audit(db: Database, source_id: str, *, since: datetime | None = None) -> Audit:
+    """Whether the source's successful windows cover time with no gap (infra.audit)."""
+    # The source first, then its ledger: a run that ends in between is then audited with a
+    # cursor from before it moved, which it covers, rather than the other way round.
+    source = get_source(db, source_id)
+    if source is None:
+        raise _unknown_source(source_id)
+    with db.transaction() as cur:
+        cur.execute(
+            f"""
+            SELECT {", ".join(LEDGER_COLUMNS)} FROM public.source_run
+             WHERE source_id = %(source)s
+               AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)
+            """,
+            {"source": source_id, "since": since},
+        )
+        ledger = [LedgerRun.from_row(row) for row in cur.fetchall()]
+    return audit_ledger(
+        source_id,
+        ledger,
+        cursor=source["last_modified_date"],
+        lateness_allowance=source["lateness_allowance"],
+        since=since,
+    )
 
 
 # -- status -----------------------------------------------------------------------------------
