@@ -281,10 +281,22 @@ RUN_COLUMNS = [
 ]
 
 
+class _IsoTime(click.ParamType):
+    """An ISO-8601 date or time (`2026-11-01`, `2026-11-01T06:00:00.5Z`, `…+01:00`)."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO-8601 date or time, e.g. 2026-11-01T06:00:00Z")
+
+
 _since_option = click.option(
-    "--since",
-    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
-    help="Only runs started since (UTC unless a zone is given).",
+    "--since", type=_IsoTime(), help="Only runs started since (ISO-8601; UTC without a zone)."
 )
 
 

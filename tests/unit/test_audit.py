@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 from infra.audit import LISTED_RUNS, Audit, Gap, LedgerRun, audit
 from shared.flows import (
@@ -126,7 +127,7 @@ def test_back_to_back_normal_runs_after_a_full_load_cover_time_with_no_gap() -> 
     ]
     assert audited.runs[0].flow_type == "full_load"
     # (each Normal window reaches back the overlap before the previous window's end)
-    for previous, current in zip(audited.runs, audited.runs[1:], strict=False):
+    for previous, current in pairwise(audited.runs):
         assert current.window_start is not None and previous.window_end is not None
         assert current.window_start <= previous.window_end - OVERLAP
 
