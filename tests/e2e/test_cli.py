@@ -8,14 +8,17 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
+from shared.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
 from shared.respecs import InvalidRespecsQuery, check_respecs_query, parse_allowed_tables
-from tests.e2e.conftest import Harness
+from tests.e2e.conftest import Harness, listing
 
 DAY = timedelta(days=1)
+MINUTE = timedelta(minutes=1)
 
 
 def ok(harness: Harness, *args: str) -> str:
@@ -191,3 +194,41 @@ def test_run_wait_shows_the_download_progress_from_heartbeats(harness: Harness) 
     progress = [line for line in out.splitlines() if "records," in line and "so far" in line]
     assert progress, out
     assert "8 records" in out.splitlines()[-1]
+
+
+def test_audit_finds_the_windows_of_real_normal_runs_whole(harness: Harness) -> None:
+    # Given a vendor source that has run before, and three Normal runs with fresh records
+    # stamped before each of them
+    now = datetime.now(UTC)
+    dataset = harness.new_dataset([DAY, DAY / 2], now=now)
+    source_id = harness.new_source(dataset, runtime_count=3, cursor=now - 2 * DAY)
+    results = []
+    for index in range(2, 5):
+        harness.vendor.put(dataset, [listing(dataset, index, datetime.now(UTC) - MINUTE)])
+        results.append(harness.run(source_id))
+    assert [result.status for result in results] == ["SUCCEEDED"] * 3
+
+    # When the operator audits it
+    completed = harness.sourceflow("audit", source_id, "--json")
+
+    # Then the windows are whole, each reaching back the allowance before the one before
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    audited = json.loads(completed.stdout)
+    assert (audited["source_id"], audited["gaps"]) == (source_id, [])
+    runs = audited["runs"]
+    assert [run["execution_name"] for run in runs] == [
+        result.execution_arn.rsplit(":", 1)[1] for result in results
+    ]
+    assert {run["flow_type"] for run in runs} == {"normal"}
+    assert [run["records"] for run in runs] == [3, 1, 1]
+    # (each window re-read the versions the runs before it landed in its overlap, and skipped
+    # them)
+    assert [run["duplicates_skipped"] for run in runs] == [0, 1, 2]
+    overlap_seconds = overlap(DEFAULT_LATENESS_ALLOWANCE).total_seconds()
+    for previous, current in pairwise(runs):
+        reach = datetime.fromisoformat(previous["window_end"]) - datetime.fromisoformat(
+            current["window_start"]
+        )
+        assert reach.total_seconds() >= overlap_seconds
+    assert audited["cursor"] == runs[-1]["cursor_after"]
+    assert "no gap: the windows of 3 runs cover" in ok(harness, "audit", source_id)
