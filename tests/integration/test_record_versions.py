@@ -15,7 +15,13 @@ import pytest
 from services.unlocking.logic import unlock_run
 from shared.connectors import InvalidConnection
 from shared.db import Database, fetch_one
-from shared.flows import CLOCK_SKEW_ALLOWANCE, DEFAULT_LATENESS_ALLOWANCE, Window, overlap
+from shared.flows import (
+    CLOCK_SKEW_ALLOWANCE,
+    DEFAULT_LATENESS_ALLOWANCE,
+    InvalidSourceSetting,
+    Window,
+    overlap,
+)
 from shared.timefmt import parse_iso
 from tests.integration.conftest import (
     RESPECS,
@@ -254,3 +260,23 @@ def test_a_key_field_that_no_record_has_fails_the_download_by_name(
     row = run_row(db, execution.arn)
     assert row is not None
     assert (row["status"], row["records"]) == ("running", None)
+
+
+def test_a_negative_allowance_fails_validation_by_name_and_changes_nothing(
+    db: Database, make_source: MakeSource, new_execution: NewExecution
+) -> None:
+    source_id = make_source(runtime_count=3, cursor=datetime.now(UTC) - timedelta(hours=1))
+    with db.transaction() as cur:
+        cur.execute(
+            "UPDATE public.source SET lateness_allowance = interval '-5 minutes'"
+            " WHERE source_id = %s",
+            (source_id,),
+        )
+    before = get_source(db, source_id)
+
+    with pytest.raises(InvalidSourceSetting) as caught:
+        validate(db, new_execution(source_id))
+
+    assert f"source {source_id!r}" in str(caught.value)
+    assert "public.source.lateness_allowance" in str(caught.value)
+    assert get_source(db, source_id) == before  # not counted, not locked
