@@ -4,6 +4,15 @@ It long-polls the service's queue, hands each batch to the service's `lambda_han
 real SQS event, and deletes only the records the handler did not report in
 `batchItemFailures` (a handler that raises fails the whole batch, as on Lambda).
 Run as `python -m infra.local.worker SERVICE`; configuration comes from the environment.
+
+A fault point for tests, on the embedded stack only: `SOURCEFLOW_FAULT=SERVICE:after-commit:PATH`
+makes the worker of SERVICE die (`os._exit`, as a crashed container would) the moment the
+service calls SendTaskSuccess, once its work has committed and before its outcome reaches the
+state machine. It fires once in all: the first worker to get there creates the file PATH and
+dies; the others, and every later delivery, find PATH and carry on. An empty value, or another
+service's name, sets no fault. The worker hooks the Step Functions client that the service's
+task callbacks use (`shared.aws.client`, one per process); the Lambda handlers, and so the
+cloud, have no such point.
 """
 
 from __future__ import annotations
@@ -19,12 +28,17 @@ from typing import Any
 import boto3
 
 from infra.local.lambda_event import LocalLambdaContext, sqs_event
+from shared import aws
 
 log = logging.getLogger("sourceflow.worker")
+# The one fault point a test may set (see the module's docstring), and its exit status.
+AFTER_COMMIT = "after-commit"
+FAULT_EXIT_STATUS = 70
 
 
 def run_worker(service: str, queue_url: str, batch_size: int, timeout_seconds: int) -> None:
     handler = importlib.import_module(f"services.{service}.handler").lambda_handler
+    _arm_fault(service, os.environ.get("SOURCEFLOW_FAULT", ""))
     sqs = boto3.client("sqs")
     region = sqs.meta.region_name
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
@@ -71,6 +85,32 @@ def _invoke(
     ]
     if done:
         sqs.delete_message_batch(QueueUrl=queue_url, Entries=done)
+
+
+def _arm_fault(service: str, fault: str) -> None:
+    """Die once, at SendTaskSuccess, when `fault` names this service's after-commit point."""
+    if not fault:
+        return
+    named, _, rest = fault.partition(":")
+    point, _, marker = rest.partition(":")
+    if point != AFTER_COMMIT or not marker:
+        raise ValueError(f"SOURCEFLOW_FAULT={fault!r}: expected SERVICE:{AFTER_COMMIT}:PATH")
+    if named != service:
+        return
+
+    def die_once(**_: Any) -> None:
+        try:
+            fired = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return  # another worker, or an earlier delivery, died here already
+        os.write(fired, f"{os.getpid()}\n".encode())
+        os.close(fired)
+        log.warning("fault %s: %s worker dies before SendTaskSuccess", point, service)
+        logging.shutdown()
+        os._exit(FAULT_EXIT_STATUS)
+
+    aws.client("stepfunctions").meta.events.register("before-call.sfn.SendTaskSuccess", die_once)
+    log.warning("fault armed: %s dies once at %s (%s)", service, point, marker)
 
 
 def main() -> None:
