@@ -20,11 +20,31 @@ from infra.resources import (
 from shared.events import EVENT_SOURCE
 
 _LOCAL_ROLE_ARN = "arn:aws:iam::123456789012:role/sourceflow-local-state-machine"
-# How long a received message stays hidden before SQS hands it out again. A download keeps its
-# message hidden with every heartbeat (see services/download), so its queue's value only
-# covers the moments before the first one.
-VISIBILITY_TIMEOUT_SECONDS = {"validation": 60, "download": 60, "unlocking": 60, "scheduler": 120}
 BATCH_SIZE = {"validation": 10, "download": 1, "unlocking": 10, "scheduler": 10}
+
+
+def visibility_timeouts(timeouts: Timeouts) -> dict[str, int]:
+    """How long a received message stays hidden before SQS hands it out again, per service.
+    Validation's and unlocking's come from the run's timeouts: shorter than their tasks', so that
+    a delivery that died after its commit is handed out again while its task still waits. A
+    download keeps its message hidden with every heartbeat (see services/download), so its
+    queue's value only covers the moments before the first one."""
+    return {
+        "validation": timeouts.validation_visibility_seconds,
+        "download": 60,
+        "unlocking": timeouts.unlocking_visibility_seconds,
+        "scheduler": 120,
+    }
+
+
+def function_timeouts(timeouts: Timeouts) -> dict[str, int]:
+    """The timeout each service's workers give their Lambda context; nothing cuts a local
+    delivery off at it."""
+    return {
+        **visibility_timeouts(timeouts),
+        "validation": timeouts.validation_function_seconds,
+        "unlocking": timeouts.unlocking_function_seconds,
+    }
 
 
 @dataclass(frozen=True)
@@ -41,6 +61,7 @@ class Provisioned:
 def provision(clients: Any, names: Names, timeouts: Timeouts) -> Provisioned:
     sqs, s3, events, sfn, sns = clients.sqs, clients.s3, clients.events, clients.sfn, clients.sns
     queue_urls, dlq_urls = {}, {}
+    visibility = visibility_timeouts(timeouts)
     for service in SERVICES:
         dlq_urls[service] = sqs.create_queue(
             QueueName=names.dlq(service), Attributes={"MessageRetentionPeriod": "1209600"}
@@ -48,7 +69,7 @@ def provision(clients: Any, names: Names, timeouts: Timeouts) -> Provisioned:
         queue_urls[service] = sqs.create_queue(
             QueueName=names.queue(service),
             Attributes={
-                "VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECONDS[service]),
+                "VisibilityTimeout": str(visibility[service]),
                 "RedrivePolicy": json.dumps(
                     {
                         "deadLetterTargetArn": _queue_arn(sqs, dlq_urls[service]),

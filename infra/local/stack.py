@@ -26,7 +26,7 @@ import requests
 from infra.local import vendor
 from infra.local.partner import PartnerSources, create_partner_sources
 from infra.local.pg import transaction
-from infra.local.provision import BATCH_SIZE, VISIBILITY_TIMEOUT_SECONDS, Provisioned, provision
+from infra.local.provision import BATCH_SIZE, Provisioned, function_timeouts, provision
 from infra.local.roles import create_service_roles
 from infra.local.ticker import Ticker
 from infra.migrate import apply_migrations
@@ -36,17 +36,25 @@ REGION = "us-east-1"
 # The emulator accepts any credentials; these keep boto3 from looking for real ones.
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 LOCAL_TIMEOUTS = Timeouts(
-    validate_seconds=60,
+    validate_seconds=120,
     download_seconds=600,
     # Counted from when the Download task sends its message, so it includes the wait in the
     # queue before a worker picks it up and heartbeats: with many sources due at once and two
     # workers, that wait passed 30 s (make bench, 200 sources). As in the cloud, then.
     download_heartbeat_seconds=120,
-    unlock_seconds=60,
+    unlock_seconds=120,
     max_receive_count=4,
     retry_backoff_seconds=0.5,
     heartbeat_interval_seconds=2.0,
     lock_lease_seconds=300,
+    # A worker runs a batch of ten one after the other, and nothing cuts it off (the function
+    # timeout is only what its Lambda context says): the visibility leaves a loaded machine
+    # time for a whole batch, and every delivery the queue allows still fits inside the task's
+    # timeout (84 s of 120; Timeouts.delivery_problems).
+    validation_function_seconds=20,
+    validation_visibility_seconds=20,
+    unlocking_function_seconds=20,
+    unlocking_visibility_seconds=20,
 )
 DEFAULT_DATASETS = vendor.DEFAULT_DATASET_SPECS
 WAREHOUSE_SQL = Path(__file__).resolve().parent / "warehouse.sql"
@@ -216,7 +224,7 @@ class LocalStack:
             "DATABASE_URL": self._service_urls[service],
             "SOURCEFLOW_QUEUE_URL": self.provisioned.queue_urls[service],
             "SOURCEFLOW_BATCH_SIZE": str(BATCH_SIZE[service]),
-            "SOURCEFLOW_FUNCTION_TIMEOUT": str(VISIBILITY_TIMEOUT_SECONDS[service]),
+            "SOURCEFLOW_FUNCTION_TIMEOUT": str(function_timeouts(timeouts)[service]),
             "MAX_RECEIVE_COUNT": str(timeouts.max_receive_count),
             "RETRY_BACKOFF_SECONDS": str(timeouts.retry_backoff_seconds),
             "LOCK_LEASE_SECONDS": str(timeouts.lock_lease_seconds),

@@ -75,11 +75,24 @@ def db(stack: LocalStack) -> Iterator[Database]:
 class Vendor:
     url: str
 
-    def put(self, dataset: str, records: list[Mapping[str, Any]]) -> None:
+    def put(
+        self, dataset: str, records: list[Mapping[str, Any]], *, visible_after_s: int = 0
+    ) -> list[dict[str, Any]]:
+        """Upsert; returns the records as stored (stamped by the vendor unless they carry
+        last_modified), each visible `visible_after_s` after its stamp."""
         response = requests.post(
-            f"{self.url}/datasets/{dataset}/records", json={"records": records}, timeout=10
+            f"{self.url}/datasets/{dataset}/records",
+            json={"records": records, "visible_after_s": visible_after_s},
+            timeout=10,
         )
         response.raise_for_status()
+        return list(response.json()["records"])
+
+    def set_clock(self, dataset: str, offset_s: int) -> None:
+        """Run the dataset's clock `offset_s` seconds ahead of the run's (negative: behind)."""
+        requests.post(
+            f"{self.url}/admin/clock", json={"dataset": dataset, "offset_s": offset_s}, timeout=10
+        ).raise_for_status()
 
     def fault(self, dataset: str, **fault: Any) -> None:
         requests.post(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ import pytest
 
 from infra import statemachine, templates
 from infra.deploy import DEPLOY_ORDER
-from infra.local.provision import BATCH_SIZE, provision
+from infra.local.provision import BATCH_SIZE, function_timeouts, provision
+from infra.local.stack import LOCAL_TIMEOUTS
 from infra.resources import (
     NOTIFICATION_DETAIL_TYPES,
     SCHEDULE_RULES,
@@ -241,13 +243,28 @@ def test_no_other_template_declares_a_queue() -> None:
         assert rendered.of_type("AWS::SQS::Queue") == {}, rendered.name
 
 
+def visibility_of(rendered: Rendered) -> int:
+    return int(rendered.of_type("AWS::SQS::Queue")["Queue"]["VisibilityTimeout"])
+
+
 @pytest.mark.parametrize("name", SERVICES)
-def test_the_visibility_timeout_is_at_least_six_times_the_function_timeout(name: str) -> None:
+def test_the_visibility_timeout_is_at_least_the_function_timeout(name: str) -> None:
+    # AWS refuses an SQS event source whose queue hides a message for less than the function
+    # may run
     rendered = service(name)
 
-    visibility = int(rendered.of_type("AWS::SQS::Queue")["Queue"]["VisibilityTimeout"])
+    assert visibility_of(rendered) >= int(function_of(rendered)["Timeout"])
 
-    assert visibility >= 6 * int(function_of(rendered)["Timeout"])
+
+@pytest.mark.parametrize("name", ["download", "scheduler"])
+def test_where_no_task_waits_the_visibility_timeout_is_six_times_the_function_timeout(
+    name: str,
+) -> None:
+    # AWS's advice for SQS event sources; validation's and unlocking's must fit inside their
+    # tasks' timeouts instead (test_a_dead_delivery_comes_back_while_its_task_still_waits)
+    rendered = service(name)
+
+    assert visibility_of(rendered) >= 6 * int(function_of(rendered)["Timeout"])
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -622,18 +639,120 @@ def test_the_core_names_what_infra_resources_names() -> None:
     assert bucket == f"{NAMES.raw_bucket}-{ACCOUNT}-{REGION}"
 
 
+def timeouts_in_the_templates() -> Timeouts:
+    """The run's timeouts as the templates deploy them: the state machine's task timeouts, and
+    each service's function, queue and environment."""
+    [machine] = workflow().of_type("AWS::Serverless::StateMachine").values()
+    task = machine["DefinitionSubstitutions"]
+    validation, download, unlocking = (service(n) for n in ("validation", "download", "unlocking"))
+    env = function_of(download)["Environment"]["Variables"]
+    return Timeouts(
+        validate_seconds=int(task["ValidateTimeoutSeconds"]),
+        download_seconds=int(task["DownloadTimeoutSeconds"]),
+        download_heartbeat_seconds=int(task["DownloadHeartbeatSeconds"]),
+        unlock_seconds=int(task["UnlockTimeoutSeconds"]),
+        max_receive_count=int(env["MAX_RECEIVE_COUNT"]),
+        retry_backoff_seconds=float(env["RETRY_BACKOFF_SECONDS"]),
+        validation_function_seconds=int(function_of(validation)["Timeout"]),
+        validation_visibility_seconds=visibility_of(validation),
+        unlocking_function_seconds=int(function_of(unlocking)["Timeout"]),
+        unlocking_visibility_seconds=visibility_of(unlocking),
+        heartbeat_interval_seconds=float(env["HEARTBEAT_SECONDS"]),
+        lock_lease_seconds=int(env["LOCK_LEASE_SECONDS"]),
+        approval_seconds=CORE_APPROVAL_TIMEOUT,
+    )
+
+
 def test_the_timeouts_in_the_templates_are_those_of_infra_resources() -> None:
-    timeouts = Timeouts()
-    assert timeouts.approval_seconds == CORE_APPROVAL_TIMEOUT
-    run = templates.load("workflow")["Mappings"]["Run"]["Timeouts"]
-    assert (
-        run["ValidateTimeoutSeconds"],
-        run["DownloadTimeoutSeconds"],
-        run["DownloadHeartbeatSeconds"],
-        run["UnlockTimeoutSeconds"],
-    ) == (
-        timeouts.validate_seconds,
-        timeouts.download_seconds,
-        timeouts.download_heartbeat_seconds,
-        timeouts.unlock_seconds,
+    assert timeouts_in_the_templates() == Timeouts()
+    download_env = function_of(service("download"))["Environment"]["Variables"]
+    assert int(download_env["DOWNLOAD_CLAIM_SECONDS"]) == Timeouts().download_claim_seconds
+
+
+# -- a step that committed is never reported as failed ----------------------------------------
+
+
+def _local_timeouts_as_provisioned(timeouts: Timeouts) -> Timeouts:
+    """`timeouts` as the embedded stack deploys them: the task timeouts of the definition it
+    creates, its queues' visibility timeouts and redrive, and its workers' function timeouts."""
+    recorded = RecordedAws()
+    provision(recorded, NAMES, timeouts)
+    states = recorded.definitions[NAMES.state_machine]["States"]
+    unlock = {
+        states[name]["TimeoutSeconds"] for name in ("UnlockAfterSuccess", "UnlockAfterFailure")
+    }
+    assert len(unlock) == 1, unlock
+
+    def queue(name: str) -> dict[str, str]:
+        return recorded.queues[NAMES.queue(name)]
+
+    functions = function_timeouts(timeouts)
+    return replace(
+        timeouts,
+        validate_seconds=states["Validate"]["TimeoutSeconds"],
+        download_heartbeat_seconds=states["Download"]["HeartbeatSeconds"],
+        unlock_seconds=unlock.pop(),
+        max_receive_count=json.loads(queue("validation")["RedrivePolicy"])["maxReceiveCount"],
+        validation_function_seconds=functions["validation"],
+        validation_visibility_seconds=int(queue("validation")["VisibilityTimeout"]),
+        unlocking_function_seconds=functions["unlocking"],
+        unlocking_visibility_seconds=int(queue("unlocking")["VisibilityTimeout"]),
+    )
+
+
+def test_a_dead_delivery_comes_back_while_its_task_still_waits() -> None:
+    # A validation or unlocking delivery that died after its commit is handed out again, and
+    # every delivery the queue allows answers, inside the task's timeout; a dead download's
+    # message is taken over inside its heartbeat timeout. In the cloud:
+    assert timeouts_in_the_templates().delivery_problems() == []
+    # and on the embedded stack
+    assert _local_timeouts_as_provisioned(LOCAL_TIMEOUTS).delivery_problems() == []
+
+
+def test_two_redeliveries_of_a_dead_delivery_fit_inside_the_task_timeout() -> None:
+    for timeouts in (timeouts_in_the_templates(), _local_timeouts_as_provisioned(LOCAL_TIMEOUTS)):
+        for task, visibility in (
+            (timeouts.validate_seconds, timeouts.validation_visibility_seconds),
+            (timeouts.unlock_seconds, timeouts.unlocking_visibility_seconds),
+        ):
+            assert 3 * visibility < task  # at the least, two redeliveries of a dead delivery
+        assert timeouts.max_receive_count >= 3
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        # the values before issue 14: a dead delivery came back after its task had timed out
+        (
+            {"validation_visibility_seconds": 180, "validate_seconds": 120},
+            "Validate: the deliveries its queue allows may take 750 s",
+        ),
+        ({"unlocking_visibility_seconds": 600}, "Unlock: the deliveries its queue allows"),
+        ({"unlock_seconds": 500}, "longer than the task's timeout (500 s)"),
+        # a longer backoff, or more receives, no longer fit
+        ({"retry_backoff_seconds": 8.0}, "Unlock: the deliveries"),
+        ({"max_receive_count": 6}, "Unlock: the deliveries"),
+        ({"max_receive_count": 2}, "under two redeliveries"),
+        ({"validation_visibility_seconds": 29}, "shorter than its function's timeout (30 s)"),
+        ({"unlocking_function_seconds": 150}, "Unlock: its queue's visibility timeout"),
+        ({"heartbeat_interval_seconds": 40.0}, "Download: a dead delivery's message"),
+    ],
+)
+def test_a_timeout_that_breaks_it_is_named(change: dict[str, Any], problem: str) -> None:
+    problems = replace(Timeouts(), **change).delivery_problems()
+
+    assert any(problem in found for found in problems), problems
+
+
+def test_the_redelivery_budget_counts_each_dead_or_failed_delivery_then_the_last_answer() -> None:
+    # Five receives, backoff 2 s doubling: four deliveries that each hold the message for the
+    # longer of the visibility (45 s) and the function timeout plus the backoff (30 + 2, 4, 8,
+    # 16 s), then a last delivery that answers within the function timeout
+    timeouts = Timeouts(max_receive_count=5, retry_backoff_seconds=2.0)
+
+    assert timeouts.redelivery_seconds(function_seconds=30, visibility_seconds=45) == (
+        45 + 45 + 45 + 46 + 30
+    )
+    assert timeouts.redelivery_seconds(function_seconds=30, visibility_seconds=30) == (
+        32 + 34 + 38 + 46 + 30
     )
