@@ -3,12 +3,16 @@ differs from AWS in ways the definition must be written around (LOCAL_EMULATOR.m
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from infra import statemachine
 from infra.resources import Names, Timeouts, state_machine_substitutions
+from services.unlocking import adapters as unlocking
+from shared import contracts
+from shared.versions import VERSION_COUNTS
 
 CALLBACK = "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
 
@@ -79,7 +83,9 @@ def test_every_failure_after_validation_ends_in_unlock(definition: dict[str, Any
     assert states[timed_out["Next"]]["Result"]["Error"] == "ApprovalTimedOut"
     assert states[timed_out["Next"]]["Next"] == other["Next"] == "ApproveFailed"
     assert states["ApproveFailed"]["Next"] == "UnlockAfterFailure"
-    assert states["UnlockAfterFailure"]["Next"] == "CancelledOrFailed"
+    # The ledger first (test_a_run_the_ledger_says_succeeded_ends_succeeded_after_all)
+    assert states["UnlockAfterFailure"]["Next"] == "SucceededOrFailed"
+    assert states["SucceededOrFailed"]["Default"] == "CancelledOrFailed"
     fallback = states[states["UnlockAfterFailure"]["Catch"][0]["Next"]]
     assert fallback["Next"] == "CancelledOrFailed"
     # A cancel ends as cancelled (its own event, no alert); anything else alerts and fails.
@@ -96,6 +102,86 @@ def test_every_failure_after_validation_ends_in_unlock(definition: dict[str, Any
     naming = states[states["AlertPeople"]["Next"]]
     ends = [choice["Next"] for choice in naming["Choices"]] + [naming["Default"]]
     assert {states[end]["Type"] for end in ends} == {"Fail"}
+
+
+def _read(data: dict[str, Any], path: str) -> Any:
+    """A `$.a.b` path of the state's data; KeyError when it is not there."""
+    value: Any = data
+    for key in path.removeprefix("$.").split("."):
+        value = value[key]
+    return value
+
+
+def _choose(state: dict[str, Any], data: dict[str, Any]) -> str:
+    """The state a Choice of And / IsPresent / StringEquals rules goes to, as AWS decides it:
+    a rule's variable that is missing fails the execution, unless IsPresent asked first."""
+
+    def holds(rule: dict[str, Any]) -> bool:
+        if "And" in rule:
+            return all(holds(each) for each in rule["And"])  # stops at the first false
+        if "IsPresent" in rule:
+            try:
+                _read(data, rule["Variable"])
+            except KeyError:
+                return not rule["IsPresent"]
+            return bool(rule["IsPresent"])
+        return bool(_read(data, rule["Variable"]) == rule["StringEquals"])
+
+    return next((c["Next"] for c in state["Choices"] if holds(c)), state["Default"])
+
+
+def test_a_run_the_ledger_says_succeeded_ends_succeeded_after_all(
+    definition: dict[str, Any],
+) -> None:
+    # Given the data of a run whose Unlock task timed out after its unlock had committed
+    states = definition["States"]
+    failed_unlock = {
+        "source_id": "s",
+        "validation": {"decision": "run", "plan": {"flow_type": "normal"}},
+        "download": {"records": 2},
+        "failure": {"Error": "States.Timeout"},
+        "failed_step": "Unlock",
+    }
+    choice = states[states["UnlockAfterFailure"]["Next"]]
+    assert states["UnlockAfterFailure"]["ResultPath"] == "$.unlock"
+    # (unlocking answers a run that already ended with its ledger row, as it ended)
+    ledger_row = {
+        "source_id": "s",
+        "execution_arn": "arn:aws:states:eu-west-1:123456789012:execution:m:e",
+        "status": "succeeded",
+        "cursor_before": datetime(2026, 1, 1, tzinfo=UTC),
+        "cursor_after": datetime(2026, 1, 2, tzinfo=UTC),
+        "flow_type": "normal",
+        "error_detail": None,
+        **dict.fromkeys(VERSION_COUNTS, 0),
+    }
+    ledger_says = contracts.message(
+        "unlocking-result",
+        correlation_id="c",
+        **unlocking.result_fields(ledger_row, lock_released=False),
+    )
+
+    # When unlocking answers the failure with the ledger's status, Then the run succeeds:
+    # Run Succeeded (with what it reads there), no Run Failed, nobody alerted
+    data = {**failed_unlock, "unlock": ledger_says}
+    assert _choose(choice, data) == "PublishRunSucceeded"
+    publish = states["PublishRunSucceeded"]
+    [entry] = publish["Parameters"]["Entries"]
+    assert entry["DetailType"] == "Run Succeeded"
+    for key, path in entry["Detail"].items():
+        if key.endswith(".$") and path.startswith("$."):
+            _read(data, path)  # there: the failure came from Unlock, after Download
+    assert states[publish["Next"]]["Type"] == "Succeed"
+
+    # And a run the ledger says failed or cancelled, or an unlock that could not answer (whose
+    # fallback result has no status), goes on to the failure's end
+    for status in ("failed", "cancelled"):
+        assert _choose(choice, {**data, "unlock": {**ledger_says, "status": status}}) == (
+            "CancelledOrFailed"
+        )
+    fallback = states["UnlockAfterFailureFailed"]
+    assert "status" not in fallback["Result"]
+    assert _choose(choice, {**data, "unlock": fallback["Result"]}) == "CancelledOrFailed"
 
 
 def test_only_a_run_that_says_it_needs_approval_waits_for_one(definition: dict[str, Any]) -> None:
