@@ -254,8 +254,8 @@ def assert_exactly_once(source: Source) -> list[dict[str, Any]]:
     lost = written - set(landed)
     findings.check(
         not lost,
-        f"lost {len(lost)} of {len(written)} versions over {len(runs)} Normal runs: "
-        f"{some(sorted(lost))}",
+        f"lost {len(lost)} of {len(written)} versions over {len(runs)} Normal runs "
+        f"({len(lost & source.surely_late())} of them surely late): {some(sorted(lost))}",
     )
     twice = {v: n for v, n in landed.items() if n > 1}
     findings.check(
