@@ -6,7 +6,11 @@
 2. Orchestration overhead: a run with nothing new through the whole state machine, against the
    three services' logic called directly in one process.
 3. Scale: 50, 100, 200 sources due at once, fired by one schedule tick.
-Writes `.sourceflow/bench.json`.
+4. Overlap: a Normal run with nothing new that re-reads the lateness allowance before its
+   cursor (0, 1,000, 10,000 records there), with the default allowance, with none, and with no
+   overlap at all.
+Writes `.sourceflow/bench.json`. `python -m bench SECTION...` (download, orchestration, scale,
+overlap) measures only those, into `.sourceflow/bench-SECTION-....json`.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import os
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
+import argparse
 import json
 import math
 import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +36,7 @@ from typing import Any
 
 from bench.cost import run_cost
 from bench.orchestration import measure_orchestration
+from bench.overlap import SETTINGS, measure_overlap
 from bench.scale import measure_scale
 from infra.local.stack import LocalStack, StackOptions
 from infra.local.vendor import ANNOUNCEMENT
@@ -101,7 +108,18 @@ def measure_download(stack_env: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "sections",
+        nargs="*",
+        metavar="SECTION",
+        help=f"measure only these ({', '.join(SECTIONS)}); all by default",
+    )
+    sections = parser.parse_args(argv).sections or list(SECTIONS)
+    unknown = [section for section in sections if section not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section {unknown[0]!r}; expected some of {', '.join(SECTIONS)}")
     started = time.monotonic()
     report: dict[str, Any] = {
         "measured_at": datetime.now(UTC).isoformat(),
@@ -113,18 +131,30 @@ def main() -> int:
     }
     options = StackOptions(state_dir=STATE_DIR / "bench", ticker=False)
     with LocalStack(options) as stack:
-        print("download throughput…", flush=True)
-        report["download"] = measure_download(stack.env)
-        print("orchestration overhead…", flush=True)
-        report["orchestration"] = measure_orchestration(stack)
-        print("scale…", flush=True)
-        report["scale"] = measure_scale(stack)
-    report["cost"] = estimate_costs(report)
+        for section in SECTIONS:
+            if section in sections:
+                print(f"{SECTIONS[section][0]}…", flush=True)
+                report[section] = SECTIONS[section][1](stack)
+    if "download" in report and "orchestration" in report:
+        report["cost"] = estimate_costs(report)
     report["wall_s"] = time.monotonic() - started
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    results = (
+        RESULTS
+        if len(sections) == len(SECTIONS)
+        else RESULTS.with_stem("-".join(["bench", *sections]))
+    )
+    results.write_text(json.dumps(report, indent=2) + "\n")
     print_report(report)
-    print(f"written to {RESULTS}")
+    print(f"written to {results}")
     return 0
+
+
+SECTIONS: dict[str, tuple[str, Callable[[LocalStack], dict[str, Any]]]] = {
+    "download": ("download throughput", lambda stack: measure_download(stack.env)),
+    "orchestration": ("orchestration overhead", measure_orchestration),
+    "scale": ("scale", measure_scale),
+    "overlap": ("overlap re-read by a Normal run with nothing new", measure_overlap),
+}
 
 
 def estimate_costs(report: dict[str, Any]) -> dict[str, Any]:
@@ -144,31 +174,65 @@ def estimate_costs(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_report(report: dict[str, Any]) -> None:
-    d, o = report["download"], report["orchestration"]
     print()
-    print(
-        f"download 1M records: {d['records_per_s']:,.0f} records/s, {d['mb_per_s']:.1f} MB/s "
-        f"vs raw transfer {d['raw_mb_per_s']:.1f} MB/s -> ratio {d['ratio_to_raw']:.2f} "
-        f"(target >= 0.60); vendor serves {d['vendor_mb_per_s']:.1f} MB/s"
-    )
-    print(
-        f"peak RSS: {d['peak_rss_mb_100k']:.0f} MB at 100k, {d['peak_rss_mb_1m']:.0f} MB at 1M "
-        f"(raw client {d['raw_peak_rss_mb_1m']:.0f} MB)"
-    )
-    print(
-        f"orchestration: median {o['median_state_machine_s']:.3f}s per run through the state "
-        f"machine vs {o['median_direct_s']:.3f}s direct -> overhead "
-        f"{o['median_overhead_s']:.3f}s"
-    )
-    for step, seconds in o["median_step_s"].items():
-        print(f"  {step}: {seconds:.3f}s")
-    for size, figures in report["scale"].items():
+    if "download" in report:
+        d = report["download"]
+        print(
+            f"download 1M records: {d['records_per_s']:,.0f} records/s, {d['mb_per_s']:.1f} MB/s "
+            f"vs raw transfer {d['raw_mb_per_s']:.1f} MB/s -> ratio {d['ratio_to_raw']:.2f} "
+            f"(target >= 0.60); vendor serves {d['vendor_mb_per_s']:.1f} MB/s"
+        )
+        print(
+            f"peak RSS: {d['peak_rss_mb_100k']:.0f} MB at 100k, {d['peak_rss_mb_1m']:.0f} MB at "
+            f"1M (raw client {d['raw_peak_rss_mb_1m']:.0f} MB)"
+        )
+    if "orchestration" in report:
+        o = report["orchestration"]
+        print(
+            f"orchestration: median {o['median_state_machine_s']:.3f}s per run through the "
+            f"state machine vs {o['median_direct_s']:.3f}s direct -> overhead "
+            f"{o['median_overhead_s']:.3f}s"
+        )
+        for step, seconds in o["median_step_s"].items():
+            print(f"  {step}: {seconds:.3f}s")
+    for size, figures in report.get("scale", {}).items():
         if size.isdigit():
             print(
                 f"scale {size}: {figures['wall_s']:.1f}s, {figures['runs_per_min']:.0f} runs/min,"
                 f" max {figures['db_connections']} DB connections, all correct: "
                 f"{figures['all_correct']}"
             )
+    for size, figures in report.get("overlap", {}).items():
+        if size.isdigit():
+            print_overlap(int(size), figures)
+
+
+def print_overlap(size: int, figures: dict[str, Any]) -> None:
+    """One size: each setting's median run, then the ratios default/none and none/no overlap."""
+    print(f"overlap, {size:,} records in the 12 min before the cursor, nothing new:")
+    for setting in SETTINGS:
+        f = figures[setting.name]
+        print(
+            f"  {setting.name:>9}: overlap {f['overlap_s'] / 60:4.1f} min, re-reads "
+            f"{f['re_read_per_run']:>6,.0f}; {f['median_state_machine_s']:.3f}s through the "
+            f"state machine (Download {f['median_state_machine_download_s']:.3f}s), "
+            f"{f['median_direct_s']:.3f}s direct (download {f['median_direct_download_s']:.3f}s)"
+        )
+    for name, label in (
+        ("ratio_default_to_none", "default/none"),
+        ("ratio_none_to_at_cursor", "none/at_cursor"),
+    ):
+        r = figures[name]
+        print(
+            f"  {label}: {r['state_machine_s']:.2f} state machine "
+            f"(Download {r['state_machine_download_s']:.2f}), {r['direct_s']:.2f} direct "
+            f"(download {r['direct_download_s']:.2f})"
+        )
+    if figures["direct_download_us_per_record_re_read"] is not None:
+        print(
+            f"  each record re-read and skipped adds "
+            f"{figures['direct_download_us_per_record_re_read']:.0f} µs to the download's logic"
+        )
 
 
 if __name__ == "__main__":

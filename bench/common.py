@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -10,10 +11,12 @@ from typing import Any
 from infra.sources import SourceSpec, register_source
 from services.download.adapters import S3RawSink
 from services.download.logic import Claim, Heartbeat, download_run
+from services.unlocking.logic import unlock_run
 from services.validation.logic import validate_run
 from shared import aws
 from shared.connectors import check_connection, connector_for
 from shared.db import Database
+from shared.settings import RespecsSettings
 
 
 def bench_source(
@@ -92,6 +95,26 @@ def direct_download(
         part_max_records=part_max_records,
         claim=Claim(attempt=uuid.uuid4().hex, message_id="bench", ttl=LONG),
     )
+
+
+def direct_run(db: Database, request: Mapping[str, Any], *, bucket: str) -> dict[str, float]:
+    """A Normal run through the three services' logic, back to back in this process, on the
+    same database; returns each step's seconds."""
+    timings = {}
+    started = time.perf_counter()
+    validated = direct_validate(db, request, clock=utc_now)
+    timings["Validate"] = time.perf_counter() - started
+    started = time.perf_counter()
+    direct_download(db, request, validated["plan"], bucket=bucket, part_max_records=100_000)
+    timings["Download"] = time.perf_counter() - started
+    started = time.perf_counter()
+    unlock_run(
+        {**request, "outcome": "succeeded"},
+        db=db,
+        respecs=RespecsSettings(allowed_tables=frozenset(), statement_timeout_ms=60_000),
+    )
+    timings["UnlockAfterSuccess"] = time.perf_counter() - started
+    return timings
 
 
 def utc_now() -> datetime:

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 from collections import defaultdict
 from typing import Any
 
-from bench.common import bench_source, direct_download, direct_validate, task_request, utc_now
+from bench.common import bench_source, direct_run, task_request, utc_now
 from infra.local.stack import LocalStack, aws_client
 from infra.runs import wait_for_execution
-from services.unlocking.logic import unlock_run
 from shared.db import Database
 from shared.runs import start_run
-from shared.settings import RespecsSettings
 
 RUNS = 15
 STEPS = ("Validate", "Download", "UnlockAfterSuccess", "PublishRunSucceeded")
@@ -38,14 +35,14 @@ def measure_orchestration(stack: LocalStack, runs: int = RUNS) -> dict[str, Any]
         machine.append((described["stopDate"] - described["startDate"]).total_seconds())
         events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
         transitions = sum(event["type"].endswith("StateEntered") for event in events)
-        for step, seconds in _step_seconds(events).items():
+        for step, seconds in step_seconds(events).items():
             steps[step].append(seconds)
 
     # The services' logic in this process reaches the stack's AWS as the workers do.
     os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
     direct, direct_steps = [], defaultdict(list)
     for index in range(runs + 2):
-        timings = _direct_run(db, source_id, env["RAW_BUCKET"])
+        timings = direct_run(db, task_request(source_id), bucket=env["RAW_BUCKET"])
         if index >= 2:
             direct.append(sum(timings.values()))
             for step, seconds in timings.items():
@@ -70,7 +67,7 @@ def measure_orchestration(stack: LocalStack, runs: int = RUNS) -> dict[str, Any]
     }
 
 
-def _step_seconds(events: list[dict[str, Any]]) -> dict[str, float]:
+def step_seconds(events: list[dict[str, Any]]) -> dict[str, float]:
     """Seconds from each task's scheduling to its end, from the execution history."""
     seconds, state, scheduled = {}, "", None
     for event in events:
@@ -81,23 +78,3 @@ def _step_seconds(events: list[dict[str, Any]]) -> dict[str, float]:
         elif event["type"] == "TaskSucceeded" and scheduled is not None and state in STEPS:
             seconds[state] = (event["timestamp"] - scheduled).total_seconds()
     return seconds
-
-
-def _direct_run(db: Database, source_id: str, bucket: str) -> dict[str, float]:
-    """The three services' logic, back to back in this process, on the same database."""
-    request = task_request(source_id)
-    timings = {}
-    started = time.perf_counter()
-    validated = direct_validate(db, request, clock=utc_now)
-    timings["Validate"] = time.perf_counter() - started
-    started = time.perf_counter()
-    direct_download(db, request, validated["plan"], bucket=bucket, part_max_records=100_000)
-    timings["Download"] = time.perf_counter() - started
-    started = time.perf_counter()
-    unlock_run(
-        {**request, "outcome": "succeeded"},
-        db=db,
-        respecs=RespecsSettings(allowed_tables=frozenset(), statement_timeout_ms=60_000),
-    )
-    timings["UnlockAfterSuccess"] = time.perf_counter() - started
-    return timings
