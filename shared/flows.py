@@ -134,6 +134,12 @@ def overlap(lateness_allowance: timedelta) -> timedelta:
     return lateness_allowance + CLOCK_SKEW_ALLOWANCE
 
 
+def recorded_allowance(allowance: timedelta | None) -> timedelta:
+    """The allowance a run recorded in the ledger; a run from before allowances existed (NULL)
+    is taken to have had the default. Zero is an allowance like any other."""
+    return DEFAULT_LATENESS_ALLOWANCE if allowance is None else allowance
+
+
 def check_lateness_allowance(source_id: str, allowance: timedelta) -> timedelta:
     if timedelta(0) <= allowance <= MAX_LATENESS_ALLOWANCE:
         return allowance

@@ -18,13 +18,13 @@ from services.download import adapters
 from services.download.adapters import WrittenObject
 from shared.connectors import Connector, InvalidConnection
 from shared.db import Database
-from shared.errors import DuplicateDelivery, LockLost, PermanentError, TransientError
+from shared.errors import DuplicateDelivery, LockLost, PermanentError, TaskOver, TransientError
 from shared.flows import (
-    DEFAULT_LATENESS_ALLOWANCE,
     FlowType,
     Window,
     WindowField,
     overlap,
+    recorded_allowance,
 )
 from shared.ledger import cancellation
 from shared.observability import logger
@@ -61,11 +61,25 @@ class Heartbeat:
         renew_lease: Callable[[], bool],
         interval_seconds: float,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._send, self._renew_lease = send, renew_lease
-        self._interval, self._monotonic = interval_seconds, monotonic
+        self._interval, self._monotonic, self._sleep = interval_seconds, monotonic, sleep
         self._last = monotonic()
         self.progress = DownloadProgress()
+
+    def first_beat(self) -> None:
+        """A delivery's first heartbeat, before it connects. A task that answers "over" is asked
+        again a few times: the local emulator registers a task's heartbeat a moment after it
+        sends the task's message, so a fast worker's first beat can find no task yet (moto's
+        callback endpoint has no heartbeat endpoint until then). A task really over stays over."""
+        for pause in FIRST_BEAT_RETRY_PAUSES:
+            try:
+                self.beat()
+                return
+            except TaskOver:
+                self._sleep(pause)
+        self.beat()
 
     def maybe_beat(self) -> None:
         if self._monotonic() - self._last >= self._interval:
@@ -76,6 +90,11 @@ class Heartbeat:
         self._send()  # raises TaskOver when the task has timed out
         if not self._renew_lease():
             raise LockLost("the source's lock is no longer held by this execution; stopping")
+
+
+# Seconds between the first heartbeat's tries: well over a second in all, which covers the
+# emulator's registration even on a loaded machine, and costs nothing when the task is alive.
+FIRST_BEAT_RETRY_PAUSES = (0.1, 0.2, 0.4, 0.8)
 
 
 @dataclass
@@ -217,7 +236,7 @@ def _download_claimed(
     execution_arn, source_id = request["execution_arn"], request["source_id"]
     # Every delivery says it is alive before it connects: the wait for an SQS redelivery
     # (retry backoff) must not count against the task's HeartbeatSeconds.
-    heartbeat.beat()
+    heartbeat.first_beat()
     plan = request["plan"]
     window = window_from_plan(plan)
     connector = connector_for(source_id, run["source_type"], run["connection"])
@@ -305,7 +324,7 @@ def _version_filter(cur: Any, run: Mapping[str, Any], window: Window) -> Version
     normal = FlowType(run["flow_type"]) is FlowType.NORMAL
     return VersionFilter(
         window=window,
-        overlap=overlap(run["lateness_allowance"] or DEFAULT_LATENESS_ALLOWANCE),
+        overlap=overlap(recorded_allowance(run["lateness_allowance"])),
         landed=adapters.landed_versions(cur, run["source_id"], window.start) if normal else (),
         dedupe=normal,
         cursor_before=run["cursor_before"] if normal else None,

@@ -14,11 +14,11 @@ from services.unlocking.metrics import RunEnded, publish_run_metrics
 from shared.db import Database
 from shared.errors import LockLost, PermanentError
 from shared.flows import (
-    DEFAULT_LATENESS_ALLOWANCE,
     FlowType,
     advance_cursor,
     landed_since_after,
     moves_cursor,
+    recorded_allowance,
 )
 from shared.ledger import OPEN_RUN_STATUSES
 from shared.observability import logger
@@ -102,7 +102,7 @@ def _unlock(
         landed_since = landed_since_after(
             source["landed_since"],
             cursor_after,
-            run["lateness_allowance"] or DEFAULT_LATENESS_ALLOWANCE,
+            recorded_allowance(run["lateness_allowance"]),
         )
         adapters.keep_landed_since(cur, source_id, landed_since)
     if succeeded["future_records"]:

@@ -280,3 +280,18 @@ def test_a_negative_allowance_fails_validation_by_name_and_changes_nothing(
     assert f"source {source_id!r}" in str(caught.value)
     assert "public.source.lateness_allowance" in str(caught.value)
     assert get_source(db, source_id) == before  # not counted, not locked
+
+
+def test_an_allowance_of_zero_is_kept_as_zero(db: Database, source: Source) -> None:
+    # Given a source known not to write late (allowance 0)
+    with db.transaction() as cur:
+        cur.execute(
+            "UPDATE public.source SET lateness_allowance = interval '0' WHERE source_id = %s",
+            (source.source_id,),
+        )
+    source.write(1, source.now - timedelta(minutes=1))
+    run = source.run()
+    # Then only the clock-skew allowance is kept before the cursor, not the default's overlap
+    landed_since = get_source(db, source.source_id)["landed_since"]  # type: ignore[index]
+    assert run["lateness_allowance"] == timedelta(0)
+    assert landed_since == run["cursor_after"] - CLOCK_SKEW_ALLOWANCE

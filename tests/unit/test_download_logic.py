@@ -6,7 +6,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.download.logic import Heartbeat, LockLost, window_from_plan
+from services.download.logic import (
+    FIRST_BEAT_RETRY_PAUSES,
+    Heartbeat,
+    LockLost,
+    window_from_plan,
+)
 from shared.errors import TaskOver
 from shared.flows import Window, WindowField
 from shared.timefmt import isoformat
@@ -116,3 +121,39 @@ def test_a_plan_carries_its_window_unchanged(window: Window) -> None:
     }
     # Then download reads back the same window
     assert window_from_plan(plan) == window
+
+
+class SlowToRegisterTask(FakeTask):
+    """A task the emulator has not registered for heartbeats yet during its first `unready`
+    heartbeats: they answer that the task is over."""
+
+    def __init__(self, *, unready: int) -> None:
+        super().__init__()
+        self.unready = unready
+
+    def send(self) -> None:
+        if self.unready:
+            self.unready -= 1
+            raise TaskOver("the task is over (InvalidToken)")
+        super().send()
+
+
+def test_the_first_heartbeat_asks_again_while_the_task_is_not_registered_yet() -> None:
+    task, pauses = SlowToRegisterTask(unready=2), list[float]()
+    heartbeat = Heartbeat(
+        send=task.send, renew_lease=task.renew_lease, interval_seconds=INTERVAL, sleep=pauses.append
+    )
+    heartbeat.first_beat()
+    assert (task.beats, task.renewals) == (1, 1)
+    assert pauses == list(FIRST_BEAT_RETRY_PAUSES[:2])
+
+
+def test_a_task_really_over_stops_the_first_heartbeat_after_its_tries() -> None:
+    task, pauses = FakeTask(over=True), list[float]()
+    heartbeat = Heartbeat(
+        send=task.send, renew_lease=task.renew_lease, interval_seconds=INTERVAL, sleep=pauses.append
+    )
+    with pytest.raises(TaskOver):
+        heartbeat.first_beat()
+    assert pauses == list(FIRST_BEAT_RETRY_PAUSES)
+    assert task.renewals == 0
