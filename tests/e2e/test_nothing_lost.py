@@ -34,10 +34,10 @@ FAR_FUTURE = "9999-12-31T23:59:59Z"
 WRITE_SECONDS = 5.0
 CONTINUOUS_WRITE_SECONDS = 10.0
 MAX_RUNS = 80
-# However slow the machine, the writer writes through at least this many runs, for at most
-# this much longer.
+# However slow the machine, the writer writes through at least this many runs, and in the
+# cases of late records until one record is surely late, for at most this much longer.
 MIN_RUNS = 3
-SLOW_MACHINE_S = 60.0
+SLOW_MACHINE_S = 30.0
 WRITE_EVERY_S = 0.05
 # A version is a record's key and its last-modified stamp, as the vendor serves them.
 Version = tuple[str, str]
@@ -68,6 +68,7 @@ class Writer:
         self.late_by_s, self.clock_offset_s = late_by_s, clock_offset_s
         # Each version, and the moment (epoch seconds) before which it was surely not visible.
         self.hidden_until: dict[Version, float] = {}
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._failure: Exception | None = None
         self._thread = threading.Thread(target=self._write, name=f"writer-{dataset}", daemon=True)
@@ -87,6 +88,11 @@ class Writer:
         assert not self._thread.is_alive(), f"the writer of {self.dataset} did not stop"
         if self._failure is not None and exc is None:
             raise AssertionError(f"the writer of {self.dataset} failed") from self._failure
+
+    def written(self) -> dict[Version, float]:
+        """What it wrote so far (it may be writing still)."""
+        with self._lock:
+            return dict(self.hidden_until)
 
     def settled_at(self) -> float:
         """When (epoch seconds, the runs' clock) every version written is visible at the vendor
@@ -117,7 +123,8 @@ class Writer:
             # Visible `visible_after_s` after its stamp by the dataset's clock, and never
             # before it was asked for.
             shown = stamp(version).timestamp() - self.clock_offset_s + visible_after_s
-            self.hidden_until[version] = max(asked, shown)
+            with self._lock:
+                self.hidden_until[version] = max(asked, shown)
 
 
 def new_vendor_source(harness: Harness, records: Iterable[Mapping[str, Any]] = ()) -> Source:
@@ -154,28 +161,33 @@ class Source:
         while keep_going() and len(self.runs) < MAX_RUNS:
             self.run()
 
-    def run_while_writing(self, writer: Writer, seconds: float) -> None:
-        """Normal runs back to back while `writer` writes for `seconds` (and for MIN_RUNS runs,
-        however slow the machine), on until every version it wrote is visible and stamped in
-        the past, and one more after that."""
+    def run_while_writing(self, writer: Writer, seconds: float, *, until_late: bool) -> None:
+        """Normal runs back to back while `writer` writes for `seconds` (and, however slow the
+        machine, for MIN_RUNS runs and, `until_late`, until a record is surely late, within
+        SLOW_MACHINE_S more), on until every version it wrote is visible and stamped in the
+        past, and one more after that."""
         deadline = time.monotonic() + seconds
-        with writer:
-            self.run_back_to_back(
-                lambda: (
-                    time.monotonic() < deadline
-                    or (len(self.runs) < MIN_RUNS and time.monotonic() < deadline + SLOW_MACHINE_S)
-                )
+
+        def keep_going() -> bool:
+            now = time.monotonic()
+            if now < deadline or now > deadline + SLOW_MACHINE_S:
+                return now < deadline
+            return len(self.runs) < MIN_RUNS or (
+                until_late and not self.surely_late(writer.written())
             )
+
+        with writer:
+            self.run_back_to_back(keep_going)
         self.hidden_until.update(writer.hidden_until)
         settled = writer.settled_at()
         self.run_back_to_back(lambda: time.time() < settled)
         time.sleep(max(0.0, settled - time.time()))
         self.run()
 
-    def surely_late(self) -> set[Version]:
-        """The versions that became visible only after a run whose cursor passed their stamp
-        had finished: the run that lands them starts from a cursor at or after their stamp, so
-        they are late records, whatever the machine's speed."""
+    def surely_late(self, written: Mapping[Version, float] | None = None) -> set[Version]:
+        """The versions (of `written`, default all) that became visible only after a run whose
+        cursor passed their stamp had finished: the run that lands them starts from a cursor at
+        or after their stamp, so they are late records, whatever the machine's speed."""
         passed = [
             (result.run["cursor_after"], result.run["finished_at"].timestamp())
             for result in self.runs
@@ -183,7 +195,7 @@ class Source:
         ]
         return {
             version
-            for version, since in self.hidden_until.items()
+            for version, since in (self.hidden_until if written is None else written).items()
             if any(stamp(version) <= cursor and finished < since for cursor, finished in passed)
         }
 
@@ -354,7 +366,7 @@ def test_records_visible_late_by_seconds_land_exactly_once(
     writer = Writer(harness.vendor, source.dataset, late_by_s=late_by_s)
 
     # When the writer stops, everything it wrote is visible, and one more run goes
-    source.run_while_writing(writer, WRITE_SECONDS)
+    source.run_while_writing(writer, WRITE_SECONDS, until_late=True)
 
     # Then every version landed exactly once, the runs counting the late ones
     assert_exactly_once(source)
@@ -372,7 +384,7 @@ def test_a_continuous_whole_second_writer_loses_nothing(
     harness.vendor.set_clock(source.dataset, clock_offset_s)
     writer = Writer(harness.vendor, source.dataset, clock_offset_s=clock_offset_s)
 
-    source.run_while_writing(writer, CONTINUOUS_WRITE_SECONDS)
+    source.run_while_writing(writer, CONTINUOUS_WRITE_SECONDS, until_late=True)
 
     # Then the overlap re-reads them: landed once, counted late, the re-reads skipped
     assert_exactly_once(source)
@@ -387,7 +399,7 @@ def test_a_vendor_clock_30_seconds_ahead_loses_nothing(harness: Harness) -> None
     writer = Writer(harness.vendor, source.dataset, clock_offset_s=30)
 
     # When Normal runs go back to back until the runs' clock has passed the last stamp
-    source.run_while_writing(writer, WRITE_SECONDS)
+    source.run_while_writing(writer, WRITE_SECONDS, until_late=False)
 
     # Then the records stamped after a run's window end (within the skew allowance) waited for
     # a later window, and every version landed exactly once
