@@ -50,6 +50,7 @@ from shared.flows import (
     overlap,
     parse_flow_params,
     plan_window,
+    recorded_allowance,
 )
 from shared.timefmt import isoformat, parse_iso
 from shared.versions import LandingCounts, Version, VersionFilter, key_digest
@@ -75,12 +76,6 @@ def moment(micros: int) -> datetime:
 
 def micros(span: timedelta) -> int:
     return span // ONE
-
-
-def run_allowance(allowance: timedelta) -> timedelta:
-    """The allowance download and unlocking read from the run's ledger row, spelled as they
-    spell it (`run["lateness_allowance"] or DEFAULT_LATENESS_ALLOWANCE`)."""
-    return allowance or DEFAULT_LATENESS_ALLOWANCE
 
 
 # -- the model's inputs ---------------------------------------------------------------------
@@ -290,7 +285,7 @@ class SourceModel:
         )
         versions = VersionFilter(
             window=window,
-            overlap=overlap(run_allowance(record.allowance)),
+            overlap=overlap(recorded_allowance(record.allowance)),
             landed=landed if normal else (),
             dedupe=normal,
             cursor_before=record.cursor_before if normal else None,
@@ -315,7 +310,7 @@ class SourceModel:
         self.status[record.index] = "succeeded"
         self.cursor = advance_cursor(self.cursor, record.newest)
         self.landed_since = landed_since_after(
-            self.landed_since, self.cursor, run_allowance(record.allowance)
+            self.landed_since, self.cursor, recorded_allowance(record.allowance)
         )
         kept = ("succeeded", "running", "downloaded")
         self.listed = {
@@ -555,7 +550,7 @@ def assert_succeeded_windows_leave_no_gap(replayed: Replay) -> None:
     smallest overlap in use (after a raise, the overlap grows run by run)."""
     overlaps: list[timedelta] = []
     for previous, current in pairwise(replayed.succeeded):
-        overlaps.append(overlap(run_allowance(previous.allowance)))
+        overlaps.append(overlap(recorded_allowance(previous.allowance)))
         assert current.window.start <= previous.window.end, f"gap before run {current.index}"
         if current.cursor_before is not None:
             reach = min([overlap(current.allowance), *overlaps])
