@@ -7,7 +7,11 @@ allowance it ran with, which is enough to check that promise after the fact:
 
 - Walk the succeeded runs with a last-modified window (Normal, Full Load, Re-specs) in start
   order. For consecutive runs p then r, r's window must start at or before
-  `p.window_end - overlap(r)`; otherwise the time from there to r's window start is a gap.
+  `p.window_end - reach`; otherwise the time from there to r's window start is a gap. The
+  reach is r's overlap, or less where the runs r re-reads promised less: a version in their
+  windows was promised their allowance when it was written, so after a raise r need only
+  re-read theirs (and validation holds r's window back to where the landed versions are
+  listed, `landed_since`, until the wider overlap has runs behind it).
   A run recorded before migration 0010 has no allowance: it overlaps by nothing, the old rule.
 - After the last run L, the next Normal window starts the overlap before the source's current
   cursor, so a cursor after L's window end (edited forward by hand, or ahead of time) leaves
@@ -188,8 +192,8 @@ def audit(
     )
     runs = [row for row in rows if row.audited]
     gaps: list[Gap] = []
-    for previous, current in pairwise(runs):
-        reached = previous.end - current.overlap
+    for index, (previous, current) in enumerate(pairwise(runs), start=1):
+        reached = previous.end - _reach(runs[:index], current)
         if current.start > reached:
             between = _between(rows, previous, current)
             causes = _pair_causes(previous, current) + _context(between, "between them")
@@ -203,6 +207,19 @@ def audit(
         causes = _cursor_causes(last, cursor) + _context(since_last, f"since {last.execution_name}")
         gaps.append(Gap(last.end - ahead, cursor - ahead, last.execution_name, None, causes))
     return Audit(source_id, cursor, tuple(runs), tuple(gaps))
+
+
+def _reach(earlier: Sequence[LedgerRun], current: LedgerRun) -> timedelta:
+    """How far before the previous window's end `current` must start: its overlap, or the
+    smallest overlap among the earlier runs whose windows it re-reads, if that is less. Runs
+    from before the allowance existed promised nothing and relax nothing: the first window
+    after them that does not re-read their tails is a gap, named as theirs."""
+    promised = [
+        run.overlap
+        for run in earlier
+        if run.end > current.start and run.lateness_allowance is not None
+    ]
+    return min([current.overlap, *promised])
 
 
 def _between(
@@ -245,12 +262,6 @@ def _pair_causes(previous: LedgerRun, current: LedgerRun) -> tuple[str, ...]:
         causes.append(
             f"{' and '.join(old)} ran before the lateness allowance existed: "
             f"{r}'s window starts at the cursor {p} left, re-reading nothing before it"
-        )
-    elif current.lateness_allowance > previous.lateness_allowance:
-        causes.append(
-            f"the lateness allowance was raised from {previous.lateness_allowance} to "
-            f"{current.lateness_allowance}: {r}'s window starts no earlier than the versions "
-            f"listed since {p} (landed_since); the overlap grows as later runs go by"
         )
     if not causes:
         causes.append(

@@ -18,6 +18,7 @@ from shared.db import Database, fetch_one
 from shared.flows import (
     CLOCK_SKEW_ALLOWANCE,
     DEFAULT_LATENESS_ALLOWANCE,
+    STAMP_RESOLUTION,
     InvalidSourceSetting,
     Window,
     overlap,
@@ -291,7 +292,8 @@ def test_an_allowance_of_zero_is_kept_as_zero(db: Database, source: Source) -> N
         )
     source.write(1, source.now - timedelta(minutes=1))
     run = source.run()
-    # Then only the clock-skew allowance is kept before the cursor, not the default's overlap
+    # Then only the clock-skew allowance (and a stamp's second) is kept before the cursor, not
+    # the default's overlap
     landed_since = get_source(db, source.source_id)["landed_since"]  # type: ignore[index]
     assert run["lateness_allowance"] == timedelta(0)
-    assert landed_since == run["cursor_after"] - CLOCK_SKEW_ALLOWANCE
+    assert landed_since == run["cursor_after"] - CLOCK_SKEW_ALLOWANCE - STAMP_RESOLUTION

@@ -9,6 +9,7 @@ import pytest
 
 from shared.flows import (
     CLOCK_SKEW_ALLOWANCE,
+    STAMP_RESOLUTION,
     FIRST_RUN_PARAMS,
     RESPECS_WINDOW_START,
     FlowParams,
@@ -107,7 +108,7 @@ def test_normal_window_overlaps_the_cursor_by_the_allowance_and_skew_up_to_run_s
     window = a_normal_window(cursor, lateness_allowance=timedelta(minutes=10))
     assert (window.field, window.start, window.end) == (
         WindowField.LAST_MODIFIED,
-        cursor - timedelta(minutes=10) - CLOCK_SKEW_ALLOWANCE,
+        cursor - timedelta(minutes=10) - CLOCK_SKEW_ALLOWANCE - STAMP_RESOLUTION,
         RUN_START,
     )
     assert window.start_inclusive is False
@@ -129,7 +130,7 @@ def test_a_cursor_moved_back_by_hand_below_landed_since_is_a_reload_from_there()
     window = a_normal_window(
         cursor, lateness_allowance=timedelta(0), landed_since=cursor + timedelta(days=2)
     )
-    assert window.start == cursor - CLOCK_SKEW_ALLOWANCE
+    assert window.start == cursor - CLOCK_SKEW_ALLOWANCE - STAMP_RESOLUTION
 
 
 @pytest.mark.parametrize(
