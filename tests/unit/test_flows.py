@@ -9,9 +9,9 @@ import pytest
 
 from shared.flows import (
     CLOCK_SKEW_ALLOWANCE,
-    STAMP_RESOLUTION,
     FIRST_RUN_PARAMS,
     RESPECS_WINDOW_START,
+    STAMP_RESOLUTION,
     FlowParams,
     FlowType,
     InvalidFlowParams,
