@@ -13,10 +13,10 @@ from services.download.adapters import S3RawSink
 from services.download.logic import Claim, Heartbeat, download_run
 from services.unlocking.logic import unlock_run
 from services.validation.logic import validate_run
-from shared import aws
 from shared.connectors import check_connection, connector_for
-from shared.db import Database
-from shared.settings import RespecsSettings
+from shared.runtime import aws
+from shared.runtime.settings import RespecsSettings
+from shared.store.db import Database
 
 
 def bench_source(

@@ -11,8 +11,8 @@ from typing import Any
 from bench.common import bench_source, direct_run, task_request, utc_now
 from infra.local.stack import LocalStack, aws_client
 from infra.runs import wait_for_execution
-from shared.db import Database
-from shared.runs import start_run
+from shared.runtime.executions import start_run
+from shared.store.db import Database
 
 RUNS = 15
 STEPS = ("Validate", "Download", "UnlockAfterSuccess", "PublishRunSucceeded")

@@ -31,9 +31,9 @@ from bench.orchestration import step_seconds
 from infra.local.stack import LocalStack, aws_client
 from infra.local.vendor import floor_seconds, format_timestamp, render_record
 from infra.runs import wait_for_execution
-from shared.db import Database, fetch_one
-from shared.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
-from shared.runs import start_run
+from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
+from shared.runtime.executions import start_run
+from shared.store.db import Database, fetch_one
 
 SIZES = (0, 1_000, 10_000)
 RUNS = 15

@@ -11,7 +11,7 @@ from bench.common import bench_source, utc_now
 from infra.local.stack import LocalStack, aws_client
 from infra.local.ticker import fire_all
 from infra.resources import Names
-from shared.db import Database
+from shared.store.db import Database
 
 SIZES = (50, 100, 200)
 TIMEOUT_S = 900

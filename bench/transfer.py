@@ -75,7 +75,7 @@ def download(vendor: str, dataset: str, page_size: int) -> dict[str, Any]:
     import os
 
     from bench.common import bench_source, direct_download, direct_validate, task_request
-    from shared.db import Database
+    from shared.store.db import Database
 
     db = Database(os.environ["DATABASE_URL"], application_name="sourceflow-bench")
     # A cursor before every record: a Normal run loads the whole dataset.

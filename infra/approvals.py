@@ -12,11 +12,12 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from shared import approvals, contracts
-from shared.db import Database
 from shared.errors import SourceflowError, TaskOver
-from shared.ledger import cancel_detail, note_failure
-from shared.tasks import TaskCallbacks
+from shared.runtime import contracts
+from shared.runtime.tasks import TaskCallbacks
+from shared.store import approvals
+from shared.store.db import Database
+from shared.store.ledger import cancel_detail, note_failure
 
 STEP = "Approve"
 

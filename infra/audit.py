@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
-from shared.flows import FlowType, WindowField, moves_cursor, overlap
+from shared.rules.flows import FlowType, WindowField, moves_cursor, overlap
 from shared.timefmt import isoformat
 
 INACTIVE_SKIP = "SourceInactive"  # validation's Skip reason for a disabled source

@@ -235,7 +235,7 @@ def flow_set(
 
     A Re-specs query validation would refuse is refused here, with the same message."""
     from infra import operator
-    from shared.flows import FlowParams, FlowType
+    from shared.rules.flows import FlowParams, FlowType
 
     chosen = FlowType(flow_type.replace("-", "_"))
     if (sql is not None) != (chosen is FlowType.RESPECS):
@@ -590,14 +590,14 @@ def _config(state_dir: Path) -> Any:
 
 
 def _callbacks(config: Any) -> Any:
-    from shared.tasks import TaskCallbacks
+    from shared.runtime.tasks import TaskCallbacks
 
     return TaskCallbacks(config.client("stepfunctions"))
 
 
 @contextlib.contextmanager
 def _database(state_dir: Path) -> Any:
-    from shared.db import Database
+    from shared.store.db import Database
 
     config = _config(state_dir)
     db = Database(config.require("DATABASE_URL"), application_name="sourceflow-operator")

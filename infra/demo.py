@@ -28,17 +28,17 @@ from infra.local.ticker import fire_all
 from infra.resources import Names
 from infra.runs import wait_for_execution
 from infra.sources import SourceSpec, get_run, register_source
-from shared.db import Database, fetch_one
-from shared.flows import (
+from shared.rules.flows import (
     RESPECS_WINDOW_START,
     FlowParams,
     FlowType,
     WindowField,
     parse_flow_params,
 )
-from shared.ledger import set_flow_params
-from shared.runs import start_run
-from shared.tasks import TaskCallbacks
+from shared.runtime.executions import start_run
+from shared.runtime.tasks import TaskCallbacks
+from shared.store.db import Database, fetch_one
+from shared.store.ledger import set_flow_params
 from shared.timefmt import isoformat
 
 # Piped output (make demo | tee) has no width; give the run tables room instead of 80 columns.

@@ -23,7 +23,7 @@ from infra.local.partner import (
     upsert_listings,
 )
 from infra.local.vendor import default_anchor, generate_record
-from shared.flows import FlowType, WindowField
+from shared.rules.flows import FlowType, WindowField
 from shared.timefmt import isoformat, parse_iso
 
 PARTNER_RECORDS = 1000  # records in the partner's drops and table when the demo starts

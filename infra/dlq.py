@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from psycopg2.extras import Json
 
 from infra.resources import SERVICES, Names
-from shared.db import Database
+from shared.store.db import Database
 
 _PEEK_SECONDS = 60  # long enough to list or replay a DLQ page by page
 # History events after which a task no longer waits for its token.

@@ -20,14 +20,14 @@ from infra.audit import LEDGER_COLUMNS, Audit, LedgerRun
 from infra.audit import audit as audit_ledger
 from infra.resources import SERVICES, Names
 from infra.sources import get_run, get_source
-from shared.db import Database
 from shared.errors import SourceflowError
-from shared.events import EventPublisher
-from shared.flows import FlowParams, InvalidFlowParams, parse_flow_params
-from shared.ledger import OPEN_RUN_STATUSES, set_flow_params
-from shared.respecs import check_respecs_query, parse_allowed_tables
-from shared.runs import requested_run_nonce
-from shared.tasks import TaskCallbacks
+from shared.rules.flows import FlowParams, InvalidFlowParams, parse_flow_params
+from shared.rules.respecs import check_respecs_query, parse_allowed_tables
+from shared.runtime.events import EventPublisher
+from shared.runtime.executions import requested_run_nonce
+from shared.runtime.tasks import TaskCallbacks
+from shared.store.db import Database
+from shared.store.ledger import OPEN_RUN_STATUSES, set_flow_params
 
 # What `local.env` or the environment must provide, and how to get it when it does not.
 CONFIG_KEYS = (

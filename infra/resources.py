@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from shared.deliveries import RetryPolicy
+    from shared.runtime.deliveries import RetryPolicy
 
 SERVICES = ("validation", "download", "unlocking", "scheduler")
 # Events people and downstream systems watch (an SNS topic in the cloud, a queue locally).
@@ -141,7 +141,7 @@ class Timeouts:
     def _retry_policy(self) -> RetryPolicy:
         # Imported here: its module brings the Lambda runtime (powertools), which the operator's
         # command does not otherwise load.
-        from shared.deliveries import RetryPolicy
+        from shared.runtime.deliveries import RetryPolicy
 
         return RetryPolicy(self.max_receive_count, self.retry_backoff_seconds)
 

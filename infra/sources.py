@@ -8,7 +8,7 @@ from typing import Any
 
 from psycopg2.extras import Json
 
-from shared.db import Database, fetch_one
+from shared.store.db import Database, fetch_one
 
 
 @dataclass(frozen=True)

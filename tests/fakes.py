@@ -7,7 +7,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from shared.tasks import TaskCallbacks
+from shared.runtime.tasks import TaskCallbacks
 
 
 def client_error(code: str, operation: str) -> ClientError:

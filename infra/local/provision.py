@@ -17,7 +17,7 @@ from infra.resources import (
     Timeouts,
     state_machine_substitutions,
 )
-from shared.events import EVENT_SOURCE
+from shared.runtime.events import EVENT_SOURCE
 
 _LOCAL_ROLE_ARN = "arn:aws:iam::123456789012:role/sourceflow-local-state-machine"
 BATCH_SIZE = {"validation": 10, "download": 1, "unlocking": 10, "scheduler": 10}

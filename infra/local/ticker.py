@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.events import SCHEDULED_EVENT
-from shared.observability import logger
-from shared.schedules import Schedule, parse_rule_expression
+from shared.rules.schedules import Schedule, parse_rule_expression
+from shared.runtime.events import SCHEDULED_EVENT
+from shared.runtime.observability import logger
 from shared.timefmt import isoformat
 
 

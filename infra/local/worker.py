@@ -11,7 +11,7 @@ service calls SendTaskSuccess, once its work has committed and before its outcom
 state machine. It fires once in all: the first worker to get there creates the file PATH and
 dies; the others, and every later delivery, find PATH and carry on. An empty value, or another
 service's name, sets no fault. The worker hooks the Step Functions client that the service's
-task callbacks use (`shared.aws.client`, one per process); the Lambda handlers, and so the
+task callbacks use (`shared.runtime.aws.client`, one per process); the Lambda handlers, and so the
 cloud, have no such point.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 import boto3
 
 from infra.local.lambda_event import LocalLambdaContext, sqs_event
-from shared import aws
+from shared.runtime import aws
 
 log = logging.getLogger("sourceflow.worker")
 # The one fault point a test may set (see the module's docstring), and its exit status.

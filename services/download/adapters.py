@@ -18,10 +18,10 @@ import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg2.extras import execute_values
 
-from shared.db import fetch_one
 from shared.errors import TransientError
+from shared.rules.versions import VERSION_COUNTS, Version
+from shared.store.db import fetch_one
 from shared.timefmt import isoformat
-from shared.versions import VERSION_COUNTS, Version
 
 
 @dataclass(frozen=True)

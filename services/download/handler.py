@@ -10,11 +10,11 @@ from typing import Any
 from services.download.adapters import S3RawSink
 from services.download.logic import Claim, Heartbeat, download_run, lease_renewal
 from services.download.settings import Settings
-from shared import aws
 from shared.connectors import connector_for
-from shared.db import Database
-from shared.deliveries import Delivery
-from shared.tasks import TaskCallbacks, TaskKind, task_lambda_handler
+from shared.runtime import aws
+from shared.runtime.deliveries import Delivery
+from shared.runtime.tasks import TaskCallbacks, TaskKind, task_lambda_handler
+from shared.store.db import Database
 
 settings = Settings.from_env()
 

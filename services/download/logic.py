@@ -17,19 +17,19 @@ from typing import Any, Protocol
 from services.download import adapters
 from services.download.adapters import WrittenObject
 from shared.connectors import Connector, InvalidConnection
-from shared.db import Database
 from shared.errors import DuplicateDelivery, LockLost, PermanentError, TaskOver, TransientError
-from shared.flows import (
+from shared.rules.flows import (
     FlowType,
     Window,
     WindowField,
     overlap,
     recorded_allowance,
 )
-from shared.ledger import cancellation
-from shared.observability import logger
+from shared.rules.versions import LandingCounts, MissingKey, VersionFilter, key_digest
+from shared.runtime.observability import logger
+from shared.store.db import Database
+from shared.store.ledger import cancellation
 from shared.timefmt import isoformat, parse_iso
-from shared.versions import LandingCounts, MissingKey, VersionFilter, key_digest
 
 
 class RunNotStarted(PermanentError):

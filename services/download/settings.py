@@ -2,7 +2,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.settings import ConsumerSettings, env_float, env_int, env_str, lock_lease_seconds
+from shared.runtime.settings import (
+    ConsumerSettings,
+    env_float,
+    env_int,
+    env_str,
+    lock_lease_seconds,
+)
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.db import fetch_one
 from shared.errors import TransientError
-from shared.runs import execution_name, start_run
+from shared.runtime.executions import execution_name, start_run
+from shared.store.db import fetch_one
 
 
 def schedulable_sources(cur: Any) -> list[dict[str, Any]]:

@@ -15,9 +15,9 @@ from services.scheduler.logic import (
     start_requested_run,
 )
 from services.scheduler.settings import Settings
-from shared import aws
-from shared.db import Database
-from shared.events import SCHEDULED_EVENT, EventPublisher, event_lambda_handler
+from shared.runtime import aws
+from shared.runtime.events import SCHEDULED_EVENT, EventPublisher, event_lambda_handler
+from shared.store.db import Database
 from shared.timefmt import parse_iso
 
 settings = Settings.from_env()

@@ -15,14 +15,14 @@ from datetime import datetime
 from typing import Any
 
 from services.scheduler import adapters
-from shared.db import Database
 from shared.errors import TransientError
-from shared.flows import FlowParams, FlowType, InvalidFlowParams, parse_flow_params
-from shared.leases import lease_is_live
-from shared.ledger import set_flow_params
-from shared.observability import logger
-from shared.runs import requested_run_nonce
-from shared.schedules import InvalidSchedule, source_schedule
+from shared.rules.flows import FlowParams, FlowType, InvalidFlowParams, parse_flow_params
+from shared.rules.leases import lease_is_live
+from shared.rules.schedules import InvalidSchedule, source_schedule
+from shared.runtime.executions import requested_run_nonce
+from shared.runtime.observability import logger
+from shared.store.db import Database
+from shared.store.ledger import set_flow_params
 from shared.timefmt import isoformat
 
 NORMAL_PARAMS = FlowParams(FlowType.NORMAL).canonical()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.settings import ConsumerSettings, env_str
+from shared.runtime.settings import ConsumerSettings, env_str
 
 
 @dataclass(frozen=True)

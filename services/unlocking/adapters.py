@@ -9,10 +9,10 @@ from typing import Any
 import psycopg2
 import psycopg2.errors
 
-from shared.db import fetch_one
 from shared.errors import PermanentError
+from shared.rules.versions import VERSION_COUNTS, landing_warnings
+from shared.store.db import fetch_one
 from shared.timefmt import isoformat
-from shared.versions import VERSION_COUNTS, landing_warnings
 
 
 def lock_run_row(cur: Any, execution_arn: str) -> dict[str, Any] | None:

@@ -7,9 +7,9 @@ from typing import Any
 
 from services.unlocking.logic import unlock_run
 from services.unlocking.settings import Settings
-from shared.db import Database
-from shared.deliveries import Delivery
-from shared.tasks import TaskKind, task_lambda_handler
+from shared.runtime.deliveries import Delivery
+from shared.runtime.tasks import TaskKind, task_lambda_handler
+from shared.store.db import Database
 
 settings = Settings.from_env()
 

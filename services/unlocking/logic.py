@@ -11,19 +11,19 @@ from typing import Any
 
 from services.unlocking import adapters
 from services.unlocking.metrics import RunEnded, publish_run_metrics
-from shared.db import Database
 from shared.errors import LockLost, PermanentError
-from shared.flows import (
+from shared.rules.flows import (
     FlowType,
     advance_cursor,
     landed_since_after,
     moves_cursor,
     recorded_allowance,
 )
-from shared.ledger import OPEN_RUN_STATUSES
-from shared.observability import logger
-from shared.respecs import check_respecs_query
-from shared.settings import RespecsSettings
+from shared.rules.respecs import check_respecs_query
+from shared.runtime.observability import logger
+from shared.runtime.settings import RespecsSettings
+from shared.store.db import Database
+from shared.store.ledger import OPEN_RUN_STATUSES
 
 
 class RunNotDownloaded(PermanentError):

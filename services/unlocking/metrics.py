@@ -9,7 +9,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from shared.observability import dimensioned_metrics
+from shared.runtime.observability import dimensioned_metrics
 
 
 @dataclass(frozen=True)

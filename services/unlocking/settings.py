@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.settings import ConsumerSettings, RespecsSettings
+from shared.runtime.settings import ConsumerSettings, RespecsSettings
 
 
 @dataclass(frozen=True)

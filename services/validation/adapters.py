@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg2.extras import Json
 
-from shared.db import fetch_one
 from shared.errors import PermanentError
-from shared.ledger import set_flow_params
+from shared.store.db import fetch_one
+from shared.store.ledger import set_flow_params
 from shared.timefmt import isoformat
 
 if TYPE_CHECKING:

@@ -15,11 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.validation import adapters
-from shared import approvals
-from shared.db import Database
 from shared.errors import LockLost, PermanentError
-from shared.flows import FlowType
-from shared.ledger import cancellation
+from shared.rules.flows import FlowType
+from shared.store import approvals
+from shared.store.db import Database
+from shared.store.ledger import cancellation
 from shared.timefmt import isoformat
 
 

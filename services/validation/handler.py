@@ -11,12 +11,12 @@ from typing import Any
 from services.validation.approval import request_approval
 from services.validation.logic import validate_run
 from services.validation.settings import Settings
-from shared import aws
 from shared.connectors import check_connection
-from shared.db import Database
-from shared.deliveries import Delivery
-from shared.events import EventPublisher
-from shared.tasks import TaskKind, task_lambda_handler
+from shared.runtime import aws
+from shared.runtime.deliveries import Delivery
+from shared.runtime.events import EventPublisher
+from shared.runtime.tasks import TaskKind, task_lambda_handler
+from shared.store.db import Database
 
 settings = Settings.from_env()
 

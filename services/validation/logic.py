@@ -18,9 +18,8 @@ from typing import Any
 from services.validation import adapters
 from services.validation.approval import approval_required
 from shared.connectors import require_supported
-from shared.db import Database
 from shared.errors import PermanentError
-from shared.flows import (
+from shared.rules.flows import (
     DEFAULT_LATENESS_ALLOWANCE,
     FIRST_RUN_PARAMS,
     FlowParams,
@@ -31,8 +30,9 @@ from shared.flows import (
     parse_flow_params,
     plan_window,
 )
-from shared.leases import lease_is_live
-from shared.respecs import check_respecs_query
+from shared.rules.leases import lease_is_live
+from shared.rules.respecs import check_respecs_query
+from shared.store.db import Database
 from shared.timefmt import isoformat
 
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from shared import aws, contracts
 from shared.errors import PermanentError, TransientError
-from shared.flows import Window
-from shared.secrets import default_secrets
+from shared.rules.flows import Window
+from shared.runtime import aws, contracts
+from shared.runtime.secrets import default_secrets
 
 SOURCE_TYPES = frozenset({"http_api", "s3_files", "postgres"})
 # A run reports every malformed row in its count, but describes only the first few.

@@ -23,8 +23,8 @@ from urllib3.util.retry import Retry
 
 from shared.connectors import InvalidCredentials, MalformedRows, SourceUnreachable
 from shared.errors import PermanentError, TransientError
-from shared.flows import Window, WindowField
-from shared.secrets import Secrets
+from shared.rules.flows import Window, WindowField
+from shared.runtime.secrets import Secrets
 from shared.timefmt import isoformat, parse_iso
 
 DEFAULT_PAGE_SIZE = 1000

@@ -33,8 +33,8 @@ from shared.connectors import (
     SourceUnreachable,
 )
 from shared.errors import PermanentError, SourceflowError
-from shared.flows import Window, WindowField
-from shared.secrets import Secrets
+from shared.rules.flows import Window, WindowField
+from shared.runtime.secrets import Secrets
 
 DEFAULT_SCHEMA = "public"
 DEFAULT_FETCH_SIZE = 2000

@@ -30,8 +30,8 @@ from shared.connectors import (
     SourceUnreachable,
 )
 from shared.errors import SourceflowError
-from shared.flows import Window, WindowField
-from shared.observability import logger
+from shared.rules.flows import Window, WindowField
+from shared.runtime.observability import logger
 from shared.timefmt import parse_iso
 
 DEFAULT_LAST_MODIFIED_FIELD = "last_modified"

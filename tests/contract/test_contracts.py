@@ -11,7 +11,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from shared.connectors import SOURCE_TYPES, connection_contract
-from shared.contracts import (
+from shared.errors import ContractViolation
+from shared.runtime.contracts import (
     COMMON,
     CONTRACTS_DIR,
     parse,
@@ -20,7 +21,6 @@ from shared.contracts import (
     validate,
     violations,
 )
-from shared.errors import ContractViolation
 
 EXAMPLES_DIR = CONTRACTS_DIR / "examples"
 SCHEMA_FILES = sorted(CONTRACTS_DIR.glob("*.schema.json"))

@@ -26,8 +26,8 @@ from infra.local.ticker import fire_all
 from infra.resources import Names
 from infra.runs import wait_for_execution
 from infra.sources import SourceSpec, get_run, get_source, register_source
-from shared.db import Database
-from shared.runs import start_run
+from shared.runtime.executions import start_run
+from shared.store.db import Database
 from shared.timefmt import isoformat
 
 _counter = itertools.count(1)

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from infra.local.stack import LocalStack
-from shared import contracts
-from shared.approvals import query_hash
+from shared.runtime import contracts
+from shared.store.approvals import query_hash
 from tests.e2e.conftest import APPROVAL_SECONDS, Harness, RunResult, wait_for
 
 DAY = timedelta(days=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from shared import contracts
+from shared.runtime import contracts
 from tests.e2e.conftest import Harness
 
 DAY = timedelta(days=1)

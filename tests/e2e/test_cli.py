@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
-from shared.respecs import InvalidRespecsQuery, check_respecs_query, parse_allowed_tables
+from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
+from shared.rules.respecs import InvalidRespecsQuery, check_respecs_query, parse_allowed_tables
 from tests.e2e.conftest import Harness, listing
 
 DAY = timedelta(days=1)

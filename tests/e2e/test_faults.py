@@ -18,7 +18,7 @@ import psycopg2
 from infra.dlq import held
 from infra.local.roles import cut_off, restore
 from infra.resources import Names
-from shared import contracts
+from shared.runtime import contracts
 from tests.e2e.conftest import Harness, RunResult, wait_for
 
 DAY = timedelta(days=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from shared import contracts
+from shared.runtime import contracts
 from tests.e2e.conftest import Harness, listing
 
 DAY = timedelta(days=1)

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from shared.flows import CLOCK_SKEW_ALLOWANCE
+from shared.rules.flows import CLOCK_SKEW_ALLOWANCE
 from shared.timefmt import parse_iso
 from tests.e2e.conftest import Harness, RunResult, Vendor, listing
 

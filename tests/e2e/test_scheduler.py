@@ -11,9 +11,9 @@ from typing import Any
 
 from infra.local.ticker import fire, scheduled_rules
 from infra.resources import Names
-from shared import contracts
-from shared.events import EventPublisher
-from shared.schedules import source_schedule
+from shared.rules.schedules import source_schedule
+from shared.runtime import contracts
+from shared.runtime.events import EventPublisher
 from tests.e2e.conftest import Harness, wait_for
 
 DAY = timedelta(days=1)

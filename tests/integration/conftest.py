@@ -32,9 +32,9 @@ from services.download.adapters import WrittenObject
 from services.download.logic import Claim, Heartbeat, download_run
 from services.validation.logic import validate_run
 from shared.connectors import MalformedRows
-from shared.db import Database
-from shared.flows import Window
-from shared.settings import RespecsSettings
+from shared.rules.flows import Window
+from shared.runtime.settings import RespecsSettings
+from shared.store.db import Database
 from shared.timefmt import parse_iso
 
 LEASE = timedelta(minutes=15)

@@ -13,10 +13,11 @@ import pytest
 from infra.approvals import ApprovalError, approve, list_waiting, reject
 from infra.operator import cancel_run
 from services.validation.approval import ApprovalRejected, RunNotWaiting, request_approval
-from shared import approvals, contracts
-from shared.db import Database
 from shared.errors import RunCancelled, TaskOver
-from shared.ledger import set_flow_params
+from shared.runtime import contracts
+from shared.store import approvals
+from shared.store.db import Database
+from shared.store.ledger import set_flow_params
 from tests.fakes import FakeCallbacks
 from tests.integration.conftest import (
     CURSOR,

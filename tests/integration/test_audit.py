@@ -19,8 +19,8 @@ from infra import operator
 from infra.operator import OperatorError
 from services.scheduler.logic import apply_reset, request_resets
 from services.unlocking.logic import unlock_run
-from shared.db import Database
-from shared.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
+from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
+from shared.store.db import Database
 from shared.timefmt import isoformat
 from tests.integration.conftest import (
     RESPECS,

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from services.unlocking.logic import unlock_run
 from services.unlocking.metrics import RunEnded
-from shared.db import Database
+from shared.store.db import Database
 from shared.timefmt import isoformat
 from tests.integration.conftest import (
     CURSOR,

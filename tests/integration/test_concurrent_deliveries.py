@@ -13,8 +13,8 @@ import pytest
 from infra.sources import get_source
 from services.download.adapters import claim_download
 from services.unlocking.logic import unlock_run
-from shared.db import Database
 from shared.errors import DuplicateDelivery, TransientError
+from shared.store.db import Database
 from shared.timefmt import isoformat
 from tests.integration.conftest import (
     CURSOR,

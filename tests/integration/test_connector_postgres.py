@@ -15,8 +15,8 @@ from psycopg2 import sql
 
 from shared.connectors import InvalidConnection, SourceUnreachable, parse_connection
 from shared.connectors.postgres import PostgresConnector
-from shared.flows import Window, WindowField
-from shared.secrets import Secrets
+from shared.rules.flows import Window, WindowField
+from shared.runtime.secrets import Secrets
 from tests.fakes import FakeSecretsManager
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

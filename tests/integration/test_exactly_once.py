@@ -22,10 +22,10 @@ from services.unlocking.logic import RunNotDownloaded, unlock_run
 from services.unlocking.metrics import RunEnded
 from services.validation.logic import SourceNotFound
 from shared.connectors import UnsupportedSourceType
-from shared.db import Database
 from shared.errors import PermanentError
-from shared.flows import DEFAULT_LATENESS_ALLOWANCE, InvalidFlowParams, overlap
-from shared.ledger import failure_recorder
+from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, InvalidFlowParams, overlap
+from shared.store.db import Database
+from shared.store.ledger import failure_recorder
 from shared.timefmt import isoformat
 from tests.integration.conftest import (
     CURSOR,

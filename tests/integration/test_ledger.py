@@ -1,10 +1,11 @@
-"""shared.ledger.set_flow_params: the compare-and-set change of a source's flow, with history."""
+"""shared.store.ledger.set_flow_params: the compare-and-set change of a source's flow, with
+history."""
 
 from __future__ import annotations
 
 from infra.sources import get_source
-from shared.db import Database
-from shared.ledger import set_flow_params
+from shared.store.db import Database
+from shared.store.ledger import set_flow_params
 from tests.integration.conftest import (
     MakeSource,
     flow_history_of,

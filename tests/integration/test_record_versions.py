@@ -14,8 +14,7 @@ import pytest
 
 from services.unlocking.logic import unlock_run
 from shared.connectors import InvalidConnection
-from shared.db import Database, fetch_one
-from shared.flows import (
+from shared.rules.flows import (
     CLOCK_SKEW_ALLOWANCE,
     DEFAULT_LATENESS_ALLOWANCE,
     STAMP_RESOLUTION,
@@ -23,6 +22,7 @@ from shared.flows import (
     Window,
     overlap,
 )
+from shared.store.db import Database, fetch_one
 from shared.timefmt import parse_iso
 from tests.integration.conftest import (
     RESPECS,

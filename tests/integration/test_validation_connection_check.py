@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from shared.connectors import InvalidConnection, SourceUnreachable
-from shared.db import Database
 from shared.errors import SourceflowError
-from shared.ledger import failure_recorder
+from shared.store.db import Database
+from shared.store.ledger import failure_recorder
 from tests.integration.conftest import (
     CURSOR,
     FakeConnectionCheck,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.secrets import Secrets
+from shared.runtime.secrets import Secrets
 from tests.fakes import FakeSecretsManager
 
 

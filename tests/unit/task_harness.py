@@ -1,4 +1,4 @@
-"""The unit harness of shared.tasks.process_task_record: SQS records carrying a
+"""The unit harness of shared.runtime.tasks.process_task_record: SQS records carrying a
 validation-request, the work a task does, and fakes of what the function reports to."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from shared.deliveries import Delivery, QueueVisibility, RetryPolicy
-from shared.tasks import process_task_record
+from shared.runtime.deliveries import Delivery, QueueVisibility, RetryPolicy
+from shared.runtime.tasks import process_task_record
 from tests.fakes import FakeCallbacks
 
 EXAMPLE = (

@@ -1,4 +1,4 @@
-"""shared.approvals.query_hash: the identity an approval of a Re-specs query is remembered by.
+"""shared.store.approvals.query_hash: the identity an approval of a Re-specs query is remembered by.
 
 Spelling (whitespace, comments, keyword case, the case of unquoted identifiers) must not ask
 again; anything that changes what the query does (a constant, a column, a table, a schema) must.
@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from shared.approvals import query_hash
+from shared.store.approvals import query_hash
 
 QUERY = "UPDATE public.listing_attributes SET value = 'sqm' WHERE source_id = 'acme' AND id > 10"
 # query_hash(QUERY) as computed with pglast 8.7 (requirements.lock); see the last test.

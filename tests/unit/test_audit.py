@@ -1,7 +1,7 @@
 """infra.audit: the ledger shows whether a source's windows cover time with no gap.
 
 Histories are written by `Ledger`, which plans each run's window and moves the cursor with the
-same shared.flows rules validation and unlocking use, so a history the services could write is
+same shared.rules.flows rules validation and unlocking use, so a history the services could write is
 audited as they would have written it.
 """
 
@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 from infra.audit import LISTED_RUNS, Audit, Gap, LedgerRun, audit
-from shared.flows import (
+from shared.rules.flows import (
     DEFAULT_LATENESS_ALLOWANCE,
     FlowParams,
     FlowType,

@@ -46,7 +46,7 @@ def test_the_artifact_holds_the_handler_shared_code_schemas_and_pinned_dependenc
     tree = tmp_path / "unlocking"
     assert (tree / "services" / "unlocking" / "handler.py").is_file()
     assert (tree / "services" / "__init__.py").is_file()
-    assert (tree / "shared" / "observability.py").is_file()
+    assert (tree / "shared" / "runtime" / "observability.py").is_file()
     assert (tree / "contracts" / "unlocking-request.v1.schema.json").is_file()
     # Only this service, only the schemas, no bytecode, no console scripts
     assert sorted(p.name for p in (tree / "services").iterdir()) == ["__init__.py", "unlocking"]

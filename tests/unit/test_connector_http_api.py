@@ -16,8 +16,8 @@ from shared.connectors import (
     parse_connection,
 )
 from shared.connectors.http_api import HttpApiConnector, SourceDatasetNotFound, _window_params
-from shared.flows import Window, WindowField
-from shared.secrets import SecretNotFound, Secrets
+from shared.rules.flows import Window, WindowField
+from shared.runtime.secrets import SecretNotFound, Secrets
 from shared.timefmt import isoformat
 from tests.fakes import FakeSecretsManager
 

@@ -22,8 +22,8 @@ from shared.connectors import (
 )
 from shared.connectors.postgres import PostgresConnector, SourceQueryFailed
 from shared.errors import SourceflowError
-from shared.flows import Window, WindowField
-from shared.secrets import Secrets
+from shared.rules.flows import Window, WindowField
+from shared.runtime.secrets import Secrets
 from tests.fakes import FakeSecretsManager
 
 PASSWORD = "pw-0c7e5d-not-for-logs"

@@ -27,7 +27,7 @@ from shared.connectors.s3_files import (
     record_time,
     row_in_window,
 )
-from shared.flows import Window, WindowField
+from shared.rules.flows import Window, WindowField
 from tests.fakes import client_error
 
 BUCKET = "partner-drops"

@@ -1,4 +1,4 @@
-"""shared.contracts: parsing, building and the text of a ContractViolation."""
+"""shared.runtime.contracts: parsing, building and the text of a ContractViolation."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 from jsonschema import FormatChecker
 
-from shared import contracts
-from shared.contracts import (
+from shared.errors import ContractViolation
+from shared.runtime import contracts
+from shared.runtime.contracts import (
     format_timestamp,
     message,
     parse,
     validate,
     violations,
 )
-from shared.errors import ContractViolation
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "acme-listings-20261122-184157"
@@ -319,7 +319,7 @@ def test_format_timestamp() -> None:
 def test_contracts_dir_defaults_to_the_repository() -> None:
     # A fresh interpreter without the override, whatever this one's environment says.
     script = (
-        "from shared.contracts import CONTRACTS_DIR, schema_names; "
+        "from shared.runtime.contracts import CONTRACTS_DIR, schema_names; "
         "print(CONTRACTS_DIR); print(sorted(schema_names()))"
     )
     env = {k: v for k, v in os.environ.items() if k != "SOURCEFLOW_CONTRACTS_DIR"}
@@ -335,7 +335,7 @@ def test_contracts_dir_defaults_to_the_repository() -> None:
 def test_contracts_dir_can_be_overridden_by_the_environment(tmp_path: Path) -> None:
     for file_name in ("common.v1.schema.json", "run-failed.v1.schema.json"):
         shutil.copy(REPO / "contracts" / file_name, tmp_path / file_name)
-    script = "from shared.contracts import schema_names; print(schema_names())"
+    script = "from shared.runtime.contracts import schema_names; print(schema_names())"
     env = {**os.environ, "SOURCEFLOW_CONTRACTS_DIR": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, "-c", script],

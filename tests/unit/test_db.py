@@ -1,4 +1,4 @@
-"""shared.db.dsn_from_secret: the database connection a Secrets Manager secret describes."""
+"""shared.store.db.dsn_from_secret: the database connection a Secrets Manager secret describes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 from psycopg2.extensions import parse_dsn
 
-from shared.db import dsn_from_secret
+from shared.store.db import dsn_from_secret
 
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:sourceflow/dev/db-AbCdEf"
 # A password no error message could contain by chance.

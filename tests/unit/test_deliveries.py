@@ -1,4 +1,5 @@
-"""shared.deliveries: a failed delivery is recorded, delayed by the backoff, and re-raised."""
+"""shared.runtime.deliveries: a failed delivery is recorded, delayed by the backoff, and
+re-raised."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from infra.local.lambda_event import LocalLambdaContext
-from shared.deliveries import (
+from shared.errors import TransientError
+from shared.runtime.deliveries import (
     Delivery,
     FailureLog,
     QueueVisibility,
@@ -17,7 +19,6 @@ from shared.deliveries import (
     batch_lambda_handler,
     guarded,
 )
-from shared.errors import TransientError
 
 QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:sourceflow-local-download"
 

@@ -13,7 +13,7 @@ from services.download.logic import (
     window_from_plan,
 )
 from shared.errors import TaskOver
-from shared.flows import Window, WindowField
+from shared.rules.flows import Window, WindowField
 from shared.timefmt import isoformat
 
 INTERVAL = 60.0

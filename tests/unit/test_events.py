@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from shared import contracts
 from shared.errors import ContractViolation, TransientError
-from shared.events import (
+from shared.runtime import contracts
+from shared.runtime.events import (
     DETAIL_CONTRACTS,
     EVENT_SOURCE,
     SCHEDULED_EVENT,

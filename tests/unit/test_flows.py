@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shared.flows import (
+from shared.rules.flows import (
     CLOCK_SKEW_ALLOWANCE,
     FIRST_RUN_PARAMS,
     RESPECS_WINDOW_START,

@@ -35,7 +35,7 @@ from itertools import pairwise
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from shared.flows import (
+from shared.rules.flows import (
     CLOCK_SKEW_ALLOWANCE,
     DEFAULT_LATENESS_ALLOWANCE,
     FIRST_RUN_PARAMS,
@@ -52,8 +52,8 @@ from shared.flows import (
     plan_window,
     recorded_allowance,
 )
+from shared.rules.versions import LandingCounts, Version, VersionFilter, key_digest
 from shared.timefmt import isoformat, parse_iso
-from shared.versions import LandingCounts, Version, VersionFilter, key_digest
 
 # 200 examples a property, no per-example deadline (a loaded machine is slow, not wrong), no
 # example database written into the working tree, and a failure printed with the blob that
@@ -575,7 +575,7 @@ def describe(versions: dict[Version, int]) -> str:
 # Found by this test: with an allowance of 0 raised to 10 min, a version written half a second
 # after a run by a clock exactly the skew allowance behind, stamped in whole seconds, fell just
 # before the next window (landed_since) and was lost for good, until the overlap counted the
-# second a whole-second stamp cuts off (shared.flows.STAMP_RESOLUTION).
+# second a whole-second stamp cuts off (shared.rules.flows.STAMP_RESOLUTION).
 RAISED_FROM_ZERO_WITH_A_TRUNCATED_STAMP = History(
     initial_allowance=timedelta(0),
     runs=(

@@ -1,4 +1,5 @@
-"""shared.observability: metrics flushed per invocation or per record, and silent when off."""
+"""shared.runtime.observability: metrics flushed per invocation or per record, and silent
+when off."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.observability import count_deliveries, dimensioned_metrics, log_metrics
+from shared.runtime.observability import count_deliveries, dimensioned_metrics, log_metrics
 
 
 def emitted(out: str) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.respecs import InvalidRespecsQuery, check_respecs_query, parse_allowed_tables
+from shared.rules.respecs import InvalidRespecsQuery, check_respecs_query, parse_allowed_tables
 
 ALLOWED = parse_allowed_tables("listing_attributes, warehouse.listing_specs")
 

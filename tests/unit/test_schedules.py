@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from shared.schedules import InvalidSchedule, Schedule, parse_rule_expression, source_schedule
+from shared.rules.schedules import InvalidSchedule, Schedule, parse_rule_expression, source_schedule
 
 NEW_YORK_WINTER = timezone(timedelta(hours=-5))
 TOKYO = timezone(timedelta(hours=9))

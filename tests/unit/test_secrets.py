@@ -1,4 +1,5 @@
-"""shared.secrets: secret values by reference, read once per container, never in an error."""
+"""shared.runtime.secrets: secret values by reference, read once per container, never in an
+error."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 
 from shared.errors import TransientError
-from shared.secrets import SecretNotFound, SecretNotReadable, Secrets
+from shared.runtime.secrets import SecretNotFound, SecretNotReadable, Secrets
 from tests.fakes import FakeSecretsManager, client_error
 
 USED_BY = "source 'partner': connection.password_secret"

@@ -1,4 +1,4 @@
-"""shared.settings: where a consumer's database connection comes from."""
+"""shared.runtime.settings: where a consumer's database connection comes from."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 from psycopg2.extensions import parse_dsn
 
-from shared.settings import ConsumerSettings, SettingsError, database_url
+from shared.runtime.settings import ConsumerSettings, SettingsError, database_url
 
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:sourceflow/dev/db-AbCdEf"
 RDS_SECRET = json.dumps(

@@ -11,8 +11,8 @@ import pytest
 from infra import statemachine
 from infra.resources import Names, Timeouts, state_machine_substitutions
 from services.unlocking import adapters as unlocking
-from shared import contracts
-from shared.versions import VERSION_COUNTS
+from shared.rules.versions import VERSION_COUNTS
+from shared.runtime import contracts
 
 CALLBACK = "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
 

@@ -1,4 +1,5 @@
-"""shared.tasks: one SQS record in, one task outcome out (success, named failure, or retry)."""
+"""shared.runtime.tasks: one SQS record in, one task outcome out (success, named failure, or
+retry)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from shared import contracts
-from shared.deliveries import Delivery
 from shared.errors import ContractViolation, PermanentError, TaskOver, TransientError
-from shared.tasks import TaskCallbacks
+from shared.runtime import contracts
+from shared.runtime.deliveries import Delivery
+from shared.runtime.tasks import TaskCallbacks
 from tests.fakes import FakeCallbacks, client_error
 from tests.unit.task_harness import (
     RETRY,
@@ -110,7 +111,7 @@ def test_a_transient_error_before_the_last_delivery_is_raised_for_redelivery(
     # When work meets a transient error, Then it is raised for redelivery
     with pytest.raises(TransientError):
         harness.process(record, raising(TransientError("vendor timed out")))
-    # And nothing is reported (the backoff is shared.deliveries.guarded's job)
+    # And nothing is reported (the backoff is shared.runtime.deliveries.guarded's job)
     assert harness.visibility.delays == []
     assert harness.callbacks.calls == 0
     assert harness.failures.entries == []

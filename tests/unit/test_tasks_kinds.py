@@ -1,5 +1,5 @@
 """Task work that a person answers later (the Approve step), and the switch that turns the
-approval gate off (shared.settings.env_bool)."""
+approval gate off (shared.runtime.settings.env_bool)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from shared.deliveries import Delivery
-from shared.settings import SettingsError, env_bool
+from shared.runtime.deliveries import Delivery
+from shared.runtime.settings import SettingsError, env_bool
 from tests.fakes import FakeCallbacks
 from tests.unit.task_harness import RETRY, Harness, sqs_record
 

@@ -29,7 +29,7 @@ from infra.resources import (
     Names,
     Timeouts,
 )
-from shared.events import EVENT_SOURCE
+from shared.runtime.events import EVENT_SOURCE
 
 STAGE = "t1"
 NAMES = Names(STAGE)
@@ -432,7 +432,7 @@ def test_each_function_is_configured_as_its_settings_read(
 def _settings_source(name: str) -> str:
     root = Path(__file__).resolve().parents[2]
     return (root / "services" / name / "settings.py").read_text() + (
-        root / "shared" / "settings.py"
+        root / "shared" / "runtime" / "settings.py"
     ).read_text()
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from infra.local.ticker import ScheduledRule, fire, fire_all, scheduled_rules
-from shared.schedules import parse_rule_expression
+from shared.rules.schedules import parse_rule_expression
 
 PREFIX = "sourceflow-"
 ACCOUNT, REGION = "123456789012", "eu-west-1"

@@ -11,7 +11,7 @@ import pytest
 
 from services.validation.logic import Run, Skip, SourceNotFound, SourceRow, decide
 from shared.connectors import UnsupportedSourceType
-from shared.flows import (
+from shared.rules.flows import (
     DEFAULT_LATENESS_ALLOWANCE,
     FlowType,
     InvalidFlowParams,

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from shared.flows import StampPosition, Window, stamp_position
+from shared.rules.flows import StampPosition, Window, stamp_position
 from shared.timefmt import isoformat
 
 # A run counts every future-dated version, and describes the first few in its manifest.

@@ -11,8 +11,8 @@ from typing import Any
 
 from psycopg2.extras import Json
 
-from shared.db import Database, fetch_one
 from shared.errors import RunCancelled
+from shared.store.db import Database, fetch_one
 
 # A run in one of these is still under way; any other status (succeeded, failed, skipped,
 # cancelled) is its end, which nothing may write over.

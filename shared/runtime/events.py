@@ -16,12 +16,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared import contracts
-from shared.db import Database
-from shared.deliveries import QueueVisibility, consumer_lambda_handler
 from shared.errors import ContractViolation, TransientError
-from shared.observability import logger
-from shared.settings import ConsumerSettings
+from shared.runtime import contracts
+from shared.runtime.deliveries import QueueVisibility, consumer_lambda_handler
+from shared.runtime.observability import logger
+from shared.runtime.settings import ConsumerSettings
+from shared.store.db import Database
 
 EVENT_SOURCE = "sourceflow"
 SCHEDULED_EVENT = "Scheduled Event"  # what EventBridge schedule rules deliver

@@ -15,8 +15,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared import aws
 from shared.errors import PermanentError, TransientError
+from shared.runtime import aws
 
 
 class SecretNotFound(PermanentError):

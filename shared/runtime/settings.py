@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared import aws
-from shared.db import dsn_from_secret
+from shared.runtime import aws
+from shared.store.db import dsn_from_secret
 
 
 class SettingsError(RuntimeError):
@@ -130,7 +130,7 @@ class RespecsSettings:
 
     @classmethod
     def from_env(cls) -> RespecsSettings:
-        from shared.respecs import parse_allowed_tables
+        from shared.rules.respecs import parse_allowed_tables
 
         return cls(
             allowed_tables=parse_allowed_tables(os.environ.get("RESPECS_ALLOWED_TABLES", "")),

@@ -19,13 +19,13 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared import aws, contracts
-from shared.db import Database
-from shared.deliveries import Delivery, QueueVisibility, consumer_lambda_handler
 from shared.errors import DuplicateDelivery, PermanentError, TaskOver, TransientError
-from shared.ledger import failure_recorder
-from shared.observability import logger
-from shared.settings import ConsumerSettings
+from shared.runtime import aws, contracts
+from shared.runtime.deliveries import Delivery, QueueVisibility, consumer_lambda_handler
+from shared.runtime.observability import logger
+from shared.runtime.settings import ConsumerSettings
+from shared.store.db import Database
+from shared.store.ledger import failure_recorder
 
 _TASK_OVER_CODES = {"InvalidToken", "TaskTimedOut", "TaskDoesNotExist"}
 # Step Functions refused what we sent (too large, malformed): sending it again cannot help.
@@ -135,7 +135,7 @@ def process_task_record(
             callbacks.succeed(token, result)
         except TransientError as exc:
             if receive_count < max_receives:
-                raise  # redelivered after a backoff (see shared.deliveries.guarded)
+                raise  # redelivered after a backoff (see shared.runtime.deliveries.guarded)
             detail = f"{exc} (gave up after {receive_count} deliveries)"
             logger.error("transient error on the last delivery", extra={"error": detail})
             record_failure(message, exc.error_name, detail)

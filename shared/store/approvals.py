@@ -19,7 +19,7 @@ from typing import Any
 from pglast import parse_sql
 from pglast.stream import RawStream
 
-from shared.db import fetch_one
+from shared.store.db import fetch_one
 from shared.timefmt import isoformat
 
 APPROVAL_STATUSES = ("waiting", "approved", "rejected", "cancelled")

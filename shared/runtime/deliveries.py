@@ -24,10 +24,10 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared import aws
-from shared.db import Database
-from shared.observability import count_deliveries, log_metrics, logger, tracer
-from shared.settings import ConsumerSettings
+from shared.runtime import aws
+from shared.runtime.observability import count_deliveries, log_metrics, logger, tracer
+from shared.runtime.settings import ConsumerSettings
+from shared.store.db import Database
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The pure rules: flows and windows, record versions, schedules, Re-specs queries, leases."""

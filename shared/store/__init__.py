@@ -1,0 +1,1 @@
+"""The store: the database, the run ledger and the lock and run protocol, approvals."""
