@@ -35,7 +35,7 @@ lint: install
 	$(BIN)/cfn-lint infra/templates/*.yaml
 
 typecheck: install
-	$(BIN)/mypy shared services infra tests bench
+	$(BIN)/mypy shared services infra ops local tests bench
 
 test: lint typecheck
 	$(BIN)/pytest -q --basetemp=$(CURDIR)/.pytest-tmp

@@ -38,8 +38,8 @@ from bench.cost import run_cost
 from bench.orchestration import measure_orchestration
 from bench.overlap import SETTINGS, measure_overlap
 from bench.scale import measure_scale
-from infra.local.stack import LocalStack, StackOptions
-from infra.local.vendor import ANNOUNCEMENT
+from local.stack import LocalStack, StackOptions
+from local.vendor import ANNOUNCEMENT
 
 STATE_DIR = Path(".sourceflow")
 RESULTS = STATE_DIR / "bench.json"
@@ -51,7 +51,7 @@ def cached_vendor(datasets: dict[str, int]) -> Any:
     """The demo vendor serving pre-rendered pages (rendered once, then from memory)."""
     args = [arg for name, size in datasets.items() for arg in ("--dataset", f"{name}={size}")]
     vendor = subprocess.Popen(
-        [sys.executable, "-m", "infra.local.vendor", "--port", "0", "--cache-pages", *args],
+        [sys.executable, "-m", "local.vendor", "--port", "0", "--cache-pages", *args],
         stdout=subprocess.PIPE,
         text=True,
     )

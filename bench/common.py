@@ -8,15 +8,15 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from infra.sources import SourceSpec, register_source
 from services.download.adapters import S3RawSink
 from services.download.logic import Claim, Heartbeat, download_run
 from services.unlocking.logic import unlock_run
-from services.validation.logic import validate_run
+from services.validation.service import validate_run
 from shared.connectors import check_connection, connector_for
 from shared.runtime import aws
 from shared.runtime.settings import RespecsSettings
 from shared.store.db import Database
+from shared.store.sources import SourceSpec, register_source
 
 
 def bench_source(

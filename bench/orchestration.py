@@ -9,8 +9,8 @@ from collections import defaultdict
 from typing import Any
 
 from bench.common import bench_source, direct_run, task_request, utc_now
-from infra.local.stack import LocalStack, aws_client
-from infra.runs import wait_for_execution
+from local.stack import LocalStack, aws_client
+from ops.runs import wait_for_execution
 from shared.runtime.executions import start_run
 from shared.store.db import Database
 

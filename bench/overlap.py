@@ -28,9 +28,9 @@ import requests
 
 from bench.common import bench_source, direct_run, task_request, utc_now
 from bench.orchestration import step_seconds
-from infra.local.stack import LocalStack, aws_client
-from infra.local.vendor import floor_seconds, format_timestamp, render_record
-from infra.runs import wait_for_execution
+from local.stack import LocalStack, aws_client
+from local.vendor import floor_seconds, format_timestamp, render_record
+from ops.runs import wait_for_execution
 from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
 from shared.runtime.executions import start_run
 from shared.store.db import Database, fetch_one

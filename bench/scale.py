@@ -8,9 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 from bench.common import bench_source, utc_now
-from infra.local.stack import LocalStack, aws_client
-from infra.local.ticker import fire_all
 from infra.resources import Names
+from local.stack import LocalStack, aws_client
+from local.ticker import fire_all
 from shared.store.db import Database
 
 SIZES = (50, 100, 200)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from services.download import adapters
 from services.download.adapters import WrittenObject
-from shared.connectors import Connector, InvalidConnection
+from shared.connectors.base import Connector, InvalidConnection
 from shared.errors import DuplicateDelivery, LockLost, PermanentError, TaskOver, TransientError
 from shared.rules.flows import (
     FlowType,

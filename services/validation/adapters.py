@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from psycopg2.extras import Json
 
+from services.validation.domain import Run, Skip
 from shared.errors import PermanentError
 from shared.store.db import fetch_one
 from shared.store.ledger import set_flow_params
 from shared.timefmt import isoformat
-
-if TYPE_CHECKING:
-    from services.validation.logic import Run, Skip
 
 
 def find_run(cur: Any, execution_arn: str, *, for_update: bool = False) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ from functools import cache
 from typing import Any
 
 from services.validation.approval import request_approval
-from services.validation.logic import validate_run
+from services.validation.service import validate_run
 from services.validation.settings import Settings
 from shared.connectors import check_connection
 from shared.runtime import aws

@@ -9,117 +9,12 @@ at the source where the source can filter) without holding the whole result in m
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
-from shared.errors import PermanentError, TransientError
-from shared.rules.flows import Window
-from shared.runtime import aws, contracts
+from shared.connectors.base import Connector, parse_connection
+from shared.runtime import aws
 from shared.runtime.secrets import default_secrets
-
-SOURCE_TYPES = frozenset({"http_api", "s3_files", "postgres"})
-# A run reports every malformed row in its count, but describes only the first few.
-MALFORMED_EXAMPLES = 20
-
-
-@dataclass
-class MalformedRows:
-    """Rows a connector could not load (unparseable, or without a usable date in the window's
-    field): counted and described so that the run reports them rather than dropping them."""
-
-    count: int = 0
-    examples: list[str] = field(default_factory=list)
-
-    def add(self, where: str, reason: str) -> None:
-        self.count += 1
-        if len(self.examples) < MALFORMED_EXAMPLES:
-            self.examples.append(f"{where}: {reason}")
-
-
-class Connector(Protocol):
-    def check(self) -> None:
-        """Prove, without reading records, that the source answers and accepts the credentials.
-
-        Raises a named PermanentError that says what to fix (InvalidConnection,
-        InvalidCredentials, SecretNotFound, …), or SourceUnreachable (transient).
-        """
-        ...
-
-    def records(self, window: Window) -> Iterator[dict[str, Any]]:
-        """Every record in the window, in the source's order; a last-modified window is read
-        past its end (`Window.reads_past_end`): download decides what lands."""
-        ...
-
-    def last_modified(self, record: Mapping[str, Any]) -> datetime | None:
-        """The record's last-modification time, which the LMD cursor follows."""
-        ...
-
-    @property
-    def key_field(self) -> str | None:
-        """The field that identifies a record across its versions; None: the whole record
-        (a source without a key, whose every change is another record)."""
-        ...
-
-    @property
-    def malformed(self) -> MalformedRows:
-        """The rows the latest `records` call skipped, and why."""
-        ...
-
-
-class UnsupportedSourceType(PermanentError):
-    error_name = "UnsupportedSourceType"
-
-
-class InvalidConnection(PermanentError):
-    error_name = "InvalidConnection"
-
-
-class InvalidCredentials(PermanentError):
-    error_name = "InvalidCredentials"
-
-
-class SourceUnreachable(TransientError):
-    """The source did not answer (refused, timed out, connection lost): worth another try."""
-
-    error_name = "SourceUnreachable"
-
-
-def require_supported(source_id: str, source_type: str) -> None:
-    if source_type not in SOURCE_TYPES:
-        raise UnsupportedSourceType(
-            f"source {source_id!r}: source_type {source_type!r} is not supported; "
-            f"expected one of {sorted(SOURCE_TYPES)}"
-        )
-
-
-def connection_contract(source_type: str) -> str:
-    """The name of the contract a `source_type`'s connection follows (contract names have no
-    underscores)."""
-    return "connection-" + source_type.replace("_", "-")
-
-
-def parse_connection(source_id: str, source_type: str, connection: Any) -> dict[str, Any]:
-    """The source's `connection`, checked against its type's schema.
-
-    The problems never repeat the offending values: a password pasted into the wrong setting
-    must not reach the ledger through this message.
-    """
-    require_supported(source_id, source_type)
-    contract = connection_contract(source_type)
-    problems = (
-        contracts.violations(connection, contract, echo_values=False)
-        if isinstance(connection, Mapping)
-        else ["$: is not a JSON object"]
-    )
-    if problems:
-        raise InvalidConnection(
-            f"source {source_id!r}: its {source_type} connection is not valid: "
-            + "; ".join("connection" + problem.removeprefix("$") for problem in problems)
-            + f"; fix public.source.connection (see contracts/{contract}.v1.schema.json)"
-        )
-    return dict(connection)
 
 
 def connector_for(source_id: str, source_type: str, connection: Mapping[str, Any]) -> Connector:

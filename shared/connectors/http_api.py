@@ -21,7 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from shared.connectors import InvalidCredentials, MalformedRows, SourceUnreachable
+from shared.connectors.base import InvalidCredentials, MalformedRows, SourceUnreachable
 from shared.errors import PermanentError, TransientError
 from shared.rules.flows import Window, WindowField
 from shared.runtime.secrets import Secrets

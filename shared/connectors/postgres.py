@@ -26,7 +26,7 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
-from shared.connectors import (
+from shared.connectors.base import (
     InvalidConnection,
     InvalidCredentials,
     MalformedRows,

@@ -23,7 +23,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.connectors import (
+from shared.connectors.base import (
     InvalidConnection,
     InvalidCredentials,
     MalformedRows,

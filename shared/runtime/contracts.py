@@ -45,8 +45,7 @@ __all__ = [
 ]
 
 CONTRACTS_DIR: Path = Path(
-    os.environ.get("SOURCEFLOW_CONTRACTS_DIR")
-    or Path(__file__).resolve().parents[2] / "contracts"
+    os.environ.get("SOURCEFLOW_CONTRACTS_DIR") or Path(__file__).resolve().parents[2] / "contracts"
 )
 """Where the schema files live; `SOURCEFLOW_CONTRACTS_DIR` overrides it (read once, at import)."""
 

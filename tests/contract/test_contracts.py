@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from shared.connectors import SOURCE_TYPES, connection_contract
+from shared.connectors.base import SOURCE_TYPES, connection_contract
 from shared.errors import ContractViolation
 from shared.runtime.contracts import (
     COMMON,

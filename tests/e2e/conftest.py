@@ -20,14 +20,14 @@ import pytest
 import requests
 from psycopg2.extras import Json
 
-from infra.local.partner import PartnerSources
-from infra.local.stack import LOCAL_TIMEOUTS, LocalStack, StackOptions, aws_client
-from infra.local.ticker import fire_all
 from infra.resources import Names
-from infra.runs import wait_for_execution
-from infra.sources import SourceSpec, get_run, get_source, register_source
+from local.partner import PartnerSources
+from local.stack import LOCAL_TIMEOUTS, LocalStack, StackOptions, aws_client
+from local.ticker import fire_all
+from ops.runs import wait_for_execution
 from shared.runtime.executions import start_run
 from shared.store.db import Database
+from shared.store.sources import SourceSpec, get_run, get_source, register_source
 from shared.timefmt import isoformat
 
 _counter = itertools.count(1)
@@ -446,7 +446,7 @@ class Harness:
             [
                 sys.executable,
                 "-m",
-                "infra.cli",
+                "ops.cli",
                 *args,
                 "--state-dir",
                 str(self.stack.options.state_dir),

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from infra.local.stack import LocalStack
+from local.stack import LocalStack
 from shared.runtime import contracts
 from shared.store.approvals import query_hash
 from tests.e2e.conftest import APPROVAL_SECONDS, Harness, RunResult, wait_for
@@ -242,7 +242,7 @@ def test_run_wait_says_what_the_run_waits_for_and_approvals_lists_it(harness: Ha
     source_id, _, _ = respecs_source(harness, SQM)
     state_dir = str(harness.stack.options.state_dir)
     following = subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", "run", source_id, "--wait", "--state-dir", state_dir],
+        [sys.executable, "-m", "ops.cli", "run", source_id, "--wait", "--state-dir", state_dir],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

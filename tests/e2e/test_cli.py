@@ -174,7 +174,7 @@ def test_a_missing_or_broken_dependency_is_one_clear_line(
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL")}
     completed = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "sources", "list", "--state-dir", str(tmp_path)],
+        [sys.executable, "-m", "ops.cli", "sources", "list", "--state-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,

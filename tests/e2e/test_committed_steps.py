@@ -1,7 +1,7 @@
 """A step that committed is never reported as failed (issue 14).
 
 A validation or unlocking worker killed right after its transaction commits, before it reports
-with SendTaskSuccess (the worker's `after-commit` fault point, infra/local/worker.py): the
+with SendTaskSuccess (the worker's `after-commit` fault point, local/worker.py): the
 message comes back after the queue's visibility timeout, while the task still waits, and its
 redelivery reports what the first delivery committed. And when a task does end before the
 redelivery comes, the failure path reads the ledger first: a run the ledger says succeeded
@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from infra.local.worker import AFTER_COMMIT
-from infra.runs import wait_for_execution
+from local.worker import AFTER_COMMIT
+from ops.runs import wait_for_execution
 from tests.e2e.conftest import Harness, RunResult, wait_for
 
 DAY = timedelta(days=1)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def test_demo_runs_all_four_flows_approves_resets_them_and_exits_zero(tmp_path: Path) -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "demo", "--state-dir", str(tmp_path)],
+        [sys.executable, "-m", "ops.cli", "demo", "--state-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=180,

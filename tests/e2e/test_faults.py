@@ -15,9 +15,9 @@ from typing import Any
 
 import psycopg2
 
-from infra.dlq import held
-from infra.local.roles import cut_off, restore
 from infra.resources import Names
+from local.roles import cut_off, restore
+from ops.dlq import held
 from shared.runtime import contracts
 from tests.e2e.conftest import Harness, RunResult, wait_for
 

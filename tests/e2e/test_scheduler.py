@@ -9,8 +9,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from infra.local.ticker import fire, scheduled_rules
 from infra.resources import Names
+from local.ticker import fire, scheduled_rules
 from shared.rules.schedules import source_schedule
 from shared.runtime import contracts
 from shared.runtime.events import EventPublisher

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from infra.local.partner import create_listings_table, put_drop, upsert_listings
+from local.partner import create_listings_table, put_drop, upsert_listings
 from shared.rules.flows import RESPECS_WINDOW_START
 from shared.timefmt import isoformat
 from tests.e2e.conftest import Harness, RunResult, listing, sold_listing, years_ago

@@ -13,7 +13,8 @@ from pathlib import Path
 import psycopg2
 import requests
 
-from infra.local.stack import aws_client, read_env_file
+from local.stack import aws_client
+from ops.config import read_env_file
 
 REQUIRED = {
     "DATABASE_URL",
@@ -28,7 +29,7 @@ REQUIRED = {
 def _up(state_dir: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", "up", "--state-dir", str(state_dir), "--workers", "1"],
+        [sys.executable, "-m", "ops.cli", "up", "--state-dir", str(state_dir), "--workers", "1"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -27,14 +27,14 @@ import pytest
 from psycopg2.extensions import make_dsn
 
 from infra.migrate import MIGRATIONS_DIR, apply_migrations
-from infra.sources import SourceSpec, get_run, get_source, register_source
 from services.download.adapters import WrittenObject
 from services.download.logic import Claim, Heartbeat, download_run
-from services.validation.logic import validate_run
-from shared.connectors import MalformedRows
+from services.validation.service import validate_run
+from shared.connectors.base import MalformedRows
 from shared.rules.flows import Window
 from shared.runtime.settings import RespecsSettings
 from shared.store.db import Database
+from shared.store.sources import SourceSpec, get_run, get_source, register_source
 from shared.timefmt import parse_iso
 
 LEASE = timedelta(minutes=15)

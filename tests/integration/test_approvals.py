@@ -1,6 +1,6 @@
 """The Re-specs approval gate against a real PostgreSQL: validation says whether a run waits,
 the Approve step keeps the token (services.validation.approval), and a person answers it
-(infra.approvals, infra.operator.cancel_run). Step Functions and EventBridge are fakes."""
+(ops.approvals, ops.cancel_run). Step Functions and EventBridge are fakes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from infra.approvals import ApprovalError, approve, list_waiting, reject
-from infra.operator import cancel_run
+from ops.approvals import ApprovalError, approve, list_waiting, reject
+from ops.runs import cancel_run
 from services.validation.approval import ApprovalRejected, RunNotWaiting, request_approval
 from shared.errors import RunCancelled, TaskOver
 from shared.runtime import contracts

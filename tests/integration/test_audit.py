@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from infra import operator
-from infra.operator import OperatorError
+from ops import audit
+from ops.config import OperatorError
 from services.scheduler.logic import apply_reset, request_resets
 from services.unlocking.logic import unlock_run
 from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
@@ -57,7 +57,7 @@ def reset_to_normal(db: Database, source_id: str) -> None:
 
 def sourceflow_audit(database_url: str, state_dir: Path, *args: str) -> Any:
     return subprocess.run(
-        [sys.executable, "-m", "infra.cli", "audit", *args, "--state-dir", str(state_dir)],
+        [sys.executable, "-m", "ops.cli", "audit", *args, "--state-dir", str(state_dir)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -87,7 +87,7 @@ def test_a_history_the_services_wrote_is_whole_until_the_cursor_is_edited_by_han
     ]
 
     # When it is audited, Then its windows are whole, and the command exits 0
-    audited = operator.audit(db, source_id)
+    audited = audit.audit_source(db, source_id)
     assert audited.gaps == ()
     assert [run.execution_name for run in audited.runs] == [
         full_load["execution_name"],
@@ -185,7 +185,7 @@ def test_an_unknown_source_is_one_line_naming_it(
     db: Database, migrated_url: str, tmp_path: Path
 ) -> None:
     with pytest.raises(OperatorError, match="unknown source 'nope'"):
-        operator.audit(db, "nope")
+        audit.audit_source(db, "nope")
     completed = sourceflow_audit(migrated_url, tmp_path, "nope")
     assert completed.returncode == 1
     assert "Traceback" not in completed.stderr

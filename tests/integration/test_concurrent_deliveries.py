@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from infra.sources import get_source
 from services.download.adapters import claim_download
 from services.unlocking.logic import unlock_run
 from shared.errors import DuplicateDelivery, TransientError
 from shared.store.db import Database
+from shared.store.sources import get_source
 from shared.timefmt import isoformat
 from tests.integration.conftest import (
     CURSOR,

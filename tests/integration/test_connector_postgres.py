@@ -13,7 +13,7 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from shared.connectors import InvalidConnection, SourceUnreachable, parse_connection
+from shared.connectors.base import InvalidConnection, SourceUnreachable, parse_connection
 from shared.connectors.postgres import PostgresConnector
 from shared.rules.flows import Window, WindowField
 from shared.runtime.secrets import Secrets

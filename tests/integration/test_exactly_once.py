@@ -13,19 +13,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from infra.sources import get_source
 from services.download.adapters import claim_download
 from services.download.logic import DownloadProgress, RunNotStarted, lease_renewal
 from services.download.logic import LockLost as DownloadLockLost
 from services.unlocking.logic import LockLost as UnlockLockLost
 from services.unlocking.logic import RunNotDownloaded, unlock_run
 from services.unlocking.metrics import RunEnded
-from services.validation.logic import SourceNotFound
-from shared.connectors import UnsupportedSourceType
+from services.validation.domain import SourceNotFound
+from shared.connectors.base import UnsupportedSourceType
 from shared.errors import PermanentError
 from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, InvalidFlowParams, overlap
 from shared.store.db import Database
 from shared.store.ledger import failure_recorder
+from shared.store.sources import get_source
 from shared.timefmt import isoformat
 from tests.integration.conftest import (
     CURSOR,

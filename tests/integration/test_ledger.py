@@ -3,9 +3,9 @@ history."""
 
 from __future__ import annotations
 
-from infra.sources import get_source
 from shared.store.db import Database
 from shared.store.ledger import set_flow_params
+from shared.store.sources import get_source
 from tests.integration.conftest import (
     MakeSource,
     flow_history_of,

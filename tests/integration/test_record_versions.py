@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from services.unlocking.logic import unlock_run
-from shared.connectors import InvalidConnection
+from shared.connectors.base import InvalidConnection
 from shared.rules.flows import (
     CLOCK_SKEW_ALLOWANCE,
     DEFAULT_LATENESS_ALLOWANCE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.connectors import InvalidConnection, SourceUnreachable
+from shared.connectors.base import InvalidConnection, SourceUnreachable
 from shared.errors import SourceflowError
 from shared.store.db import Database
 from shared.store.ledger import failure_recorder

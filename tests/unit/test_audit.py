@@ -1,4 +1,4 @@
-"""infra.audit: the ledger shows whether a source's windows cover time with no gap.
+"""ops.audit: the ledger shows whether a source's windows cover time with no gap.
 
 Histories are written by `Ledger`, which plans each run's window and moves the cursor with the
 same shared.rules.flows rules validation and unlocking use, so a history the services could write is
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
-from infra.audit import LISTED_RUNS, Audit, Gap, LedgerRun, audit
+from ops.audit import LISTED_RUNS, Audit, Gap, LedgerRun, audit
 from shared.rules.flows import (
     DEFAULT_LATENESS_ALLOWANCE,
     FlowParams,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared.connectors import (
+from shared.connectors.base import (
     InvalidConnection,
     InvalidCredentials,
     UnsupportedSourceType,

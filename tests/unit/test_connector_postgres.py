@@ -14,7 +14,7 @@ import psycopg2.errors
 import pytest
 from psycopg2 import sql
 
-from shared.connectors import (
+from shared.connectors.base import (
     InvalidConnection,
     InvalidCredentials,
     SourceUnreachable,

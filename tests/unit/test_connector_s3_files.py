@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from shared.connectors import (
+from shared.connectors.base import (
     InvalidConnection,
     InvalidCredentials,
     SourceUnreachable,

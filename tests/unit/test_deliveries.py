@@ -9,7 +9,7 @@ import pytest
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from infra.local.lambda_event import LocalLambdaContext
+from local.lambda_event import LocalLambdaContext
 from shared.errors import TransientError
 from shared.runtime.deliveries import (
     Delivery,

@@ -19,8 +19,6 @@ import pytest
 
 from infra import statemachine, templates
 from infra.deploy import DEPLOY_ORDER
-from infra.local.provision import BATCH_SIZE, function_timeouts, provision
-from infra.local.stack import LOCAL_TIMEOUTS
 from infra.resources import (
     NOTIFICATION_DETAIL_TYPES,
     SCHEDULE_RULES,
@@ -29,6 +27,8 @@ from infra.resources import (
     Names,
     Timeouts,
 )
+from local.provision import BATCH_SIZE, function_timeouts, provision
+from local.stack import LOCAL_TIMEOUTS
 from shared.runtime.events import EVENT_SOURCE
 
 STAGE = "t1"
@@ -492,7 +492,7 @@ def test_the_one_forward_reference_is_the_state_machine_by_its_fixed_name() -> N
 
 
 class RecordedAws:
-    """Stands in for every client infra.local.provision uses (with boto3's argument names),
+    """Stands in for every client local.provision uses (with boto3's argument names),
     and records what it creates."""
 
     def __init__(self) -> None:

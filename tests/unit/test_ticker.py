@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from infra.local.ticker import ScheduledRule, fire, fire_all, scheduled_rules
+from local.ticker import ScheduledRule, fire, fire_all, scheduled_rules
 from shared.rules.schedules import parse_rule_expression
 
 PREFIX = "sourceflow-"

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from services.validation.logic import Run, Skip, SourceNotFound, SourceRow, decide
-from shared.connectors import UnsupportedSourceType
+from services.validation.domain import Run, Skip, SourceNotFound, SourceRow, decide
+from shared.connectors.base import UnsupportedSourceType
 from shared.rules.flows import (
     DEFAULT_LATENESS_ALLOWANCE,
     FlowType,

@@ -1,4 +1,4 @@
-"""infra.local.vendor: deterministic listings, filters, keyset paging, upserts, errors, faults."""
+"""local.vendor: deterministic listings, filters, keyset paging, upserts, errors, faults."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from infra.local.vendor import (
+from local.vendor import (
     EPOCH_START,
     VendorServer,
     floor_seconds,
@@ -479,7 +479,7 @@ def test_a_record_stamped_9999_12_31_is_accepted_and_served_last(vendor: Vendor)
 
 def test_main_announces_address_serves_and_stops_on_sigterm() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "infra.local.vendor", "--port", "0", "--dataset", "tiny=5"],
+        [sys.executable, "-m", "local.vendor", "--port", "0", "--dataset", "tiny=5"],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE,

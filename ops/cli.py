@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sys
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,8 +29,8 @@ def _state_dir(help_text: str) -> Any:
 
 
 # `up` and `demo` start a stack of their own there; the other commands reach a running one.
-_stack_dir_option = _state_dir("Where the embedded PostgreSQL data, logs and local.env live.")
-_state_dir_option = _state_dir(
+stack_dir_option = _state_dir("Where the embedded PostgreSQL data, logs and local.env live.")
+state_dir_option = _state_dir(
     "Where a running local stack wrote local.env (the environment overrides it)."
 )
 
@@ -67,67 +65,9 @@ def main() -> None:
     """sourceflow: incremental ingestion through one Step Functions state machine."""
 
 
-@main.command()
-@_stack_dir_option
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 16),
-    default=2,
-    show_default=True,
-    help="Worker processes per service.",
-)
-@click.option(
-    "--dataset",
-    "datasets",
-    multiple=True,
-    metavar="NAME=SIZE",
-    help="Demo vendor dataset to serve (repeatable).",
-)
-def up(state_dir: Path, workers: int, datasets: tuple[str, ...]) -> None:
-    """Start the embedded stack and keep it running until Ctrl-C."""
-    from infra.local.stack import DEFAULT_DATASETS, LocalStack, StackOptions
-
-    options = StackOptions(
-        state_dir=state_dir,
-        database_url=os.environ.get("DATABASE_URL") or None,
-        workers_per_service=workers,
-        datasets=datasets or DEFAULT_DATASETS,
-    )
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    with LocalStack(options) as stack:
-        click.echo(f"sourceflow stack ready; settings in {stack.env_file}")
-        for key, value in stack.env.items():
-            click.echo(f"  {key}={value}")
-        click.echo("Ctrl-C stops everything.", err=False)
-        with contextlib.suppress(KeyboardInterrupt):
-            stopping.wait()
-    click.echo("stopped")
-
-
-@main.command()
-@_stack_dir_option
-def demo(state_dir: Path) -> None:
-    """Run demo sources through the state machine on the embedded stack and show the runs."""
-    from infra.demo import run_demo
-
-    sys.exit(run_demo(state_dir, database_url=os.environ.get("DATABASE_URL") or None))
-
-
 _json_option = click.option(
     "--json", "as_json", is_flag=True, help="One JSON document instead of a table."
 )
-
-
-@main.command()
-@_state_dir_option
-def tick(state_dir: Path) -> None:
-    """Fire every schedule rule once, now (as EventBridge would on its schedule)."""
-    from infra.local.ticker import fire_all
-
-    config = _config(state_dir)
-    fired = fire_all(config.client("events"), config.client("sqs"), config.names.prefix)
-    click.echo(f"fired {len(fired)} schedule rule(s): {', '.join(fired) or 'none found'}")
 
 
 # -- sources ----------------------------------------------------------------------------------
@@ -140,13 +80,13 @@ def sources() -> None:
 
 @sources.command("list")
 @_json_option
-@_state_dir_option
+@state_dir_option
 def sources_list(as_json: bool, state_dir: Path) -> None:
     """Every source: type, active, flow, LMD cursor, runtime count, lock, last run."""
-    from infra import operator
+    from ops.sources import sources_list
 
     with _database(state_dir) as (_, db):
-        rows = operator.sources_list(db)
+        rows = sources_list(db)
     _print_rows(
         rows,
         as_json,
@@ -169,13 +109,13 @@ def sources_list(as_json: bool, state_dir: Path) -> None:
 @sources.command("show")
 @click.argument("source_id")
 @_json_option
-@_state_dir_option
+@state_dir_option
 def sources_show(source_id: str, as_json: bool, state_dir: Path) -> None:
     """One source, its last runs and its flow history."""
-    from infra import operator
+    from ops.sources import source_show
 
     with _database(state_dir) as (_, db):
-        shown = operator.source_show(db, source_id)
+        shown = source_show(db, source_id)
     if as_json:
         click.echo(json.dumps(shown, indent=2, default=str))
         return
@@ -220,7 +160,7 @@ def flow() -> None:
     help="Why, for the flow history.",
 )
 @_json_option
-@_state_dir_option
+@state_dir_option
 def flow_set(
     source_id: str,
     flow_type: str,
@@ -234,7 +174,7 @@ def flow_set(
     """Write SOURCE_ID's batch_execution_params in the canonical form, and record who and why.
 
     A Re-specs query validation would refuse is refused here, with the same message."""
-    from infra import operator
+    from ops.sources import allowed_respecs_tables, flow_set
     from shared.rules.flows import FlowParams, FlowType
 
     chosen = FlowType(flow_type.replace("-", "_"))
@@ -244,13 +184,13 @@ def flow_set(
         raise click.UsageError("--year goes with sold only")
     params = FlowParams(chosen, sql=sql, year=year, reset_at=_utc(reset_at))
     with _database(state_dir) as (config, db):
-        changed = operator.flow_set(
+        changed = flow_set(
             db,
             source_id,
             params,
             changed_by=_who(),
             reason=reason,
-            respecs_tables=operator.allowed_respecs_tables(config),
+            respecs_tables=allowed_respecs_tables(config),
         )
     if as_json:
         click.echo(json.dumps(changed, indent=2))
@@ -303,23 +243,23 @@ _since_option = click.option(
 @main.command()
 @click.argument("source_id")
 @click.option("--wait", is_flag=True, help="Follow the run live; exit 1 if it fails.")
-@_state_dir_option
+@state_dir_option
 def run(source_id: str, wait: bool, state_dir: Path) -> None:
     """Ask for a run of SOURCE_ID now (a `Run Requested` event the scheduler acts on)."""
-    from infra import operator
+    from ops.runs import find_requested_execution, follow_execution, request_run
 
     with _database(state_dir) as (config, db):
-        event_id = operator.request_run(config, db, source_id, requested_by=_who())
+        event_id = request_run(config, db, source_id, requested_by=_who())
         click.echo(f"run requested for {source_id} (event {event_id})")
         if not wait:
             return
         sfn = config.client("stepfunctions")
-        arn = operator.find_requested_execution(
+        arn = find_requested_execution(
             sfn, config.require("STATE_MACHINE_ARN"), source_id, event_id
         )
         click.echo(f"execution {arn.rsplit(':', 1)[1]}")
         outcome = None
-        for progress in operator.follow_execution(sfn, db, arn):
+        for progress in follow_execution(sfn, db, arn):
             click.echo(f"{progress.at:%H:%M:%S}  {progress.step:<20} {progress.detail}".rstrip())
             outcome = progress
     if outcome is None or outcome.step != "SUCCEEDED":
@@ -329,16 +269,14 @@ def run(source_id: str, wait: bool, state_dir: Path) -> None:
 @main.command()
 @click.argument("run_name", metavar="RUN")
 @click.option("--reason", required=True, help="Why, for the ledger and the Run Cancelled event.")
-@_state_dir_option
+@state_dir_option
 def cancel(run_name: str, reason: str, state_dir: Path) -> None:
     """Stop RUN (its execution name or ARN) at whatever step it is in: the source is unlocked,
     the cursor unchanged, and the ledger says `cancelled` with who asked and why."""
-    from infra import operator
+    from ops.runs import cancel_run
 
     with _database(state_dir) as (config, db):
-        asked = operator.cancel_run(
-            db, _callbacks(config), run_name, requested_by=_who(), reason=reason
-        )
+        asked = cancel_run(db, _callbacks(config), run_name, requested_by=_who(), reason=reason)
     click.echo(f"cancel requested for {asked['execution_name']} (source {asked['source_id']})")
 
 
@@ -354,10 +292,10 @@ APPROVAL_COLUMNS = [
 
 @main.command()
 @_json_option
-@_state_dir_option
+@state_dir_option
 def approvals(as_json: bool, state_dir: Path) -> None:
     """Runs waiting for a person to approve their Re-specs query, oldest first."""
-    from infra.approvals import list_waiting
+    from ops.approvals import list_waiting
 
     with _database(state_dir) as (_, db):
         rows = list_waiting(db)
@@ -366,11 +304,11 @@ def approvals(as_json: bool, state_dir: Path) -> None:
 
 @main.command()
 @click.argument("run_name", metavar="RUN")
-@_state_dir_option
+@state_dir_option
 def approve(run_name: str, state_dir: Path) -> None:
     """Approve RUN's Re-specs query: the run goes on to download, and the same query for the
     same source will not ask again. The person who asked for the query cannot approve it."""
-    from infra.approvals import approve as approve_run
+    from ops.approvals import approve as approve_run
 
     with _database(state_dir) as (config, db):
         approval = approve_run(db, _callbacks(config), run_name, approved_by=_who())
@@ -383,11 +321,11 @@ def approve(run_name: str, state_dir: Path) -> None:
 @main.command()
 @click.argument("run_name", metavar="RUN")
 @click.option("--reason", required=True, help="Why, for the ledger and the Run Failed event.")
-@_state_dir_option
+@state_dir_option
 def reject(run_name: str, reason: str, state_dir: Path) -> None:
     """Reject RUN's Re-specs query: the run fails as ApprovalRejected, the source is unlocked
     and its cursor unchanged."""
-    from infra.approvals import reject as reject_run
+    from ops.approvals import reject as reject_run
 
     with _database(state_dir) as (config, db):
         approval = reject_run(db, _callbacks(config), run_name, rejected_by=_who(), reason=reason)
@@ -407,7 +345,7 @@ def reject(run_name: str, reason: str, state_dir: Path) -> None:
 @_since_option
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @_json_option
-@_state_dir_option
+@state_dir_option
 def runs(
     source_id: str | None,
     status: str | None,
@@ -417,12 +355,10 @@ def runs(
     state_dir: Path,
 ) -> None:
     """The run ledger, newest first: window, records, duration, error."""
-    from infra import operator
+    from ops.runs import runs_list
 
     with _database(state_dir) as (_, db):
-        rows = operator.runs_list(
-            db, source_id=source_id, status=status, since=_utc(since), limit=limit
-        )
+        rows = runs_list(db, source_id=source_id, status=status, since=_utc(since), limit=limit)
     _print_rows(rows, as_json, "runs", RUN_COLUMNS)
 
 
@@ -444,19 +380,19 @@ AUDIT_COLUMNS = [
 @click.argument("source_id")
 @_since_option
 @_json_option
-@_state_dir_option
+@state_dir_option
 def audit(source_id: str, since: datetime | None, as_json: bool, state_dir: Path) -> None:
     """Show from the ledger that SOURCE_ID's successful windows, each reaching back its
     lateness allowance, cover time from its first run (or --since) to its cursor; name each
     gap with the runs on either side and its cause. Exit 1 when there is a gap."""
     from dataclasses import asdict
 
-    from infra import operator
+    from ops.audit import audit_source
     from shared.timefmt import isoformat
 
     since = _utc(since)
     with _database(state_dir) as (_, db):
-        audited = operator.audit(db, source_id, since=since)
+        audited = audit_source(db, source_id, since=since)
     if as_json:
         click.echo(json.dumps(audited.as_json(), indent=2))
     elif not audited.runs:
@@ -480,13 +416,13 @@ def audit(source_id: str, since: datetime | None, as_json: bool, state_dir: Path
 
 @main.command()
 @_json_option
-@_state_dir_option
+@state_dir_option
 def status(as_json: bool, state_dir: Path) -> None:
     """Queue and DLQ depths per service, running executions, locks, the last scheduler tick."""
-    from infra import operator
+    from ops.status import status as status_report
 
     with _database(state_dir) as (config, db):
-        report = operator.status(config, db)
+        report = status_report(config, db)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
@@ -516,12 +452,12 @@ def dlq() -> None:
 @dlq.command("list")
 @click.argument("queue", required=False)
 @_json_option
-@_state_dir_option
+@state_dir_option
 def dlq_list(queue: str | None, as_json: bool, state_dir: Path) -> None:
     """Show each dead-lettered message: queue, age, receive count, source, execution, schema,
     and the error that sent it there. QUEUE: a service (download) or a queue name; all if
     omitted."""
-    from infra.dlq import list_dead_letters
+    from ops.dlq import list_dead_letters
 
     services = (_service(queue),) if queue else SERVICES
     with _database(state_dir) as (config, db):
@@ -548,13 +484,13 @@ def dlq_list(queue: str | None, as_json: bool, state_dir: Path) -> None:
 @click.option("--dry-run", is_flag=True, help="Say what would happen; change nothing.")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many messages.")
 @_json_option
-@_state_dir_option
+@state_dir_option
 def dlq_replay(
     queue: str, dry_run: bool, limit: int | None, as_json: bool, state_dir: Path
 ) -> None:
     """Move QUEUE's dead letters back to its work queue, keeping body and attributes; park
     (keep aside, in public.parked_message) task messages whose task is over."""
-    from infra.dlq import replay
+    from ops.dlq import replay
 
     with _database(state_dir) as (config, db):
         rows = replay(
@@ -575,7 +511,7 @@ def dlq_replay(
 
 
 def _service(queue: str) -> str:
-    from infra.dlq import resolve_service
+    from ops.dlq import resolve_service
 
     try:
         return resolve_service(queue)
@@ -583,8 +519,8 @@ def _service(queue: str) -> str:
         raise click.BadParameter(str(exc), param_hint="QUEUE") from None
 
 
-def _config(state_dir: Path) -> Any:
-    from infra.operator import OperatorConfig
+def operator_config(state_dir: Path) -> Any:
+    from ops.config import OperatorConfig
 
     return OperatorConfig.load(state_dir, os.environ)
 
@@ -599,7 +535,7 @@ def _callbacks(config: Any) -> Any:
 def _database(state_dir: Path) -> Any:
     from shared.store.db import Database
 
-    config = _config(state_dir)
+    config = operator_config(state_dir)
     db = Database(config.require("DATABASE_URL"), application_name="sourceflow-operator")
     try:
         yield config, db
@@ -648,5 +584,21 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-if __name__ == "__main__":
+def _add_plugin_commands() -> None:
+    """Commands that other packages add, found by their entry points: the embedded stack's
+    `up`, `demo` and `tick` (local/commands.py), so that this command imports nothing of the
+    embedded stack and runs against AWS without it."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="sourceflow.commands"):
+        main.add_command(entry.load(), entry.name)
+
+
+def sourceflow() -> None:
+    """The `sourceflow` command: the operator's commands and those its plugins add."""
+    _add_plugin_commands()
     main()
+
+
+if __name__ == "__main__":
+    sourceflow()

@@ -20,7 +20,7 @@ allowance it ran with, which is enough to check that promise after the fact:
   L's newest was visible when L read) and is not a gap: the next run's window would pass the
   same check.
 
-Everything here is pure: the operator's job (`infra.operator.audit`) reads the source and its
+Everything here is pure: the operator's job (`ops.audit`) reads the source and its
 ledger rows and passes them in.
 """
 
@@ -32,7 +32,14 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
-from shared.rules.flows import FlowType, WindowField, moves_cursor, overlap
+from ops.sources import get_source, unknown_source
+from shared.rules.flows import (
+    FlowType,
+    WindowField,
+    moves_cursor,
+    overlap,
+)
+from shared.store.db import Database
 from shared.timefmt import isoformat
 
 INACTIVE_SKIP = "SourceInactive"  # validation's Skip reason for a disabled source
@@ -318,3 +325,29 @@ def _named(runs: Sequence[LedgerRun], *, with_error: bool = False) -> str:
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else isoformat(moment)
+
+
+def audit_source(db: Database, source_id: str, *, since: datetime | None = None) -> Audit:
+    """Whether the source's successful windows cover time with no gap (ops.audit)."""
+    # The source first, then its ledger: a run that ends in between is then audited with a
+    # cursor from before it moved, which it covers, rather than the other way round.
+    source = get_source(db, source_id)
+    if source is None:
+        raise unknown_source(source_id)
+    with db.transaction() as cur:
+        cur.execute(
+            f"""
+            SELECT {", ".join(LEDGER_COLUMNS)} FROM public.source_run
+             WHERE source_id = %(source)s
+               AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)
+            """,
+            {"source": source_id, "since": since},
+        )
+        ledger = [LedgerRun.from_row(row) for row in cur.fetchall()]
+    return audit(
+        source_id,
+        ledger,
+        cursor=source["last_modified_date"],
+        lateness_allowance=source["lateness_allowance"],
+        since=since,
+    )

@@ -13,7 +13,7 @@ Memory stays small even for a million records: records are rendered on demand fr
 only a sorted array of packed (last_modified, index) keys plus an array of sold dates is kept per
 dataset, and upserted records live in a small overlay that shadows the generated ones.
 
-Run it with `python -m infra.local.vendor --port 8081 [--dataset listings-a=5000 ...]`.
+Run it with `python -m local.vendor --port 8081 [--dataset listings-a=5000 ...]`.
 """
 
 from __future__ import annotations
@@ -1141,8 +1141,8 @@ def _anchor_arg(text: str) -> datetime:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Command-line options of `python -m infra.local.vendor`."""
-    parser = argparse.ArgumentParser(prog="python -m infra.local.vendor", description=__doc__)
+    """Command-line options of `python -m local.vendor`."""
+    parser = argparse.ArgumentParser(prog="python -m local.vendor", description=__doc__)
     parser.add_argument("--port", type=int, required=True, help="port to listen on (0 = any)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind")
     parser.add_argument(

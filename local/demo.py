@@ -20,14 +20,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from infra import approvals
-from infra.cli import APPROVAL_COLUMNS, rows_table
-from infra.demo_sources import DEMO_SOURCES, DemoSource, SourceData, source_data
-from infra.local.stack import LocalStack, StackOptions, aws_client
-from infra.local.ticker import fire_all
 from infra.resources import Names
-from infra.runs import wait_for_execution
-from infra.sources import SourceSpec, get_run, register_source
+from local.demo_sources import DEMO_SOURCES, DemoSource, SourceData, source_data
+from local.stack import LocalStack, StackOptions, aws_client
+from local.ticker import fire_all
+from ops import approvals
+from ops.cli import APPROVAL_COLUMNS, rows_table
+from ops.runs import wait_for_execution
 from shared.rules.flows import (
     RESPECS_WINDOW_START,
     FlowParams,
@@ -39,6 +38,7 @@ from shared.runtime.executions import start_run
 from shared.runtime.tasks import TaskCallbacks
 from shared.store.db import Database, fetch_one
 from shared.store.ledger import set_flow_params
+from shared.store.sources import SourceSpec, get_run, register_source
 from shared.timefmt import isoformat
 
 # Piped output (make demo | tee) has no width; give the run tables room instead of 80 columns.

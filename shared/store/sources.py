@@ -1,4 +1,5 @@
-"""Registering and reading sources: what an operator (or the demo) does to the control table."""
+"""Registering and reading sources and runs: the rows an operator, the demo and the tests read
+and write (the services keep their own SQL)."""
 
 from __future__ import annotations
 

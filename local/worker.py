@@ -3,7 +3,7 @@
 It long-polls the service's queue, hands each batch to the service's `lambda_handler` as a
 real SQS event, and deletes only the records the handler did not report in
 `batchItemFailures` (a handler that raises fails the whole batch, as on Lambda).
-Run as `python -m infra.local.worker SERVICE`; configuration comes from the environment.
+Run as `python -m local.worker SERVICE`; configuration comes from the environment.
 
 A fault point for tests, on the embedded stack only: `SOURCEFLOW_FAULT=SERVICE:after-commit:PATH`
 makes the worker of SERVICE die (`os._exit`, as a crashed container would) the moment the
@@ -27,7 +27,7 @@ from typing import Any
 
 import boto3
 
-from infra.local.lambda_event import LocalLambdaContext, sqs_event
+from local.lambda_event import LocalLambdaContext, sqs_event
 from shared.runtime import aws
 
 log = logging.getLogger("sourceflow.worker")

@@ -1,23 +1,14 @@
-"""Validation: decide whether a run goes ahead, check its source, freeze its window, and take
-the source's lock.
-
-`decide` is pure. `validate_run` applies its decision in one transaction, keyed on the
-execution ARN so that a redelivered message returns the first decision instead of counting
-the run twice. Before that transaction it checks the connection of a source that is going to
-run (its settings, its secret, that it answers and accepts the credentials), so that a
-misconfigured source fails by name before anything is locked or counted.
-"""
+"""Validation's decision, pure: whether a run goes ahead, and with which flow, window, count
+and lease (`decide`), from the source's row, the time and the allowed Re-specs tables."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.validation import adapters
-from services.validation.approval import approval_required
-from shared.connectors import require_supported
+from shared.connectors.base import require_supported
 from shared.errors import PermanentError
 from shared.rules.flows import (
     DEFAULT_LATENESS_ALLOWANCE,
@@ -32,7 +23,6 @@ from shared.rules.flows import (
 )
 from shared.rules.leases import lease_is_live
 from shared.rules.respecs import check_respecs_query
-from shared.store.db import Database
 from shared.timefmt import isoformat
 
 
@@ -118,56 +108,3 @@ def decide(
         landed_since=source.landed_since,
     )
     return Run(params, window, runtime_count, now + lease, params_to_write)
-
-
-def validate_run(
-    request: Mapping[str, Any],
-    *,
-    db: Database,
-    clock: Callable[[], datetime],
-    lease: timedelta,
-    respecs_tables: frozenset[str],
-    check_connection: Callable[[str, str, Any], None],
-    approval_gate: bool,
-) -> dict[str, Any]:
-    """Decide and record; returns the fields of a validation-result message."""
-    execution_arn, source_id = request["execution_arn"], request["source_id"]
-
-    def decide_on(row: Mapping[str, Any] | None) -> Skip | Run:
-        return decide(
-            SourceRow(**row) if row else None,
-            source_id=source_id,
-            execution_arn=execution_arn,
-            now=clock(),
-            lease=lease,
-            respecs_tables=respecs_tables,
-        )
-
-    with db.transaction() as cur:
-        recorded = adapters.find_run(cur, execution_arn)
-        row = None if recorded else adapters.read_source_row(cur, source_id)
-    if recorded is None and isinstance(decide_on(row), Run):
-        assert row is not None
-        # Outside any transaction: no row lock is held while a remote source takes its time.
-        # A PermanentError here changes nothing of the source; the task handler records it.
-        check_connection(source_id, row["source_type"], row["connection"])
-
-    with db.transaction() as cur:
-        # Lock the source row before looking for a recorded decision: a duplicate delivered at
-        # the same moment waits here and then finds the first delivery's committed run.
-        row = adapters.read_source_row(cur, source_id, for_update=True)
-        recorded = adapters.find_run(cur, execution_arn)
-        if recorded is None:
-            # A PermanentError here rolls back: nothing of the source changes, and the task
-            # handler records the failure in the ledger and reports it.
-            outcome = decide_on(row)
-            if isinstance(outcome, Skip):
-                adapters.record_skip(cur, request, outcome)
-            else:
-                adapters.start_run(cur, request, outcome)
-            recorded = adapters.find_run(cur, execution_arn)
-        assert recorded is not None
-        fields = adapters.result_fields(recorded)
-        if fields["decision"] == "run":
-            fields["approval_required"] = approval_required(cur, recorded, gate_on=approval_gate)
-    return fields

@@ -23,14 +23,14 @@ from typing import IO, Any
 
 import requests
 
-from infra.local import vendor
-from infra.local.partner import PartnerSources, create_partner_sources
-from infra.local.pg import transaction
-from infra.local.provision import BATCH_SIZE, Provisioned, function_timeouts, provision
-from infra.local.roles import create_service_roles
-from infra.local.ticker import Ticker
 from infra.migrate import apply_migrations
 from infra.resources import SERVICES, Names, Timeouts
+from local import vendor
+from local.partner import PartnerSources, create_partner_sources
+from local.pg import transaction
+from local.provision import BATCH_SIZE, Provisioned, function_timeouts, provision
+from local.roles import create_service_roles
+from local.ticker import Ticker
 
 REGION = "us-east-1"
 # The emulator accepts any credentials; these keep boto3 from looking for real ones.
@@ -205,7 +205,7 @@ class LocalStack:
         datasets = [arg for spec in self.options.datasets for arg in ("--dataset", spec)]
         self._spawn(
             "vendor",
-            [sys.executable, "-m", "infra.local.vendor", "--port", str(port), *datasets],
+            [sys.executable, "-m", "local.vendor", "--port", str(port), *datasets],
             {},
         )
         _wait_for(lambda: requests.get(f"{url}/health", timeout=1).ok, "demo vendor API")
@@ -238,9 +238,7 @@ class LocalStack:
             **self._redeployed.get(service, {}),
         }
         for index in range(self.options.workers_per_service):
-            self._spawn(
-                f"{service}-{index}", [sys.executable, "-m", "infra.local.worker", service], env
-            )
+            self._spawn(f"{service}-{index}", [sys.executable, "-m", "local.worker", service], env)
 
     def redeploy(self, service: str, settings: dict[str, str]) -> None:
         """Replace the service's workers with ones whose environment has `settings` changed,
@@ -319,11 +317,6 @@ def _wait_for(check: Any, what: str, timeout: float = 30.0) -> None:
 
 def aws_client(env: dict[str, str], service_name: str) -> Any:
     """A boto3 client for a running stack, from its local.env values."""
-    from infra.operator import OperatorConfig
+    from ops.config import OperatorConfig
 
     return OperatorConfig(env, "the local stack").client(service_name)
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """The KEY=value lines a running stack wrote."""
-    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)

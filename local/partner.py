@@ -21,8 +21,8 @@ from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 from psycopg2.extras import execute_values
 
-from infra.local.pg import transaction, upsert_login_role
 from infra.resources import Names
+from local.pg import transaction, upsert_login_role
 
 PARTNER_DATABASE = "partner"
 PARTNER_READER = "partner_reader"

@@ -10,8 +10,8 @@ from __future__ import annotations
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn
 
-from infra.local.pg import transaction, upsert_login_role
 from infra.resources import SERVICES
+from local.pg import transaction, upsert_login_role
 
 
 def role_name(service: str) -> str:

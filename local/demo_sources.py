@@ -16,13 +16,13 @@ import psycopg2
 import requests
 from psycopg2 import sql
 
-from infra.local.partner import (
+from local.partner import (
     PartnerSources,
     create_listings_table,
     put_drop,
     upsert_listings,
 )
-from infra.local.vendor import default_anchor, generate_record
+from local.vendor import default_anchor, generate_record
 from shared.rules.flows import FlowType, WindowField
 from shared.timefmt import isoformat, parse_iso
 

@@ -1,0 +1,73 @@
+"""The embedded stack's commands of `sourceflow`: `up`, `demo` and `tick`. The operator's
+command finds them by their entry points (pyproject.toml, `sourceflow.commands`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from ops.cli import operator_config, stack_dir_option, state_dir_option
+
+
+@click.command()
+@stack_dir_option
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 16),
+    default=2,
+    show_default=True,
+    help="Worker processes per service.",
+)
+@click.option(
+    "--dataset",
+    "datasets",
+    multiple=True,
+    metavar="NAME=SIZE",
+    help="Demo vendor dataset to serve (repeatable).",
+)
+def up(state_dir: Path, workers: int, datasets: tuple[str, ...]) -> None:
+    """Start the embedded stack and keep it running until Ctrl-C."""
+    from local.stack import DEFAULT_DATASETS, LocalStack, StackOptions
+
+    options = StackOptions(
+        state_dir=state_dir,
+        database_url=os.environ.get("DATABASE_URL") or None,
+        workers_per_service=workers,
+        datasets=datasets or DEFAULT_DATASETS,
+    )
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    with LocalStack(options) as stack:
+        click.echo(f"sourceflow stack ready; settings in {stack.env_file}")
+        for key, value in stack.env.items():
+            click.echo(f"  {key}={value}")
+        click.echo("Ctrl-C stops everything.", err=False)
+        with contextlib.suppress(KeyboardInterrupt):
+            stopping.wait()
+    click.echo("stopped")
+
+
+@click.command()
+@stack_dir_option
+def demo(state_dir: Path) -> None:
+    """Run demo sources through the state machine on the embedded stack and show the runs."""
+    from local.demo import run_demo
+
+    sys.exit(run_demo(state_dir, database_url=os.environ.get("DATABASE_URL") or None))
+
+
+@click.command()
+@state_dir_option
+def tick(state_dir: Path) -> None:
+    """Fire every schedule rule once, now (as EventBridge would on its schedule)."""
+    from local.ticker import fire_all
+
+    config = operator_config(state_dir)
+    fired = fire_all(config.client("events"), config.client("sqs"), config.names.prefix)
+    click.echo(f"fired {len(fired)} schedule rule(s): {', '.join(fired) or 'none found'}")

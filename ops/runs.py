@@ -1,0 +1,222 @@
+"""Following executions to their end, for the demo, the CLI and the tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ops.approvals import STEP as APPROVE_STEP
+from ops.approvals import cancel_waiting
+from ops.config import OperatorConfig, OperatorError, unknown_source
+from shared.runtime.events import EventPublisher
+from shared.runtime.executions import requested_run_nonce
+from shared.runtime.tasks import TaskCallbacks
+from shared.store.db import Database
+from shared.store.ledger import OPEN_RUN_STATUSES
+from shared.store.sources import get_run, get_source
+
+
+class ExecutionStillRunning(RuntimeError):
+    pass
+
+
+def wait_for_execution(
+    sfn_client: Any, execution_arn: str, timeout: float = 120.0
+) -> dict[str, Any]:
+    """Poll until the execution ends; returns DescribeExecution's answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        described: dict[str, Any] = sfn_client.describe_execution(executionArn=execution_arn)
+        if described["status"] != "RUNNING":
+            return described
+        if time.monotonic() > deadline:
+            raise ExecutionStillRunning(f"{execution_arn} still running after {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+# `sourceflow run --wait`: how long to look for the execution the request started, then how
+# often to look at it and how long at most.
+REQUESTED_EXECUTION_TIMEOUT_SECONDS = 60.0
+FOLLOW_POLL_SECONDS = 0.5
+FOLLOW_TIMEOUT_SECONDS = 3600.0
+
+
+def runs_list(
+    db: Database,
+    *,
+    source_id: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    with db.transaction() as cur:
+        cur.execute(
+            """
+            SELECT execution_name, source_id, flow_type, status, window_field, window_start,
+                   window_end, lateness_allowance, records, late_records, duplicates_skipped,
+                   future_records, bytes, respecs_rows, started_at, finished_at,
+                   EXTRACT(EPOCH FROM finished_at - started_at) AS duration_seconds,
+                   failed_step, error, error_detail, execution_arn
+              FROM public.source_run
+             WHERE (%(source)s::text IS NULL OR source_id = %(source)s)
+               AND (%(status)s::text IS NULL OR status = %(status)s)
+               AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)
+             ORDER BY started_at DESC LIMIT %(limit)s
+            """,
+            {"source": source_id, "status": status, "since": since, "limit": limit},
+        )
+        rows = [dict(row) for row in cur.fetchall()]
+    for row in rows:
+        if row["duration_seconds"] is not None:
+            row["duration_seconds"] = round(float(row["duration_seconds"]), 3)
+    return rows
+
+
+def cancel_run(
+    db: Database, callbacks: TaskCallbacks, run: str, *, requested_by: str, reason: str
+) -> dict[str, Any]:
+    """Ask a running run to stop. The step in progress notices (a download at its next
+    heartbeat; a wait for approval at once), stops, and the run ends `cancelled`: source
+    unlocked, cursor unchanged."""
+    with db.transaction() as cur:
+        cur.execute(
+            """
+            UPDATE public.source_run
+               SET cancel_requested_at = now(), cancel_requested_by = %(by)s,
+                   cancel_reason = %(reason)s
+             WHERE (execution_name = %(run)s OR execution_arn = %(run)s)
+               AND status IN %(open)s AND cancel_requested_at IS NULL
+            RETURNING execution_arn, execution_name, source_id, status
+            """,
+            {"run": run, "by": requested_by, "reason": reason, "open": OPEN_RUN_STATUSES},
+        )
+        row = cur.fetchone()
+        if row is not None:
+            cancel_waiting(
+                cur, callbacks, row["execution_arn"], requested_by=requested_by, reason=reason
+            )
+        else:
+            cur.execute(
+                "SELECT status, cancel_requested_by FROM public.source_run"
+                " WHERE execution_name = %(run)s OR execution_arn = %(run)s",
+                {"run": run},
+            )
+            found = cur.fetchone()
+    if row is not None:
+        return dict(row)
+    if found is None:
+        raise OperatorError(
+            f"no run {run!r} in the ledger (it may not have been validated yet); "
+            "`sourceflow runs --status running` lists running runs"
+        )
+    if found["cancel_requested_by"]:
+        raise OperatorError(
+            f"run {run!r} is already being cancelled by {found['cancel_requested_by']}"
+        )
+    raise OperatorError(f"run {run!r} has already ended ({found['status']}); nothing to cancel")
+
+
+def request_run(config: OperatorConfig, db: Database, source_id: str, requested_by: str) -> str:
+    """Publish `Run Requested`; returns the event id (which names the execution it starts)."""
+    if get_source(db, source_id) is None:
+        raise unknown_source(source_id)
+    publish = EventPublisher(config.client("events"), config.require("EVENT_BUS_NAME"))
+    return publish(
+        "Run Requested",
+        {"source_id": source_id, "requested_by": requested_by, "reason": "sourceflow run"},
+        correlation_id=f"{source_id}-operator",
+    )
+
+
+def find_requested_execution(
+    sfn: Any, state_machine_arn: str, source_id: str, event_id: str
+) -> str:
+    """The execution the scheduler started for this request (named after the event)."""
+    suffix = f"-{requested_run_nonce(event_id)}"
+    timeout = REQUESTED_EXECUTION_TIMEOUT_SECONDS
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pages = sfn.get_paginator("list_executions").paginate(stateMachineArn=state_machine_arn)
+        for page in pages:
+            for execution in page["executions"]:
+                name = execution["name"]
+                if name.startswith(f"{source_id}-") and name.endswith(suffix):
+                    return str(execution["executionArn"])
+        time.sleep(0.3)
+    raise OperatorError(
+        f"no execution started for the run request of {source_id!r} within {timeout:.0f}s; "
+        "is the scheduler running? `sourceflow status` shows its queue and last tick"
+    )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One line of a run followed live."""
+
+    at: datetime
+    step: str
+    detail: str
+
+
+def follow_execution(sfn: Any, db: Database, execution_arn: str) -> Iterator[Progress]:
+    """Each step as the execution enters it, the download's progress while it runs, then the
+    outcome; ends when the execution does."""
+    seen_events, last_records = 0, None
+    deadline = time.monotonic() + FOLLOW_TIMEOUT_SECONDS
+    while True:
+        events = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+        for event in events[seen_events:]:
+            if event["type"].endswith("StateEntered"):
+                name = event["stateEnteredEventDetails"]["name"]
+                yield Progress(event["timestamp"], name, _waiting_hint(name, execution_arn))
+        seen_events = len(events)
+        described = sfn.describe_execution(executionArn=execution_arn)
+        run = get_run(db, execution_arn)
+        progress = (run or {}).get("progress_records")
+        if run and run["status"] == "running" and progress not in (None, last_records):
+            last_records = progress
+            yield Progress(
+                datetime.now(UTC),
+                "Download",
+                f"{run['progress_records']} records, {run['progress_bytes'] or 0} bytes so far",
+            )
+        if described["status"] != "RUNNING":
+            yield Progress(
+                described.get("stopDate") or datetime.now(UTC),
+                described["status"],
+                _outcome(described, run),
+            )
+            return
+        if time.monotonic() > deadline:
+            raise OperatorError(
+                f"{execution_arn} still running after {FOLLOW_TIMEOUT_SECONDS:.0f}s"
+            )
+        time.sleep(FOLLOW_POLL_SECONDS)
+
+
+def _waiting_hint(state: str, execution_arn: str) -> str:
+    """What a person must do for a state that waits for one."""
+    if state != APPROVE_STEP:
+        return ""
+    run = execution_arn.rsplit(":", 1)[1]
+    return (
+        f"waiting for a second person: `sourceflow approve {run}` or "
+        f"`sourceflow reject {run} --reason …`"
+    )
+
+
+def _outcome(described: Mapping[str, Any], run: Mapping[str, Any] | None) -> str:
+    if described["status"] == "SUCCEEDED":
+        if run and run["status"] == "skipped":
+            return f"skipped: {run['error']} ({run['error_detail']})"
+        if run:
+            return (
+                f"{run['records']} records, cursor {run['cursor_before']} → {run['cursor_after']}"
+            )
+        return "succeeded"
+    error = (run or {}).get("error") or described.get("error")
+    detail = (run or {}).get("error_detail") or described.get("cause") or ""
+    return f"{error} in {(run or {}).get('failed_step')}: {detail}".strip()

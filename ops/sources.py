@@ -1,0 +1,94 @@
+"""`sourceflow sources` and `sourceflow flow`: the sources an operator lists, shows and sets
+the flow of."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ops.config import OperatorConfig, unknown_source
+from ops.runs import runs_list
+from shared.rules.flows import FlowParams, InvalidFlowParams, parse_flow_params
+from shared.rules.respecs import check_respecs_query, parse_allowed_tables
+from shared.store.db import Database
+from shared.store.ledger import set_flow_params
+from shared.store.sources import get_source
+
+SOURCE_SHOW_RUNS = 10  # the last runs `sourceflow sources show` lists
+
+
+def flow_name(source_id: str, params: Mapping[str, Any] | None) -> str:
+    try:
+        return str(parse_flow_params(source_id, params).canonical()["flow_type"])
+    except InvalidFlowParams:
+        return "INVALID PARAMS"
+
+
+def sources_list(db: Database) -> list[dict[str, Any]]:
+    with db.transaction() as cur:
+        cur.execute(
+            """
+            SELECT s.source_id, s.source_type, s.is_active, s.batch_execution_params,
+                   s.last_modified_date, s.runtime_count, s.locked_by, s.lock_expires_at,
+                   r.status AS last_run_status, r.started_at AS last_run_at
+              FROM public.source s
+              LEFT JOIN LATERAL (
+                    SELECT status, started_at FROM public.source_run
+                     WHERE source_id = s.source_id ORDER BY started_at DESC LIMIT 1
+              ) r ON true
+             ORDER BY s.source_id
+            """
+        )
+        rows = [dict(row) for row in cur.fetchall()]
+    for row in rows:
+        row["flow"] = flow_name(row["source_id"], row.pop("batch_execution_params"))
+    return rows
+
+
+def source_show(db: Database, source_id: str) -> dict[str, Any]:
+    source = get_source(db, source_id)
+    if source is None:
+        raise unknown_source(source_id)
+    source["flow"] = flow_name(source_id, source["batch_execution_params"])
+    with db.transaction() as cur:
+        cur.execute(
+            """
+            SELECT change_id, changed_at, changed_by, reason, from_params, to_params
+              FROM public.source_flow_history WHERE source_id = %s
+             ORDER BY change_id DESC LIMIT 20
+            """,
+            (source_id,),
+        )
+        history = [dict(row) for row in cur.fetchall()]
+    return {
+        "source": source,
+        "runs": runs_list(db, source_id=source_id, limit=SOURCE_SHOW_RUNS),
+        "flow_history": history,
+    }
+
+
+# -- flows ------------------------------------------------------------------------------------
+
+
+def flow_set(
+    db: Database,
+    source_id: str,
+    params: FlowParams,
+    *,
+    changed_by: str,
+    reason: str,
+    respecs_tables: frozenset[str],
+) -> dict[str, Any]:
+    """Write the canonical params; a Re-specs query validation would refuse is refused here,
+    with validation's own message, before anything changes."""
+    if params.sql is not None:
+        check_respecs_query(source_id, params.sql, respecs_tables)
+    canonical = params.canonical()
+    with db.transaction() as cur:
+        if not set_flow_params(cur, source_id, canonical, changed_by=changed_by, reason=reason):
+            raise unknown_source(source_id)
+    return {"source_id": source_id, "batch_execution_params": canonical, "changed_by": changed_by}
+
+
+def allowed_respecs_tables(config: OperatorConfig) -> frozenset[str]:
+    return parse_allowed_tables(config.values.get("RESPECS_ALLOWED_TABLES", ""))
