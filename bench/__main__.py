@@ -39,7 +39,7 @@ from bench.orchestration import measure_orchestration
 from bench.overlap import SETTINGS, measure_overlap
 from bench.scale import measure_scale
 from local.stack import LocalStack, StackOptions
-from local.vendor import ANNOUNCEMENT
+from local.vendor.records import ANNOUNCEMENT
 
 STATE_DIR = Path(".sourceflow")
 RESULTS = STATE_DIR / "bench.json"

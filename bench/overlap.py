@@ -29,7 +29,7 @@ import requests
 from bench.common import bench_source, direct_run, task_request, utc_now
 from bench.orchestration import step_seconds
 from local.stack import LocalStack, aws_client
-from local.vendor import floor_seconds, format_timestamp, render_record
+from local.vendor.records import floor_seconds, format_timestamp, render_record
 from ops.runs import wait_for_execution
 from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
 from shared.runtime.executions import start_run

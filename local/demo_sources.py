@@ -22,7 +22,7 @@ from local.partner import (
     put_drop,
     upsert_listings,
 )
-from local.vendor import default_anchor, generate_record
+from local.vendor.records import default_anchor, generate_record
 from shared.rules.flows import FlowType, WindowField
 from shared.timefmt import isoformat, parse_iso
 

@@ -25,12 +25,12 @@ import requests
 
 from infra.migrate import apply_migrations
 from infra.resources import SERVICES, Names, Timeouts
-from local import vendor
 from local.partner import PartnerSources, create_partner_sources
 from local.pg import transaction
 from local.provision import BATCH_SIZE, Provisioned, function_timeouts, provision
 from local.roles import create_service_roles
 from local.ticker import Ticker
+from local.vendor.records import DEFAULT_DATASET_SPECS
 
 REGION = "us-east-1"
 # The emulator accepts any credentials; these keep boto3 from looking for real ones.
@@ -56,7 +56,7 @@ LOCAL_TIMEOUTS = Timeouts(
     unlocking_function_seconds=20,
     unlocking_visibility_seconds=20,
 )
-DEFAULT_DATASETS = vendor.DEFAULT_DATASET_SPECS
+DEFAULT_DATASETS = DEFAULT_DATASET_SPECS
 WAREHOUSE_SQL = Path(__file__).resolve().parent / "warehouse.sql"
 LOCAL_RESPECS_TABLES = frozenset({"public.listing_attributes"})
 

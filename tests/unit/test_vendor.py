@@ -18,17 +18,15 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from local.vendor import (
+from local.vendor.records import (
     EPOCH_START,
-    VendorServer,
     floor_seconds,
     format_timestamp,
     generate_record,
     parse_timestamp,
     record_times,
-    start_vendor,
-    stop_vendor,
 )
+from local.vendor.server import VendorServer, start_vendor, stop_vendor
 
 REPO = Path(__file__).resolve().parents[2]
 ANCHOR = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
