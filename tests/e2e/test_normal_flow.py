@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
 from shared.runtime import contracts
 from tests.e2e.conftest import Harness, listing
 
@@ -53,7 +54,8 @@ def test_a_second_run_loads_only_what_changed(harness: Harness) -> None:
     first = harness.run(source_id)
     assert first.status == "SUCCEEDED", first
     assert first.run["flow_type"] == "normal"
-    assert first.run["window_start"] == cursor and not first.run["window_start_inclusive"]
+    assert first.run["window_start"] == cursor - overlap(DEFAULT_LATENESS_ALLOWANCE)
+    assert not first.run["window_start_inclusive"]
     assert first.run["records"] == 4
 
     # When the vendor changes two old records and adds one, and the source runs again
@@ -69,7 +71,8 @@ def test_a_second_run_loads_only_what_changed(harness: Harness) -> None:
 
     # Then exactly those three are loaded and the cursor follows the newest of them
     assert second.status == "SUCCEEDED", second
-    assert second.run["window_start"] == first.source["last_modified_date"]  # type: ignore[index]
+    cursor_after_first = first.source["last_modified_date"]  # type: ignore[index]
+    assert second.run["window_start"] == cursor_after_first - overlap(DEFAULT_LATENESS_ALLOWANCE)
     assert second.run["records"] == 3
     assert second.run["cursor_before"] == first.source["last_modified_date"]  # type: ignore[index]
     assert second.source["last_modified_date"] == second.run["cursor_after"]  # type: ignore[index]

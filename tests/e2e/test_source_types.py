@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import pytest
 
 from local.partner import create_listings_table, put_drop, upsert_listings
-from shared.rules.flows import RESPECS_WINDOW_START
+from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, RESPECS_WINDOW_START, overlap
 from shared.timefmt import isoformat
 from tests.e2e.conftest import Harness, RunResult, listing, sold_listing, years_ago
 
@@ -159,7 +159,10 @@ def test_normal_runs_load_what_changed_since_the_cursor(harness: Harness, data: 
     first = harness.run(source_id)
     assert first.status == "SUCCEEDED", first
     assert (first.run["flow_type"], first.run["records"]) == ("normal", 2)
-    assert (first.run["window_start"], first.run["window_start_inclusive"]) == (cursor, False)
+    assert (first.run["window_start"], first.run["window_start_inclusive"]) == (
+        cursor - overlap(DEFAULT_LATENESS_ALLOWANCE),
+        False,
+    )
     assert first.run["cursor_after"] == now - DAY / 2
     assert loaded(harness, data, first) == ids(data, 2, 3)
 
@@ -170,7 +173,8 @@ def test_normal_runs_load_what_changed_since_the_cursor(harness: Harness, data: 
 
     # Then exactly those two are loaded, from the first run's cursor, and the cursor follows
     assert second.status == "SUCCEEDED", second
-    assert second.run["window_start"] == second.run["cursor_before"] == now - DAY / 2
+    assert second.run["cursor_before"] == now - DAY / 2
+    assert second.run["window_start"] == now - DAY / 2 - overlap(DEFAULT_LATENESS_ALLOWANCE)
     assert second.run["records"] == 2
     assert loaded(harness, data, second) == ids(data, 0, 9)
     assert second.source is not None
