@@ -38,6 +38,7 @@ from shared.runtime.executions import start_run
 from shared.runtime.tasks import TaskCallbacks
 from shared.store.db import Database, fetch_one
 from shared.store.ledger import set_flow_params
+from shared.store.runs import RunStatus
 from shared.store.sources import SourceSpec, get_run, register_source
 from shared.timefmt import isoformat
 
@@ -115,7 +116,9 @@ class _Demo:
 
         respecs_sources = {s.source_id for s in DEMO_SOURCES if s.special_flow is FlowType.RESPECS}
         checks = {
-            "every run succeeded": all(run.get("status") == "succeeded" for run in self.runs),
+            "every run succeeded": all(
+                run.get("status") == RunStatus.SUCCEEDED for run in self.runs
+            ),
             "the first runs were Full Loads": all(run["flow_type"] == "full_load" for run in first),
             "the Normal runs loaded exactly the changed and added records": (
                 [run["records"] for run in second] == [s.changed + s.added for s in DEMO_SOURCES]

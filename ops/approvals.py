@@ -17,7 +17,7 @@ from shared.runtime import contracts
 from shared.runtime.tasks import TaskCallbacks
 from shared.store import approvals
 from shared.store.db import Database
-from shared.store.ledger import cancel_detail, note_failure
+from shared.store.runs import RunStatus, cancel_detail, note_failure
 
 STEP = "Approve"
 
@@ -104,7 +104,7 @@ def _waiting(cur: Any, run: str) -> dict[str, Any]:
             f"run {approval['execution_name']} was already {approval['status']} by "
             f"{approval['decided_by']}"
         )
-    if approval["run_status"] != "running":
+    if approval["run_status"] != RunStatus.RUNNING:
         raise ApprovalError(
             f"run {approval['execution_name']} no longer waits: it ended "
             f"{approval['run_status']} (`sourceflow runs --source {approval['source_id']}`)"

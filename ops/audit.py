@@ -40,6 +40,7 @@ from shared.rules.flows import (
     overlap,
 )
 from shared.store.db import Database
+from shared.store.runs import RunStatus
 from shared.timefmt import isoformat
 
 INACTIVE_SKIP = "SourceInactive"  # validation's Skip reason for a disabled source
@@ -95,7 +96,7 @@ class LedgerRun:
     def audited(self) -> bool:
         """A succeeded run whose window the cursor follows: Normal, Full Load, Re-specs."""
         return (
-            self.status == "succeeded"
+            self.status == RunStatus.SUCCEEDED
             and self.window_field == WindowField.LAST_MODIFIED
             and self.flow_type is not None
             and moves_cursor(FlowType(self.flow_type))
@@ -295,18 +296,20 @@ def _cursor_causes(last: LedgerRun, cursor: datetime) -> tuple[str, ...]:
 def _context(between: Sequence[LedgerRun], where: str) -> tuple[str, ...]:
     """What else happened between the two runs: not a gap by itself, but what the operator
     looks at next."""
-    disabled = [run for run in between if run.status == "skipped" and run.error == INACTIVE_SKIP]
+    disabled = [
+        run for run in between if run.status == RunStatus.SKIPPED and run.error == INACTIVE_SKIP
+    ]
     causes = []
     if disabled:
         causes.append(
             f"the source was disabled: {len(disabled)} run(s) skipped as {INACTIVE_SKIP} "
             f"from {isoformat(disabled[0].started_at)} to {isoformat(disabled[-1].started_at)}"
         )
-    for status in ("failed", "cancelled", "skipped"):
+    for status in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.SKIPPED):
         ended = [run for run in between if run.status == status and run not in disabled]
         if ended:
             causes.append(f"{status} runs {where}: {_named(ended, with_error=True)}")
-    sold = [run for run in between if run.status == "succeeded" and not run.audited]
+    sold = [run for run in between if run.status == RunStatus.SUCCEEDED and not run.audited]
     if sold:
         causes.append(f"Sold runs {where} (they leave the cursor): {_named(sold)}")
     return tuple(causes)

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from infra.resources import SERVICES
+from shared.store.runs import RunStatus
 
 DEFAULT_STATE_DIR = Path(".sourceflow")
 
@@ -339,7 +340,7 @@ def reject(run_name: str, reason: str, state_dir: Path) -> None:
 @click.option("--source", "source_id", help="Only this source's runs.")
 @click.option(
     "--status",
-    type=click.Choice(["running", "downloaded", "succeeded", "failed", "skipped", "cancelled"]),
+    type=click.Choice([status.value for status in RunStatus]),
     help="Only runs with this status.",
 )
 @_since_option

@@ -14,8 +14,9 @@ from ops.config import OperatorConfig, OperatorError, unknown_source
 from shared.runtime.events import EventPublisher
 from shared.runtime.executions import requested_run_nonce
 from shared.runtime.tasks import TaskCallbacks
+from shared.store import runs
 from shared.store.db import Database
-from shared.store.ledger import OPEN_RUN_STATUSES
+from shared.store.runs import RunStatus
 from shared.store.sources import get_run, get_source
 
 
@@ -82,18 +83,7 @@ def cancel_run(
     heartbeat; a wait for approval at once), stops, and the run ends `cancelled`: source
     unlocked, cursor unchanged."""
     with db.transaction() as cur:
-        cur.execute(
-            """
-            UPDATE public.source_run
-               SET cancel_requested_at = now(), cancel_requested_by = %(by)s,
-                   cancel_reason = %(reason)s
-             WHERE (execution_name = %(run)s OR execution_arn = %(run)s)
-               AND status IN %(open)s AND cancel_requested_at IS NULL
-            RETURNING execution_arn, execution_name, source_id, status
-            """,
-            {"run": run, "by": requested_by, "reason": reason, "open": OPEN_RUN_STATUSES},
-        )
-        row = cur.fetchone()
+        row = runs.request_cancel(cur, run, requested_by=requested_by, reason=reason)
         if row is not None:
             cancel_waiting(
                 cur, callbacks, row["execution_arn"], requested_by=requested_by, reason=reason
@@ -106,7 +96,7 @@ def cancel_run(
             )
             found = cur.fetchone()
     if row is not None:
-        return dict(row)
+        return row
     if found is None:
         raise OperatorError(
             f"no run {run!r} in the ledger (it may not have been validated yet); "
@@ -176,7 +166,7 @@ def follow_execution(sfn: Any, db: Database, execution_arn: str) -> Iterator[Pro
         described = sfn.describe_execution(executionArn=execution_arn)
         run = get_run(db, execution_arn)
         progress = (run or {}).get("progress_records")
-        if run and run["status"] == "running" and progress not in (None, last_records):
+        if run and run["status"] == RunStatus.RUNNING and progress not in (None, last_records):
             last_records = progress
             yield Progress(
                 datetime.now(UTC),
@@ -210,13 +200,13 @@ def _waiting_hint(state: str, execution_arn: str) -> str:
 
 def _outcome(described: Mapping[str, Any], run: Mapping[str, Any] | None) -> str:
     if described["status"] == "SUCCEEDED":
-        if run and run["status"] == "skipped":
+        if run and run["status"] == RunStatus.SKIPPED:
             return f"skipped: {run['error']} ({run['error_detail']})"
         if run:
             return (
                 f"{run['records']} records, cursor {run['cursor_before']} → {run['cursor_after']}"
             )
-        return "succeeded"
+        return RunStatus.SUCCEEDED
     error = (run or {}).get("error") or described.get("error")
     detail = (run or {}).get("error_detail") or described.get("cause") or ""
     return f"{error} in {(run or {}).get('failed_step')}: {detail}".strip()

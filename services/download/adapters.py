@@ -1,4 +1,5 @@
-"""Download's SQL (the run it serves, its lease) and its S3 writer."""
+"""Download's SQL (the run it serves, its claim on the download, the versions it lands) and
+its S3 writer; the run's status and the source's lease are written by `shared.store.runs`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from itertools import islice
 from typing import Any
 
@@ -21,6 +22,7 @@ from psycopg2.extras import execute_values
 from shared.errors import TransientError
 from shared.rules.versions import VERSION_COUNTS, Version
 from shared.store.db import fetch_one
+from shared.store.runs import RunStatus
 from shared.timefmt import isoformat
 
 
@@ -51,7 +53,7 @@ def claim_download(cur: Any, execution_arn: str, claim: Any) -> dict[str, Any] |
         UPDATE public.source_run
            SET download_attempt = %(attempt)s, download_message_id = %(message_id)s,
                download_claimed_until = now() + %(ttl)s
-         WHERE execution_arn = %(arn)s AND status = 'running'
+         WHERE execution_arn = %(arn)s AND status = %(running)s
            AND (download_claimed_until IS NULL OR download_claimed_until < now()
                 OR download_attempt = %(attempt)s)
         """,
@@ -60,6 +62,7 @@ def claim_download(cur: Any, execution_arn: str, claim: Any) -> dict[str, Any] |
             "message_id": claim.message_id,
             "ttl": claim.ttl,
             "arn": execution_arn,
+            "running": RunStatus.RUNNING,
         },
     )
     if cur.rowcount == 1:
@@ -103,41 +106,6 @@ def renew_claim(cur: Any, execution_arn: str, claim: Any, progress: Any = None) 
     return bool(cur.rowcount == 1)
 
 
-def record_download(cur: Any, result: Mapping[str, Any], attempt: str) -> dict[str, Any] | None:
-    """Move the run to `downloaded` once, only for the delivery holding the claim and while
-    this execution holds the source's lock.
-
-    Returns the recorded run; if a concurrent duplicate recorded it first, that record; None if
-    the lock was lost.
-    """
-    row = fetch_one(
-        cur,
-        """
-        UPDATE public.source_run r
-           SET status = 'downloaded', records = %(records)s, bytes = %(bytes)s,
-               objects = %(objects)s, manifest_key = %(manifest_key)s,
-               max_last_modified = %(max_last_modified)s,
-               malformed_records = %(malformed_records)s,
-               late_records = %(late_records)s,
-               duplicates_skipped = %(duplicates_skipped)s,
-               future_records = %(future_records)s
-          FROM public.source s
-         WHERE r.execution_arn = %(execution_arn)s AND r.status = 'running'
-           AND r.download_attempt = %(attempt)s
-           AND s.source_id = r.source_id AND s.locked_by = r.execution_arn
-        RETURNING r.*
-        """,
-        {**result, "attempt": attempt},
-    )
-    if row is not None:
-        return row
-    return fetch_one(
-        cur,
-        "SELECT * FROM public.source_run WHERE execution_arn = %s AND status = 'downloaded'",
-        (result["execution_arn"],),
-    )
-
-
 def result_fields(run: Mapping[str, Any]) -> dict[str, Any]:
     fields = {
         "source_id": run["source_id"],
@@ -163,9 +131,9 @@ def landed_versions(cur: Any, source_id: str, after: datetime) -> set[Version]:
         """
         SELECT v.last_modified, v.key_digest
           FROM public.landed_version v JOIN public.source_run r USING (execution_arn)
-         WHERE v.source_id = %s AND v.last_modified > %s AND r.status = 'succeeded'
+         WHERE v.source_id = %s AND v.last_modified > %s AND r.status = %s
         """,
-        (source_id, after),
+        (source_id, after, RunStatus.SUCCEEDED),
     )
     return {(row["last_modified"], bytes(row["key_digest"])) for row in cur.fetchall()}
 
@@ -175,31 +143,22 @@ def record_landed(
 ) -> None:
     """List the versions this run landed; they count once the run has succeeded. A version an
     unfinished or failed run listed is taken over."""
+    # execute_values takes one placeholder (the rows): the status is formatted in, from the enum.
     execute_values(
         cur,
-        """
+        f"""
         INSERT INTO public.landed_version (source_id, last_modified, key_digest, execution_arn)
         VALUES %s
         ON CONFLICT (source_id, last_modified, key_digest) DO UPDATE
            SET execution_arn = EXCLUDED.execution_arn
          WHERE NOT EXISTS (
                SELECT 1 FROM public.source_run r
-                WHERE r.execution_arn = landed_version.execution_arn AND r.status = 'succeeded')
+                WHERE r.execution_arn = landed_version.execution_arn
+                  AND r.status = '{RunStatus.SUCCEEDED}')
         """,
         [(source_id, stamp, digest, execution_arn) for stamp, digest in versions],
         page_size=1000,
     )
-
-
-def renew_lease(cur: Any, source_id: str, execution_arn: str, lease: timedelta) -> bool:
-    cur.execute(
-        """
-        UPDATE public.source SET lock_expires_at = now() + %s
-         WHERE source_id = %s AND locked_by = %s
-        """,
-        (lease, source_id, execution_arn),
-    )
-    return bool(cur.rowcount == 1)
 
 
 _LINES_PER_WRITE = 1000

@@ -27,8 +27,9 @@ from shared.rules.flows import (
 )
 from shared.rules.versions import LandingCounts, MissingKey, VersionFilter, key_digest
 from shared.runtime.observability import logger
+from shared.store import runs
 from shared.store.db import Database
-from shared.store.ledger import cancellation
+from shared.store.runs import RunStatus
 from shared.timefmt import isoformat, parse_iso
 
 
@@ -176,9 +177,9 @@ def download_run(
         raise RunNotStarted(
             f"execution {execution_arn} has no run in the ledger; validation did not start it"
         )
-    if run["status"] in ("downloaded", "succeeded"):
+    if run["status"] in (RunStatus.DOWNLOADED, RunStatus.SUCCEEDED):
         return adapters.result_fields(run)
-    if run["status"] != "running" or run["locked_by"] != execution_arn:
+    if run["status"] != RunStatus.RUNNING or run["locked_by"] != execution_arn:
         raise LockLost(
             f"source {source_id!r} is not locked by {execution_arn} (run status "
             f"{run['status']!r}, lock holder {run['locked_by']!r}); not downloading"
@@ -212,7 +213,7 @@ def download_run(
             adapters.release_claim(cur, execution_arn, claim.attempt)
         raise
     with db.transaction() as cur:
-        recorded = adapters.record_download(cur, result, claim.attempt)
+        recorded = runs.mark_downloaded(cur, result, claim.attempt)
         if recorded is not None and recorded["download_attempt"] == claim.attempt:
             adapters.record_landed(cur, source_id, execution_arn, landed)
     if recorded is None:
@@ -344,12 +345,12 @@ def lease_renewal(
     way, and on a cancel, nothing is written: the lock is checked first, and raising rolls the
     transaction back."""
     with db.transaction() as cur:
-        if not adapters.renew_lease(cur, source_id, execution_arn, lease):
+        if not runs.renew_lock(cur, source_id, execution_arn, lease):
             return False
         if not adapters.renew_claim(cur, execution_arn, claim, progress):
             raise DuplicateDelivery(
                 f"another delivery took over the download of {execution_arn}; standing down"
             )
-        if cancelled := cancellation(cur, execution_arn):
+        if cancelled := runs.cancellation(cur, execution_arn):
             raise cancelled
         return True

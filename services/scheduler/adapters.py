@@ -10,6 +10,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shared.errors import TransientError
 from shared.runtime.executions import execution_name, start_run
 from shared.store.db import fetch_one
+from shared.store.runs import RunStatus
 
 
 def schedulable_sources(cur: Any) -> list[dict[str, Any]]:
@@ -60,11 +61,12 @@ def reset_candidates(cur: Any) -> list[dict[str, Any]]:
           FROM public.source s
           LEFT JOIN LATERAL (
                 SELECT execution_arn, flow_params, finished_at FROM public.source_run
-                 WHERE source_id = s.source_id AND status = 'succeeded'
+                 WHERE source_id = s.source_id AND status = %s
                  ORDER BY finished_at DESC LIMIT 1
           ) r ON true
          WHERE s.is_active AND s.batch_execution_params IS NOT NULL
-        """
+        """,
+        (RunStatus.SUCCEEDED,),
     )
     return [dict(row) for row in cur.fetchall()]
 

@@ -1,4 +1,5 @@
-"""Unlocking's SQL: the run's final ledger status, the cursor, the lock."""
+"""Unlocking's SQL: the rows it locks, the landed versions it keeps, the Re-specs query and
+the result it reports; the run's end, the cursor and the lock go through `shared.store.runs`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import psycopg2.errors
 from shared.errors import PermanentError
 from shared.rules.versions import VERSION_COUNTS, landing_warnings
 from shared.store.db import fetch_one
+from shared.store.runs import OPEN_RUN_STATUSES, RunStatus
 from shared.timefmt import isoformat
 
 
@@ -29,18 +31,6 @@ def lock_source_row(cur: Any, source_id: str) -> dict[str, Any] | None:
           FROM public.source WHERE source_id = %s FOR UPDATE
         """,
         (source_id,),
-    )
-
-
-def release_lock(cur: Any, source_id: str, execution_arn: str) -> None:
-    # The fence: only the holder's ARN matches, so someone else's lock is never released.
-    cur.execute(
-        """
-        UPDATE public.source
-           SET locked_by = NULL, locked_at = NULL, lock_expires_at = NULL, updated_at = now()
-         WHERE source_id = %s AND locked_by = %s
-        """,
-        (source_id, execution_arn),
     )
 
 
@@ -63,75 +53,14 @@ def keep_landed_since(cur: Any, source_id: str, landed_since: datetime | None) -
            AND (v.last_modified <= %(landed_since)s
                 OR NOT EXISTS (SELECT 1 FROM public.source_run r
                                 WHERE r.execution_arn = v.execution_arn
-                                  AND r.status IN ('succeeded', 'running', 'downloaded')))
-        """,
-        {"source_id": source_id, "landed_since": landed_since},
-    )
-
-
-def insert_failed_run(cur: Any, request: Mapping[str, Any]) -> None:
-    """A run that failed before validation recorded anything still gets its ledger row."""
-    cur.execute(
-        """
-        INSERT INTO public.source_run (execution_arn, execution_name, source_id, status)
-        VALUES (%s, %s, %s, 'running')
-        ON CONFLICT (execution_arn) DO NOTHING
-        """,
-        (request["execution_arn"], request["execution_name"], request["source_id"]),
-    )
-
-
-def finish_failed(cur: Any, execution_arn: str, request: Mapping[str, Any]) -> dict[str, Any]:
-    # The failing service wrote its own error detail; keep it, and fill in what is missing.
-    cur.execute(
-        """
-        UPDATE public.source_run
-           SET status = CASE WHEN cancel_requested_at IS NOT NULL OR %(error)s = 'RunCancelled'
-                             THEN 'cancelled' ELSE 'failed' END,
-               finished_at = now(),
-               failed_step = COALESCE(failed_step, %(step)s),
-               error = COALESCE(error, %(error)s),
-               error_detail = COALESCE(error_detail, NULLIF(%(cause)s, ''))
-         WHERE execution_arn = %(arn)s
-        RETURNING *
+                                  AND r.status IN %(kept)s))
         """,
         {
-            "arn": execution_arn,
-            "step": request["failed_step"],
-            "error": request["failure"]["Error"],
-            "cause": request["failure"].get("Cause", ""),
+            "source_id": source_id,
+            "landed_since": landed_since,
+            "kept": (RunStatus.SUCCEEDED, *OPEN_RUN_STATUSES),
         },
     )
-    return dict(cur.fetchone())
-
-
-def finish_succeeded(
-    cur: Any,
-    source_id: str,
-    execution_arn: str,
-    cursor_before: datetime | None,
-    cursor_after: datetime | None,
-    respecs_rows: int | None,
-) -> dict[str, Any]:
-    """Move the cursor and end the run succeeded; returns the run's ledger row as it ended."""
-    cur.execute(
-        """
-        UPDATE public.source SET last_modified_date = %s, updated_at = now()
-         WHERE source_id = %s AND locked_by = %s
-        """,
-        (cursor_after, source_id, execution_arn),
-    )
-    cur.execute(
-        """
-        UPDATE public.source_run
-           SET status = 'succeeded', finished_at = now(), cursor_before = %s, cursor_after = %s,
-               respecs_rows = %s
-         WHERE execution_arn = %s
-        RETURNING *
-        """,
-        (cursor_before, cursor_after, respecs_rows, execution_arn),
-    )
-    return dict(cur.fetchone())
 
 
 def apply_respecs(cur: Any, sql: str, statement_timeout_ms: int) -> int:
@@ -167,9 +96,13 @@ def result_fields(run: Mapping[str, Any], *, lock_released: bool) -> dict[str, A
         "cursor_before": stamp(run["cursor_before"]),
         "cursor_after": stamp(run["cursor_after"]),
         "flow_type": run["flow_type"],
-        "error_detail": run["error_detail"] if run["status"] in ("failed", "cancelled") else None,
+        "error_detail": (
+            run["error_detail"]
+            if run["status"] in (RunStatus.FAILED, RunStatus.CANCELLED)
+            else None
+        ),
     }
-    if run["status"] == "succeeded":
+    if run["status"] == RunStatus.SUCCEEDED:
         # For the Run Succeeded event, which the state machine builds from this result.
         fields.update({count: run[count] or 0 for count in VERSION_COUNTS})
         fields["warnings"] = landing_warnings(run["future_records"] or 0)

@@ -22,8 +22,9 @@ from shared.rules.flows import (
 from shared.rules.respecs import check_respecs_query
 from shared.runtime.observability import logger
 from shared.runtime.settings import RespecsSettings
+from shared.store import runs
 from shared.store.db import Database
-from shared.store.ledger import OPEN_RUN_STATUSES
+from shared.store.runs import OPEN_RUN_STATUSES, RunStatus
 
 
 class RunNotDownloaded(PermanentError):
@@ -61,17 +62,23 @@ def _unlock(
 
     if request["outcome"] == "failed":
         if run is None:
-            adapters.insert_failed_run(cur, request)
+            runs.open_run(cur, request)
         if holds_lock:
-            adapters.release_lock(cur, source_id, execution_arn)
+            runs.release_lock(cur, source_id, execution_arn)
         adapters.forget_landed(cur, execution_arn)
-        ended = adapters.finish_failed(cur, execution_arn, request)
+        ended = runs.fail_run(
+            cur,
+            execution_arn,
+            failed_step=request["failed_step"],
+            error=request["failure"]["Error"],
+            cause=request["failure"].get("Cause", ""),
+        )
         return (
             adapters.result_fields(ended, lock_released=holds_lock),
             RunEnded.of(ended, source_type),
         )
 
-    if run is None or run["status"] != "downloaded":
+    if run is None or run["status"] != RunStatus.DOWNLOADED:
         raise RunNotDownloaded(
             f"execution {execution_arn} reported success but its run is "
             f"{run['status'] if run else 'missing'!r} in the ledger, not 'downloaded'"
@@ -95,8 +102,13 @@ def _unlock(
         if moves_cursor(flow_type)
         else cursor_before
     )
-    succeeded = adapters.finish_succeeded(
-        cur, source_id, execution_arn, cursor_before, cursor_after, respecs_rows
+    succeeded = runs.finish_run(
+        cur,
+        source_id,
+        execution_arn,
+        cursor_before=cursor_before,
+        cursor_after=cursor_after,
+        respecs_rows=respecs_rows,
     )
     if moves_cursor(flow_type):
         landed_since = landed_since_after(
@@ -110,7 +122,7 @@ def _unlock(
             "run succeeded with records stamped in the future",
             extra={"future_records": succeeded["future_records"], "source_id": source_id},
         )
-    adapters.release_lock(cur, source_id, execution_arn)
+    runs.release_lock(cur, source_id, execution_arn)
     return (
         adapters.result_fields(succeeded, lock_released=True),
         RunEnded.of(succeeded, source_type),

@@ -10,6 +10,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from shared.runtime.observability import dimensioned_metrics
+from shared.store.runs import RunStatus
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def publish_run_metrics(run: RunEnded) -> None:
         flow_type=run.flow_type or "unknown", source_type=run.source_type or "unknown"
     ) as line:
         line.add_metric(name="RunDuration", unit=MetricUnit.Seconds, value=run.duration_seconds)
-        if run.status == "succeeded":
+        if run.status == RunStatus.SUCCEEDED:
             line.add_metric(name="RunsSucceeded", unit=MetricUnit.Count, value=1)
             line.add_metric(name="RunRecords", unit=MetricUnit.Count, value=run.records or 0)
             line.add_metric(name="RunBytes", unit=MetricUnit.Bytes, value=run.bytes or 0)

@@ -1,17 +1,17 @@
-"""Validation's SQL: the source row it locks and the ledger row it starts."""
+"""Validation's SQL: the source row it reads and locks (through `shared.store.runs`), the
+ledger row it starts or skips, and the decision a recorded run stands for."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
-
-from psycopg2.extras import Json
 
 from services.validation.domain import Run, Skip
 from shared.errors import PermanentError
+from shared.store import runs
 from shared.store.db import fetch_one
 from shared.store.ledger import set_flow_params
+from shared.store.runs import RunStatus
 from shared.timefmt import isoformat
 
 
@@ -40,38 +40,17 @@ def read_source_row(cur: Any, source_id: str, *, for_update: bool = False) -> di
 
 
 def record_skip(cur: Any, request: Mapping[str, Any], skip: Skip) -> None:
-    cur.execute(
-        """
-        INSERT INTO public.source_run
-            (execution_arn, execution_name, source_id, status, error, error_detail, finished_at)
-        VALUES (%s, %s, %s, 'skipped', %s, %s, now())
-        """,
-        (
-            request["execution_arn"],
-            request["execution_name"],
-            request["source_id"],
-            skip.reason,
-            skip.detail,
-        ),
-    )
+    runs.skip_run(cur, request, reason=skip.reason, detail=skip.detail)
 
 
 def start_run(cur: Any, request: Mapping[str, Any], run: Run) -> None:
     source_id, execution_arn = request["source_id"], request["execution_arn"]
-    cur.execute(
-        """
-        UPDATE public.source
-           SET runtime_count = %(runtime_count)s,
-               locked_by = %(arn)s, locked_at = now(), lock_expires_at = %(expires)s,
-               updated_at = now()
-         WHERE source_id = %(source_id)s
-        """,
-        {
-            "runtime_count": run.runtime_count,
-            "arn": execution_arn,
-            "expires": run.lock_expires_at,
-            "source_id": source_id,
-        },
+    runs.take_lock(
+        cur,
+        source_id,
+        execution_arn,
+        runtime_count=run.runtime_count,
+        expires_at=run.lock_expires_at,
     )
     if run.params_to_write is not None:
         set_flow_params(
@@ -81,50 +60,20 @@ def start_run(cur: Any, request: Mapping[str, Any], run: Run) -> None:
             changed_by=f"validation:{request['execution_name']}",
             reason=f"first run (runtime count {run.runtime_count}) is backdated",
         )
-    window = run.window
-    cur.execute(
-        """
-        INSERT INTO public.source_run
-            (execution_arn, execution_name, source_id, status, flow_type, flow_params,
-             window_field, window_start, window_end, window_start_inclusive, runtime_count,
-             cursor_before, lateness_allowance, started_at)
-        SELECT %(arn)s, %(name)s, %(source_id)s, 'running', %(flow)s, %(params)s,
-               %(field)s, %(start)s, %(end)s, %(inclusive)s, %(runtime_count)s,
-               s.last_modified_date, s.lateness_allowance, %(end)s
-          FROM public.source s WHERE s.source_id = %(source_id)s
-        """,
-        {
-            "arn": execution_arn,
-            "name": request["execution_name"],
-            "source_id": source_id,
-            "flow": run.params.flow_type.value,
-            "params": Json(run.params.canonical()),
-            "field": window.field.value,
-            "start": window.start,
-            "end": window.end,
-            "inclusive": window.start_inclusive,
-            "runtime_count": run.runtime_count,
-        },
+    runs.start_run(
+        cur,
+        request,
+        flow_type=run.params.flow_type.value,
+        flow_params=run.params.canonical(),
+        window=run.window,
+        runtime_count=run.runtime_count,
     )
-
-
-def hold_lock_until(cur: Any, source_id: str, execution_arn: str, until: datetime) -> bool:
-    """Extend the run's lease to `until` (never shortening it); False if the lock is not its."""
-    cur.execute(
-        """
-        UPDATE public.source SET lock_expires_at = GREATEST(lock_expires_at, %s)
-         WHERE source_id = %s AND locked_by = %s
-        RETURNING source_id
-        """,
-        (until, source_id, execution_arn),
-    )
-    return cur.fetchone() is not None
 
 
 def result_fields(run: Mapping[str, Any]) -> dict[str, Any]:
     """The validation-result of a recorded run (the first delivery's decision, on a duplicate)."""
     base = {"source_id": run["source_id"], "execution_arn": run["execution_arn"]}
-    if run["status"] == "skipped":
+    if run["status"] == RunStatus.SKIPPED:
         return {**base, "decision": "skip", "reason": run["error"], "detail": run["error_detail"]}
     if run["flow_type"] is None:
         # An earlier delivery failed permanently and recorded why; report the same failure.

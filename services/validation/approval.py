@@ -17,9 +17,9 @@ from typing import Any
 from services.validation import adapters
 from shared.errors import LockLost, PermanentError
 from shared.rules.flows import FlowType
-from shared.store import approvals
+from shared.store import approvals, runs
 from shared.store.db import Database
-from shared.store.ledger import cancellation
+from shared.store.runs import RunStatus
 from shared.timefmt import isoformat
 
 
@@ -55,12 +55,16 @@ def request_approval(
         # The run's row lock orders this against a cancel: either the cancel is seen here, or
         # the cancel finds the token kept and answers it.
         run = adapters.find_run(cur, execution_arn, for_update=True)
-        if run is None or run["status"] != "running" or run["flow_type"] != FlowType.RESPECS.value:
+        if (
+            run is None
+            or run["status"] != RunStatus.RUNNING
+            or run["flow_type"] != FlowType.RESPECS.value
+        ):
             raise RunNotWaiting(
                 f"execution {execution_arn} has no running Re-specs run in the ledger "
                 f"({run['status'] if run else 'no run'}); there is nothing to approve"
             )
-        if cancelled := cancellation(cur, execution_arn):
+        if cancelled := runs.cancellation(cur, execution_arn):
             raise cancelled
         query = run["flow_params"]["sql"]
         hash_ = approvals.query_hash(query)
@@ -86,9 +90,7 @@ def request_approval(
             # A redelivery after a person answered: report what they decided again.
             return _decided(approval)
         # The lock must outlast the wait, or another run could take the source meanwhile.
-        if not adapters.hold_lock_until(
-            cur, source_id, execution_arn, approval["expires_at"] + lease
-        ):
+        if not runs.extend_lock(cur, source_id, execution_arn, approval["expires_at"] + lease):
             raise LockLost(
                 f"source {source_id!r} is no longer locked by {execution_arn}; not waiting for "
                 "an approval"

@@ -25,7 +25,7 @@ from shared.runtime.deliveries import Delivery, QueueVisibility, consumer_lambda
 from shared.runtime.observability import logger
 from shared.runtime.settings import ConsumerSettings
 from shared.store.db import Database
-from shared.store.ledger import failure_recorder
+from shared.store.runs import failure_recorder
 
 _TASK_OVER_CODES = {"InvalidToken", "TaskTimedOut", "TaskDoesNotExist"}
 # Step Functions refused what we sent (too large, malformed): sending it again cannot help.

@@ -20,6 +20,7 @@ from pglast import parse_sql
 from pglast.stream import RawStream
 
 from shared.store.db import fetch_one
+from shared.store.runs import RunStatus
 from shared.timefmt import isoformat
 
 APPROVAL_STATUSES = ("waiting", "approved", "rejected", "cancelled")
@@ -126,9 +127,10 @@ def waiting(cur: Any) -> list[dict[str, Any]]:
         SELECT r.execution_name, a.source_id, a.query, a.requested_by, a.requested_at,
                a.expires_at, a.query_hash, a.execution_arn
           FROM public.run_approval a JOIN public.source_run r USING (execution_arn)
-         WHERE a.status = 'waiting' AND r.status = 'running' AND r.cancel_requested_at IS NULL
+         WHERE a.status = 'waiting' AND r.status = %s AND r.cancel_requested_at IS NULL
          ORDER BY a.requested_at, a.source_id
-        """
+        """,
+        (RunStatus.RUNNING,),
     )
     return [dict(row) for row in cur.fetchall()]
 

@@ -24,7 +24,7 @@ from shared.connectors.base import UnsupportedSourceType
 from shared.errors import PermanentError
 from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, InvalidFlowParams, overlap
 from shared.store.db import Database
-from shared.store.ledger import failure_recorder
+from shared.store.runs import failure_recorder
 from shared.store.sources import get_source
 from shared.timefmt import isoformat
 from tests.integration.conftest import (

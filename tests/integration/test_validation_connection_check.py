@@ -8,7 +8,7 @@ import pytest
 from shared.connectors.base import InvalidConnection, SourceUnreachable
 from shared.errors import SourceflowError
 from shared.store.db import Database
-from shared.store.ledger import failure_recorder
+from shared.store.runs import failure_recorder
 from tests.integration.conftest import (
     CURSOR,
     FakeConnectionCheck,
