@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.download.adapters import S3RawSink
-from services.download.logic import Claim, Heartbeat, download_run
-from services.unlocking.logic import unlock_run
+from services.download.domain import Claim, Heartbeat
+from services.download.service import download_run
+from services.unlocking.service import unlock_run
 from services.validation.service import validate_run
 from shared.connectors import check_connection, connector_for
 from shared.runtime import aws

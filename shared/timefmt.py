@@ -17,3 +17,8 @@ def parse_iso(value: str) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {value!r} has no time zone")
     return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+
+
+def utc_now() -> datetime:
+    """The time now, UTC-aware: the clock a service takes by default."""
+    return datetime.now(UTC)

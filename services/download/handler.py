@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from functools import cache
 from typing import Any
 
 from services.download.adapters import S3RawSink
-from services.download.logic import Claim, Heartbeat, download_run, lease_renewal
+from services.download.service import download_delivery
 from services.download.settings import Settings
 from shared.connectors import connector_for
 from shared.runtime import aws
@@ -25,36 +24,17 @@ def database() -> Database:
 
 
 def download(request: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
-    db = database()
-    callbacks = TaskCallbacks(aws.client("stepfunctions"))
-    lease = timedelta(seconds=settings.lock_lease_seconds)
-    claim = Claim(
-        attempt=uuid.uuid4().hex,
-        message_id=delivery.message_id,
-        ttl=timedelta(seconds=settings.claim_seconds),
-    )
-
-    def renew() -> bool:
-        # While this delivery is alive its message stays hidden and its claim stays live;
-        # if it dies, both lapse together and the message's next delivery takes over.
-        delivery.keep_hidden(settings.claim_seconds)
-        return lease_renewal(
-            db, request["source_id"], request["execution_arn"], lease, claim, heartbeat.progress
-        )
-
-    heartbeat = Heartbeat(
-        send=lambda: callbacks.heartbeat(request["task_token"]),
-        renew_lease=renew,
-        interval_seconds=settings.heartbeat_seconds,
-    )
-    return download_run(
+    return download_delivery(
         request,
-        db=db,
+        delivery,
+        db=database(),
         connector_for=connector_for,
         sink=S3RawSink(aws.client("s3"), settings.raw_bucket),
-        heartbeat=heartbeat,
+        send_heartbeat=TaskCallbacks(aws.client("stepfunctions")).heartbeat,
+        lease=timedelta(seconds=settings.lock_lease_seconds),
+        claim_seconds=settings.claim_seconds,
+        heartbeat_seconds=settings.heartbeat_seconds,
         part_max_records=settings.part_max_records,
-        claim=claim,
     )
 
 

@@ -7,18 +7,11 @@ from functools import cache
 from typing import Any
 
 from services.scheduler.adapters import ExecutionStarter
-from services.scheduler.logic import (
-    apply_reset,
-    dispatch,
-    record_tick,
-    request_resets,
-    start_requested_run,
-)
+from services.scheduler.service import reset_flow, start_requested_run, tick
 from services.scheduler.settings import Settings
 from shared.runtime import aws
 from shared.runtime.events import SCHEDULED_EVENT, EventPublisher, event_lambda_handler
 from shared.store.db import Database
-from shared.timefmt import parse_iso
 
 settings = Settings.from_env()
 
@@ -39,11 +32,7 @@ def publisher() -> EventPublisher:
 
 
 def on_tick(event: dict[str, Any]) -> None:
-    # The tick's own time names the slots, so a redelivered tick decides the same way.
-    now = parse_iso(event["time"])
-    record_tick(event, now, db=database())
-    dispatch(now, db=database(), start_run=starter())
-    request_resets(now, db=database(), publish=publisher())
+    tick(event, db=database(), start_run=starter(), publish=publisher())
 
 
 def on_run_requested(event: dict[str, Any]) -> None:
@@ -51,9 +40,7 @@ def on_run_requested(event: dict[str, Any]) -> None:
 
 
 def on_flow_reset_requested(event: dict[str, Any]) -> None:
-    applied = apply_reset(event, db=database(), now=datetime.now(UTC))
-    if applied is not None:
-        publisher()("Flow Reset Applied", applied)
+    reset_flow(event, db=database(), publish=publisher(), now=datetime.now(UTC))
 
 
 lambda_handler = event_lambda_handler(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from services.unlocking.logic import unlock_run
+from services.unlocking.service import unlock_run
 from services.unlocking.settings import Settings
 from shared.runtime.deliveries import Delivery
 from shared.runtime.tasks import TaskKind, task_lambda_handler

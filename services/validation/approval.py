@@ -5,7 +5,8 @@ sends an approval-request with the Approve task's token. `request_approval` keep
 for `sourceflow approve|reject` (the answer comes from a person, so it reports nothing), holds
 the source's lock for as long as the wait may last, and announces `Approval Requested`.
 It answers at once only if the same query was approved for the source meanwhile, or the run
-was cancelled.
+was cancelled. `ask_for_approval` is the Approve task's work: `request_approval`, announcing
+through the event bus's publisher.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from shared.rules.flows import FlowType
 from shared.store import approvals, runs
 from shared.store.db import Database
 from shared.store.runs import RunStatus
-from shared.timefmt import isoformat
+from shared.timefmt import isoformat, utc_now
 
 
 class RunNotWaiting(PermanentError):
@@ -111,6 +112,26 @@ def request_approval(
         with db.transaction() as cur:
             approvals.mark_announced(cur, execution_arn)
     return None
+
+
+def ask_for_approval(
+    request: Mapping[str, Any],
+    *,
+    db: Database,
+    timeout: timedelta,
+    lease: timedelta,
+    publish: Callable[..., object],
+    clock: Callable[[], datetime] = utc_now,
+) -> dict[str, Any] | None:
+    """`request_approval`, announcing `Approval Requested` through `publish` (an
+    EventPublisher) under the request's correlation id."""
+
+    def announce(fields: Mapping[str, Any]) -> None:
+        publish("Approval Requested", fields, correlation_id=request["correlation_id"])
+
+    return request_approval(
+        request, db=db, clock=clock, timeout=timeout, lease=lease, announce=announce
+    )
 
 
 def _decided(approval: Mapping[str, Any]) -> dict[str, Any]:

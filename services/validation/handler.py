@@ -3,15 +3,13 @@ approval-request messages → the Approve task's token kept for a person to answ
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from services.validation.approval import request_approval
+from services.validation.approval import ask_for_approval
 from services.validation.service import validate_run
 from services.validation.settings import Settings
-from shared.connectors import check_connection
 from shared.runtime import aws
 from shared.runtime.deliveries import Delivery
 from shared.runtime.events import EventPublisher
@@ -19,6 +17,7 @@ from shared.runtime.tasks import TaskKind, task_lambda_handler
 from shared.store.db import Database
 
 settings = Settings.from_env()
+lease = timedelta(seconds=settings.lock_lease_seconds)
 
 
 @cache
@@ -26,41 +25,29 @@ def database() -> Database:
     return Database(settings.consumer.database_url, application_name="sourceflow-validation")
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
+@cache
+def publisher() -> EventPublisher:
+    return EventPublisher(aws.client("events"), settings.approval.event_bus_name)
 
 
 def validate(request: dict[str, Any], _: Delivery) -> dict[str, Any]:
     return validate_run(
         request,
         db=database(),
-        clock=now,
-        lease=timedelta(seconds=settings.lock_lease_seconds),
+        lease=lease,
         respecs_tables=settings.respecs.allowed_tables,
-        check_connection=check_connection,
         approval_gate=settings.approval.required,
     )
 
 
-def ask_for_approval(request: dict[str, Any], _: Delivery) -> dict[str, Any] | None:
-    publish = EventPublisher(aws.client("events"), settings.approval.event_bus_name)
-
-    def announce(fields: Mapping[str, Any]) -> None:
-        publish("Approval Requested", fields, correlation_id=request["correlation_id"])
-
-    return request_approval(
-        request,
-        db=database(),
-        clock=now,
-        timeout=timedelta(seconds=settings.approval.timeout_seconds),
-        lease=timedelta(seconds=settings.lock_lease_seconds),
-        announce=announce,
-    )
+def approve(request: dict[str, Any], _: Delivery) -> dict[str, Any] | None:
+    wait = timedelta(seconds=settings.approval.timeout_seconds)
+    return ask_for_approval(request, db=database(), timeout=wait, lease=lease, publish=publisher())
 
 
 lambda_handler = task_lambda_handler(
     TaskKind("validation-request", "validation-result", "Validate", validate),
-    TaskKind("approval-request", "approval-result", "Approve", ask_for_approval),
+    TaskKind("approval-request", "approval-result", "Approve", approve),
     database=database,
     settings=settings.consumer,
 )

@@ -17,18 +17,20 @@ from typing import Any
 from services.validation import adapters
 from services.validation.approval import approval_required
 from services.validation.domain import Run, Skip, SourceRow, decide
+from shared.connectors import check_connection
 from shared.store.db import Database
+from shared.timefmt import utc_now
 
 
 def validate_run(
     request: Mapping[str, Any],
     *,
     db: Database,
-    clock: Callable[[], datetime],
     lease: timedelta,
     respecs_tables: frozenset[str],
-    check_connection: Callable[[str, str, Any], None],
     approval_gate: bool,
+    clock: Callable[[], datetime] = utc_now,
+    check_connection: Callable[[str, str, Any], None] = check_connection,
 ) -> dict[str, Any]:
     """Decide and record; returns the fields of a validation-result message."""
     execution_arn, source_id = request["execution_arn"], request["source_id"]

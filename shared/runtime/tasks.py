@@ -94,9 +94,44 @@ def process_task_record(
     max_receives: int,
     visibility: QueueVisibility,
 ) -> None:
-    """Handle one SQS record carrying a task message; raise only to have it redelivered."""
+    """Handle one SQS record carrying a task message; raise only to have it redelivered.
+
+    Each outcome has one place: a malformed message in `_parse`; success, a person's answer
+    awaited, a transient error retried, and the failure to report by name (a permanent error,
+    or a transient one on the last delivery) in `_attempt`; reporting that failure, and a
+    message consumed without effect (the task is over, or a duplicate delivery), here.
+    """
+    message = _parse(record, request_contract)
+    delivery = Delivery.of(record, visibility)
+    logger.append_keys(
+        source_id=message["source_id"],
+        execution_arn=message["execution_arn"],
+        receive_count=delivery.receive_count,
+    )
     try:
-        message = contracts.parse(record.body, request_contract)
+        failure = _attempt(
+            message,
+            delivery,
+            work=work,
+            result_contract=result_contract,
+            callbacks=callbacks,
+            max_receives=max_receives,
+        )
+        if failure is not None:
+            record_failure(message, failure.error_name, failure.detail)
+            callbacks.fail(message["task_token"], failure.error_name, failure.detail)
+    except (TaskOver, DuplicateDelivery) as exc:
+        # Reporting to a finished task can never succeed, and a duplicate's work is being done
+        # by the delivery that claimed it: retrying either would only loop.
+        logger.warning("message consumed without effect", extra={"error": str(exc)})
+    finally:
+        logger.remove_keys(["source_id", "execution_arn", "receive_count"])
+
+
+def _parse(record: SQSRecord, request_contract: str) -> dict[str, Any]:
+    """The record's task message; a malformed one is logged and raised."""
+    try:
+        return contracts.parse(record.body, request_contract)
     except contracts.ContractViolation as exc:
         # No trustworthy token to report to: the redrive policy takes it to the DLQ.
         logger.error(
@@ -109,52 +144,58 @@ def process_task_record(
         )
         raise
 
-    token = message["task_token"]
-    delivery = Delivery.of(record, visibility)
-    receive_count = delivery.receive_count
-    logger.append_keys(
-        source_id=message["source_id"],
-        execution_arn=message["execution_arn"],
-        receive_count=receive_count,
-    )
+
+@dataclass(frozen=True)
+class _Failure:
+    """A failure the task reports by name (SendTaskFailure), recorded first."""
+
+    error_name: str
+    detail: str
+
+
+def _attempt(
+    message: dict[str, Any],
+    delivery: Delivery,
+    *,
+    work: TaskWork,
+    result_contract: str,
+    callbacks: TaskCallbacks,
+    max_receives: int,
+) -> _Failure | None:
+    """Do the work and report its success; None when done (or left for a person to answer),
+    else the failure to report. A transient error before the last delivery is raised."""
     started = time.monotonic()
     try:
-        try:
-            fields = work(message, delivery)
-            if fields is None:
-                logger.info("task waits for a person to answer it")
-                return
-            try:
-                result = contracts.message(
-                    result_contract, correlation_id=message["correlation_id"], **fields
-                )
-            except contracts.ContractViolation as exc:
-                # Our own bug, but the token is good: fail the run now, by name, rather than
-                # leave it to the task timeout.
-                raise PermanentError(str(exc), error_name="InvalidTaskResult") from exc
-            callbacks.succeed(token, result)
-        except TransientError as exc:
-            if receive_count < max_receives:
-                raise  # redelivered after a backoff (see shared.runtime.deliveries.guarded)
-            detail = f"{exc} (gave up after {receive_count} deliveries)"
-            logger.error("transient error on the last delivery", extra={"error": detail})
-            record_failure(message, exc.error_name, detail)
-            callbacks.fail(token, exc.error_name, detail)
-            return
-        except PermanentError as exc:
-            logger.warning(
-                "permanent error", extra={"error_name": exc.error_name, "error": str(exc)}
-            )
-            record_failure(message, exc.error_name, str(exc))
-            callbacks.fail(token, exc.error_name, str(exc))
-            return
-        logger.info("task done", extra={"seconds": round(time.monotonic() - started, 3), **fields})
-    except (TaskOver, DuplicateDelivery) as exc:
-        # Reporting to a finished task can never succeed, and a duplicate's work is being done
-        # by the delivery that claimed it: retrying either would only loop.
-        logger.warning("message consumed without effect", extra={"error": str(exc)})
-    finally:
-        logger.remove_keys(["source_id", "execution_arn", "receive_count"])
+        fields = work(message, delivery)
+        if fields is None:
+            logger.info("task waits for a person to answer it")
+            return None
+        callbacks.succeed(message["task_token"], _result(message, fields, result_contract))
+    except TransientError as exc:
+        if delivery.receive_count < max_receives:
+            raise  # redelivered after a backoff (see shared.runtime.deliveries.guarded)
+        detail = f"{exc} (gave up after {delivery.receive_count} deliveries)"
+        logger.error("transient error on the last delivery", extra={"error": detail})
+        return _Failure(exc.error_name, detail)
+    except PermanentError as exc:
+        logger.warning("permanent error", extra={"error_name": exc.error_name, "error": str(exc)})
+        return _Failure(exc.error_name, str(exc))
+    logger.info("task done", extra={"seconds": round(time.monotonic() - started, 3), **fields})
+    return None
+
+
+def _result(
+    message: Mapping[str, Any], fields: Mapping[str, Any], result_contract: str
+) -> dict[str, Any]:
+    """The work's fields as a result message of the task's contract."""
+    try:
+        return contracts.message(
+            result_contract, correlation_id=message["correlation_id"], **fields
+        )
+    except contracts.ContractViolation as exc:
+        # Our own bug, but the token is good: fail the run now, by name, rather than leave it
+        # to the task timeout.
+        raise PermanentError(str(exc), error_name="InvalidTaskResult") from exc
 
 
 @dataclass(frozen=True)

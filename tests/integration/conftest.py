@@ -28,7 +28,8 @@ from psycopg2.extensions import make_dsn
 
 from infra.migrate import MIGRATIONS_DIR, apply_migrations
 from services.download.adapters import WrittenObject
-from services.download.logic import Claim, Heartbeat, download_run
+from services.download.domain import Claim, Heartbeat
+from services.download.service import download_run
 from services.validation.service import validate_run
 from shared.connectors.base import MalformedRows
 from shared.rules.flows import Window

@@ -17,8 +17,8 @@ import pytest
 
 from ops import audit
 from ops.config import OperatorError
-from services.scheduler.logic import apply_reset, request_resets
-from services.unlocking.logic import unlock_run
+from services.scheduler.service import apply_reset, request_resets
+from services.unlocking.service import unlock_run
 from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
 from shared.store.db import Database
 from shared.timefmt import isoformat

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from services.unlocking.logic import unlock_run
 from services.unlocking.metrics import RunEnded
+from services.unlocking.service import unlock_run
 from shared.store.db import Database
 from shared.timefmt import isoformat
 from tests.integration.conftest import (

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from services.download.adapters import claim_download
-from services.unlocking.logic import unlock_run
+from services.unlocking.service import unlock_run
 from shared.errors import DuplicateDelivery, TransientError
 from shared.store.db import Database
 from shared.store.sources import get_source

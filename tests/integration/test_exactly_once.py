@@ -14,11 +14,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.download.adapters import claim_download
-from services.download.logic import DownloadProgress, RunNotStarted, lease_renewal
-from services.download.logic import LockLost as DownloadLockLost
-from services.unlocking.logic import LockLost as UnlockLockLost
-from services.unlocking.logic import RunNotDownloaded, unlock_run
+from services.download.domain import DownloadProgress
+from services.download.service import LockLost as DownloadLockLost
+from services.download.service import RunNotStarted, lease_renewal
+from services.unlocking.domain import LockLost as UnlockLockLost
+from services.unlocking.domain import RunNotDownloaded
 from services.unlocking.metrics import RunEnded
+from services.unlocking.service import unlock_run
 from services.validation.domain import SourceNotFound
 from shared.connectors.base import UnsupportedSourceType
 from shared.errors import PermanentError

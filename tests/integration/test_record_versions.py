@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from services.unlocking.logic import unlock_run
+from services.unlocking.service import unlock_run
 from shared.connectors.base import InvalidConnection
 from shared.rules.flows import (
     CLOCK_SKEW_ALLOWANCE,

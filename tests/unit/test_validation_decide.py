@@ -1,4 +1,4 @@
-"""services.validation.logic.decide: whether a run goes ahead, with which window and lease."""
+"""services.validation.domain.decide: whether a run goes ahead, with which window and lease."""
 
 from __future__ import annotations
 

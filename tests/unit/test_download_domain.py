@@ -1,4 +1,4 @@
-"""services.download.logic: Heartbeat and window_from_plan."""
+"""services.download.domain: Heartbeat and window_from_plan."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.download.logic import (
+from services.download.domain import (
     FIRST_BEAT_RETRY_PAUSES,
     Heartbeat,
     LockLost,

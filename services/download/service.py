@@ -1,5 +1,9 @@
-"""Download: stream one run's window from its source into the raw bucket, with a manifest.
+"""Download's orchestration of one message: stream one run's window from its source into the
+raw bucket, with a manifest, its ports passed in as arguments (the decisions it applies are in
+services.download.domain).
 
+`download_delivery` wires one SQS delivery: its claim on the run, and a heartbeat that keeps
+the message hidden and the lease and the claim alive; `download_run` does the download.
 Objects go under `<source_id>/<execution name>/`, so a redelivered message rewrites the same
 keys instead of adding a second copy; the ledger row moves from `running` to `downloaded` once,
 and a duplicate after that returns the recorded result without downloading again.
@@ -7,30 +11,31 @@ and a duplicate after that returns the recorded result without downloading again
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from itertools import chain, islice
 from typing import Any, Protocol
 
 from services.download import adapters
 from services.download.adapters import WrittenObject
-from shared.connectors.base import Connector, InvalidConnection
-from shared.errors import DuplicateDelivery, LockLost, PermanentError, TaskOver, TransientError
-from shared.rules.flows import (
-    FlowType,
-    Window,
-    WindowField,
-    overlap,
-    recorded_allowance,
+from services.download.domain import (
+    Claim,
+    DownloadProgress,
+    Heartbeat,
+    StreamProgress,
+    window_from_plan,
 )
-from shared.rules.versions import LandingCounts, MissingKey, VersionFilter, key_digest
+from shared.connectors.base import Connector, InvalidConnection
+from shared.errors import DuplicateDelivery, LockLost, PermanentError, TransientError
+from shared.rules.flows import FlowType, Window, WindowField, overlap, recorded_allowance
+from shared.rules.versions import LandingCounts, VersionFilter
+from shared.runtime.deliveries import Delivery
 from shared.runtime.observability import logger
 from shared.store import runs
 from shared.store.db import Database
 from shared.store.runs import RunStatus
-from shared.timefmt import isoformat, parse_iso
+from shared.timefmt import isoformat
 
 
 class RunNotStarted(PermanentError):
@@ -43,115 +48,50 @@ class RawSink(Protocol):
     def write_manifest(self, key: str, manifest: Mapping[str, Any]) -> None: ...
 
 
-@dataclass
-class DownloadProgress:
-    """Records streamed and compressed bytes written so far; each heartbeat reports them."""
-
-    records: int = 0
-    bytes: int = 0
-
-
-class Heartbeat:
-    """Tells Step Functions the download is alive and renews the lock lease, at most once per
-    interval; stops the download the moment either answers that it is over."""
-
-    def __init__(
-        self,
-        *,
-        send: Callable[[], None],
-        renew_lease: Callable[[], bool],
-        interval_seconds: float,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._send, self._renew_lease = send, renew_lease
-        self._interval, self._monotonic, self._sleep = interval_seconds, monotonic, sleep
-        self._last = monotonic()
-        self.progress = DownloadProgress()
-
-    def first_beat(self) -> None:
-        """A delivery's first heartbeat, before it connects. A task that answers "over" is asked
-        again a few times: the local emulator registers a task's heartbeat a moment after it
-        sends the task's message, so a fast worker's first beat can find no task yet (moto's
-        callback endpoint has no heartbeat endpoint until then). A task really over stays over."""
-        for pause in FIRST_BEAT_RETRY_PAUSES:
-            try:
-                self.beat()
-                return
-            except TaskOver:
-                self._sleep(pause)
-        self.beat()
-
-    def maybe_beat(self) -> None:
-        if self._monotonic() - self._last >= self._interval:
-            self.beat()
-
-    def beat(self) -> None:
-        self._last = self._monotonic()
-        self._send()  # raises TaskOver when the task has timed out
-        if not self._renew_lease():
-            raise LockLost("the source's lock is no longer held by this execution; stopping")
-
-
-# Seconds between the first heartbeat's tries: well over a second in all, which covers the
-# emulator's registration even on a loaded machine, and costs nothing when the task is alive.
-FIRST_BEAT_RETRY_PAUSES = (0.1, 0.2, 0.4, 0.8)
-
-
-@dataclass
-class _Progress:
-    """Streams the connector's records through the run's version filter: what lands, what is
-    skipped or waits, and what the cursor may follow."""
-
-    connector: Connector
-    heartbeat: Heartbeat
-    versions: VersionFilter | None  # None: a sold window, whose stamps the cursor ignores
-    objects: list[WrittenObject] = field(default_factory=list)
-    read: int = 0
-    without_key: int = 0
-
-    def track(self, records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        for record in records:
-            self.read += 1
-            self.heartbeat.maybe_beat()
-            if self.versions is not None and not self._admit(record):
-                continue
-            self.heartbeat.progress.records += 1
-            yield record
-
-    def _admit(self, record: dict[str, Any]) -> bool:
-        assert self.versions is not None
-        malformed = self.connector.malformed
-        stamp = self.connector.last_modified(record)
-        if stamp is None:
-            malformed.add(f"record {self.read}", "has no usable last-modified date")
-            return False
-        try:
-            digest = key_digest(record, self.connector.key_field)
-        except MissingKey as exc:
-            self.without_key += 1
-            malformed.add(f"record {self.read}", str(exc))
-            return False
-        return self.versions.admit(stamp, digest)
-
-
-def window_from_plan(plan: Mapping[str, Any]) -> Window:
-    return Window(
-        WindowField(plan["window_field"]),
-        parse_iso(plan["window_start"]),
-        parse_iso(plan["window_end"]),
-        plan["window_start_inclusive"],
+def download_delivery(
+    request: Mapping[str, Any],
+    delivery: Delivery,
+    *,
+    db: Database,
+    connector_for: Callable[[str, str, Mapping[str, Any]], Connector],
+    sink: RawSink,
+    send_heartbeat: Callable[[str], None],
+    lease: timedelta,
+    claim_seconds: int,
+    heartbeat_seconds: float,
+    part_max_records: int,
+) -> dict[str, Any]:
+    """One delivery of a download-request: a fresh claim on the run, and a heartbeat that
+    sends `send_heartbeat(task token)` and renews the lease and the claim, then `download_run`.
+    """
+    claim = Claim(
+        attempt=uuid.uuid4().hex,
+        message_id=delivery.message_id,
+        ttl=timedelta(seconds=claim_seconds),
     )
 
+    def renew() -> bool:
+        # While this delivery is alive its message stays hidden and its claim stays live;
+        # if it dies, both lapse together and the message's next delivery takes over.
+        delivery.keep_hidden(claim_seconds)
+        return lease_renewal(
+            db, request["source_id"], request["execution_arn"], lease, claim, heartbeat.progress
+        )
 
-@dataclass(frozen=True)
-class Claim:
-    """One delivery's claim on downloading a run: a fresh id per attempt, the SQS message it
-    came in, and how long the claim lasts without a heartbeat."""
-
-    attempt: str
-    message_id: str
-    ttl: timedelta
+    heartbeat = Heartbeat(
+        send=lambda: send_heartbeat(request["task_token"]),
+        renew_lease=renew,
+        interval_seconds=heartbeat_seconds,
+    )
+    return download_run(
+        request,
+        db=db,
+        connector_for=connector_for,
+        sink=sink,
+        heartbeat=heartbeat,
+        part_max_records=part_max_records,
+        claim=claim,
+    )
 
 
 def download_run(
@@ -242,7 +182,7 @@ def _download_claimed(
     window = window_from_plan(plan)
     connector = connector_for(source_id, run["source_type"], run["connection"])
     prefix = f"{source_id}/{request['execution_name']}/"
-    progress = _Progress(connector, heartbeat, versions)
+    progress = StreamProgress(connector, heartbeat, versions)
     stream = progress.track(connector.records(window))
     # Each part streams straight from the source into the sink: memory holds a page, not a part.
     while (first := next(stream, None)) is not None:

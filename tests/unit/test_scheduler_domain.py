@@ -1,5 +1,6 @@
 """The scheduler's decisions: which sources are due, which special flows go back to Normal,
-and how a `Run Requested` event starts its run."""
+whether a reset request still applies when it arrives, and how a `Run Requested` event starts
+its run."""
 
 from __future__ import annotations
 
@@ -8,15 +9,20 @@ from typing import Any
 
 import pytest
 
-from services.scheduler.logic import (
+from services.scheduler.domain import (
+    NORMAL_PARAMS,
+    PARAMS_CHANGED,
     Due,
     ResetCandidate,
     ResetDecision,
     SchedulableSource,
     decide_resets,
     due_sources,
-    start_requested_run,
+    reset_applied,
+    reset_requested,
+    why_not_reset,
 )
+from services.scheduler.service import start_requested_run
 
 NOW = datetime(2026, 11, 22, 19, 7, 30, tzinfo=UTC)
 CURRENT_SLOT = datetime(2026, 11, 22, 19, 0, tzinfo=UTC)  # of a 15-minute schedule at NOW
@@ -357,6 +363,69 @@ def test_the_decision_expects_the_params_as_stored_not_their_canonical_form() ->
     (decision,) = decide_resets([source], NOW)
     # Then the reset will only apply while the column still holds exactly what was seen
     assert decision.expected_params == {"type": "RE-SPECS", "Sql": f"  {SQL}  "}
+
+
+# --- why_not_reset: a reset request when it arrives ------------------------------------------
+
+
+def locked_source(params: dict[str, Any] | None, **changes: Any) -> dict[str, Any]:
+    """The source's row as the reset's transaction locked it."""
+    return {"batch_execution_params": params, "locked_by": None, "lock_expires_at": None, **changes}
+
+
+def test_a_reset_applies_while_the_params_are_those_the_decision_saw_and_nobody_runs() -> None:
+    current = {"type": "Full Load"}
+    assert why_not_reset(locked_source(current), current, NOW) is None
+
+
+def test_a_reset_of_a_source_that_no_longer_exists_is_dropped() -> None:
+    assert why_not_reset(None, {"type": "Full Load"}, NOW) == "the source no longer exists"
+
+
+def test_an_operators_edit_after_the_decision_wins_over_the_reset() -> None:
+    edited = locked_source({"type": "Sold", "year": 2021})
+    assert why_not_reset(edited, {"type": "Full Load"}, NOW) == PARAMS_CHANGED
+
+
+def test_a_reset_waits_for_the_run_that_holds_the_lock() -> None:
+    current = {"type": "Full Load"}
+    source = locked_source(current, locked_by=RUN_ARN, lock_expires_at=NOW + timedelta(minutes=5))
+    reason = why_not_reset(source, current, NOW)
+    assert reason is not None and RUN_ARN in reason and "next tick" in reason
+
+
+def test_a_lock_whose_lease_expired_does_not_hold_the_reset_back() -> None:
+    current = {"type": "Full Load"}
+    source = locked_source(current, locked_by=RUN_ARN, lock_expires_at=NOW - timedelta(minutes=5))
+    assert why_not_reset(source, current, NOW) is None
+
+
+# --- the reset events' details -----------------------------------------------------------------
+
+
+def test_a_reset_request_names_its_evidence_only_when_there_is_one() -> None:
+    current = {"type": "Full Load"}
+    with_evidence = ResetDecision("src-1", current, "special_flow_succeeded", RUN_ARN)
+    without = ResetDecision("src-1", current, "reset_at_passed", None)
+    assert reset_requested(with_evidence, NOW) == {
+        "source_id": "src-1",
+        "expected_params": current,
+        "cause": "special_flow_succeeded",
+        "decided_at": "2026-11-22T19:07:30Z",
+        "evidence_execution_arn": RUN_ARN,
+    }
+    assert "evidence_execution_arn" not in reset_requested(without, NOW)
+
+
+def test_an_applied_reset_says_from_what_to_normal() -> None:
+    applied = reset_applied("src-1", {"type": "Full Load"}, "reset_at_passed", "request-1")
+    assert applied == {
+        "source_id": "src-1",
+        "from_params": {"type": "Full Load"},
+        "to_params": NORMAL_PARAMS,
+        "cause": "reset_at_passed",
+        "request_id": "request-1",
+    }
 
 
 # --- start_requested_run ----------------------------------------------------------------------

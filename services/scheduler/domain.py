@@ -1,0 +1,147 @@
+"""The scheduler's decisions, pure: which sources are due for a run and in which slot
+(`due_sources`), which special flows have done their job and go back to Normal
+(`decide_resets`), whether a reset request may still be applied when it arrives (`why_not_reset`),
+and the details of the events that carry them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.rules.flows import FlowParams, FlowType, InvalidFlowParams, parse_flow_params
+from shared.rules.leases import lease_is_live
+from shared.rules.schedules import InvalidSchedule, source_schedule
+from shared.timefmt import isoformat
+
+NORMAL_PARAMS = FlowParams(FlowType.NORMAL).canonical()
+PARAMS_CHANGED = "its params changed after the decision (an operator's edit wins)"
+
+
+@dataclass(frozen=True)
+class SchedulableSource:
+    source_id: str
+    schedule_interval: Any
+    schedule_cron: str | None
+    last_scheduled_slot: datetime | None
+    locked_by: str | None
+    lock_expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Due:
+    source_id: str
+    slot: datetime
+
+
+def due_sources(sources: list[SchedulableSource], now: datetime) -> tuple[list[Due], list[str]]:
+    """Which sources are due now, and the problems that kept others from being considered."""
+    due: list[Due] = []
+    problems: list[str] = []
+    for source in sources:
+        try:
+            schedule = source_schedule(
+                source.source_id, source.schedule_interval, source.schedule_cron
+            )
+        except InvalidSchedule as exc:
+            problems.append(str(exc))
+            continue
+        if schedule is None or lease_is_live(source.locked_by, source.lock_expires_at, now):
+            continue
+        slot = schedule.previous_slot(now)
+        if source.last_scheduled_slot is None or source.last_scheduled_slot < slot:
+            due.append(Due(source.source_id, slot))
+    return due, problems
+
+
+@dataclass(frozen=True)
+class ResetCandidate:
+    source_id: str
+    batch_execution_params: dict[str, Any] | None
+    params_changed_at: datetime
+    locked_by: str | None
+    lock_expires_at: datetime | None
+    last_success_arn: str | None
+    last_success_params: dict[str, Any] | None
+    last_success_finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ResetDecision:
+    source_id: str
+    expected_params: dict[str, Any] | None
+    cause: str
+    evidence_execution_arn: str | None
+
+
+def decide_resets(candidates: list[ResetCandidate], now: datetime) -> list[ResetDecision]:
+    """Special flows whose job is done: a run of exactly these params succeeded after they
+    were set, or their `reset_at` has passed. Never while a run holds the lock."""
+    decisions = []
+    for source in candidates:
+        if lease_is_live(source.locked_by, source.lock_expires_at, now):
+            continue
+        try:
+            params = parse_flow_params(source.source_id, source.batch_execution_params)
+        except InvalidFlowParams:
+            continue  # validation reports bad params on the source's next run
+        if params.flow_type is FlowType.NORMAL:
+            continue
+        if params.reset_at is not None and params.reset_at <= now:
+            decisions.append(
+                ResetDecision(
+                    source.source_id, source.batch_execution_params, "reset_at_passed", None
+                )
+            )
+        elif (
+            source.last_success_finished_at is not None
+            and source.last_success_finished_at >= source.params_changed_at
+            and source.last_success_params == params.canonical()
+        ):
+            decisions.append(
+                ResetDecision(
+                    source.source_id,
+                    source.batch_execution_params,
+                    "special_flow_succeeded",
+                    source.last_success_arn,
+                )
+            )
+    return decisions
+
+
+def reset_requested(decision: ResetDecision, now: datetime) -> dict[str, Any]:
+    """The detail of a `Flow Reset Requested` event."""
+    detail: dict[str, Any] = {
+        "source_id": decision.source_id,
+        "expected_params": decision.expected_params,
+        "cause": decision.cause,
+        "decided_at": isoformat(now),
+    }
+    if decision.evidence_execution_arn is not None:
+        detail["evidence_execution_arn"] = decision.evidence_execution_arn
+    return detail
+
+
+def why_not_reset(source: Mapping[str, Any] | None, expected: Any, now: datetime) -> str | None:
+    """Why a reset request is dropped when it arrives, or None to apply it: the source's
+    params must still be the ones the decision saw, and no run may hold its lock."""
+    if source is None:
+        return "the source no longer exists"
+    if source["batch_execution_params"] != expected:
+        return PARAMS_CHANGED
+    if lease_is_live(source["locked_by"], source["lock_expires_at"], now):
+        return f"a run holds its lock ({source['locked_by']}); the next tick decides again"
+    return None
+
+
+def reset_applied(source_id: str, from_params: Any, cause: str, request_id: str) -> dict[str, Any]:
+    """The detail of a `Flow Reset Applied` event."""
+    return {
+        "source_id": source_id,
+        "from_params": from_params,
+        "to_params": NORMAL_PARAMS,
+        "cause": cause,
+        "request_id": request_id,
+    }
