@@ -9,8 +9,11 @@
 4. Overlap: a Normal run with nothing new that re-reads the lateness allowance before its
    cursor (0, 1,000, 10,000 records there), with the default allowance, with none, and with no
    overlap at all.
+5. Nothing lost, only when asked for (`python -m bench loss`; about 10 minutes): record versions
+   a vendor writes while Normal runs go back to back, and how many the runs lost or landed twice
+   (bench/loss.py, which also runs alone: `python -m bench.loss`).
 Writes `.sourceflow/bench.json`. `python -m bench SECTION...` (download, orchestration, scale,
-overlap) measures only those, into `.sourceflow/bench-SECTION-....json`.
+overlap, loss) measures only those, into `.sourceflow/bench-SECTION-....json`.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cost import run_cost
+from bench.loss import measure_loss, print_loss
 from bench.orchestration import measure_orchestration
 from bench.overlap import SETTINGS, measure_overlap
 from bench.scale import measure_scale
@@ -114,9 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         "sections",
         nargs="*",
         metavar="SECTION",
-        help=f"measure only these ({', '.join(SECTIONS)}); all by default",
+        help=f"measure only these ({', '.join(SECTIONS)}); by default all but "
+        f"{', '.join(OPTIONAL)}",
     )
-    sections = parser.parse_args(argv).sections or list(SECTIONS)
+    default = [section for section in SECTIONS if section not in OPTIONAL]
+    sections = parser.parse_args(argv).sections or default
     unknown = [section for section in sections if section not in SECTIONS]
     if unknown:
         parser.error(f"unknown section {unknown[0]!r}; expected some of {', '.join(SECTIONS)}")
@@ -140,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     report["wall_s"] = time.monotonic() - started
     results = (
         RESULTS
-        if len(sections) == len(SECTIONS)
+        if set(sections) >= set(default)
         else RESULTS.with_stem("-".join(["bench", *sections]))
     )
     results.write_text(json.dumps(report, indent=2) + "\n")
@@ -154,7 +160,10 @@ SECTIONS: dict[str, tuple[str, Callable[[LocalStack], dict[str, Any]]]] = {
     "orchestration": ("orchestration overhead", measure_orchestration),
     "scale": ("scale", measure_scale),
     "overlap": ("overlap re-read by a Normal run with nothing new", measure_overlap),
+    "loss": ("nothing lost: Normal runs back to back while a vendor writes", measure_loss),
 }
+# Measured only when named: they take long and are no speed figure.
+OPTIONAL = ("loss",)
 
 
 def estimate_costs(report: dict[str, Any]) -> dict[str, Any]:
@@ -205,6 +214,8 @@ def print_report(report: dict[str, Any]) -> None:
     for size, figures in report.get("overlap", {}).items():
         if size.isdigit():
             print_overlap(int(size), figures)
+    if "loss" in report:
+        print_loss(report["loss"])
 
 
 def print_overlap(size: int, figures: dict[str, Any]) -> None:
