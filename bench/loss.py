@@ -53,11 +53,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import requests
 
 from bench.common import bench_source
-from infra.local.stack import LocalStack, StackOptions, aws_client
-from infra.local.vendor import floor_seconds, format_timestamp, parse_timestamp
-from infra.runs import wait_for_execution
-from shared.db import Database
-from shared.runs import start_run
+from local.stack import LocalStack, StackOptions, aws_client
+from local.vendor.records import floor_seconds, format_timestamp, parse_timestamp
+from ops.runs import wait_for_execution
+from shared.runtime.executions import start_run
+from shared.store.db import Database
 
 WRITE_SECONDS = 45.0
 MAX_RUNS = 400
