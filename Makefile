@@ -33,6 +33,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/cfn-lint infra/templates/*.yaml
+	$(BIN)/xenon --max-absolute C shared services infra ops local
 
 typecheck: install
 	$(BIN)/mypy shared services infra ops local tests bench
