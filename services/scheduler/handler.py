@@ -16,7 +16,8 @@ from services.scheduler.logic import (
 )
 from services.scheduler.settings import Settings
 from shared.runtime import aws
-from shared.runtime.events import SCHEDULED_EVENT, EventPublisher, event_lambda_handler
+from shared.runtime.catalogue import SCHEDULED_EVENT, DetailType
+from shared.runtime.events import EventPublisher, event_lambda_handler
 from shared.store.db import Database
 from shared.timefmt import parse_iso
 
@@ -53,14 +54,14 @@ def on_run_requested(event: dict[str, Any]) -> None:
 def on_flow_reset_requested(event: dict[str, Any]) -> None:
     applied = apply_reset(event, db=database(), now=datetime.now(UTC))
     if applied is not None:
-        publisher()("Flow Reset Applied", applied)
+        publisher()(DetailType.FLOW_RESET_APPLIED, applied)
 
 
 lambda_handler = event_lambda_handler(
     {
         SCHEDULED_EVENT: on_tick,
-        "Run Requested": on_run_requested,
-        "Flow Reset Requested": on_flow_reset_requested,
+        DetailType.RUN_REQUESTED: on_run_requested,
+        DetailType.FLOW_RESET_REQUESTED: on_flow_reset_requested,
     },
     database=database,
     settings=settings.consumer,

@@ -19,6 +19,7 @@ from shared.errors import TransientError
 from shared.rules.flows import FlowParams, FlowType, InvalidFlowParams, parse_flow_params
 from shared.rules.leases import lease_is_live
 from shared.rules.schedules import InvalidSchedule, source_schedule
+from shared.runtime.catalogue import DetailType
 from shared.runtime.executions import requested_run_nonce
 from shared.runtime.observability import logger
 from shared.store.db import Database
@@ -175,7 +176,7 @@ def request_resets(now: datetime, *, db: Database, publish: Publish) -> list[Res
         }
         if decision.evidence_execution_arn is not None:
             detail["evidence_execution_arn"] = decision.evidence_execution_arn
-        publish("Flow Reset Requested", detail)
+        publish(DetailType.FLOW_RESET_REQUESTED, detail)
     return decisions
 
 

@@ -13,6 +13,7 @@ from services.validation.service import validate_run
 from services.validation.settings import Settings
 from shared.connectors import check_connection
 from shared.runtime import aws
+from shared.runtime.catalogue import DetailType, Step
 from shared.runtime.deliveries import Delivery
 from shared.runtime.events import EventPublisher
 from shared.runtime.tasks import TaskKind, task_lambda_handler
@@ -46,7 +47,7 @@ def ask_for_approval(request: dict[str, Any], _: Delivery) -> dict[str, Any] | N
     publish = EventPublisher(aws.client("events"), settings.approval.event_bus_name)
 
     def announce(fields: Mapping[str, Any]) -> None:
-        publish("Approval Requested", fields, correlation_id=request["correlation_id"])
+        publish(DetailType.APPROVAL_REQUESTED, fields, correlation_id=request["correlation_id"])
 
     return request_approval(
         request,
@@ -59,8 +60,8 @@ def ask_for_approval(request: dict[str, Any], _: Delivery) -> dict[str, Any] | N
 
 
 lambda_handler = task_lambda_handler(
-    TaskKind("validation-request", "validation-result", "Validate", validate),
-    TaskKind("approval-request", "approval-result", "Approve", ask_for_approval),
+    TaskKind("validation-request", "validation-result", Step.VALIDATE, validate),
+    TaskKind("approval-request", "approval-result", Step.APPROVE, ask_for_approval),
     database=database,
     settings=settings.consumer,
 )
