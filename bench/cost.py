@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from infra import templates
-from infra.resources import Timeouts
+from shared.runtime.catalogue import CLOUD_TIMEOUTS
 
 PRICE = {
     "state_transition": 0.025 / 1000,
@@ -29,7 +29,7 @@ STEP_SERVICES = {
 }
 _SIZING = templates.load("service")["Mappings"]["Sizing"]
 MEMORY_GB = {step: _SIZING[service]["MemorySize"] / 1024 for step, service in STEP_SERVICES.items()}
-HEARTBEAT_INTERVAL_S = Timeouts().heartbeat_interval_seconds  # the download's, in the cloud
+HEARTBEAT_INTERVAL_S = CLOUD_TIMEOUTS.heartbeat_interval_seconds  # the download's, in the cloud
 # Per callback step: one send (the state machine), one receive, one delete (the event source
 # mapping); the download adds one visibility change per heartbeat (with its lease renewal).
 SQS_REQUESTS_PER_STEP = 3

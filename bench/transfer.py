@@ -75,6 +75,7 @@ def download(vendor: str, dataset: str, page_size: int) -> dict[str, Any]:
     import os
 
     from bench.common import bench_source, direct_download, direct_validate, task_request
+    from shared.runtime.catalogue import PART_MAX_RECORDS
     from shared.store.db import Database
 
     db = Database(os.environ["DATABASE_URL"], application_name="sourceflow-bench")
@@ -88,7 +89,7 @@ def download(vendor: str, dataset: str, page_size: int) -> dict[str, Any]:
         request,
         plan,
         bucket=os.environ["RAW_BUCKET"],
-        part_max_records=int(os.environ.get("PART_MAX_RECORDS", "100000")),
+        part_max_records=int(os.environ.get("PART_MAX_RECORDS", PART_MAX_RECORDS)),
     )
     seconds = time.perf_counter() - started
     db.close()

@@ -14,10 +14,9 @@ from infra.resources import (
     SCHEDULER_COMMAND_DETAIL_TYPES,
     SERVICES,
     Names,
-    Timeouts,
     state_machine_substitutions,
 )
-from shared.runtime.events import EVENT_SOURCE
+from shared.runtime.catalogue import EVENT_SOURCE, Timeouts
 
 _LOCAL_ROLE_ARN = "arn:aws:iam::123456789012:role/sourceflow-local-state-machine"
 BATCH_SIZE = {"validation": 10, "download": 1, "unlocking": 10, "scheduler": 10}

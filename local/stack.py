@@ -24,13 +24,14 @@ from typing import IO, Any
 import requests
 
 from infra.migrate import apply_migrations
-from infra.resources import SERVICES, Names, Timeouts
+from infra.resources import SERVICES, Names
 from local.partner import PartnerSources, create_partner_sources
 from local.pg import transaction
 from local.provision import BATCH_SIZE, Provisioned, function_timeouts, provision
 from local.roles import create_service_roles
 from local.ticker import Ticker
 from local.vendor.records import DEFAULT_DATASET_SPECS
+from shared.runtime.catalogue import Timeouts
 
 REGION = "us-east-1"
 # The emulator accepts any credentials; these keep boto3 from looking for real ones.
@@ -225,12 +226,7 @@ class LocalStack:
             "SOURCEFLOW_QUEUE_URL": self.provisioned.queue_urls[service],
             "SOURCEFLOW_BATCH_SIZE": str(BATCH_SIZE[service]),
             "SOURCEFLOW_FUNCTION_TIMEOUT": str(function_timeouts(timeouts)[service]),
-            "MAX_RECEIVE_COUNT": str(timeouts.max_receive_count),
-            "RETRY_BACKOFF_SECONDS": str(timeouts.retry_backoff_seconds),
-            "LOCK_LEASE_SECONDS": str(timeouts.lock_lease_seconds),
-            "HEARTBEAT_SECONDS": str(timeouts.heartbeat_interval_seconds),
-            "DOWNLOAD_CLAIM_SECONDS": str(timeouts.download_claim_seconds),
-            "APPROVAL_TIMEOUT_SECONDS": str(timeouts.approval_seconds),
+            **timeouts_environment(timeouts),
             "RESPECS_APPROVAL_REQUIRED": str(self.options.approval_gate).lower(),
             "POWERTOOLS_SERVICE_NAME": f"sourceflow-{service}",
             "POWERTOOLS_TRACE_DISABLED": "true",
@@ -272,6 +268,19 @@ class LocalStack:
             preexec_fn=_die_with_parent,
         )
         self._named[name] = child
+
+
+def timeouts_environment(timeouts: Timeouts) -> dict[str, str]:
+    """The environment variables through which the services read `timeouts` (their settings.py;
+    tests/unit/test_templates.py proves they read them back)."""
+    return {
+        "MAX_RECEIVE_COUNT": str(timeouts.max_receive_count),
+        "RETRY_BACKOFF_SECONDS": str(timeouts.retry_backoff_seconds),
+        "LOCK_LEASE_SECONDS": str(timeouts.lock_lease_seconds),
+        "HEARTBEAT_SECONDS": str(timeouts.heartbeat_interval_seconds),
+        "DOWNLOAD_CLAIM_SECONDS": str(timeouts.download_claim_seconds),
+        "APPROVAL_TIMEOUT_SECONDS": str(timeouts.approval_seconds),
+    }
 
 
 def _create_warehouse_tables(database_url: str) -> None:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.rules.schedules import Schedule, parse_rule_expression
-from shared.runtime.events import SCHEDULED_EVENT
+from shared.runtime.catalogue import SCHEDULED_EVENT
 from shared.runtime.observability import logger
 from shared.timefmt import isoformat
 

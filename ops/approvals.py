@@ -14,12 +14,13 @@ from typing import Any
 
 from shared.errors import SourceflowError, TaskOver
 from shared.runtime import contracts
+from shared.runtime.catalogue import Step
 from shared.runtime.tasks import TaskCallbacks
 from shared.store import approvals
 from shared.store.db import Database
 from shared.store.runs import RunStatus, cancel_detail, note_failure
 
-STEP = "Approve"
+STEP = Step.APPROVE
 
 
 class ApprovalError(SourceflowError):

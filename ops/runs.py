@@ -11,6 +11,7 @@ from typing import Any
 from ops.approvals import STEP as APPROVE_STEP
 from ops.approvals import cancel_waiting
 from ops.config import OperatorConfig, OperatorError, unknown_source
+from shared.runtime.catalogue import DetailType, Step
 from shared.runtime.events import EventPublisher
 from shared.runtime.executions import requested_run_nonce
 from shared.runtime.tasks import TaskCallbacks
@@ -115,7 +116,7 @@ def request_run(config: OperatorConfig, db: Database, source_id: str, requested_
         raise unknown_source(source_id)
     publish = EventPublisher(config.client("events"), config.require("EVENT_BUS_NAME"))
     return publish(
-        "Run Requested",
+        DetailType.RUN_REQUESTED,
         {"source_id": source_id, "requested_by": requested_by, "reason": "sourceflow run"},
         correlation_id=f"{source_id}-operator",
     )
@@ -170,7 +171,7 @@ def follow_execution(sfn: Any, db: Database, execution_arn: str) -> Iterator[Pro
             last_records = progress
             yield Progress(
                 datetime.now(UTC),
-                "Download",
+                Step.DOWNLOAD,
                 f"{run['progress_records']} records, {run['progress_bytes'] or 0} bytes so far",
             )
         if described["status"] != "RUNNING":

@@ -11,6 +11,7 @@ from services.download.service import download_delivery
 from services.download.settings import Settings
 from shared.connectors import connector_for
 from shared.runtime import aws
+from shared.runtime.catalogue import Step
 from shared.runtime.deliveries import Delivery
 from shared.runtime.tasks import TaskCallbacks, TaskKind, task_lambda_handler
 from shared.store.db import Database
@@ -39,7 +40,7 @@ def download(request: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
 
 
 lambda_handler = task_lambda_handler(
-    TaskKind("download-request", "download-result", "Download", download),
+    TaskKind("download-request", "download-result", Step.DOWNLOAD, download),
     database=database,
     settings=settings.consumer,
 )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.runtime.catalogue import CLOUD_TIMEOUTS, PART_MAX_RECORDS
 from shared.runtime.settings import (
     ConsumerSettings,
     env_float,
@@ -28,8 +29,12 @@ class Settings:
         return cls(
             consumer=ConsumerSettings.from_env(),
             raw_bucket=env_str("RAW_BUCKET"),
-            heartbeat_seconds=env_float("HEARTBEAT_SECONDS", 10.0, minimum=0.1),
+            heartbeat_seconds=env_float(
+                "HEARTBEAT_SECONDS", CLOUD_TIMEOUTS.heartbeat_interval_seconds, minimum=0.1
+            ),
             lock_lease_seconds=lock_lease_seconds(),
-            part_max_records=env_int("PART_MAX_RECORDS", 100_000, minimum=1),
-            claim_seconds=env_int("DOWNLOAD_CLAIM_SECONDS", 60, minimum=2),
+            part_max_records=env_int("PART_MAX_RECORDS", PART_MAX_RECORDS, minimum=1),
+            claim_seconds=env_int(
+                "DOWNLOAD_CLAIM_SECONDS", CLOUD_TIMEOUTS.download_claim_seconds, minimum=2
+            ),
         )

@@ -10,7 +10,8 @@ from services.scheduler.adapters import ExecutionStarter
 from services.scheduler.service import reset_flow, start_requested_run, tick
 from services.scheduler.settings import Settings
 from shared.runtime import aws
-from shared.runtime.events import SCHEDULED_EVENT, EventPublisher, event_lambda_handler
+from shared.runtime.catalogue import SCHEDULED_EVENT, DetailType
+from shared.runtime.events import EventPublisher, event_lambda_handler
 from shared.store.db import Database
 
 settings = Settings.from_env()
@@ -46,8 +47,8 @@ def on_flow_reset_requested(event: dict[str, Any]) -> None:
 lambda_handler = event_lambda_handler(
     {
         SCHEDULED_EVENT: on_tick,
-        "Run Requested": on_run_requested,
-        "Flow Reset Requested": on_flow_reset_requested,
+        DetailType.RUN_REQUESTED: on_run_requested,
+        DetailType.FLOW_RESET_REQUESTED: on_flow_reset_requested,
     },
     database=database,
     settings=settings.consumer,

@@ -28,6 +28,7 @@ from services.scheduler.domain import (
     why_not_reset,
 )
 from shared.errors import TransientError
+from shared.runtime.catalogue import DetailType
 from shared.runtime.executions import requested_run_nonce
 from shared.runtime.observability import logger
 from shared.store.db import Database
@@ -83,7 +84,7 @@ def request_resets(now: datetime, *, db: Database, publish: Publish) -> list[Res
         candidates = [ResetCandidate(**row) for row in adapters.reset_candidates(cur)]
     decisions = decide_resets(candidates, now)
     for decision in decisions:
-        publish("Flow Reset Requested", reset_requested(decision, now))
+        publish(DetailType.FLOW_RESET_REQUESTED, reset_requested(decision, now))
     return decisions
 
 
@@ -133,4 +134,4 @@ def reset_flow(event: Mapping[str, Any], *, db: Database, publish: Publish, now:
     """A `Flow Reset Requested` event: applied (`apply_reset`), and announced when it was."""
     applied = apply_reset(event, db=db, now=now)
     if applied is not None:
-        publish("Flow Reset Applied", applied)
+        publish(DetailType.FLOW_RESET_APPLIED, applied)

@@ -7,6 +7,7 @@ from typing import Any
 
 from services.unlocking.service import unlock_run
 from services.unlocking.settings import Settings
+from shared.runtime.catalogue import Step
 from shared.runtime.deliveries import Delivery
 from shared.runtime.tasks import TaskKind, task_lambda_handler
 from shared.store.db import Database
@@ -24,7 +25,7 @@ def unlock(request: dict[str, Any], _: Delivery) -> dict[str, Any]:
 
 
 lambda_handler = task_lambda_handler(
-    TaskKind("unlocking-request", "unlocking-result", "Unlock", unlock),
+    TaskKind("unlocking-request", "unlocking-result", Step.UNLOCK, unlock),
     database=database,
     settings=settings.consumer,
 )

@@ -18,6 +18,7 @@ from typing import Any
 from services.validation import adapters
 from shared.errors import LockLost, PermanentError
 from shared.rules.flows import FlowType
+from shared.runtime.catalogue import DetailType
 from shared.store import approvals, runs
 from shared.store.db import Database
 from shared.store.runs import RunStatus
@@ -127,7 +128,7 @@ def ask_for_approval(
     EventPublisher) under the request's correlation id."""
 
     def announce(fields: Mapping[str, Any]) -> None:
-        publish("Approval Requested", fields, correlation_id=request["correlation_id"])
+        publish(DetailType.APPROVAL_REQUESTED, fields, correlation_id=request["correlation_id"])
 
     return request_approval(
         request, db=db, clock=clock, timeout=timeout, lease=lease, announce=announce

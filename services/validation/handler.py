@@ -11,6 +11,7 @@ from services.validation.approval import ask_for_approval
 from services.validation.service import validate_run
 from services.validation.settings import Settings
 from shared.runtime import aws
+from shared.runtime.catalogue import Step
 from shared.runtime.deliveries import Delivery
 from shared.runtime.events import EventPublisher
 from shared.runtime.tasks import TaskKind, task_lambda_handler
@@ -46,8 +47,8 @@ def approve(request: dict[str, Any], _: Delivery) -> dict[str, Any] | None:
 
 
 lambda_handler = task_lambda_handler(
-    TaskKind("validation-request", "validation-result", "Validate", validate),
-    TaskKind("approval-request", "approval-result", "Approve", approve),
+    TaskKind("validation-request", "validation-result", Step.VALIDATE, validate),
+    TaskKind("approval-request", "approval-result", Step.APPROVE, approve),
     database=database,
     settings=settings.consumer,
 )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.runtime.catalogue import CLOUD_TIMEOUTS, RESPECS_APPROVAL_REQUIRED
 from shared.runtime.settings import (
     ConsumerSettings,
     RespecsSettings,
@@ -24,8 +25,10 @@ class ApprovalSettings:
     @classmethod
     def from_env(cls) -> ApprovalSettings:
         return cls(
-            required=env_bool("RESPECS_APPROVAL_REQUIRED", True),
-            timeout_seconds=env_int("APPROVAL_TIMEOUT_SECONDS", 86_400, minimum=1),
+            required=env_bool("RESPECS_APPROVAL_REQUIRED", RESPECS_APPROVAL_REQUIRED),
+            timeout_seconds=env_int(
+                "APPROVAL_TIMEOUT_SECONDS", CLOUD_TIMEOUTS.approval_seconds, minimum=1
+            ),
             event_bus_name=env_str("EVENT_BUS_NAME"),
         )
 

@@ -13,7 +13,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from jsonschema.exceptions import ValidationError
+
 from shared.errors import PermanentError
+from shared.runtime import contracts
 from shared.timefmt import isoformat, parse_iso
 
 RESPECS_WINDOW_START = datetime(1990, 1, 1, tzinfo=UTC)
@@ -57,7 +60,8 @@ _SPELLINGS = {
 }
 ALLOWED_FLOW_NAMES = ("Normal", "Re-specs", "Full Load", "Sold")
 _CANONICAL_NAMES = dict(zip(FlowType, ALLOWED_FLOW_NAMES, strict=True))
-_KNOWN_KEYS = {"flow_type", "type", "sql", "Sql", "year", "reset_at"}
+# The shapes of hand-written params: which keys, of which types (contracts/).
+PARAMS_CONTRACT = "batch-execution-params"
 
 
 class InvalidFlowParams(PermanentError):
@@ -155,74 +159,94 @@ def check_lateness_allowance(source_id: str, allowance: timedelta) -> timedelta:
 
 
 def parse_flow_params(source_id: str, raw: Mapping[str, Any] | None) -> FlowParams:
-    """Normalise `batch_execution_params` as written by hand; reject anything ambiguous."""
+    """Normalise `batch_execution_params` as written by hand; reject anything ambiguous.
+
+    The params are checked against their contract (contracts/batch-execution-params.v1) first;
+    what is left here is what a schema cannot say: the flow's free spelling, and the rules that
+    depend on the flow it names.
+    """
     if not raw:
         return FlowParams(FlowType.NORMAL)
-
-    def reject(field: str, value: object, expected: str) -> InvalidFlowParams:
-        return InvalidFlowParams(
-            f"source {source_id!r}: batch_execution_params.{field} = {value!r} is not valid; "
-            f"expected {expected}"
-        )
-
-    unknown = sorted(set(raw) - _KNOWN_KEYS)
-    if unknown:
-        raise reject(unknown[0], raw[unknown[0]], f"only the keys {sorted(_KNOWN_KEYS)}")
-    flow_key = _single_key(source_id, raw, ("flow_type", "type"))
-    sql_key = _single_key(source_id, raw, ("sql", "Sql"))
-
-    allowed = "one of " + ", ".join(repr(name) for name in ALLOWED_FLOW_NAMES)
-    flow_type = FlowType.NORMAL
-    if flow_key is not None:
-        value = raw[flow_key]
-        if value is not None and value != "":
-            if not isinstance(value, str):
-                raise reject(flow_key, value, allowed)
-            spelled = re.sub(r"[\s_-]", "", value).lower()
-            if spelled not in _SPELLINGS:
-                raise reject(flow_key, value, allowed)
-            flow_type = _SPELLINGS[spelled]
-
-    sql = raw[sql_key] if sql_key is not None else None
-    if flow_type is FlowType.RESPECS:
-        if not isinstance(sql, str) or not sql.strip():
-            raise reject(sql_key or "sql", sql, "a non-empty attribute-update query for Re-specs")
-    elif sql is not None:
-        raise reject(sql_key or "sql", sql, "no query: only Re-specs runs a query")
-
-    year = raw.get("year")
-    if year is not None:
-        if flow_type is not FlowType.SOLD:
-            raise reject("year", year, "no year: only Sold takes a year")
-        if isinstance(year, bool) or not isinstance(year, int) or year < EARLIEST_SOLD_YEAR:
-            raise reject("year", year, f"a whole year from {EARLIEST_SOLD_YEAR}, e.g. 2021")
-
+    problems = contracts.errors(raw, PARAMS_CONTRACT)
+    if problems:
+        raise _contract_problem(source_id, raw, problems[0])
+    # The contract lets at most one spelling of each key through; a null value is no value.
+    flow_key = "type" if "type" in raw else "flow_type"
+    sql_key = "Sql" if "Sql" in raw else "sql"
+    flow_type = _flow_type(source_id, flow_key, raw.get(flow_key))
+    sql, year = raw.get(sql_key), raw.get("year")
+    _check_flow_fields(source_id, flow_type, sql_key, sql, year)
     reset_at = raw.get("reset_at")
     return FlowParams(
         flow_type,
-        sql=sql.strip() if isinstance(sql, str) else None,
+        sql=sql.strip() if sql is not None else None,
         year=year,
-        reset_at=_parse_reset_at(reset_at, reject) if reset_at is not None else None,
+        reset_at=_parse_reset_at(source_id, reset_at) if reset_at is not None else None,
     )
 
 
-def _single_key(source_id: str, raw: Mapping[str, Any], spellings: tuple[str, ...]) -> str | None:
-    present = [key for key in spellings if key in raw]
-    if len(present) > 1:
-        raise InvalidFlowParams(
-            f"source {source_id!r}: batch_execution_params has both {present[0]!r} and "
-            f"{present[1]!r}; keep one of them"
+def _flow_type(source_id: str, key: str, value: str | None) -> FlowType:
+    if not value:
+        return FlowType.NORMAL
+    spelled = re.sub(r"[\s_-]", "", value).lower()
+    if spelled not in _SPELLINGS:
+        raise _invalid(source_id, key, value, _expected(key))
+    return _SPELLINGS[spelled]
+
+
+def _check_flow_fields(
+    source_id: str, flow_type: FlowType, sql_key: str, sql: str | None, year: float | None
+) -> None:
+    """The fields the flow takes: a query for Re-specs alone, a year for Sold alone."""
+    if flow_type is FlowType.RESPECS and sql is None:
+        raise _invalid(source_id, sql_key, sql, "a non-empty attribute-update query for Re-specs")
+    if flow_type is not FlowType.RESPECS and sql is not None:
+        raise _invalid(source_id, sql_key, sql, "no query: only Re-specs runs a query")
+    if year is not None and flow_type is not FlowType.SOLD:
+        raise _invalid(source_id, "year", year, "no year: only Sold takes a year")
+    if year is not None and not isinstance(year, int):  # JSON Schema's integers include 2021.0
+        raise _invalid(source_id, "year", year, _expected("year"))
+
+
+def _parse_reset_at(source_id: str, value: str) -> datetime:
+    try:
+        return parse_iso(value)  # the contract's date-times include some Python does not read
+    except ValueError:
+        raise _invalid(source_id, "reset_at", value, _expected("reset_at")) from None
+
+
+def _contract_problem(
+    source_id: str, raw: Mapping[str, Any], error: ValidationError
+) -> InvalidFlowParams:
+    """The first way `raw` breaks its contract, worded like the parser's own rejections."""
+    properties = contracts.schema_of(PARAMS_CONTRACT)["properties"]
+    if error.validator == "not":  # {"not": {"required": [a, b]}}: two spellings of one key
+        first, second = error.validator_value["required"]
+        return InvalidFlowParams(
+            f"source {source_id!r}: batch_execution_params has both {first!r} and "
+            f"{second!r}; keep one of them"
         )
-    return present[0] if present else None
+    if error.validator == "additionalProperties":
+        unknown = sorted(set(raw) - set(properties))[0]
+        return _invalid(source_id, unknown, raw[unknown], f"only the keys {sorted(properties)}")
+    if error.path:
+        field = str(error.path[0])
+        return _invalid(source_id, field, raw[field], _expected(field))
+    return InvalidFlowParams(
+        f"source {source_id!r}: batch_execution_params is not valid: {error.message}"
+    )
 
 
-def _parse_reset_at(value: object, reject: Any) -> datetime:
-    if isinstance(value, str):
-        try:
-            return parse_iso(value)  # a value without a time zone is rejected too
-        except ValueError:
-            pass
-    raise reject("reset_at", value, "an ISO-8601 timestamp with a time zone")
+def _expected(field: str) -> str:
+    """What the contract expects in `field`, as its description says."""
+    return str(contracts.schema_of(PARAMS_CONTRACT)["properties"][field]["description"])
+
+
+def _invalid(source_id: str, field: str, value: object, expected: str) -> InvalidFlowParams:
+    return InvalidFlowParams(
+        f"source {source_id!r}: batch_execution_params.{field} = {value!r} is not valid; "
+        f"expected {expected}"
+    )
 
 
 def plan_window(

@@ -35,11 +35,13 @@ __all__ = [
     "COMMON",
     "CONTRACTS_DIR",
     "ContractViolation",
+    "errors",
     "format_timestamp",
     "message",
     "parse",
     "schema_id",
     "schema_names",
+    "schema_of",
     "validate",
     "violations",
 ]
@@ -78,6 +80,21 @@ def format_timestamp(value: datetime) -> str:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ContractViolation(f"timestamp {value.isoformat()} has no time zone; use an aware one")
     return isoformat(value)
+
+
+def schema_of(name: str, version: int = 1) -> Mapping[str, Any]:
+    """The schema of contract `name` v`version`, as its file says (not to be changed); raises
+    `ContractViolation` if there is no such contract or version."""
+    return _validator(name, version).schema
+
+
+def errors(document: Any, name: str, version: int = 1) -> list[ValidationError]:
+    """jsonschema's errors for `document` against contract `name` v`version`, in the order of
+    their JSON paths (the document's own first), for a caller that words its own messages;
+    `violations` words them for you."""
+    instance = dict(document) if isinstance(document, Mapping) else document
+    found = _validator(name, version).iter_errors(instance)
+    return sorted(found, key=lambda error: error.json_path)
 
 
 def violations(

@@ -9,7 +9,6 @@ and stretches its visibility timeout for exponential backoff.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -25,24 +24,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.runtime import aws
+from shared.runtime.catalogue import RetryPolicy
 from shared.runtime.observability import count_deliveries, log_metrics, logger, tracer
 from shared.runtime.settings import ConsumerSettings
 from shared.store.db import Database
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How a failed delivery is retried: SQS redelivery after a growing visibility timeout,
-    until the queue's maxReceiveCount (which `max_receives` must equal)."""
-
-    max_receives: int
-    base_backoff_seconds: float
-    max_backoff_seconds: float = 300.0
-
-    def backoff_seconds(self, receive_count: int) -> int:
-        delay = self.base_backoff_seconds * (2 ** max(receive_count - 1, 0))
-        # Visibility timeouts are whole seconds; round up so a sub-second base still waits.
-        return min(math.ceil(delay), int(self.max_backoff_seconds))
 
 
 def queue_name(queue_arn: str) -> str:

@@ -18,23 +18,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import ContractViolation, TransientError
 from shared.runtime import contracts
+from shared.runtime.catalogue import EVENT_SOURCE, SCHEDULED_EVENT, DetailType
 from shared.runtime.deliveries import QueueVisibility, consumer_lambda_handler
 from shared.runtime.observability import logger
 from shared.runtime.settings import ConsumerSettings
 from shared.store.db import Database
 
-EVENT_SOURCE = "sourceflow"
-SCHEDULED_EVENT = "Scheduled Event"  # what EventBridge schedule rules deliver
 # The contract each sourceflow event's detail follows, by its DetailType.
-DETAIL_CONTRACTS = {
-    "Run Succeeded": "run-succeeded",
-    "Run Failed": "run-failed",
-    "Run Cancelled": "run-cancelled",
-    "Approval Requested": "approval-requested",
-    "Run Requested": "run-requested",
-    "Flow Reset Requested": "flow-reset-requested",
-    "Flow Reset Applied": "flow-reset-applied",
-}
+DETAIL_CONTRACTS = {detail_type.value: detail_type.contract for detail_type in DetailType}
 
 
 class EventPublisher:
@@ -47,6 +38,7 @@ class EventPublisher:
         self, detail_type: str, fields: Mapping[str, Any], correlation_id: str = ""
     ) -> str:
         """Put one event; returns its EventBridge id."""
+        detail_type = str(detail_type)  # a DetailType is put, and named in errors, by its value
         name = DETAIL_CONTRACTS.get(detail_type)
         if name is None:
             raise ContractViolation(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.runtime import aws
+from shared.runtime.catalogue import CLOUD_TIMEOUTS, RESPECS_STATEMENT_TIMEOUT_MS
 from shared.store.db import dsn_from_secret
 
 
@@ -95,7 +96,7 @@ def database_url(read_secret: Callable[[str], str] = read_database_secret) -> st
 
 def lock_lease_seconds() -> int:
     """How long a source's lock lasts without renewal; validation and download must agree."""
-    return env_int("LOCK_LEASE_SECONDS", 900, minimum=30)
+    return env_int("LOCK_LEASE_SECONDS", CLOUD_TIMEOUTS.lock_lease_seconds, minimum=30)
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,10 @@ class ConsumerSettings:
     ) -> ConsumerSettings:
         return cls(
             database_url=database_url(read_secret),
-            max_receives=env_int("MAX_RECEIVE_COUNT", 5, minimum=1),
-            retry_backoff_seconds=env_float("RETRY_BACKOFF_SECONDS", 2.0),
+            max_receives=env_int("MAX_RECEIVE_COUNT", CLOUD_TIMEOUTS.max_receive_count, minimum=1),
+            retry_backoff_seconds=env_float(
+                "RETRY_BACKOFF_SECONDS", CLOUD_TIMEOUTS.retry_backoff_seconds
+            ),
         )
 
 
@@ -134,5 +137,7 @@ class RespecsSettings:
 
         return cls(
             allowed_tables=parse_allowed_tables(os.environ.get("RESPECS_ALLOWED_TABLES", "")),
-            statement_timeout_ms=env_int("RESPECS_STATEMENT_TIMEOUT_MS", 60_000, minimum=1),
+            statement_timeout_ms=env_int(
+                "RESPECS_STATEMENT_TIMEOUT_MS", RESPECS_STATEMENT_TIMEOUT_MS, minimum=1
+            ),
         )

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 
 from shared.rules.flows import (
+    ALLOWED_FLOW_NAMES,
     CLOCK_SKEW_ALLOWANCE,
     FIRST_RUN_PARAMS,
+    PARAMS_CONTRACT,
     RESPECS_WINDOW_START,
     STAMP_RESOLUTION,
     FlowParams,
@@ -29,6 +31,7 @@ from shared.rules.flows import (
     plan_window,
     stamp_position,
 )
+from shared.runtime import contracts
 
 RUN_START = datetime(2026, 11, 22, 18, 0, tzinfo=UTC)
 
@@ -90,6 +93,53 @@ def test_bad_params_are_rejected_naming_source_field_and_value(raw: dict, words:
     assert caught.value.error_name == "InvalidFlowParams"
     for word in words:
         assert word in str(caught.value)
+
+
+def test_a_null_value_is_no_value() -> None:
+    raw = {"flow_type": None, "sql": None, "year": None, "reset_at": None}
+
+    assert parse_flow_params("src-1", raw).canonical() == {"flow_type": "Normal"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        # JSON Schema counts 2021.0 as an integer; a year is a whole number all the same
+        ({"type": "Sold", "year": 2021.0}, ["batch_execution_params.year", "2021.0", "1990"]),
+        (["Sold"], ["'src-1'", "batch_execution_params", "object"]),
+        ({"type": "Re-specs", "sql": "  "}, ["batch_execution_params.sql", "not blank"]),
+    ],
+)
+def test_what_the_contract_and_the_parser_reject_names_source_and_field(
+    raw: Any, words: list[str]
+) -> None:
+    with pytest.raises(InvalidFlowParams) as caught:
+        parse_flow_params("src-1", raw)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_a_misspelt_flow_is_told_every_flow_there_is() -> None:
+    # The allowed values come from the contract's description of the key
+    for key in ("flow_type", "type"):
+        with pytest.raises(InvalidFlowParams) as caught:
+            parse_flow_params("src-1", {key: "Weekly"})
+        for name in ALLOWED_FLOW_NAMES:
+            assert repr(name) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        FlowParams(FlowType.NORMAL),
+        FlowParams(FlowType.RESPECS, sql="UPDATE t SET a = 1"),
+        FlowParams(FlowType.FULL_LOAD, reset_at=RUN_START),
+        FlowParams(FlowType.SOLD, year=2021),
+    ],
+)
+def test_the_params_sourceflow_writes_back_keep_their_contract(params: FlowParams) -> None:
+    contracts.validate(params.canonical(), PARAMS_CONTRACT)
+    assert parse_flow_params("s", params.canonical()) == params
 
 
 def a_normal_window(cursor: datetime, **changes: Any) -> Window:

@@ -3,16 +3,18 @@ differs from AWS in ways the definition must be written around (LOCAL_EMULATOR.m
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from infra import statemachine
-from infra.resources import Names, Timeouts, state_machine_substitutions
+from infra.resources import Names, state_machine_substitutions
 from services.unlocking import adapters as unlocking
 from shared.rules.versions import VERSION_COUNTS
 from shared.runtime import contracts
+from shared.runtime.catalogue import CLOUD_TIMEOUTS, EVENT_SOURCE, DetailType, Step
 
 CALLBACK = "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
 
@@ -20,10 +22,9 @@ CALLBACK = "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
 @pytest.fixture(scope="module")
 def definition() -> dict[str, Any]:
     queues = {s: f"https://sqs.example/{s}" for s in ("validation", "download", "unlocking")}
+    alerts = "arn:aws:sns:eu-west-1:123456789012:alerts"
     return statemachine.render(
-        state_machine_substitutions(
-            queues, Names("test").event_bus, "arn:aws:sns:eu-west-1:123456789012:alerts", Timeouts()
-        )
+        state_machine_substitutions(queues, Names("test").event_bus, alerts, CLOUD_TIMEOUTS)
     )
 
 
@@ -198,7 +199,7 @@ def test_only_a_run_that_says_it_needs_approval_waits_for_one(definition: dict[s
         "Next": "Approve",
     }
     assert states["Approve"]["Next"] == "Download"
-    assert states["Approve"]["TimeoutSeconds"] == Timeouts().approval_seconds
+    assert states["Approve"]["TimeoutSeconds"] == CLOUD_TIMEOUTS.approval_seconds
 
 
 def test_no_index_then_field_paths(definition: dict[str, Any]) -> None:
@@ -209,10 +210,52 @@ def test_no_index_then_field_paths(definition: dict[str, Any]) -> None:
 
 def test_substitutions_must_match_the_placeholders_exactly() -> None:
     good = state_machine_substitutions(
-        {s: "u" for s in ("validation", "download", "unlocking")}, "bus", "topic", Timeouts()
+        {s: "u" for s in ("validation", "download", "unlocking")}, "bus", "topic", CLOUD_TIMEOUTS
     )
     with pytest.raises(ValueError, match="missing \\['EventBusName'\\]"):
         statemachine.render({k: v for k, v in good.items() if k != "EventBusName"})
     with pytest.raises(ValueError, match="unknown \\['Extra'\\]"):
         statemachine.render({**good, "Extra": "x"})
     assert "${" not in str(statemachine.render(good))
+
+
+# -- the definition's literals are the catalogue's (shared/runtime/catalogue.py) ----------------
+
+
+def test_a_failed_run_names_its_step_as_the_catalogue_does(definition: dict[str, Any]) -> None:
+    states = definition["States"]
+    # Each step runs in task states whose failures are remembered under the step's name
+    for step in Step:
+        for name in step.states:
+            assert states[name]["Resource"] == CALLBACK, name
+            remembered = {
+                states[catch["Next"]].get("Result")
+                for catch in states[name]["Catch"]
+                if states[catch["Next"]].get("ResultPath") == "$.failed_step"
+            }
+            if name != "UnlockAfterFailure":  # it reports the failure it was given
+                assert remembered == {step.value}, name
+    failed_steps = {
+        state["Result"] for state in states.values() if state.get("ResultPath") == "$.failed_step"
+    }
+    assert failed_steps == {step.value for step in Step}
+    # and the contracts that carry a failed step allow exactly those
+    common = json.loads((contracts.CONTRACTS_DIR / "common.v1.schema.json").read_text())
+    assert common["$defs"]["failed_step"]["enum"] == [step.value for step in Step]
+
+
+def test_the_events_the_definition_puts_are_the_catalogues(definition: dict[str, Any]) -> None:
+    put = [
+        entry
+        for state in definition["States"].values()
+        if state.get("Resource") == "arn:aws:states:::events:putEvents"
+        for entry in state["Parameters"]["Entries"]
+    ]
+    assert {entry["DetailType"] for entry in put} == {
+        DetailType.RUN_SUCCEEDED,
+        DetailType.RUN_FAILED,
+        DetailType.RUN_CANCELLED,
+    }
+    for entry in put:
+        assert entry["Source"] == EVENT_SOURCE
+        assert entry["Detail"]["schema"] == DetailType(entry["DetailType"]).contract

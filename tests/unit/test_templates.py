@@ -25,11 +25,17 @@ from infra.resources import (
     SCHEDULER_COMMAND_DETAIL_TYPES,
     SERVICES,
     Names,
-    Timeouts,
 )
 from local.provision import BATCH_SIZE, function_timeouts, provision
-from local.stack import LOCAL_TIMEOUTS
-from shared.runtime.events import EVENT_SOURCE
+from local.stack import LOCAL_TIMEOUTS, timeouts_environment
+from shared.runtime.catalogue import (
+    CLOUD_TIMEOUTS,
+    EVENT_SOURCE,
+    RESPECS_APPROVAL_REQUIRED,
+    RESPECS_STATEMENT_TIMEOUT_MS,
+    Step,
+    Timeouts,
+)
 
 STAGE = "t1"
 NAMES = Names(STAGE)
@@ -230,7 +236,7 @@ def test_every_queue_has_a_dead_letter_queue_after_the_runs_max_receive_count(na
 
     redrive = queues["Queue"]["RedrivePolicy"]
     assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
-    assert int(redrive["maxReceiveCount"]) == Timeouts().max_receive_count
+    assert int(redrive["maxReceiveCount"]) == CLOUD_TIMEOUTS.max_receive_count
     # The code reports a failure by name on the last delivery the queue allows
     env = function_of(rendered)["Environment"]["Variables"]
     assert int(env["MAX_RECEIVE_COUNT"]) == int(redrive["maxReceiveCount"])
@@ -407,11 +413,68 @@ def test_each_function_is_configured_as_its_settings_read(
     resolved = {ssm("core", "approval-timeout-seconds"): str(CORE_APPROVAL_TIMEOUT)}
     for key, value in {**env, "DATABASE_URL": "postgresql://db/sourceflow"}.items():
         monkeypatch.setenv(key, resolved.get(str(value), str(value)))
-    settings_module = __import__(f"services.{name}.settings", fromlist=["Settings"])
-    settings = settings_module.Settings.from_env()
+    settings = settings_of(name)
 
-    # Then it runs with the run's timeouts from infra/resources.py
-    timeouts = Timeouts()
+    # Then it runs with the run's timeouts from shared/runtime/catalogue.py
+    assert_runs_with(settings, name, CLOUD_TIMEOUTS)
+    if name == "download":
+        assert settings.raw_bucket == ssm("core", "raw-bucket-name")
+    if name == "scheduler":
+        assert settings.state_machine_arn == STATE_MACHINE_ARN
+        assert settings.event_bus_name == ssm("core", "event-bus-name")
+    if name == "validation":
+        assert settings.approval.required is True
+        assert settings.approval.event_bus_name == ssm("core", "event-bus-name")
+
+
+# What a service's settings need besides its timeouts, to be read at all.
+REQUIRED_ENV = {
+    "DATABASE_URL": "postgresql://db/sourceflow",
+    "RAW_BUCKET": "raw",
+    "STATE_MACHINE_ARN": STATE_MACHINE_ARN,
+    "EVENT_BUS_NAME": "bus",
+}
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_a_service_whose_environment_is_silent_reads_the_catalogues_defaults(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an environment that names none of the run's timeouts
+    for key in [*timeouts_environment(CLOUD_TIMEOUTS), "RESPECS_APPROVAL_REQUIRED"]:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in REQUIRED_ENV.items():
+        monkeypatch.setenv(key, value)
+
+    # When the service reads its settings
+    settings = settings_of(name)
+
+    # Then it runs with the cloud's timeouts and defaults, as the templates deploy them
+    assert_runs_with(settings, name, CLOUD_TIMEOUTS)
+    if name == "validation":
+        assert settings.approval.required is RESPECS_APPROVAL_REQUIRED
+        declared = templates.load("service")["Parameters"]["RespecsApprovalRequired"]["Default"]
+        assert declared == str(RESPECS_APPROVAL_REQUIRED).lower()
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_embedded_stack_configures_each_service_with_its_timeouts(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the environment the embedded stack gives the service's workers
+    for key, value in {**REQUIRED_ENV, **timeouts_environment(LOCAL_TIMEOUTS)}.items():
+        monkeypatch.setenv(key, value)
+
+    # Then the service runs with the embedded stack's timeouts
+    assert_runs_with(settings_of(name), name, LOCAL_TIMEOUTS)
+
+
+def settings_of(name: str) -> Any:
+    settings_module = __import__(f"services.{name}.settings", fromlist=["Settings"])
+    return settings_module.Settings.from_env()
+
+
+def assert_runs_with(settings: Any, name: str, timeouts: Timeouts) -> None:
     assert settings.consumer.max_receives == timeouts.max_receive_count
     assert settings.consumer.retry_backoff_seconds == timeouts.retry_backoff_seconds
     if name in ("validation", "download"):
@@ -419,14 +482,8 @@ def test_each_function_is_configured_as_its_settings_read(
     if name == "download":
         assert settings.heartbeat_seconds == timeouts.heartbeat_interval_seconds
         assert settings.claim_seconds == timeouts.download_claim_seconds
-        assert settings.raw_bucket == ssm("core", "raw-bucket-name")
-    if name == "scheduler":
-        assert settings.state_machine_arn == STATE_MACHINE_ARN
-        assert settings.event_bus_name == ssm("core", "event-bus-name")
     if name == "validation":
-        assert settings.approval.required is True
         assert settings.approval.timeout_seconds == timeouts.approval_seconds
-        assert settings.approval.event_bus_name == ssm("core", "event-bus-name")
 
 
 def _settings_source(name: str) -> str:
@@ -540,7 +597,7 @@ class RecordedAws:
 @pytest.fixture(scope="module")
 def local() -> RecordedAws:
     recorded = RecordedAws()
-    provision(recorded, NAMES, Timeouts())
+    provision(recorded, NAMES, CLOUD_TIMEOUTS)
     return recorded
 
 
@@ -663,10 +720,18 @@ def timeouts_in_the_templates() -> Timeouts:
     )
 
 
-def test_the_timeouts_in_the_templates_are_those_of_infra_resources() -> None:
-    assert timeouts_in_the_templates() == Timeouts()
+def test_the_timeouts_in_the_templates_are_those_of_the_catalogue() -> None:
+    assert timeouts_in_the_templates() == CLOUD_TIMEOUTS
     download_env = function_of(service("download"))["Environment"]["Variables"]
-    assert int(download_env["DOWNLOAD_CLAIM_SECONDS"]) == Timeouts().download_claim_seconds
+    assert int(download_env["DOWNLOAD_CLAIM_SECONDS"]) == CLOUD_TIMEOUTS.download_claim_seconds
+
+
+def test_unlocking_outlasts_the_respecs_statement_timeout_it_may_use_up() -> None:
+    # (the templates leave RESPECS_STATEMENT_TIMEOUT_MS to its default)
+    env = function_of(service("unlocking"))["Environment"]["Variables"]
+    assert "RESPECS_STATEMENT_TIMEOUT_MS" not in env
+    assert CLOUD_TIMEOUTS.unlocking_function_seconds * 1000 > RESPECS_STATEMENT_TIMEOUT_MS
+    assert int(function_of(service("unlocking"))["Timeout"]) * 1000 > RESPECS_STATEMENT_TIMEOUT_MS
 
 
 # -- a step that committed is never reported as failed ----------------------------------------
@@ -678,9 +743,7 @@ def _local_timeouts_as_provisioned(timeouts: Timeouts) -> Timeouts:
     recorded = RecordedAws()
     provision(recorded, NAMES, timeouts)
     states = recorded.definitions[NAMES.state_machine]["States"]
-    unlock = {
-        states[name]["TimeoutSeconds"] for name in ("UnlockAfterSuccess", "UnlockAfterFailure")
-    }
+    unlock = {states[name]["TimeoutSeconds"] for name in Step.UNLOCK.states}
     assert len(unlock) == 1, unlock
 
     def queue(name: str) -> dict[str, str]:
@@ -689,8 +752,8 @@ def _local_timeouts_as_provisioned(timeouts: Timeouts) -> Timeouts:
     functions = function_timeouts(timeouts)
     return replace(
         timeouts,
-        validate_seconds=states["Validate"]["TimeoutSeconds"],
-        download_heartbeat_seconds=states["Download"]["HeartbeatSeconds"],
+        validate_seconds=states[Step.VALIDATE]["TimeoutSeconds"],
+        download_heartbeat_seconds=states[Step.DOWNLOAD]["HeartbeatSeconds"],
         unlock_seconds=unlock.pop(),
         max_receive_count=json.loads(queue("validation")["RedrivePolicy"])["maxReceiveCount"],
         validation_function_seconds=functions["validation"],
@@ -739,7 +802,7 @@ def test_two_redeliveries_of_a_dead_delivery_fit_inside_the_task_timeout() -> No
     ],
 )
 def test_a_timeout_that_breaks_it_is_named(change: dict[str, Any], problem: str) -> None:
-    problems = replace(Timeouts(), **change).delivery_problems()
+    problems = replace(CLOUD_TIMEOUTS, **change).delivery_problems()
 
     assert any(problem in found for found in problems), problems
 

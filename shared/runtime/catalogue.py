@@ -1,0 +1,199 @@
+"""sourceflow's settings and vocabulary, each defined once, here.
+
+- `Timeouts`: every timeout of a run, and the redelivery and lease values that must fit inside
+  them. Its defaults are the cloud's: the templates deploy them (tests/unit/test_templates.py
+  proves every literal there equals these), and a service reads them when its environment says
+  nothing (`CLOUD_TIMEOUTS`, read by shared/runtime/settings.py and services/*/settings.py).
+  The embedded stack runs with its own (local/stack.py `LOCAL_TIMEOUTS`), handed to its workers
+  through the same environment variables.
+- `RetryPolicy`: how a failed delivery is retried inside those timeouts.
+- The other defaults a service reads from its environment (`PART_MAX_RECORDS`,
+  `RESPECS_STATEMENT_TIMEOUT_MS`, `RESPECS_APPROVAL_REQUIRED`).
+- `DetailType`, `EVENT_SOURCE`, `SCHEDULED_EVENT`: the events on sourceflow's bus.
+- `Step`: the state machine's steps, as a failed run names them.
+
+A template or the state machine definition that must carry one of these as a literal is proven
+equal to it by a test (tests/unit/test_templates.py, tests/unit/test_state_machine_definition.py).
+This module imports nothing of sourceflow's, so that every room can read it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Step(StrEnum):
+    """The state machine's steps as a failed run names them: the `failed_step` of the ledger,
+    of the alert and of the run-failed event (common.v1 `failed_step`), and the step a service's
+    task serves. Unlock is one step run by two states (`states`)."""
+
+    VALIDATE = "Validate"
+    APPROVE = "Approve"
+    DOWNLOAD = "Download"
+    UNLOCK = "Unlock"
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        """The definition's task states that run this step."""
+        if self is Step.UNLOCK:
+            return ("UnlockAfterSuccess", "UnlockAfterFailure")
+        return (self.value,)
+
+
+class DetailType(StrEnum):
+    """The events sourceflow puts on its bus, by their EventBridge DetailType."""
+
+    RUN_REQUESTED = "Run Requested"
+    RUN_SUCCEEDED = "Run Succeeded"
+    RUN_FAILED = "Run Failed"
+    RUN_CANCELLED = "Run Cancelled"
+    APPROVAL_REQUESTED = "Approval Requested"
+    FLOW_RESET_REQUESTED = "Flow Reset Requested"
+    FLOW_RESET_APPLIED = "Flow Reset Applied"
+
+    @property
+    def contract(self) -> str:
+        """The contract its detail follows: "Run Succeeded" has a run-succeeded detail."""
+        return self.value.lower().replace(" ", "-")
+
+
+EVENT_SOURCE = "sourceflow"
+"""The `source` of every sourceflow event."""
+SCHEDULED_EVENT = "Scheduled Event"
+"""The DetailType EventBridge schedule rules deliver (from `aws.events`)."""
+
+# What a service reads when its environment does not say otherwise, beside its timeouts (each
+# is read from the environment variable of its name).
+PART_MAX_RECORDS = 100_000
+"""Records per raw object a download writes."""
+RESPECS_STATEMENT_TIMEOUT_MS = 60_000
+"""How long a Re-specs query may run inside unlocking's transaction."""
+RESPECS_APPROVAL_REQUIRED = True
+"""Whether a Re-specs query waits for a second person's approval."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a failed delivery is retried: SQS redelivery after a growing visibility timeout,
+    until the queue's maxReceiveCount (which `max_receives` must equal)."""
+
+    max_receives: int
+    base_backoff_seconds: float
+    max_backoff_seconds: float = 300.0
+
+    def backoff_seconds(self, receive_count: int) -> int:
+        delay = self.base_backoff_seconds * (2 ** max(receive_count - 1, 0))
+        # Visibility timeouts are whole seconds; round up so a sub-second base still waits.
+        return min(math.ceil(delay), int(self.max_backoff_seconds))
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Task timeouts of the state machine, how validation's and unlocking's messages are
+    redelivered inside them, and the lease that must outlast a whole run. The defaults are the
+    cloud's (`CLOUD_TIMEOUTS`)."""
+
+    validate_seconds: int = 240
+    download_seconds: int = 3600
+    download_heartbeat_seconds: int = 120
+    unlock_seconds: int = 600
+    # SQS redelivery bounds: receives before the DLQ, and the first backoff step.
+    max_receive_count: int = 5
+    retry_backoff_seconds: float = 2.0
+    # Validation's and unlocking's function timeouts and their queues' visibility timeouts. A
+    # delivery that dies without answering (after its commit, say) is handed out again after
+    # the visibility timeout, which must come while the task still waits: every delivery the
+    # queue allows fits inside the task's timeout (`redelivery_seconds`). AWS requires the
+    # visibility to be at least the function's timeout; it is a little more, so that a delivery
+    # cut off at its timeout is over before its message comes back. Unlocking's function
+    # outlasts the Re-specs statement timeout (RESPECS_STATEMENT_TIMEOUT_MS) its transaction
+    # may use up.
+    validation_function_seconds: int = 30
+    validation_visibility_seconds: int = 45
+    unlocking_function_seconds: int = 90
+    unlocking_visibility_seconds: int = 120
+    # How often the download service heartbeats (well inside download_heartbeat_seconds).
+    heartbeat_interval_seconds: float = 20.0
+    lock_lease_seconds: int = 900
+    # How long a run waits for a person to approve its Re-specs query (Approve task).
+    approval_seconds: int = 86_400
+
+    @property
+    def download_claim_seconds(self) -> int:
+        """A download delivery's claim (and its message's visibility) outlives three missed
+        heartbeats, then lapses so the message's next delivery can take over."""
+        return max(2, math.ceil(3 * self.heartbeat_interval_seconds))
+
+    def redelivery_seconds(self, *, function_seconds: int, visibility_seconds: int) -> int:
+        """The longest a task message's deliveries can take, from the first until the last one
+        the queue allows has answered: each delivery before the last dies without answering
+        (its message comes back after the visibility timeout) or fails at its function timeout
+        (and comes back after its retry backoff); the last one reports within its function
+        timeout, by name if it fails."""
+        retry = self._retry_policy()
+        held = (
+            max(visibility_seconds, function_seconds + retry.backoff_seconds(receive))
+            for receive in range(1, self.max_receive_count)
+        )
+        return sum(held) + function_seconds
+
+    @property
+    def download_takeover_seconds(self) -> int:
+        """The longest from a dead download delivery's last heartbeat until its message's next
+        delivery heartbeats: the message comes back as the claim lapses (every heartbeat keeps
+        both alive for download_claim_seconds), and a delivery that still finds the claim live
+        is handed out again after its retry backoff. So download needs no visibility timeout
+        shorter than its task's: its heartbeats set it."""
+        last_backoff = self._retry_policy().backoff_seconds(self.max_receive_count - 1)
+        return self.download_claim_seconds + last_backoff
+
+    def delivery_problems(self) -> list[str]:
+        """What breaks "a step that committed is never reported as failed": a validation or
+        unlocking message whose delivery died after its commit must come back, and every
+        delivery the queue allows answer, while its task still waits; a dead download's message
+        must be taken over before its task's heartbeat times out."""
+        problems = []
+        if self.max_receive_count < 3:
+            problems.append(f"max_receive_count {self.max_receive_count}: under two redeliveries")
+        steps = {
+            Step.VALIDATE: (
+                self.validate_seconds,
+                self.validation_function_seconds,
+                self.validation_visibility_seconds,
+            ),
+            Step.UNLOCK: (
+                self.unlock_seconds,
+                self.unlocking_function_seconds,
+                self.unlocking_visibility_seconds,
+            ),
+        }
+        for step, (task, function, visibility) in steps.items():
+            if visibility < function:
+                problems.append(
+                    f"{step}: its queue's visibility timeout ({visibility} s) is shorter than "
+                    f"its function's timeout ({function} s), which AWS refuses"
+                )
+            redelivery = self.redelivery_seconds(
+                function_seconds=function, visibility_seconds=visibility
+            )
+            if redelivery > task:
+                problems.append(
+                    f"{step}: the deliveries its queue allows may take {redelivery} s, longer "
+                    f"than the task's timeout ({task} s)"
+                )
+        if self.download_takeover_seconds >= self.download_heartbeat_seconds:
+            problems.append(
+                f"Download: a dead delivery's message may be taken over only after "
+                f"{self.download_takeover_seconds} s, past the task's heartbeat timeout "
+                f"({self.download_heartbeat_seconds} s)"
+            )
+        return problems
+
+    def _retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_receive_count, self.retry_backoff_seconds)
+
+
+CLOUD_TIMEOUTS = Timeouts()
+"""The cloud's timeouts: what the templates deploy, and what a service reads by default."""
