@@ -13,10 +13,10 @@ class SourceflowError(Exception):
     """Base of every error sourceflow raises on purpose."""
 
 
-class PermanentError(SourceflowError):
-    """Retrying cannot help; the run fails with this named error."""
+class _NamedError(SourceflowError):
+    """An error a run can fail with: `error_name` is the class's own unless one is given."""
 
-    error_name = "PermanentError"
+    error_name: str
 
     def __init__(self, message: str, *, error_name: str | None = None) -> None:
         super().__init__(message)
@@ -24,18 +24,19 @@ class PermanentError(SourceflowError):
             self.error_name = error_name
 
 
-class TransientError(SourceflowError):
+class PermanentError(_NamedError):
+    """Retrying cannot help; the run fails with this named error."""
+
+    error_name = "PermanentError"
+
+
+class TransientError(_NamedError):
     """Retrying later may help: timeouts, throttling, lost connections.
 
     `error_name` is what the run fails with if the last allowed delivery still meets it.
     """
 
     error_name = "TransientError"
-
-    def __init__(self, message: str, *, error_name: str | None = None) -> None:
-        super().__init__(message)
-        if error_name is not None:
-            self.error_name = error_name
 
 
 class TaskOver(SourceflowError):

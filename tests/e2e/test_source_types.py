@@ -24,14 +24,24 @@ DAY = timedelta(days=1)
 
 
 @dataclass
-class VendorApi:
-    """An http_api dataset at the demo vendor."""
+class Dataset:
+    """Listings under one name at a source of one type, and the fields its records name the id
+    and the last-modified stamp with. Each type says how to `put` listings and the connection."""
 
     harness: Harness
     name: str
-    source_type: ClassVar[str] = "http_api"
-    id_field: ClassVar[str] = "id"
-    modified_field: ClassVar[str] = "last_modified"
+    source_type: ClassVar[str]
+    id_field: ClassVar[str]
+    modified_field: ClassVar[str]
+
+
+@dataclass
+class VendorApi(Dataset):
+    """An http_api dataset at the demo vendor."""
+
+    source_type = "http_api"
+    id_field = "id"
+    modified_field = "last_modified"
 
     def put(self, listings: list[Mapping[str, Any]]) -> None:
         self.harness.vendor.put(self.name, listings)
@@ -41,16 +51,14 @@ class VendorApi:
 
 
 @dataclass
-class CsvDrops:
+class CsvDrops(Dataset):
     """A partner's CSV drops under a prefix of their own; each `put` is one more drop. The
     partner names its dates modified_at and sold_on."""
 
-    harness: Harness
-    name: str
     drops: int = 0
-    source_type: ClassVar[str] = "s3_files"
-    id_field: ClassVar[str] = "id"
-    modified_field: ClassVar[str] = "modified_at"
+    source_type = "s3_files"
+    id_field = "id"
+    modified_field = "modified_at"
     renamed: ClassVar[dict[str, str]] = {"last_modified": "modified_at", "sold_date": "sold_on"}
 
     def put(self, listings: list[Mapping[str, Any]]) -> None:
@@ -66,14 +74,12 @@ class CsvDrops:
 
 
 @dataclass
-class PartnerTable:
+class PartnerTable(Dataset):
     """A listings table of its own in the partner database; `put` upserts."""
 
-    harness: Harness
-    name: str
-    source_type: ClassVar[str] = "postgres"
-    id_field: ClassVar[str] = "listing_id"
-    modified_field: ClassVar[str] = "updated_at"
+    source_type = "postgres"
+    id_field = "listing_id"
+    modified_field = "updated_at"
 
     def __post_init__(self) -> None:
         create_listings_table(self.harness.partner.owner_url, self.table)

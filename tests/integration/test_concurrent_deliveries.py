@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -35,6 +36,18 @@ from tests.integration.conftest import (
 )
 
 
+def race_validations(dsn: str, source_id: str, *executions: Execution) -> list[Any]:
+    """Validate each of `executions` at once, each in its own session, all released together
+    once every one of them waits for the source's row; returns what each returned or raised."""
+    return race(
+        dsn,
+        "source",
+        "source_id",
+        source_id,
+        [partial(validate, execution=execution) for execution in executions],
+    )
+
+
 def test_concurrent_validations_of_one_source_let_exactly_one_run(
     db: Database, migrated_url: str, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
@@ -43,13 +56,7 @@ def test_concurrent_validations_of_one_source_let_exactly_one_run(
     first, second = new_execution(source_id), new_execution(source_id)
 
     # When both validate
-    results = race(
-        migrated_url,
-        "source",
-        "source_id",
-        source_id,
-        [lambda own: validate(own, first), lambda own: validate(own, second)],
-    )
+    results = race_validations(migrated_url, source_id, first, second)
 
     # Then exactly one runs, the other is skipped because the source is locked
     assert sorted(result["decision"] for result in results) == ["run", "skip"], results
@@ -64,13 +71,7 @@ def _validate_one_execution_twice_at_once(
 ) -> tuple[str, Execution, list[Any]]:
     source_id = make_source(runtime_count=2, cursor=CURSOR)
     execution = new_execution(source_id)
-    results = race(
-        migrated_url,
-        "source",
-        "source_id",
-        source_id,
-        [lambda own: validate(own, execution), lambda own: validate(own, execution)],
-    )
+    results = race_validations(migrated_url, source_id, execution, execution)
     return source_id, execution, results
 
 

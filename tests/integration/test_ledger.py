@@ -3,6 +3,8 @@ history."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from shared.store.db import Database
 from shared.store.ledger import set_flow_params
 from shared.store.sources import get_source
@@ -11,6 +13,29 @@ from tests.integration.conftest import (
     flow_history_of,
     source_row_text,
 )
+
+
+def compare_and_set(
+    db: Database,
+    source_id: str,
+    params: dict[str, Any] | None,
+    *,
+    expected: dict[str, Any] | None,
+    changed_by: str,
+    reason: str,
+) -> bool:
+    """set_flow_params in a transaction of its own, on the expectation that the source's params
+    are `expected`; returns whether it applied."""
+    with db.transaction() as cur:
+        return set_flow_params(
+            cur,
+            source_id,
+            params,
+            changed_by=changed_by,
+            reason=reason,
+            expected=expected,
+            check_expected=True,
+        )
 
 
 def test_set_flow_params_applies_only_when_the_params_are_as_expected(
@@ -22,16 +47,14 @@ def test_set_flow_params_applies_only_when_the_params_are_as_expected(
     registered = flow_history_of(db, source_id)
 
     # When a reset decided on other params is applied
-    with db.transaction() as cur:
-        stale = set_flow_params(
-            cur,
-            source_id,
-            {"flow_type": "Normal"},
-            changed_by="scheduler",
-            reason="reset to Normal",
-            expected={"type": "Full Load"},
-            check_expected=True,
-        )
+    stale = compare_and_set(
+        db,
+        source_id,
+        {"flow_type": "Normal"},
+        expected={"type": "Full Load"},
+        changed_by="scheduler",
+        reason="reset to Normal",
+    )
 
     # Then it is refused: nothing changes and no history is written
     assert stale is False
@@ -39,16 +62,14 @@ def test_set_flow_params_applies_only_when_the_params_are_as_expected(
     assert flow_history_of(db, source_id) == registered
 
     # When a reset decided on the current params (keys in another order) is applied
-    with db.transaction() as cur:
-        applied = set_flow_params(
-            cur,
-            source_id,
-            {"flow_type": "Normal"},
-            changed_by="scheduler",
-            reason="reset to Normal",
-            expected={"year": 2021, "type": "Sold"},
-            check_expected=True,
-        )
+    applied = compare_and_set(
+        db,
+        source_id,
+        {"flow_type": "Normal"},
+        expected={"year": 2021, "type": "Sold"},
+        changed_by="scheduler",
+        reason="reset to Normal",
+    )
 
     # Then the params change and one history row says from what, to what, by whom and why
     assert applied is True
@@ -68,36 +89,15 @@ def test_set_flow_params_compares_missing_params_and_can_clear_them(
     source_id = make_source(runtime_count=2, params=None)
 
     # When params are set on the expectation that there are none, then cleared again
-    with db.transaction() as cur:
-        set_on_none = set_flow_params(
-            cur,
-            source_id,
-            {"type": "Sold"},
-            changed_by="operator",
-            reason="sell-off",
-            expected=None,
-            check_expected=True,
-        )
-    with db.transaction() as cur:
-        stale = set_flow_params(
-            cur,
-            source_id,
-            None,
-            changed_by="operator",
-            reason="clear",
-            expected=None,
-            check_expected=True,
-        )
-    with db.transaction() as cur:
-        cleared = set_flow_params(
-            cur,
-            source_id,
-            None,
-            changed_by="operator",
-            reason="clear",
-            expected={"type": "Sold"},
-            check_expected=True,
-        )
+    set_on_none = compare_and_set(
+        db, source_id, {"type": "Sold"}, expected=None, changed_by="operator", reason="sell-off"
+    )
+    stale = compare_and_set(
+        db, source_id, None, expected=None, changed_by="operator", reason="clear"
+    )
+    cleared = compare_and_set(
+        db, source_id, None, expected={"type": "Sold"}, changed_by="operator", reason="clear"
+    )
 
     # Then the first and the last applied, the stale one did not
     assert (set_on_none, stale, cleared) == (True, False, True)

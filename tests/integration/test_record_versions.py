@@ -109,7 +109,7 @@ def source(db: Database, make_source: MakeSource, new_execution: NewExecution) -
 
 
 def test_a_late_record_is_landed_by_the_next_run_and_nothing_is_landed_twice(
-    db: Database, source: Source
+    source: Source,
 ) -> None:
     # Given a first run that landed two records
     source.write(1, source.now - timedelta(minutes=5))
@@ -133,9 +133,7 @@ def test_a_late_record_is_landed_by_the_next_run_and_nothing_is_landed_twice(
     )
 
 
-def test_the_versions_of_a_failed_run_are_landed_by_the_next_one(
-    db: Database, source: Source
-) -> None:
+def test_the_versions_of_a_failed_run_are_landed_by_the_next_one(source: Source) -> None:
     source.write(1, source.now - timedelta(minutes=5))
     source.run()
     # Given a run that downloaded a new version and then failed
@@ -151,9 +149,7 @@ def test_the_versions_of_a_failed_run_are_landed_by_the_next_one(
     assert len(source.landed) == 2 == len(set(source.landed))
 
 
-def test_a_future_dated_record_lands_once_and_never_moves_the_cursor(
-    db: Database, source: Source
-) -> None:
+def test_a_future_dated_record_lands_once_and_never_moves_the_cursor(source: Source) -> None:
     source.write(1, source.now - timedelta(minutes=5))
     source.write(2, datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))
 
@@ -173,7 +169,7 @@ def test_a_future_dated_record_lands_once_and_never_moves_the_cursor(
 
 
 def test_a_record_stamped_just_after_the_window_end_waits_for_a_later_window(
-    db: Database, source: Source
+    source: Source,
 ) -> None:
     # Given a record stamped by a clock running a few seconds ahead (within the skew allowance)
     ahead = datetime.now(UTC) + timedelta(seconds=3)

@@ -27,6 +27,14 @@ def assert_utc(moment: datetime) -> None:
     assert moment.utcoffset() == timedelta(0), f"{moment} is not in UTC"
 
 
+def assert_slots_around(
+    expression: str, now: datetime, previous: datetime, following: datetime
+) -> None:
+    schedule = parse_rule_expression(expression)
+    assert schedule.previous_slot(now) == previous
+    assert schedule.next_slot(now) == following
+
+
 # --- rates ------------------------------------------------------------------------------------
 
 
@@ -44,28 +52,9 @@ def test_a_rate_has_slots_aligned_to_the_epoch(
     expression: str, now: datetime, previous: datetime, following: datetime
 ) -> None:
     # Given a rate rule
-    schedule = parse_rule_expression(expression)
     # When asked about a moment between two slots
     # Then the slots around it are aligned to the epoch, not to the moment
-    assert schedule.previous_slot(now) == previous
-    assert schedule.next_slot(now) == following
-
-
-@pytest.mark.parametrize(
-    ("expression", "slot", "following"),
-    [
-        ("rate(1 minute)", at(19, 7), at(19, 8)),
-        ("rate(15 minutes)", at(19, 15), at(19, 30)),
-        ("rate(2 hours)", at(20), at(22)),
-        ("rate(1 day)", at(0), at(0, day=MONDAY)),
-    ],
-)
-def test_a_moment_exactly_on_a_rate_slot_is_that_slot(
-    expression: str, slot: datetime, following: datetime
-) -> None:
-    schedule = parse_rule_expression(expression)
-    assert schedule.previous_slot(slot) == slot
-    assert schedule.next_slot(slot) == following
+    assert_slots_around(expression, now, previous, following)
 
 
 def test_a_rate_is_kept_as_a_period_with_its_expression() -> None:
@@ -104,17 +93,19 @@ def test_a_cron_step_fires_every_five_minutes_from_the_hour() -> None:
 @pytest.mark.parametrize(
     ("expression", "slot", "following"),
     [
+        ("rate(1 minute)", at(19, 7), at(19, 8)),
+        ("rate(15 minutes)", at(19, 15), at(19, 30)),
+        ("rate(2 hours)", at(20), at(22)),
+        ("rate(1 day)", at(0), at(0, day=MONDAY)),
         ("cron(0 12 * * ? *)", at(12), at(12, day=MONDAY)),
         ("cron(0/5 * * * ? *)", at(19, 5), at(19, 10)),
         ("cron(0 9 ? * 2-6 *)", at(9, day=FRIDAY), at(9, day=NEXT_MONDAY)),
     ],
 )
-def test_a_moment_exactly_on_a_cron_slot_is_that_slot(
+def test_a_moment_exactly_on_a_rate_or_cron_slot_is_that_slot(
     expression: str, slot: datetime, following: datetime
 ) -> None:
-    schedule = parse_rule_expression(expression)
-    assert schedule.previous_slot(slot) == slot
-    assert schedule.next_slot(slot) == following
+    assert_slots_around(expression, slot, slot, following)
 
 
 def test_a_moment_just_after_a_cron_slot_still_belongs_to_it() -> None:
