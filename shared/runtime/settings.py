@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.runtime import aws
 from shared.runtime.catalogue import CLOUD_TIMEOUTS, RESPECS_STATEMENT_TIMEOUT_MS
 from shared.store.db import dsn_from_secret
+
+N = TypeVar("N", int, float)
 
 
 class SettingsError(RuntimeError):
@@ -25,26 +28,21 @@ def env_str(name: str, default: str | None = None) -> str:
 
 
 def env_int(name: str, default: int, *, minimum: int = 0) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"environment variable {name}={raw!r} is not a whole number") from None
-    if value < minimum:
-        raise SettingsError(f"environment variable {name}={value} must be at least {minimum}")
-    return value
+    return _env_number(name, default, minimum, int, "a whole number")
 
 
 def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    return _env_number(name, default, minimum, float, "a number")
+
+
+def _env_number(name: str, default: N, minimum: N, parse: Callable[[str], N], kind: str) -> N:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError:
-        raise SettingsError(f"environment variable {name}={raw!r} is not a number") from None
+        raise SettingsError(f"environment variable {name}={raw!r} is not {kind}") from None
     if value < minimum:
         raise SettingsError(f"environment variable {name}={value} must be at least {minimum}")
     return value
