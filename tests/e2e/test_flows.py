@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Harness, sold_listing
+from tests.builders import sold_listing
+from tests.e2e.conftest import Harness
 
 DAY = timedelta(days=1)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from shared.runtime import contracts
-from tests.e2e.conftest import Harness, listing
+from tests.builders import listing
+from tests.e2e.conftest import Harness
 
 DAY = timedelta(days=1)
 
