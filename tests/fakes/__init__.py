@@ -5,6 +5,7 @@
 - callbacks: `FakeCallbacks`, Step Functions' task callbacks
 - connectors: `FakeConnector`, `WindowedSource`, `FakeConnectionCheck`
 - heartbeat: `FakeClock`, `FakeTask`, `quiet_heartbeat`, download's heartbeat ports
+- http: `serve_in_memory`, an HTTP request handler served without a socket
 - queues: `FakeVisibility`, `FailureLog`, what the SQS consumer shell reports to
 - s3: `FakeS3`, S3 as a connector lists and reads it
 - secrets: `FakeSecretsManager`
@@ -17,6 +18,7 @@ from tests.fakes.aws import client_error
 from tests.fakes.callbacks import FakeCallbacks
 from tests.fakes.connectors import FakeConnectionCheck, FakeConnector, WindowedSource
 from tests.fakes.heartbeat import FakeClock, FakeTask, quiet_heartbeat
+from tests.fakes.http import serve_in_memory
 from tests.fakes.queues import FailureLog, FakeVisibility
 from tests.fakes.s3 import FakeS3
 from tests.fakes.secrets import FakeSecretsManager
@@ -36,4 +38,5 @@ __all__ = [
     "WindowedSource",
     "client_error",
     "quiet_heartbeat",
+    "serve_in_memory",
 ]
