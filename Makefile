@@ -11,7 +11,7 @@ ARTIFACT_BUCKET ?=
 PARAMS ?=
 DEPLOY_ARGS = --stage "$(STAGE)" --artifact-bucket "$(ARTIFACT_BUCKET)" $(foreach p,$(PARAMS),--param "$(p)")
 
-.PHONY: install demo up test test-unit test-contract test-e2e lint typecheck bench clean deploy \
+.PHONY: install demo up test test-fast test-unit test-contract test-integration test-e2e lint typecheck bench clean deploy \
 	$(SERVICES:%=build-%) $(SERVICES:%=deploy-%) deploy-core deploy-workflow
 
 install: $(STAMP)
@@ -38,8 +38,16 @@ lint: install
 typecheck: install
 	$(BIN)/mypy shared services infra ops local tests bench
 
+# Every tier. The tiers with a database keep their temporary files (the embedded PostgreSQL's
+# data among them) here: under the shared /tmp/pytest-of-<user>, another pytest run on the
+# machine makes that folder private again and the running PostgreSQL loses its data directory.
 test: lint typecheck
 	$(BIN)/pytest -q --basetemp=$(CURDIR)/.pytest-tmp
+
+# The tiers that need no stack and no database (STYLE.md habit 12): lint, unit and contract,
+# in under a minute.
+test-fast: lint
+	$(BIN)/pytest -q tests/unit tests/contract
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit
@@ -47,8 +55,11 @@ test-unit: install
 test-contract: install
 	$(BIN)/pytest -q tests/contract
 
+test-integration: install
+	$(BIN)/pytest -q --basetemp=$(CURDIR)/.pytest-tmp tests/integration
+
 test-e2e: install
-	$(BIN)/pytest -q tests/e2e
+	$(BIN)/pytest -q --basetemp=$(CURDIR)/.pytest-tmp tests/e2e
 
 # Speed, memory and cost on the embedded stack (docs/performance.md); writes
 # .sourceflow/bench.json. Not part of `make test`: no timed assertions in tests.

@@ -28,7 +28,7 @@ from ops.runs import wait_for_execution
 from shared.runtime.executions import start_run
 from shared.store.db import Database
 from shared.store.sources import SourceSpec, get_run, get_source, register_source
-from shared.timefmt import isoformat
+from tests.builders import listing
 
 _counter = itertools.count(1)
 APPROVAL_SECONDS = 15
@@ -108,26 +108,6 @@ def vendor(stack: LocalStack) -> Iterator[Vendor]:
     the_vendor = Vendor(stack.env["VENDOR_URL"])
     yield the_vendor
     the_vendor.clear_faults()
-
-
-def listing(dataset: str, index: int, modified: datetime, **fields: Any) -> dict[str, Any]:
-    return {
-        "id": f"{dataset}-{index:05d}",
-        "last_modified": isoformat(modified.replace(microsecond=0)),
-        "price": 100_000 + index,
-        **fields,
-    }
-
-
-def sold_listing(dataset: str, index: int, sold: datetime) -> dict[str, Any]:
-    """A listing sold at `sold`, last modified a day later."""
-    return listing(
-        dataset, index, sold + timedelta(days=1), sold_date=isoformat(sold), status="sold"
-    )
-
-
-def years_ago(years: int) -> timedelta:
-    return timedelta(days=365 * years)
 
 
 def wait_for(condition: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:

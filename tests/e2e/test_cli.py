@@ -15,7 +15,8 @@ import pytest
 
 from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
 from shared.rules.respecs import InvalidRespecsQuery, check_respecs_query, parse_allowed_tables
-from tests.e2e.conftest import Harness, listing
+from tests.builders import listing
+from tests.e2e.conftest import Harness
 
 DAY = timedelta(days=1)
 MINUTE = timedelta(minutes=1)

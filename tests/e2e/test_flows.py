@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
-from tests.e2e.conftest import Harness, sold_listing
+from tests.builders import sold_listing
+from tests.e2e.conftest import Harness
 
 DAY = timedelta(days=1)
 

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
 from shared.runtime import contracts
-from tests.e2e.conftest import Harness, listing
+from tests.builders import listing
+from tests.e2e.conftest import Harness
 
 DAY = timedelta(days=1)
 

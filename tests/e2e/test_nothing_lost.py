@@ -26,7 +26,8 @@ import pytest
 
 from shared.rules.flows import CLOCK_SKEW_ALLOWANCE
 from shared.timefmt import parse_iso
-from tests.e2e.conftest import Harness, RunResult, Vendor, listing
+from tests.builders import listing
+from tests.e2e.conftest import Harness, RunResult, Vendor
 
 DAY = timedelta(days=1)
 FAR_FUTURE = "9999-12-31T23:59:59Z"

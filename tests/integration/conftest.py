@@ -1,4 +1,5 @@
-"""A real PostgreSQL for the integration tier, and factories for sources, requests and ports.
+"""A real PostgreSQL for the integration tier, factories for sources and executions, and the
+services called as their handlers call them (fakes and builders: tests/fakes, tests/builders).
 
 The database is an embedded pgserver in a temporary directory, or `DATABASE_URL` when it is
 set; either way the project's migrations are applied once per session. Every test registers
@@ -7,16 +8,12 @@ sources with unique ids, so tests share the database without seeing each other's
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import json
 import os
 import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,16 +24,14 @@ import pytest
 from psycopg2.extensions import make_dsn
 
 from infra.migrate import MIGRATIONS_DIR, apply_migrations
-from services.download.adapters import WrittenObject
 from services.download.domain import Claim, Heartbeat
 from services.download.service import download_run
 from services.validation.service import validate_run
-from shared.connectors.base import MalformedRows
-from shared.rules.flows import Window
 from shared.runtime.settings import RespecsSettings
 from shared.store.db import Database
 from shared.store.sources import SourceSpec, get_run, get_source, register_source
-from shared.timefmt import parse_iso
+from tests.builders import Execution
+from tests.fakes import FakeConnectionCheck, FakeConnector, FakeSink, quiet_heartbeat
 
 LEASE = timedelta(minutes=15)
 RESPECS_TABLES = frozenset({"public.listing_attributes"})
@@ -163,53 +158,7 @@ def make_source(db: Database) -> MakeSource:
     return make
 
 
-# -- task requests --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Execution:
-    """One state-machine execution for a source, and the task requests it would send."""
-
-    source_id: str
-    name: str
-
-    @property
-    def arn(self) -> str:
-        return f"arn:aws:states:eu-west-1:123456789012:execution:sourceflow-run:{self.name}"
-
-    def _envelope(self, schema: str) -> dict[str, Any]:
-        return {
-            "schema": schema,
-            "version": 1,
-            "correlation_id": self.name,
-            "produced_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "task_token": f"token-{schema}-{self.name}",
-            "execution_arn": self.arn,
-            "execution_name": self.name,
-            "source_id": self.source_id,
-        }
-
-    def validation(self) -> dict[str, Any]:
-        return self._envelope("validation-request")
-
-    def download(self, plan: Mapping[str, Any]) -> dict[str, Any]:
-        return {**self._envelope("download-request"), "plan": dict(plan)}
-
-    def unlock_succeeded(self) -> dict[str, Any]:
-        return {**self._envelope("unlocking-request"), "outcome": "succeeded"}
-
-    def unlock_failed(
-        self, *, step: str = "Download", error: str = "SourceUnavailable", cause: str | None = None
-    ) -> dict[str, Any]:
-        failure = {"Error": error}
-        if cause is not None:
-            failure["Cause"] = cause
-        return {
-            **self._envelope("unlocking-request"),
-            "outcome": "failed",
-            "failed_step": step,
-            "failure": failure,
-        }
+# -- executions -----------------------------------------------------------------------------
 
 
 NewExecution = Callable[[str], Execution]
@@ -226,80 +175,6 @@ def new_execution() -> NewExecution:
 # -- download's ports -----------------------------------------------------------------------
 
 
-def record(index: int, last_modified: datetime, **fields: Any) -> dict[str, Any]:
-    return {
-        "id": f"rec-{index:05d}",
-        "last_modified": last_modified.isoformat().replace("+00:00", "Z"),
-        **fields,
-    }
-
-
-@dataclass
-class FakeConnector:
-    """Yields the given records for any window; counts how often it is asked for them. It
-    reports the rows of `malformed` as rows it could not load."""
-
-    items: list[dict[str, Any]]
-    windows: list[Window] = field(default_factory=list)
-    yielded: int = 0
-    on_record: Callable[[int], None] | None = None
-    malformed: MalformedRows = field(default_factory=MalformedRows)
-    key_field: str | None = "id"
-
-    def check(self) -> None:
-        pass
-
-    def records(self, window: Window) -> Iterator[dict[str, Any]]:
-        self.windows.append(window)
-        for item in self.items:
-            self.yielded += 1
-            if self.on_record is not None:
-                self.on_record(self.yielded)
-            yield dict(item)
-
-    def last_modified(self, record: Mapping[str, Any]) -> datetime | None:
-        value = record.get("last_modified")
-        return parse_iso(value) if value else None
-
-    def factory(self) -> Callable[[str, str, Mapping[str, Any]], FakeConnector]:
-        def connector_for(
-            source_id: str, source_type: str, connection: Mapping[str, Any]
-        ) -> FakeConnector:
-            return self
-
-        return connector_for
-
-
-@dataclass
-class FakeSink:
-    """Keeps parts and manifests in memory; sizes and checksums are of gzip JSON lines."""
-
-    parts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
-    writes: int = 0
-
-    def write_part(self, key: str, records: Iterable[Mapping[str, Any]]) -> WrittenObject:
-        kept = [dict(item) for item in records]
-        body = gzip.compress(
-            b"".join(json.dumps(item, separators=(",", ":")).encode() + b"\n" for item in kept),
-            mtime=0,
-        )
-        self.parts[key] = kept
-        self.writes += 1
-        return WrittenObject(
-            key=key, records=len(kept), bytes=len(body), sha256=hashlib.sha256(body).hexdigest()
-        )
-
-    def write_manifest(self, key: str, manifest: Mapping[str, Any]) -> None:
-        self.manifests[key] = json.loads(json.dumps(manifest))
-        self.writes += 1
-
-
-def quiet_heartbeat(*, renew_lease: Callable[[], bool] = lambda: True) -> Heartbeat:
-    """A heartbeat that beats only when download asks it to directly (an hour-long interval)."""
-    return Heartbeat(send=lambda: None, renew_lease=renew_lease, interval_seconds=3600)
-
-
 @pytest.fixture
 def sink() -> FakeSink:
     return FakeSink()
@@ -310,20 +185,6 @@ def sink() -> FakeSink:
 
 def clock() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass
-class FakeConnectionCheck:
-    """Validation's check of a source's connection: records what it was asked; fails with
-    `error` when one is given."""
-
-    error: Exception | None = None
-    checked: list[str] = field(default_factory=list)
-
-    def __call__(self, source_id: str, source_type: str, connection: Any) -> None:
-        self.checked.append(source_id)
-        if self.error is not None:
-            raise self.error
 
 
 def validate(
@@ -385,10 +246,6 @@ def lock_of(db: Database, source_id: str) -> tuple[Any, Any, Any]:
     source = get_source(db, source_id)
     assert source is not None
     return source["locked_by"], source["locked_at"], source["lock_expires_at"]
-
-
-def records_modified(*moments: datetime) -> list[dict[str, Any]]:
-    return [record(index, moment) for index, moment in enumerate(moments)]
 
 
 def downloaded_run(

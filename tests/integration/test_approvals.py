@@ -18,11 +18,11 @@ from shared.runtime import contracts
 from shared.store import approvals
 from shared.store.db import Database
 from shared.store.ledger import set_flow_params
+from tests.builders import Execution
 from tests.fakes import FakeCallbacks
 from tests.integration.conftest import (
     CURSOR,
     LEASE,
-    Execution,
     MakeSource,
     NewExecution,
     expire_lease,

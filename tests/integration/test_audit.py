@@ -22,14 +22,13 @@ from services.unlocking.service import unlock_run
 from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
 from shared.store.db import Database
 from shared.timefmt import isoformat
+from tests.builders import Execution, records_modified
+from tests.fakes import FakeSink
 from tests.integration.conftest import (
     RESPECS,
-    Execution,
-    FakeSink,
     MakeSource,
     NewExecution,
     downloaded_run,
-    records_modified,
     run_row,
     validate,
 )

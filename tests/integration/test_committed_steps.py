@@ -13,14 +13,14 @@ from services.unlocking.metrics import RunEnded
 from services.unlocking.service import unlock_run
 from shared.store.db import Database
 from shared.timefmt import isoformat
+from tests.builders import records_modified
+from tests.fakes import FakeSink
 from tests.integration.conftest import (
     CURSOR,
     RESPECS,
-    FakeSink,
     MakeSource,
     NewExecution,
     downloaded_run,
-    records_modified,
     run_row,
     source_row_text,
 )

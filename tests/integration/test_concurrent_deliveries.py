@@ -17,19 +17,17 @@ from shared.errors import DuplicateDelivery, TransientError
 from shared.store.db import Database
 from shared.store.sources import get_source
 from shared.timefmt import isoformat
+from tests.builders import Execution, records_modified
+from tests.fakes import FakeConnector, FakeSink
 from tests.integration.conftest import (
     CURSOR,
     RESPECS,
-    Execution,
-    FakeConnector,
-    FakeSink,
     MakeSource,
     NewExecution,
     download,
     downloaded_run,
     new_claim,
     race,
-    records_modified,
     run_row,
     runs_of,
     validate,

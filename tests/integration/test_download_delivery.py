@@ -8,14 +8,13 @@ from datetime import UTC, datetime, timedelta
 from services.download.service import download_delivery
 from shared.runtime.deliveries import Delivery
 from shared.store.db import Database
+from tests.builders import records_modified
+from tests.fakes import FakeConnector, FakeSink
 from tests.integration.conftest import (
     CURSOR,
-    FakeConnector,
-    FakeSink,
     MakeSource,
     NewExecution,
     lock_of,
-    records_modified,
     run_row,
     validate,
 )

@@ -29,12 +29,12 @@ from shared.store.db import Database
 from shared.store.runs import failure_recorder
 from shared.store.sources import get_source
 from shared.timefmt import isoformat
+from tests.builders import records_modified
+from tests.fakes import FakeConnector, FakeSink
 from tests.integration.conftest import (
     CURSOR,
     LEASE,
     RESPECS,
-    FakeConnector,
-    FakeSink,
     MakeSource,
     NewExecution,
     download,
@@ -43,7 +43,6 @@ from tests.integration.conftest import (
     flow_history_of,
     lock_of,
     new_claim,
-    records_modified,
     run_row,
     runs_of,
     source_row_text,

@@ -5,7 +5,6 @@ reads its windows as the connectors do (past the end of a last-modified window).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,38 +18,20 @@ from shared.rules.flows import (
     DEFAULT_LATENESS_ALLOWANCE,
     STAMP_RESOLUTION,
     InvalidSourceSetting,
-    Window,
     overlap,
 )
 from shared.store.db import Database, fetch_one
-from shared.timefmt import parse_iso
+from shared.store.sources import get_source
+from tests.builders import Execution, record
+from tests.fakes import FakeConnector, FakeSink, WindowedSource
 from tests.integration.conftest import (
     RESPECS,
-    Execution,
-    FakeConnector,
-    FakeSink,
     MakeSource,
     NewExecution,
     download,
-    get_source,
-    record,
     run_row,
     validate,
 )
-
-
-@dataclass
-class WindowedSource(FakeConnector):
-    """A source that serves what a window reads of it (`Window.fetches`), as it is now."""
-
-    items: list[dict[str, Any]] = field(default_factory=list)
-
-    def records(self, window: Window) -> Iterator[dict[str, Any]]:
-        self.windows.append(window)
-        for item in self.items:
-            if window.fetches(parse_iso(item["last_modified"])):
-                self.yielded += 1
-                yield dict(item)
 
 
 @dataclass

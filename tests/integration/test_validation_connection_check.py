@@ -9,9 +9,9 @@ from shared.connectors.base import InvalidConnection, SourceUnreachable
 from shared.errors import SourceflowError
 from shared.store.db import Database
 from shared.store.runs import failure_recorder
+from tests.fakes import FakeConnectionCheck
 from tests.integration.conftest import (
     CURSOR,
-    FakeConnectionCheck,
     MakeSource,
     NewExecution,
     run_row,

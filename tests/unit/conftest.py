@@ -1,4 +1,5 @@
-"""Fixtures that more than one unit test module needs: fakes of AWS ports, metrics turned on."""
+"""The unit tier: no sockets, and the fixtures more than one unit test module needs (fakes of
+AWS ports, metrics turned on)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,13 @@ import pytest
 
 from shared.runtime.secrets import Secrets
 from tests.fakes import FakeSecretsManager
+
+
+@pytest.fixture(autouse=True)
+def no_sockets(socket_disabled: None) -> None:
+    """Unit tests open no sockets (STYLE.md habit 9): pytest-socket makes every attempt raise
+    SocketBlockedError. A port gets a fake (tests/fakes); a test that needs the network belongs
+    to tests/integration."""
 
 
 @pytest.fixture

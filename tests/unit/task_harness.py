@@ -1,71 +1,20 @@
-"""The unit harness of shared.runtime.tasks.process_task_record: SQS records carrying a
-validation-request, the work a task does, and fakes of what the function reports to."""
+"""The unit harness of shared.runtime.tasks.process_task_record: the work a task does, and the
+function run for the validation queue reporting to fakes (tests/fakes; the SQS records it
+takes are built by tests/builders)."""
 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from shared.runtime.deliveries import Delivery, QueueVisibility, RetryPolicy
+from shared.runtime.deliveries import Delivery, RetryPolicy
 from shared.runtime.tasks import process_task_record
-from tests.fakes import FakeCallbacks
+from tests.fakes import FailureLog, FakeCallbacks, FakeVisibility
 
-EXAMPLE = (
-    Path(__file__).resolve().parents[2]
-    / "contracts/examples/validation-request.v1/valid/acme-listings.json"
-)
 RETRY = RetryPolicy(max_receives=3, base_backoff_seconds=2, max_backoff_seconds=30)
-QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:sourceflow-validation"
-
-
-class FakeVisibility(QueueVisibility):
-    def __init__(self) -> None:
-        self.delays: list[tuple[str, int]] = []
-
-    def delay(self, record: SQSRecord, seconds: int) -> None:
-        self.delays.append((record.receipt_handle, seconds))
-
-
-class FailureLog:
-    def __init__(self) -> None:
-        self.entries: list[tuple[Mapping[str, Any], str, str]] = []
-
-    def __call__(self, message: Mapping[str, Any], error_name: str, detail: str) -> None:
-        self.entries.append((message, error_name, detail))
-
-
-def request_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(EXAMPLE.read_text(encoding="utf-8"))
-    body["task_token"] = f"token-{uuid.uuid4()}"
-    body.update(overrides)
-    return body
-
-
-def sqs_record(body: dict[str, Any] | str | None = None, *, receive_count: int = 1) -> SQSRecord:
-    text = body if isinstance(body, str) else json.dumps(body or request_body())
-    return SQSRecord(
-        {
-            "messageId": str(uuid.uuid4()),
-            "receiptHandle": f"receipt-{uuid.uuid4()}",
-            "body": text,
-            "attributes": {
-                "ApproximateReceiveCount": str(receive_count),
-                "SentTimestamp": "1795372917126",
-                "SenderId": "AIDAEXAMPLE",
-                "ApproximateFirstReceiveTimestamp": "1795372917200",
-            },
-            "messageAttributes": {},
-            "md5OfBody": "0" * 32,
-            "eventSource": "aws:sqs",
-            "eventSourceARN": QUEUE_ARN,
-            "awsRegion": "eu-west-1",
-        }
-    )
 
 
 def run_fields(message: Mapping[str, Any], _: Delivery | None = None) -> dict[str, Any]:

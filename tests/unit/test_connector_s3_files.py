@@ -3,10 +3,7 @@ reports instead of dropping."""
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +25,7 @@ from shared.connectors.s3_files import (
     row_in_window,
 )
 from shared.rules.flows import Window, WindowField
-from tests.fakes import client_error
+from tests.fakes import FakeS3, client_error
 
 BUCKET = "partner-drops"
 START = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -36,48 +33,6 @@ END = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 NORMAL = Window(WindowField.LAST_MODIFIED, START, END, False)
 SOLD_2026 = Window(WindowField.SOLD_DATE, datetime(2026, 1, 1, tzinfo=UTC), END, True)
 DAY = timedelta(days=1)
-
-
-@dataclass
-class FakeS3:
-    """ListObjectsV2 (`page_size` keys a page) and GetObject over in-memory objects; keeps the
-    keys it was asked to read. `failure` is raised by every call when set; `deleted` objects are
-    listed but gone by the time they are read."""
-
-    objects: dict[str, tuple[bytes, datetime]] = field(default_factory=dict)
-    page_size: int = 2
-    failure: Exception | None = None
-    deleted: set[str] = field(default_factory=set)
-    read: list[str] = field(default_factory=list)
-    pages_listed: int = 0
-
-    def put(self, key: str, lines: list[str], modified: datetime = END) -> None:
-        self.objects[key] = ("".join(lines).encode(), modified)
-
-    def list_objects_v2(self, *, Bucket: str, Prefix: str, MaxKeys: int) -> dict[str, Any]:
-        if self.failure is not None:
-            raise self.failure
-        keys = sorted(key for key in self.objects if key.startswith(Prefix))[:MaxKeys]
-        return {"KeyCount": len(keys), "Contents": [{"Key": key} for key in keys]}
-
-    def get_paginator(self, operation: str) -> FakeS3:
-        assert operation == "list_objects_v2"
-        return self
-
-    def paginate(self, *, Bucket: str, Prefix: str) -> Iterator[dict[str, Any]]:
-        if self.failure is not None:
-            raise self.failure
-        keys = sorted(key for key in self.objects if key.startswith(Prefix))
-        for first in range(0, len(keys), self.page_size):
-            self.pages_listed += 1
-            page = keys[first : first + self.page_size]
-            yield {"Contents": [{"Key": k, "LastModified": self.objects[k][1]} for k in page]}
-
-    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
-        if Key not in self.objects or Key in self.deleted:
-            raise client_error("NoSuchKey", "GetObject")
-        self.read.append(Key)
-        return {"Body": io.BytesIO(self.objects[Key][0])}
 
 
 def a_connector(s3: FakeS3, **changes: Any) -> S3FilesConnector:
@@ -119,7 +74,7 @@ def test_a_sold_window_reads_every_object() -> None:
 
 def test_a_normal_run_lists_every_page_but_reads_only_objects_that_may_hold_the_window() -> None:
     # Given five drops over three listing pages, two written long before the window opened
-    s3 = FakeS3()
+    s3 = FakeS3(END)
     old = START - 10 * DAY
     s3.put("a-old.jsonl", jsonl(row(1, old)), modified=old)
     s3.put("b-old.jsonl", jsonl(row(2, old)), modified=old)
@@ -136,7 +91,7 @@ def test_a_normal_run_lists_every_page_but_reads_only_objects_that_may_hold_the_
 
 
 def test_a_sold_run_reads_every_object_and_filters_on_the_sold_date() -> None:
-    s3 = FakeS3()
+    s3 = FakeS3(END)
     old = datetime(2020, 5, 1, tzinfo=UTC)
     s3.put(
         "2020.jsonl",
@@ -154,7 +109,7 @@ def test_a_sold_run_reads_every_object_and_filters_on_the_sold_date() -> None:
 
 
 def test_the_field_names_come_from_the_connection() -> None:
-    s3 = FakeS3()
+    s3 = FakeS3(END)
     s3.put("x.jsonl", jsonl({"id": "L1", "modified_at": (START + DAY).isoformat()}))
     connector = a_connector(s3, last_modified_field="modified_at")
     records = list(connector.records(NORMAL))
@@ -163,7 +118,7 @@ def test_the_field_names_come_from_the_connection() -> None:
 
 
 def test_a_prefix_limits_the_listing() -> None:
-    s3 = FakeS3()
+    s3 = FakeS3(END)
     s3.put("acme/1.jsonl", jsonl(row(1, START + DAY)))
     s3.put("other/2.jsonl", jsonl(row(2, START + DAY)))
     assert [r["id"] for r in a_connector(s3, prefix="acme/").records(NORMAL)] == ["L1"]
@@ -174,7 +129,7 @@ def test_a_prefix_limits_the_listing() -> None:
 
 def test_malformed_json_lines_are_counted_with_where_and_why() -> None:
     # Given a drop with good rows among lines that cannot be loaded
-    s3 = FakeS3()
+    s3 = FakeS3(END)
     good = START + DAY
     s3.objects["d.jsonl"] = (
         b"".join(
@@ -212,7 +167,7 @@ def test_malformed_json_lines_are_counted_with_where_and_why() -> None:
 
 def test_csv_rows_keep_their_header_names_and_report_ragged_rows() -> None:
     # Given a spreadsheet export: a byte-order mark, CRLF endings, a quoted field over two lines
-    s3 = FakeS3()
+    s3 = FakeS3(END)
     modified = (START + DAY).isoformat()
     s3.objects["d.csv"] = (
         "\ufeffid,modified_at,sold_on,note\r\n"
@@ -237,7 +192,7 @@ def test_csv_rows_keep_their_header_names_and_report_ragged_rows() -> None:
 
 
 def test_each_read_counts_its_own_malformed_rows() -> None:
-    s3 = FakeS3()
+    s3 = FakeS3(END)
     s3.put("d.jsonl", ["{oops\n"])
     connector = a_connector(s3)
     list(connector.records(NORMAL))
@@ -273,21 +228,21 @@ def test_a_row_without_a_sold_date_is_unsold_but_without_a_last_modified_is_malf
 
 
 def test_check_lists_at_most_one_key_and_reads_nothing() -> None:
-    s3 = FakeS3()
+    s3 = FakeS3(END)
     s3.put("d.jsonl", jsonl(row(1, START)))
     a_connector(s3).check()
     assert s3.read == []
 
 
 def test_check_reads_the_first_row_of_a_drop_for_its_key_field() -> None:
-    s3 = FakeS3()
+    s3 = FakeS3(END)
     s3.put("d.jsonl", jsonl(row(1, START), row(2, START)))
     a_connector(s3, key_field="id").check()
     assert s3.read == ["d.jsonl"]
 
 
 def test_a_key_field_the_records_lack_fails_the_check_by_name() -> None:
-    s3 = FakeS3()
+    s3 = FakeS3(END)
     s3.put("d.jsonl", jsonl(row(1, START)))
     with pytest.raises(InvalidConnection) as caught:
         a_connector(s3, key_field="listing_id").check()
@@ -308,7 +263,7 @@ def test_a_key_field_the_records_lack_fails_the_check_by_name() -> None:
 def test_s3_errors_become_named_errors_that_say_what_to_fix(
     failure: Exception, error: type[Exception], says: str
 ) -> None:
-    connector = a_connector(FakeS3(failure=failure))
+    connector = a_connector(FakeS3(END, failure=failure))
     with pytest.raises(error, match=says):
         connector.check()
     with pytest.raises(error, match=says):
@@ -316,7 +271,7 @@ def test_s3_errors_become_named_errors_that_say_what_to_fix(
 
 
 def test_a_drop_deleted_after_the_listing_is_passed_over() -> None:
-    s3 = FakeS3()
+    s3 = FakeS3(END)
     s3.put("gone.jsonl", jsonl(row(1, START + DAY)))
     s3.put("kept.jsonl", jsonl(row(2, START + DAY)))
     s3.deleted.add("gone.jsonl")

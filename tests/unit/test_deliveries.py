@@ -19,22 +19,18 @@ from shared.runtime.deliveries import (
     batch_lambda_handler,
     guarded,
 )
+from tests.builders import sqs_record
 
 QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:sourceflow-local-download"
 
 
 def record(receive_count: int = 1) -> SQSRecord:
-    return SQSRecord(
-        {
-            "messageId": "m-1",
-            "receiptHandle": "rh-1",
-            "body": "{}",
-            "attributes": {"ApproximateReceiveCount": str(receive_count)},
-            "messageAttributes": {},
-            "eventSource": "aws:sqs",
-            "eventSourceARN": QUEUE_ARN,
-            "awsRegion": "eu-west-1",
-        }
+    return sqs_record(
+        "{}",
+        receive_count=receive_count,
+        message_id="m-1",
+        receipt_handle="rh-1",
+        queue_arn=QUEUE_ARN,
     )
 
 

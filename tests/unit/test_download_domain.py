@@ -15,6 +15,7 @@ from services.download.domain import (
 from shared.errors import TaskOver
 from shared.rules.flows import Window, WindowField
 from shared.timefmt import isoformat
+from tests.fakes import FakeClock, FakeTask
 
 INTERVAL = 60.0
 START = datetime(2026, 11, 21, 18, 40, 2, tzinfo=UTC)
@@ -22,35 +23,6 @@ END = datetime(2026, 11, 22, 18, 41, 57, 126486, tzinfo=UTC)
 
 
 # --- Heartbeat ----------------------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class FakeTask:
-    """Counts heartbeats and lease renewals; can play an ended task or a lost lock."""
-
-    def __init__(self, *, over: bool = False, holds_lock: bool = True) -> None:
-        self.over, self.holds_lock = over, holds_lock
-        self.beats = 0
-        self.renewals = 0
-
-    def send(self) -> None:
-        if self.over:
-            raise TaskOver("the task is over (TaskTimedOut)")
-        self.beats += 1
-
-    def renew_lease(self) -> bool:
-        self.renewals += 1
-        return self.holds_lock
 
 
 def a_heartbeat(task: FakeTask, clock: FakeClock) -> Heartbeat:

@@ -13,14 +13,13 @@ from shared.errors import ContractViolation, PermanentError, TaskOver, Transient
 from shared.runtime import contracts
 from shared.runtime.deliveries import Delivery
 from shared.runtime.tasks import TaskCallbacks
+from tests.builders import request_body, sqs_record
 from tests.fakes import FakeCallbacks, client_error
 from tests.unit.task_harness import (
     RETRY,
     Harness,
     raising,
-    request_body,
     run_fields,
-    sqs_record,
     token_of,
 )
 

@@ -10,8 +10,9 @@ import pytest
 
 from shared.runtime.deliveries import Delivery
 from shared.runtime.settings import SettingsError, env_bool
+from tests.builders import sqs_record
 from tests.fakes import FakeCallbacks
-from tests.unit.task_harness import RETRY, Harness, sqs_record
+from tests.unit.task_harness import RETRY, Harness
 
 VARIABLE = "SOURCEFLOW_TEST_SWITCH"
 

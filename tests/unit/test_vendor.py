@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
+import io
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -26,30 +21,31 @@ from local.vendor.records import (
     parse_timestamp,
     record_times,
 )
-from local.vendor.server import VendorServer, start_vendor, stop_vendor
+from local.vendor.server import VendorHandler, VendorState
+from tests.fakes import serve_in_memory
 
-REPO = Path(__file__).resolve().parents[2]
 ANCHOR = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 ANCHOR_S = floor_seconds(ANCHOR)
 LATER = ANCHOR + timedelta(hours=3)  # the server's clock: upserts land after the anchor
 
 
 class Vendor:
-    """A running vendor and a tiny JSON client for it."""
+    """The vendor's state and a tiny JSON client for it, speaking HTTP to the vendor's request
+    handler in memory (unit tests open no sockets)."""
 
-    def __init__(self, server: VendorServer, base_url: str) -> None:
-        self.server = server
-        self.base_url = base_url
+    def __init__(self, state: VendorState) -> None:
+        self.server = HandlerServer(state)
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
+        data = b"" if body is None else json.dumps(body).encode()
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: vendor\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        )
+        answer = serve_in_memory(VendorHandler, self.server, head.encode() + data)
+        response = http.client.HTTPResponse(AnswerSocket(answer))  # type: ignore[arg-type]
+        response.begin()
+        return response.status, json.loads(response.read())
 
     def get(self, path: str, **params: Any) -> tuple[int, Any]:
         query = f"?{urlencode(params)}" if params else ""
@@ -80,27 +76,30 @@ class Vendor:
         return dict(body)
 
 
-@pytest.fixture(scope="module")
-def running() -> Iterator[tuple[VendorServer, str]]:
-    """One server for the module: starting is cheap but each shutdown waits a poll interval."""
-    server, base_url = start_vendor(datasets={}, anchor=ANCHOR, clock=lambda: LATER)
-    try:
-        yield server, base_url
-    finally:
-        stop_vendor(server)
+@dataclass
+class HandlerServer:
+    """What the vendor's request handler reads of its server."""
+
+    state: VendorState
+
+
+@dataclass
+class AnswerSocket:
+    """The bytes a handler answered, as http.client reads a response from a socket."""
+
+    answer: bytes
+
+    def makefile(self, mode: str) -> io.BytesIO:
+        return io.BytesIO(self.answer)
 
 
 @pytest.fixture
-def vendor(running: tuple[VendorServer, str]) -> Vendor:
+def vendor() -> Vendor:
     """Fresh datasets and no faults per test, so upserts and faults never leak between tests."""
-    server, base_url = running
-    state = server.state
-    with state.lock:
-        state.datasets.clear()
-        state.faults.clear()
+    state = VendorState(anchor=ANCHOR, clock=lambda: LATER)
     for name, size in {"small": 300, "other": 50, "empty": 0}.items():
         state.add(name, size)
-    return Vendor(server, base_url)
+    return Vendor(state)
 
 
 def order_key(record: dict[str, Any]) -> tuple[str, str]:
@@ -470,29 +469,3 @@ def test_a_record_stamped_9999_12_31_is_accepted_and_served_last(vendor: Vendor)
         {"records": [{"id": "far-2", "last_modified": "9999-12-31T23:59:59-01:00"}]},
     )
     assert status == 400 and "last_modified='9999-12-31T23:59:59-01:00'" in body["error"]
-
-
-# --- the command line ----------------------------------------------------------------------
-
-
-def test_main_announces_address_serves_and_stops_on_sigterm() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local.vendor", "--port", "0", "--dataset", "tiny=5"],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        assert line.startswith("vendor listening on http://127.0.0.1:")
-        base_url = line.removeprefix("vendor listening on ")
-        with urllib.request.urlopen(f"{base_url}/datasets/tiny/count", timeout=5) as response:
-            assert json.loads(response.read()) == {"count": 5}
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=5) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()

@@ -1,36 +1,11 @@
-"""Fakes of AWS ports that tests of more than one tier need."""
+"""Step Functions' task callbacks, the port every task reports its outcome through."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from shared.runtime.tasks import TaskCallbacks
-
-
-def client_error(code: str, operation: str) -> ClientError:
-    """What botocore raises when an AWS API answers with error `code`."""
-    return ClientError({"Error": {"Code": code, "Message": f"{code} (fake)"}}, operation)
-
-
-class FakeSecretsManager:
-    """GetSecretValue over a dict of SecretStrings; counts the calls. A value that is an
-    exception is raised instead."""
-
-    def __init__(self, values: dict[str, str | Exception] | None = None) -> None:
-        self.values: dict[str, str | Exception] = dict(values or {})
-        self.calls: list[str] = []
-
-    def get_secret_value(self, SecretId: str) -> dict[str, Any]:
-        self.calls.append(SecretId)
-        value = self.values.get(SecretId)
-        if value is None:
-            raise client_error("ResourceNotFoundException", "GetSecretValue")
-        if isinstance(value, Exception):
-            raise value
-        return {"Name": SecretId, "SecretString": value}
 
 
 class FakeCallbacks(TaskCallbacks):

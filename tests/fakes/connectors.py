@@ -1,0 +1,76 @@
+"""A source's connector (records of a window) and validation's check of a connection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shared.connectors.base import MalformedRows
+from shared.rules.flows import Window
+from shared.timefmt import parse_iso
+
+
+@dataclass
+class FakeConnector:
+    """Yields the given records for any window; counts how often it is asked for them. It
+    reports the rows of `malformed` as rows it could not load."""
+
+    items: list[dict[str, Any]]
+    windows: list[Window] = field(default_factory=list)
+    yielded: int = 0
+    on_record: Callable[[int], None] | None = None
+    malformed: MalformedRows = field(default_factory=MalformedRows)
+    key_field: str | None = "id"
+
+    def check(self) -> None:
+        pass
+
+    def records(self, window: Window) -> Iterator[dict[str, Any]]:
+        self.windows.append(window)
+        for item in self.items:
+            self.yielded += 1
+            if self.on_record is not None:
+                self.on_record(self.yielded)
+            yield dict(item)
+
+    def last_modified(self, record: Mapping[str, Any]) -> datetime | None:
+        value = record.get("last_modified")
+        return parse_iso(value) if value else None
+
+    def factory(self) -> Callable[[str, str, Mapping[str, Any]], FakeConnector]:
+        def connector_for(
+            source_id: str, source_type: str, connection: Mapping[str, Any]
+        ) -> FakeConnector:
+            return self
+
+        return connector_for
+
+
+@dataclass
+class WindowedSource(FakeConnector):
+    """A source that serves what a window reads of it (`Window.fetches`), as it is now."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def records(self, window: Window) -> Iterator[dict[str, Any]]:
+        self.windows.append(window)
+        for item in self.items:
+            if window.fetches(parse_iso(item["last_modified"])):
+                self.yielded += 1
+                yield dict(item)
+
+
+@dataclass
+class FakeConnectionCheck:
+    """Validation's check of a source's connection: records what it was asked; fails with
+    `error` when one is given."""
+
+    error: Exception | None = None
+    checked: list[str] = field(default_factory=list)
+
+    def __call__(self, source_id: str, source_type: str, connection: Any) -> None:
+        self.checked.append(source_id)
+        if self.error is not None:
+            raise self.error
