@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.builders import sold_listing
-from tests.e2e.conftest import Harness
+from tests.e2e.harness import Harness
 
 DAY = timedelta(days=1)
 
