@@ -16,7 +16,7 @@ import pytest
 from local.stack import LocalStack
 from shared.runtime import contracts
 from shared.store.approvals import query_hash
-from tests.e2e.conftest import APPROVAL_SECONDS, Harness, RunResult, wait_for
+from tests.e2e.harness import APPROVAL_SECONDS, WAIT_SECONDS, Harness, RunResult, wait_for
 
 DAY = timedelta(days=1)
 
@@ -52,7 +52,7 @@ def waiting_for_approval(harness: Harness, execution_arn: str) -> dict[str, Any]
         assert listed.returncode == 0, listed.stderr
         return [row for row in json.loads(listed.stdout) if row["execution_name"] == name]
 
-    return wait_for(mine, f"{name} to wait for approval", timeout=20)[0]
+    return wait_for(mine, f"{name} to wait for approval")[0]
 
 
 def approval_requested_event(harness: Harness, execution_arn: str) -> dict[str, Any]:
@@ -229,7 +229,8 @@ def test_an_unanswered_approval_times_out_and_unlocks(harness: Harness) -> None:
     assert (result.run["status"], result.run["failed_step"]) == ("failed", "Approve")
     assert f"within {APPROVAL_SECONDS} seconds" in result.run["error_detail"]
     assert_untouched(result, cursor, harness)
-    assert any("ApprovalTimedOut" in line for line in harness.alerts_about(source_id))
+    alerts = wait_for(lambda: harness.alerts_about(source_id), "the alert")
+    assert any("ApprovalTimedOut" in line for line in alerts)
     # and it is no longer listed, nor can it be approved late
     listed = json.loads(harness.sourceflow("approvals", "--json").stdout)
     assert arn.rsplit(":", 1)[1] not in {row["execution_name"] for row in listed}
@@ -257,7 +258,7 @@ def test_run_wait_says_what_the_run_waits_for_and_approvals_lists_it(harness: Ha
         assert listed.returncode == 0, listed.stderr
         assert name in listed.stdout and source_id in listed.stdout
         assert harness.sourceflow("approve", name, user="bob").returncode == 0
-        out, err = following.communicate(timeout=60)
+        out, err = following.communicate(timeout=WAIT_SECONDS)
     finally:
         following.kill()
 

@@ -6,23 +6,23 @@ from __future__ import annotations
 from datetime import timedelta
 
 from shared.runtime import contracts
-from tests.e2e.conftest import Harness
+from tests.e2e.harness import Cli, Events, Runs, Sources
 
 DAY = timedelta(days=1)
 
 
-def test_cancel_during_download(harness: Harness) -> None:
+def test_cancel_during_download(sources: Sources, runs: Runs, events: Events, cli: Cli) -> None:
     # Given a run downloading twelve one-record pages, half a second each
-    slow = harness.slow_source(pages=12, delay_ms=500, runtime_count=3)
+    slow = sources.slow_source(pages=12, delay_ms=500, runtime_count=3)
     source_id, cursor = slow.source_id, slow.cursor
-    arn = harness.start(source_id)
+    arn = runs.start(source_id)
     name = arn.rsplit(":", 1)[1]
-    harness.wait_until_downloading(arn, records=2)
+    runs.wait_until_downloading(arn, records=2)
 
     # When an operator cancels it
-    asked = harness.sourceflow("cancel", name, "--reason", "wrong dataset")
+    asked = cli.sourceflow("cancel", name, "--reason", "wrong dataset")
     assert asked.returncode == 0, asked.stderr
-    result = harness.finish(arn, source_id)
+    result = runs.finish(arn, source_id)
 
     # Then the run ended cancelled, by whom and why, with nothing else changed
     assert (result.status, result.error) == ("FAILED", "RunCancelled")
@@ -39,11 +39,11 @@ def test_cancel_during_download(harness: Harness) -> None:
     assert source is not None
     assert (source["locked_by"], source["last_modified_date"]) == (None, cursor)
     assert not [
-        key for key in harness.raw_objects(f"{source_id}/{name}/") if key.endswith("manifest.json")
+        key for key in runs.raw_objects(f"{source_id}/{name}/") if key.endswith("manifest.json")
     ]
 
     # And a Run Cancelled event says so (a cancel is not a failure to page people about)
-    event = harness.notifications(
+    event = events.notifications(
         lambda e: e["detail"].get("execution_arn") if e["detail-type"] == "Run Cancelled" else None,
         {arn},
     )[arn]
@@ -52,12 +52,14 @@ def test_cancel_during_download(harness: Harness) -> None:
     assert "wrong dataset" in event["detail"]["reason"]
 
 
-def test_cancel_refuses_a_run_that_ended_or_does_not_exist(harness: Harness) -> None:
-    source_id = harness.new_source(harness.new_dataset([DAY]), runtime_count=3)
-    done = harness.run(source_id)
+def test_cancel_refuses_a_run_that_ended_or_does_not_exist(
+    sources: Sources, runs: Runs, cli: Cli
+) -> None:
+    source_id = sources.new_source(sources.new_dataset([DAY]), runtime_count=3)
+    done = runs.run(source_id)
     name = done.execution_arn.rsplit(":", 1)[1]
-    ended = harness.sourceflow("cancel", name, "--reason", "too late")
+    ended = cli.sourceflow("cancel", name, "--reason", "too late")
     assert ended.returncode == 1 and "has already ended (succeeded)" in ended.stderr
-    unknown = harness.sourceflow("cancel", "no-such-run", "--reason", "x")
+    unknown = cli.sourceflow("cancel", "no-such-run", "--reason", "x")
     assert unknown.returncode == 1 and "no run 'no-such-run'" in unknown.stderr
-    assert harness.run_row(done.execution_arn)["status"] == "succeeded"  # type: ignore[index]
+    assert runs.run_row(done.execution_arn)["status"] == "succeeded"  # type: ignore[index]

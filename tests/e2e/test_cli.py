@@ -16,7 +16,7 @@ import pytest
 from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
 from shared.rules.respecs import InvalidRespecsQuery, check_respecs_query, parse_allowed_tables
 from tests.builders import listing
-from tests.e2e.conftest import Harness
+from tests.e2e.harness import WAIT_SECONDS, Harness
 
 DAY = timedelta(days=1)
 MINUTE = timedelta(minutes=1)
@@ -178,7 +178,7 @@ def test_a_missing_or_broken_dependency_is_one_clear_line(
         [sys.executable, "-m", "ops.cli", "sources", "list", "--state-dir", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=WAIT_SECONDS,
         env={**env, **environment},
     )
     assert completed.returncode == 1

@@ -21,7 +21,7 @@ import pytest
 
 from local.worker import AFTER_COMMIT
 from ops.runs import wait_for_execution
-from tests.e2e.conftest import Harness, RunResult, wait_for
+from tests.e2e.harness import RUN_SECONDS, WAIT_SECONDS, Harness, RunResult, wait_for
 
 DAY = timedelta(days=1)
 _THE_HAPPY_PATH = [
@@ -59,7 +59,7 @@ def _source_with_two_new_records(harness: Harness) -> tuple[str, str, datetime]:
 def _finish(harness: Harness, execution_arn: str, source_id: str) -> RunResult:
     """Wait for the execution to end, as long as its own task timeouts could make it last."""
     timeouts = harness.stack.options.timeouts
-    bound = timeouts.validate_seconds + 2 * timeouts.unlock_seconds + 60
+    bound = timeouts.validate_seconds + 2 * timeouts.unlock_seconds + WAIT_SECONDS
     wait_for_execution(harness.aws("stepfunctions"), execution_arn, timeout=bound)
     return harness.finish(execution_arn, source_id)
 
@@ -90,7 +90,7 @@ def _outcome_events(harness: Harness, execution_arn: str) -> list[str]:
         seen[event["id"]] = str(event["detail-type"])
         return seen[event["id"]]
 
-    harness.notifications(outcome, {"Run Succeeded"}, timeout=60)
+    harness.notifications(outcome, {"Run Succeeded"})
     return sorted(seen.values())
 
 
@@ -148,7 +148,7 @@ def test_an_unlock_that_committed_but_whose_task_ended_failed_ends_succeeded(
     # worker is there to take its message up, and the Unlock task times out meanwhile
     with _dies_once_after_commit(harness, "unlocking", tmp_path) as died:
         arn = harness.start(source_id)
-        wait_for(died.exists, "the unlocking worker to die after its commit", timeout=120)
+        wait_for(died.exists, "the unlocking worker to die after its commit", RUN_SECONDS)
         harness.stack.kill_workers("unlocking")
         _, body = harness.task_messages(arn)["UnlockAfterSuccess"]
         # (a reported error may not be named States.*: this one stands in for States.Timeout)

@@ -6,13 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.e2e.harness import RUN_SECONDS
+
 
 def test_demo_runs_all_four_flows_approves_resets_them_and_exits_zero(tmp_path: Path) -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "ops.cli", "demo", "--state-dir", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=RUN_SECONDS,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "All four flows" in completed.stdout

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 from datetime import UTC, datetime, timedelta
 
-from tests.e2e.conftest import Harness, RunResult
+from tests.e2e.harness import Harness, RunResult
 
 DAY = timedelta(days=1)
 

@@ -19,7 +19,7 @@ from infra.resources import Names
 from local.roles import cut_off, restore
 from ops.dlq import held
 from shared.runtime import contracts
-from tests.e2e.conftest import Harness, RunResult, wait_for
+from tests.e2e.harness import Harness, RunResult, wait_for
 
 DAY = timedelta(days=1)
 

@@ -9,7 +9,7 @@ import pytest
 
 from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
 from tests.builders import sold_listing
-from tests.e2e.conftest import Harness
+from tests.e2e.harness import Harness
 
 DAY = timedelta(days=1)
 

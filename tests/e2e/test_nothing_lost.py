@@ -27,7 +27,7 @@ import pytest
 from shared.rules.flows import CLOCK_SKEW_ALLOWANCE
 from shared.timefmt import parse_iso
 from tests.builders import listing
-from tests.e2e.conftest import Harness, RunResult, Vendor
+from tests.e2e.harness import WAIT_SECONDS, Harness, RunResult, Vendor
 
 DAY = timedelta(days=1)
 FAR_FUTURE = "9999-12-31T23:59:59Z"
@@ -85,7 +85,7 @@ class Writer:
         traceback: TracebackType | None,
     ) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=WAIT_SECONDS)
         assert not self._thread.is_alive(), f"the writer of {self.dataset} did not stop"
         if self._failure is not None and exc is None:
             raise AssertionError(f"the writer of {self.dataset} failed") from self._failure

@@ -15,7 +15,7 @@ from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
 from shared.rules.schedules import source_schedule
 from shared.runtime import contracts
 from shared.runtime.events import EventPublisher
-from tests.e2e.conftest import Harness, wait_for
+from tests.e2e.harness import Harness, wait_for
 
 DAY = timedelta(days=1)
 NORMAL = {"flow_type": "Normal"}
@@ -29,7 +29,6 @@ def _wait_for_params(harness: Harness, source_id: str, expected: Any) -> None:
     wait_for(
         lambda: _params(harness, source_id) == expected,
         f"the params of {source_id} to be {expected}",
-        timeout=20,
     )
 
 

@@ -19,7 +19,7 @@ from local.partner import create_listings_table, put_drop, upsert_listings
 from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, RESPECS_WINDOW_START, overlap
 from shared.timefmt import isoformat
 from tests.builders import listing, sold_listing, years_ago
-from tests.e2e.conftest import Harness, RunResult
+from tests.e2e.harness import Harness, RunResult
 
 DAY = timedelta(days=1)
 

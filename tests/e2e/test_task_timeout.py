@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import Harness
+from tests.e2e.harness import WAIT_SECONDS, Harness
 
 DAY = timedelta(days=1)
 # What a task service logs when it is done with a delivery, however it ended.
@@ -76,7 +76,7 @@ def test_a_download_whose_task_timed_out_stops_and_writes_nothing(harness: Harne
     logs = _DownloadLogs(harness.stack.options.state_dir / "logs")
     cleared_at = _db_now(harness)
     harness.vendor.clear_faults()
-    late = _watch_late_deliveries(harness, logs, at_timeout, timeout=20)
+    late = _watch_late_deliveries(harness, logs, at_timeout, timeout=WAIT_SECONDS)
 
     # Then it wrote nothing more: no part, no manifest under the run's prefix
     written = sorted(harness.raw_objects(prefix))
@@ -85,7 +85,9 @@ def test_a_download_whose_task_timed_out_stops_and_writes_nothing(harness: Harne
     # And every delivery of the run ended: the download stopped because the task is over (or
     # the lock is gone) and gave its claim back, renewing it no more; any earlier delivery whose
     # claim it had taken over stopped too
-    assert late.ended, f"the deliveries had not all ended 20 s after the vendor answered: {late}"
+    assert late.ended, (
+        f"the deliveries had not all ended {WAIT_SECONDS:.0f} s after the vendor answered: {late}"
+    )
     assert not late.renewals, f"the timed-out download renewed its claim: {late}"
     assert late.claimed_until is not None and cleared_at <= late.claimed_until, f"{late}"
     assert any(_stopped_as_required(stop) for stop in late.stops), f"{late}"

@@ -15,6 +15,7 @@ import requests
 
 from local.stack import aws_client
 from ops.config import read_env_file
+from tests.e2e.harness import WAIT_SECONDS
 
 REQUIRED = {
     "DATABASE_URL",
@@ -35,7 +36,7 @@ def _up(state_dir: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
         stderr=subprocess.STDOUT,
     )
     env_file = state_dir / "local.env"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + WAIT_SECONDS
     while not env_file.exists():
         assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
         assert time.monotonic() < deadline, "sourceflow up did not become ready"
@@ -45,7 +46,7 @@ def _up(state_dir: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
 
 def _stop(process: subprocess.Popen[bytes]) -> str:
     process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=60)
+    output, _ = process.communicate(timeout=WAIT_SECONDS)
     assert process.returncode == 0, output.decode()
     return output.decode()
 
@@ -56,7 +57,7 @@ def test_up_writes_local_env_stops_on_ctrl_c_and_reuses_data(tmp_path: Path) -> 
     try:
         # Then local.env says how to reach every part, and each part answers
         assert env.keys() >= REQUIRED
-        assert requests.get(f"{env['VENDOR_URL']}/health", timeout=5).ok
+        assert requests.get(f"{env['VENDOR_URL']}/health", timeout=WAIT_SECONDS).ok
         sfn = aws_client(env, "stepfunctions")
         described = sfn.describe_state_machine(stateMachineArn=env["STATE_MACHINE_ARN"])
         assert "Validate" in described["definition"]
