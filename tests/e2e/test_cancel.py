@@ -6,14 +6,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 from shared.runtime import contracts
-from tests.e2e.harness import Cli, Events, Runs, Sources
+from tests.e2e.harness import WAIT_SECONDS, Cli, Events, Runs, Sources
 
 DAY = timedelta(days=1)
 
 
 def test_cancel_during_download(sources: Sources, runs: Runs, events: Events, cli: Cli) -> None:
-    # Given a run downloading twelve one-record pages, half a second each
-    slow = sources.slow_source(pages=12, delay_ms=500, runtime_count=3)
+    # Given a run downloading one-record pages, half a second each, for longer than an operator
+    # on a loaded machine could take to cancel it (it stops at the cancel, not at the end)
+    slow = sources.slow_source(pages=int(2 * WAIT_SECONDS), delay_ms=500, runtime_count=3)
     source_id, cursor = slow.source_id, slow.cursor
     arn = runs.start(source_id)
     name = arn.rsplit(":", 1)[1]

@@ -41,18 +41,20 @@ def _stood_down(line: dict[str, Any]) -> bool:
 
 
 def test_a_download_whose_task_timed_out_stops_and_writes_nothing(harness: Harness) -> None:
-    # Given a run downloading twelve one-record pages, 300 ms each, from a cursor a day back
+    # Given a run downloading twelve one-record pages, a second each (the vendor must hang
+    # before the download is over, however loaded the machine), from a cursor a day back
     now = datetime.now(UTC)
-    slow = harness.slow_source(pages=12, delay_ms=300, runtime_count=3, now=now)
+    slow = harness.slow_source(pages=12, delay_ms=1000, runtime_count=3, now=now)
     source_id, dataset, cursor = slow.source_id, slow.dataset, slow.cursor
     arn = harness.start(source_id)
     prefix = f"{source_id}/{arn.rsplit(':', 1)[1]}/"
     harness.wait_until_downloading(arn, records=2)
 
     # When the vendor hangs mid-download: longer than every redelivery could keep the task
-    # alive and than its HeartbeatSeconds after that, shorter than the connector's read timeout
+    # alive and than its HeartbeatSeconds after that (with room for a loaded machine's slower
+    # redeliveries), shorter than the connector's read timeout (60 s)
     timeouts = harness.stack.options.timeouts
-    hang_ms = 45_000
+    hang_ms = 55_000
     assert hang_ms > 1000 * (
         timeouts.max_receive_count * timeouts.download_claim_seconds
         + timeouts.download_heartbeat_seconds

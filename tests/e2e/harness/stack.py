@@ -17,17 +17,21 @@ from tests.e2e.harness.waits import WAIT_SECONDS
 # watches one run out waits this long.
 APPROVAL_SECONDS = int(WAIT_SECONDS)
 
+# The Download task's HeartbeatSeconds: short, so that a test can prove heartbeats keep a slow
+# download alive past it and watch a hung one time out, yet long enough for a download worker
+# started on a loaded machine to take a dead one's message over and heartbeat (at 8 s it did
+# not, load average 9 to 12 on two CPUs: a new process imports boto3 and powertools first).
+HEARTBEAT_SECONDS = 20
+
 # What a test calls to get an AWS client of the stack: aws("sqs").
 Aws = Callable[[str], Any]
 
 
 def stack_options(state_dir: Path) -> StackOptions:
     """The stack of the e2e session: the schedule fired by tests, the approval gate off."""
-    # A short heartbeat timeout, so that a test can prove heartbeats keep a slow download
-    # alive; an approval timeout a test can watch run out.
     timeouts = replace(
         LOCAL_TIMEOUTS,
-        download_heartbeat_seconds=8,
+        download_heartbeat_seconds=HEARTBEAT_SECONDS,
         heartbeat_interval_seconds=1.0,
         approval_seconds=APPROVAL_SECONDS,
     )
