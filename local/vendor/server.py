@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -371,19 +370,6 @@ def make_server(
     return VendorServer((host, port), state)
 
 
-def start_vendor(
-    host: str = "127.0.0.1",
-    port: int = 0,
-    datasets: Mapping[str, int] | None = None,
-    anchor: datetime | str | None = None,
-    clock: Callable[[], datetime] | None = None,
-) -> tuple[VendorServer, str]:
-    """Serve in a daemon thread, for tests; stop with `stop_vendor(server)`."""
-    server = make_server(host, port, datasets, anchor, clock)
-    _serve_in_thread(server)
-    return server, server.base_url
-
-
 def _serve_in_thread(server: VendorServer) -> threading.Thread:
     """Serve from a daemon thread; a short poll interval makes `shutdown()` return quickly."""
     thread = threading.Thread(
@@ -462,7 +448,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop_vendor(server)
     thread.join(timeout=5)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
