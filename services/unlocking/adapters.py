@@ -9,10 +9,12 @@ from typing import Any
 
 import psycopg2
 import psycopg2.errors
+from psycopg2.sql import SQL, Identifier
 
 from shared.errors import PermanentError
 from shared.rules.versions import VERSION_COUNTS, landing_warnings
 from shared.store.db import fetch_one
+from shared.store.privileges import RESPECS_ROLE
 from shared.store.runs import OPEN_RUN_STATUSES, RunStatus
 from shared.timefmt import isoformat
 
@@ -64,8 +66,11 @@ def keep_landed_since(cur: Any, source_id: str, landed_since: datetime | None) -
 
 
 def apply_respecs(cur: Any, sql: str, statement_timeout_ms: int) -> int:
-    """Run a checked Re-specs query in the caller's transaction; returns the rows it changed."""
+    """Run a checked Re-specs query in the caller's transaction, as the Re-specs role (which
+    may update only the allowed tables, whatever the checker missed); returns the rows it
+    changed."""
     cur.execute("SET LOCAL statement_timeout = %s", (f"{statement_timeout_ms}ms",))
+    cur.execute(SQL("SET LOCAL ROLE {}").format(Identifier(RESPECS_ROLE)))
     try:
         cur.execute(sql)  # no parameters: psycopg2 leaves the text exactly as checked
     except psycopg2.errors.QueryCanceled as exc:
@@ -80,6 +85,7 @@ def apply_respecs(cur: Any, sql: str, statement_timeout_ms: int) -> int:
             error_name="RespecsQueryFailed",
         ) from exc
     rows = int(cur.rowcount)
+    cur.execute("RESET ROLE")
     cur.execute("SET LOCAL statement_timeout = 0")
     return rows
 

@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 
 from local.stack import LocalStack
+from ops.config import CREDENTIALS_VARIABLE
 from tests.e2e.harness.waits import WAIT_SECONDS
 
 
@@ -15,9 +16,9 @@ from tests.e2e.harness.waits import WAIT_SECONDS
 class Cli:
     stack: LocalStack
 
-    def sourceflow(self, *args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
-        """The operator's command against this stack, run by `user` (default: whoever runs
-        the tests)."""
+    def sourceflow(self, *args: str, person: str | None = None) -> subprocess.CompletedProcess[str]:
+        """The operator's command against this stack, as `person` (their own login, from the
+        credentials file `sourceflow up` wrote for them), or as the stack's administrator."""
         return subprocess.run(
             [
                 sys.executable,
@@ -30,5 +31,9 @@ class Cli:
             capture_output=True,
             text=True,
             timeout=WAIT_SECONDS,
-            env={**os.environ, "USER": user} if user else None,
+            env=(
+                {**os.environ, CREDENTIALS_VARIABLE: str(self.stack.people[person])}
+                if person
+                else None
+            ),
         )
