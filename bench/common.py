@@ -13,11 +13,19 @@ from services.download.domain import Claim, Heartbeat
 from services.download.service import download_run
 from services.unlocking.service import unlock_run
 from services.validation.service import validate_run
-from shared.connectors import check_connection, connector_for
+from shared.connectors import source_access
 from shared.runtime import aws
-from shared.runtime.settings import RespecsSettings
+from shared.runtime.secrets import connection_secrets_prefix
+from shared.runtime.settings import RespecsSettings, SourceAccessSettings
 from shared.store.db import Database
 from shared.store.sources import SourceSpec, register_source
+
+# As the embedded stack's workers reach sources: the bench's are its vendor, on loopback.
+EMBEDDED_ACCESS = SourceAccessSettings(
+    connection_secrets_prefix=connection_secrets_prefix("local"),
+    reserved_secrets=frozenset(),
+    allow_loopback=True,
+)
 
 
 def bench_source(
@@ -72,7 +80,7 @@ def direct_validate(
         clock=clock,
         lease=LONG,
         respecs_tables=frozenset(),
-        check_connection=check_connection,
+        check_connection=source_access(EMBEDDED_ACCESS).check,
         approval_gate=False,  # Normal runs: the gate only concerns Re-specs queries
     )
 
@@ -90,7 +98,7 @@ def direct_download(
     return download_run(
         {**request, "plan": plan},
         db=db,
-        connector_for=connector_for,
+        connector_for=source_access(EMBEDDED_ACCESS).connector,
         sink=S3RawSink(aws.client("s3"), bucket),
         heartbeat=Heartbeat(send=lambda: None, renew_lease=lambda: True, interval_seconds=3600),
         part_max_records=part_max_records,

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from shared.runtime.catalogue import CLOUD_TIMEOUTS, PART_MAX_RECORDS
 from shared.runtime.settings import (
     ConsumerSettings,
+    SourceAccessSettings,
     env_float,
     env_int,
     env_str,
@@ -15,6 +16,7 @@ from shared.runtime.settings import (
 @dataclass(frozen=True)
 class Settings:
     consumer: ConsumerSettings
+    sources: SourceAccessSettings
     raw_bucket: str
     # Below the state machine's HeartbeatSeconds for Download, with room for a slow page.
     heartbeat_seconds: float
@@ -28,6 +30,7 @@ class Settings:
     def from_env(cls) -> Settings:
         return cls(
             consumer=ConsumerSettings.from_env(),
+            sources=SourceAccessSettings.from_env(),
             raw_bucket=env_str("RAW_BUCKET"),
             heartbeat_seconds=env_float(
                 "HEARTBEAT_SECONDS", CLOUD_TIMEOUTS.heartbeat_interval_seconds, minimum=0.1

@@ -17,7 +17,6 @@ from typing import Any
 from services.validation import adapters
 from services.validation.approval import approval_required
 from services.validation.domain import Run, Skip, SourceRow, decide
-from shared.connectors import check_connection
 from shared.store.db import Database
 from shared.timefmt import utc_now
 
@@ -29,8 +28,8 @@ def validate_run(
     lease: timedelta,
     respecs_tables: frozenset[str],
     approval_gate: bool,
+    check_connection: Callable[[str, str, Any], None],
     clock: Callable[[], datetime] = utc_now,
-    check_connection: Callable[[str, str, Any], None] = check_connection,
 ) -> dict[str, Any]:
     """Decide and record; returns the fields of a validation-result message."""
     execution_arn, source_id = request["execution_arn"], request["source_id"]

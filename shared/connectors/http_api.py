@@ -1,11 +1,17 @@
 """The `http_api` connector: a paged JSON API filtered by last-modified or sold-date range.
 
 connection (contracts/connection-http-api.v1.schema.json):
-{"base_url": "http://host:port", "dataset": "listings-a", "page_size": 1000,
- "api_key_secret": "sourceflow/acme-api", "api_key_header": "X-Api-Key"}
+{"base_url": "https://host:port", "dataset": "listings-a", "page_size": 1000,
+ "api_key_secret": "sourceflow/prod/sources/acme/api-key", "api_key_header": "X-Api-Key"}
 Requests: GET {base_url}/datasets/{dataset}/records?modified_after=…&modified_until=…
 (or sold_from/sold_until), following `next_page_token`, with the API key as a header when the
 connection names a secret.
+
+The API key goes only to base_url's own host (shared.connectors.endpoints): redirects are not
+followed (a 3xx is refused by name, wherever it points: requests would carry a custom header
+such as X-Api-Key to another host), and every connection checks the address it reached before
+the request is sent. A vendor's error answer
+is quoted as a short excerpt without links, never copied.
 """
 
 from __future__ import annotations
@@ -14,16 +20,17 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin, urlsplit
 
 import orjson
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from shared.connectors.base import InvalidCredentials, MalformedRows, SourceUnreachable
+from shared.connectors.endpoints import HostRule, PeerCheckedAdapter, parse_base_url
 from shared.errors import PermanentError, TransientError
 from shared.rules.flows import Window, WindowField
+from shared.runtime.redaction import untrusted_excerpt
 from shared.runtime.secrets import Secrets
 from shared.timefmt import isoformat, parse_iso
 
@@ -41,7 +48,13 @@ class SourceRequestRejected(PermanentError):
     error_name = "SourceRequestRejected"
 
 
-def _session() -> requests.Session:
+class SourceRedirected(PermanentError):
+    """The vendor answered with a redirect, which is never followed (the key stays home)."""
+
+    error_name = "SourceRedirected"
+
+
+def new_session(rule: HostRule, source_id: str) -> requests.Session:
     session = requests.Session()
     # A short in-process retry rides over a blip without restarting the whole download;
     # anything longer is left to SQS redelivery.
@@ -52,8 +65,8 @@ def _session() -> requests.Session:
         allowed_methods=frozenset({"GET"}),
         raise_on_status=False,
     )
-    session.mount("http://", HTTPAdapter(max_retries=retry))
-    session.mount("https://", HTTPAdapter(max_retries=retry))
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, PeerCheckedAdapter(rule, source_id, max_retries=retry))
     return session
 
 
@@ -71,29 +84,34 @@ class HttpApiConnector:
     page_size: int
     api_key: ApiKey | None
     secrets: Secrets = field(repr=False, compare=False)
+    new_session: Callable[[], requests.Session] = field(repr=False, compare=False)
     key_field: str = DEFAULT_KEY_FIELD
-    new_session: Callable[[], requests.Session] = field(default=_session, repr=False, compare=False)
     # The vendor filters on, and types, the window's field itself: no row is dropped here.
     malformed: MalformedRows = field(default_factory=MalformedRows, init=False, compare=False)
 
     @classmethod
     def from_connection(
-        cls, source_id: str, connection: Mapping[str, Any], *, secrets: Secrets
+        cls, source_id: str, connection: Mapping[str, Any], *, secrets: Secrets, hosts: HostRule
     ) -> HttpApiConnector:
-        """From a connection that passed its schema (`shared.connectors.parse_connection`)."""
+        """From a connection that passed its schema (`shared.connectors.parse_connection`);
+        its base_url is parsed here."""
         secret = connection.get("api_key_secret")
         api_key = (
             ApiKey(secret, connection.get("api_key_header", DEFAULT_API_KEY_HEADER))
             if secret
             else None
         )
+        base_url = parse_base_url(
+            source_id, connection["base_url"], hosts, carries_key=api_key is not None
+        )
         return cls(
             source_id,
-            connection["base_url"].rstrip("/"),
+            base_url,
             connection["dataset"],
             connection.get("page_size", DEFAULT_PAGE_SIZE),
             api_key,
             secrets,
+            lambda: new_session(hosts, source_id),
             connection.get("key_field", DEFAULT_KEY_FIELD),
         )
 
@@ -126,19 +144,22 @@ class HttpApiConnector:
         value = self.secrets.value(
             self.api_key.secret,
             key="api_key",
-            used_by=f"source {self.source_id!r}: connection.api_key_secret",
+            source_id=self.source_id,
+            setting="connection.api_key_secret",
         )
         return {self.api_key.header: value}
 
     def _get(self, session: requests.Session, url: str, params: dict[str, str]) -> Any:
         try:
-            response = session.get(url, params=params, timeout=_TIMEOUT)
+            response = session.get(url, params=params, timeout=_TIMEOUT, allow_redirects=False)
         except requests.RequestException as exc:
             raise SourceUnreachable(
                 f"source {self.source_id!r}: vendor at {self.base_url} is unreachable: {exc}"
             ) from exc
         if response.status_code == 200:
             return orjson.loads(response.content)
+        if 300 <= response.status_code < 400:
+            raise _redirected(self.source_id, url, response)
         detail = _error_text(response)
         if response.status_code == 404:
             raise SourceDatasetNotFound(
@@ -177,8 +198,25 @@ def _window_params(window: Window) -> dict[str, str]:
     return {"modified_after": isoformat(after)}
 
 
+def _redirected(source_id: str, url: str, response: requests.Response) -> SourceRedirected:
+    here, there = urlsplit(url), urlsplit(urljoin(url, response.headers.get("Location", "")))
+    if (there.scheme, there.netloc.lower()) == (here.scheme, here.netloc.lower()):
+        where = "within its host"
+    else:
+        # The vendor's words: the scheme and the host (with its port) only, as an excerpt.
+        where = f"to another host ({untrusted_excerpt(f'{there.scheme} {there.netloc}')})"
+    return SourceRedirected(
+        f"source {source_id!r}: the vendor answered {response.status_code}, a redirect "
+        f"{where}; sourceflow follows no redirect, so that the API key goes only to "
+        "base_url's host: fix connection.base_url if the vendor moved"
+    )
+
+
 def _error_text(response: requests.Response) -> str:
+    """What the vendor said, as an excerpt: a JSON answer's `error`, or the text."""
     try:
-        return str(response.json().get("error", response.text))[:500]
+        said = response.json()
+        text = str(said.get("error", response.text)) if isinstance(said, dict) else response.text
     except ValueError:
-        return response.text[:500]
+        text = response.text
+    return f"the vendor said: {untrusted_excerpt(text)!r}"

@@ -87,24 +87,13 @@ class S3FilesConnector:
         return f"s3://{self.bucket}/{self.prefix}"
 
     def check(self) -> None:
-        """One listing of at most one key: the bucket exists and may be listed. With a
-        key_field, the first row of that drop must have it: a key its records lack would make
-        every row malformed. Otherwise no object is read (GetObject is proved by download's
-        first object)."""
+        """One listing of at most one key: the bucket exists and may be listed. No object is
+        read: validation may only list (GetObject, and a key_field its records lack, are
+        proved by download's first object)."""
         try:
-            listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+            self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, f"list {self.location}") from exc
-        first = next(iter(listed.get("Contents", [])), None)
-        if self.key_field is None or first is None or first["Key"].endswith("/"):
-            return
-        for where, row in self._rows(first["Key"]):
-            if _is_empty(row.get(self.key_field)):
-                raise InvalidConnection(
-                    f"source {self.source_id!r}: connection.key_field = {self.key_field!r} is "
-                    f"not a field of its records ({where} has none); fix connection.key_field"
-                )
-            return
 
     def records(self, window: Window) -> Iterator[dict[str, Any]]:
         self.malformed = MalformedRows()
@@ -176,9 +165,13 @@ class S3FilesConnector:
                 "fix connection.bucket"
             )
         if code in _REFUSED_CODES:
+            grant = (
+                "s3:ListBucket on the bucket to sourceflow's validation and download"
+                if action.startswith("list")
+                else "s3:GetObject on its objects to sourceflow's download"
+            )
             return InvalidCredentials(
-                f"source {self.source_id!r}: S3 refused to {action} ({code}); grant "
-                "s3:ListBucket and s3:GetObject on it to sourceflow's validation and download"
+                f"source {self.source_id!r}: S3 refused to {action} ({code}); grant {grant}"
             )
         return SourceUnreachable(
             f"source {self.source_id!r}: cannot {action}: {code or type(exc).__name__}"

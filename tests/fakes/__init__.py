@@ -8,7 +8,7 @@
 - http: `serve_in_memory`, an HTTP request handler served without a socket
 - queues: `FakeVisibility`, `FailureLog`, what the SQS consumer shell reports to
 - s3: `FakeS3`, S3 as a connector lists and reads it
-- secrets: `FakeSecretsManager`
+- secrets: `FakeSecretsManager`, `fake_access` (a connector's SourceAccess), `source_secret`
 - sink: `FakeSink`, download's raw-bucket writer
 
 Builders of messages and records live in tests/builders.py.
@@ -21,7 +21,7 @@ from tests.fakes.heartbeat import FakeClock, FakeTask, quiet_heartbeat
 from tests.fakes.http import serve_in_memory
 from tests.fakes.queues import FailureLog, FakeVisibility
 from tests.fakes.s3 import FakeS3
-from tests.fakes.secrets import FakeSecretsManager
+from tests.fakes.secrets import FakeSecretsManager, fake_access, source_secret
 from tests.fakes.sink import FakeSink
 
 __all__ = [
@@ -37,6 +37,8 @@ __all__ = [
     "FakeVisibility",
     "WindowedSource",
     "client_error",
+    "fake_access",
     "quiet_heartbeat",
     "serve_in_memory",
+    "source_secret",
 ]

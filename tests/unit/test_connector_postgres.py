@@ -20,14 +20,20 @@ from shared.connectors.base import (
     SourceUnreachable,
     parse_connection,
 )
-from shared.connectors.postgres import PostgresConnector, SourceQueryFailed
+from shared.connectors.endpoints import SourceHostNotAllowed
+from shared.connectors.postgres import (
+    InsecureAuthentication,
+    PostgresConnector,
+    SourceQueryFailed,
+)
 from shared.errors import SourceflowError
 from shared.rules.flows import Window, WindowField
-from shared.runtime.secrets import Secrets
-from tests.fakes import FakeSecretsManager
+from tests.fakes import FakeSecretsManager, fake_access, source_secret
 
 PASSWORD = "pw-0c7e5d-not-for-logs"
-SECRET = "sourceflow/partner-db"
+SECRET = source_secret("partner", "partner-db")
+# Where db.partner.example resolves to (a documentation address: never reached).
+PARTNER_ADDRESS = "192.0.2.7"
 HOST_FORM = {
     "host": "db.partner.example",
     "port": 5433,
@@ -99,11 +105,19 @@ class FakeConnect:
         return self.connection
 
 
+def resolve_partner(host: str, port: str, *, type: int) -> list[tuple[Any, ...]]:
+    """socket.getaddrinfo as DNS would answer for the partner's host, without a socket."""
+    assert host == "db.partner.example", host
+    return [(2, type, 6, "", (PARTNER_ADDRESS, int(port)))]
+
+
 def a_connector(connect: FakeConnect | None = None, **changes: Any) -> PostgresConnector:
     settings = parse_connection("partner", "postgres", {**HOST_FORM, **changes})
+    access = fake_access(FakeSecretsManager({SECRET: PASSWORD}))
     connector = PostgresConnector.from_connection(
-        "partner", settings, secrets=Secrets(FakeSecretsManager({SECRET: PASSWORD}))
+        "partner", settings, secrets=access.secrets, hosts=access.hosts
     )
+    connector.resolve = resolve_partner
     if connect is not None:
         connector.connect = connect
     return connector
@@ -120,7 +134,7 @@ def test_the_connect_arguments_never_hold_the_password() -> None:
     connector = a_connector()
     assert connector.connect_args == {
         "host": "db.partner.example",
-        "port": 5433,
+        "port": "5433",
         "dbname": "listings",
         "user": "sourceflow_reader",
     }
@@ -133,10 +147,17 @@ def test_a_dsn_stands_for_host_port_dbname_and_user() -> None:
         k: v for k, v in HOST_FORM.items() if k not in ("host", "port", "dbname", "user", "schema")
     }
     settings = parse_connection("partner", "postgres", {**form, "dsn": dsn})
+    access = fake_access()
     connector = PostgresConnector.from_connection(
-        "partner", settings, secrets=Secrets(FakeSecretsManager())
+        "partner", settings, secrets=access.secrets, hosts=access.hosts
     )
-    assert connector.connect_args == {"dsn": dsn}
+    # Read by libpq's own parser: what the connection is made with is what was checked.
+    assert connector.connect_args == {
+        "user": "sourceflow_reader",
+        "host": "db.partner.example",
+        "dbname": "listings",
+        "sslmode": "require",
+    }
     assert connector.schema == "public"
 
 
@@ -210,6 +231,8 @@ def test_records_come_through_a_named_cursor_in_a_read_only_utc_session() -> Non
     ]
     [call] = connect.calls
     assert call["password"] == PASSWORD
+    # Only SCRAM, to the address that was checked (the name resolved once, here)
+    assert (call["require_auth"], call["hostaddr"]) == ("scram-sha-256", PARTNER_ADDRESS)
     assert connect.connection.readonly and connect.connection.closed
     names = [name for name, _, _ in connect.connection.executed]
     assert names == [None, "sourceflow_records"]
@@ -270,3 +293,60 @@ def test_a_failed_query_is_named_and_the_connection_closed(
     with pytest.raises(error, match=says):
         list(a_connector(connect).records(Window(WindowField.SOLD_DATE, START, END, True)))
     assert connect.connection.closed
+
+
+# --- the password goes only to the source, only with SCRAM ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sslmode", "binding"),
+    [(None, None), ("prefer", None), ("require", "require"), ("verify-full", "require")],
+)
+def test_the_login_demands_scram_bound_to_tls_when_tls_is_required(
+    sslmode: str | None, binding: str | None
+) -> None:
+    connector = a_connector(None, **({"sslmode": sslmode} if sslmode else {}))
+    args = connector.login_args()
+    assert args["require_auth"] == "scram-sha-256"
+    assert args.get("channel_binding") == binding
+    assert (args["host"], args["hostaddr"]) == ("db.partner.example", PARTNER_ADDRESS)
+    assert "password" not in args
+
+
+@pytest.mark.parametrize(
+    "method", ["a cleartext password", "a hashed password", "an unknown authentication type"]
+)
+def test_a_server_that_asks_for_the_password_another_way_is_refused_by_name(method: str) -> None:
+    # libpq's words when the server asks otherwise than with SCRAM: nothing was sent
+    said = (
+        'connection to server at "db.partner.example" (192.0.2.7), port 5433 failed: '
+        f'authentication method requirement "scram-sha-256" failed: server requested {method}'
+    )
+    connector = a_connector(FakeConnect(error=psycopg2.OperationalError(said)))
+    with pytest.raises(InsecureAuthentication, match="did not offer SCRAM-SHA-256") as caught:
+        connector.check()
+    assert "pg_hba.conf use scram-sha-256" in str(caught.value)
+    assert caught.value.error_name == "InsecureAuthentication"
+
+
+def test_a_hostile_servers_words_are_quoted_short_on_one_line_without_links() -> None:
+    said = (
+        'FATAL:  database "x\nclick http://evil.example/fix now' + " y" * 400 + '" does not exist'
+    )
+    connector = a_connector(FakeConnect(error=psycopg2.OperationalError(said)))
+    with pytest.raises(InvalidConnection) as caught:
+        connector.check()
+    text = str(caught.value)
+    assert "\n" not in text and "evil.example" not in text and "[link removed]" in text
+    assert len(text) < 400
+
+
+def test_a_host_that_resolves_to_a_link_local_address_is_refused_before_connecting() -> None:
+    # Given a name whose DNS answers with the cloud's metadata address
+    connect = FakeConnect()
+    connector = a_connector(connect)
+    connector.resolve = lambda host, port, *, type: [(2, type, 6, "", ("169.254.169.254", 5433))]
+    # When it logs in, Then it is refused by name and nothing was sent
+    with pytest.raises(SourceHostNotAllowed, match=r"169\.254\.169\.254, link-local"):
+        connector.check()
+    assert connect.calls == []

@@ -36,6 +36,7 @@ from shared.runtime.catalogue import (
     Step,
     Timeouts,
 )
+from shared.runtime.secrets import connection_secrets_prefix
 
 STAGE = "t1"
 NAMES = Names(STAGE)
@@ -360,15 +361,44 @@ def test_only_download_writes_raw_objects() -> None:
         assert "WriteRawObjects" not in _grants(name), name
 
 
-def test_the_services_that_connect_to_sources_read_only_connection_secrets() -> None:
-    # Validation checks a source's connection; download reads the source.
+def test_the_services_that_connect_to_sources_read_only_the_stages_source_secrets() -> None:
+    # Validation checks a source's connection; download reads the source. By default each
+    # stage's functions read only that stage's source secrets, and are told the same prefix.
+    prefix = connection_secrets_prefix(STAGE)
+    assert prefix == "sourceflow/t1/sources/"
     for name in ("validation", "download"):
         assert _grants(name)["ReadConnectionSecrets"] == (
             ["secretsmanager:GetSecretValue"],
-            [f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:sourceflow/*"],
+            [f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{prefix}*"],
         )
+        env = function_of(service(name))["Environment"]["Variables"]
+        assert env["CONNECTION_SECRETS_PREFIX"] == prefix
+        assert env["CORE_DATABASE_SECRET_ARN"] == ssm("core", "database-secret-arn")
+        assert "ALLOW_LOOPBACK_SOURCES" not in env  # the embedded stack's alone
     for name in ("unlocking", "scheduler"):
         assert "ReadConnectionSecrets" not in _grants(name), name
+        env = function_of(service(name))["Environment"]["Variables"]
+        assert not {"CONNECTION_SECRETS_PREFIX", "CORE_DATABASE_SECRET_ARN"} & set(env), name
+
+
+def test_a_deployment_may_name_its_own_connection_secrets_prefix() -> None:
+    grants = _grants("download", ConnectionSecretsPrefix="acme/prod/")
+    assert grants["ReadConnectionSecrets"][1] == [
+        f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:acme/prod/*"
+    ]
+    env = function_of(service("download", ConnectionSecretsPrefix="acme/prod/"))["Environment"]
+    assert env["Variables"]["CONNECTION_SECRETS_PREFIX"] == "acme/prod/"
+    # Never every secret, and always a folder of its own for each source.
+    pattern = re.compile(
+        templates.load("service")["Parameters"]["ConnectionSecretsPrefix"]["AllowedPattern"]
+    )
+    assert [bool(pattern.fullmatch(p)) for p in ("", "acme/prod/", "acme/prod", "*", "/")] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_only_the_scheduler_starts_runs_and_only_it_and_validation_publish_events() -> None:
@@ -387,11 +417,16 @@ def test_optional_grants_appear_only_when_asked_for() -> None:
     assert "ReadSourceObjects" not in _grants("download")
     assert "AttachToVpc" not in _grants("download")
     drops = "arn:aws:s3:::drops,arn:aws:s3:::drops/*"
-    for name in ("validation", "download"):
-        assert _grants(name, SourceReadArns=drops)["ReadSourceObjects"] == (
-            ["s3:GetObject", "s3:ListBucket"],
-            ["arn:aws:s3:::drops", "arn:aws:s3:::drops/*"],
-        )
+    arns = ["arn:aws:s3:::drops", "arn:aws:s3:::drops/*"]
+    # Download reads the drops; validation only lists them (shared/connectors/s3_files.py check)
+    assert _grants("download", SourceReadArns=drops)["ReadSourceObjects"] == (
+        ["s3:GetObject", "s3:ListBucket"],
+        arns,
+    )
+    assert _grants("validation", SourceReadArns=drops)["ReadSourceObjects"] == (
+        ["s3:ListBucket"],
+        arns,
+    )
     assert "ReadSourceObjects" not in _grants("unlocking", SourceReadArns=drops)
     own = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:unlocking-db-AbCdEf"
     assert _grants("unlocking", ServiceDatabaseSecretArn=own)["ReadDatabaseSecret"][1] == [own]
@@ -430,6 +465,7 @@ def test_each_function_is_configured_as_its_settings_read(
 # What a service's settings need besides its timeouts, to be read at all.
 REQUIRED_ENV = {
     "DATABASE_URL": "postgresql://db/sourceflow",
+    "CONNECTION_SECRETS_PREFIX": connection_secrets_prefix(STAGE),
     "RAW_BUCKET": "raw",
     "STATE_MACHINE_ARN": STATE_MACHINE_ARN,
     "EVENT_BUS_NAME": "bus",
