@@ -75,8 +75,9 @@ def _end_failed(
         failed_step=request["failed_step"],
         error=request["failure"]["Error"],
         # Our tasks' causes were cleaned when they were sent; Step Functions' own are cleaned
-        # here, as every error text that leaves a service is (shared.runtime.redaction).
-        cause=error_text(request["failure"].get("Cause", "")),
+        # here, as every error text that leaves a service is (shared.runtime.redaction). A
+        # cause may be absent or null (the emulator drops a SendTaskFailure's).
+        cause=error_text(request["failure"].get("Cause") or ""),
     )
     return (
         adapters.result_fields(ended, lock_released=lock_released),

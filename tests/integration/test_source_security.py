@@ -11,14 +11,17 @@ from typing import Any, cast
 import pytest
 import requests
 
+from services.unlocking.service import unlock_run
 from shared.connectors import SourceAccess
 from shared.connectors.base import parse_connection
 from shared.connectors.endpoints import HostRule, SourceHostNotAllowed
 from shared.connectors.http_api import HttpApiConnector, SourceRedirected, new_session
 from shared.connectors.postgres import InsecureAuthentication, PostgresConnector
 from shared.rules.flows import Window, WindowField
+from shared.store.db import Database
 from tests.fakes import FakeSecretsManager, fake_access, source_secret
 from tests.fakes.hostile import CLEARTEXT, MD5, Answer, SentRequest, serving_http, serving_postgres
+from tests.integration.conftest import RESPECS, MakeSource, NewExecution, run_row
 
 SOURCE = "acme"
 API_KEY = "key-5f0e2c7a-for-acme-only"
@@ -153,3 +156,35 @@ def test_the_access_built_for_the_embedded_stack_reaches_its_partner_with_scram(
         },
     )
     access.check(SOURCE, "postgres", connection)
+
+
+# --- what unlocking keeps of a cause Step Functions wrote ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cause", "kept"),
+    [
+        (None, None),  # the emulator drops a SendTaskFailure's cause; a timeout has none
+        ("line one\r\nline two \x1b[0mclick", "line one line two [0mclick"),
+    ],
+)
+def test_unlocking_keeps_a_step_functions_cause_cleaned_or_none(
+    db: Database,
+    make_source: MakeSource,
+    new_execution: NewExecution,
+    cause: str | None,
+    kept: str | None,
+) -> None:
+    # Given a run that failed in a step whose cause (null, or on several lines) Step Functions
+    # wrote, and that no service recorded
+    execution = new_execution(make_source(runtime_count=1))
+    request = execution.unlock_failed(step="Validate", error="States.Timeout")
+    request["failure"]["Cause"] = cause
+
+    # When unlocking ends the run
+    unlock_run(request, db=db, respecs=RESPECS)
+
+    # Then the ledger keeps the cause on one line, or nothing
+    row = run_row(db, execution.arn)
+    assert row is not None
+    assert (row["status"], row["error_detail"]) == ("failed", kept)
