@@ -18,10 +18,24 @@ from tests.legacy_rows import bounds_lifted, deeply_nested, write_before_the_bou
 DAY = timedelta(days=1)
 
 
+def outcome(result: RunResult) -> tuple[Any, ...]:
+    """What a failed assertion on a run says: how it ended, and why."""
+    run = result.run
+    return (
+        result.status,
+        result.error,
+        run.get("status"),
+        run.get("error"),
+        run.get("error_detail"),
+        run.get("records"),
+        run.get("malformed_records"),
+    )
+
+
 def assert_failed_at_once(result: RunResult, error: str) -> None:
     """Failed in Download by `error`, reported by the first delivery (not given up on after
     retries, not timed out), the source unlocked with its cursor where it was."""
-    assert (result.status, result.error) == ("FAILED", error), result
+    assert (result.status, result.error) == ("FAILED", error), outcome(result)
     run = result.run
     assert (run["status"], run["failed_step"], run["error"]) == ("failed", "Download", error)
     assert "gave up after" not in run["error_detail"]
@@ -80,7 +94,7 @@ def test_records_whose_dates_do_not_parse_are_counted_and_the_run_succeeds(
     # When the source runs
     result = harness.run(source_id)
     # Then every record is counted as malformed, none landed, and the cursor stays
-    assert result.status == "SUCCEEDED", result
+    assert result.status == "SUCCEEDED", outcome(result)
     assert (result.run["records"], result.run["malformed_records"]) == (0, 4)
     manifest, _ = harness.raw_output(result)
     assert manifest["malformed_records"]["examples"][0] == (
@@ -122,13 +136,13 @@ def test_a_drop_line_nested_100k_deep_is_counted_and_fails_no_run(harness: Harne
     first = harness.run(source_id)
     second = harness.run(source_id)
     # Then both succeed: the line is counted each time, the others load once
-    assert first.status == "SUCCEEDED", first
+    assert first.status == "SUCCEEDED", outcome(first)
     assert (first.run["records"], first.run["malformed_records"]) == (2, 1)
     manifest, _ = harness.raw_output(first)
     [example] = manifest["malformed_records"]["examples"]
     assert example.startswith(f"s3://{harness.partner.drops_bucket}/{prefix}drop-001.jsonl line 2")
     assert "is not JSON (depth limit exceeded" in example
-    assert second.status == "SUCCEEDED", second
+    assert second.status == "SUCCEEDED", outcome(second)
     assert (second.run["records"], second.run["malformed_records"]) == (0, 1)
 
 
@@ -146,7 +160,7 @@ def test_a_byte_not_utf8_in_a_quoted_csv_field_spoils_its_row_only(harness: Harn
     # When the source runs
     result = harness.run(source_id)
     # Then that row alone is malformed and the rest of the drop loads
-    assert result.status == "SUCCEEDED", result
+    assert result.status == "SUCCEEDED", outcome(result)
     _, records = harness.raw_output(result)
     assert sorted(record["id"] for record in records) == ["L1", "L3", "L4", "L5"]
     assert result.run["malformed_records"] == 1
@@ -211,5 +225,5 @@ def test_a_source_row_too_deep_to_read_breaks_neither_the_tick_nor_the_command(
     assert f"run requested for {bad}" in asked.stdout
     [execution] = harness.wait_for_executions(bad, 1)
     result = harness.finish(execution["executionArn"], bad)
-    assert (result.status, result.run["error"]) == ("FAILED", "InvalidFlowParams"), result
+    assert (result.status, result.run["error"]) == ("FAILED", "InvalidFlowParams"), outcome(result)
     assert result.run["failed_step"] == "Validate"

@@ -10,16 +10,24 @@ from typing import Any
 
 import pytest
 
-from ops.sources import source_show, sources_list
+from ops.sources import flow_set, source_show, sources_list
 from services.scheduler.service import tick
 from services.validation.service import validate_run
 from shared.connectors import check_connection
 from shared.errors import PermanentError
+from shared.rules.flows import FlowParams, FlowType
 from shared.store.db import Database
 from shared.store.sources import get_source
 from shared.timefmt import isoformat
 from tests.builders import Execution
-from tests.integration.conftest import LEASE, RESPECS_TABLES, MakeSource, source_row_text
+from tests.integration.conftest import (
+    LEASE,
+    RESPECS_TABLES,
+    MakeSource,
+    flow_history_of,
+    source_row_text,
+    validate,
+)
 from tests.legacy_rows import bounds_lifted, deeply_nested, write_before_the_bounds
 
 DEEP = deeply_nested(3_000)
@@ -79,6 +87,27 @@ def test_its_run_fails_in_validation_by_name_and_changes_nothing(
     assert caught.value.error_name == error_name
     assert "nested deeper than 32 levels" in str(caught.value)
     assert source_row_text(db, source_id) == before
+
+
+def test_the_operator_rewrites_the_params_and_the_next_run_goes_ahead(
+    db: Database, deep_params: str
+) -> None:
+    # Given the bad source's run failed by name
+    with pytest.raises(PermanentError, match="batch_execution_params cannot be read"):
+        validate(db, Execution(deep_params, f"{deep_params}-{uuid.uuid4().hex[:8]}"))
+    # When the operator sets its flow again (the bounds hold the new value, not the old one)
+    flow_set(
+        db,
+        deep_params,
+        FlowParams(FlowType.NORMAL),
+        changed_by="operator:it",
+        reason="params were unreadable",
+        respecs_tables=RESPECS_TABLES,
+    )
+    # Then its next run goes ahead, and the history keeps what the change replaced
+    result = validate(db, Execution(deep_params, f"{deep_params}-{uuid.uuid4().hex[:8]}"))
+    assert result["decision"] == "run"
+    assert str(flow_history_of(db, deep_params)[-1]["from_params"]).startswith("<unreadable")
 
 
 def test_a_scheduler_tick_passes_over_the_bad_source_and_starts_the_others(
