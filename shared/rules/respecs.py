@@ -43,6 +43,12 @@ SAFE_FUNCTIONS = frozenset(
         "to_timestamp", "trim", "trunc", "upper",
     }
 )  # fmt: skip
+# Bounds on a hostile query's size, far above what an attribute update needs: past the first,
+# pglast's C parser can crash the process (a 120 KB chain of additions did); past the second,
+# Python's recursion (pglast's printer, which approvals hash with) fails.
+MAX_QUERY_CHARS = 10_000
+MAX_NESTING = 100
+"""How deep one expression may nest inside the UPDATE, in parse-tree nodes."""
 PARSER_MAJOR_VERSION: int = pglast.parser.get_postgresql_version()[0]
 """The PostgreSQL major whose grammar the installed pglast parses with."""
 CATALOG = "pg_catalog"
@@ -75,6 +81,7 @@ _UNVETTED = {
     "WindowDef": "uses a window (OVER …); compute the value with a subquery instead",
     "GroupingSet": "uses GROUPING SETS, ROLLUP or CUBE; group by columns",
     "GroupingFunc": "uses GROUPING(); group by columns",
+    "RangeTableFunc": "uses XMLTABLE; attribute updates need none",
 }
 _UNVETTED_FAMILIES = {
     "Json": (
@@ -83,7 +90,6 @@ _UNVETTED_FAMILIES = {
         "and ->> operators"
     ),
     "Xml": "uses XML syntax (XMLELEMENT, XMLPARSE, XMLTABLE, …); attribute updates need none",
-    "RangeTableFunc": "uses XMLTABLE; attribute updates need none",
 }
 
 
@@ -125,6 +131,8 @@ def check_respecs_query(source_id: str, sql: str, allowed_tables: frozenset[str]
     def refuse(problem: str) -> InvalidRespecsQuery:
         return InvalidRespecsQuery(f"source {source_id!r}: the Re-specs query {problem}")
 
+    if len(sql) > MAX_QUERY_CHARS:
+        raise refuse(f"is {len(sql):,} characters long; write one of at most {MAX_QUERY_CHARS:,}")
     try:
         statements = pglast.parse_sql(sql)
     except pglast.parser.ParseError as exc:
@@ -135,7 +143,11 @@ def check_respecs_query(source_id: str, sql: str, allowed_tables: frozenset[str]
     statement = statements[0].stmt
     if not isinstance(statement, ast.UpdateStmt):
         raise refuse(f"is {_kind(statement)}; only an UPDATE is allowed")
-    nodes = list(_descendants(statement))
+    nodes = []
+    for node, depth in _descendants(statement):
+        if depth > MAX_NESTING:
+            raise refuse(f"nests more than {MAX_NESTING} levels deep; write it flatter")
+        nodes.append(node)
     if any(isinstance(node, ast.WithClause) for node in nodes):
         raise refuse(
             "has a WITH clause; write a plain UPDATE, with subqueries if it needs them (a CTE "
@@ -144,17 +156,17 @@ def check_respecs_query(source_id: str, sql: str, allowed_tables: frozenset[str]
     if statement.whereClause is None:
         raise refuse("has no WHERE clause; it would rewrite every row, so say which rows")
     assert statement.relation is not None  # the grammar requires an UPDATE's target
-    names = _Names(sql, allowed_tables)
-    problem = names.table_problem(statement.relation, "updates") or next(
-        filter(None, map(names.node_problem, nodes)), None
+    reader = _Reader(sql, allowed_tables)
+    problem = reader.table_problem(statement.relation, "updates") or next(
+        filter(None, map(reader.node_problem, nodes)), None
     )
     if problem:
         raise refuse(problem)
     return RespecsQuery(sql=sql.strip(), table=_table_name(statement.relation))
 
 
-class _Names:
-    """How the server will resolve the names in one query, and what is wrong with a node."""
+class _Reader:
+    """One query's nodes read as the server will resolve their names: what is wrong with one."""
 
     def __init__(self, sql: str, allowed_tables: frozenset[str]) -> None:
         self._sql = sql
@@ -253,11 +265,14 @@ def _unvetted(node: Any) -> str:
     )
 
 
-def _descendants(node: Any) -> Iterator[Any]:
-    """Every AST node below `node` (pglast nodes expose their fields through __slots__)."""
-    for value in _children(node):
-        yield value
-        yield from _descendants(value)
+def _descendants(root: Any) -> Iterator[tuple[Any, int]]:
+    """Every AST node below `root` with its depth, each before its children. A loop, not a
+    recursion: a hostile query may nest deeper than Python's recursion limit."""
+    stack = [(child, 1) for child in reversed(list(_children(root)))]
+    while stack:
+        node, depth = stack.pop()
+        yield node, depth
+        stack.extend((child, depth + 1) for child in reversed(list(_children(node))))
 
 
 def _children(node: Any) -> Iterator[Any]:

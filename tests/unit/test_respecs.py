@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from infra import templates
 from shared.rules.respecs import (
+    MAX_NESTING,
+    MAX_QUERY_CHARS,
     PARSER_MAJOR_VERSION,
     SAFE_FUNCTIONS,
     InvalidRespecsQuery,
@@ -19,6 +21,7 @@ from shared.rules.respecs import (
     parse_allowed_tables,
 )
 from shared.runtime.catalogue import POSTGRES_MAJOR_VERSION
+from shared.store.approvals import query_hash
 
 ALLOWED = parse_allowed_tables("listing_attributes, warehouse.listing_specs")
 T = "public.listing_attributes"
@@ -247,6 +250,44 @@ def test_anything_else_is_refused_naming_the_source_and_the_problem(
 
 def test_an_empty_allow_list_refuses_every_update() -> None:
     assert "allowed: nothing" in refusal(f"UPDATE {T} SET v = 1 WHERE true", frozenset())
+
+
+# -- a hostile query's size ------------------------------------------------------------------
+
+
+def test_a_query_longer_than_the_bound_is_refused_before_it_is_parsed() -> None:
+    # (pglast's C parser crashed the whole process on a 120 KB chain of additions)
+    sql = f"UPDATE {T} SET value = 1{' + 1' * 40_000} WHERE true"
+    message = refusal(sql)
+    assert f"is {len(sql):,} characters long; write one of at most {MAX_QUERY_CHARS:,}" in message
+
+
+@pytest.mark.parametrize(
+    "nesting",
+    [
+        "lower({})",
+        "{} + 1",
+        "CASE WHEN value IS NULL THEN {} END",
+        f"(SELECT {{}} FROM {T} LIMIT 1)",
+        f"EXISTS (SELECT 1 FROM {T} WHERE {{}})",
+    ],
+)
+def test_the_deepest_accepted_query_can_be_hashed_and_one_deeper_is_refused(nesting: str) -> None:
+    # Given an expression nested one level more at a time
+    expression, deepest = "value", None
+    while True:
+        expression = nesting.format(expression)
+        sql = f"UPDATE {T} SET value = {expression} WHERE true"
+        try:
+            check_respecs_query("s", sql, ALLOWED)
+        except InvalidRespecsQuery as refused:
+            # Then the first one too deep is refused by name, without a RecursionError
+            assert f"nests more than {MAX_NESTING} levels deep" in str(refused)
+            break
+        deepest = sql
+    # And the deepest one accepted is still one an approval can be remembered by
+    assert deepest is not None
+    assert len(query_hash(deepest)) == 64
 
 
 # -- properties: how a name is written decides, as it does for the server ---------------------
