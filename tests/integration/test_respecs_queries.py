@@ -19,6 +19,7 @@ from shared.rules.respecs import PARSER_MAJOR_VERSION
 from shared.runtime.catalogue import POSTGRES_MAJOR_VERSION
 from shared.runtime.settings import RespecsSettings
 from shared.store.db import Database
+from shared.store.privileges import RESPECS_ROLE
 from shared.store.sources import get_source
 from tests.builders import Execution, records_modified
 from tests.fakes import FakeConnectionCheck, FakeConnector, FakeSink
@@ -46,6 +47,12 @@ def table(db: Database) -> Iterator[str]:
         )
         cur.execute(
             sql.SQL("INSERT INTO public.{} VALUES (1, 'sqft')").format(sql.Identifier(name))
+        )
+        # What infra.grants gives the Re-specs role on an allow-listed table
+        cur.execute(
+            sql.SQL("GRANT SELECT, UPDATE ON public.{} TO {}").format(
+                sql.Identifier(name), sql.Identifier(RESPECS_ROLE)
+            )
         )
     yield f"public.{name}"
     with db.transaction() as cur:
@@ -208,6 +215,7 @@ def test_an_unqualified_operator_resolves_only_in_pg_catalog(
             f"CREATE OPERATOR public.=== (LEFTARG = text, RIGHTARG = int,"
             f" FUNCTION = public.{probe})"
         )
+        cur.execute(f"GRANT INSERT ON public.{probe} TO {RESPECS_ROLE}")  # so it could run
     try:
         # And a Re-specs query that uses it unqualified, which the checker cannot tell apart
         # from one of pg_catalog's
