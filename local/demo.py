@@ -22,10 +22,12 @@ from rich.table import Table
 
 from infra.resources import Names
 from local.demo_sources import DEMO_SOURCES, DemoSource, SourceData, source_data
+from local.roles import DEMO_PEOPLE
 from local.stack import LocalStack, StackOptions, aws_client
 from local.ticker import fire_all
 from ops import approvals
 from ops.cli import APPROVAL_COLUMNS, rows_table
+from ops.config import read_env_file
 from ops.runs import wait_for_execution
 from shared.rules.flows import (
     RESPECS_WINDOW_START,
@@ -49,8 +51,9 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 NORMAL_PARAMS = FlowParams(FlowType.NORMAL).canonical()
 DEMO_ATTRIBUTE_ROWS = 3  # listing attribute rows per source, for the Re-specs query to update
 SOURCE_TYPE_OF = {source.source_id: source.source_type for source in DEMO_SOURCES}
-# The data engineer who asks for the Re-specs query, and the colleague who approves it.
-REQUESTER, APPROVER = "operator:alice", "operator:bob"
+# The data engineer who asks for the Re-specs query, and the colleague who approves it: each
+# acts through their own login, as `SOURCEFLOW_CREDENTIALS=<state dir>/people/NAME.env sourceflow`.
+REQUESTER, APPROVER = DEMO_PEOPLE
 
 
 def run_demo(state_dir: Path, database_url: str | None = None) -> int:
@@ -66,13 +69,20 @@ def run_demo(state_dir: Path, database_url: str | None = None) -> int:
             f"drops (s3://{env['DROPS_BUCKET']}), 4 services"
         )
         db = Database(env["DATABASE_URL"], application_name="sourceflow-demo")
+        people = {
+            person: Database(
+                read_env_file(path)["DATABASE_URL"], application_name=f"sourceflow-demo-{person}"
+            )
+            for person, path in stack.people.items()
+        }
         s3 = aws_client(env, "s3")
         data = {source.source_id: source_data(source, env, s3) for source in DEMO_SOURCES}
-        demo = _Demo(db, aws_client(env, "stepfunctions"), env, data)
+        demo = _Demo(db, people, aws_client(env, "stepfunctions"), env, data)
         try:
             failed_checks = demo.play()
         finally:
-            db.close()
+            for connection in (db, *people.values()):
+                connection.close()
         console.print(run_table("All four flows", demo.runs))
         for check in failed_checks:
             console.print(f"[bold red]check failed:[/bold red] {check}")
@@ -86,7 +96,8 @@ def run_demo(state_dir: Path, database_url: str | None = None) -> int:
 
 @dataclass
 class _Demo:
-    db: Database
+    db: Database  # the stack's administrator: registers the sources
+    people: dict[str, Database]  # each person's own login
     sfn: Any
     env: dict[str, str]
     data: dict[str, SourceData]  # by source id
@@ -179,10 +190,8 @@ class _Demo:
             params, reason = FlowParams(FlowType.RESPECS, sql=sql), "area unit is now sqm"
         else:
             params, reason = FlowParams(FlowType.SOLD, year=sold_year), f"sales since {sold_year}"
-        with self.db.transaction() as cur:
-            set_flow_params(
-                cur, source.source_id, params.canonical(), changed_by=REQUESTER, reason=reason
-            )
+        with self.people[REQUESTER].transaction() as cur:
+            set_flow_params(cur, source.source_id, params.canonical(), reason=reason)
         console.print(
             f"{REQUESTER}: {source.source_id} → {params.canonical()['flow_type']} ({reason})"
         )
@@ -230,7 +239,7 @@ class _Demo:
         )
         callbacks = TaskCallbacks(self.sfn)
         for approval in waiting:
-            approvals.approve(self.db, callbacks, approval["execution_name"], approved_by=APPROVER)
+            approvals.approve(self.people[APPROVER], callbacks, approval["execution_name"])
             self.approved.append(approval["source_id"])
             console.print(
                 f"{APPROVER}: approved the Re-specs query of {approval['source_id']} "

@@ -1,60 +1,70 @@
-"""One PostgreSQL role per service on the embedded stack.
+"""The embedded stack's database logins: one per service, as on AWS, and one per person.
 
-Each service connects as itself (`sourceflow_<service>`), as it would on AWS: what a service
-may do is granted to its role, and an operator — or a fault test — can cut one service off the
-database without touching the others.
+Each service connects as itself (`sourceflow_<service>`) with the privileges
+`shared/store/privileges.py` lists (applied by `infra/grants.py`), so an operator — or a fault
+test — can cut one service off the database without touching the others. Each person gets a
+login of their own and a credentials file, `<state dir>/people/<name>.env` (mode 0600), that
+`sourceflow` reads when SOURCEFLOW_CREDENTIALS names it: what a person does is recorded as
+that login, and the second-person rule compares logins.
 """
 
 from __future__ import annotations
 
+import secrets
+from pathlib import Path
+
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn
 
+from infra.grants import add_person, apply_grants
 from infra.resources import SERVICES
 from local.pg import transaction, upsert_login_role
+from shared.store.privileges import service_role
+
+# Two, so that the demo's Re-specs run can be asked for by one and approved by the other.
+DEMO_PEOPLE = ("alice", "bob")
 
 
-def role_name(service: str) -> str:
-    return f"sourceflow_{service}"
-
-
-def create_service_roles(admin_url: str) -> dict[str, str]:
-    """Create (or re-enable) each service's role; returns each service's DATABASE_URL.
-
-    The password equals the role name: these roles exist only on a local database.
-    """
+def create_roles(admin_url: str, respecs_tables: frozenset[str]) -> dict[str, str]:
+    """Create (or re-enable) each service's login, with a new password, and apply every role's
+    privileges; returns each service's DATABASE_URL."""
     urls = {}
     with transaction(admin_url) as cur:
         for service in SERVICES:
-            role = role_name(service)
-            upsert_login_role(cur, role, role)
-            for grant in (
-                "GRANT USAGE ON SCHEMA public TO {}",
-                "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {}",
-                "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {}",
-            ):
-                cur.execute(sql.SQL(grant).format(sql.Identifier(role)))
-            if service == "unlocking":
-                # Unlocking drops the landed versions no later window reads again.
-                cur.execute(
-                    sql.SQL("GRANT DELETE ON public.landed_version TO {}").format(
-                        sql.Identifier(role)
-                    )
-                )
-            urls[service] = make_dsn(admin_url, user=role, password=role)
+            password = secrets.token_urlsafe(18)
+            upsert_login_role(cur, service_role(service), password)
+            urls[service] = make_dsn(admin_url, user=service_role(service), password=password)
+        apply_grants(cur, respecs_tables)
     return urls
+
+
+def create_people(admin_url: str, people: tuple[str, ...], directory: Path) -> dict[str, Path]:
+    """A login and a credentials file for each person; returns each one's file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {}
+    with transaction(admin_url) as cur:
+        for person in people:
+            password = secrets.token_urlsafe(18)
+            add_person(cur, person, password=password)
+            path = directory / f"{person}.env"
+            path.unlink(missing_ok=True)
+            path.touch(mode=0o600)
+            dsn = make_dsn(admin_url, user=person, password=password)
+            path.write_text(f"DATABASE_URL={dsn}\n")
+            files[person] = path
+    return files
 
 
 def cut_off(admin_url: str, service: str) -> None:
     """The database becomes unavailable to one service: no new logins, sessions ended."""
+    role = service_role(service)
     with transaction(admin_url) as cur:
-        cur.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(role_name(service))))
+        cur.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(role)))
         cur.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
-            (role_name(service),),
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
         )
 
 
 def restore(admin_url: str, service: str) -> None:
     with transaction(admin_url) as cur:
-        cur.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(role_name(service))))
+        cur.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(service_role(service))))

@@ -26,9 +26,9 @@ import requests
 from infra.migrate import apply_migrations
 from infra.resources import SERVICES, Names
 from local.partner import PartnerSources, create_partner_sources
-from local.pg import transaction
+from local.pg import create_warehouse_tables, require_passwords
 from local.provision import BATCH_SIZE, Provisioned, function_timeouts, provision
-from local.roles import create_service_roles
+from local.roles import DEMO_PEOPLE, create_people, create_roles
 from local.ticker import Ticker
 from local.vendor.records import DEFAULT_DATASET_SPECS
 from shared.runtime.catalogue import Timeouts
@@ -58,7 +58,6 @@ LOCAL_TIMEOUTS = Timeouts(
     unlocking_visibility_seconds=20,
 )
 DEFAULT_DATASETS = DEFAULT_DATASET_SPECS
-WAREHOUSE_SQL = Path(__file__).resolve().parent / "warehouse.sql"
 LOCAL_RESPECS_TABLES = frozenset({"public.listing_attributes"})
 
 
@@ -91,11 +90,17 @@ class LocalStack:
     _pg: Any = None
     _ticker: Ticker | None = None
     _service_urls: dict[str, str] = field(default_factory=dict)
+    people: dict[str, Path] = field(default_factory=dict)
     _redeployed: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def env_file(self) -> Path:
         return self.options.state_dir / "local.env"
+
+    @property
+    def people_dir(self) -> Path:
+        """Each person's credentials file, `<name>.env`: SOURCEFLOW_CREDENTIALS names one."""
+        return self.options.state_dir / "people"
 
     def start(self) -> dict[str, str]:
         state_dir = self.options.state_dir
@@ -104,8 +109,9 @@ class LocalStack:
         try:
             database_url = self._start_database()
             apply_migrations(database_url)
-            _create_warehouse_tables(database_url)
-            self._service_urls = create_service_roles(database_url)
+            create_warehouse_tables(database_url)
+            self._service_urls = create_roles(database_url, LOCAL_RESPECS_TABLES)
+            self.people = create_people(database_url, DEMO_PEOPLE, self.people_dir)
             endpoint = self._start_moto()
             vendor_url = self._start_vendor()
             aws_env = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": REGION}
@@ -181,7 +187,7 @@ class LocalStack:
             import pgserver  # only the embedded stack needs it
 
             self._pg = pgserver.get_server(self.options.state_dir / "pgdata", cleanup_mode="stop")
-        return str(self._pg.get_uri())
+        return require_passwords(self._pg, self.options.state_dir)
 
     def _start_moto(self) -> str:
         port = _free_port()
@@ -281,11 +287,6 @@ def timeouts_environment(timeouts: Timeouts) -> dict[str, str]:
         "DOWNLOAD_CLAIM_SECONDS": str(timeouts.download_claim_seconds),
         "APPROVAL_TIMEOUT_SECONDS": str(timeouts.approval_seconds),
     }
-
-
-def _create_warehouse_tables(database_url: str) -> None:
-    with transaction(database_url) as cur:
-        cur.execute(WAREHOUSE_SQL.read_text())
 
 
 def _die_with_parent() -> None:

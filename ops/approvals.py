@@ -32,69 +32,89 @@ def list_waiting(db: Database) -> list[dict[str, Any]]:
         return approvals.waiting(cur)
 
 
-def approve(
-    db: Database, callbacks: TaskCallbacks, run: str, *, approved_by: str
-) -> dict[str, Any]:
-    """Approve RUN's query (remembered for its source) and let the run go on to Download."""
+def approve(db: Database, callbacks: TaskCallbacks, run: str) -> dict[str, Any]:
+    """Approve RUN's query as the connected person (remembered for its source) and let the run
+    go on to Download. The database refuses the person who asked for the query."""
     with db.transaction() as cur:
         approval = _waiting(cur, run)
-        if approved_by == approval["requested_by"]:
-            raise ApprovalError(
-                f"run {approval['execution_name']}: {approved_by} asked for this Re-specs "
-                "query, so a second person must approve it"
-            )
-        approved_at = approvals.remember(
-            cur,
-            source_id=approval["source_id"],
-            hash_=approval["query_hash"],
-            query=approval["query"],
-            approved_by=approved_by,
-            approved_in=approval["execution_name"],
-        )
-        approvals.decide(cur, approval["execution_arn"], "approved", by=approved_by, reason=None)
+        decision = _decide(cur, approval, "approved", reason=None)
+        assert decision.approved_at is not None
         result = contracts.message(
             "approval-result",
             correlation_id=approval["execution_name"],
             **approvals.result_fields(
-                approval, approved_by=approved_by, approved_at=approved_at, remembered=False
+                approval,
+                approved_by=decision.person,
+                approved_at=decision.approved_at,
+                remembered=False,
             ),
         )
         _answer(approval, lambda: callbacks.succeed(approval["task_token"], result))
-    return approval
+    return {**approval, "decided_by": decision.person}
 
 
-def reject(
-    db: Database, callbacks: TaskCallbacks, run: str, *, rejected_by: str, reason: str
-) -> dict[str, Any]:
-    """Reject RUN's query: the run fails as ApprovalRejected, unlocked, cursor unchanged."""
+def reject(db: Database, callbacks: TaskCallbacks, run: str, *, reason: str) -> dict[str, Any]:
+    """Reject RUN's query as the connected person: the run fails as ApprovalRejected, unlocked,
+    cursor unchanged."""
     with db.transaction() as cur:
         approval = _waiting(cur, run)
-        approvals.decide(cur, approval["execution_arn"], "rejected", by=rejected_by, reason=reason)
-        detail = f"the Re-specs query was rejected by {rejected_by}: {reason}"
+        decision = _decide(cur, approval, "rejected", reason=reason)
+        detail = f"the Re-specs query was rejected by {decision.person}: {reason}"
         # Step Functions (the emulator) may drop a failure's cause: the ledger keeps it.
         note_failure(cur, approval, step=STEP, error_name="ApprovalRejected", detail=detail)
         token = approval["task_token"]
         _answer(approval, lambda: callbacks.fail(token, "ApprovalRejected", detail))
-    return approval
+    return {**approval, "decided_by": decision.person}
 
 
-def cancel_waiting(
-    cur: Any, callbacks: TaskCallbacks, execution_arn: str, *, requested_by: str, reason: str
-) -> None:
+def cancel_waiting(cur: Any, callbacks: TaskCallbacks, execution_arn: str, *, reason: str) -> None:
     """Part of a cancel, in its transaction: a run waiting in Approve is answered at once."""
-    approval = approvals.find(cur, execution_arn, for_update=True)
+    approval = approvals.find(cur, execution_arn)
     if approval is None or approval["status"] != "waiting":
         return
-    approvals.decide(cur, execution_arn, "cancelled", by=requested_by, reason=reason)
-    detail = cancel_detail(requested_by, reason)
+    decision = _decide(cur, approval, "cancelled", reason=reason)
+    detail = cancel_detail(decision.person, reason)
     note_failure(cur, approval, step=STEP, error_name="RunCancelled", detail=detail)
     # A wait that already ended (timed out) cannot be answered; the cancel stands in the ledger.
     with contextlib.suppress(TaskOver):
         callbacks.fail(approval["task_token"], "RunCancelled", detail)
 
 
+def revoke(db: Database, source_id: str, hash_prefix: str, *, reason: str) -> dict[str, Any]:
+    """Withdraw a remembered approval of SOURCE's query (its hash, or a prefix of at least 8
+    characters naming one): the next run of that query waits for a person again."""
+    with db.transaction() as cur:
+        known = approvals.remembered_for(cur, source_id)
+        matches = [a for a in known if a["query_hash"].startswith(hash_prefix.lower())]
+        if len(hash_prefix) < 8 or len(matches) != 1:
+            found = "none matches" if not matches else f"{len(matches)} match"
+            raise ApprovalError(
+                f"source {source_id!r}: give 8 or more characters of one remembered query's hash "
+                f"({found} {hash_prefix!r}); `sourceflow approvals remembered {source_id}` lists "
+                "them"
+            )
+        try:
+            return approvals.revoke(cur, source_id, matches[0]["query_hash"], reason=reason)
+        except approvals.DecisionRefused as exc:
+            raise ApprovalError(f"source {source_id!r}: {exc}") from None
+
+
+def remembered(db: Database, source_id: str) -> list[dict[str, Any]]:
+    with db.transaction() as cur:
+        return approvals.remembered_for(cur, source_id)
+
+
+def _decide(
+    cur: Any, approval: dict[str, Any], decision: str, *, reason: str | None
+) -> approvals.Decision:
+    try:
+        return approvals.decide(cur, approval["execution_arn"], decision, reason=reason)
+    except approvals.DecisionRefused as exc:
+        raise ApprovalError(f"run {approval['execution_name']}: {exc}") from None
+
+
 def _waiting(cur: Any, run: str) -> dict[str, Any]:
-    approval = approvals.find(cur, run, for_update=True)
+    approval = approvals.find(cur, run)
     if approval is None:
         raise ApprovalError(
             f"run {run!r} is not waiting for an approval; `sourceflow approvals` lists the runs "

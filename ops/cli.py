@@ -189,7 +189,6 @@ def flow_set(
             db,
             source_id,
             params,
-            changed_by=_who(),
             reason=reason,
             respecs_tables=allowed_respecs_tables(config),
         )
@@ -250,7 +249,7 @@ def run(source_id: str, wait: bool, state_dir: Path) -> None:
     from ops.runs import find_requested_execution, follow_execution, request_run
 
     with _database(state_dir) as (config, db):
-        event_id = request_run(config, db, source_id, requested_by=_who())
+        event_id = request_run(config, db, source_id)
         click.echo(f"run requested for {source_id} (event {event_id})")
         if not wait:
             return
@@ -277,7 +276,7 @@ def cancel(run_name: str, reason: str, state_dir: Path) -> None:
     from ops.runs import cancel_run
 
     with _database(state_dir) as (config, db):
-        asked = cancel_run(db, _callbacks(config), run_name, requested_by=_who(), reason=reason)
+        asked = cancel_run(db, _callbacks(config), run_name, reason=reason)
     click.echo(f"cancel requested for {asked['execution_name']} (source {asked['source_id']})")
 
 
@@ -291,16 +290,64 @@ APPROVAL_COLUMNS = [
 ]
 
 
-@main.command()
+REMEMBERED_COLUMNS = ["query_hash", "query", "approved_by", "approved_at", "approved_in"]
+
+
+@main.group(invoke_without_command=True)
 @_json_option
 @state_dir_option
-def approvals(as_json: bool, state_dir: Path) -> None:
-    """Runs waiting for a person to approve their Re-specs query, oldest first."""
+@click.pass_context
+def approvals(ctx: click.Context, as_json: bool, state_dir: Path) -> None:
+    """Runs waiting for a person to approve their Re-specs query, oldest first; and the
+    approvals remembered per source (`remembered`, `revoke`)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from ops.approvals import list_waiting
 
     with _database(state_dir) as (_, db):
         rows = list_waiting(db)
     _print_rows(rows, as_json, "waiting for approval", APPROVAL_COLUMNS)
+
+
+@approvals.command("remembered")
+@click.argument("source_id")
+@_json_option
+@state_dir_option
+def approvals_remembered(source_id: str, as_json: bool, state_dir: Path) -> None:
+    """SOURCE_ID's remembered approvals: queries that run without asking again."""
+    from ops.approvals import remembered
+
+    with _database(state_dir) as (_, db):
+        rows = remembered(db, source_id)
+    _print_rows(rows, as_json, f"remembered approvals of {source_id}", REMEMBERED_COLUMNS)
+
+
+@approvals.command("revoke")
+@click.argument("source_id")
+@click.argument("query_hash", metavar="HASH")
+@click.option("--reason", required=True, help="Why, for the revocation record.")
+@state_dir_option
+def approvals_revoke(source_id: str, query_hash: str, reason: str, state_dir: Path) -> None:
+    """Withdraw SOURCE_ID's remembered approval of the query with HASH (8 or more characters of
+    it): its next run waits for a person again. Recorded with who revoked it and why."""
+    from ops.approvals import revoke
+
+    with _database(state_dir) as (_, db):
+        revoked = revoke(db, source_id, query_hash, reason=reason)
+    click.echo(
+        f"{revoked['revoked_by']} revoked {source_id}'s approval of query "
+        f"{revoked['query_hash'][:12]} (approved by {revoked['approved_by']})"
+    )
+
+
+@main.command()
+@state_dir_option
+def whoami(state_dir: Path) -> None:
+    """The login `sourceflow` acts as: what your approvals, cancels and flow changes record."""
+    from shared.store.db import session_login
+
+    with _database(state_dir) as (_, db), db.transaction() as cur:
+        click.echo(session_login(cur))
 
 
 @main.command()
@@ -312,9 +359,9 @@ def approve(run_name: str, state_dir: Path) -> None:
     from ops.approvals import approve as approve_run
 
     with _database(state_dir) as (config, db):
-        approval = approve_run(db, _callbacks(config), run_name, approved_by=_who())
+        approval = approve_run(db, _callbacks(config), run_name)
     click.echo(
-        f"approved the Re-specs query of {approval['execution_name']} "
+        f"{approval['decided_by']} approved the Re-specs query of {approval['execution_name']} "
         f"(source {approval['source_id']}); the run goes on"
     )
 
@@ -329,9 +376,9 @@ def reject(run_name: str, reason: str, state_dir: Path) -> None:
     from ops.approvals import reject as reject_run
 
     with _database(state_dir) as (config, db):
-        approval = reject_run(db, _callbacks(config), run_name, rejected_by=_who(), reason=reason)
+        approval = reject_run(db, _callbacks(config), run_name, reason=reason)
     click.echo(
-        f"rejected the Re-specs query of {approval['execution_name']} "
+        f"{approval['decided_by']} rejected the Re-specs query of {approval['execution_name']} "
         f"(source {approval['source_id']})"
     )
 
@@ -537,16 +584,11 @@ def _database(state_dir: Path) -> Any:
     from shared.store.db import Database
 
     config = operator_config(state_dir)
-    db = Database(config.require("DATABASE_URL"), application_name="sourceflow-operator")
+    db = Database(config.database_url(), application_name="sourceflow-operator")
     try:
         yield config, db
     finally:
         db.close()
-
-
-def _who() -> str:
-    """Who is at the keyboard, as the ledger and the approvals name a person."""
-    return f"operator:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}"
 
 
 def _utc(moment: datetime | None) -> datetime | None:

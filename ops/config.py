@@ -22,7 +22,11 @@ CONFIG_KEYS = (
     "EVENT_BUS_NAME",
     "SOURCEFLOW_STAGE",
     "RESPECS_ALLOWED_TABLES",
+    "SOURCEFLOW_DB_IAM_AUTH",
 )
+# The file with a person's own login (DATABASE_URL=…): `sourceflow up` writes one per person in
+# <state dir>/people/; in the cloud, a DATABASE_URL without a password and IAM authentication.
+CREDENTIALS_VARIABLE = "SOURCEFLOW_CREDENTIALS"
 
 
 class OperatorError(SourceflowError):
@@ -36,13 +40,16 @@ class OperatorConfig:
 
     @classmethod
     def load(cls, state_dir: Path, environ: Mapping[str, str]) -> OperatorConfig:
-        """`local.env` of a running local stack, overridden by the environment."""
-        from ops.config import read_env_file
-
+        """`local.env` of a running local stack, overridden by the environment, whose
+        DATABASE_URL the person's credentials file (SOURCEFLOW_CREDENTIALS) overrides."""
         env_file = state_dir / "local.env"
         values = read_env_file(env_file) if env_file.exists() else {}
         values.update({key: environ[key] for key in CONFIG_KEYS if environ.get(key)})
         origin = f"{env_file} and the environment" if env_file.exists() else "the environment"
+        credentials = environ.get(CREDENTIALS_VARIABLE)
+        if credentials:
+            values["DATABASE_URL"] = _login_from(Path(credentials))
+            origin = f"{credentials}, {origin}"
         return cls(values, origin)
 
     def require(self, key: str) -> str:
@@ -53,6 +60,25 @@ class OperatorConfig:
                 f"`sourceflow up`, or export {key} for the deployment you want to reach"
             )
         return value
+
+    def database_url(self) -> str:
+        """The person's DATABASE_URL; without a password and with SOURCEFLOW_DB_IAM_AUTH=true,
+        completed with an IAM authentication token (RDS), so the login is the IAM principal's."""
+        from psycopg2.extensions import make_dsn, parse_dsn
+
+        url = self.require("DATABASE_URL")
+        if self.values.get("SOURCEFLOW_DB_IAM_AUTH", "").lower() != "true":
+            return url
+        parts = parse_dsn(url)
+        if parts.get("password") or not parts.get("host") or not parts.get("user"):
+            raise OperatorError(
+                "SOURCEFLOW_DB_IAM_AUTH=true needs a DATABASE_URL with your user and the host "
+                "and no password, e.g. postgresql://alice@db.example:5432/sourceflow"
+            )
+        token = self.client("rds").generate_db_auth_token(
+            DBHostname=parts["host"], Port=int(parts.get("port", 5432)), DBUsername=parts["user"]
+        )
+        return str(make_dsn(url, password=token, sslmode=parts.get("sslmode", "verify-full")))
 
     @property
     def stage(self) -> str:
@@ -73,6 +99,19 @@ class OperatorConfig:
             options["aws_access_key_id"] = self.values["AWS_ACCESS_KEY_ID"]
             options["aws_secret_access_key"] = self.values.get("AWS_SECRET_ACCESS_KEY")
         return boto3.client(service_name, **options)
+
+
+def _login_from(path: Path) -> str:
+    try:
+        login = read_env_file(path).get("DATABASE_URL")
+    except OSError as exc:
+        raise OperatorError(
+            f"{CREDENTIALS_VARIABLE}={path}: cannot read it ({exc.strerror}); name your own "
+            "credentials file (`sourceflow up` writes one per person under <state dir>/people/)"
+        ) from None
+    if not login:
+        raise OperatorError(f"{CREDENTIALS_VARIABLE}={path} has no DATABASE_URL=… line")
+    return login
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -16,7 +16,7 @@ from shared.runtime.events import EventPublisher
 from shared.runtime.executions import requested_run_nonce
 from shared.runtime.tasks import TaskCallbacks
 from shared.store import runs
-from shared.store.db import Database
+from shared.store.db import Database, session_login
 from shared.store.runs import RunStatus
 from shared.store.sources import get_run, get_source
 
@@ -77,18 +77,14 @@ def runs_list(
     return rows
 
 
-def cancel_run(
-    db: Database, callbacks: TaskCallbacks, run: str, *, requested_by: str, reason: str
-) -> dict[str, Any]:
+def cancel_run(db: Database, callbacks: TaskCallbacks, run: str, *, reason: str) -> dict[str, Any]:
     """Ask a running run to stop. The step in progress notices (a download at its next
     heartbeat; a wait for approval at once), stops, and the run ends `cancelled`: source
     unlocked, cursor unchanged."""
     with db.transaction() as cur:
-        row = runs.request_cancel(cur, run, requested_by=requested_by, reason=reason)
+        row = runs.request_cancel(cur, run, reason=reason)
         if row is not None:
-            cancel_waiting(
-                cur, callbacks, row["execution_arn"], requested_by=requested_by, reason=reason
-            )
+            cancel_waiting(cur, callbacks, row["execution_arn"], reason=reason)
         else:
             cur.execute(
                 "SELECT status, cancel_requested_by FROM public.source_run"
@@ -110,10 +106,13 @@ def cancel_run(
     raise OperatorError(f"run {run!r} has already ended ({found['status']}); nothing to cancel")
 
 
-def request_run(config: OperatorConfig, db: Database, source_id: str, requested_by: str) -> str:
-    """Publish `Run Requested`; returns the event id (which names the execution it starts)."""
+def request_run(config: OperatorConfig, db: Database, source_id: str) -> str:
+    """Publish `Run Requested` by the connected person; returns the event id (which names the
+    execution it starts)."""
     if get_source(db, source_id) is None:
         raise unknown_source(source_id)
+    with db.transaction() as cur:
+        requested_by = session_login(cur)
     publish = EventPublisher(config.client("events"), config.require("EVENT_BUS_NAME"))
     return publish(
         DetailType.RUN_REQUESTED,

@@ -12,7 +12,7 @@ from shared.connectors.base import parse_connection
 from shared.errors import PermanentError
 from shared.rules.flows import FlowParams, InvalidFlowParams, parse_flow_params
 from shared.rules.respecs import check_respecs_query, parse_allowed_tables
-from shared.store.db import Database
+from shared.store.db import Database, session_login
 from shared.store.ledger import set_flow_params
 from shared.store.sources import get_source
 
@@ -94,7 +94,6 @@ def flow_set(
     source_id: str,
     params: FlowParams,
     *,
-    changed_by: str,
     reason: str,
     respecs_tables: frozenset[str],
 ) -> dict[str, Any]:
@@ -104,8 +103,9 @@ def flow_set(
         check_respecs_query(source_id, params.sql, respecs_tables)
     canonical = params.canonical()
     with db.transaction() as cur:
-        if not set_flow_params(cur, source_id, canonical, changed_by=changed_by, reason=reason):
+        if not set_flow_params(cur, source_id, canonical, reason=reason):
             raise unknown_source(source_id)
+        changed_by = session_login(cur)
     return {"source_id": source_id, "batch_execution_params": canonical, "changed_by": changed_by}
 
 

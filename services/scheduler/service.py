@@ -113,7 +113,6 @@ def apply_reset(event: Mapping[str, Any], *, db: Database, now: datetime) -> dic
                 cur,
                 source_id,
                 NORMAL_PARAMS,
-                changed_by="scheduler",
                 reason=f"flow reset to Normal: {detail['cause'].replace('_', ' ')}",
                 expected=expected,
                 check_expected=True,

@@ -57,8 +57,10 @@ def start_run(cur: Any, request: Mapping[str, Any], run: Run) -> None:
             cur,
             source_id,
             run.params_to_write,
-            changed_by=f"validation:{request['execution_name']}",
-            reason=f"first run (runtime count {run.runtime_count}) is backdated",
+            reason=(
+                f"first run (runtime count {run.runtime_count}) is backdated:"
+                f" {request['execution_name']}"
+            ),
         )
     runs.start_run(
         cur,

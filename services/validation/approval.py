@@ -84,7 +84,6 @@ def request_approval(
             source_id=source_id,
             query=query,
             hash_=hash_,
-            requested_by=approvals.requester(cur, source_id),
             task_token=request["task_token"],
             expires_at=clock() + timeout,
         )

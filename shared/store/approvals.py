@@ -13,17 +13,27 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg2.errors
 from pglast import parse_sql
 from pglast.stream import RawStream
 
+from shared.errors import SourceflowError
 from shared.store.db import fetch_one
 from shared.store.runs import RunStatus
 from shared.timefmt import isoformat
 
 APPROVAL_STATUSES = ("waiting", "approved", "rejected", "cancelled")
+# What `respecs_decide` and `respecs_revoke` raise when the person may not decide, the run no
+# longer waits, or nothing matched (migration 0011).
+_REFUSALS = (
+    psycopg2.errors.InsufficientPrivilege,
+    psycopg2.errors.ObjectNotInPrerequisiteState,
+    psycopg2.errors.NoDataFound,
+)
 
 
 def query_hash(sql: str) -> str:
@@ -42,35 +52,6 @@ def remembered(cur: Any, source_id: str, hash_: str) -> dict[str, Any] | None:
     )
 
 
-def remember(
-    cur: Any, *, source_id: str, hash_: str, query: str, approved_by: str, approved_in: str
-) -> datetime:
-    """Remember an approval (the first one stands); returns when it was given."""
-    cur.execute(
-        """
-        INSERT INTO public.respecs_approval
-            (source_id, query_hash, query, approved_by, approved_in)
-        VALUES (%s, %s, %s, %s, %s)
-        ON CONFLICT (source_id, query_hash) DO NOTHING
-        """,
-        (source_id, hash_, query, approved_by, approved_in),
-    )
-    found = remembered(cur, source_id, hash_)
-    assert found is not None
-    return found["approved_at"]  # type: ignore[no-any-return]
-
-
-def requester(cur: Any, source_id: str) -> str:
-    """Who asked for the source's current params: the newest flow-history entry's author."""
-    row = fetch_one(
-        cur,
-        "SELECT changed_by FROM public.source_flow_history WHERE source_id = %s"
-        " ORDER BY changed_at DESC, change_id DESC LIMIT 1",
-        (source_id,),
-    )
-    return str(row["changed_by"]) if row else "unknown"
-
-
 def record_request(
     cur: Any,
     *,
@@ -78,21 +59,21 @@ def record_request(
     source_id: str,
     query: str,
     hash_: str,
-    requested_by: str,
     task_token: str,
     expires_at: datetime,
 ) -> dict[str, Any]:
     """Keep the Approve task's token for whoever answers; a redelivered request finds the row
-    it already wrote (and a token re-issued for the same run replaces a waiting one)."""
+    it already wrote (and a token re-issued for the same run replaces a waiting one). Who asked
+    is filled in by the database: the login that last set the source's params."""
     cur.execute(
         """
         INSERT INTO public.run_approval
-            (execution_arn, source_id, query, query_hash, requested_by, expires_at, task_token)
-        VALUES (%s, %s, %s, %s, %s, %s, %s)
+            (execution_arn, source_id, query, query_hash, expires_at, task_token)
+        VALUES (%s, %s, %s, %s, %s, %s)
         ON CONFLICT (execution_arn) DO UPDATE SET task_token = EXCLUDED.task_token
          WHERE run_approval.status = 'waiting'
         """,
-        (execution_arn, source_id, query, hash_, requested_by, expires_at, task_token),
+        (execution_arn, source_id, query, hash_, expires_at, task_token),
     )
     found = find(cur, execution_arn)
     assert found is not None
@@ -106,7 +87,7 @@ def mark_announced(cur: Any, execution_arn: str) -> None:
     )
 
 
-def find(cur: Any, run: str, *, for_update: bool = False) -> dict[str, Any] | None:
+def find(cur: Any, run: str) -> dict[str, Any] | None:
     """A run's approval by execution name or ARN, with the run's ledger status."""
     return fetch_one(
         cur,
@@ -114,8 +95,7 @@ def find(cur: Any, run: str, *, for_update: bool = False) -> dict[str, Any] | No
         SELECT a.*, r.execution_name, r.status AS run_status
           FROM public.run_approval a JOIN public.source_run r USING (execution_arn)
          WHERE r.execution_arn = %(run)s OR r.execution_name = %(run)s
-        """
-        + (" FOR UPDATE OF a" if for_update else ""),
+        """,
         {"run": run},
     )
 
@@ -135,16 +115,53 @@ def waiting(cur: Any) -> list[dict[str, Any]]:
     return [dict(row) for row in cur.fetchall()]
 
 
-def decide(cur: Any, execution_arn: str, status: str, *, by: str, reason: str | None) -> None:
-    assert status in APPROVAL_STATUSES[1:]
-    cur.execute(
-        """
-        UPDATE public.run_approval
-           SET status = %s, decided_by = %s, decided_at = now(), reason = %s
-         WHERE execution_arn = %s AND status = 'waiting'
-        """,
-        (status, by, reason, execution_arn),
+class DecisionRefused(SourceflowError):
+    """The database refused a person's decision; its message says why."""
+
+
+def decide(cur: Any, execution_arn: str, decision: str, *, reason: str | None) -> Decision:
+    """A person's decision on a waiting run, through the database's `respecs_decide`: it takes
+    the person from the session's login, refuses an approval by the person who asked (or by the
+    superuser), and remembers an approved query for the source."""
+    assert decision in APPROVAL_STATUSES[1:]
+    row = _refusable(
+        cur,
+        "SELECT person, approved_at FROM public.respecs_decide(%s, %s, %s)",
+        (execution_arn, decision, reason),
     )
+    return Decision(person=row["person"], approved_at=row["approved_at"])
+
+
+def revoke(cur: Any, source_id: str, hash_: str, *, reason: str) -> dict[str, Any]:
+    """Withdraw a remembered approval (the next run of that query asks again); recorded in
+    `public.respecs_approval_revocation` with the session's login."""
+    return _refusable(
+        cur, "SELECT * FROM public.respecs_revoke(%s, %s, %s)", (source_id, hash_, reason)
+    )
+
+
+def remembered_for(cur: Any, source_id: str) -> list[dict[str, Any]]:
+    """The source's remembered approvals, newest first."""
+    cur.execute(
+        "SELECT source_id, query_hash, query, approved_by, approved_at, approved_in"
+        " FROM public.respecs_approval WHERE source_id = %s ORDER BY approved_at DESC",
+        (source_id,),
+    )
+    return [dict(row) for row in cur.fetchall()]
+
+
+@dataclass(frozen=True)
+class Decision:
+    person: str
+    approved_at: datetime | None
+
+
+def _refusable(cur: Any, statement: str, args: tuple[Any, ...]) -> dict[str, Any]:
+    try:
+        cur.execute(statement, args)
+    except _REFUSALS as exc:
+        raise DecisionRefused(exc.diag.message_primary or str(exc)) from None
+    return dict(cur.fetchone())
 
 
 def result_fields(

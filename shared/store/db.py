@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -141,3 +141,11 @@ def dsn_from_secret(secret: str, *, reference: str) -> str:
             password=document["password"],
         )
     )
+
+
+def session_login(cur: Any) -> str:
+    """Who this connection is: the login the database authenticated (a person's own login, or
+    a service's role). What a person does is recorded as this, never as a name they type."""
+    cur.execute("SELECT session_user AS login")
+    row = cur.fetchone()
+    return str(row["login"] if isinstance(row, Mapping) else row[0])

@@ -17,14 +17,14 @@ def set_flow_params(
     source_id: str,
     to_params: Mapping[str, Any] | None,
     *,
-    changed_by: str,
     reason: str,
     expected: Mapping[str, Any] | None = None,
     check_expected: bool = False,
     request_id: str | None = None,
 ) -> bool:
     """Change a source's `batch_execution_params`; the database's trigger records the change
-    in the flow history with `changed_by`, `reason` and `request_id`.
+    in the flow history with `reason` and `request_id`, by the session's login (who changed it
+    is who is connected, not a name the caller chooses).
 
     With `check_expected`, the change applies only if the params are still `expected`
     (compare-and-set: a decision made on stale params loses to an operator's edit).
@@ -33,7 +33,7 @@ def set_flow_params(
     condition = (
         "AND batch_execution_params IS NOT DISTINCT FROM %(expected)s" if check_expected else ""
     )
-    _attribute_changes(cur, changed_by, reason, request_id or "")
+    _attribute_changes(cur, reason, request_id or "")
     cur.execute(
         f"""
         UPDATE public.source SET batch_execution_params = %(to)s, updated_at = now()
@@ -48,14 +48,13 @@ def set_flow_params(
     )
     applied = cur.fetchone() is not None
     # Later statements of the same transaction must not be attributed to this change.
-    _attribute_changes(cur, "", "", "")
+    _attribute_changes(cur, "", "")
     return applied
 
 
-def _attribute_changes(cur: Any, changed_by: str, reason: str, request_id: str) -> None:
+def _attribute_changes(cur: Any, reason: str, request_id: str) -> None:
     cur.execute(
-        "SELECT set_config('sourceflow.changed_by', %s, true),"
-        " set_config('sourceflow.change_reason', %s, true),"
+        "SELECT set_config('sourceflow.change_reason', %s, true),"
         " set_config('sourceflow.change_request', %s, true)",
-        (changed_by, reason, request_id),
+        (reason, request_id),
     )

@@ -339,21 +339,20 @@ def failure_recorder(db: Database, step: str) -> Any:
 # -- cancelling -------------------------------------------------------------------------------
 
 
-def request_cancel(cur: Any, run: str, *, requested_by: str, reason: str) -> dict[str, Any] | None:
+def request_cancel(cur: Any, run: str, *, reason: str) -> dict[str, Any] | None:
     """Ask the open run named `run` (execution name or ARN) to stop; returns its
-    execution_arn, execution_name, source_id and status, or None if no open run without a
-    cancel request has that name."""
+    execution_arn, execution_name, source_id, status and who asked (the session's login, which
+    the database records), or None if no open run without a cancel request has that name."""
     return fetch_one(
         cur,
         """
         UPDATE public.source_run
-           SET cancel_requested_at = now(), cancel_requested_by = %(by)s,
-               cancel_reason = %(reason)s
+           SET cancel_requested_at = now(), cancel_reason = %(reason)s
          WHERE (execution_name = %(run)s OR execution_arn = %(run)s)
            AND status IN %(open)s AND cancel_requested_at IS NULL
-        RETURNING execution_arn, execution_name, source_id, status
+        RETURNING execution_arn, execution_name, source_id, status, cancel_requested_by
         """,
-        {"run": run, "by": requested_by, "reason": reason, "open": OPEN_RUN_STATUSES},
+        {"run": run, "reason": reason, "open": OPEN_RUN_STATUSES},
     )
 
 

@@ -88,7 +88,8 @@ def test_a_new_query_waits_until_a_second_person_approves_it(harness: Harness) -
 
     # Then it waits in Approve, listed with who asked, holding the lock, nothing downloaded
     assert (waiting["source_id"], waiting["query"]) == (source_id, query)
-    assert waiting["requested_by"].endswith("(by hand)")
+    # (by the login that edited the params: here the stack's administrator)
+    assert waiting["requested_by"] == harness.admin_login()
     assert harness.run_source_row(source_id)["locked_by"] == arn
     assert harness.run_row(arn)["progress_records"] is None  # type: ignore[index]
     assert "Download" not in harness.task_messages(arn)
@@ -98,7 +99,7 @@ def test_a_new_query_waits_until_a_second_person_approves_it(harness: Harness) -
     assert (event["query"], event["query_hash"]) == (query, query_hash(query))
 
     # When a second person approves it
-    approved = harness.sourceflow("approve", arn.rsplit(":", 1)[1], user="bob")
+    approved = harness.sourceflow("approve", arn.rsplit(":", 1)[1], person="bob")
     assert approved.returncode == 0, approved.stderr
     result = harness.finish(arn, source_id)
 
@@ -112,7 +113,7 @@ def test_a_new_query_waits_until_a_second_person_approves_it(harness: Harness) -
     assert result.output is not None
     approval = result.output["approval"]
     contracts.validate(approval, "approval-result")
-    assert (approval["approved_by"], approval["remembered"]) == ("operator:bob", False)
+    assert (approval["approved_by"], approval["remembered"]) == ("bob", False)
 
     # When the same query (written differently) runs again for the source
     harness.set_params(source_id, {"type": "Re-specs", "sql": f"  {query.lower()}  -- again"})
@@ -133,22 +134,25 @@ def test_the_person_who_asked_cannot_approve_and_a_changed_query_asks_again(
     harness.seed_attributes(source_id, 1)
     query = SQM.format(source=source_id)
     set_by_alice = harness.sourceflow(
-        "flow", "set", source_id, "respecs", "--sql", query, user="alice"
+        "flow", "set", source_id, "respecs", "--sql", query, person="alice"
     )
     assert set_by_alice.returncode == 0, set_by_alice.stderr
     arn = harness.start(source_id)
     name = arn.rsplit(":", 1)[1]
-    assert waiting_for_approval(harness, arn)["requested_by"] == "operator:alice"
+    assert waiting_for_approval(harness, arn)["requested_by"] == "alice"
 
-    # When alice approves her own query
-    own = harness.sourceflow("approve", name, user="alice")
+    # When alice approves her own query, from a shell that says she is bob (the bypass:
+    # `USER=bob sourceflow approve RUN` was recorded as bob)
+    own = harness.sourceflow(
+        "approve", name, person="alice", environment={"USER": "bob", "LOGNAME": "bob"}
+    )
 
     # Then she is told a second person must, and the run still waits
     assert own.returncode == 1
-    assert "operator:alice asked for this Re-specs query" in own.stderr
+    assert "alice asked for this Re-specs query" in own.stderr
     assert "second person" in own.stderr
     assert waiting_for_approval(harness, arn)["execution_name"] == name
-    assert harness.sourceflow("approve", name, user="bob").returncode == 0
+    assert harness.sourceflow("approve", name, person="bob").returncode == 0
     assert harness.finish(arn, source_id).status == "SUCCEEDED"
 
     # When the query changes by one constant
@@ -190,7 +194,7 @@ def test_a_rejected_query_fails_the_run_and_pages_nobody(harness: Harness) -> No
 
     # When someone rejects it
     rejected = harness.sourceflow(
-        "reject", arn.rsplit(":", 1)[1], "--reason", "sqm is the wrong unit", user="bob"
+        "reject", arn.rsplit(":", 1)[1], "--reason", "sqm is the wrong unit", person="bob"
     )
     assert rejected.returncode == 0, rejected.stderr
     result = harness.finish(arn, source_id)
@@ -198,7 +202,7 @@ def test_a_rejected_query_fails_the_run_and_pages_nobody(harness: Harness) -> No
     # Then the run failed as ApprovalRejected, with who and why in the ledger, changing nothing
     assert (result.status, result.error) == ("FAILED", "ApprovalRejected")
     assert (result.run["status"], result.run["failed_step"]) == ("failed", "Approve")
-    assert "rejected by operator:bob: sqm is the wrong unit" in result.run["error_detail"]
+    assert "rejected by bob: sqm is the wrong unit" in result.run["error_detail"]
     assert_untouched(result, cursor, harness)
     # the requester learns it from Run Failed; nobody is paged for a person's decision
     event = harness.outcome_events({arn})[arn]["detail"]
@@ -234,7 +238,7 @@ def test_an_unanswered_approval_times_out_and_unlocks(harness: Harness) -> None:
     # and it is no longer listed, nor can it be approved late
     listed = json.loads(harness.sourceflow("approvals", "--json").stdout)
     assert arn.rsplit(":", 1)[1] not in {row["execution_name"] for row in listed}
-    late = harness.sourceflow("approve", arn.rsplit(":", 1)[1], user="bob")
+    late = harness.sourceflow("approve", arn.rsplit(":", 1)[1], person="bob")
     assert late.returncode == 1 and "no longer waits" in late.stderr
 
 
@@ -257,7 +261,7 @@ def test_run_wait_says_what_the_run_waits_for_and_approvals_lists_it(harness: Ha
         listed = harness.sourceflow("approvals")
         assert listed.returncode == 0, listed.stderr
         assert name in listed.stdout and source_id in listed.stdout
-        assert harness.sourceflow("approve", name, user="bob").returncode == 0
+        assert harness.sourceflow("approve", name, person="bob").returncode == 0
         out, err = following.communicate(timeout=WAIT_SECONDS)
     finally:
         following.kill()

@@ -22,8 +22,8 @@ DAY = timedelta(days=1)
 MINUTE = timedelta(minutes=1)
 
 
-def ok(harness: Harness, *args: str) -> str:
-    completed = harness.sourceflow(*args)
+def ok(harness: Harness, *args: str, person: str | None = None) -> str:
+    completed = harness.sourceflow(*args, person=person)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     return completed.stdout
 
@@ -75,12 +75,12 @@ def test_flow_set_writes_canonical_params_and_records_who_and_why(harness: Harne
     ]
     for args, expected in cases:
         written = json.loads(
-            ok(harness, "flow", "set", source_id, *args, "--reason", "test", "--json")
+            ok(harness, "flow", "set", source_id, *args, "--reason", "test", "--json", person="bob")
         )
         assert written["batch_execution_params"] == expected
         assert harness.run_source_row(source_id)["batch_execution_params"] == expected
         change = harness.flow_history(source_id)[-1]
-        assert change["changed_by"].startswith("operator:") and change["reason"] == "test"
+        assert (change["changed_by"], change["reason"]) == ("bob", "test")
     assert "batch_execution_params =" in ok(harness, "flow", "set", source_id, "normal")
 
 

@@ -99,7 +99,7 @@ def test_a_successful_special_flow_is_reset_to_normal_on_the_next_tick(harness: 
     _wait_for_params(harness, source_id, NORMAL)
     change = harness.flow_history(source_id)[-1]
     assert (change["from_params"], change["to_params"]) == (respecs, NORMAL)
-    assert change["changed_by"] == "scheduler"
+    assert change["changed_by"] == "sourceflow_scheduler"  # the scheduler's own login
     assert "special flow succeeded" in change["reason"]
     events = harness.notifications(
         lambda e: (
@@ -176,7 +176,9 @@ def test_an_operator_edit_after_the_decision_wins(harness: Harness) -> None:
     harness.wait_for_scheduler()
     # Then the operator's edit stands and the history has no reset
     assert _params(harness, source_id) == {"type": "Full Load"}
-    assert all(change["changed_by"] != "scheduler" for change in harness.flow_history(source_id))
+    assert all(
+        change["changed_by"] != "sourceflow_scheduler" for change in harness.flow_history(source_id)
+    )
 
 
 def test_reset_at_resets_a_flow_without_a_run(harness: Harness) -> None:

@@ -23,7 +23,9 @@ import psycopg2.errors
 import pytest
 from psycopg2.extensions import make_dsn
 
+from infra.grants import add_person, apply_grants
 from infra.migrate import MIGRATIONS_DIR, apply_migrations
+from local.pg import create_warehouse_tables, require_passwords, transaction
 from services.download.domain import Claim, Heartbeat
 from services.download.service import download_run
 from services.validation.service import validate_run
@@ -54,17 +56,53 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         warnings.simplefilter("ignore")
         import pgserver
 
-        server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+        state_dir = tmp_path_factory.mktemp("embedded")
+        server = pgserver.get_server(state_dir / "pgdata", cleanup_mode="stop")
     try:
-        yield str(server.get_uri())
+        yield require_passwords(server, state_dir)
     finally:
         server.cleanup()
 
 
 @pytest.fixture(scope="session")
 def migrated_url(database_url: str) -> str:
+    """Migrated, with the demo warehouse's tables and every role's privileges applied."""
     apply_migrations(database_url)
+    create_warehouse_tables(database_url)
+    with transaction(database_url) as cur:
+        apply_grants(cur, RESPECS_TABLES)
     return database_url
+
+
+# -- people -----------------------------------------------------------------------------------
+
+PEOPLE = ("it_alice", "it_bob", "it_carol")
+
+
+@pytest.fixture(scope="session")
+def person_urls(migrated_url: str) -> dict[str, str]:
+    """Each person's own login (a member of the operators' group), as a URL."""
+    passwords = {person: uuid.uuid4().hex for person in PEOPLE}
+    with transaction(migrated_url) as cur:
+        for person, password in passwords.items():
+            add_person(cur, person, password=password)
+    return {
+        person: make_dsn(migrated_url, user=person, password=password)
+        for person, password in passwords.items()
+    }
+
+
+@pytest.fixture(scope="session")
+def people(person_urls: dict[str, str]) -> Iterator[dict[str, Database]]:
+    """A database connection per person, each as their own login: what they do is recorded as
+    that login."""
+    connections = {
+        person: Database(url, application_name=f"sourceflow-integration-{person}")
+        for person, url in person_urls.items()
+    }
+    yield connections
+    for connection in connections.values():
+        connection.close()
 
 
 @pytest.fixture(scope="session")

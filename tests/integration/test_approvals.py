@@ -23,6 +23,7 @@ from tests.fakes import FakeCallbacks
 from tests.integration.conftest import (
     CURSOR,
     LEASE,
+    PEOPLE,
     MakeSource,
     NewExecution,
     expire_lease,
@@ -31,7 +32,9 @@ from tests.integration.conftest import (
     validate,
 )
 
-REQUESTER, APPROVER, CANCELLER = "operator:alice", "operator:bob", "operator:carol"
+# Three people, each connected as their own login (conftest's `people`).
+REQUESTER, APPROVER, CANCELLER = PEOPLE
+People = dict[str, Database]
 TIMEOUT = timedelta(hours=24)
 # A fixed clock for the Approve step, so that the deadline it writes is known exactly.
 NOW = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
@@ -96,32 +99,28 @@ def ask(
 
 
 def respecs_source(
-    db: Database, make_source: MakeSource, *, requested_by: str = REQUESTER, value: str = "sqm"
+    people: People, make_source: MakeSource, *, requested_by: str = REQUESTER, value: str = "sqm"
 ) -> tuple[str, str]:
-    """A source set to Re-specs by `requested_by` (the flow history's newest entry); its id and
-    query."""
+    """A source set to Re-specs by `requested_by`, connected as themselves (the flow history's
+    newest entry); its id and query."""
     source_id = make_source(runtime_count=3, cursor=CURSOR)
+    return source_id, set_query(people[requested_by], source_id, value)
+
+
+def set_query(person: Database, source_id: str, value: str) -> str:
     query = query_for(source_id, value)
-    with db.transaction() as cur:
-        set_flow_params(
-            cur,
-            source_id,
-            {"flow_type": "Re-specs", "sql": query},
-            changed_by=requested_by,
-            reason="fix the units",
-        )
-    return source_id, query
+    with person.transaction() as cur:
+        set_flow_params(cur, source_id, {"flow_type": "Re-specs", "sql": query}, reason="units")
+    return query
 
 
 def remember(db: Database, source_id: str, query: str, *, approved_in: str = "earlier") -> None:
+    """An approval bob gave earlier, as the database holds it."""
     with db.transaction() as cur:
-        approvals.remember(
-            cur,
-            source_id=source_id,
-            hash_=approvals.query_hash(query),
-            query=query,
-            approved_by=APPROVER,
-            approved_in=approved_in,
+        cur.execute(
+            "INSERT INTO public.respecs_approval"
+            " (source_id, query_hash, query, approved_by, approved_in) VALUES (%s, %s, %s, %s, %s)",
+            (source_id, approvals.query_hash(query), query, APPROVER, approved_in),
         )
 
 
@@ -139,11 +138,11 @@ def remembered_approvals(db: Database, source_id: str) -> list[dict[str, Any]]:
 
 
 def waiting_run(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> tuple[Execution, str]:
     """Given: a Re-specs run asked for by alice, validated with the gate on and waiting in
     Approve with its token kept; the execution and its query."""
-    source_id, query = respecs_source(db, make_source)
+    source_id, query = respecs_source(people, make_source)
     execution = new_execution(source_id)
     validated = validate(db, execution, approval_gate=True)
     assert validated["approval_required"] is True, validated
@@ -163,10 +162,10 @@ def ledger_failure(db: Database, execution: Execution) -> tuple[Any, Any, Any]:
 
 
 def test_with_the_gate_on_a_respecs_run_requires_approval(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given a Re-specs source whose query nobody approved
-    source_id, _ = respecs_source(db, make_source)
+    source_id, _ = respecs_source(people, make_source)
     # When a run is validated with the gate on
     validated = validate(db, new_execution(source_id), approval_gate=True)
     # Then it runs, but waits for approval first
@@ -177,10 +176,10 @@ def test_with_the_gate_on_a_respecs_run_requires_approval(
 
 
 def test_with_the_gate_off_a_respecs_run_does_not_wait(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given a Re-specs source whose query nobody approved, in a deployment without the gate
-    source_id, _ = respecs_source(db, make_source)
+    source_id, _ = respecs_source(people, make_source)
     # When a run is validated
     validated = validate(db, new_execution(source_id), approval_gate=False)
     # Then it runs without waiting
@@ -202,10 +201,10 @@ def test_a_normal_run_does_not_wait_for_approval(
 
 
 def test_a_remembered_approval_of_the_query_for_the_source_lets_the_next_run_go(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given a Re-specs run that waits for approval
-    source_id, query = respecs_source(db, make_source)
+    source_id, query = respecs_source(people, make_source)
     first = new_execution(source_id)
     assert validate(db, first, approval_gate=True)["approval_required"] is True
 
@@ -222,10 +221,10 @@ def test_a_remembered_approval_of_the_query_for_the_source_lets_the_next_run_go(
 
 
 def test_an_approval_remembered_for_another_source_does_not_count(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given two sources, and the very same query approved for the other one
-    source_id, query = respecs_source(db, make_source)
+    source_id, query = respecs_source(people, make_source)
     other = make_source(runtime_count=3, cursor=CURSOR)
     remember(db, other, query)
     assert len(remembered_approvals(db, other)) == 1
@@ -239,10 +238,10 @@ def test_an_approval_remembered_for_another_source_does_not_count(
 
 @pytest.mark.parametrize("why", ["SourceInactive", "SourceLocked"])
 def test_a_skip_carries_no_approval_required(
-    db: Database, make_source: MakeSource, new_execution: NewExecution, why: str
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution, why: str
 ) -> None:
     # Given a Re-specs source that is inactive, or locked by another run
-    source_id, _ = respecs_source(db, make_source)
+    source_id, _ = respecs_source(people, make_source)
     if why == "SourceInactive":
         with db.transaction() as cur:
             cur.execute(
@@ -264,19 +263,11 @@ def test_a_skip_carries_no_approval_required(
 
 
 def test_the_approve_step_keeps_the_token_holds_the_lock_and_announces_once(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given a Re-specs query first written by carol, then rewritten by alice (the newest change)
-    source_id, _ = respecs_source(db, make_source, requested_by=CANCELLER, value="ft")
-    query = query_for(source_id, "sqm")
-    with db.transaction() as cur:
-        set_flow_params(
-            cur,
-            source_id,
-            {"flow_type": "Re-specs", "sql": query},
-            changed_by=REQUESTER,
-            reason="metres after all",
-        )
+    source_id, _ = respecs_source(people, make_source, requested_by=CANCELLER, value="ft")
+    query = set_query(people[REQUESTER], source_id, "sqm")
     execution = new_execution(source_id)
     assert validate(db, execution, approval_gate=True)["approval_required"] is True
     announced = Announcements()
@@ -317,10 +308,10 @@ def test_the_approve_step_keeps_the_token_holds_the_lock_and_announces_once(
 
 
 def test_a_redelivered_request_does_not_announce_again(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given a run already waiting in Approve, announced once
-    source_id, _ = respecs_source(db, make_source)
+    source_id, _ = respecs_source(people, make_source)
     execution = new_execution(source_id)
     validate(db, execution, approval_gate=True)
     announced = Announcements()
@@ -341,10 +332,10 @@ def test_a_redelivered_request_does_not_announce_again(
 
 
 def test_an_announcement_that_failed_is_sent_by_the_next_delivery(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given a run about to wait in Approve, and an event bus that fails once
-    source_id, _ = respecs_source(db, make_source)
+    source_id, _ = respecs_source(people, make_source)
     execution = new_execution(source_id)
     validate(db, execution, approval_gate=True)
     announced = Announcements(failures=1)
@@ -368,10 +359,10 @@ def test_an_announcement_that_failed_is_sent_by_the_next_delivery(
 
 
 def test_a_query_approved_meanwhile_answers_at_once(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given a run validated as waiting, and then the same query approved for its source
-    source_id, query = respecs_source(db, make_source)
+    source_id, query = respecs_source(people, make_source)
     execution = new_execution(source_id)
     assert validate(db, execution, approval_gate=True)["approval_required"] is True
     remember(db, source_id, query, approved_in="another-run")
@@ -395,17 +386,17 @@ def test_a_query_approved_meanwhile_answers_at_once(
 
 
 def test_a_cancelled_run_does_not_wait(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given a run validated as waiting, then cancelled before the Approve step began
-    source_id, _ = respecs_source(db, make_source)
+    source_id, _ = respecs_source(people, make_source)
     execution = new_execution(source_id)
     validate(db, execution, approval_gate=True)
-    with db.transaction() as cur:
+    with people[CANCELLER].transaction() as cur:
         cur.execute(
-            "UPDATE public.source_run SET cancel_requested_at = now(),"
-            " cancel_requested_by = %s, cancel_reason = %s WHERE execution_arn = %s",
-            (CANCELLER, "wrong table", execution.arn),
+            "UPDATE public.source_run SET cancel_requested_at = now(), cancel_reason = %s"
+            " WHERE execution_arn = %s",
+            ("wrong table", execution.arn),
         )
     announced = Announcements()
 
@@ -433,10 +424,10 @@ def test_a_run_that_is_not_respecs_is_not_waiting(
 
 
 def test_a_run_missing_from_the_ledger_is_not_waiting(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given an execution that was never validated
-    source_id, _ = respecs_source(db, make_source)
+    source_id, _ = respecs_source(people, make_source)
     execution = new_execution(source_id)
     announced = Announcements()
     # When an approval is requested for it, Then it is refused, saying there is no run
@@ -447,33 +438,33 @@ def test_a_run_missing_from_the_ledger_is_not_waiting(
 
 
 def test_a_redelivery_after_an_approval_reports_the_approval(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given a waiting run that a person approved (the decision recorded)
-    execution, query = waiting_run(db, make_source, new_execution)
-    with db.transaction() as cur:
-        approvals.decide(cur, execution.arn, "approved", by=APPROVER, reason=None)
+    execution, query = waiting_run(db, people, make_source, new_execution)
+    with people[APPROVER].transaction() as cur:
+        approvals.decide(cur, execution.arn, "approved", reason=None)
     announced = Announcements()
 
     # When the Approve task's request is delivered again
     fields = ask(db, execution, announced)
 
-    # Then it reports what the person decided
+    # Then it reports what the person decided (the approval, remembered for the source)
     assert fields is not None
     result = contracts.message("approval-result", correlation_id=execution.name, **fields)
     assert result["approved_by"] == APPROVER
-    assert result["remembered"] is False
+    assert result["remembered"] is True
     assert result["query_hash"] == approvals.query_hash(query)
     assert announced.attempts == 0
 
 
 def test_a_redelivery_after_a_rejection_fails_as_rejected(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given a waiting run that a person rejected
-    execution, _ = waiting_run(db, make_source, new_execution)
-    with db.transaction() as cur:
-        approvals.decide(cur, execution.arn, "rejected", by=APPROVER, reason="drops every row")
+    execution, _ = waiting_run(db, people, make_source, new_execution)
+    with people[APPROVER].transaction() as cur:
+        approvals.decide(cur, execution.arn, "rejected", reason="drops every row")
     announced = Announcements()
 
     # When the Approve task's request is delivered again, Then it fails as ApprovalRejected
@@ -486,14 +477,14 @@ def test_a_redelivery_after_a_rejection_fails_as_rejected(
 
 
 def test_approve_resumes_the_run_and_remembers_the_query(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given a run waiting for approval of alice's query
-    execution, query = waiting_run(db, make_source, new_execution)
+    execution, query = waiting_run(db, people, make_source, new_execution)
     callbacks = approval_callbacks()
 
     # When bob approves it
-    approve(db, callbacks, execution.name, approved_by=APPROVER)
+    approve(people[APPROVER], callbacks, execution.name)
 
     # Then one valid approval-result goes to the kept token
     assert callbacks.failed == []
@@ -518,16 +509,16 @@ def test_approve_resumes_the_run_and_remembers_the_query(
 
 
 def test_the_person_who_asked_cannot_approve(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given a run waiting for approval of alice's query
-    execution, _ = waiting_run(db, make_source, new_execution)
+    execution, _ = waiting_run(db, people, make_source, new_execution)
     before = run_approval(db, execution)
     callbacks = approval_callbacks()
 
     # When alice approves it herself, Then she is told a second person must
     with pytest.raises(ApprovalError, match="second person"):
-        approve(db, callbacks, execution.name, approved_by=REQUESTER)
+        approve(people[REQUESTER], callbacks, execution.name)
 
     # And nothing changed: no answer, still waiting, nothing remembered
     assert callbacks.succeeded == [] and callbacks.failed == []
@@ -537,10 +528,10 @@ def test_the_person_who_asked_cannot_approve(
 
 @pytest.mark.parametrize("answer", ["approve", "reject"])
 def test_an_answer_to_a_task_that_is_over_records_nothing(
-    db: Database, make_source: MakeSource, new_execution: NewExecution, answer: str
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution, answer: str
 ) -> None:
     # Given a waiting run whose Approve task Step Functions already ended (timed out)
-    execution, _ = waiting_run(db, make_source, new_execution)
+    execution, _ = waiting_run(db, people, make_source, new_execution)
     before = run_approval(db, execution)
     ledger_before = run_row(db, execution.arn)
     callbacks = approval_callbacks(over=True)
@@ -548,9 +539,9 @@ def test_an_answer_to_a_task_that_is_over_records_nothing(
     # When a person approves or rejects it, Then they are told it no longer waits
     with pytest.raises(ApprovalError, match="no longer waits") as caught:
         if answer == "approve":
-            approve(db, callbacks, execution.name, approved_by=APPROVER)
+            approve(people[APPROVER], callbacks, execution.name)
         else:
-            reject(db, callbacks, execution.name, rejected_by=APPROVER, reason="no")
+            reject(people[APPROVER], callbacks, execution.name, reason="no")
     assert "nothing was recorded" in str(caught.value)
 
     # And nothing was recorded: still waiting, nothing remembered, the ledger as it was
@@ -560,14 +551,14 @@ def test_an_answer_to_a_task_that_is_over_records_nothing(
 
 
 def test_reject_fails_the_run_by_name_and_keeps_why_in_the_ledger(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given a run waiting for approval
-    execution, _ = waiting_run(db, make_source, new_execution)
+    execution, _ = waiting_run(db, people, make_source, new_execution)
     callbacks = approval_callbacks()
 
     # When bob rejects it with a reason
-    reject(db, callbacks, execution.name, rejected_by=APPROVER, reason="drops every row")
+    reject(people[APPROVER], callbacks, execution.name, reason="drops every row")
 
     # Then the kept token fails as ApprovalRejected, saying who and why
     assert callbacks.succeeded == []
@@ -590,38 +581,38 @@ def test_reject_fails_the_run_by_name_and_keeps_why_in_the_ledger(
     assert remembered_approvals(db, execution.source_id) == []
 
 
-def test_approving_an_unknown_run_says_where_to_look(db: Database) -> None:
+def test_approving_an_unknown_run_says_where_to_look(db: Database, people: People) -> None:
     # Given no such run, When it is approved or rejected, Then the error points at the list
     callbacks = approval_callbacks()
     with pytest.raises(ApprovalError, match=r"not waiting for an approval.*sourceflow approvals"):
-        approve(db, callbacks, "it-no-such-run-00000000", approved_by=APPROVER)
+        approve(people[APPROVER], callbacks, "it-no-such-run-00000000")
     with pytest.raises(ApprovalError, match="not waiting for an approval"):
-        reject(db, callbacks, "it-no-such-run-00000000", rejected_by=APPROVER, reason="x")
+        reject(people[APPROVER], callbacks, "it-no-such-run-00000000", reason="x")
     assert callbacks.succeeded == [] and callbacks.failed == []
 
 
 def test_a_decided_approval_cannot_be_answered_again(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given a run bob already approved
-    execution, _ = waiting_run(db, make_source, new_execution)
-    approve(db, approval_callbacks(), execution.arn, approved_by=APPROVER)
+    execution, _ = waiting_run(db, people, make_source, new_execution)
+    approve(people[APPROVER], approval_callbacks(), execution.arn)
     callbacks = approval_callbacks()
 
     # When anyone answers it again, Then they are told who decided it already
     with pytest.raises(ApprovalError, match=f"already approved by {APPROVER}"):
-        approve(db, callbacks, execution.name, approved_by="operator:dave")
+        approve(people[CANCELLER], callbacks, execution.name)
     with pytest.raises(ApprovalError, match=f"already approved by {APPROVER}"):
-        reject(db, callbacks, execution.name, rejected_by="operator:dave", reason="too late")
+        reject(people[CANCELLER], callbacks, execution.name, reason="too late")
     # And nothing was sent
     assert callbacks.succeeded == [] and callbacks.failed == []
 
 
 def test_a_run_that_ended_cannot_be_approved(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given a waiting approval whose run has ended (failed) meanwhile
-    execution, _ = waiting_run(db, make_source, new_execution)
+    execution, _ = waiting_run(db, people, make_source, new_execution)
     with db.transaction() as cur:
         cur.execute(
             "UPDATE public.source_run SET status = 'failed', finished_at = now()"
@@ -632,7 +623,7 @@ def test_a_run_that_ended_cannot_be_approved(
 
     # When it is approved, Then the error says the run ended and how to see it
     with pytest.raises(ApprovalError, match="no longer waits: it ended failed") as caught:
-        approve(db, callbacks, execution.name, approved_by=APPROVER)
+        approve(people[APPROVER], callbacks, execution.name)
     assert f"sourceflow runs --source {execution.source_id}" in str(caught.value)
     # And nothing was sent or remembered
     assert callbacks.succeeded == [] and callbacks.failed == []
@@ -640,14 +631,14 @@ def test_a_run_that_ended_cannot_be_approved(
 
 
 def test_the_list_shows_only_waiting_runs_oldest_first(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given five runs that asked for approval:
-    newer, _ = waiting_run(db, make_source, new_execution)
-    older, _ = waiting_run(db, make_source, new_execution)
-    decided, _ = waiting_run(db, make_source, new_execution)
-    cancelling, _ = waiting_run(db, make_source, new_execution)
-    ended, _ = waiting_run(db, make_source, new_execution)
+    newer, _ = waiting_run(db, people, make_source, new_execution)
+    older, _ = waiting_run(db, people, make_source, new_execution)
+    decided, _ = waiting_run(db, people, make_source, new_execution)
+    cancelling, _ = waiting_run(db, people, make_source, new_execution)
+    ended, _ = waiting_run(db, people, make_source, new_execution)
     with db.transaction() as cur:
         # ... `older` asked an hour before `newer` (although it was recorded after it)
         cur.execute(
@@ -655,13 +646,11 @@ def test_the_list_shows_only_waiting_runs_oldest_first(
             " WHERE execution_arn = %s",
             (older.arn,),
         )
-        # ... `decided` was approved
-        approvals.decide(cur, decided.arn, "approved", by=APPROVER, reason=None)
         # ... `cancelling` is being cancelled
         cur.execute(
-            "UPDATE public.source_run SET cancel_requested_at = now(),"
-            " cancel_requested_by = %s, cancel_reason = 'x' WHERE execution_arn = %s",
-            (CANCELLER, cancelling.arn),
+            "UPDATE public.source_run SET cancel_requested_at = now(), cancel_reason = 'x'"
+            " WHERE execution_arn = %s",
+            (cancelling.arn,),
         )
         # ... and `ended`'s run has ended
         cur.execute(
@@ -669,6 +658,9 @@ def test_the_list_shows_only_waiting_runs_oldest_first(
             " WHERE execution_arn = %s",
             (ended.arn,),
         )
+    with people[APPROVER].transaction() as cur:
+        # ... `decided` was approved
+        approvals.decide(cur, decided.arn, "approved", reason=None)
     mine = {run.source_id for run in (newer, older, decided, cancelling, ended)}
 
     # When the waiting approvals are listed
@@ -683,16 +675,14 @@ def test_the_list_shows_only_waiting_runs_oldest_first(
 
 
 def test_cancel_answers_a_waiting_run_at_once(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given a run waiting for approval
-    execution, _ = waiting_run(db, make_source, new_execution)
+    execution, _ = waiting_run(db, people, make_source, new_execution)
     callbacks = approval_callbacks()
 
     # When carol cancels it
-    cancelled = cancel_run(
-        db, callbacks, execution.name, requested_by=CANCELLER, reason="wrong table"
-    )
+    cancelled = cancel_run(people[CANCELLER], callbacks, execution.name, reason="wrong table")
 
     # Then the kept token fails as RunCancelled at once, saying who and why
     assert cancelled["execution_arn"] == execution.arn
@@ -716,14 +706,14 @@ def test_cancel_answers_a_waiting_run_at_once(
 
 
 def test_cancel_stands_when_the_wait_already_ended(
-    db: Database, make_source: MakeSource, new_execution: NewExecution
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
 ) -> None:
     # Given a run waiting for approval whose Approve task already timed out
-    execution, _ = waiting_run(db, make_source, new_execution)
+    execution, _ = waiting_run(db, people, make_source, new_execution)
     callbacks = approval_callbacks(over=True)
 
     # When carol cancels it, Then the cancel does not fail
-    cancel_run(db, callbacks, execution.name, requested_by=CANCELLER, reason="wrong table")
+    cancel_run(people[CANCELLER], callbacks, execution.name, reason="wrong table")
 
     # And it is recorded all the same: approval cancelled, cancel and failure in the ledger
     approval = run_approval(db, execution)

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg2
 import pytest
 from psycopg2 import sql
+from psycopg2.extensions import make_dsn, parse_dsn
 
 from shared.connectors.base import InvalidConnection, SourceUnreachable, parse_connection
 from shared.connectors.postgres import PostgresConnector
@@ -66,9 +67,13 @@ def partner_schema(migrated_url: str) -> Iterator[str]:
     conn.close()
 
 
-def a_connector(dsn: str, partner_schema: str, **changes: Any) -> PostgresConnector:
+def a_connector(url: str, partner_schema: str, **changes: Any) -> PostgresConnector:
+    """A connector reading `partner_schema` at `url`, whose password it gets from the secret
+    (the connection names the secret; the DSN never holds the password)."""
+    parts = parse_dsn(url)
+    password = parts.pop("password", "no-password")
     connection = {
-        "dsn": dsn,
+        "dsn": make_dsn(**parts),
         "password_secret": SECRET,
         "schema": partner_schema,
         "table": "Listings",
@@ -79,7 +84,7 @@ def a_connector(dsn: str, partner_schema: str, **changes: Any) -> PostgresConnec
         **changes,
     }
     settings = parse_connection("partner", "postgres", connection)
-    secrets = Secrets(FakeSecretsManager({SECRET: "unused-on-a-trusting-server"}))
+    secrets = Secrets(FakeSecretsManager({SECRET: password}))
     return PostgresConnector.from_connection("partner", settings, secrets=secrets)
 
 

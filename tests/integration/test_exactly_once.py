@@ -82,7 +82,7 @@ def test_duplicate_validation_returns_the_first_decision_and_counts_the_run_once
     assert len(history) == 1
     assert history[0]["from_params"] is None
     assert history[0]["to_params"] == {"type": "Full Load"}
-    assert history[0]["changed_by"] == f"validation:{execution.name}"
+    assert history[0]["reason"].endswith(execution.name)
     # And the ledger holds one running row for the execution
     runs = runs_of(db, source_id)
     assert [(run["execution_arn"], run["status"]) for run in runs] == [(execution.arn, "running")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.store.db import Database
+from shared.store.db import Database, session_login
 from shared.store.ledger import set_flow_params
 from shared.store.sources import get_source
 from tests.integration.conftest import (
@@ -21,7 +21,6 @@ def compare_and_set(
     params: dict[str, Any] | None,
     *,
     expected: dict[str, Any] | None,
-    changed_by: str,
     reason: str,
 ) -> bool:
     """set_flow_params in a transaction of its own, on the expectation that the source's params
@@ -31,7 +30,6 @@ def compare_and_set(
             cur,
             source_id,
             params,
-            changed_by=changed_by,
             reason=reason,
             expected=expected,
             check_expected=True,
@@ -39,7 +37,7 @@ def compare_and_set(
 
 
 def test_set_flow_params_applies_only_when_the_params_are_as_expected(
-    db: Database, make_source: MakeSource
+    db: Database, people: dict[str, Database], make_source: MakeSource
 ) -> None:
     # Given a source on the Sold flow
     source_id = make_source(runtime_count=2, params={"type": "Sold", "year": 2021})
@@ -52,7 +50,6 @@ def test_set_flow_params_applies_only_when_the_params_are_as_expected(
         source_id,
         {"flow_type": "Normal"},
         expected={"type": "Full Load"},
-        changed_by="scheduler",
         reason="reset to Normal",
     )
 
@@ -61,24 +58,24 @@ def test_set_flow_params_applies_only_when_the_params_are_as_expected(
     assert source_row_text(db, source_id) == before
     assert flow_history_of(db, source_id) == registered
 
-    # When a reset decided on the current params (keys in another order) is applied
+    # When a reset decided on the current params (keys in another order) is applied, by alice
     applied = compare_and_set(
-        db,
+        people["it_alice"],
         source_id,
         {"flow_type": "Normal"},
         expected={"year": 2021, "type": "Sold"},
-        changed_by="scheduler",
         reason="reset to Normal",
     )
 
-    # Then the params change and one history row says from what, to what, by whom and why
+    # Then the params change and one history row says from what, to what, by whom (alice's
+    # login: who is connected, not a name the writer passes) and why
     assert applied is True
     source = get_source(db, source_id)
     assert source is not None
     assert source["batch_execution_params"] == {"flow_type": "Normal"}
     history = flow_history_of(db, source_id)[len(registered) :]
     assert [(h["from_params"], h["to_params"], h["changed_by"], h["reason"]) for h in history] == [
-        ({"type": "Sold", "year": 2021}, {"flow_type": "Normal"}, "scheduler", "reset to Normal")
+        ({"type": "Sold", "year": 2021}, {"flow_type": "Normal"}, "it_alice", "reset to Normal")
     ]
 
 
@@ -89,15 +86,9 @@ def test_set_flow_params_compares_missing_params_and_can_clear_them(
     source_id = make_source(runtime_count=2, params=None)
 
     # When params are set on the expectation that there are none, then cleared again
-    set_on_none = compare_and_set(
-        db, source_id, {"type": "Sold"}, expected=None, changed_by="operator", reason="sell-off"
-    )
-    stale = compare_and_set(
-        db, source_id, None, expected=None, changed_by="operator", reason="clear"
-    )
-    cleared = compare_and_set(
-        db, source_id, None, expected={"type": "Sold"}, changed_by="operator", reason="clear"
-    )
+    set_on_none = compare_and_set(db, source_id, {"type": "Sold"}, expected=None, reason="sell-off")
+    stale = compare_and_set(db, source_id, None, expected=None, reason="clear")
+    cleared = compare_and_set(db, source_id, None, expected={"type": "Sold"}, reason="clear")
 
     # Then the first and the last applied, the stale one did not
     assert (set_on_none, stale, cleared) == (True, False, True)
@@ -120,11 +111,12 @@ def test_a_hand_edit_is_recorded_as_one(db: Database, make_source: MakeSource) -
             (source_id,),
         )
 
-    # Then the history has the change, attributed to the database user, by hand
+    # Then the history has the change, attributed to the database login, by hand
     [change] = flow_history_of(db, source_id)
     assert (change["from_params"], change["to_params"]) == (None, {"type": "SOLD"})
-    assert change["changed_by"].endswith("(by hand)")
-    assert change["reason"] == "batch_execution_params edited directly"
+    with db.transaction() as cur:
+        assert change["changed_by"] == session_login(cur)
+    assert change["reason"] == "batch_execution_params edited directly (by hand)"
 
 
 def test_an_update_that_leaves_the_params_alone_records_nothing(

@@ -14,7 +14,7 @@ from psycopg2.extras import Json
 
 from local.partner import PartnerSources
 from local.stack import LocalStack
-from shared.store.db import Database
+from shared.store.db import Database, session_login
 from shared.store.sources import SourceSpec, get_source, register_source
 from tests.builders import listing
 from tests.e2e.harness.vendor import Vendor
@@ -108,6 +108,11 @@ class Sources:
         source = get_source(self.db, source_id)
         assert source is not None, source_id
         return source
+
+    def admin_login(self) -> str:
+        """The login of the stack's administrator, as the database records what it does."""
+        with self.db.transaction() as cur:
+            return session_login(cur)
 
     def set_params(self, source_id: str, params: Mapping[str, Any] | None) -> None:
         """What an operator does by hand: write batch_execution_params directly."""

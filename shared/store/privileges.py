@@ -1,0 +1,123 @@
+"""What each database role may write: the one list, next to the SQL that writes.
+
+Each service connects as its own role (`sourceflow_<service>`); people connect as themselves,
+each a member of `sourceflow_operator`; a Re-specs query runs as `sourceflow_respecs`, which may
+update only the tables the deployment allows. Every role may read every table. Writes are
+granted per table, and per column where a table mixes what several writers own (the source row:
+its connection is nobody's to rewrite but an administrator's; its cursor is unlocking's).
+
+A person's decisions (approve, reject, revoke) are not table writes at all: they go through the
+database functions of migration 0011, which take the person from the session's login.
+`infra/grants.py` applies this list; tests/integration/test_privileges.py connects as each role
+and shows every write outside it refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+OPERATORS_ROLE = "sourceflow_operator"
+RESPECS_ROLE = "sourceflow_respecs"
+
+# The functions a person's decision goes through (migration 0011); only people may call them.
+DECISION_FUNCTIONS = (
+    "public.respecs_decide(text, text, text)",
+    "public.respecs_revoke(text, text, text)",
+)
+
+
+def service_role(service: str) -> str:
+    return f"sourceflow_{service}"
+
+
+@dataclass(frozen=True)
+class AllColumnsBut:
+    """Every column of the table except these (resolved against the live table)."""
+
+    columns: tuple[str, ...]
+
+
+Columns = tuple[str, ...] | AllColumnsBut
+ALL = AllColumnsBut(())
+NONE: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TableWrites:
+    insert: Columns = NONE
+    update: Columns = NONE
+    delete: bool = False
+
+
+_LOCK = ("locked_by", "locked_at", "lock_expires_at", "updated_at")
+# The operator's cancel request: only people write it (a trigger records who, migration 0011).
+_CANCEL = ("cancel_requested_at", "cancel_requested_by", "cancel_reason")
+_FAILURE_NOTE = (
+    "execution_arn",
+    "execution_name",
+    "source_id",
+    "status",
+    "failed_step",
+    "error",
+    "error_detail",
+)
+# Every service writes the run ledger, a failure note included (inserted if validation never wrote).
+_RUN_LEDGER = TableWrites(insert=AllColumnsBut(_CANCEL), update=AllColumnsBut(_CANCEL))
+_DELIVERY_FAILURES = {"public.delivery_failure": TableWrites(insert=ALL, update=ALL)}
+
+WRITES: Mapping[str, Mapping[str, TableWrites]] = {
+    service_role("validation"): {
+        # take_lock counts the run; a first run writes its Backdated params.
+        "public.source": TableWrites(update=(*_LOCK, "runtime_count", "batch_execution_params")),
+        "public.source_run": _RUN_LEDGER,
+        # The request for a person's approval, and its re-issued token; never the decision.
+        "public.run_approval": TableWrites(
+            insert=(
+                "execution_arn",
+                "source_id",
+                "query",
+                "query_hash",
+                "expires_at",
+                "task_token",
+            ),
+            update=("task_token", "announced_at"),
+        ),
+        **_DELIVERY_FAILURES,
+    },
+    service_role("download"): {
+        "public.source": TableWrites(update=("lock_expires_at",)),
+        "public.source_run": _RUN_LEDGER,
+        # A version an unfinished or failed run listed is taken over (record_landed).
+        "public.landed_version": TableWrites(insert=ALL, update=("execution_arn",)),
+        **_DELIVERY_FAILURES,
+    },
+    service_role("unlocking"): {
+        "public.source": TableWrites(update=(*_LOCK, "last_modified_date", "landed_since")),
+        "public.source_run": _RUN_LEDGER,
+        # The landed versions no later window reads again.
+        "public.landed_version": TableWrites(delete=True),
+        **_DELIVERY_FAILURES,
+    },
+    service_role("scheduler"): {
+        "public.source": TableWrites(
+            update=("batch_execution_params", "updated_at", "last_scheduled_slot")
+        ),
+        "public.scheduler_tick": TableWrites(insert=ALL, update=ALL),
+        **_DELIVERY_FAILURES,
+    },
+    OPERATORS_ROLE: {
+        # `flow set`; registering sources and editing connections stay an administrator's.
+        "public.source": TableWrites(update=("batch_execution_params", "updated_at")),
+        # A cancel request, and why a run waiting for a person failed (reject, cancel).
+        "public.source_run": TableWrites(
+            insert=_FAILURE_NOTE, update=(*_CANCEL, "failed_step", "error", "error_detail")
+        ),
+        "public.parked_message": TableWrites(insert=ALL),
+    },
+}
+
+
+def respecs_writes(allowed_tables: frozenset[str]) -> Mapping[str, TableWrites]:
+    """The Re-specs role's writes: UPDATE on the allowed tables, nothing else."""
+    return {table: TableWrites(update=ALL) for table in sorted(allowed_tables)}

@@ -1,0 +1,278 @@
+"""Least privilege, proven by connecting: each service's role, a person and the Re-specs role may
+write exactly what shared/store/privileges.py lists, and every other write is refused by
+PostgreSQL; a person's decisions go only through the database's decision functions, which
+take the person from the login; a wrong password is refused."""
+
+from __future__ import annotations
+
+import os
+from contextlib import closing
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extras
+import pytest
+from psycopg2 import sql
+from psycopg2.extensions import make_dsn
+
+from local.roles import create_roles
+from shared.store import approvals
+from shared.store.db import Database
+from shared.store.privileges import (
+    OPERATORS_ROLE,
+    RESPECS_ROLE,
+    WRITES,
+    AllColumnsBut,
+    respecs_writes,
+    service_role,
+)
+from tests.integration.conftest import RESPECS_TABLES, MakeSource, NewExecution, validate
+
+People = dict[str, Database]
+ALICE, BOB = "it_alice", "it_bob"
+# The tables whose writes the list governs (every table a role may read).
+TABLES = (
+    "public.source",
+    "public.source_run",
+    "public.source_flow_history",
+    "public.run_approval",
+    "public.respecs_approval",
+    "public.respecs_approval_revocation",
+    "public.landed_version",
+    "public.scheduler_tick",
+    "public.delivery_failure",
+    "public.parked_message",
+    "public.listing_attributes",
+)
+
+
+@pytest.fixture(scope="module")
+def logins(migrated_url: str, person_urls: dict[str, str]) -> dict[str, str]:
+    """A URL per role: the four services (given a login, as the embedded stack does) and a
+    person (alice) for the operators' group; the Re-specs role is used by unlocking."""
+    services = create_roles(migrated_url, RESPECS_TABLES)
+    return {
+        **{service_role(service): url for service, url in services.items()},
+        OPERATORS_ROLE: person_urls[ALICE],
+    }
+
+
+def columns_of(cur: Any, table: str) -> list[str]:
+    schema, name = table.split(".")
+    cur.execute(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = %s AND table_name = %s",
+        (schema, name),
+    )
+    return [row[0] for row in cur.fetchall()]
+
+
+def allowed(columns: Any, all_columns: list[str]) -> set[str]:
+    if isinstance(columns, AllColumnsBut):
+        return set(all_columns) - set(columns.columns)
+    return set(columns)
+
+
+def try_update(url: str, table: str, column: str, *, as_role: str | None = None) -> bool:
+    """Whether the login may UPDATE `column` of `table` (WHERE false: no row changes, but the
+    privilege is checked all the same)."""
+    with closing(psycopg2.connect(url)) as conn, conn.cursor() as cur:
+        if as_role:
+            cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(as_role)))
+        schema, name = table.split(".")
+        try:
+            cur.execute(
+                sql.SQL("UPDATE {}.{} SET {} = {} WHERE false").format(
+                    sql.Identifier(schema),
+                    sql.Identifier(name),
+                    sql.Identifier(column),
+                    sql.Identifier(column),
+                )
+            )
+        except psycopg2.errors.InsufficientPrivilege:
+            return False
+        finally:
+            conn.rollback()
+    return True
+
+
+def refused(url: str, statement: str, *, as_role: str | None = None) -> bool:
+    with closing(psycopg2.connect(url)) as conn, conn.cursor() as cur:
+        if as_role:
+            cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(as_role)))
+        try:
+            cur.execute(statement)
+        except psycopg2.errors.InsufficientPrivilege:
+            return True
+        finally:
+            conn.rollback()
+    return False
+
+
+# -- every column of every table: updatable exactly when the list says so -------------------
+
+
+@pytest.mark.parametrize("role", sorted([*WRITES, RESPECS_ROLE]))
+def test_each_role_may_update_exactly_the_columns_the_list_gives_it(
+    role: str, logins: dict[str, str], migrated_url: str
+) -> None:
+    # The Re-specs role is used by unlocking, with SET ROLE
+    url, as_role = (
+        (logins[service_role("unlocking")], RESPECS_ROLE)
+        if role == RESPECS_ROLE
+        else (logins[role], None)
+    )
+    writes = respecs_writes(RESPECS_TABLES) if role == RESPECS_ROLE else WRITES[role]
+    with closing(psycopg2.connect(migrated_url)) as conn, conn.cursor() as cur:
+        columns = {table: columns_of(cur, table) for table in TABLES}
+    wrong = []
+    for table, all_columns in columns.items():
+        granted = allowed(writes[table].update, all_columns) if table in writes else set()
+        for column in all_columns:
+            if try_update(url, table, column, as_role=as_role) != (column in granted):
+                wrong.append(f"{table}.{column}: {'refused' if column in granted else 'allowed'}")
+    assert wrong == [], f"{role} may not update what the list says: {wrong}"
+
+
+# -- the writes an attacker would want, refused by name ---------------------------------------
+
+FORBIDDEN = [
+    # Any service rewriting a connection (and so where a secret goes)
+    ("validation", "UPDATE public.source SET connection = '{}' WHERE false"),
+    ("download", "UPDATE public.source SET connection = '{}' WHERE false"),
+    # Moving a cursor that is unlocking's to move
+    ("download", "UPDATE public.source SET last_modified_date = now() WHERE false"),
+    ("validation", "UPDATE public.source SET last_modified_date = now() WHERE false"),
+    # Forging an approval or its decision
+    ("validation", "INSERT INTO public.respecs_approval SELECT * FROM public.respecs_approval"),
+    ("validation", "UPDATE public.run_approval SET status = 'approved' WHERE false"),
+    ("validation", "UPDATE public.run_approval SET requested_by = 'x' WHERE false"),
+    ("unlocking", "DELETE FROM public.respecs_approval WHERE false"),
+    # Rewriting flow history
+    (
+        "scheduler",
+        "INSERT INTO public.source_flow_history (source_id, changed_by, reason)"
+        " SELECT source_id, 'x', 'y' FROM public.source WHERE false",
+    ),
+    ("validation", "DELETE FROM public.source_flow_history WHERE false"),
+    # Forging a cancel
+    ("download", "UPDATE public.source_run SET cancel_requested_by = 'x' WHERE false"),
+    # Unlocking updating warehouse tables itself (only the Re-specs role may)
+    ("unlocking", "UPDATE public.listing_attributes SET value = 'x' WHERE false"),
+    # A decision outside the decision functions
+    ("validation", "SELECT public.respecs_decide('x', 'approved', NULL)"),
+    ("unlocking", "SELECT public.respecs_revoke('x', 'y', 'z')"),
+]
+
+
+@pytest.mark.parametrize(("service", "statement"), FORBIDDEN)
+def test_a_service_cannot_make_the_writes_that_matter(
+    service: str, statement: str, logins: dict[str, str]
+) -> None:
+    assert refused(logins[service_role(service)], statement)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO public.respecs_approval SELECT * FROM public.respecs_approval",
+        "UPDATE public.run_approval SET status = 'approved', decided_by = 'it_bob' WHERE false",
+        "DELETE FROM public.respecs_approval WHERE false",
+        "UPDATE public.source SET connection = '{}' WHERE false",
+        "UPDATE public.source SET last_modified_date = now() WHERE false",
+        "DELETE FROM public.source_flow_history WHERE false",
+        "INSERT INTO public.respecs_approval_revocation SELECT * FROM"
+        " public.respecs_approval_revocation",
+    ],
+)
+def test_a_person_decides_only_through_the_decision_functions(
+    statement: str, logins: dict[str, str]
+) -> None:
+    assert refused(logins[OPERATORS_ROLE], statement)
+
+
+def test_the_respecs_role_updates_only_the_allowed_tables(logins: dict[str, str]) -> None:
+    unlocking = logins[service_role("unlocking")]
+    assert not refused(
+        unlocking,
+        "UPDATE public.listing_attributes SET value = value WHERE false",
+        as_role=RESPECS_ROLE,
+    )
+    for statement in (
+        "UPDATE public.source SET last_modified_date = now() WHERE false",
+        "UPDATE public.source_run SET status = 'succeeded' WHERE false",
+        "DELETE FROM public.listing_attributes WHERE false",
+        "INSERT INTO public.listing_attributes SELECT * FROM public.listing_attributes",
+    ):
+        assert refused(unlocking, statement, as_role=RESPECS_ROLE), statement
+
+
+# -- the two-person rule is the database's ----------------------------------------------------
+
+
+def test_the_database_refuses_the_requester_and_the_superuser_whatever_the_caller(
+    db: Database, people: People, make_source: MakeSource, new_execution: NewExecution
+) -> None:
+    # Given a Re-specs run alice asked for (her login set the params), waiting for a person
+    source_id = make_source(runtime_count=3)
+    query = f"UPDATE public.listing_attributes SET value = 'm' WHERE source_id = '{source_id}'"
+    with people[ALICE].transaction() as cur:
+        cur.execute(
+            "UPDATE public.source SET batch_execution_params = %s WHERE source_id = %s",
+            (psycopg2.extras.Json({"flow_type": "Re-specs", "sql": query}), source_id),
+        )
+    execution = new_execution(source_id)
+    validate(db, execution, approval_gate=True)
+    with db.transaction() as cur:
+        # (validation's insert: who asked is filled in by the database, whatever it says)
+        cur.execute(
+            "INSERT INTO public.run_approval (execution_arn, source_id, query, query_hash,"
+            " requested_by, expires_at, task_token) VALUES (%s, %s, %s, %s, 'mallory',"
+            " now() + interval '1 hour', 't')",
+            (execution.arn, source_id, query, approvals.query_hash(query)),
+        )
+        cur.execute(
+            "SELECT requested_by FROM public.run_approval WHERE execution_arn = %s",
+            (execution.arn,),
+        )
+        assert cur.fetchone()["requested_by"] == ALICE
+
+    # When alice calls the decision function herself, Then the database refuses her
+    alice = people[ALICE]
+    with (
+        pytest.raises(approvals.DecisionRefused, match="second person"),
+        alice.transaction() as cur,
+    ):
+        approvals.decide(cur, execution.arn, "approved", reason=None)
+    # And the superuser is no person either
+    with pytest.raises(approvals.DecisionRefused, match="superuser"), db.transaction() as cur:
+        approvals.decide(cur, execution.arn, "approved", reason=None)
+
+    # When bob approves, Then it is recorded as bob's login, and remembered
+    with people[BOB].transaction() as cur:
+        decision = approvals.decide(cur, execution.arn, "approved", reason=None)
+    assert decision.person == BOB
+    with db.transaction() as cur:
+        [remembered] = approvals.remembered_for(cur, source_id)
+    assert remembered["approved_by"] == BOB
+
+    # When alice revokes it (any person may), Then it is gone and the revocation recorded
+    with people[ALICE].transaction() as cur:
+        revocation = approvals.revoke(cur, source_id, remembered["query_hash"], reason="wrong")
+    assert (revocation["revoked_by"], revocation["approved_by"]) == (ALICE, BOB)
+    with db.transaction() as cur:
+        assert approvals.remembered_for(cur, source_id) == []
+
+
+# -- passwords ---------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("DATABASE_URL")), reason="a given DATABASE_URL's server sets its own auth"
+)
+def test_a_wrong_password_is_refused(migrated_url: str) -> None:
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        psycopg2.connect(make_dsn(migrated_url, user=ALICE, password="not-alices")).close()
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        psycopg2.connect(make_dsn(migrated_url, password="wrong")).close()
