@@ -100,7 +100,6 @@ def test_the_operator_rewrites_the_params_and_the_next_run_goes_ahead(
         db,
         deep_params,
         FlowParams(FlowType.NORMAL),
-        changed_by="operator:it",
         reason="params were unreadable",
         respecs_tables=RESPECS_TABLES,
     )
