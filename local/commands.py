@@ -47,6 +47,9 @@ def up(state_dir: Path, workers: int, datasets: tuple[str, ...]) -> None:
         click.echo(f"sourceflow stack ready; settings in {stack.env_file}")
         for key, value in stack.env.items():
             click.echo(f"  {key}={value}")
+        click.echo("people (each acts with SOURCEFLOW_CREDENTIALS=<their file> sourceflow …):")
+        for person, credentials in stack.people.items():
+            click.echo(f"  {person}: {credentials}")
         click.echo("Ctrl-C stops everything.", err=False)
         with contextlib.suppress(KeyboardInterrupt):
             stopping.wait()

@@ -66,3 +66,12 @@ class LockLost(PermanentError):
     nothing that only the lock holder may write."""
 
     error_name = "LockLost"
+
+
+def bounded_line(text: str, limit: int) -> str:
+    """Text from outside (a server's or a vendor's message) fit to leave in an error: one line
+    of at most `limit` characters, every character Python does not call printable (line breaks,
+    terminal escapes, bidirectional overrides, unassigned code points) turned into a space, so
+    it can neither forge a log line nor reorder what a person reads."""
+    line = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"

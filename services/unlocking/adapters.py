@@ -11,7 +11,8 @@ import psycopg2
 import psycopg2.errors
 from psycopg2.sql import SQL, Identifier
 
-from shared.errors import PermanentError
+from shared.errors import PermanentError, bounded_line
+from shared.rules.respecs import RESPECS_SEARCH_PATH
 from shared.rules.versions import VERSION_COUNTS, landing_warnings
 from shared.store.db import fetch_one
 from shared.store.privileges import RESPECS_ROLE
@@ -65,12 +66,19 @@ def keep_landed_since(cur: Any, source_id: str, landed_since: datetime | None) -
     )
 
 
+def server_version(cur: Any) -> int:
+    """The server's version as libpq reports it (160002 is PostgreSQL 16.2); no round trip."""
+    return int(cur.connection.server_version)
+
+
 def apply_respecs(cur: Any, sql: str, statement_timeout_ms: int) -> int:
     """Run a checked Re-specs query in the caller's transaction, as the Re-specs role (which
     may update only the allowed tables, whatever the checker missed); returns the rows it
     changed."""
     cur.execute("SET LOCAL statement_timeout = %s", (f"{statement_timeout_ms}ms",))
     cur.execute(SQL("SET LOCAL ROLE {}").format(Identifier(RESPECS_ROLE)))
+    # Every name the query leaves unqualified resolves in pg_catalog, as the checker read it.
+    cur.execute("SELECT set_config('search_path', %s, true)", (RESPECS_SEARCH_PATH,))
     try:
         cur.execute(sql)  # no parameters: psycopg2 leaves the text exactly as checked
     except psycopg2.errors.QueryCanceled as exc:
@@ -79,15 +87,34 @@ def apply_respecs(cur: Any, sql: str, statement_timeout_ms: int) -> int:
             "narrow its WHERE clause or raise RESPECS_STATEMENT_TIMEOUT_MS",
             error_name="RespecsQueryTimedOut",
         ) from exc
-    except (psycopg2.ProgrammingError, psycopg2.DataError, psycopg2.IntegrityError) as exc:
+    except psycopg2.Error as exc:
+        if not query_at_fault(exc.pgcode):
+            raise  # the connection or the server, not the query: retried (shared.store.db)
+        message = bounded_line(exc.diag.message_primary or str(exc), SERVER_MESSAGE_CHARS)
         raise PermanentError(
-            f"the Re-specs query failed in PostgreSQL: {str(exc).strip()}",
+            f"the Re-specs query failed in PostgreSQL (SQLSTATE {exc.pgcode}): {message}; "
+            "correct the query and set the flow again",
             error_name="RespecsQueryFailed",
         ) from exc
     rows = int(cur.rowcount)
     cur.execute("RESET ROLE")
     cur.execute("SET LOCAL statement_timeout = 0")
+    cur.execute("SET LOCAL search_path TO DEFAULT")
     return rows
+
+
+# SQLSTATE classes of failures a statement meets through no fault of its own: the connection
+# (08), a concurrent transaction (40: serialization failure, deadlock), the server's resources
+# (53), an operator (57) or the system (58), and a lock not granted in time (55P03).
+_NOT_THE_QUERYS_FAULT = ("08", "40", "53", "57", "58", "55P03")
+SERVER_MESSAGE_CHARS = 300
+"""How much of PostgreSQL's message a failed Re-specs query's error carries."""
+
+
+def query_at_fault(pgcode: str | None) -> bool:
+    """Whether a failed Re-specs query failed because of what it says (a value, a type, a
+    constraint, a limit, something unsupported): retrying the same query cannot help."""
+    return pgcode is not None and not pgcode.startswith(_NOT_THE_QUERYS_FAULT)
 
 
 def result_fields(run: Mapping[str, Any], *, lock_released: bool) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from services.unlocking import adapters
 from services.unlocking.domain import check_success, cursor_move, holds_lock
 from services.unlocking.metrics import RunEnded, publish_run_metrics
 from shared.rules.flows import FlowType
-from shared.rules.respecs import check_respecs_query
+from shared.rules.respecs import check_respecs_query, check_server_major
 from shared.runtime.observability import logger
 from shared.runtime.redaction import error_text
 from shared.runtime.settings import RespecsSettings
@@ -98,8 +98,10 @@ def _end_succeeded(
     assert run is not None and source is not None  # check_success raised otherwise
     respecs_rows = None
     if FlowType(run["flow_type"]) is FlowType.RESPECS:
-        # Checked again: the allow-list may have shrunk since validation. A refused or
-        # failing query rolls back this whole transaction, cursor and lock included.
+        # Checked again: the allow-list may have shrunk since validation, and the check holds
+        # only for the server's grammar. A refused or failing query rolls back this whole
+        # transaction, cursor and lock included.
+        check_server_major(adapters.server_version(cur))
         query = check_respecs_query(source_id, run["flow_params"]["sql"], respecs.allowed_tables)
         respecs_rows = adapters.apply_respecs(cur, query.sql, respecs.statement_timeout_ms)
     cursor = cursor_move(run, source)

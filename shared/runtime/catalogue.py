@@ -9,6 +9,7 @@
 - `RetryPolicy`: how a failed delivery is retried inside those timeouts.
 - The other defaults a service reads from its environment (`PART_MAX_RECORDS`,
   `RESPECS_STATEMENT_TIMEOUT_MS`, `RESPECS_APPROVAL_REQUIRED`).
+- `POSTGRES_MAJOR_VERSION`: the PostgreSQL major the database runs.
 - `DetailType`, `EVENT_SOURCE`, `SCHEDULED_EVENT`: the events on sourceflow's bus.
 - `Step`: the state machine's steps, as a failed run names them.
 
@@ -72,6 +73,13 @@ RESPECS_STATEMENT_TIMEOUT_MS = 60_000
 """How long a Re-specs query may run inside unlocking's transaction."""
 RESPECS_APPROVAL_REQUIRED = True
 """Whether a Re-specs query waits for a second person's approval."""
+POSTGRES_MAJOR_VERSION = 16
+"""The PostgreSQL major the database runs: the embedded stack's (pgserver) and the one the core
+template asks the cloud for. The Re-specs checker parses with this major's grammar, so pglast's
+major is pinned to it (pglast 6 reads PostgreSQL 16). Tests prove the parser and the core
+template (tests/unit/test_respecs.py) and the embedded server
+(tests/integration/test_respecs_queries.py) agree with it, and unlocking refuses a Re-specs
+query on a server of another major (shared/rules/respecs.py `check_server_major`)."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ import re
 import unicodedata
 from urllib.parse import quote, quote_plus
 
+from shared.errors import bounded_line
+
 REDACTED = "[redacted]"
 LINK_REMOVED = "[link removed]"
 # Errors are read in an alert and a terminal: one line, long enough for a reason and its fix.
@@ -31,12 +33,9 @@ EXCERPT_LIMIT = 200
 MIN_SECRET_LENGTH = 8
 
 _secret_values: set[str] = set()
-# Unicode's control (Cc), line and paragraph separator (Zl, Zp), surrogate (Cs) and private-use
-# (Co) characters each become a space, then runs of space become one; format characters (Cf:
-# bidi overrides, zero-width) go, so that one hidden inside a secret does not hide it.
-_BREAKS = frozenset({"Cc", "Zl", "Zp", "Cs", "Co"})
-_INVISIBLE = "Cf"
-_SPACES = re.compile(r"\s+")
+# Format characters (Unicode Cf: zero-width, bidi overrides) go before anything else is done,
+# so that a secret with such characters slipped in between its own shows whole, and is caught.
+_FORMAT = "Cf"
 # A link a mail or chat client would make clickable: a scheme, or a bare www. host.
 _LINK = re.compile(r"(?i)\b(?:[a-z][a-z0-9+.-]{1,20}:/+|www\.)[^\s'\"<>]*")
 
@@ -59,32 +58,22 @@ def redacted(text: str) -> str:
     return text
 
 
-def one_line(text: str) -> str:
-    """`text` without control or invisible characters, its whitespace collapsed to single
-    spaces."""
-    categories = ((char, unicodedata.category(char)) for char in text)
-    visible = "".join(
-        " " if category in _BREAKS else char
-        for char, category in categories
-        if category != _INVISIBLE
-    )
-    return _SPACES.sub(" ", visible).strip()
-
-
-def bounded(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _visible(text: str) -> str:
+    return "".join(char for char in text if unicodedata.category(char) != _FORMAT)
 
 
 def error_text(text: str, *, limit: int = ERROR_TEXT_LIMIT) -> str:
-    """An error as it may leave the service: redacted, on one line, at most `limit` characters.
+    """An error as it may leave the service: redacted, on one line (shared.errors.bounded_line:
+    no control or unprintable characters), at most `limit` characters.
 
     Redacted before and after the invisible characters go, so that a secret echoed with
-    zero-width characters inside it is caught too; bounded last, so that no cut leaves part of
-    a secret behind."""
-    return bounded(redacted(one_line(redacted(text))), limit)
+    zero-width characters inside it is caught too; cut last, so that no cut leaves part of a
+    secret behind."""
+    return bounded_line(redacted(_visible(redacted(text))), limit)
 
 
 def untrusted_excerpt(text: str, *, limit: int = EXCERPT_LIMIT) -> str:
     """What a vendor or a partner server said, as one of our errors may quote it: its links
     removed, then as `error_text`, at most `limit` characters."""
-    return error_text(_LINK.sub(LINK_REMOVED, one_line(text)), limit=limit)
+    line = bounded_line(_visible(text), max(len(text), 1))  # a link ends at what was a break
+    return error_text(_LINK.sub(LINK_REMOVED, line), limit=limit)

@@ -141,8 +141,11 @@ def test_the_person_who_asked_cannot_approve_and_a_changed_query_asks_again(
     name = arn.rsplit(":", 1)[1]
     assert waiting_for_approval(harness, arn)["requested_by"] == "alice"
 
-    # When alice approves her own query
-    own = harness.sourceflow("approve", name, person="alice")
+    # When alice approves her own query, from a shell that says she is bob (the bypass:
+    # `USER=bob sourceflow approve RUN` was recorded as bob)
+    own = harness.sourceflow(
+        "approve", name, person="alice", environment={"USER": "bob", "LOGNAME": "bob"}
+    )
 
     # Then she is told a second person must, and the run still waits
     assert own.returncode == 1

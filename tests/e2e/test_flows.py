@@ -86,6 +86,49 @@ def test_a_query_that_fails_in_postgres_rolls_back_the_cursor_too(harness: Harne
     assert set(harness.attributes(source_id).values()) == {"sqft"}
 
 
+UNEXPECTED_SERVER_ERRORS = {
+    # (the query's SET clause, the SQLSTATE and what PostgreSQL says), for errors that once
+    # escaped unlocking unnamed: the run waited out the Unlock task's timeout, with no detail
+    "feature-not-supported": (
+        "value = to_timestamp(value, 'TZ')::text",
+        "0A000",
+        'formatting field "TZ" is only supported in to_char',
+    ),
+    "program-limit-exceeded": (
+        "value = concat(" + ", ".join(["value"] * 101) + ")",
+        "54023",
+        "cannot pass more than 100 arguments to a function",
+    ),
+}
+
+
+@pytest.mark.parametrize("error", sorted(UNEXPECTED_SERVER_ERRORS))
+def test_a_query_failing_with_any_server_error_fails_at_once_by_name(
+    harness: Harness, error: str
+) -> None:
+    # Given an allow-listed UPDATE the checker accepts but PostgreSQL refuses as it runs
+    set_clause, sqlstate, server_says = UNEXPECTED_SERVER_ERRORS[error]
+    cursor = datetime.now(UTC) - 2 * DAY
+    source_id = harness.new_source(harness.new_dataset([DAY]), cursor=cursor, runtime_count=3)
+    harness.seed_attributes(source_id, 2)
+    sql = f"UPDATE public.listing_attributes SET {set_clause} WHERE source_id = '{source_id}'"
+    harness.set_params(source_id, {"type": "Re-specs", "sql": sql})
+
+    # When it runs
+    result = harness.run(source_id)
+
+    # Then Unlock fails it by name with what the server said, on one line, instead of the
+    # Unlock task timing out
+    assert result.status == "FAILED" and result.error == "RespecsQueryFailed", result
+    assert result.run["failed_step"] == "Unlock"
+    detail = result.run["error_detail"]
+    assert f"(SQLSTATE {sqlstate}): {server_says}" in detail and "\n" not in detail
+    # And the source is unlocked, its cursor and its attributes as they were
+    assert result.source is not None
+    assert (result.source["last_modified_date"], result.source["locked_by"]) == (cursor, None)
+    assert set(harness.attributes(source_id).values()) == {"sqft"}
+
+
 def test_sold_filters_on_sold_date_from_january_and_leaves_the_cursor(harness: Harness) -> None:
     # Given sales in 2020, 2021 (one at midnight on 1 January), 2023, and unsold records
     now = datetime.now(UTC)

@@ -45,7 +45,7 @@ def test_a_connection_naming_another_sources_secret_reads_and_sends_nothing(
 
     # Then validation refuses the secret by name before reading it; nothing reached the collector
     assert (result.status, result.error) == ("FAILED", "SecretNotAllowed"), result
-    assert result.run["failed_step"] == "Validate"
+    assert (result.run["failed_step"], result.run["status"]) == ("Validate", "failed")
     detail = result.run["error_detail"]
     assert detail.startswith(f"source {evil!r}: connection.api_key_secret = ")
     assert f"named {harness.partner.secrets.source_prefix(evil)}<name>" in detail
@@ -82,6 +82,7 @@ def test_a_vendors_error_body_reaches_people_only_as_a_short_excerpt_without_key
 
     # Then the download failed by name, having sent the key to the vendor only
     assert (result.status, result.error) == ("FAILED", "SourceRequestRejected"), result
+    assert (result.run["failed_step"], result.run["status"]) == ("Download", "failed")
     assert [request.headers.get("X-Api-Key") for request in vendor.received] == [api_key]
 
     # And what people read quotes the vendor briefly, on one line, without the key or the link:

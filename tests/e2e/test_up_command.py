@@ -8,10 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import psycopg2
+import pytest
 import requests
+from psycopg2.extensions import make_dsn
 
 from local.stack import aws_client
 from ops.config import read_env_file
@@ -67,6 +70,19 @@ def test_up_writes_local_env_stops_on_ctrl_c_and_reuses_data(tmp_path: Path) -> 
                 " VALUES ('kept-across-restarts', 'kept', 'http_api')"
             )
         conn.close()
+        # And each person has a login of their own, in a file only the owner can read, and the
+        # database asks every login for its password (SCRAM): a wrong one is refused
+        for person in ("alice", "bob"):
+            credentials = tmp_path / "people" / f"{person}.env"
+            assert credentials.stat().st_mode & 0o777 == 0o600
+            login = read_env_file(credentials)["DATABASE_URL"]
+            with closing(psycopg2.connect(login)) as conn, conn.cursor() as cur:
+                cur.execute("SELECT session_user")
+                assert cur.fetchone() == (person,)
+            with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+                psycopg2.connect(make_dsn(login, password="guess")).close()
+        with pytest.raises(psycopg2.OperationalError, match="password"):
+            psycopg2.connect(make_dsn(env["DATABASE_URL"], password="")).close()
     finally:
         # When Ctrl-C arrives
         output = _stop(process)

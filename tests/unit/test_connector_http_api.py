@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import re
+import tracemalloc
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import requests
+import urllib3
 
 from shared.connectors import SourceAccess
 from shared.connectors.base import (
@@ -23,7 +29,7 @@ from shared.connectors.http_api import (
     SourceRequestRejected,
     _window_params,
 )
-from shared.errors import TransientError
+from shared.errors import PermanentError, TransientError
 from shared.rules.flows import Window, WindowField
 from shared.runtime.redaction import EXCERPT_LIMIT
 from shared.runtime.secrets import SecretNotFound
@@ -38,34 +44,44 @@ API_KEY = "k-7f3a9c-not-for-logs"
 KEY_SECRET = source_secret("acme-listings", "api-key")
 
 
-class FakeResponse:
-    def __init__(
-        self, status_code: int, body: dict[str, Any], headers: dict[str, str] | None = None
-    ) -> None:
-        self.status_code, self._body = status_code, body
-        self.text = str(body)
-        self.content = json.dumps(body).encode()
-        self.headers = headers or {}
-
-    def json(self) -> dict[str, Any]:
-        return self._body
+def an_answer(status_code: int, body: Any, *, gzip_encoded: bool = False) -> requests.Response:
+    """A vendor's answer as requests hands it over, its body streamed from bytes (a JSON
+    document, or the bytes themselves), gzip-encoded on the wire if asked."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if gzip_encoded:
+        data, headers["Content-Encoding"] = gzip.compress(data), "gzip"
+    response = requests.Response()
+    response.status_code = status_code
+    response.headers.update(headers)
+    response.raw = urllib3.HTTPResponse(
+        body=io.BytesIO(data), headers=headers, status=status_code, preload_content=False
+    )
+    return response
 
 
 class FakeSession:
-    """A requests.Session that answers from a list of (status, body) and keeps what it was
-    asked: the headers it carried and the params of each GET."""
+    """A requests.Session that answers from a list of (status, body) or ready answers, and
+    keeps what it was asked: the headers it carried and the params of each GET."""
 
-    def __init__(self, answers: list[tuple[Any, ...]]) -> None:
+    def __init__(self, answers: Sequence[tuple[int, Any] | requests.Response]) -> None:
         self.answers = iter(answers)
         self.headers: dict[str, str] = {}
         self.sent: list[tuple[dict[str, str], dict[str, str]]] = []
 
     def get(
-        self, url: str, *, params: dict[str, str], timeout: Any, allow_redirects: bool
-    ) -> FakeResponse:
+        self,
+        url: str,
+        *,
+        params: dict[str, str],
+        timeout: Any,
+        allow_redirects: bool,
+        stream: bool = False,
+    ) -> Any:
         assert allow_redirects is False  # the key goes only to base_url's host
         self.sent.append((dict(self.headers), dict(params)))
-        return FakeResponse(*next(self.answers))
+        answer = next(self.answers)
+        return answer if isinstance(answer, requests.Response) else an_answer(*answer)
 
     def __enter__(self) -> FakeSession:
         return self
@@ -223,6 +239,138 @@ def test_an_unknown_dataset_says_which_setting_to_fix(access: SourceAccess) -> N
         list(connector.records(WINDOW))
 
 
+# --- hostile pages (docs/limits.md) -------------------------------------------------------------
+
+
+def page(*records: Any, token: str | int | None = None) -> tuple[int, dict[str, Any]]:
+    return 200, {"records": list(records), "next_page_token": token}
+
+
+def test_a_gzip_page_is_inflated_as_it_streams_and_stopped_at_the_limit(
+    access: SourceAccess,
+) -> None:
+    # Given a page of 50 KB on the wire that inflates to 50 MB
+    body = b'{"records": [' + b" " * 50_000_000 + b'], "next_page_token": null}'
+    bomb = an_answer(200, body, gzip_encoded=True)
+    del body
+    connector = a_connector(access, FakeSession([bomb]), limits={"max_page_bytes": 1 << 20})
+    # When the window is read, the page is dropped at its limit, by name
+    tracemalloc.start()
+    try:
+        with pytest.raises(PermanentError) as caught:
+            list(connector.records(WINDOW))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert caught.value.error_name == "PageTooLarge"
+    assert "page 1 inflates to more than 1,048,576 bytes" in str(caught.value)
+    assert "connection.limits.max_page_bytes = 1,048,576 (default 33,554,432)" in str(caught.value)
+    # And never more than a little over the limit was inflated at once
+    assert peak < 4 * (1 << 20), f"{peak:,} bytes allocated"
+
+
+def test_a_repeated_page_token_stops_the_run_at_once(access: SourceAccess) -> None:
+    # Given a vendor that hands back the token it was just given, for ever
+    session = FakeSession([page({"id": str(n)}, token="same") for n in range(3_000)])
+    connector = a_connector(access, session)
+    # When the window is read, the second page's token (the first's again) stops it by name
+    records: list[dict[str, Any]] = []
+    with pytest.raises(PermanentError, match="page 2 sent the same next_page_token as page 1") as (
+        caught
+    ):
+        records.extend(connector.records(WINDOW))
+    assert caught.value.error_name == "PageTokenRepeated"
+    assert [record["id"] for record in records] == ["0", "1"]
+    assert len(session.sent) == 2
+
+
+@pytest.mark.parametrize(
+    ("limits", "error_name"),
+    [
+        ({"max_pages": 2}, "TooManyPages"),
+        ({"max_records": 5}, "TooManyRecords"),
+        ({"max_bytes": 1024}, "TooManyBytes"),
+    ],
+)
+def test_a_run_past_one_of_its_limits_stops_by_its_name(
+    access: SourceAccess, limits: dict[str, int], error_name: str
+) -> None:
+    # Given a vendor whose pages go on, each with new records and a new token
+    answers = [
+        page(*({"id": f"{n}-{i}", "note": "x" * 200} for i in range(3)), token=f"p{n + 1}")
+        for n in range(10)
+    ]
+    connector = a_connector(access, FakeSession(answers), limits=limits)
+    with pytest.raises(PermanentError) as caught:
+        list(connector.records(WINDOW))
+    assert caught.value.error_name == error_name
+
+
+@pytest.mark.parametrize(
+    ("body", "shape"),
+    [
+        (b"<html>502 Bad Gateway</html>", "is not JSON"),
+        (b"", "is not JSON"),
+        (b'[{"id": "1"}]', "is a JSON array, not an object with a records list"),
+        (b'"records"', "is a JSON string, not an object with a records list"),
+        (b'{"data": []}', "is an object without a records list"),
+        (b'{"records": {"id": "1"}}', "is an object without a records list"),
+        (b'{"records": [], "next_page_token": ["p2"]}', "next_page_token that is a JSON array"),
+        (b"[" * 100_000 + b"]" * 100_000, "is not JSON (depth limit exceeded"),
+    ],
+)
+def test_a_page_that_is_not_a_records_page_stops_the_run_by_name(
+    access: SourceAccess, body: bytes, shape: str
+) -> None:
+    connector = a_connector(access, FakeSession([an_answer(200, body)]))
+    with pytest.raises(PermanentError, match=re.escape(shape)) as caught:
+        list(connector.records(WINDOW))
+    assert caught.value.error_name == "MalformedPage"
+    assert str(caught.value).startswith("source 'acme-listings': ")
+    assert "<html>" not in str(caught.value)  # the vendor's text is not repeated
+
+
+def test_a_page_whose_gzip_is_broken_stops_the_run_by_name(access: SourceAccess) -> None:
+    broken = an_answer(200, b"not gzip at all")
+    broken.headers["Content-Encoding"] = "gzip"
+    broken.raw.headers["Content-Encoding"] = "gzip"
+    connector = a_connector(access, FakeSession([broken]))
+    with pytest.raises(PermanentError, match="does not inflate") as caught:
+        list(connector.records(WINDOW))
+    assert caught.value.error_name == "MalformedPage"
+
+
+def test_records_that_are_not_objects_are_counted_and_the_rest_load(access: SourceAccess) -> None:
+    session = FakeSession(
+        [page({"id": "1"}, "2", [3], token=7), page(None, {"id": "4"})]  # a numeric token
+    )
+    connector = a_connector(access, session)
+    assert [record["id"] for record in connector.records(WINDOW)] == ["1", "4"]
+    assert session.sent[1][1]["page_token"] == "7"
+    assert connector.malformed.examples == [
+        "page 1 record 2: is a JSON string, not an object",
+        "page 1 record 3: is a JSON array, not an object",
+        "page 2 record 1: is a JSON null, not an object",
+    ]
+
+
+@pytest.mark.parametrize(
+    "value", ["yesterday", "2026-13-01T00:00:00Z", "9999-12-31T23:59:59-05:00", 20261121, None]
+)
+def test_a_last_modified_that_is_no_date_is_no_stamp(access: SourceAccess, value: Any) -> None:
+    # Download counts such a record as malformed (services.download.domain.StreamProgress).
+    assert a_connector(access).last_modified({"id": "1", "last_modified": value}) is None
+
+
+def test_an_error_answer_is_read_only_as_far_as_its_message(access: SourceAccess) -> None:
+    # Given a 400 whose body is a JSON array, inflating to 50 MB
+    huge = an_answer(400, b"[" + b" " * 50_000_000 + b"]", gzip_encoded=True)
+    connector = a_connector(access, FakeSession([huge]))
+    with pytest.raises(SourceRequestRejected, match="rejected the request with 400") as caught:
+        list(connector.records(WINDOW))
+    assert len(str(caught.value)) < 1000
+
+
 # --- the key stays home: redirects, and what a vendor says ------------------------------------
 
 
@@ -241,7 +389,9 @@ def test_a_redirect_is_never_followed_and_fails_by_name(
     # Given a vendor that answers the first page with a redirect (another scheme, host or port,
     # or the same origin)
     secrets_manager.values[KEY_SECRET] = API_KEY
-    session = FakeSession([(302, {}, {"Location": location})])
+    redirect = an_answer(302, {})
+    redirect.headers["Location"] = location
+    session = FakeSession([redirect])
     connector = a_connector(access, session, api_key_secret=KEY_SECRET)
 
     # When the connector reads, Then the redirect is refused by name, and only one request (to

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from local.stack import LocalStack
@@ -16,9 +17,13 @@ from tests.e2e.harness.waits import WAIT_SECONDS
 class Cli:
     stack: LocalStack
 
-    def sourceflow(self, *args: str, person: str | None = None) -> subprocess.CompletedProcess[str]:
+    def sourceflow(
+        self, *args: str, person: str | None = None, environment: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """The operator's command against this stack, as `person` (their own login, from the
-        credentials file `sourceflow up` wrote for them), or as the stack's administrator."""
+        credentials file `sourceflow up` wrote for them), or as the stack's administrator;
+        `environment` adds variables (what an impostor might set)."""
+        credentials = {CREDENTIALS_VARIABLE: str(self.stack.people[person])} if person else {}
         return subprocess.run(
             [
                 sys.executable,
@@ -31,9 +36,5 @@ class Cli:
             capture_output=True,
             text=True,
             timeout=WAIT_SECONDS,
-            env=(
-                {**os.environ, CREDENTIALS_VARIABLE: str(self.stack.people[person])}
-                if person
-                else None
-            ),
+            env={**os.environ, **(environment or {}), **credentials},
         )
