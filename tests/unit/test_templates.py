@@ -378,7 +378,11 @@ def test_the_services_that_connect_to_sources_read_only_the_stages_source_secret
     for name in ("unlocking", "scheduler"):
         assert "ReadConnectionSecrets" not in _grants(name), name
         env = function_of(service(name))["Environment"]["Variables"]
-        assert not {"CONNECTION_SECRETS_PREFIX", "CORE_DATABASE_SECRET_ARN"} & set(env), name
+        assert not {
+            "CONNECTION_SECRETS_PREFIX",
+            "CORE_DATABASE_SECRET_ARN",
+            "ALLOW_LOOPBACK_SOURCES",
+        } & set(env), name
 
 
 def test_a_deployment_may_name_its_own_connection_secrets_prefix() -> None:
