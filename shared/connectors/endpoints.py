@@ -26,7 +26,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import psycopg2
 from psycopg2.extensions import parse_dsn
@@ -139,10 +139,13 @@ def parse_base_url(source_id: str, text: str, rule: HostRule, *, carries_key: bo
         raise InvalidConnection(
             f"{where} is http://: the API key would cross the network in clear text; use https://"
         )
-    return text.rstrip("/")
+    # Rebuilt from what was checked, so that nothing the parser set aside is sent.
+    return urlunsplit((url.scheme, url.netloc, url.path.rstrip("/"), "", ""))
 
 
 def _base_url_problem(text: str, url: SplitResult) -> str | None:
+    if any(char.isspace() or not char.isprintable() for char in text):
+        return "has spaces or control characters; write http(s)://host[:port][/path]"
     if url.scheme not in ("http", "https"):
         return "must start with http:// or https://"
     if "@" in url.netloc:

@@ -58,6 +58,9 @@ def test_a_plain_base_url_is_kept_without_its_trailing_slash(text: str, parsed: 
         ("https://api.vendor.example:99999", "is not a URL"),
         ("https://api_vendor!.example", "no host name sourceflow accepts"),
         ("https://", "no host name sourceflow accepts"),
+        ("https://api.vendor.example/\r\nX-Injected: 1", "spaces or control characters"),
+        ("https://api.vendor.example/a b", "spaces or control characters"),
+        ("https://api.vendor\t.example", "spaces or control characters"),
     ],
 )
 def test_a_base_url_with_more_than_a_host_and_a_plain_path_is_refused(text: str, says: str) -> None:
