@@ -151,7 +151,13 @@ def test_a_source_with_no_succeeded_runs_has_nothing_to_audit() -> None:
     ledger.end(T0, "failed", "SourceUnavailable")
     audited = ledger.audit()
     assert (audited.runs, audited.gaps, audited.cursor) == ((), (), None)
-    assert audited.as_json() == {"source_id": "s", "cursor": None, "runs": [], "gaps": []}
+    assert audited.as_json() == {
+        "source_id": "s",
+        "cursor": None,
+        "runs": [],
+        "gaps": [],
+        "backfills": [],
+    }
 
 
 def test_the_json_names_each_run_and_gap_with_utc_timestamps() -> None:
