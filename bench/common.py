@@ -1,11 +1,17 @@
-"""What the benchmarks share: sources to run, and the services' logic called directly."""
+"""What the benchmarks share: sources to run, the services' logic called directly, loopback
+servers and measuring processes."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from services.download.adapters import S3RawSink
@@ -123,3 +129,25 @@ def utc_now() -> datetime:
 
 
 LONG = timedelta(hours=1)
+
+
+@contextmanager
+def serving(server: ThreadingHTTPServer) -> Iterator[str]:
+    """`server` (bound to a loopback port) serving from a thread while the block runs; yields
+    its base URL."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def json_output(command: list[str], **run: Any) -> dict[str, Any]:
+    """The JSON document a measuring process prints on its standard output (`run`: more
+    arguments of subprocess.run, such as env)."""
+    completed = subprocess.run(command, capture_output=True, text=True, check=True, **run)
+    figures: dict[str, Any] = json.loads(completed.stdout)
+    return figures

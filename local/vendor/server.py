@@ -8,7 +8,7 @@ import json
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -16,6 +16,13 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from local.vendor.datasets import Dataset, HttpError, parse_query
+from local.vendor.hostile import (
+    DEFAULT_INFLATED_BYTES,
+    MAX_INFLATED_BYTES,
+    PAGE_MODES,
+    RawAnswer,
+    hostile_page,
+)
 from local.vendor.records import (
     ANNOUNCEMENT,
     DEFAULT_DATASET_SPECS,
@@ -44,6 +51,9 @@ class Fault:
     page_delay_ms: int = 0
     fail_times: int | None = None  # failures left before the fault clears itself; None = forever
     served: int = 0  # records served for the dataset since the fault was set
+    # A hostile page the dataset serves instead of its own (local.vendor.hostile).
+    page_mode: str | None = None
+    inflated_bytes: int = DEFAULT_INFLATED_BYTES
 
     def describe(self) -> dict[str, Any]:
         """The fault as the admin endpoint reports it."""
@@ -53,6 +63,8 @@ class Fault:
             "page_delay_ms": self.page_delay_ms,
             "fail_times": self.fail_times,
             "served": self.served,
+            "page_mode": self.page_mode,
+            "inflated_bytes": self.inflated_bytes,
         }
 
 
@@ -124,6 +136,12 @@ class VendorState:
             status, f"injected fault for dataset {name!r}: failing after {served} records"
         )
 
+    def page_mode(self, name: str) -> tuple[str | None, int]:
+        """The hostile page a dataset serves (None: its own), and how large a bomb inflates."""
+        with self.lock:
+            fault = self.faults.get(name)
+        return (None, 0) if fault is None else (fault.page_mode, fault.inflated_bytes)
+
     def after_page(self, name: str, served: int) -> None:
         """Count records served, which is what `after_records` is measured against."""
         with self.lock:
@@ -149,11 +167,18 @@ def parse_fault(body: Mapping[str, Any]) -> tuple[str, Fault]:
     name = body.get("dataset")
     if not isinstance(name, str) or not name:
         raise HttpError(400, f"dataset={name!r} is not valid; expected a dataset name")
+    page_mode = body.get("page_mode")
+    if page_mode is not None and page_mode not in PAGE_MODES:
+        raise HttpError(400, f"page_mode={page_mode!r} is not valid; expected one of {PAGE_MODES}")
     fault = Fault(
         fail_status=_int_field(body, "fail_status", None, 400, 599),
         after_records=_int_field(body, "after_records", 0, 0, 2**62),
         page_delay_ms=_int_field(body, "page_delay_ms", 0, 0, 600_000),
         fail_times=_int_field(body, "fail_times", None, 1, 2**62),
+        page_mode=page_mode,
+        inflated_bytes=_int_field(
+            body, "inflated_bytes", DEFAULT_INFLATED_BYTES, 1, MAX_INFLATED_BYTES
+        ),
     )
     return name, fault
 
@@ -218,6 +243,9 @@ class VendorHandler(BaseHTTPRequestHandler):
             status, payload = exc.status, {"error": exc.message}
         except Exception as exc:  # a bug must still answer, or the client hangs
             status, payload = 500, {"error": f"internal error: {type(exc).__name__}: {exc}"}
+        if isinstance(payload, RawAnswer):
+            self._send(status, payload.body, payload.headers)
+            return
         encoded = json.dumps(payload, separators=(",", ":")).encode()
         if pages is not None and method == "GET" and status == 200 and "/records" in self.path:
             pages[self.path] = encoded
@@ -238,15 +266,17 @@ class VendorHandler(BaseHTTPRequestHandler):
         except (ValueError, UnicodeDecodeError) as exc:
             raise HttpError(400, f"request body is not valid JSON: {exc}") from exc
 
-    def _send(self, status: int, payload: bytes) -> None:
-        """Write a JSON response with an exact length, as keep-alive requires."""
+    def _send(self, status: int, payload: bytes, headers: Mapping[str, str] | None = None) -> None:
+        """Write a response (JSON unless `headers` say otherwise) with an exact length, as
+        keep-alive requires."""
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        for name, value in (headers or {"Content-Type": "application/json"}).items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
 
-    def _route(self, method: str, body: Any) -> tuple[int, dict[str, Any]]:
+    def _route(self, method: str, body: Any) -> tuple[int, dict[str, Any] | RawAnswer]:
         """Dispatch on (method, path); unknown paths are 404, wrong methods 405."""
         url = urlsplit(self.path)
         parts = [unquote(part) for part in url.path.split("/") if part]
@@ -283,13 +313,18 @@ def _require_method(method: str, *allowed: str) -> None:
         raise HttpError(405, f"method {method} not allowed here; use {' or '.join(allowed)}")
 
 
-def _get_records(state: VendorState, name: str, query_string: str) -> dict[str, Any]:
+def _get_records(state: VendorState, name: str, query_string: str) -> dict[str, Any] | RawAnswer:
     """`GET /datasets/{name}/records`: one filtered page, subject to injected faults."""
     dataset = state.readable(name)
     query, page_size = parse_query(query_string)
+    mode, inflated_bytes = state.page_mode(name)
+    if mode == "repeated_token":
+        query = replace(query, after=None)  # the first page, whatever token was asked for
     state.before_page(name)
     records, token = dataset.page(query, page_size)
     state.after_page(name, len(records))
+    if mode is not None:
+        return hostile_page(mode, records, token, inflated_bytes)
     return {"records": records, "next_page_token": token}
 
 

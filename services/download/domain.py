@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import orjson
+
 from services.download.adapters import WrittenObject
 from shared.connectors.base import Connector
 from shared.errors import LockLost, TaskOver
@@ -79,8 +81,10 @@ FIRST_BEAT_RETRY_PAUSES = (0.1, 0.2, 0.4, 0.8)
 
 @dataclass
 class StreamProgress:
-    """Streams the connector's records through the run's version filter: what lands, what is
-    skipped or waits, and what the cursor may follow."""
+    """Streams the connector's records through the run's version filter as the JSON lines
+    that land: what lands, what is skipped or waits, and what the cursor may follow. A record
+    JSON cannot carry (nested past the encoder's limit, an integer beyond 64 bits) is counted
+    as malformed, as the source's other unloadable rows are."""
 
     connector: Connector
     heartbeat: Heartbeat
@@ -89,14 +93,19 @@ class StreamProgress:
     read: int = 0
     without_key: int = 0
 
-    def track(self, records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def track(self, records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
         for record in records:
             self.read += 1
             self.heartbeat.maybe_beat()
+            try:
+                line = orjson.dumps(record)
+            except orjson.JSONEncodeError as exc:
+                self.connector.malformed.add(f"record {self.read}", f"cannot be landed ({exc})")
+                continue
             if self.versions is not None and not self._admit(record):
                 continue
             self.heartbeat.progress.records += 1
-            yield record
+            yield line
 
     def _admit(self, record: dict[str, Any]) -> bool:
         assert self.versions is not None

@@ -50,7 +50,9 @@ class RunNotStarted(PermanentError):
 
 
 class RawSink(Protocol):
-    def write_part(self, key: str, records: Iterable[Mapping[str, Any]]) -> WrittenObject: ...
+    def write_part(self, key: str, lines: Iterable[bytes]) -> WrittenObject:
+        """One part: records as JSON lines, without their newlines."""
+        ...
 
     def write_manifest(self, key: str, manifest: Mapping[str, Any]) -> None: ...
 

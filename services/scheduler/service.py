@@ -31,7 +31,7 @@ from services.scheduler.domain import (
     unseen_starts,
     why_not_reset,
 )
-from shared.errors import TransientError
+from shared.errors import PermanentError, TransientError
 from shared.runtime.catalogue import DetailType
 from shared.runtime.executions import requested_run_nonce
 from shared.runtime.observability import logger
@@ -49,7 +49,9 @@ def dispatch(now: datetime, *, db: Database, start_run: StartRun) -> list[str]:
 
     The slot is claimed in the same transaction that starts the execution: if starting fails
     the claim rolls back and the tick's redelivery tries again; if the commit fails after the
-    start, the redelivery's start meets the same execution name and starts nothing new.
+    start, the redelivery's start meets the same execution name and starts nothing new. A
+    source whose claim fails for good (its row breaks the table's bounds) is logged and passed
+    over: one source's row never keeps the others from their runs.
     """
     with db.transaction() as cur:
         sources = [SchedulableSource(**row) for row in adapters.schedulable_sources(cur)]
@@ -64,6 +66,10 @@ def dispatch(now: datetime, *, db: Database, start_run: StartRun) -> list[str]:
                     started[item.source_id] = start_run(item.source_id, item.slot, "sched")
         except TransientError as exc:
             failed.append(f"{item.source_id}: {exc}")
+        except PermanentError as exc:
+            logger.error(
+                "source not scheduled", extra={"source_id": item.source_id, "problem": str(exc)}
+            )
     logger.info("dispatched", extra={"started": list(started.values()), "due": len(due)})
     if failed:
         raise TransientError("could not start every due run: " + "; ".join(failed))

@@ -6,6 +6,11 @@ connection (contracts/connection-http-api.v1.schema.json):
 Requests: GET {base_url}/datasets/{dataset}/records?modified_after=…&modified_until=…
 (or sold_from/sold_until), following `next_page_token`, with the API key as a header when the
 connection names a secret.
+
+A vendor is untrusted (docs/limits.md): each page is inflated as it streams in and dropped at
+the source's `max_page_bytes`, pages and bytes are counted against its limits, a token already
+followed stops the run (PageTokenRepeated), and a page that is not a JSON object with a records
+list stops it too (MalformedPage); a record that is not an object is counted as malformed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from urllib3.util.retry import Retry
 from shared.connectors.base import InvalidCredentials, MalformedRows, SourceUnreachable
 from shared.errors import PermanentError, TransientError
 from shared.rules.flows import Window, WindowField
+from shared.rules.limits import DEFAULT_RUN_LIMITS, PageTokens, ReadMeter, RunLimits, run_limits
 from shared.runtime.secrets import Secrets
 from shared.timefmt import isoformat, parse_iso
 
@@ -31,6 +37,10 @@ DEFAULT_PAGE_SIZE = 1000
 DEFAULT_API_KEY_HEADER = "X-Api-Key"
 DEFAULT_KEY_FIELD = "id"
 _TIMEOUT = (5, 60)  # connect, read seconds
+# Inflated bytes taken from the stream at a time: the most a page may overshoot its limit by.
+_CHUNK_BYTES = 1 << 16
+# The most of an error answer's body that is read: enough for the vendor's message.
+_ERROR_BODY_BYTES = 64 * 1024
 
 
 class SourceDatasetNotFound(PermanentError):
@@ -39,6 +49,12 @@ class SourceDatasetNotFound(PermanentError):
 
 class SourceRequestRejected(PermanentError):
     error_name = "SourceRequestRejected"
+
+
+class MalformedPage(PermanentError):
+    """A page that is not what the API promises: a JSON object with a `records` list."""
+
+    error_name = "MalformedPage"
 
 
 def _session() -> requests.Session:
@@ -72,8 +88,9 @@ class HttpApiConnector:
     api_key: ApiKey | None
     secrets: Secrets = field(repr=False, compare=False)
     key_field: str = DEFAULT_KEY_FIELD
+    limits: RunLimits = DEFAULT_RUN_LIMITS
     new_session: Callable[[], requests.Session] = field(default=_session, repr=False, compare=False)
-    # The vendor filters on, and types, the window's field itself: no row is dropped here.
+    # Records that are not JSON objects; the vendor filters on, and types, the window's field.
     malformed: MalformedRows = field(default_factory=MalformedRows, init=False, compare=False)
 
     @classmethod
@@ -95,6 +112,7 @@ class HttpApiConnector:
             api_key,
             secrets,
             connection.get("key_field", DEFAULT_KEY_FIELD),
+            run_limits(connection),
         )
 
     def check(self) -> None:
@@ -104,21 +122,35 @@ class HttpApiConnector:
         self._headers()
 
     def records(self, window: Window) -> Iterator[dict[str, Any]]:
+        self.malformed = MalformedRows()
+        meter, tokens = ReadMeter(self.source_id, self.limits), PageTokens(self.source_id)
         url = f"{self.base_url}/datasets/{quote(self.dataset, safe='')}/records"
         params = {**_window_params(window), "page_size": str(self.page_size)}
         with self.new_session() as session:
             session.headers.update(self._headers())
             while True:
-                page = self._get(session, url, params)
-                yield from page["records"]
-                token = page.get("next_page_token")
-                if not token:
+                meter.page()
+                records, token = self._page(session, url, params, meter)
+                for number, record in enumerate(records, start=1):
+                    meter.record()
+                    if isinstance(record, dict):
+                        yield record
+                    else:
+                        where = f"page {meter.pages} record {number}"
+                        self.malformed.add(where, f"is a JSON {_json_type(record)}, not an object")
+                if token is None:
                     return
+                tokens.follow(token, meter.pages)
                 params["page_token"] = token
 
     def last_modified(self, record: Mapping[str, Any]) -> datetime | None:
         value = record.get("last_modified")
-        return parse_iso(value) if isinstance(value, str) else None
+        if not isinstance(value, str):
+            return None
+        try:
+            return parse_iso(value)
+        except ValueError:
+            return None  # download counts the record as malformed
 
     def _headers(self) -> dict[str, str]:
         if self.api_key is None:
@@ -130,16 +162,52 @@ class HttpApiConnector:
         )
         return {self.api_key.header: value}
 
-    def _get(self, session: requests.Session, url: str, params: dict[str, str]) -> Any:
+    def _page(
+        self, session: requests.Session, url: str, params: dict[str, str], meter: ReadMeter
+    ) -> tuple[list[Any], str | None]:
+        """The records of one page and the token of the next (None: the last page)."""
+        document = self._get(session, url, params, meter)
+        page = meter.pages
+        if not isinstance(document, dict) or not isinstance(document.get("records"), list):
+            shape = (
+                "an object without a records list"
+                if isinstance(document, dict)
+                else f"a JSON {_json_type(document)}"
+            )
+            raise MalformedPage(
+                f"source {self.source_id!r}: page {page:,} from the vendor is {shape}, not an "
+                "object with a records list; the vendor's API is broken, or connection.base_url "
+                "names something else"
+            )
+        token = document.get("next_page_token")
+        if isinstance(token, int) and not isinstance(token, bool):
+            token = str(token)
+        if token is not None and not isinstance(token, str):
+            raise MalformedPage(
+                f"source {self.source_id!r}: page {page:,} from the vendor has a "
+                f"next_page_token that is a JSON {_json_type(token)}, not a text"
+            )
+        return document["records"], token or None
+
+    def _get(
+        self, session: requests.Session, url: str, params: dict[str, str], meter: ReadMeter
+    ) -> Any:
         try:
-            response = session.get(url, params=params, timeout=_TIMEOUT)
+            response = session.get(url, params=params, timeout=_TIMEOUT, stream=True)
         except requests.RequestException as exc:
-            raise SourceUnreachable(
-                f"source {self.source_id!r}: vendor at {self.base_url} is unreachable: {exc}"
-            ) from exc
-        if response.status_code == 200:
-            return orjson.loads(response.content)
-        detail = _error_text(response)
+            raise self._unreachable(exc) from exc
+        with response:
+            if response.status_code == 200:
+                body = self._body(response, meter)
+                try:
+                    return orjson.loads(body)
+                except orjson.JSONDecodeError as exc:
+                    raise MalformedPage(
+                        f"source {self.source_id!r}: page {meter.pages:,} from the vendor is not "
+                        f"JSON ({exc}); the vendor's API is broken, or connection.base_url names "
+                        "something else"
+                    ) from None
+            detail = _error_text(self._body(response, None))
         if response.status_code == 404:
             raise SourceDatasetNotFound(
                 f"source {self.source_id!r}: the vendor has no dataset {self.dataset!r} "
@@ -165,6 +233,38 @@ class HttpApiConnector:
             f"{response.status_code}: {detail}"
         )
 
+    def _body(self, response: requests.Response, meter: ReadMeter | None) -> bytearray:
+        """The answer's body, inflated as it streams in: a page is stopped at the source's
+        max_page_bytes (PageTooLarge) and counted against its max_bytes; of an error answer
+        (`meter` None), only the start is read."""
+        cap = meter.limits.max_page_bytes if meter else _ERROR_BODY_BYTES
+        body = bytearray()
+        try:
+            for chunk in response.iter_content(_CHUNK_BYTES):
+                if len(body) + len(chunk) > cap:
+                    if meter is None:
+                        return body + chunk[: cap - len(body)]
+                    raise meter.exceeded(
+                        "max_page_bytes",
+                        f"page {meter.pages:,} inflates to more than {cap:,} bytes",
+                    )
+                body += chunk
+        except requests.exceptions.ContentDecodingError as exc:
+            raise MalformedPage(
+                f"source {self.source_id!r}: an answer from the vendor does not inflate: its "
+                f"Content-Encoding is broken ({type(exc).__name__})"
+            ) from None
+        except requests.RequestException as exc:
+            raise self._unreachable(exc) from exc
+        if meter is not None:
+            meter.read(len(body))
+        return body
+
+    def _unreachable(self, exc: requests.RequestException) -> SourceUnreachable:
+        return SourceUnreachable(
+            f"source {self.source_id!r}: vendor at {self.base_url} is unreachable: {exc}"
+        )
+
 
 def _window_params(window: Window) -> dict[str, str]:
     # The API's upper bounds are inclusive: a backfill slice's [start, end) ends at
@@ -184,8 +284,24 @@ def _window_params(window: Window) -> dict[str, str]:
     return {"modified_after": isoformat(after), "modified_until": isoformat(window.last_included)}
 
 
-def _error_text(response: requests.Response) -> str:
+def _error_text(body: bytes | bytearray) -> str:
+    """The vendor's own words for an error: the `error` member of a JSON answer, or its text."""
     try:
-        return str(response.json().get("error", response.text))[:500]
-    except ValueError:
-        return response.text[:500]
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        document = None
+    text = document.get("error") if isinstance(document, dict) else None
+    return str(text if text is not None else body.decode("utf-8", "replace"))[:500]
+
+
+def _json_type(value: Any) -> str:
+    """What a JSON value is, in JSON's words."""
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    return "null" if value is None else "number"

@@ -12,10 +12,15 @@ as identifiers (`psycopg2.sql.Identifier`), never interpolated. PostgreSQL rende
 (`to_jsonb`), so records keep the table's column names and every type becomes the JSON that
 PostgreSQL itself would write. Sessions are read-only and in UTC, so a `timestamp` column
 without a time zone is read as UTC.
+
+A partner table is untrusted (docs/limits.md): each row arrives as JSON text, counted against
+the source's max_records and max_bytes and parsed here, so that a row nested too deeply to
+read is counted as malformed rather than failing the whole fetch.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +39,7 @@ from shared.connectors.base import (
 )
 from shared.errors import PermanentError, SourceflowError
 from shared.rules.flows import Window, WindowField
+from shared.rules.limits import DEFAULT_RUN_LIMITS, ReadMeter, RunLimits, run_limits
 from shared.runtime.secrets import Secrets
 
 DEFAULT_SCHEMA = "public"
@@ -61,9 +67,10 @@ class PostgresConnector:
     key_column: str | None
     fetch_size: int
     secrets: Secrets = field(repr=False, compare=False)
+    limits: RunLimits = DEFAULT_RUN_LIMITS
     connect: Callable[..., Any] = field(default=psycopg2.connect, repr=False, compare=False)
     # The WHERE clause keeps only rows whose filter column holds a date in the window, and the
-    # column's type guarantees that it is one: no row is dropped here.
+    # column's type guarantees that it is one: only a row too deep to read is dropped here.
     malformed: MalformedRows = field(default_factory=MalformedRows, init=False, compare=False)
 
     @classmethod
@@ -82,6 +89,7 @@ class PostgresConnector:
             connection.get("key_column"),
             connection.get("fetch_size", DEFAULT_FETCH_SIZE),
             secrets,
+            run_limits(connection),
         )
 
     @property
@@ -111,11 +119,21 @@ class PostgresConnector:
                     )
 
     def records(self, window: Window) -> Iterator[dict[str, Any]]:
+        self.malformed = MalformedRows()
+        meter = ReadMeter(self.source_id, self.limits)
         query, bounds = self.records_query(window)
         with self._session() as conn, conn.cursor(name=_CURSOR_NAME) as cur:
             cur.itersize = self.fetch_size
             cur.execute(query, bounds)
-            for (record,) in cur:
+            for (text,) in cur:
+                meter.record()
+                meter.read(len(text))  # characters: the bytes of all but non-ASCII text
+                try:
+                    record = json.loads(text)
+                except RecursionError:  # nested past the parser's limit: no record to load
+                    where = f"{self.relation} row {meter.records:,}"
+                    self.malformed.add(where, "is nested too deeply to read")
+                    continue
                 yield record
 
     def last_modified(self, record: Mapping[str, Any]) -> datetime | None:
@@ -151,7 +169,7 @@ class PostgresConnector:
             if window.field is WindowField.LAST_MODIFIED
             else self.sold_date_column
         )
-        text = "SELECT to_jsonb(t) FROM {relation} AS t WHERE t.{column} {after} %(start)s"
+        text = "SELECT to_jsonb(t)::text FROM {relation} AS t WHERE t.{column} {after} %(start)s"
         if not window.reads_past_end:
             text += " AND t.{column} {before} %(end)s"
         query = sql.SQL(text).format(

@@ -16,6 +16,7 @@ from typing import Any
 from jsonschema.exceptions import ValidationError
 
 from shared.errors import PermanentError
+from shared.rules.limits import UnreadableJson
 from shared.runtime import contracts
 from shared.timefmt import isoformat, parse_iso
 
@@ -183,13 +184,18 @@ def check_lateness_allowance(source_id: str, allowance: timedelta) -> timedelta:
     )
 
 
-def parse_flow_params(source_id: str, raw: Mapping[str, Any] | None) -> FlowParams:
+def parse_flow_params(source_id: str, raw: Mapping[str, Any] | UnreadableJson | None) -> FlowParams:
     """Normalise `batch_execution_params` as written by hand; reject anything ambiguous.
 
     The params are checked against their contract (contracts/batch-execution-params.v1) first;
     what is left here is what a schema cannot say: the flow's free spelling, and the rules that
     depend on the flow it names.
     """
+    if isinstance(raw, UnreadableJson):
+        raise InvalidFlowParams(
+            f"source {source_id!r}: batch_execution_params cannot be read: it is {raw.reason}; "
+            "write them again (`sourceflow flow set`)"
+        )
     if not raw:
         return FlowParams(FlowType.NORMAL)
     problems = contracts.errors(raw, PARAMS_CONTRACT)

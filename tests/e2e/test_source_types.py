@@ -291,7 +291,8 @@ def test_malformed_rows_of_a_drop_are_counted_and_described_not_dropped(harness:
     assert manifest["malformed_records"] == {
         "count": 3,
         "examples": [
-            f"{where} line 2: is not JSON",
+            f"{where} line 2: is not JSON (unexpected character, expected a string key: line 1 "
+            "column 2 (char 1))",
             f"{where} line 3: has no last_modified",
             f"{where} line 4: last_modified = 'yesterday' is not an ISO-8601 date, or date-time "
             "with a zone",

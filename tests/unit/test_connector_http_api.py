@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import re
+import tracemalloc
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import requests
+import urllib3
 
 from shared.connectors.base import (
     InvalidConnection,
@@ -15,7 +21,13 @@ from shared.connectors.base import (
     UnsupportedSourceType,
     parse_connection,
 )
-from shared.connectors.http_api import HttpApiConnector, SourceDatasetNotFound, _window_params
+from shared.connectors.http_api import (
+    HttpApiConnector,
+    SourceDatasetNotFound,
+    SourceRequestRejected,
+    _window_params,
+)
+from shared.errors import PermanentError
 from shared.rules.flows import Window, WindowField
 from shared.runtime.secrets import SecretNotFound, Secrets
 from shared.timefmt import isoformat
@@ -28,28 +40,35 @@ GOOD = {"base_url": "http://vendor.test:8080/", "dataset": "listings-a", "page_s
 API_KEY = "k-7f3a9c-not-for-logs"
 
 
-class FakeResponse:
-    def __init__(self, status_code: int, body: dict[str, Any]) -> None:
-        self.status_code, self._body = status_code, body
-        self.text = str(body)
-        self.content = json.dumps(body).encode()
-
-    def json(self) -> dict[str, Any]:
-        return self._body
+def an_answer(status_code: int, body: Any, *, gzip_encoded: bool = False) -> requests.Response:
+    """A vendor's answer as requests hands it over, its body streamed from bytes (a JSON
+    document, or the bytes themselves), gzip-encoded on the wire if asked."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if gzip_encoded:
+        data, headers["Content-Encoding"] = gzip.compress(data), "gzip"
+    response = requests.Response()
+    response.status_code = status_code
+    response.headers.update(headers)
+    response.raw = urllib3.HTTPResponse(
+        body=io.BytesIO(data), headers=headers, status=status_code, preload_content=False
+    )
+    return response
 
 
 class FakeSession:
-    """A requests.Session that answers from a list of (status, body) and keeps what it was
-    asked: the headers it carried and the params of each GET."""
+    """A requests.Session that answers from a list of (status, body) or ready answers, and
+    keeps what it was asked: the headers it carried and the params of each GET."""
 
-    def __init__(self, answers: list[tuple[int, dict[str, Any]]]) -> None:
+    def __init__(self, answers: Sequence[tuple[int, Any] | requests.Response]) -> None:
         self.answers = iter(answers)
         self.headers: dict[str, str] = {}
         self.sent: list[tuple[dict[str, str], dict[str, str]]] = []
 
-    def get(self, url: str, *, params: dict[str, str], timeout: Any) -> FakeResponse:
+    def get(self, url: str, *, params: dict[str, str], timeout: Any, stream: bool = False) -> Any:
         self.sent.append((dict(self.headers), dict(params)))
-        return FakeResponse(*next(self.answers))
+        answer = next(self.answers)
+        return answer if isinstance(answer, requests.Response) else an_answer(*answer)
 
     def __enter__(self) -> FakeSession:
         return self
@@ -217,3 +236,133 @@ def test_an_unknown_dataset_says_which_setting_to_fix(secrets: Secrets) -> None:
     connector = a_connector(secrets, FakeSession([(404, {"error": "no such dataset"})]))
     with pytest.raises(SourceDatasetNotFound, match=r"fix connection\.dataset"):
         list(connector.records(WINDOW))
+
+
+# --- hostile pages (docs/limits.md) -------------------------------------------------------------
+
+
+def page(*records: Any, token: str | int | None = None) -> tuple[int, dict[str, Any]]:
+    return 200, {"records": list(records), "next_page_token": token}
+
+
+def test_a_gzip_page_is_inflated_as_it_streams_and_stopped_at_the_limit(secrets: Secrets) -> None:
+    # Given a page of 50 KB on the wire that inflates to 50 MB
+    body = b'{"records": [' + b" " * 50_000_000 + b'], "next_page_token": null}'
+    bomb = an_answer(200, body, gzip_encoded=True)
+    del body
+    connector = a_connector(secrets, FakeSession([bomb]), limits={"max_page_bytes": 1 << 20})
+    # When the window is read, the page is dropped at its limit, by name
+    tracemalloc.start()
+    try:
+        with pytest.raises(PermanentError) as caught:
+            list(connector.records(WINDOW))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert caught.value.error_name == "PageTooLarge"
+    assert "page 1 inflates to more than 1,048,576 bytes" in str(caught.value)
+    assert "connection.limits.max_page_bytes = 1,048,576 (default 33,554,432)" in str(caught.value)
+    # And never more than a little over the limit was inflated at once
+    assert peak < 4 * (1 << 20), f"{peak:,} bytes allocated"
+
+
+def test_a_repeated_page_token_stops_the_run_at_once(secrets: Secrets) -> None:
+    # Given a vendor that hands back the token it was just given, for ever
+    session = FakeSession([page({"id": str(n)}, token="same") for n in range(3_000)])
+    connector = a_connector(secrets, session)
+    # When the window is read, the second page's token (the first's again) stops it by name
+    records: list[dict[str, Any]] = []
+    with pytest.raises(PermanentError, match="page 2 sent the same next_page_token as page 1") as (
+        caught
+    ):
+        records.extend(connector.records(WINDOW))
+    assert caught.value.error_name == "PageTokenRepeated"
+    assert [record["id"] for record in records] == ["0", "1"]
+    assert len(session.sent) == 2
+
+
+@pytest.mark.parametrize(
+    ("limits", "error_name"),
+    [
+        ({"max_pages": 2}, "TooManyPages"),
+        ({"max_records": 5}, "TooManyRecords"),
+        ({"max_bytes": 1024}, "TooManyBytes"),
+    ],
+)
+def test_a_run_past_one_of_its_limits_stops_by_its_name(
+    secrets: Secrets, limits: dict[str, int], error_name: str
+) -> None:
+    # Given a vendor whose pages go on, each with new records and a new token
+    answers = [
+        page(*({"id": f"{n}-{i}", "note": "x" * 200} for i in range(3)), token=f"p{n + 1}")
+        for n in range(10)
+    ]
+    connector = a_connector(secrets, FakeSession(answers), limits=limits)
+    with pytest.raises(PermanentError) as caught:
+        list(connector.records(WINDOW))
+    assert caught.value.error_name == error_name
+
+
+@pytest.mark.parametrize(
+    ("body", "shape"),
+    [
+        (b"<html>502 Bad Gateway</html>", "is not JSON"),
+        (b"", "is not JSON"),
+        (b'[{"id": "1"}]', "is a JSON array, not an object with a records list"),
+        (b'"records"', "is a JSON string, not an object with a records list"),
+        (b'{"data": []}', "is an object without a records list"),
+        (b'{"records": {"id": "1"}}', "is an object without a records list"),
+        (b'{"records": [], "next_page_token": ["p2"]}', "next_page_token that is a JSON array"),
+        (b"[" * 100_000 + b"]" * 100_000, "is not JSON (depth limit exceeded"),
+    ],
+)
+def test_a_page_that_is_not_a_records_page_stops_the_run_by_name(
+    secrets: Secrets, body: bytes, shape: str
+) -> None:
+    connector = a_connector(secrets, FakeSession([an_answer(200, body)]))
+    with pytest.raises(PermanentError, match=re.escape(shape)) as caught:
+        list(connector.records(WINDOW))
+    assert caught.value.error_name == "MalformedPage"
+    assert str(caught.value).startswith("source 'acme-listings': ")
+    assert "<html>" not in str(caught.value)  # the vendor's text is not repeated
+
+
+def test_a_page_whose_gzip_is_broken_stops_the_run_by_name(secrets: Secrets) -> None:
+    broken = an_answer(200, b"not gzip at all")
+    broken.headers["Content-Encoding"] = "gzip"
+    broken.raw.headers["Content-Encoding"] = "gzip"
+    connector = a_connector(secrets, FakeSession([broken]))
+    with pytest.raises(PermanentError, match="does not inflate") as caught:
+        list(connector.records(WINDOW))
+    assert caught.value.error_name == "MalformedPage"
+
+
+def test_records_that_are_not_objects_are_counted_and_the_rest_load(secrets: Secrets) -> None:
+    session = FakeSession(
+        [page({"id": "1"}, "2", [3], token=7), page(None, {"id": "4"})]  # a numeric token
+    )
+    connector = a_connector(secrets, session)
+    assert [record["id"] for record in connector.records(WINDOW)] == ["1", "4"]
+    assert session.sent[1][1]["page_token"] == "7"
+    assert connector.malformed.examples == [
+        "page 1 record 2: is a JSON string, not an object",
+        "page 1 record 3: is a JSON array, not an object",
+        "page 2 record 1: is a JSON null, not an object",
+    ]
+
+
+@pytest.mark.parametrize(
+    "value", ["yesterday", "2026-13-01T00:00:00Z", "9999-12-31T23:59:59-05:00", 20261121, None]
+)
+def test_a_last_modified_that_is_no_date_is_no_stamp(secrets: Secrets, value: Any) -> None:
+    # Download counts such a record as malformed (services.download.domain.StreamProgress).
+    assert a_connector(secrets).last_modified({"id": "1", "last_modified": value}) is None
+
+
+def test_an_error_answer_is_read_only_as_far_as_its_message(secrets: Secrets) -> None:
+    # Given a 400 whose body is a JSON array, inflating to 50 MB
+    huge = an_answer(400, b"[" + b" " * 50_000_000 + b"]", gzip_encoded=True)
+    connector = a_connector(secrets, FakeSession([huge]))
+    with pytest.raises(SourceRequestRejected, match="rejected the request with 400") as caught:
+        list(connector.records(WINDOW))
+    assert len(str(caught.value)) < 1000

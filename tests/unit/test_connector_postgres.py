@@ -21,7 +21,7 @@ from shared.connectors.base import (
     parse_connection,
 )
 from shared.connectors.postgres import PostgresConnector, SourceQueryFailed
-from shared.errors import SourceflowError
+from shared.errors import PermanentError, SourceflowError
 from shared.rules.flows import Window, WindowField
 from shared.runtime.secrets import Secrets
 from tests.fakes import FakeSecretsManager
@@ -55,8 +55,8 @@ class FakeCursor:
         if self.connection.error is not None and query != "SET TIME ZONE 'UTC'":
             raise self.connection.error
 
-    def __iter__(self) -> Iterator[tuple[dict[str, Any]]]:
-        return iter([({"listing_id": "L1"},)])
+    def __iter__(self) -> Iterator[tuple[str]]:
+        return iter([(row,) for row in self.connection.rows])
 
     def __enter__(self) -> FakeCursor:
         return self
@@ -71,6 +71,8 @@ class FakeConnection:
 
     error: Exception | None = None
     executed: list[tuple[str | None, Any, Any]] = field(default_factory=list)
+    # What the records query answers: each row as PostgreSQL renders to_jsonb(t)::text.
+    rows: list[str] = field(default_factory=lambda: ['{"listing_id": "L1"}'])
     readonly: bool = False
     closed: bool = False
 
@@ -168,7 +170,7 @@ def test_the_window_is_bound_read_past_its_end_and_every_name_is_an_identifier()
     assert bounds == {"start": START, "end": END}
     texts = [part.string for part in parts(query) if isinstance(part, sql.SQL)]
     # No upper bound: download counts what is stamped after the window's end.
-    assert "".join(texts) == "SELECT to_jsonb(t) FROM  AS t WHERE t. > %(start)s"
+    assert "".join(texts) == "SELECT to_jsonb(t)::text FROM  AS t WHERE t. > %(start)s"
     assert [part for part in parts(query) if isinstance(part, sql.Identifier)] == [
         sql.Identifier("sales", "Listings"),
         sql.Identifier("updated_at"),
@@ -279,3 +281,34 @@ def test_a_failed_query_is_named_and_the_connection_closed(
     with pytest.raises(error, match=says):
         list(a_connector(connect).records(Window(WindowField.SOLD_DATE, START, END, True)))
     assert connect.connection.closed
+
+
+# --- hostile rows (docs/limits.md) -------------------------------------------------------------
+
+
+def test_a_row_nested_too_deeply_to_read_is_malformed_and_the_others_load() -> None:
+    connect = FakeConnect()
+    connect.connection.rows = [
+        '{"listing_id": "L1"}',
+        '{"listing_id": "L2", "extra": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"listing_id": "L3"}',
+    ]
+    connector = a_connector(connect)
+    window = Window(WindowField.LAST_MODIFIED, START, END, False)
+    assert [r["listing_id"] for r in connector.records(window)] == ["L1", "L3"]
+    assert connector.malformed.examples == ["sales.Listings row 2: is nested too deeply to read"]
+
+
+@pytest.mark.parametrize(
+    ("limits", "error_name"),
+    [({"max_records": 2}, "TooManyRecords"), ({"max_bytes": 1024}, "TooManyBytes")],
+)
+def test_a_table_past_the_run_limits_stops_the_run_by_name(
+    limits: dict[str, int], error_name: str
+) -> None:
+    connect = FakeConnect()
+    connect.connection.rows = [f'{{"listing_id": "L{i}", "note": "{"x" * 400}"}}' for i in range(5)]
+    connector = a_connector(connect, limits=limits)
+    with pytest.raises(PermanentError) as caught:
+        list(connector.records(Window(WindowField.LAST_MODIFIED, START, END, False)))
+    assert caught.value.error_name == error_name

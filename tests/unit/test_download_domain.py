@@ -1,26 +1,32 @@
-"""services.download.domain: Heartbeat and window_from_plan."""
+"""services.download.domain: Heartbeat, window_from_plan, and what StreamProgress lands."""
 
 from __future__ import annotations
 
+import gzip
+import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
+from services.download.adapters import S3RawSink
 from services.download.domain import (
     FIRST_BEAT_RETRY_PAUSES,
     Heartbeat,
     LockLost,
+    StreamProgress,
     window_from_plan,
 )
 from shared.errors import TaskOver
 from shared.rules.flows import Window, WindowField
 from shared.rules.versions import VersionFilter, key_digest
 from shared.timefmt import isoformat
-from tests.fakes import FakeClock, FakeTask
+from tests.fakes import FakeClock, FakeConnector, FakeS3, FakeTask, quiet_heartbeat
 
 INTERVAL = 60.0
 START = datetime(2026, 11, 21, 18, 40, 2, tzinfo=UTC)
 END = datetime(2026, 11, 22, 18, 41, 57, 126486, tzinfo=UTC)
+WINDOW = Window(WindowField.SOLD_DATE, START, END, True)
 
 
 # --- Heartbeat ----------------------------------------------------------------------------------
@@ -156,3 +162,29 @@ def test_a_task_really_over_stops_the_first_heartbeat_after_its_tries() -> None:
         heartbeat.first_beat()
     assert pauses == list(FIRST_BEAT_RETRY_PAUSES)
     assert task.renewals == 0
+
+
+# --- StreamProgress -----------------------------------------------------------------------------
+
+
+def test_a_record_json_cannot_carry_is_malformed_and_the_rest_land() -> None:
+    # Given records a JSON encoder cannot write: nested 300 deep, an integer beyond 64 bits
+    deep: Any = "leaf"
+    for _ in range(300):
+        deep = [deep]
+    records = [{"id": "1"}, {"id": "2", "deep": deep}, {"id": "3", "big": 10**30}, {"id": "4"}]
+    connector = FakeConnector(records)
+    progress = StreamProgress(connector, quiet_heartbeat(), versions=None)
+    raw = FakeS3(START)
+    # When they stream into a part of the raw bucket
+    written = S3RawSink(raw, "raw").write_part(
+        "part-00000.jsonl.gz", progress.track(connector.records(WINDOW))
+    )
+    # Then the others land, and those two are counted as malformed, with why
+    lines = gzip.decompress(raw.objects["part-00000.jsonl.gz"][0]).splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["1", "4"]
+    assert written.records == 2
+    assert connector.malformed.examples == [
+        "record 2: cannot be landed (Recursion limit reached)",
+        "record 3: cannot be landed (Integer exceeds 64-bit range)",
+    ]
