@@ -9,7 +9,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.rules.backfills import slice_nonce
 from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE, overlap
+from shared.runtime.executions import execution_name, start_run
+from shared.store.backfills import record_attempt
 from shared.timefmt import isoformat, parse_iso
 from tests.builders import timeline
 from tests.e2e.harness import Harness, RunResult, wait_for
@@ -222,4 +225,33 @@ def test_a_long_backfill_waits_for_a_second_person_and_can_be_cancelled(
         "bob",
         "alice",
     )
+    assert timeline_of(harness, source_id) == before
+
+    # And a slice execution the scheduler had started just before the cancel (recorded, not yet
+    # validated) ends cancelled when validation meets it: no lock taken, no alert
+    now = datetime.now(UTC)
+    name = execution_name(source_id, now, slice_nonce(int(backfill_id), 2, 1))
+    with harness.db.transaction() as cur:
+        record_attempt(
+            cur,
+            backfill_id=int(backfill_id),
+            slice_number=2,
+            attempt=1,
+            execution_name=name,
+            started_at=now,
+        )
+    arn = start_run(
+        harness.aws("stepfunctions"),
+        harness.stack.env["STATE_MACHINE_ARN"],
+        source_id,
+        started=now,
+        nonce=slice_nonce(int(backfill_id), 2, 1),
+    )
+    late = harness.finish(arn, source_id)
+    assert (late.status, late.error) == ("FAILED", "RunCancelled"), late
+    assert (late.run["status"], late.run["failed_step"]) == ("cancelled", "Validate")
+    assert (
+        f"backfill {backfill_id} of source {source_id!r} is cancelled" in late.run["error_detail"]
+    )
+    assert harness.alerts_about(source_id) == []
     assert timeline_of(harness, source_id) == before
