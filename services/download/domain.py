@@ -19,7 +19,7 @@ import orjson
 from services.download.adapters import WrittenObject
 from shared.connectors.base import Connector
 from shared.errors import LockLost, TaskOver
-from shared.rules.flows import Window, WindowField
+from shared.rules.flows import FlowType, Window, WindowField, recorded_window
 from shared.rules.versions import MissingKey, VersionFilter, key_digest
 from shared.timefmt import parse_iso
 
@@ -124,7 +124,8 @@ class StreamProgress:
 
 
 def window_from_plan(plan: Mapping[str, Any]) -> Window:
-    return Window(
+    return recorded_window(
+        FlowType(plan["flow_type"]),
         WindowField(plan["window_field"]),
         parse_iso(plan["window_start"]),
         parse_iso(plan["window_end"]),

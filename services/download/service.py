@@ -28,7 +28,14 @@ from services.download.domain import (
 )
 from shared.connectors.base import Connector, InvalidConnection
 from shared.errors import DuplicateDelivery, LockLost, PermanentError, TransientError
-from shared.rules.flows import FlowType, Window, WindowField, overlap, recorded_allowance
+from shared.rules.flows import (
+    FlowType,
+    Window,
+    WindowField,
+    moves_cursor,
+    overlap,
+    recorded_allowance,
+)
 from shared.rules.versions import LandingCounts, VersionFilter
 from shared.runtime.deliveries import Delivery
 from shared.runtime.observability import logger
@@ -147,7 +154,10 @@ def download_run(
         result = _download_claimed(
             request, run, connector_for, sink, heartbeat, part_max_records, versions
         )
-        landed = versions.remembered() if versions is not None else []
+        # Only the runs the cursor follows list what they landed, for the Normal windows after
+        # them to skip; a backfill reloads a range beside that timeline.
+        remembers = moves_cursor(FlowType(run["flow_type"]))
+        landed = versions.remembered() if versions is not None and remembers else []
     except Exception:
         # A delivery that fails gives its claim back, so that the message's next delivery
         # (after the retry backoff) need not wait for the claim to lapse.
@@ -241,6 +251,7 @@ def _download_claimed(
                 "start": isoformat(window.start),
                 "end": isoformat(window.end),
                 "start_inclusive": window.start_inclusive,
+                "end_inclusive": not window.end_exclusive,
             },
             "records": result["records"],
             "bytes": result["bytes"],
@@ -261,7 +272,7 @@ def _download_claimed(
 
 def _version_filter(cur: Any, run: Mapping[str, Any], window: Window) -> VersionFilter | None:
     """The run's version filter: a Normal run skips what earlier runs landed in its window; the
-    explicit reloads (Full Load, Re-specs) land their whole window and are remembered too."""
+    explicit reloads (Full Load, Re-specs, a backfill's slice) land their whole window."""
     if window.field is not WindowField.LAST_MODIFIED:
         return None
     normal = FlowType(run["flow_type"]) is FlowType.NORMAL

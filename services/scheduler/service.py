@@ -1,7 +1,8 @@
 """The scheduler: start the runs that are due, and put special flows back to Normal.
 
 Three inputs, each an EventBridge event on the scheduler's queue:
-- a schedule rule's tick (`tick`): start one run per due source and slot, and ask for resets;
+- a schedule rule's tick (`tick`): start one run per due source and slot, then the next slice
+  of the backfills whose sources are free, and ask for resets;
 - `Run Requested` (`start_requested_run`): start one run for one source;
 - `Flow Reset Requested` (`reset_flow`): apply a reset if nothing changed since it was decided.
 This module orchestrates one event, its ports (the database, the execution starter, the event
@@ -10,7 +11,7 @@ publisher) passed in as arguments; the decisions are pure, in services.scheduler
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -21,16 +22,20 @@ from services.scheduler.domain import (
     ResetCandidate,
     ResetDecision,
     SchedulableSource,
+    backfill_candidate,
     decide_resets,
     due_sources,
     reset_applied,
     reset_requested,
+    slices_to_start,
+    unseen_starts,
     why_not_reset,
 )
 from shared.errors import PermanentError, TransientError
 from shared.runtime.catalogue import DetailType
 from shared.runtime.executions import requested_run_nonce
 from shared.runtime.observability import logger
+from shared.store import backfills
 from shared.store.db import Database
 from shared.store.ledger import set_flow_params
 from shared.timefmt import parse_iso
@@ -40,7 +45,7 @@ Publish = Callable[[str, Mapping[str, Any]], object]  # (detail type, detail)
 
 
 def dispatch(now: datetime, *, db: Database, start_run: StartRun) -> list[str]:
-    """Start one execution per due source and slot; returns the execution ARNs started.
+    """Start one execution per due source and slot; returns the sources it started one for.
 
     The slot is claimed in the same transaction that starts the execution: if starting fails
     the claim rolls back and the tick's redelivery tries again; if the commit fails after the
@@ -53,21 +58,46 @@ def dispatch(now: datetime, *, db: Database, start_run: StartRun) -> list[str]:
     due, problems = due_sources(sources, now)
     for problem in problems:
         logger.error("source not scheduled", extra={"problem": problem})
-    started, failed = [], []
+    started, failed = {}, []
     for item in due:
         try:
             with db.transaction() as cur:
                 if adapters.claim_slot(cur, item.source_id, item.slot):
-                    started.append(start_run(item.source_id, item.slot, "sched"))
+                    started[item.source_id] = start_run(item.source_id, item.slot, "sched")
         except TransientError as exc:
             failed.append(f"{item.source_id}: {exc}")
         except PermanentError as exc:
             logger.error(
                 "source not scheduled", extra={"source_id": item.source_id, "problem": str(exc)}
             )
-    logger.info("dispatched", extra={"started": started, "due": len(due)})
+    logger.info("dispatched", extra={"started": list(started.values()), "due": len(due)})
     if failed:
         raise TransientError("could not start every due run: " + "; ".join(failed))
+    return list(started)
+
+
+def start_backfill_slices(
+    now: datetime, *, db: Database, start_run: StartRun, busy: Collection[str] = ()
+) -> list[str]:
+    """Start the next slice of each active backfill whose source is free (`busy`: sources this
+    tick started a Normal run of), and again any slice execution validation has not seen;
+    returns the execution ARNs started.
+
+    Each execution is recorded before it is started, under the name validation finds its
+    slice by; starting a recorded name again starts nothing new (`ExecutionStarter`).
+    """
+    with db.transaction() as cur:
+        rows = backfills.active_on_active_sources(cur)
+        attempts = backfills.attempts_of(cur, [row["backfill_id"] for row in rows])
+    candidates = [backfill_candidate(row, attempts[row["backfill_id"]]) for row in rows]
+    starts = unseen_starts(candidates)
+    for start in slices_to_start(candidates, now, busy=busy):
+        with db.transaction() as cur:
+            # A concurrent tick that recorded this attempt first starts it (under its name).
+            if adapters.record_slice_start(cur, start):
+                starts.append(start)
+    started = [start_run(start.source_id, start.started_at, start.nonce) for start in starts]
+    logger.info("backfill slices started", extra={"started": started})
     return started
 
 
@@ -131,7 +161,8 @@ def tick(event: Mapping[str, Any], *, db: Database, start_run: StartRun, publish
     # The tick's own time names the slots, so a redelivered tick decides the same way.
     now = parse_iso(event["time"])
     record_tick(event, now, db=db)
-    dispatch(now, db=db, start_run=start_run)
+    normal_runs = dispatch(now, db=db, start_run=start_run)
+    start_backfill_slices(now, db=db, start_run=start_run, busy=normal_runs)
     request_resets(now, db=db, publish=publish)
 
 

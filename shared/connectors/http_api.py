@@ -289,14 +289,21 @@ class HttpApiConnector:
 
 
 def _window_params(window: Window) -> dict[str, str]:
+    # The API's upper bounds are inclusive: a backfill slice's [start, end) ends at
+    # `last_included`.
     if window.field is WindowField.SOLD_DATE:
         # Sold windows start inclusively at 1 January (dates at midnight must be kept).
-        return {"sold_from": isoformat(window.start), "sold_until": isoformat(window.end)}
+        return {
+            "sold_from": isoformat(window.start),
+            "sold_until": isoformat(window.last_included),
+        }
     # The API's last-modified lower bound is exclusive; an inclusive start is the instant
     # one microsecond earlier (timestamps carry at most microseconds).
     after = window.start - timedelta(microseconds=1) if window.start_inclusive else window.start
-    # No upper bound: download counts and lands what is stamped past the window's end.
-    return {"modified_after": isoformat(after)}
+    if window.reads_past_end:
+        # No upper bound: download counts and lands what is stamped past the window's end.
+        return {"modified_after": isoformat(after)}
+    return {"modified_after": isoformat(after), "modified_until": isoformat(window.last_included)}
 
 
 def _redirected(source_id: str, url: str, response: requests.Response) -> SourceRedirected:

@@ -204,11 +204,12 @@ class PostgresConnector:
         )
         text = "SELECT to_jsonb(t)::text FROM {relation} AS t WHERE t.{column} {after} %(start)s"
         if not window.reads_past_end:
-            text += " AND t.{column} <= %(end)s"
+            text += " AND t.{column} {before} %(end)s"
         query = sql.SQL(text).format(
             relation=sql.Identifier(self.schema, self.table),
             column=column,
             after=sql.SQL(">=" if window.start_inclusive else ">"),
+            before=sql.SQL("<" if window.end_exclusive else "<="),
         )
         if self.key_column:
             query += sql.SQL(" ORDER BY t.{}").format(sql.Identifier(self.key_column))

@@ -44,6 +44,8 @@ TABLES = (
     "public.delivery_failure",
     "public.parked_message",
     "public.listing_attributes",
+    "public.backfill",
+    "public.backfill_slice_run",
 )
 
 
@@ -163,6 +165,18 @@ FORBIDDEN = [
     # A decision outside the decision functions
     ("validation", "SELECT public.respecs_decide('x', 'approved', NULL)"),
     ("unlocking", "SELECT public.respecs_revoke('x', 'y', 'z')"),
+    # Approving a backfill, or asking for one, as a service
+    ("scheduler", "UPDATE public.backfill SET status = 'active' WHERE false"),
+    ("scheduler", "SELECT public.backfill_decide(1, 'approved', NULL)"),
+    (
+        "scheduler",
+        "SELECT public.backfill_request('x', 'last_modified', now(), now(), '1 day', 'y')",
+    ),
+    # Starting a backfill's slice is the scheduler's alone
+    (
+        "validation",
+        "INSERT INTO public.backfill_slice_run SELECT * FROM public.backfill_slice_run",
+    ),
 ]
 
 
@@ -184,6 +198,9 @@ def test_a_service_cannot_make_the_writes_that_matter(
         "DELETE FROM public.source_flow_history WHERE false",
         "INSERT INTO public.respecs_approval_revocation SELECT * FROM"
         " public.respecs_approval_revocation",
+        "UPDATE public.backfill SET status = 'active' WHERE false",
+        "INSERT INTO public.backfill SELECT * FROM public.backfill",
+        "UPDATE public.source SET backfill_approval_days = 365 WHERE false",
     ],
 )
 def test_a_person_decides_only_through_the_decision_functions(

@@ -123,6 +123,21 @@ def test_a_sold_window_filters_on_the_sold_date() -> None:
     assert params == {"sold_from": "2026-01-01T00:00:00Z", "sold_until": isoformat(END)}
 
 
+def test_a_backfill_slice_asks_for_its_range_and_nothing_after_it() -> None:
+    # [start, end): the API's upper bound is inclusive, one microsecond before the end
+    day = timedelta(days=1)
+    params = _window_params(Window(WindowField.LAST_MODIFIED, START, START + day, True, True))
+    assert params == {
+        "modified_after": "2026-11-21T18:40:01.999999Z",
+        "modified_until": "2026-11-22T18:40:01.999999Z",
+    }
+    sold = _window_params(Window(WindowField.SOLD_DATE, START, START + day, True, True))
+    assert sold == {
+        "sold_from": "2026-11-21T18:40:02Z",
+        "sold_until": "2026-11-22T18:40:01.999999Z",
+    }
+
+
 # --- connection ---------------------------------------------------------------------------------
 
 

@@ -212,6 +212,15 @@ def test_an_inclusive_sold_window_filters_on_the_sold_column_and_orders_by_the_k
     ]
 
 
+def test_a_backfill_slice_reads_its_range_and_nothing_at_or_after_its_end() -> None:
+    query, bounds = a_connector().records_query(
+        Window(WindowField.LAST_MODIFIED, START, END, True, end_exclusive=True)
+    )
+    texts = "".join(part.string for part in parts(query) if isinstance(part, sql.SQL))
+    assert texts.endswith("t. >= %(start)s AND t. < %(end)s")
+    assert bounds == {"start": START, "end": END}
+
+
 def test_the_probe_names_the_filter_columns_and_the_key() -> None:
     probe = a_connector(key_column="listing_id").probe_query()
     assert [part for part in parts(probe) if isinstance(part, sql.Identifier)] == [

@@ -230,6 +230,21 @@ def test_a_row_without_a_sold_date_is_unsold_but_without_a_last_modified_is_malf
 # --- check and errors ---------------------------------------------------------------------------
 
 
+def test_a_backfill_slice_places_rows_in_start_to_end_excluded() -> None:
+    backfill = Window(WindowField.LAST_MODIFIED, START, END, True, end_exclusive=True)
+    placed = {
+        moment: row_in_window(row(1, moment), "last_modified", backfill)
+        for moment in (START - timedelta(microseconds=1), START, END - DAY, END, END + DAY)
+    }
+    assert placed == {
+        START - timedelta(microseconds=1): False,
+        START: True,
+        END - DAY: True,
+        END: False,
+        END + DAY: False,  # a range of the past is not read past its end
+    }
+
+
 @pytest.mark.parametrize("key_field", [None, "id", "listing_id"])
 def test_check_lists_at_most_one_key_and_reads_nothing(key_field: str | None) -> None:
     # Validation may only list (its role has no s3:GetObject): a key_field its records lack is

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from services.download.domain import (
 )
 from shared.errors import TaskOver
 from shared.rules.flows import Window, WindowField
+from shared.rules.versions import VersionFilter, key_digest
 from shared.timefmt import isoformat
 from tests.fakes import FakeClock, FakeConnector, FakeS3, FakeTask, quiet_heartbeat
 
@@ -99,6 +100,32 @@ def test_a_plan_carries_its_window_unchanged(window: Window) -> None:
     }
     # Then download reads back the same window
     assert window_from_plan(plan) == window
+
+
+def test_a_backfill_plan_is_a_slice_that_ends_before_its_end() -> None:
+    plan = {
+        "flow_type": "backfill",
+        "window_field": "last_modified",
+        "window_start": isoformat(START),
+        "window_end": isoformat(END),
+        "window_start_inclusive": True,
+    }
+    window = window_from_plan(plan)
+    assert window == Window(WindowField.LAST_MODIFIED, START, END, True, end_exclusive=True)
+    assert not window.contains(END)
+
+
+def test_a_backfill_slice_lands_only_its_range_whatever_the_source_sends() -> None:
+    # Given a slice [START, END) and a source that ignores the upper bound it was asked for
+    slice_ = Window(WindowField.LAST_MODIFIED, START, END, True, end_exclusive=True)
+    versions = VersionFilter(window=slice_, overlap=timedelta(minutes=12), dedupe=False)
+    stamps = [START, END - timedelta(microseconds=1), END, END + timedelta(days=1)]
+    # Then only the stamps in [START, END) land; none is counted as future-dated or waiting
+    landed = [
+        versions.admit(stamp, key_digest({"id": str(i)}, "id")) for i, stamp in enumerate(stamps)
+    ]
+    assert landed == [True, True, False, False]
+    assert (versions.counts.future_records, versions.counts.waiting_records) == (0, 0)
 
 
 class SlowToRegisterTask(FakeTask):
