@@ -49,6 +49,13 @@ class Names:
     def dlq(self, service: str) -> str:
         return f"{self.prefix}-{service}-dlq"
 
+    def function(self, service: str) -> str:
+        return f"{self.prefix}-{service}"
+
+    def log_group(self, service: str) -> str:
+        """The service function's CloudWatch Logs group (service.yaml's FunctionLogGroup)."""
+        return f"/aws/lambda/{self.function(service)}"
+
     @property
     def state_machine(self) -> str:
         return f"{self.prefix}-run"

@@ -42,6 +42,7 @@ from local.supervisor import Restarts
 from local.ticker import Ticker
 from local.vendor.records import DEFAULT_DATASET_SPECS
 from ops.config import LOGS_DIR_VARIABLE, write_env_file
+from ops.logs import service_of_worker
 from shared.errors import SourceflowError
 from shared.runtime.catalogue import Timeouts
 from shared.runtime.secrets import connection_secrets_prefix
@@ -308,7 +309,7 @@ class LocalStack:
         self._stop_workers(service, kill=True)
 
     def _stop_workers(self, service: str, *, kill: bool) -> None:
-        for name in [name for name in self._named if _service_of(name) == service]:
+        for name in [name for name in self._named if service_of_worker(name) == service]:
             child = self._named.pop(name)
             self.restarts.forget(name)
             if child.poll() is None:
@@ -328,7 +329,7 @@ class LocalStack:
             status = child.poll()
             if status is None or self.restarts.waiting(name):
                 continue
-            service = _service_of(name)
+            service = service_of_worker(name)
             if service is None:
                 raise StackError(
                     f"the {name} exited with status {status}; see {self.logs_dir / name}.log. "
@@ -367,12 +368,6 @@ class LocalStack:
         self._named[name] = child
         self._commands[name] = (argv, extra_env)
         self._started_at[name] = time.monotonic()
-
-
-def _service_of(name: str) -> str | None:
-    """The service whose worker `name` (`download-0`) is; None for moto and the vendor."""
-    service = name.rpartition("-")[0]
-    return service if service in SERVICES else None
 
 
 def timeouts_environment(timeouts: Timeouts) -> dict[str, str]:

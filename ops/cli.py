@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from infra.resources import SERVICES
+from ops.config import LOGS_DIR_VARIABLE
 from shared.store.runs import RunStatus
 
 DEFAULT_STATE_DIR = Path(".sourceflow")
@@ -663,27 +664,41 @@ def audit(source_id: str, since: datetime | None, as_json: bool, state_dir: Path
 @_json_option
 @state_dir_option
 def status(as_json: bool, state_dir: Path) -> None:
-    """Queue and DLQ depths per service, running executions, locks, the last scheduler tick."""
+    """Queue and DLQ depths per service, running executions, locks, the last scheduler tick,
+    what waits for approval and the runs that failed in the last 24 hours. Each part is asked
+    on its own: one that is down is named (exit 1) beside what the others say."""
     from ops.status import status as status_report
 
-    with _database(state_dir) as (config, db):
-        report = status_report(config, db)
+    report = status_report(operator_config(state_dir))
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
-        return
-    _print_rows(
-        report["queues"], False, "queues", ["service", "queued", "in_flight", "dead_letters"]
-    )
-    _print_rows(report["running"], False, "running executions", ["execution_name", "started"])
-    _print_rows(
-        report["locked"],
-        False,
-        "locked sources",
-        ["source_id", "locked_by", "lock_expires_at", "lease_expired"],
-    )
-    _print_rows(
-        report["scheduler_ticks"], False, "scheduler ticks", ["rule", "last_tick_at", "handled_at"]
-    )
+    else:
+        for title, key, columns in STATUS_SECTIONS:
+            if report[key] is not None:
+                _print_rows(report[key], False, title, columns)
+        for down in report["unreachable"]:
+            click.echo(f"cannot reach {down['part']}: {down['error']}", err=True)
+    if report["unreachable"]:
+        sys.exit(1)
+
+
+# What `status` prints, in order: each section's title, its key in the report, its columns.
+STATUS_SECTIONS = [
+    ("queues", "queues", ["service", "queued", "in_flight", "dead_letters"]),
+    ("running executions", "running", ["execution_name", "started"]),
+    ("locked sources", "locked", ["source_id", "locked_by", "lock_expires_at", "lease_expired"]),
+    ("scheduler ticks", "scheduler_ticks", ["rule", "last_tick_at", "handled_at"]),
+    (
+        "waiting for approval",
+        "pending_approvals",
+        ["what", "id", "source_id", "requested_by", "requested_at", "decide_with"],
+    ),
+    (
+        "failed in the last 24 hours",
+        "recent_failures",
+        ["execution_name", "source_id", "flow_type", "finished_at", "failed_step", "error"],
+    ),
+]
 
 
 # -- dead letters -----------------------------------------------------------------------------
@@ -691,7 +706,19 @@ def status(as_json: bool, state_dir: Path) -> None:
 
 @main.group()
 def dlq() -> None:
-    """Dead-lettered messages: list them, replay them."""
+    """Dead-lettered messages: list them, replay them, delete them."""
+
+
+DLQ_COLUMNS = [
+    "queue",
+    "message_id",
+    "age_seconds",
+    "receive_count",
+    "source_id",
+    "execution_arn",
+    "schema",
+    "error",
+]
 
 
 @dlq.command("list")
@@ -707,21 +734,7 @@ def dlq_list(queue: str | None, as_json: bool, state_dir: Path) -> None:
     services = (_service(queue),) if queue else SERVICES
     with _database(state_dir) as (config, db):
         rows = list_dead_letters(config.client("sqs"), db, config.names, services)
-    _print_rows(
-        rows,
-        as_json,
-        "dead letters",
-        [
-            "queue",
-            "message_id",
-            "age_seconds",
-            "receive_count",
-            "source_id",
-            "execution_arn",
-            "schema",
-            "error",
-        ],
-    )
+    _print_rows(rows, as_json, "dead letters", DLQ_COLUMNS)
 
 
 @dlq.command("replay")
@@ -734,7 +747,9 @@ def dlq_replay(
     queue: str, dry_run: bool, limit: int | None, as_json: bool, state_dir: Path
 ) -> None:
     """Move QUEUE's dead letters back to its work queue, keeping body and attributes; park
-    (keep aside, in public.parked_message) task messages whose task is over."""
+    (keep aside, in public.parked_message) task messages whose task is over; leave in the DLQ
+    bodies its consumer would refuse again (not JSON, an unknown schema or version, one its
+    contract refuses), saying why. --dry-run says all that and changes nothing."""
     from ops.dlq import replay
 
     with _database(state_dir) as (config, db):
@@ -752,16 +767,123 @@ def dlq_replay(
     )
 
 
+_yes_option = click.option("--yes", is_flag=True, help="Do not ask for a confirmation.")
+
+
+@dlq.command("purge")
+@click.argument("queue")
+@_yes_option
+@_json_option
+@state_dir_option
+def dlq_purge(queue: str, yes: bool, as_json: bool, state_dir: Path) -> None:
+    """Delete every dead letter of QUEUE (those listed when you confirm), each kept first in
+    public.parked_message with who deleted it."""
+    from ops.dlq import delete, list_dead_letters
+
+    service = _service(queue)
+    with _database(state_dir) as (config, db):
+        sqs = config.client("sqs")
+        listed = list_dead_letters(sqs, db, config.names, (service,))
+        if listed:
+            _confirm(yes, f"delete all {len(listed)} dead letters of {config.names.dlq(service)}?")
+            ids = {row["message_id"] for row in listed}
+            listed = delete(sqs, db, config.names, service, ids, how="`sourceflow dlq purge`")
+    _print_rows(listed, as_json, f"deleted from {service}'s DLQ", DLQ_COLUMNS)
+
+
+@dlq.command("delete")
+@click.argument("queue")
+@click.argument("message_id", metavar="ID")
+@_yes_option
+@_json_option
+@state_dir_option
+def dlq_delete(queue: str, message_id: str, yes: bool, as_json: bool, state_dir: Path) -> None:
+    """Delete the dead letter ID (its message id, from `sourceflow dlq list`) of QUEUE, kept
+    first in public.parked_message with who deleted it."""
+    from ops.config import OperatorError
+    from ops.dlq import delete, list_dead_letters
+
+    service = _service(queue)
+    with _database(state_dir) as (config, db):
+        sqs, dlq_name = config.client("sqs"), config.names.dlq(service)
+        listed = list_dead_letters(sqs, db, config.names, (service,))
+        letter = next((row for row in listed if row["message_id"] == message_id), None)
+        if letter is None:
+            raise OperatorError(
+                f"no dead letter {message_id!r} in {dlq_name}; `sourceflow dlq list {service}` "
+                "lists its message ids"
+            )
+        _confirm(
+            yes,
+            f"delete dead letter {message_id} ({letter['schema']}, source "
+            f"{letter['source_id'] or 'unknown'}) from {dlq_name}?",
+        )
+        how = "`sourceflow dlq delete`"
+        deleted = delete(sqs, db, config.names, service, {message_id}, how=how)
+        if not deleted:
+            raise OperatorError(
+                f"dead letter {message_id!r} left {dlq_name} before it could be deleted "
+                "(replayed or deleted meanwhile)"
+            )
+    _print_rows(deleted, as_json, f"deleted from {service}'s DLQ", DLQ_COLUMNS)
+
+
+def _confirm(yes: bool, question: str) -> None:
+    """Ask on the terminal unless --yes; anything but yes aborts and changes nothing."""
+    if not yes:
+        click.confirm(question, abort=True, err=True)
+
+
+# -- logs -------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--run", "run_name", metavar="RUN", help="Only the lines of this run (name or ARN).")
+@click.option(
+    "--service",
+    "services",
+    type=click.Choice(SERVICES),
+    multiple=True,
+    help="Only this service's lines (repeatable); every service's if omitted.",
+)
+@_since_option
+@_json_option
+@state_dir_option
+def logs(
+    run_name: str | None,
+    services: tuple[str, ...],
+    since: datetime | None,
+    as_json: bool,
+    state_dir: Path,
+) -> None:
+    """The services' log lines, oldest first, one readable line each: on the embedded stack
+    from its workers' log files (SOURCEFLOW_LOGS_DIR, in local.env), else from CloudWatch Logs.
+    A run's lines are those that mention its execution name."""
+    from ops.logs import CloudWatchLogs, LogFiles, LogStore, read_logs
+
+    config = operator_config(state_dir)
+    logs_dir = config.values.get(LOGS_DIR_VARIABLE)
+    store: LogStore = (
+        LogFiles(Path(logs_dir))
+        if logs_dir
+        else CloudWatchLogs(config.client("logs"), config.names)
+    )
+    lines = read_logs(store, services=services or SERVICES, since=_utc(since), run=run_name)
+    if as_json:
+        click.echo(json.dumps([line.as_json() for line in lines], indent=2))
+    elif not lines:
+        click.echo("no log lines" + (f" mention run {run_name}" if run_name else ""))
+    else:
+        click.echo("\n".join(line.text() for line in lines))
+
+
 # -- plumbing ---------------------------------------------------------------------------------
 
 
 def _service(queue: str) -> str:
     from ops.dlq import resolve_service
 
-    try:
-        return resolve_service(queue)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="QUEUE") from None
+    return resolve_service(queue)
 
 
 def operator_config(state_dir: Path) -> Any:

@@ -94,12 +94,14 @@ class OperatorConfig:
     def names(self) -> Names:
         return Names(self.stage)
 
-    def client(self, service_name: str) -> Any:
+    def client(self, service_name: str, *, config: Any = None) -> Any:
+        """A boto3 client of the deployment; `config`, a botocore Config (timeouts, retries)."""
         import boto3
 
         options = {
             "region_name": self.values.get("AWS_DEFAULT_REGION") or None,
             "endpoint_url": self.values.get("AWS_ENDPOINT_URL") or None,
+            "config": config,
         }
         if self.values.get("AWS_ACCESS_KEY_ID"):
             options["aws_access_key_id"] = self.values["AWS_ACCESS_KEY_ID"]

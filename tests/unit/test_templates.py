@@ -676,6 +676,12 @@ def test_the_embedded_stack_creates_the_queues_the_service_stacks_declare(
         assert dead_letters["QueueName"] in local.queues
 
 
+def test_sourceflow_logs_reads_the_log_group_each_service_stack_declares() -> None:
+    for name in SERVICES:
+        [group] = service(name).of_type("AWS::Logs::LogGroup").values()
+        assert group["LogGroupName"] == NAMES.log_group(name)
+
+
 def test_the_embedded_stack_creates_the_rules_the_workflow_stack_declares(
     local: RecordedAws, meaning: dict[str, Any]
 ) -> None:
