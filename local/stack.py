@@ -199,8 +199,8 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 child.kill()
         self._named.clear()
-        for log in self._logs.values():
-            log.close()
+        for log_file in self._logs.values():
+            log_file.close()
         self._logs.clear()
         if self._pg is not None:
             self._pg.cleanup()
@@ -338,9 +338,9 @@ class LocalStack:
             death = self.restarts.died(
                 name, status=status, lived_seconds=now - self._started_at[name], now=now
             )
-            log = self._logs[name]
-            log.write(death.log_line(service).encode() + b"\n")
-            log.flush()
+            log_file = self._logs[name]
+            log_file.write(death.log_line(service).encode() + b"\n")
+            log_file.flush()
             said.append(death.text())
         for name in self.restarts.due(now):
             argv, extra_env = self._commands[name]
@@ -348,19 +348,15 @@ class LocalStack:
             said.append(f"worker {name} started again (pid {self._named[name].pid})")
         return said
 
-    def pid(self, name: str) -> int:
-        """The process id of a part (`moto`, `vendor`, `download-0`, …)."""
-        return self._named[name].pid
-
     def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str]) -> None:
         if name in self._logs:
             self._logs.pop(name).close()
-        log = (self.logs_dir / f"{name}.log").open("ab")
-        self._logs[name] = log
+        log_file = (self.logs_dir / f"{name}.log").open("ab")
+        self._logs[name] = log_file
         child = subprocess.Popen(
             argv,
             env={**os.environ, **extra_env},
-            stdout=log,
+            stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
