@@ -233,6 +233,7 @@ class LocalStack:
             "SOURCEFLOW_BATCH_SIZE": str(BATCH_SIZE[service]),
             "SOURCEFLOW_FUNCTION_TIMEOUT": str(function_timeouts(timeouts)[service]),
             **timeouts_environment(timeouts),
+            **admission_environment(self.options.workers_per_service),
             "RESPECS_APPROVAL_REQUIRED": str(self.options.approval_gate).lower(),
             "POWERTOOLS_SERVICE_NAME": f"sourceflow-{service}",
             "POWERTOOLS_TRACE_DISABLED": "true",
@@ -286,6 +287,16 @@ def timeouts_environment(timeouts: Timeouts) -> dict[str, str]:
         "HEARTBEAT_SECONDS": str(timeouts.heartbeat_interval_seconds),
         "DOWNLOAD_CLAIM_SECONDS": str(timeouts.download_claim_seconds),
         "APPROVAL_TIMEOUT_SECONDS": str(timeouts.approval_seconds),
+        "VALIDATE_TIMEOUT_SECONDS": str(timeouts.validate_seconds),
+    }
+
+
+def admission_environment(download_workers: int) -> dict[str, str]:
+    """What the scheduler admits runs by (shared/rules/admission.py): the downloads that can run
+    at once on the embedded stack are its download workers, each taking a batch of one."""
+    return {
+        "DOWNLOAD_CONCURRENCY": str(download_workers),
+        "DOWNLOAD_BATCH_SIZE": str(BATCH_SIZE["download"]),
     }
 
 

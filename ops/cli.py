@@ -253,11 +253,14 @@ def run(source_id: str, wait: bool, state_dir: Path) -> None:
         click.echo(f"run requested for {source_id} (event {event_id})")
         if not wait:
             return
-        sfn = config.client("stepfunctions")
         arn = find_requested_execution(
-            sfn, config.require("STATE_MACHINE_ARN"), source_id, event_id
+            db,
+            source_id,
+            event_id,
+            waiting=lambda before: click.echo(f"waiting for admission: {before} runs before it"),
         )
         click.echo(f"execution {arn.rsplit(':', 1)[1]}")
+        sfn = config.client("stepfunctions")
         outcome = None
         for progress in follow_execution(sfn, db, arn):
             click.echo(f"{progress.at:%H:%M:%S}  {progress.step:<20} {progress.detail}".rstrip())
@@ -466,7 +469,8 @@ def audit(source_id: str, since: datetime | None, as_json: bool, state_dir: Path
 @_json_option
 @state_dir_option
 def status(as_json: bool, state_dir: Path) -> None:
-    """Queue and DLQ depths per service, running executions, locks, the last scheduler tick."""
+    """Queue and DLQ depths per service, running executions, runs waiting for admission, locks,
+    the last scheduler tick."""
     from ops.status import status as status_report
 
     with _database(state_dir) as (config, db):
@@ -478,6 +482,9 @@ def status(as_json: bool, state_dir: Path) -> None:
         report["queues"], False, "queues", ["service", "queued", "in_flight", "dead_letters"]
     )
     _print_rows(report["running"], False, "running executions", ["execution_name", "started"])
+    line = report["waiting_for_admission"]
+    oldest = f", the oldest since {_cell(line['oldest_queued_at'])}" if line["waiting"] else ""
+    click.echo(f"runs waiting for admission: {line['waiting']}{oldest}")
     _print_rows(
         report["locked"],
         False,

@@ -1,5 +1,5 @@
-"""`sourceflow status`: queue and DLQ depths, running executions, locks and expired leases,
-the last tick."""
+"""`sourceflow status`: queue and DLQ depths, running executions, runs waiting for admission,
+locks and expired leases, the last tick."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from infra.resources import SERVICES
 from ops.config import OperatorConfig
+from shared.store.admission import line_length
 from shared.store.db import Database
 
 
@@ -46,7 +47,14 @@ def status(config: OperatorConfig, db: Database) -> dict[str, Any]:
         locked = [dict(row) for row in cur.fetchall()]
         cur.execute("SELECT rule, last_tick_at, handled_at FROM public.scheduler_tick")
         ticks = [dict(row) for row in cur.fetchall()]
-    return {"queues": queues, "running": running, "locked": locked, "scheduler_ticks": ticks}
+        waiting = line_length(cur)
+    return {
+        "queues": queues,
+        "running": running,
+        "waiting_for_admission": waiting,
+        "locked": locked,
+        "scheduler_ticks": ticks,
+    }
 
 
 def _depths(sqs: Any, queue_name: str, *attributes: str) -> tuple[int, ...]:

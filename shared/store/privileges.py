@@ -104,6 +104,11 @@ WRITES: Mapping[str, Mapping[str, TableWrites]] = {
             update=("batch_execution_params", "updated_at", "last_scheduled_slot")
         ),
         "public.scheduler_tick": TableWrites(insert=ALL, update=ALL),
+        # The line of runs waiting for admission: queued, a newer slot in a slot's place, admitted.
+        "public.run_admission": TableWrites(
+            insert=ALL,
+            update=("execution_name", "started_for", "nonce", "admitted_at", "execution_arn"),
+        ),
         **_DELIVERY_FAILURES,
     },
     OPERATORS_ROLE: {

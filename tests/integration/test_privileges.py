@@ -41,6 +41,7 @@ TABLES = (
     "public.respecs_approval_revocation",
     "public.landed_version",
     "public.scheduler_tick",
+    "public.run_admission",
     "public.delivery_failure",
     "public.parked_message",
     "public.listing_attributes",
