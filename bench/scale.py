@@ -1,10 +1,19 @@
-"""Many sources due at once: one schedule tick, every run to its end, everything correct."""
+"""Many sources due at once: one schedule tick, every run to its end, everything correct.
+
+The scheduler admits as many runs at once as the stack has download workers
+(shared/rules/admission.py); the rest wait in its line and start as runs end. Per size: the
+wall time, runs per minute, how the runs ended, the most runs under way at once (from the
+ledger: validation's lock to the unlock), how long runs waited for admission, the peak database
+connections, and the machine's load while it ran.
+"""
 
 from __future__ import annotations
 
+import os
+import statistics
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bench.common import bench_source, utc_now
@@ -13,8 +22,8 @@ from local.stack import LocalStack, aws_client
 from local.ticker import fire_all
 from shared.store.db import Database
 
-SIZES = (50, 100, 200)
-TIMEOUT_S = 900
+SIZES = (200, 500, 1000)
+TIMEOUT_S = 1800
 
 
 def measure_scale(stack: LocalStack, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
@@ -41,16 +50,17 @@ def _one_size(stack: LocalStack, size: int) -> dict[str, Any]:
         )
         for _ in range(size)
     ]
-    connections = _ConnectionSampler(env["DATABASE_URL"])
-    connections.start()
+    sampler = _Sampler(env["DATABASE_URL"])
+    sampler.start()
     started = time.monotonic()
     fire_all(
         aws_client(env, "events"), aws_client(env, "sqs"), Names(env["SOURCEFLOW_STAGE"]).prefix
     )
     finished = _wait_until_all_ended(db, sources)
     wall = time.monotonic() - started
-    connections.stop()
+    sampler.stop()
     correct = _all_correct(db, sources)
+    outcomes = _outcomes(db, sources)
     with db.transaction() as cur:  # out of later ticks' way
         cur.execute(
             "UPDATE public.source SET is_active = false WHERE source_id = ANY(%s)", (sources,)
@@ -61,8 +71,14 @@ def _one_size(stack: LocalStack, size: int) -> dict[str, Any]:
         "completed": finished,
         "wall_s": wall,
         "runs_per_min": finished / wall * 60,
-        "db_connections": connections.peak,
+        "db_connections": sampler.peak_connections,
         "all_correct": correct and finished == size,
+        "admission_capacity": stack.options.workers_per_service,
+        **outcomes,
+        "load_average_1m": {
+            "mean": statistics.mean(sampler.loads or [0.0]),
+            "max": max(sampler.loads or [0.0]),
+        },
     }
 
 
@@ -106,12 +122,56 @@ def _all_correct(db: Database, sources: list[str]) -> bool:
     )
 
 
-class _ConnectionSampler(threading.Thread):
-    """The most PostgreSQL connections the services held at once (sampled every 100 ms)."""
+def _outcomes(db: Database, sources: list[str]) -> dict[str, Any]:
+    """How the runs ended (status, error, step: count), the most under way at once, and how
+    long they waited for admission."""
+    with db.transaction() as cur:
+        cur.execute(
+            "SELECT status, error, failed_step, started_at, finished_at FROM public.source_run"
+            " WHERE source_id = ANY(%s)",
+            (sources,),
+        )
+        runs = [dict(row) for row in cur.fetchall()]
+        cur.execute(
+            "SELECT extract(epoch FROM admitted_at - queued_at) AS waited"
+            " FROM public.run_admission WHERE source_id = ANY(%s) AND admitted_at IS NOT NULL",
+            (sources,),
+        )
+        waits = sorted(float(row["waited"]) for row in cur.fetchall())
+    ended: dict[str, int] = {}
+    for run in runs:
+        key = " ".join(filter(None, (run["status"], run["error"], run["failed_step"])))
+        ended[key] = ended.get(key, 0) + 1
+    return {
+        "ended": ended,
+        "most_under_way": most_at_once(
+            [(r["started_at"], r["finished_at"]) for r in runs if r["finished_at"]]
+        ),
+        "admission_wait_s": {
+            "median": statistics.median(waits) if waits else None,
+            "max": waits[-1] if waits else None,
+        },
+    }
+
+
+def most_at_once(spans: list[tuple[datetime, datetime]]) -> int:
+    """The most spans open at one instant (one that ends as another starts is not open)."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    most = current = 0
+    for _, step in edges:
+        current += step
+        most = max(most, current)
+    return most
+
+
+class _Sampler(threading.Thread):
+    """The most PostgreSQL connections the services held at once (sampled every 100 ms), and
+    the machine's one-minute load average (every 5 s)."""
 
     def __init__(self, dsn: str) -> None:
         super().__init__(daemon=True)
-        self._dsn, self._stopping, self.peak = dsn, threading.Event(), 0
+        self._dsn, self._stopping = dsn, threading.Event()
+        self.peak_connections, self.loads = 0, list[float]()
 
     def run(self) -> None:
         from psycopg2 import connect
@@ -119,11 +179,15 @@ class _ConnectionSampler(threading.Thread):
         conn = connect(self._dsn)
         conn.autocommit = True
         with conn.cursor() as cur:
+            samples = 0
             while not self._stopping.wait(0.1):
                 cur.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 'sourceflow\\_%'"
                 )
-                self.peak = max(self.peak, int(cur.fetchone()[0]))
+                self.peak_connections = max(self.peak_connections, int(cur.fetchone()[0]))
+                samples += 1
+                if samples % 50 == 0:
+                    self.loads.append(os.getloadavg()[0])
         conn.close()
 
     def stop(self) -> None:

@@ -3,10 +3,11 @@
 A Download task's `HeartbeatSeconds` is counted from when its message is sent, so time spent
 waiting in the download queue behind other downloads counts against it: with more runs under
 way than downloads that can run at once, the last of a burst waits for the ones before it and
-times out (1,000 sources due at once on the embedded stack: 764 runs failed with
+times out (1,000 sources due at once on the embedded stack: 684 of them failed with
 States.Timeout at Download). So the scheduler starts a run only while fewer runs are under way
-than downloads can run at once — then every Download message finds a download consumer free,
-however long the downloads take — and the rest wait, in order, until a run ends.
+— admitted, and not yet downloaded — than downloads can run at once: then every Download
+message finds a download consumer free, however long the downloads take. The rest wait, in
+order, until a place frees (the scheduler looks on every tick, run request and run end).
 
 Downloads that can run at once: the download function's concurrency (the event source
 mapping's MaximumConcurrency in the cloud, the download workers on the embedded stack), each

@@ -1,10 +1,12 @@
 """The line of runs waiting to start (`public.run_admission`, migration 0015) and the count of
 runs under way: what the scheduler admits runs by (shared/rules/admission.py).
 
-A run is under way from its admission until its execution unlocks its source: admitted and
-not yet recorded by validation, or recorded and holding its source's live lease. It stops
-counting while it waits for a person to approve its Re-specs query (it holds no worker then,
-and may wait a day). Runs started outside the scheduler count as soon as they hold a lease.
+A run is under way from its admission until its download is recorded — from then on it needs
+no download worker: admitted and not yet recorded by validation, or recorded `running` and
+holding its source's live lease (a run whose execution died stops counting when its lease
+runs out). It does not count while it waits for a person to approve its Re-specs query (it
+holds no worker then, and may wait a day). Runs started outside the scheduler count as soon as
+they hold a lease.
 
 Admission passes are serialised by a transaction-level advisory lock, so two scheduler
 invocations never both see the same free place. The functions take the caller's cursor.
@@ -18,7 +20,7 @@ from typing import Any
 
 from shared.rules.admission import WaitingRun
 from shared.store.db import fetch_one
-from shared.store.runs import OPEN_RUN_STATUSES
+from shared.store.runs import RunStatus
 
 # Any constant works; it only has to be the same for every scheduler invocation.
 _ADMISSION_LOCK_KEY = 0x50F2
@@ -71,7 +73,8 @@ def hold_the_line(cur: Any) -> None:
 def runs_under_way(cur: Any, *, validation_bound: timedelta) -> int:
     """Runs admitted and not yet recorded by validation (for at most `validation_bound`, the
     Validate task's timeout: a run not validated by then downloads nothing), plus recorded runs
-    still open that hold their source's live lease, except those waiting for a person."""
+    not yet downloaded that hold their source's live lease, except those waiting for a
+    person."""
     row = fetch_one(
         cur,
         """
@@ -82,12 +85,12 @@ def runs_under_way(cur: Any, *, validation_bound: timedelta) -> int:
              + (SELECT count(*) FROM public.source s
                   JOIN public.source_run r ON r.execution_arn = s.locked_by
                  WHERE s.locked_by IS NOT NULL AND s.lock_expires_at > now()
-                   AND r.status IN %(open)s
+                   AND r.status = %(running)s
                    AND NOT EXISTS (SELECT 1 FROM public.run_approval a
                                     WHERE a.execution_arn = r.execution_arn
                                       AND a.status = 'waiting')) AS under_way
         """,
-        {"bound": validation_bound, "open": OPEN_RUN_STATUSES},
+        {"bound": validation_bound, "running": RunStatus.RUNNING},
     )
     assert row is not None
     return int(row["under_way"])

@@ -5,15 +5,14 @@ and the last ones time out (States.Timeout at Download); with it every run succe
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
+from bench.orchestration import step_spans
+from bench.scale import most_at_once
 from tests.e2e.harness import RUN_SECONDS, Harness
 from tests.e2e.harness.stack import HEARTBEAT_SECONDS
 
 SOURCES = 10
-# Each download takes about PAGES times PAGE_DELAY_MS: with two workers, ten of them one after the
-# other keep the last one waiting four downloads (some 30 s) — past the 20 s heartbeat.
+# Each download takes about PAGES times PAGE_DELAY_MS: with two workers, ten of them one after
+# the other keep the last one waiting for four downloads (some 30 s), past the 20 s heartbeat.
 PAGES, PAGE_DELAY_MS = 8, 1000
 
 
@@ -46,38 +45,8 @@ def test_a_burst_of_sources_due_at_once_all_succeed_none_waiting_past_its_heartb
         )["events"]
     assert all(len(harness.executions_of(source_id)) == 1 for source_id in sources)
 
-    # And never more runs were under way — from Validate to their unlock — than downloads can
-    # run at once, so no Download message waited in its queue for a worker
-    spans = [under_way(events) for events in histories.values()]
-    assert most_at_once(spans) <= capacity, spans
-    downloads = [task_span(events, "Download") for events in histories.values()]
-    assert most_at_once(downloads) <= capacity, downloads
-
-
-def task_span(events: list[dict[str, Any]], state: str) -> tuple[datetime, datetime]:
-    """From the task's message being sent to its success."""
-    scheduled, entered = None, ""
-    for event in events:
-        if event["type"] == "TaskStateEntered":
-            entered = event["stateEnteredEventDetails"]["name"]
-        elif event["type"] == "TaskScheduled" and entered == state:
-            scheduled = event["timestamp"]
-        elif event["type"] == "TaskSucceeded" and entered == state:
-            assert scheduled is not None
-            return scheduled, event["timestamp"]
-    raise AssertionError(f"no {state} task succeeded")
-
-
-def under_way(events: list[dict[str, Any]]) -> tuple[datetime, datetime]:
-    """From Validate's message being sent to the unlock's success."""
-    return task_span(events, "Validate")[0], task_span(events, "UnlockAfterSuccess")[1]
-
-
-def most_at_once(spans: list[tuple[datetime, datetime]]) -> int:
-    """The most spans open at one instant (one that ends as another starts is not open)."""
-    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
-    most = current = 0
-    for _, step in edges:
-        current += step
-        most = max(most, current)
-    return most
+    # And never more runs were under way — from Validate's message to their download's end —
+    # than downloads can run at once, so no Download message waited in its queue for a worker
+    steps = [step_spans(events) for events in histories.values()]
+    runs = [(step["Validate"][0], step["Download"][1]) for step in steps]
+    assert most_at_once(runs) <= capacity, runs

@@ -272,6 +272,26 @@ def test_locks_of_no_recorded_run_expired_leases_and_approval_waits_do_not_count
     assert under_way(db) == 0
 
 
+def test_a_run_whose_download_is_recorded_frees_its_place_before_its_unlock(
+    db: Database,
+) -> None:
+    # Given a burst of three, two under way
+    starter = burst(db, 3)
+    first, _ = validate_started(db, starter)
+
+    # When the first one's download is recorded (it goes on to Unlock: no download worker)
+    with db.transaction() as cur:
+        cur.execute(
+            "UPDATE public.source_run SET status = 'downloaded' WHERE execution_arn = %s",
+            (first.arn,),
+        )
+
+    # Then it holds no place, and the next pass starts the third
+    assert under_way(db) == 1
+    assert len(admitter(db, starter)()) == 1
+    assert waiting(db) == []
+
+
 def test_a_run_started_outside_the_scheduler_takes_a_place_once_it_holds_its_lease(
     db: Database,
 ) -> None:

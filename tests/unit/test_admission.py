@@ -70,8 +70,10 @@ def test_admitted_runs_are_the_oldest_and_never_past_the_capacity(
 
 # --- the protocol, as a model -----------------------------------------------------------------
 
-# A run under way goes through these phases; only "downloading" needs a download worker.
+# A run goes through these phases; only "downloading" needs a download worker, and a run holds
+# its place in admission until its download is recorded (shared/store/admission.py).
 PHASES = ("validating", "downloading", "unlocking")
+HOLDING = ("validating", "downloading")
 
 
 @dataclass
@@ -82,7 +84,7 @@ class Model:
 
     workers: int
     line: deque[int] = field(default_factory=deque)
-    under_way: dict[int, str] = field(default_factory=dict)
+    running: dict[int, str] = field(default_factory=dict)
     queued: list[int] = field(default_factory=list)
     started: list[int] = field(default_factory=list)
 
@@ -98,32 +100,33 @@ class Model:
         self.admit()
 
     def admit(self) -> None:
-        for run in runs_to_admit(
-            list(self.line), under_way=len(self.under_way), capacity=self.capacity
-        ):
+        for run in runs_to_admit(list(self.line), under_way=self.holding(), capacity=self.capacity):
             self.line.popleft()
             self.started.append(run)
-            self.under_way[run] = PHASES[0]
+            self.running[run] = PHASES[0]
 
     def step(self, index: int) -> None:
-        """One run under way moves to its next phase, or ends (and its end is announced)."""
-        if not self.under_way:
+        """One run moves to its next phase, or ends (and its end is announced)."""
+        if not self.running:
             return
-        run = sorted(self.under_way)[index % len(self.under_way)]
-        phase = PHASES.index(self.under_way[run])
+        run = sorted(self.running)[index % len(self.running)]
+        phase = PHASES.index(self.running[run])
         if phase + 1 < len(PHASES):
-            self.under_way[run] = PHASES[phase + 1]
+            self.running[run] = PHASES[phase + 1]
             # Its download message is sent now: a worker must be free to take it at once.
-            assert self.downloading() <= self.workers, "a download waits in its queue"
+            assert self.in_phase("downloading") <= self.workers, "a download waits in its queue"
         else:
-            del self.under_way[run]
+            del self.running[run]
             self.admit()
 
-    def downloading(self) -> int:
-        return sum(phase == "downloading" for phase in self.under_way.values())
+    def holding(self) -> int:
+        return sum(self.in_phase(phase) for phase in HOLDING)
+
+    def in_phase(self, phase: str) -> int:
+        return sum(each == phase for each in self.running.values())
 
     def check(self) -> None:
-        assert len(self.under_way) <= self.capacity
+        assert self.holding() <= self.capacity
         assert len(set(self.started)) == len(self.started), "a run started twice"
         assert self.started == self.queued[: len(self.started)], "not the oldest first"
 
@@ -150,7 +153,7 @@ def test_no_download_waits_no_run_starts_twice_and_every_run_starts(
         model.check()
 
     # When the runs under way go on to their ends, each end announced
-    while model.under_way:
+    while model.running:
         model.step(0)
         model.check()
 
