@@ -2,9 +2,9 @@
 
 The scheduler admits as many runs at once as the stack has download workers
 (shared/rules/admission.py); the rest wait in its line and start as runs end. Per size: the
-wall time, runs per minute, how the runs ended, the most runs under way at once (from the
-ledger: validation's lock to the unlock), how long runs waited for admission, the peak database
-connections, and the machine's load while it ran.
+wall time, runs per minute, how the runs ended, the most runs under way at once as admission
+counts them (sampled), how long runs waited for admission, the peak database connections, and
+the machine's load while it ran.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import os
 import statistics
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from bench.common import bench_source, utc_now
 from infra.resources import Names
 from local.stack import LocalStack, aws_client
 from local.ticker import fire_all
+from shared.store.admission import runs_under_way
 from shared.store.db import Database
 
 SIZES = (200, 500, 1000)
@@ -50,7 +51,8 @@ def _one_size(stack: LocalStack, size: int) -> dict[str, Any]:
         )
         for _ in range(size)
     ]
-    sampler = _Sampler(env["DATABASE_URL"])
+    bound = timedelta(seconds=stack.options.timeouts.validate_seconds)
+    sampler = _Sampler(env["DATABASE_URL"], bound)
     sampler.start()
     started = time.monotonic()
     fire_all(
@@ -74,6 +76,7 @@ def _one_size(stack: LocalStack, size: int) -> dict[str, Any]:
         "db_connections": sampler.peak_connections,
         "all_correct": correct and finished == size,
         "admission_capacity": stack.options.workers_per_service,
+        "most_under_way": sampler.most_under_way,
         **outcomes,
         "load_average_1m": {
             "mean": statistics.mean(sampler.loads or [0.0]),
@@ -123,72 +126,56 @@ def _all_correct(db: Database, sources: list[str]) -> bool:
 
 
 def _outcomes(db: Database, sources: list[str]) -> dict[str, Any]:
-    """How the runs ended (status, error, step: count), the most under way at once, and how
-    long they waited for admission."""
+    """How the runs ended (status, error and step: how many), and how long they waited for
+    admission (median, longest)."""
     with db.transaction() as cur:
         cur.execute(
-            "SELECT status, error, failed_step, started_at, finished_at FROM public.source_run"
-            " WHERE source_id = ANY(%s)",
+            "SELECT concat_ws(' ', status, error, failed_step) AS ended, count(*) AS runs"
+            " FROM public.source_run WHERE source_id = ANY(%s) GROUP BY 1",
             (sources,),
         )
-        runs = [dict(row) for row in cur.fetchall()]
+        ended = {row["ended"]: int(row["runs"]) for row in cur.fetchall()}
         cur.execute(
-            "SELECT extract(epoch FROM admitted_at - queued_at) AS waited"
-            " FROM public.run_admission WHERE source_id = ANY(%s) AND admitted_at IS NOT NULL",
+            """
+            SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY waited) AS median,
+                   max(waited) AS longest
+              FROM (SELECT extract(epoch FROM admitted_at - queued_at)::float8 AS waited
+                      FROM public.run_admission
+                     WHERE source_id = ANY(%s) AND admitted_at IS NOT NULL) AS admitted
+            """,
             (sources,),
         )
-        waits = sorted(float(row["waited"]) for row in cur.fetchall())
-    ended: dict[str, int] = {}
-    for run in runs:
-        key = " ".join(filter(None, (run["status"], run["error"], run["failed_step"])))
-        ended[key] = ended.get(key, 0) + 1
+        waited = cur.fetchone()
     return {
         "ended": ended,
-        "most_under_way": most_at_once(
-            [(r["started_at"], r["finished_at"]) for r in runs if r["finished_at"]]
-        ),
-        "admission_wait_s": {
-            "median": statistics.median(waits) if waits else None,
-            "max": waits[-1] if waits else None,
-        },
+        "admission_wait_s": {"median": waited["median"], "max": waited["longest"]},
     }
 
 
-def most_at_once(spans: list[tuple[datetime, datetime]]) -> int:
-    """The most spans open at one instant (one that ends as another starts is not open)."""
-    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
-    most = current = 0
-    for _, step in edges:
-        current += step
-        most = max(most, current)
-    return most
-
-
 class _Sampler(threading.Thread):
-    """The most PostgreSQL connections the services held at once (sampled every 100 ms), and
-    the machine's one-minute load average (every 5 s)."""
+    """Sampled every 100 ms: the most PostgreSQL connections the services held at once, and the
+    most runs under way as admission counts them; every 5 s, the one-minute load average."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, validation_bound: timedelta) -> None:
         super().__init__(daemon=True)
-        self._dsn, self._stopping = dsn, threading.Event()
-        self.peak_connections, self.loads = 0, list[float]()
+        self._db = Database(dsn, application_name="sourceflow-bench-sampler")
+        self._bound, self._stopping = validation_bound, threading.Event()
+        self.peak_connections, self.most_under_way, self.loads = 0, 0, list[float]()
 
     def run(self) -> None:
-        from psycopg2 import connect
-
-        conn = connect(self._dsn)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            samples = 0
-            while not self._stopping.wait(0.1):
+        samples = 0
+        while not self._stopping.wait(0.1):
+            with self._db.transaction() as cur:
                 cur.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 'sourceflow\\_%'"
+                    "SELECT count(*) AS n FROM pg_stat_activity WHERE usename LIKE 'sourceflow\\_%'"
                 )
-                self.peak_connections = max(self.peak_connections, int(cur.fetchone()[0]))
-                samples += 1
-                if samples % 50 == 0:
-                    self.loads.append(os.getloadavg()[0])
-        conn.close()
+                self.peak_connections = max(self.peak_connections, int(cur.fetchone()["n"]))
+                under_way = runs_under_way(cur, validation_bound=self._bound)
+            self.most_under_way = max(self.most_under_way, under_way)
+            samples += 1
+            if samples % 50 == 0:
+                self.loads.append(os.getloadavg()[0])
+        self._db.close()
 
     def stop(self) -> None:
         self._stopping.set()

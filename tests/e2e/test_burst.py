@@ -5,8 +5,9 @@ and the last ones time out (States.Timeout at Download); with it every run succe
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from bench.orchestration import step_spans
-from bench.scale import most_at_once
 from tests.e2e.harness import RUN_SECONDS, Harness
 from tests.e2e.harness.stack import HEARTBEAT_SECONDS
 
@@ -50,3 +51,13 @@ def test_a_burst_of_sources_due_at_once_all_succeed_none_waiting_past_its_heartb
     steps = [step_spans(events) for events in histories.values()]
     runs = [(step["Validate"][0], step["Download"][1]) for step in steps]
     assert most_at_once(runs) <= capacity, runs
+
+
+def most_at_once(spans: list[tuple[datetime, datetime]]) -> int:
+    """The most spans open at one instant (one that ends as another starts is not open)."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    most = current = 0
+    for _, step in edges:
+        current += step
+        most = max(most, current)
+    return most
