@@ -40,8 +40,9 @@ LOCAL_TIMEOUTS = Timeouts(
     validate_seconds=120,
     download_seconds=600,
     # Counted from when the Download task sends its message, so it includes the wait in the
-    # queue before a worker picks it up and heartbeats: with many sources due at once and two
-    # workers, that wait passed 30 s (make bench, 200 sources). As in the cloud, then.
+    # queue before a worker picks it up and heartbeats. The scheduler admits no more runs at once
+    # than there are download workers (shared/rules/admission.py), so that wait is a poll's;
+    # runs started around the scheduler (the demo, tests) may still queue. As in the cloud.
     download_heartbeat_seconds=120,
     unlock_seconds=120,
     max_receive_count=4,
