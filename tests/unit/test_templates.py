@@ -33,6 +33,8 @@ from shared.runtime.catalogue import (
     EVENT_SOURCE,
     RESPECS_APPROVAL_REQUIRED,
     RESPECS_STATEMENT_TIMEOUT_MS,
+    VENDOR_MAX_WAIT_SECONDS,
+    VENDOR_SLOT_WAIT_SECONDS,
     Step,
     Timeouts,
 )
@@ -772,6 +774,15 @@ def test_unlocking_outlasts_the_respecs_statement_timeout_it_may_use_up() -> Non
     assert "RESPECS_STATEMENT_TIMEOUT_MS" not in env
     assert CLOUD_TIMEOUTS.unlocking_function_seconds * 1000 > RESPECS_STATEMENT_TIMEOUT_MS
     assert int(function_of(service("unlocking"))["Timeout"]) * 1000 > RESPECS_STATEMENT_TIMEOUT_MS
+
+
+def test_a_download_that_waits_its_longest_on_its_vendor_still_has_time_to_read() -> None:
+    # (the templates leave the vendor waits to their defaults) A delivery that waits its longest
+    # for a slot, then for one throttled page, has half its function's time left at least.
+    env = function_of(service("download"))["Environment"]["Variables"]
+    assert not {"VENDOR_MAX_WAIT_SECONDS", "VENDOR_SLOT_WAIT_SECONDS"} & set(env)
+    waits = VENDOR_SLOT_WAIT_SECONDS + VENDOR_MAX_WAIT_SECONDS
+    assert waits <= int(function_of(service("download"))["Timeout"]) / 2
 
 
 # -- a step that committed is never reported as failed ----------------------------------------
