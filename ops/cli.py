@@ -686,6 +686,88 @@ def status(as_json: bool, state_dir: Path) -> None:
     )
 
 
+# -- vendors ----------------------------------------------------------------------------------
+
+VENDOR_COLUMNS = [
+    "host",
+    "sources",
+    "max_concurrent",
+    "slots_in_use",
+    "held_by",
+    "set_by",
+    "set_at",
+]
+
+
+@main.group()
+def vendors() -> None:
+    """The vendors sources reach (hosts of http_api base_url) and how many downloads of each
+    may read at once, across all their sources and workers."""
+
+
+@vendors.command("list")
+@_json_option
+@state_dir_option
+def vendors_list(as_json: bool, state_dir: Path) -> None:
+    """Each vendor: its sources, its limit (empty: not limited), the slots held now and by
+    which sources, who set the limit."""
+    from ops.vendors import vendors_list as listed
+
+    with _database(state_dir) as (_, db):
+        rows = listed(db)
+    _print_rows(rows, as_json, "vendors", VENDOR_COLUMNS)
+
+
+@vendors.command("set")
+@click.argument("host")
+@click.option(
+    "--max-concurrent",
+    type=click.IntRange(1, 1000),
+    required=True,
+    help="At most this many downloads of the vendor read at once.",
+)
+@state_dir_option
+def vendors_set(host: str, max_concurrent: int, state_dir: Path) -> None:
+    """Limit HOST (host[:port] as `vendors list` shows it, or a base_url) to --max-concurrent
+    downloads at once; a download waits for a slot, heartbeating. Recorded as your login."""
+    from ops.vendors import set_limit
+
+    _check_vendor(host)
+    with _database(state_dir) as (_, db):
+        limit = set_limit(db, host, max_concurrent)
+    click.echo(
+        f"{limit['set_by']} set vendor {limit['host']} to at most {limit['max_concurrent']} "
+        f"download(s) at once; {limit['sources']} http_api source(s) reach it"
+    )
+    if not limit["sources"]:
+        click.echo(
+            "no source reaches this host yet: check its spelling in `sourceflow vendors list`"
+        )
+
+
+@vendors.command("unset")
+@click.argument("host")
+@state_dir_option
+def vendors_unset(host: str, state_dir: Path) -> None:
+    """Lift HOST's limit: its downloads no longer wait for a slot."""
+    from ops.vendors import unset_limit
+
+    _check_vendor(host)
+    with _database(state_dir) as (_, db):
+        click.echo(f"vendor {unset_limit(db, host)} is no longer limited")
+
+
+def _check_vendor(host: str) -> None:
+    """HOST names a host (ops.vendors spells it as the limits table does), before any
+    connection is made."""
+    from shared.connectors.pacing import vendor_host
+
+    try:
+        vendor_host(host)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="HOST") from None
+
+
 # -- dead letters -----------------------------------------------------------------------------
 
 

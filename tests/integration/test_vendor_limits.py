@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from local.roles import create_roles
+from ops.vendors import NotLimited, set_limit, unset_limit, vendors_list
 from services.download.adapters import WrittenObject
 from services.download.service import download_delivery
 from shared.errors import TransientError
@@ -257,6 +258,31 @@ def test_a_limit_records_the_login_that_set_it(
         1,
         ["src-a"],
     )
+
+
+def test_the_operators_list_shows_each_vendor_its_sources_and_its_limit(
+    db: Database, people: dict[str, Database], make_source: MakeSource
+) -> None:
+    # Given a source reaching vendor.invalid (every source of this tier does), and a limit on it
+    make_source()
+    host = f"Vendor-{uuid.uuid4().hex[:8]}.example"
+    with pytest.raises(NotLimited, match=r"has no limit; `sourceflow vendors list`"):
+        unset_limit(people["it_bob"], host)
+    limit = set_limit(people["it_bob"], f"https://{host}:443/api", 5)
+    assert (limit["host"], limit["set_by"], limit["sources"]) == (host.lower(), "it_bob", 0)
+
+    # When the operator lists the vendors
+    listed = {row["host"]: row for row in vendors_list(people["it_alice"])}
+
+    # Then each vendor shows its sources, its limit and who set it
+    assert listed["vendor.invalid"]["sources"] >= 1
+    assert listed["vendor.invalid"]["max_concurrent"] is None
+    assert {k: listed[host.lower()][k] for k in ("sources", "max_concurrent", "set_by")} == {
+        "sources": 0,
+        "max_concurrent": 5,
+        "set_by": "it_bob",
+    }
+    assert unset_limit(people["it_alice"], host) == host.lower()
 
 
 # -- download's deliveries hold them ----------------------------------------------------------
