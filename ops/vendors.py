@@ -26,18 +26,21 @@ def vendors_list(db: Database) -> list[dict[str, Any]]:
     with db.transaction() as cur:
         limits = {row["host"]: row for row in vendor_limits.vendor_limits(cur)}
         sources = _sources_by_host(cur)
-    return [
-        {
-            "host": host,
-            "sources": sources[host],
-            "max_concurrent": limits.get(host, {}).get("max_concurrent"),
-            "slots_in_use": limits.get(host, {}).get("slots_in_use", 0),
-            "held_by": ", ".join(limits.get(host, {}).get("held_by", [])),
-            "set_by": limits.get(host, {}).get("set_by"),
-            "set_at": limits.get(host, {}).get("set_at"),
-        }
-        for host in sorted(set(limits) | set(sources))
-    ]
+    rows = []
+    for host in sorted(set(limits) | set(sources)):
+        limit = limits.get(host, {})
+        rows.append(
+            {
+                "host": host,
+                "sources": sources[host],
+                "max_concurrent": limit.get("max_concurrent"),
+                "slots_in_use": limit.get("slots_in_use", 0),
+                "held_by": ", ".join(limit.get("held_by", [])),
+                "set_by": limit.get("set_by"),
+                "set_at": limit.get("set_at"),
+            }
+        )
+    return rows
 
 
 def set_limit(db: Database, host_or_url: str, max_concurrent: int) -> dict[str, Any]:

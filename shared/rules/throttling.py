@@ -23,24 +23,27 @@ from email.utils import parsedate_to_datetime
 THROTTLED_STATUSES = frozenset({429, 503})
 # delay-seconds (RFC 9110: 1*DIGIT); a decimal fraction, which some vendors send, is read too.
 _DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+# A longer wait (years, or a number of 300 digits) is read as this: past every bound all the same.
+LONGEST_RETRY_AFTER_SECONDS = 1e9
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     """The wait a `Retry-After` header asks for, in seconds from `now` (0 for a date already
-    past). None when there is none, or when it is neither a number of seconds nor an HTTP-date:
-    the vendor's header is untrusted, and an unreadable one is treated as absent."""
+    past, at most LONGEST_RETRY_AFTER_SECONDS). None when there is none, or when it is neither a
+    number of seconds nor an HTTP-date: the vendor's header is untrusted, and an unreadable one
+    is treated as absent."""
     if value is None:
         return None
     text = value.strip()
     if _DELAY_SECONDS.fullmatch(text):
-        return float(text)
+        return min(float(text), LONGEST_RETRY_AFTER_SECONDS)
     try:
         moment = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if moment.tzinfo is None:  # an HTTP-date is in GMT, whether or not it says so
         moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - now).total_seconds())
+    return min(max(0.0, (moment - now).total_seconds()), LONGEST_RETRY_AFTER_SECONDS)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.rules.throttling import PageThrottle, ThrottlePolicy, retry_after_seconds
+from shared.rules.throttling import (
+    LONGEST_RETRY_AFTER_SECONDS,
+    PageThrottle,
+    ThrottlePolicy,
+    retry_after_seconds,
+)
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 POLICY = ThrottlePolicy(max_wait_seconds=120)
@@ -45,6 +50,11 @@ def test_a_retry_after_that_is_neither_is_no_retry_after(value: str | None) -> N
 @given(st.integers(min_value=0, max_value=10**9))
 def test_any_delay_seconds_reads_back(seconds: int) -> None:
     assert retry_after_seconds(str(seconds), NOW) == seconds
+
+
+@pytest.mark.parametrize("value", ["9" * 400, "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_a_wait_of_years_is_read_as_the_longest(value: str) -> None:
+    assert retry_after_seconds(value, NOW) == LONGEST_RETRY_AFTER_SECONDS
 
 
 @given(st.integers(min_value=-(10**6), max_value=10**7))
