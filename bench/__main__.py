@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.common import json_output
 from bench.cost import run_cost
 from bench.loss import measure_loss, print_loss
 from bench.orchestration import measure_orchestration
@@ -71,15 +72,10 @@ def cached_vendor(datasets: dict[str, int]) -> Any:
 
 
 def transfer(mode: str, vendor: str, dataset: str, env: dict[str, str]) -> dict[str, Any]:
-    completed = subprocess.run(
+    return json_output(
         [sys.executable, "-m", "bench.transfer", mode, "--vendor", vendor, "--dataset", dataset],
-        capture_output=True,
-        text=True,
         env=env,
-        check=True,
     )
-    figures: dict[str, Any] = json.loads(completed.stdout)
-    return figures
 
 
 def measure_download(stack_env: dict[str, str]) -> dict[str, Any]:

@@ -1,11 +1,17 @@
-"""What the benchmarks share: sources to run, and the services' logic called directly."""
+"""What the benchmarks share: sources to run, the services' logic called directly, loopback
+servers and measuring processes."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from services.download.adapters import S3RawSink
@@ -13,11 +19,19 @@ from services.download.domain import Claim, Heartbeat
 from services.download.service import download_run
 from services.unlocking.service import unlock_run
 from services.validation.service import validate_run
-from shared.connectors import check_connection, connector_for
+from shared.connectors import source_access
 from shared.runtime import aws
-from shared.runtime.settings import RespecsSettings
+from shared.runtime.secrets import connection_secrets_prefix
+from shared.runtime.settings import RespecsSettings, SourceAccessSettings
 from shared.store.db import Database
 from shared.store.sources import SourceSpec, register_source
+
+# As the embedded stack's workers reach sources: the bench's are its vendor, on loopback.
+EMBEDDED_ACCESS = SourceAccessSettings(
+    connection_secrets_prefix=connection_secrets_prefix("local"),
+    reserved_secrets=frozenset(),
+    allow_loopback=True,
+)
 
 
 def bench_source(
@@ -72,7 +86,7 @@ def direct_validate(
         clock=clock,
         lease=LONG,
         respecs_tables=frozenset(),
-        check_connection=check_connection,
+        check_connection=source_access(EMBEDDED_ACCESS).check,
         approval_gate=False,  # Normal runs: the gate only concerns Re-specs queries
     )
 
@@ -90,7 +104,7 @@ def direct_download(
     return download_run(
         {**request, "plan": plan},
         db=db,
-        connector_for=connector_for,
+        connector_for=source_access(EMBEDDED_ACCESS).connector,
         sink=S3RawSink(aws.client("s3"), bucket),
         heartbeat=Heartbeat(send=lambda: None, renew_lease=lambda: True, interval_seconds=3600),
         part_max_records=part_max_records,
@@ -123,3 +137,25 @@ def utc_now() -> datetime:
 
 
 LONG = timedelta(hours=1)
+
+
+@contextmanager
+def serving(server: ThreadingHTTPServer) -> Iterator[str]:
+    """`server` (bound to a loopback port) serving from a thread while the block runs; yields
+    its base URL."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def json_output(command: list[str], **run: Any) -> dict[str, Any]:
+    """The JSON document a measuring process prints on its standard output (`run`: more
+    arguments of subprocess.run, such as env)."""
+    completed = subprocess.run(command, capture_output=True, text=True, check=True, **run)
+    figures: dict[str, Any] = json.loads(completed.stdout)
+    return figures

@@ -52,7 +52,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import requests
 
-from bench.common import bench_source
+from bench.common import bench_source, serving
 from local.stack import LocalStack, StackOptions, aws_client
 from local.vendor.records import floor_seconds, format_timestamp, parse_timestamp
 from ops.runs import wait_for_execution
@@ -268,15 +268,8 @@ def _measure(
 @contextmanager
 def since_only_vendor(upstream: str) -> Iterator[str]:
     """A loopback proxy of the vendor that drops `modified_until` from every GET; its URL."""
-    server = _Proxy(upstream)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serving(_Proxy(upstream)) as url:
+        yield url
 
 
 class _Proxy(ThreadingHTTPServer):

@@ -75,8 +75,11 @@ def run_demo(state_dir: Path, database_url: str | None = None) -> int:
             )
             for person, path in stack.people.items()
         }
-        s3 = aws_client(env, "s3")
-        data = {source.source_id: source_data(source, env, s3) for source in DEMO_SOURCES}
+        s3, secretsmanager = aws_client(env, "s3"), aws_client(env, "secretsmanager")
+        data = {
+            source.source_id: source_data(source, env, s3, secretsmanager)
+            for source in DEMO_SOURCES
+        }
         demo = _Demo(db, people, aws_client(env, "stepfunctions"), env, data)
         try:
             failed_checks = demo.play()

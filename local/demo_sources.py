@@ -64,13 +64,16 @@ class SourceData(Protocol):
         ...
 
 
-def source_data(source: DemoSource, env: dict[str, str], s3: Any) -> SourceData:
+def source_data(
+    source: DemoSource, env: dict[str, str], s3: Any, secretsmanager: Any
+) -> SourceData:
     partner = PartnerSources.from_env(env)
     if source.source_type == "http_api":
         return VendorData(env["VENDOR_URL"], source.name)
     if source.source_type == "s3_files":
         return DropsData(s3, partner, source.name)
-    return TableData(partner, source.name)
+    password_secret = partner.bind_reader_password(secretsmanager, source.source_id)
+    return TableData(partner, source.name, password_secret)
 
 
 @dataclass
@@ -181,13 +184,14 @@ class TableData:
 
     partner: PartnerSources
     table: str
+    password_secret: str  # the source's own (PartnerSources.bind_reader_password)
     records: PartnerRecords = field(init=False)
 
     def __post_init__(self) -> None:
         self.records = PartnerRecords(self.table)
 
     def connection(self) -> dict[str, Any]:
-        return self.partner.table_connection(self.table)
+        return self.partner.table_connection(self.table, self.password_secret)
 
     def reset(self) -> None:
         create_listings_table(self.partner.owner_url, self.table)

@@ -1,8 +1,11 @@
 """The partner side of the embedded stack: what `postgres` and `s3_files` sources read.
 
-A second database, `partner`, on the same PostgreSQL, with a read-only role whose password
-lives only in a Secrets Manager secret (new at every start), and an S3 bucket of file drops.
-The demo and the tests create their own tables and objects there, with the helpers below.
+A second database, `partner`, on the same PostgreSQL, with a read-only role (its password new
+at every start), and an S3 bucket of file drops. The demo and the tests create their own tables
+and objects there, with the helpers below. A postgres source reads the reader's password from a
+secret of its own, `<connection secrets prefix><source_id>/partner-db`, which
+`bind_reader_password` creates: a source may only use the secrets under its own name
+(shared.runtime.secrets.SecretBinding), so no secret is shared between sources.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ from psycopg2.extras import execute_values
 
 from infra.resources import Names
 from local.pg import transaction, upsert_login_role
+from shared.runtime.secrets import SecretBinding, connection_secrets_prefix
 
 PARTNER_DATABASE = "partner"
 PARTNER_READER = "partner_reader"
+# The name of a postgres source's own secret holding the reader's password.
+PARTNER_SECRET = "partner-db"
 # The columns of a partner's listings table: other names than the vendor's, as in real life.
 LISTING_COLUMNS = {
     "listing_id": "text PRIMARY KEY",
@@ -41,31 +47,44 @@ LISTING_COLUMNS = {
 class PartnerSources:
     owner_url: str  # the partner database as its owner: to create and fill tables
     reader_dsn: str  # how a postgres source reaches it: without the password
-    password_secret: str
+    # Kept beside the owner's URL (local.env), to give each postgres source a secret of its own.
+    reader_password: str
     drops_bucket: str
+    secrets: SecretBinding  # where each source's secrets go
 
     def env(self) -> dict[str, str]:
         return {
             "PARTNER_DATABASE_URL": self.owner_url,
             "PARTNER_DB_DSN": self.reader_dsn,
-            "PARTNER_DB_SECRET": self.password_secret,
+            "PARTNER_DB_PASSWORD": self.reader_password,
             "DROPS_BUCKET": self.drops_bucket,
         }
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> PartnerSources:
+        """From a running stack's environment (local.env), whose CONNECTION_SECRETS_PREFIX the
+        services read too."""
         return cls(
             env["PARTNER_DATABASE_URL"],
             env["PARTNER_DB_DSN"],
-            env["PARTNER_DB_SECRET"],
+            env["PARTNER_DB_PASSWORD"],
             env["DROPS_BUCKET"],
+            SecretBinding(env["CONNECTION_SECRETS_PREFIX"]),
         )
 
-    def table_connection(self, table: str) -> dict[str, Any]:
-        """The connection of a postgres source reading one listings table."""
+    def bind_reader_password(self, secretsmanager: Any, source_id: str) -> str:
+        """The source's own secret holding the reader's password, created (or brought up to
+        date); returns its name, for the connection's password_secret."""
+        return put_source_secret(
+            secretsmanager, self.secrets.secret_for(source_id, PARTNER_SECRET), self.reader_password
+        )
+
+    def table_connection(self, table: str, password_secret: str) -> dict[str, Any]:
+        """The connection of a postgres source reading one listings table, with the password
+        in `password_secret` (the source's own: `bind_reader_password`)."""
         return {
             "dsn": self.reader_dsn,
-            "password_secret": self.password_secret,
+            "password_secret": password_secret,
             "table": table,
             "last_modified_column": "updated_at",
             "sold_date_column": "sold_at",
@@ -77,8 +96,18 @@ class PartnerSources:
         return {"bucket": self.drops_bucket, "prefix": prefix, "format": drop_format, **field_names}
 
 
+def put_source_secret(secretsmanager: Any, name: str, value: str) -> str:
+    """Create the secret `name` holding `value`, or give an existing one that value; returns
+    the name."""
+    try:
+        secretsmanager.create_secret(Name=name, SecretString=value)
+    except secretsmanager.exceptions.ResourceExistsException:
+        secretsmanager.put_secret_value(SecretId=name, SecretString=value)
+    return name
+
+
 def create_partner_sources(admin_url: str, clients: Any, names: Names) -> PartnerSources:
-    """Create (or reuse) the partner database and its reader, the secret, and the drops bucket."""
+    """Create (or reuse) the partner database and its reader, and the drops bucket."""
     owner_url = make_dsn(admin_url, dbname=PARTNER_DATABASE)
     password = secrets.token_urlsafe(24)
     with closing(psycopg2.connect(admin_url)) as conn, conn.cursor() as cur:
@@ -96,14 +125,13 @@ def create_partner_sources(admin_url: str, clients: Any, names: Names) -> Partne
         ):
             cur.execute(sql.SQL(grant).format(sql.Identifier(PARTNER_READER)))
 
-    secret_name = f"{names.prefix}/partner-db"
-    clients.secretsmanager.create_secret(Name=secret_name, SecretString=password)
     drops_bucket = f"{names.prefix}-partner-drops"
     clients.s3.create_bucket(Bucket=drops_bucket)
     admin = parse_dsn(admin_url)
     location = {key: admin[key] for key in ("host", "port") if key in admin}
     reader_dsn = make_dsn(**location, dbname=PARTNER_DATABASE, user=PARTNER_READER)
-    return PartnerSources(owner_url, reader_dsn, secret_name, drops_bucket)
+    binding = SecretBinding(connection_secrets_prefix(names.stage))
+    return PartnerSources(owner_url, reader_dsn, password, drops_bucket, binding)
 
 
 def create_listings_table(owner_url: str, table: str) -> None:

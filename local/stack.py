@@ -32,6 +32,7 @@ from local.roles import DEMO_PEOPLE, create_people, create_roles
 from local.ticker import Ticker
 from local.vendor.records import DEFAULT_DATASET_SPECS
 from shared.runtime.catalogue import Timeouts
+from shared.runtime.secrets import connection_secrets_prefix
 
 REGION = "us-east-1"
 # The emulator accepts any credentials; these keep boto3 from looking for real ones.
@@ -122,6 +123,7 @@ class LocalStack:
             self.partner = create_partner_sources(database_url, clients, names)
             self.env = {
                 "SOURCEFLOW_STAGE": self.options.stage,
+                "CONNECTION_SECRETS_PREFIX": connection_secrets_prefix(self.options.stage),
                 "DATABASE_URL": database_url,
                 **aws_env,
                 **LOCAL_CREDENTIALS,
@@ -236,6 +238,9 @@ class LocalStack:
             **timeouts_environment(timeouts),
             **admission_environment(self.options.workers_per_service),
             "RESPECS_APPROVAL_REQUIRED": str(self.options.approval_gate).lower(),
+            # The vendor and the partner database are on this machine: only here may sources
+            # reach loopback (shared.connectors.endpoints). The cloud's functions never have it.
+            "ALLOW_LOOPBACK_SOURCES": "true",
             "POWERTOOLS_SERVICE_NAME": f"sourceflow-{service}",
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
@@ -315,7 +320,6 @@ def _clients(env: dict[str, str]) -> SimpleNamespace:
         events=aws_client(env, "events"),
         sfn=aws_client(env, "stepfunctions"),
         sns=aws_client(env, "sns"),
-        secretsmanager=aws_client(env, "secretsmanager"),
     )
 
 

@@ -19,6 +19,9 @@ allowance it ran with, which is enough to check that promise after the fact:
   moved forward by hand but still within L's window loses nothing (no record stamped after
   L's newest was visible when L read) and is not a gap: the next run's window would pass the
   same check.
+- Backfills reload a range of the past beside that timeline: their windows cover nothing of
+  it (a gap stays a gap, whatever a backfill loaded), and their runs, whatever their outcome,
+  are never a gap nor part of one's story. The audit lists them apart.
 
 Everything here is pure: the operator's job (`ops.audit`) reads the source and its
 ledger rows and passes them in.
@@ -105,6 +108,11 @@ class LedgerRun:
         )
 
     @property
+    def backfill(self) -> bool:
+        """A backfill's slice run: beside the Normal timeline."""
+        return self.flow_type == FlowType.BACKFILL
+
+    @property
     def overlap(self) -> timedelta:
         """How far before its cursor the run's window started: nothing before the allowance
         existed (migration 0010), else the allowance plus the clock-skew allowance."""
@@ -170,6 +178,8 @@ class Audit:
     cursor: datetime | None
     runs: tuple[LedgerRun, ...]  # the audited runs, in start order
     gaps: tuple[Gap, ...]
+    # The backfills' slice runs, in start order: beside the timeline, not part of its proof.
+    backfills: tuple[LedgerRun, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -177,6 +187,7 @@ class Audit:
             "cursor": _iso(self.cursor),
             "runs": [run.as_json() for run in self.runs],
             "gaps": [gap.as_json() for gap in self.gaps],
+            "backfills": [run.as_json() for run in self.backfills],
         }
 
 
@@ -194,10 +205,11 @@ def audit(
     from, and with what overlap. With `since`, only runs started at or after it count, and the
     first of them is the baseline (no gap before it).
     """
-    rows = sorted(
+    in_period = sorted(
         (row for row in ledger if since is None or row.started_at >= since),
         key=_order,
     )
+    rows = [row for row in in_period if not row.backfill]
     runs = [row for row in rows if row.audited]
     gaps: list[Gap] = []
     for index, (previous, current) in enumerate(pairwise(runs), start=1):
@@ -214,7 +226,8 @@ def audit(
         since_last = _between(rows, last, None)
         causes = _cursor_causes(last, cursor) + _context(since_last, f"since {last.execution_name}")
         gaps.append(Gap(last.end - ahead, cursor - ahead, last.execution_name, None, causes))
-    return Audit(source_id, cursor, tuple(runs), tuple(gaps))
+    backfills = tuple(row for row in in_period if row.backfill)
+    return Audit(source_id, cursor, tuple(runs), tuple(gaps), backfills)
 
 
 def _reach(earlier: Sequence[LedgerRun], current: LedgerRun) -> timedelta:

@@ -206,6 +206,8 @@ RUN_COLUMNS = [
     "execution_name",
     "source_id",
     "flow_type",
+    # A backfill's slice run: which backfill, which slice (its window is [start, end))
+    "backfill",
     "status",
     "window_field",
     "window_start",
@@ -281,6 +283,194 @@ def cancel(run_name: str, reason: str, state_dir: Path) -> None:
     with _database(state_dir) as (config, db):
         asked = cancel_run(db, _callbacks(config), run_name, reason=reason)
     click.echo(f"cancel requested for {asked['execution_name']} (source {asked['source_id']})")
+
+
+# -- backfills ---------------------------------------------------------------------------------
+
+BACKFILL_COLUMNS = [
+    "backfill_id",
+    "source_id",
+    "window_field",
+    "range_start",
+    "range_end",
+    "slice_length",
+    "slices",
+    "state",
+    "current_run",
+    "current_run_status",
+    "failures",
+    "requested_by",
+    "decided_by",
+]
+BACKFILL_SLICE_COLUMNS = [
+    "slice",
+    "window_start",
+    "window_end",
+    "attempts",
+    "execution_name",
+    "status",
+    "records",
+    "error",
+]
+
+
+class _BackfillCommands(click.Group):
+    """`sourceflow backfill SOURCE --from … --to …` asks for a backfill (the `request`
+    subcommand); `sourceflow backfill list|show|approve|reject|cancel|retry` follow and decide."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["request", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=_BackfillCommands)
+def backfill() -> None:
+    """Load a range of a source's past again, in slices, each its own run beside the Normal
+    runs: `sourceflow backfill SOURCE --from T1 --to T2 [--slice 1d]`; the cursor never moves."""
+
+
+@backfill.command("request")
+@click.argument("source_id")
+@click.option("--from", "range_from", type=_IsoTime(), required=True, help="Start (included).")
+@click.option("--to", "range_to", type=_IsoTime(), required=True, help="End (excluded).")
+@click.option(
+    "--slice",
+    "slice_length",
+    default="1d",
+    show_default=True,
+    help="Each run loads this much: a whole number and m, h, d or w.",
+)
+@click.option(
+    "--field",
+    type=click.Choice(["last-modified", "sold-date"]),
+    default="last-modified",
+    show_default=True,
+    help="The record date the range is of.",
+)
+@click.option(
+    "--reason", default="asked with `sourceflow backfill`", show_default=True, help="Why."
+)
+@_json_option
+@state_dir_option
+def backfill_request(
+    source_id: str,
+    range_from: datetime,
+    range_to: datetime,
+    slice_length: str,
+    field: str,
+    reason: str,
+    as_json: bool,
+    state_dir: Path,
+) -> None:
+    """Ask for a backfill of SOURCE_ID's records whose date is in [--from, --to) (UTC without a
+    zone). It waits for a second person when it spans more than the source's
+    backfill_approval_days; the scheduler then runs one slice per tick."""
+    from ops.backfills import request_backfill
+    from shared.rules.backfills import BackfillRange, parse_slice_length
+    from shared.rules.flows import WindowField
+
+    wanted = BackfillRange(
+        WindowField(field.replace("-", "_")),
+        _as_utc(range_from),
+        _as_utc(range_to),
+        parse_slice_length(slice_length),
+    )
+    with _database(state_dir) as (_, db):
+        asked = request_backfill(db, source_id, wanted, reason=reason, now=datetime.now(UTC))
+    if as_json:
+        click.echo(json.dumps(asked, indent=2, default=str))
+        return
+    click.echo(
+        f"backfill {asked['backfill_id']} of {source_id}: {field} in "
+        f"[{_cell(asked['range_start'])}, {_cell(asked['range_end'])}), "
+        f"{asked['slice_count']} slice(s) of {asked['slice_length']}, asked by "
+        f"{asked['requested_by']}"
+    )
+    if asked["state"] == "awaiting_approval":
+        click.echo(
+            f"awaiting approval: it spans more than {source_id}'s {asked['approval_days']} days "
+            f"(backfill_approval_days); a second person runs "
+            f"`sourceflow backfill approve {asked['backfill_id']}`"
+        )
+    else:
+        click.echo("active: the scheduler starts a slice each tick (`sourceflow backfill list`)")
+
+
+@backfill.command("list")
+@click.option("--source", "source_id", help="Only this source's backfills.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@_json_option
+@state_dir_option
+def backfill_list(source_id: str | None, limit: int, as_json: bool, state_dir: Path) -> None:
+    """Backfills, newest first: range, slices done, state, the slice run under way."""
+    from ops.backfills import list_backfills
+
+    with _database(state_dir) as (_, db):
+        rows = list_backfills(db, source_id=source_id, limit=limit)
+    _print_rows(rows, as_json, "backfills", BACKFILL_COLUMNS)
+
+
+@backfill.command("show")
+@click.argument("backfill_id", type=int)
+@_json_option
+@state_dir_option
+def backfill_show(backfill_id: int, as_json: bool, state_dir: Path) -> None:
+    """One backfill and each of its slices: window, attempts, last run, records."""
+    from ops.backfills import show_backfill
+
+    with _database(state_dir) as (_, db):
+        shown = show_backfill(db, backfill_id)
+    if as_json:
+        click.echo(json.dumps(shown, indent=2, default=str))
+        return
+    _print_rows([shown["backfill"]], False, f"backfill {backfill_id}", BACKFILL_COLUMNS)
+    _print_rows(shown["slices"], False, "slices", BACKFILL_SLICE_COLUMNS)
+
+
+def _backfill_decision(name: str, decision: str, summary: str, *, needs_reason: bool) -> None:
+    """`sourceflow backfill approve|reject|cancel|retry ID`: one decision, as your login."""
+
+    @backfill.command(name, help=summary)
+    @click.argument("backfill_id", type=int)
+    @click.option("--reason", required=needs_reason, help="Why, for the backfill's record.")
+    @state_dir_option
+    def decide(backfill_id: int, reason: str | None, state_dir: Path) -> None:
+        from ops.backfills import decide_backfill
+
+        with _database(state_dir) as (_, db):
+            decided = decide_backfill(db, backfill_id, decision, reason=reason)
+        stopping = decided["stopping_run"]
+        click.echo(
+            f"backfill {backfill_id} of {decided['source_id']} {decision}: now "
+            f"{decided['state']}" + (f"; its run {stopping} is asked to stop" if stopping else "")
+        )
+
+
+_backfill_decision(
+    "approve",
+    "approved",
+    "Approve backfill ID as a second person: its slices start at the next tick. The person "
+    "who asked for it cannot approve it.",
+    needs_reason=False,
+)
+_backfill_decision(
+    "reject", "rejected", "Reject backfill ID: nothing of it runs.", needs_reason=True
+)
+_backfill_decision(
+    "cancel",
+    "cancelled",
+    "Cancel backfill ID: no slice starts any more, and the one under way stops (its run ends "
+    "cancelled, the cursor unchanged); the slices done stay done.",
+    needs_reason=True,
+)
+_backfill_decision(
+    "retry",
+    "retried",
+    "Retry failed backfill ID: the slice that stopped it starts again at the next tick, and "
+    "each slice may fail as often as at first.",
+    needs_reason=False,
+)
 
 
 APPROVAL_COLUMNS = [
@@ -444,6 +634,13 @@ def audit(source_id: str, since: datetime | None, as_json: bool, state_dir: Path
     since = _utc(since)
     with _database(state_dir) as (_, db):
         audited = audit_source(db, source_id, since=since)
+    if audited.backfills and not as_json:
+        _print_rows(
+            [asdict(run) for run in audited.backfills],
+            False,
+            "backfills (reloads beside the Normal timeline: no part of its coverage)",
+            AUDIT_COLUMNS,
+        )
     if as_json:
         click.echo(json.dumps(audited.as_json(), indent=2))
     elif not audited.runs:
@@ -494,6 +691,88 @@ def status(as_json: bool, state_dir: Path) -> None:
     _print_rows(
         report["scheduler_ticks"], False, "scheduler ticks", ["rule", "last_tick_at", "handled_at"]
     )
+
+
+# -- vendors ----------------------------------------------------------------------------------
+
+VENDOR_COLUMNS = [
+    "host",
+    "sources",
+    "max_concurrent",
+    "slots_in_use",
+    "held_by",
+    "set_by",
+    "set_at",
+]
+
+
+@main.group()
+def vendors() -> None:
+    """The vendors sources reach (hosts of http_api base_url) and how many downloads of each
+    may read at once, across all their sources and workers."""
+
+
+@vendors.command("list")
+@_json_option
+@state_dir_option
+def vendors_list(as_json: bool, state_dir: Path) -> None:
+    """Each vendor: its sources, its limit (empty: not limited), the slots held now and by
+    which sources, who set the limit."""
+    from ops.vendors import vendors_list as listed
+
+    with _database(state_dir) as (_, db):
+        rows = listed(db)
+    _print_rows(rows, as_json, "vendors", VENDOR_COLUMNS)
+
+
+@vendors.command("set")
+@click.argument("host")
+@click.option(
+    "--max-concurrent",
+    type=click.IntRange(1, 1000),
+    required=True,
+    help="At most this many downloads of the vendor read at once.",
+)
+@state_dir_option
+def vendors_set(host: str, max_concurrent: int, state_dir: Path) -> None:
+    """Limit HOST (host[:port] as `vendors list` shows it, or a base_url) to --max-concurrent
+    downloads at once; a download waits for a slot, heartbeating. Recorded as your login."""
+    from ops.vendors import set_limit
+
+    _check_vendor(host)
+    with _database(state_dir) as (_, db):
+        limit = set_limit(db, host, max_concurrent)
+    click.echo(
+        f"{limit['set_by']} set vendor {limit['host']} to at most {limit['max_concurrent']} "
+        f"download(s) at once; {limit['sources']} http_api source(s) reach it"
+    )
+    if not limit["sources"]:
+        click.echo(
+            "no source reaches this host yet: check its spelling in `sourceflow vendors list`"
+        )
+
+
+@vendors.command("unset")
+@click.argument("host")
+@state_dir_option
+def vendors_unset(host: str, state_dir: Path) -> None:
+    """Lift HOST's limit: its downloads no longer wait for a slot."""
+    from ops.vendors import unset_limit
+
+    _check_vendor(host)
+    with _database(state_dir) as (_, db):
+        click.echo(f"vendor {unset_limit(db, host)} is no longer limited")
+
+
+def _check_vendor(host: str) -> None:
+    """HOST names a host (ops.vendors spells it as the limits table does), before any
+    connection is made."""
+    from shared.connectors.pacing import vendor_host
+
+    try:
+        vendor_host(host)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="HOST") from None
 
 
 # -- dead letters -----------------------------------------------------------------------------
@@ -599,10 +878,12 @@ def _database(state_dir: Path) -> Any:
 
 
 def _utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else _as_utc(moment)
+
+
+def _as_utc(moment: datetime) -> datetime:
     """A time given without a zone is UTC."""
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool, title: str, columns: list[str]) -> None:

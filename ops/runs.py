@@ -58,16 +58,19 @@ def runs_list(
     with db.transaction() as cur:
         cur.execute(
             """
-            SELECT execution_name, source_id, flow_type, status, window_field, window_start,
-                   window_end, lateness_allowance, records, late_records, duplicates_skipped,
-                   future_records, bytes, respecs_rows, started_at, finished_at,
-                   EXTRACT(EPOCH FROM finished_at - started_at) AS duration_seconds,
-                   failed_step, error, error_detail, execution_arn
-              FROM public.source_run
-             WHERE (%(source)s::text IS NULL OR source_id = %(source)s)
-               AND (%(status)s::text IS NULL OR status = %(status)s)
-               AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)
-             ORDER BY started_at DESC LIMIT %(limit)s
+            SELECT r.execution_name, r.source_id, r.flow_type, r.status, r.window_field,
+                   r.window_start, r.window_end, r.lateness_allowance, r.records,
+                   r.late_records, r.duplicates_skipped, r.future_records, r.bytes,
+                   r.respecs_rows, r.started_at, r.finished_at,
+                   EXTRACT(EPOCH FROM r.finished_at - r.started_at) AS duration_seconds,
+                   r.failed_step, r.error, r.error_detail, r.execution_arn,
+                   b.backfill_id, b.slice_number
+              FROM public.source_run r
+              LEFT JOIN public.backfill_slice_run b USING (execution_name)
+             WHERE (%(source)s::text IS NULL OR r.source_id = %(source)s)
+               AND (%(status)s::text IS NULL OR r.status = %(status)s)
+               AND (%(since)s::timestamptz IS NULL OR r.started_at >= %(since)s)
+             ORDER BY r.started_at DESC LIMIT %(limit)s
             """,
             {"source": source_id, "status": status, "since": since, "limit": limit},
         )
@@ -75,6 +78,10 @@ def runs_list(
     for row in rows:
         if row["duration_seconds"] is not None:
             row["duration_seconds"] = round(float(row["duration_seconds"]), 3)
+        # A backfill's slice: its window is [window_start, window_end).
+        row["backfill"] = (
+            f"{row['backfill_id']} slice {row['slice_number']}" if row["backfill_id"] else None
+        )
     return rows
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from ops.config import OperatorConfig, unknown_source
 from ops.runs import runs_list
+from shared.connectors.base import parse_connection
+from shared.errors import PermanentError
 from shared.rules.flows import FlowParams, InvalidFlowParams, parse_flow_params
 from shared.rules.respecs import check_respecs_query, parse_allowed_tables
 from shared.store.db import Database, session_login
@@ -22,6 +24,22 @@ def flow_name(source_id: str, params: Mapping[str, Any] | None) -> str:
         return str(parse_flow_params(source_id, params).canonical()["flow_type"])
     except InvalidFlowParams:
         return "INVALID PARAMS"
+
+
+def source_problems(source: Mapping[str, Any]) -> list[str]:
+    """What keeps the source from running, in validation's words: its params, its connection
+    (a value too deep to read among them). Listing them never fails."""
+    source_id = source["source_id"]
+    problems = []
+    try:
+        parse_flow_params(source_id, source["batch_execution_params"])
+    except InvalidFlowParams as exc:
+        problems.append(str(exc))
+    try:
+        parse_connection(source_id, source["source_type"], source["connection"])
+    except PermanentError as exc:
+        problems.append(str(exc))
+    return problems
 
 
 def sources_list(db: Database) -> list[dict[str, Any]]:
@@ -50,6 +68,7 @@ def source_show(db: Database, source_id: str) -> dict[str, Any]:
     if source is None:
         raise unknown_source(source_id)
     source["flow"] = flow_name(source_id, source["batch_execution_params"])
+    source["problems"] = source_problems(source)
     with db.transaction() as cur:
         cur.execute(
             """

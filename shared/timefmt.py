@@ -12,11 +12,17 @@ def isoformat(moment: datetime) -> str:
 
 
 def parse_iso(value: str) -> datetime:
-    """Parse ISO-8601 with `Z` or an offset; a value without a zone is an error."""
+    """Parse ISO-8601 with `Z` or an offset; a value without a zone, or out of datetime's
+    range once in UTC, is a ValueError."""
     moment = datetime.fromisoformat(value)  # Python 3.11 reads a trailing Z as UTC
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {value!r} has no time zone")
-    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    if moment.tzinfo is UTC:
+        return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-05:00 is in the year 10000 in UTC
+        raise ValueError(f"timestamp {value!r} is out of range in UTC") from None
 
 
 def utc_now() -> datetime:

@@ -147,3 +147,21 @@ def sold_listing(dataset: str, index: int, sold: datetime) -> dict[str, Any]:
 
 def years_ago(years: int) -> timedelta:
     return timedelta(days=365 * years)
+
+
+# -- what a source row keeps of its Normal timeline ----------------------------------------------
+
+TIMELINE_COLUMNS = (
+    "last_modified_date",
+    "landed_since",
+    "batch_execution_params",
+    "params_changed_at",
+    "runtime_count",
+    "locked_by",
+)
+
+
+def timeline(source: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What of a source row belongs to its Normal timeline (cursor, landed versions' mark,
+    params, run count) and its lock: what a backfill leaves as it is."""
+    return tuple(source[column] for column in TIMELINE_COLUMNS)

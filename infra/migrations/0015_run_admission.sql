@@ -1,15 +1,17 @@
--- Admission: the runs the scheduler was asked to start (a due slot, a Run Requested event) wait
--- here until it admits them, so that no more runs are under way at once than downloads can run
--- at once (shared/rules/admission.py). A row is the run's name and what it was asked for; it is
--- admitted once its execution is started, and kept (how long each run waited for admission).
+-- Admission: the runs the scheduler was asked to start (a due slot, a Run Requested event, a
+-- backfill's slice) wait here until it admits them, so that no more runs are under way at once
+-- than downloads can run at once (shared/rules/admission.py). A row is the run's name and what
+-- it was asked for; it is admitted once its execution is started, and kept (how long each run
+-- waited for admission).
 
 CREATE TABLE public.run_admission (
     -- The execution the run is started as (shared/runtime/executions.py execution_name of
     -- source_id, started_for and nonce): a duplicate request names the same one.
     execution_name text PRIMARY KEY,
     source_id      text NOT NULL,
-    -- A due slot ('scheduled'), or an operator's or a system's Run Requested ('requested').
-    kind           text NOT NULL CHECK (kind IN ('scheduled', 'requested')),
+    -- A due slot ('scheduled'), a Run Requested event ('requested'), a backfill's slice
+    -- ('backfill', named as public.backfill_slice_run records it).
+    kind           text NOT NULL CHECK (kind IN ('scheduled', 'requested', 'backfill')),
     started_for    timestamptz NOT NULL,
     nonce          text NOT NULL,
     queued_at      timestamptz NOT NULL DEFAULT now(),

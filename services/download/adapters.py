@@ -15,7 +15,6 @@ from datetime import datetime
 from itertools import islice
 from typing import Any
 
-import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg2.extras import execute_values
 
@@ -164,8 +163,8 @@ def record_landed(
 _LINES_PER_WRITE = 1000
 
 
-def _batched(records: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
-    iterator = iter(records)
+def _batched(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
+    iterator = iter(lines)
     while batch := list(islice(iterator, size)):
         yield batch
 
@@ -214,15 +213,16 @@ class S3RawSink:
     def __init__(self, s3_client: Any, bucket: str) -> None:
         self._s3, self._bucket = s3_client, bucket
 
-    def write_part(self, key: str, records: Iterable[Mapping[str, Any]]) -> WrittenObject:
+    def write_part(self, key: str, lines: Iterable[bytes]) -> WrittenObject:
+        """One part of records, each already a line of JSON (without its newline)."""
         count = 0
         with tempfile.TemporaryFile() as spool:
             with (
                 gzip.GzipFile(fileobj=spool, mode="wb", compresslevel=6, mtime=0) as gz,
                 _BackgroundWriter(gz.write) as write,
             ):
-                for batch in _batched(records, _LINES_PER_WRITE):
-                    write(b"\n".join(map(orjson.dumps, batch)) + b"\n")
+                for batch in _batched(lines, _LINES_PER_WRITE):
+                    write(b"\n".join(batch) + b"\n")
                     count += len(batch)
             size = spool.tell()
             spool.seek(0)

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import orjson
+
 from services.download.adapters import WrittenObject
 from shared.connectors.base import Connector
 from shared.errors import LockLost, TaskOver
-from shared.rules.flows import Window, WindowField
+from shared.rules.flows import FlowType, Window, WindowField, recorded_window
 from shared.rules.versions import MissingKey, VersionFilter, key_digest
 from shared.timefmt import parse_iso
 
@@ -65,6 +67,15 @@ class Heartbeat:
         if self._monotonic() - self._last >= self._interval:
             self.beat()
 
+    def wait(self, seconds: float) -> None:
+        """Sleep `seconds`, beating each time a beat falls due: a wait on a vendor (its
+        Retry-After, a concurrency slot) keeps the task alive, and a cancel or a lost lock
+        stops it the moment the next beat hears of it."""
+        end = self._monotonic() + seconds
+        while (now := self._monotonic()) < end:
+            self._sleep(max(0.0, min(end, self._last + self._interval) - now))
+            self.maybe_beat()
+
     def beat(self) -> None:
         self._last = self._monotonic()
         self._send()  # raises TaskOver when the task has timed out
@@ -79,8 +90,10 @@ FIRST_BEAT_RETRY_PAUSES = (0.1, 0.2, 0.4, 0.8)
 
 @dataclass
 class StreamProgress:
-    """Streams the connector's records through the run's version filter: what lands, what is
-    skipped or waits, and what the cursor may follow."""
+    """Streams the connector's records through the run's version filter as the JSON lines
+    that land: what lands, what is skipped or waits, and what the cursor may follow. A record
+    JSON cannot carry (nested past the encoder's limit, an integer beyond 64 bits) is counted
+    as malformed, as the source's other unloadable rows are."""
 
     connector: Connector
     heartbeat: Heartbeat
@@ -89,14 +102,19 @@ class StreamProgress:
     read: int = 0
     without_key: int = 0
 
-    def track(self, records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def track(self, records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
         for record in records:
             self.read += 1
             self.heartbeat.maybe_beat()
+            try:
+                line = orjson.dumps(record)
+            except orjson.JSONEncodeError as exc:
+                self.connector.malformed.add(f"record {self.read}", f"cannot be landed ({exc})")
+                continue
             if self.versions is not None and not self._admit(record):
                 continue
             self.heartbeat.progress.records += 1
-            yield record
+            yield line
 
     def _admit(self, record: dict[str, Any]) -> bool:
         assert self.versions is not None
@@ -115,7 +133,8 @@ class StreamProgress:
 
 
 def window_from_plan(plan: Mapping[str, Any]) -> Window:
-    return Window(
+    return recorded_window(
+        FlowType(plan["flow_type"]),
         WindowField(plan["window_field"]),
         parse_iso(plan["window_start"]),
         parse_iso(plan["window_end"]),

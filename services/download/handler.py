@@ -9,7 +9,7 @@ from typing import Any
 from services.download.adapters import S3RawSink
 from services.download.service import download_delivery
 from services.download.settings import Settings
-from shared.connectors import connector_for
+from shared.connectors import source_access
 from shared.runtime import aws
 from shared.runtime.catalogue import Step
 from shared.runtime.deliveries import Delivery
@@ -29,13 +29,15 @@ def download(request: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
         request,
         delivery,
         db=database(),
-        connector_for=connector_for,
+        connector_for=source_access(settings.sources).connector,
         sink=S3RawSink(aws.client("s3"), settings.raw_bucket),
         send_heartbeat=TaskCallbacks(aws.client("stepfunctions")).heartbeat,
         lease=timedelta(seconds=settings.lock_lease_seconds),
         claim_seconds=settings.claim_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,
         part_max_records=settings.part_max_records,
+        vendor_max_wait_seconds=settings.vendor_max_wait_seconds,
+        vendor_slot_wait_seconds=settings.vendor_slot_wait_seconds,
     )
 
 

@@ -2,9 +2,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.runtime.catalogue import CLOUD_TIMEOUTS, PART_MAX_RECORDS
+from shared.runtime.catalogue import (
+    CLOUD_TIMEOUTS,
+    PART_MAX_RECORDS,
+    VENDOR_MAX_WAIT_SECONDS,
+    VENDOR_SLOT_WAIT_SECONDS,
+)
 from shared.runtime.settings import (
     ConsumerSettings,
+    SourceAccessSettings,
     env_float,
     env_int,
     env_str,
@@ -15,6 +21,7 @@ from shared.runtime.settings import (
 @dataclass(frozen=True)
 class Settings:
     consumer: ConsumerSettings
+    sources: SourceAccessSettings
     raw_bucket: str
     # Below the state machine's HeartbeatSeconds for Download, with room for a slow page.
     heartbeat_seconds: float
@@ -23,11 +30,15 @@ class Settings:
     # A delivery's claim on a download (and its message's visibility) lapses this long after
     # its last heartbeat: a few heartbeats, so one slow page does not lose it.
     claim_seconds: int
+    # The most a page waits on a vendor's 429 or 503, and a download for its vendor's slot.
+    vendor_max_wait_seconds: float
+    vendor_slot_wait_seconds: float
 
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
             consumer=ConsumerSettings.from_env(),
+            sources=SourceAccessSettings.from_env(),
             raw_bucket=env_str("RAW_BUCKET"),
             heartbeat_seconds=env_float(
                 "HEARTBEAT_SECONDS", CLOUD_TIMEOUTS.heartbeat_interval_seconds, minimum=0.1
@@ -36,5 +47,11 @@ class Settings:
             part_max_records=env_int("PART_MAX_RECORDS", PART_MAX_RECORDS, minimum=1),
             claim_seconds=env_int(
                 "DOWNLOAD_CLAIM_SECONDS", CLOUD_TIMEOUTS.download_claim_seconds, minimum=2
+            ),
+            vendor_max_wait_seconds=env_float(
+                "VENDOR_MAX_WAIT_SECONDS", VENDOR_MAX_WAIT_SECONDS, minimum=1.0
+            ),
+            vendor_slot_wait_seconds=env_float(
+                "VENDOR_SLOT_WAIT_SECONDS", VENDOR_SLOT_WAIT_SECONDS, minimum=0.0
             ),
         )

@@ -7,8 +7,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from services.scheduler.domain import SliceStart
 from shared.errors import TransientError
+from shared.rules.flows import FlowType
 from shared.runtime.executions import execution_name, start_run
+from shared.store import backfills
 from shared.store.db import fetch_one
 from shared.store.runs import RunStatus
 
@@ -51,7 +54,8 @@ def claim_slot(cur: Any, source_id: str, slot: datetime) -> bool:
 
 
 def reset_candidates(cur: Any) -> list[dict[str, Any]]:
-    """Sources with params, each with its newest successful run."""
+    """Sources with params, each with its newest successful run of its params' flows (a
+    backfill's slice runs beside them: it neither does their job nor hides the run that did)."""
     cur.execute(
         """
         SELECT s.source_id, s.batch_execution_params, s.params_changed_at,
@@ -61,14 +65,27 @@ def reset_candidates(cur: Any) -> list[dict[str, Any]]:
           FROM public.source s
           LEFT JOIN LATERAL (
                 SELECT execution_arn, flow_params, finished_at FROM public.source_run
-                 WHERE source_id = s.source_id AND status = %s
+                 WHERE source_id = s.source_id AND status = %s AND flow_type <> %s
                  ORDER BY finished_at DESC LIMIT 1
           ) r ON true
          WHERE s.is_active AND s.batch_execution_params IS NOT NULL
         """,
-        (RunStatus.SUCCEEDED,),
+        (RunStatus.SUCCEEDED, FlowType.BACKFILL),
     )
     return [dict(row) for row in cur.fetchall()]
+
+
+def record_slice_start(cur: Any, start: SliceStart) -> bool:
+    """Record the execution about to start for a backfill's slice; False if a concurrent tick
+    recorded this attempt first."""
+    return backfills.record_attempt(
+        cur,
+        backfill_id=start.backfill_id,
+        slice_number=start.slice_number,
+        attempt=start.attempt,
+        execution_name=execution_name(start.source_id, start.started_at, start.nonce),
+        started_at=start.started_at,
+    )
 
 
 def change_made_for(cur: Any, request_id: str) -> dict[str, Any] | None:

@@ -1,18 +1,28 @@
 """The scheduler's decisions, pure: which sources are due for a run and in which slot
-(`due_sources`), the run each due slot or run request waits as (`scheduled_run`,
-`requested_run`) until admission starts it (shared/rules/admission.py), which special flows have
-done their job and go back to Normal (`decide_resets`), whether a reset request may still be
-applied when it arrives (`why_not_reset`), and the details of the events that carry them.
+(`due_sources`), which backfill slices start (`slices_to_start`), the run each due slot, run
+request or slice waits as (`scheduled_run`, `requested_run`, `slice_run`) until admission starts
+it (shared/rules/admission.py), which special flows have done their job and go back to Normal
+(`decide_resets`), whether a reset request may still be applied when it arrives
+(`why_not_reset`), and the details of the events that carry them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from shared.rules.admission import WaitingRun
+from shared.rules.backfills import (
+    BackfillRange,
+    BackfillState,
+    BackfillStatus,
+    Progress,
+    SliceAttempt,
+    progress,
+    slice_nonce,
+)
 from shared.rules.flows import FlowParams, FlowType, InvalidFlowParams, parse_flow_params
 from shared.rules.leases import lease_is_live
 from shared.rules.schedules import InvalidSchedule, source_schedule
@@ -85,6 +95,103 @@ def requested_run(event: Mapping[str, Any]) -> WaitingRun:
 
 def _waiting(source_id: str, started_for: datetime, nonce: str) -> WaitingRun:
     return WaitingRun(execution_name(source_id, started_for, nonce), source_id, started_for, nonce)
+
+
+@dataclass(frozen=True)
+class BackfillCandidate:
+    """An active backfill of an active source: where it stands, and its source's lock."""
+
+    backfill_id: int
+    source_id: str
+    locked_by: str | None
+    lock_expires_at: datetime | None
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class SliceStart:
+    """An execution to start for a slice, named from `started_at` and the slice's nonce."""
+
+    backfill_id: int
+    source_id: str
+    slice_number: int
+    attempt: int
+    started_at: datetime
+
+    @property
+    def nonce(self) -> str:
+        return slice_nonce(self.backfill_id, self.slice_number, self.attempt)
+
+
+def backfill_candidate(
+    backfill: Mapping[str, Any], attempts: Sequence[SliceAttempt]
+) -> BackfillCandidate:
+    """An active backfill's row (with its source's lock) and the executions of its slices."""
+    return BackfillCandidate(
+        backfill["backfill_id"],
+        backfill["source_id"],
+        backfill["locked_by"],
+        backfill["lock_expires_at"],
+        progress(
+            BackfillStatus(backfill["status"]),
+            BackfillRange.of(backfill),
+            attempts,
+            retried_at=backfill["retried_at"],
+        ),
+    )
+
+
+def slices_to_start(
+    candidates: list[BackfillCandidate], now: datetime, *, busy: Collection[str]
+) -> list[SliceStart]:
+    """The next slice of the oldest backfill of each free source: one run at a time per
+    source, and a source's Normal run (`busy`: started by this tick) goes first."""
+    running = {c.source_id for c in candidates if c.progress.state is BackfillState.RUNNING}
+    taken = set(busy) | running
+    starts = []
+    for candidate in sorted(candidates, key=lambda c: c.backfill_id):
+        following = candidate.progress.start_next
+        if (
+            following is None
+            or candidate.source_id in taken
+            or lease_is_live(candidate.locked_by, candidate.lock_expires_at, now)
+        ):
+            continue
+        taken.add(candidate.source_id)
+        starts.append(
+            SliceStart(
+                candidate.backfill_id,
+                candidate.source_id,
+                following.slice_number,
+                following.attempt,
+                now,
+            )
+        )
+    return starts
+
+
+def slice_run(start: SliceStart) -> WaitingRun:
+    """The run a backfill slice's execution waits as, under the name validation finds it by."""
+    return _waiting(start.source_id, start.started_at, start.nonce)
+
+
+def unseen_starts(candidates: list[BackfillCandidate]) -> list[SliceStart]:
+    """Slice executions recorded and not yet seen by validation, perhaps never started (the
+    scheduler stopped between recording and starting): started again under their own names,
+    which starts nothing when the execution exists."""
+    return [
+        SliceStart(
+            c.backfill_id,
+            c.source_id,
+            current.slice_number,
+            current.attempt,
+            current.started_at,
+        )
+        for c in candidates
+        if c.progress.state is BackfillState.RUNNING
+        and (current := c.progress.current) is not None
+        and current.run_status is None
+    ]
 
 
 @dataclass(frozen=True)

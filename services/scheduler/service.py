@@ -2,8 +2,8 @@
 to Normal.
 
 Its inputs, each an EventBridge event on the scheduler's queue:
-- a schedule rule's tick (`tick`): queue one run per due source and slot, admit, and ask for
-  resets;
+- a schedule rule's tick (`tick`): queue one run per due source and slot, then the next slice
+  of the backfills whose sources are free, admit, and ask for resets;
 - `Run Requested` (`start_runs`): queue one run for one source, and admit;
 - `Run Succeeded`, `Run Failed`, `Run Cancelled` (`start_runs`): a place may be free, admit;
 - `Flow Reset Requested` (`reset_flow`): apply a reset if nothing changed since it was decided.
@@ -17,7 +17,7 @@ publisher) passed in as arguments; the decisions are pure, in services.scheduler
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -29,19 +29,24 @@ from services.scheduler.domain import (
     ResetCandidate,
     ResetDecision,
     SchedulableSource,
+    backfill_candidate,
     decide_resets,
     due_sources,
     requested_run,
     reset_applied,
     reset_requested,
     scheduled_run,
+    slice_run,
+    slices_to_start,
+    unseen_starts,
     why_not_reset,
 )
-from shared.errors import TransientError
+from shared.errors import PermanentError, TransientError
 from shared.rules.admission import runs_to_admit
 from shared.runtime.catalogue import DetailType
 from shared.runtime.observability import logger
 from shared.store import admission as line
+from shared.store import backfills
 from shared.store.admission import RunKind
 from shared.store.db import Database
 from shared.store.ledger import set_flow_params
@@ -52,26 +57,61 @@ Admit = Callable[[], list[str]]  # `admit` with its ports: starts what it may, r
 Publish = Callable[[str, Mapping[str, Any]], object]  # (detail type, detail)
 
 
-def dispatch(now: datetime, *, db: Database, admit: Admit) -> list[str]:
-    """Put one run per due source and slot in the line, then start what admission allows;
-    returns the execution ARNs started.
+def dispatch(now: datetime, *, db: Database) -> list[str]:
+    """Put one run per due source and slot in the line; returns the sources it queued one for.
 
     The slot is claimed in the transaction that puts its run in the line, so a duplicate or
     redelivered tick queues nothing more; the run stays in the line, its source claimed for
-    the slot, until a place frees (`admit`).
+    the slot, until a place frees (`admit`). A source whose claim fails for good (its row
+    breaks the table's bounds) is logged and passed over: one source's row never keeps the
+    others from their runs.
     """
     with db.transaction() as cur:
         sources = [SchedulableSource(**row) for row in adapters.schedulable_sources(cur)]
     due, problems = due_sources(sources, now)
     for problem in problems:
         logger.error("source not scheduled", extra={"problem": problem})
+    queued, failed = [], []
+    for item in due:
+        try:
+            with db.transaction() as cur:
+                if adapters.claim_slot(cur, item.source_id, item.slot):
+                    line.queue_run(cur, scheduled_run(item), RunKind.SCHEDULED)
+                    queued.append(item.source_id)
+        except TransientError as exc:
+            failed.append(f"{item.source_id}: {exc}")
+        except PermanentError as exc:
+            logger.error(
+                "source not scheduled", extra={"source_id": item.source_id, "problem": str(exc)}
+            )
+    logger.info("dispatched", extra={"queued": len(queued), "due": len(due)})
+    if failed:
+        raise TransientError("could not queue every due run: " + "; ".join(failed))
+    return queued
+
+
+def queue_backfill_slices(now: datetime, *, db: Database, busy: Collection[str] = ()) -> None:
+    """Put in the line the next slice of each active backfill whose source is free (`busy`:
+    sources this tick queued a Normal run of; sources with a run in the line are not free
+    either), and again any slice execution validation has not seen and the line does not hold.
+
+    Each slice's execution is recorded, and put in the line, in one transaction, under the name
+    validation finds its slice by; the line holds a name once.
+    """
     with db.transaction() as cur:
-        for item in due:
-            if adapters.claim_slot(cur, item.source_id, item.slot):
-                line.queue_run(cur, scheduled_run(item), RunKind.SCHEDULED)
-    started = admit()
-    logger.info("dispatched", extra={"due": len(due), "started": started})
-    return started
+        rows = backfills.active_on_active_sources(cur)
+        attempts = backfills.attempts_of(cur, [row["backfill_id"] for row in rows])
+        waiting = line.waiting_sources(cur)
+    candidates = [backfill_candidate(row, attempts[row["backfill_id"]]) for row in rows]
+    starts = unseen_starts(candidates)
+    for start in slices_to_start(candidates, now, busy={*busy, *waiting}):
+        with db.transaction() as cur:
+            # A concurrent tick that recorded this attempt first puts it in the line.
+            if adapters.record_slice_start(cur, start):
+                line.queue_run(cur, slice_run(start), RunKind.BACKFILL)
+    with db.transaction() as cur:
+        for start in starts:
+            line.queue_run(cur, slice_run(start), RunKind.BACKFILL)
 
 
 def admit(*, db: Database, start_run: StartRun, admission: Admission) -> list[str]:
@@ -162,12 +202,14 @@ def apply_reset(event: Mapping[str, Any], *, db: Database, now: datetime) -> dic
 
 
 def tick(event: Mapping[str, Any], *, db: Database, admit: Admit, publish: Publish) -> None:
-    """A schedule rule's tick: noted, then the due runs queued and admitted, and the resets
-    asked for."""
+    """A schedule rule's tick: noted, then the due runs and backfill slices queued and
+    admitted, and the resets asked for."""
     # The tick's own time names the slots, so a redelivered tick decides the same way.
     now = parse_iso(event["time"])
     record_tick(event, now, db=db)
-    dispatch(now, db=db, admit=admit)
+    normal_runs = dispatch(now, db=db)
+    queue_backfill_slices(now, db=db, busy=normal_runs)
+    admit()
     request_resets(now, db=db, publish=publish)
 
 

@@ -18,6 +18,7 @@ from services.unlocking.metrics import RunEnded, publish_run_metrics
 from shared.rules.flows import FlowType
 from shared.rules.respecs import check_respecs_query, check_server_major
 from shared.runtime.observability import logger
+from shared.runtime.redaction import error_text
 from shared.runtime.settings import RespecsSettings
 from shared.store import runs
 from shared.store.db import Database
@@ -73,7 +74,10 @@ def _end_failed(
         execution_arn,
         failed_step=request["failed_step"],
         error=request["failure"]["Error"],
-        cause=request["failure"].get("Cause", ""),
+        # Our tasks' causes were cleaned when they were sent; Step Functions' own are cleaned
+        # here, as every error text that leaves a service is (shared.runtime.redaction). A
+        # cause may be absent or null (the emulator drops a SendTaskFailure's).
+        cause=error_text(request["failure"].get("Cause") or ""),
     )
     return (
         adapters.result_fields(ended, lock_released=lock_released),

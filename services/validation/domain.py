@@ -1,5 +1,6 @@
 """Validation's decision, pure: whether a run goes ahead, and with which flow, window, count
-and lease (`decide`), from the source's row, the time and the allowed Re-specs tables."""
+and lease (`decide`), from the source's row, the time, the allowed Re-specs tables and, for an
+execution started for a backfill's slice, that slice."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.connectors.base import require_supported
-from shared.errors import PermanentError
+from shared.errors import PermanentError, RunCancelled
+from shared.rules.backfills import BackfillStatus, SliceRun
 from shared.rules.flows import (
     DEFAULT_LATENESS_ALLOWANCE,
     FIRST_RUN_PARAMS,
@@ -70,6 +72,7 @@ def decide(
     now: datetime,
     lease: timedelta,
     respecs_tables: frozenset[str],
+    backfill: SliceRun | None = None,
 ) -> Skip | Run:
     if source is None:
         raise SourceNotFound(
@@ -88,6 +91,8 @@ def decide(
             f"{isoformat(source.lock_expires_at)}",
         )
     require_supported(source_id, source.source_type)
+    if backfill is not None:
+        return _backfill_run(source, backfill, now + lease)
     params = parse_flow_params(source_id, source.batch_execution_params)
     if params.flow_type is FlowType.RESPECS:
         # Refuse a bad query before anything is locked or downloaded.
@@ -108,3 +113,20 @@ def decide(
         landed_since=source.landed_since,
     )
     return Run(params, window, runtime_count, now + lease, params_to_write)
+
+
+def _backfill_run(source: SourceRow, backfill: SliceRun, lock_expires_at: datetime) -> Run:
+    """A backfill's slice loads its own window and leaves the source's params and runtime
+    count alone (they belong to the Normal timeline: the first-run rule counts its runs)."""
+    if backfill.status is not BackfillStatus.ACTIVE:
+        raise RunCancelled(
+            f"backfill {backfill.backfill_id} of source {source.source_id!r} is "
+            f"{backfill.status.value}: its slice {backfill.slice_number} does not run"
+        )
+    return Run(
+        FlowParams(FlowType.BACKFILL),
+        backfill.window,
+        source.runtime_count,
+        lock_expires_at,
+        params_to_write=None,
+    )

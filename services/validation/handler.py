@@ -1,5 +1,4 @@
-"""Validation Lambda: validation-request messages → run or skip, window frozen, lock taken;
-approval-request messages → the Approve task's token kept for a person to answer."""
+"""Validation Lambda: validation-request → run or skip; approval-request → wait for a person."""
 
 from __future__ import annotations
 
@@ -10,8 +9,8 @@ from typing import Any
 from services.validation.approval import ask_for_approval
 from services.validation.service import validate_run
 from services.validation.settings import Settings
-from shared.runtime import aws
-from shared.runtime.catalogue import Step
+from shared.connectors import source_access
+from shared.runtime import aws, catalogue
 from shared.runtime.deliveries import Delivery
 from shared.runtime.events import EventPublisher
 from shared.runtime.tasks import TaskKind, task_lambda_handler
@@ -38,6 +37,7 @@ def validate(request: dict[str, Any], _: Delivery) -> dict[str, Any]:
         lease=lease,
         respecs_tables=settings.respecs.allowed_tables,
         approval_gate=settings.approval.required,
+        check_connection=source_access(settings.sources).check,
     )
 
 
@@ -47,8 +47,8 @@ def approve(request: dict[str, Any], _: Delivery) -> dict[str, Any] | None:
 
 
 lambda_handler = task_lambda_handler(
-    TaskKind("validation-request", "validation-result", Step.VALIDATE, validate),
-    TaskKind("approval-request", "approval-result", Step.APPROVE, approve),
+    TaskKind("validation-request", "validation-result", catalogue.Step.VALIDATE, validate),
+    TaskKind("approval-request", "approval-result", catalogue.Step.APPROVE, approve),
     database=database,
     settings=settings.consumer,
 )

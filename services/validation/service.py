@@ -17,7 +17,7 @@ from typing import Any
 from services.validation import adapters
 from services.validation.approval import approval_required
 from services.validation.domain import Run, Skip, SourceRow, decide
-from shared.connectors import check_connection
+from shared.store import backfills
 from shared.store.db import Database
 from shared.timefmt import utc_now
 
@@ -29,13 +29,13 @@ def validate_run(
     lease: timedelta,
     respecs_tables: frozenset[str],
     approval_gate: bool,
+    check_connection: Callable[[str, str, Any], None],
     clock: Callable[[], datetime] = utc_now,
-    check_connection: Callable[[str, str, Any], None] = check_connection,
 ) -> dict[str, Any]:
     """Decide and record; returns the fields of a validation-result message."""
     execution_arn, source_id = request["execution_arn"], request["source_id"]
 
-    def decide_on(row: Mapping[str, Any] | None) -> Skip | Run:
+    def decide_on(cur: Any, row: Mapping[str, Any] | None) -> Skip | Run:
         return decide(
             SourceRow(**row) if row else None,
             source_id=source_id,
@@ -43,12 +43,14 @@ def validate_run(
             now=clock(),
             lease=lease,
             respecs_tables=respecs_tables,
+            backfill=backfills.slice_of_execution(cur, request["execution_name"]),
         )
 
     with db.transaction() as cur:
         recorded = adapters.find_run(cur, execution_arn)
         row = None if recorded else adapters.read_source_row(cur, source_id)
-    if recorded is None and isinstance(decide_on(row), Run):
+        first_decision = None if recorded else decide_on(cur, row)
+    if isinstance(first_decision, Run):
         assert row is not None
         # Outside any transaction: no row lock is held while a remote source takes its time.
         # A PermanentError here changes nothing of the source; the task handler records it.
@@ -62,7 +64,7 @@ def validate_run(
         if recorded is None:
             # A PermanentError here rolls back: nothing of the source changes, and the task
             # handler records the failure in the ledger and reports it.
-            outcome = decide_on(row)
+            outcome = decide_on(cur, row)
             if isinstance(outcome, Skip):
                 adapters.record_skip(cur, request, outcome)
             else:

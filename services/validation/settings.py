@@ -6,6 +6,7 @@ from shared.runtime.catalogue import CLOUD_TIMEOUTS, RESPECS_APPROVAL_REQUIRED
 from shared.runtime.settings import (
     ConsumerSettings,
     RespecsSettings,
+    SourceAccessSettings,
     env_bool,
     env_int,
     env_str,
@@ -38,6 +39,7 @@ class Settings:
     consumer: ConsumerSettings
     respecs: RespecsSettings
     approval: ApprovalSettings
+    sources: SourceAccessSettings
     lock_lease_seconds: int
 
     @classmethod
@@ -46,5 +48,6 @@ class Settings:
             consumer=ConsumerSettings.from_env(),
             respecs=RespecsSettings.from_env(),
             approval=ApprovalSettings.from_env(),
+            sources=SourceAccessSettings.from_env(),
             lock_lease_seconds=lock_lease_seconds(),
         )

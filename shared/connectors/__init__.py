@@ -2,38 +2,73 @@
 
 Every source type has a connector and a JSON Schema of its `connection`
 (`contracts/connection-<type>.v1.schema.json`, the type's underscores spelled as dashes).
-Building a connector checks the connection against that schema. Validation calls `check()`
-before anything is locked; download calls `records(window)`, which streams the window (filtered
-at the source where the source can filter) without holding the whole result in memory.
+Building a connector checks the connection against that schema, then parses what the schema can
+only pattern-match (URLs, DSNs: shared.connectors.endpoints). Validation calls `check()` before
+anything is locked; download calls `records(window)`, which streams the window (filtered at the
+source where the source can filter) without holding the whole result in memory.
+
+A connection row is untrusted: `SourceAccess` is what every connector is given to reach its
+source with — the secrets bound to sources (shared.runtime.secrets.SecretBinding) and the hosts
+a source may reach (shared.connectors.endpoints.HostRule). A vendor's API is paced by what the
+caller passes (shared.connectors.pacing: download's waits heartbeat, and hold a vendor slot).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from shared.connectors.base import Connector, parse_connection
+from shared.connectors.endpoints import HostRule
+from shared.connectors.pacing import UNPACED, Pacing
 from shared.runtime import aws
-from shared.runtime.secrets import default_secrets
+from shared.runtime.secrets import SecretBinding, Secrets, default_secrets
+from shared.runtime.settings import SourceAccessSettings
 
 
-def connector_for(source_id: str, source_type: str, connection: Mapping[str, Any]) -> Connector:
-    """The source's connector over the container's AWS clients and secrets cache."""
-    settings = parse_connection(source_id, source_type, connection)
-    # Imported here so that each connector's dependencies load only when it is used.
-    if source_type == "http_api":
-        from shared.connectors.http_api import HttpApiConnector
+@dataclass(frozen=True)
+class SourceAccess:
+    """What connectors reach sources with: secrets bound to their sources, the host rule."""
 
-        return HttpApiConnector.from_connection(source_id, settings, secrets=default_secrets())
-    if source_type == "s3_files":
-        from shared.connectors.s3_files import S3FilesConnector
+    secrets: Secrets
+    hosts: HostRule
 
-        return S3FilesConnector.from_connection(source_id, settings, s3=aws.client("s3"))
-    from shared.connectors.postgres import PostgresConnector
+    def connector(
+        self,
+        source_id: str,
+        source_type: str,
+        connection: Mapping[str, Any],
+        *,
+        pacing: Pacing = UNPACED,
+    ) -> Connector:
+        """The source's connector, its connection checked; a vendor's API paced by `pacing`."""
+        settings = parse_connection(source_id, source_type, connection)
+        # Imported here so that each connector's dependencies load only when it is used.
+        if source_type == "http_api":
+            from shared.connectors.http_api import HttpApiConnector
 
-    return PostgresConnector.from_connection(source_id, settings, secrets=default_secrets())
+            return HttpApiConnector.from_connection(
+                source_id, settings, secrets=self.secrets, hosts=self.hosts, pacing=pacing
+            )
+        if source_type == "s3_files":
+            from shared.connectors.s3_files import S3FilesConnector
+
+            return S3FilesConnector.from_connection(source_id, settings, s3=aws.client("s3"))
+        from shared.connectors.postgres import PostgresConnector
+
+        return PostgresConnector.from_connection(
+            source_id, settings, secrets=self.secrets, hosts=self.hosts
+        )
+
+    def check(self, source_id: str, source_type: str, connection: Mapping[str, Any]) -> None:
+        """Validation's check of a source it is about to run: its settings, then `check()`."""
+        self.connector(source_id, source_type, connection).check()
 
 
-def check_connection(source_id: str, source_type: str, connection: Mapping[str, Any]) -> None:
-    """Validation's check of a source it is about to run: its settings, then `check()`."""
-    connector_for(source_id, source_type, connection).check()
+@cache
+def source_access(settings: SourceAccessSettings) -> SourceAccess:
+    """The container's: over its Secrets Manager client and its one cache of secrets."""
+    binding = SecretBinding(settings.connection_secrets_prefix, settings.reserved_secrets)
+    return SourceAccess(default_secrets(binding), HostRule(settings.allow_loopback))

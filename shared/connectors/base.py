@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from shared.errors import PermanentError, TransientError
 from shared.rules.flows import Window
+from shared.rules.limits import UnreadableJson
 from shared.runtime import contracts
 
 SOURCE_TYPES = frozenset({"http_api", "s3_files", "postgres"})
@@ -101,11 +102,12 @@ def parse_connection(source_id: str, source_type: str, connection: Any) -> dict[
     """
     require_supported(source_id, source_type)
     contract = connection_contract(source_type)
-    problems = (
-        contracts.violations(connection, contract, echo_values=False)
-        if isinstance(connection, Mapping)
-        else ["$: is not a JSON object"]
-    )
+    if isinstance(connection, UnreadableJson):
+        problems = [f"$: is {connection.reason}"]
+    elif isinstance(connection, Mapping):
+        problems = contracts.violations(connection, contract, echo_values=False)
+    else:
+        problems = ["$: is not a JSON object"]
     if problems:
         raise InvalidConnection(
             f"source {source_id!r}: its {source_type} connection is not valid: "

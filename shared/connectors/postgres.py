@@ -2,9 +2,17 @@
 
 connection (contracts/connection-postgres.v1.schema.json):
 {"host": "db.partner.example", "port": 5432, "dbname": "listings", "user": "sourceflow_reader",
- "password_secret": "sourceflow/partner-db", "schema": "public", "table": "listings",
+ "password_secret": "sourceflow/prod/sources/partner/partner-db", "schema": "public",
+ "table": "listings",
  "last_modified_column": "updated_at", "sold_date_column": "sold_at", "key_column": "listing_id"}
 or a libpq "dsn" in place of host, port, dbname and user; the password is only ever referenced.
+
+The password goes only to the connection's own host, and only with SCRAM-SHA-256 (libpq's
+require_auth): a server that asks for it in clear text (or as md5) is refused by name before
+anything is sent, and with TLS required the SCRAM exchange is bound to the TLS channel
+(channel_binding=require), so that a man in the middle cannot relay it. The libpq settings are
+read by libpq's own parser and a host name is resolved, checked and pinned (hostaddr) before
+connecting (shared.connectors.endpoints).
 
 Rows are read through a server-side (named) cursor, `fetch_size` rows per round trip, with the
 window's filter in the WHERE clause as bound parameters. Schema, table and columns are quoted
@@ -12,10 +20,16 @@ as identifiers (`psycopg2.sql.Identifier`), never interpolated. PostgreSQL rende
 (`to_jsonb`), so records keep the table's column names and every type becomes the JSON that
 PostgreSQL itself would write. Sessions are read-only and in UTC, so a `timestamp` column
 without a time zone is read as UTC.
+
+A partner table is untrusted (docs/limits.md): each row arrives as JSON text, counted against
+the source's max_records and max_bytes and parsed here, so that a row nested too deeply to
+read is counted as malformed rather than failing the whole fetch.
 """
 
 from __future__ import annotations
 
+import json
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,8 +46,16 @@ from shared.connectors.base import (
     MalformedRows,
     SourceUnreachable,
 )
+from shared.connectors.endpoints import (
+    HostRule,
+    Resolver,
+    parse_libpq_settings,
+    pinned_address,
+)
 from shared.errors import PermanentError, SourceflowError
 from shared.rules.flows import Window, WindowField
+from shared.rules.limits import DEFAULT_RUN_LIMITS, ReadMeter, RunLimits, run_limits
+from shared.runtime.redaction import untrusted_excerpt
 from shared.runtime.secrets import Secrets
 
 DEFAULT_SCHEMA = "public"
@@ -42,17 +64,30 @@ DEFAULT_FETCH_SIZE = 2000
 DATE_TIME_TYPES = {1184: "timestamptz", 1114: "timestamp", 1082: "date"}
 _CONNECT_TIMEOUT_SECONDS = 5
 _CURSOR_NAME = "sourceflow_records"
-_CONNECT_KEYS = ("dsn", "host", "port", "dbname", "user", "sslmode")
+# The only way sourceflow proves a password to a source: never in clear text, never as md5.
+REQUIRED_AUTH = "scram-sha-256"
+# The sslmodes that insist on TLS: with them, SCRAM is bound to the channel.
+_TLS_REQUIRED = frozenset({"require", "verify-ca", "verify-full"})
+# What libpq says when the server asks for a password some other way than SCRAM.
+_AUTH_REFUSED_MARK = "authentication method requirement"
+# libpq's own lines name the host, the port and the server's reason: longer than a vendor's.
+_SERVER_TEXT_LIMIT = 300
 
 
 class SourceQueryFailed(PermanentError):
     error_name = "SourceQueryFailed"
 
 
+class InsecureAuthentication(PermanentError):
+    """The source's server asked for the password in a way that would give it away."""
+
+    error_name = "InsecureAuthentication"
+
+
 @dataclass
 class PostgresConnector:
     source_id: str
-    connect_args: Mapping[str, Any]  # dsn, or host/port/dbname/user; never a password
+    connect_args: Mapping[str, str]  # libpq settings, checked; never a password
     password_secret: str
     schema: str
     table: str
@@ -61,19 +96,23 @@ class PostgresConnector:
     key_column: str | None
     fetch_size: int
     secrets: Secrets = field(repr=False, compare=False)
+    hosts: HostRule = field(repr=False, compare=False)
+    limits: RunLimits = DEFAULT_RUN_LIMITS
     connect: Callable[..., Any] = field(default=psycopg2.connect, repr=False, compare=False)
+    resolve: Resolver = field(default=socket.getaddrinfo, repr=False, compare=False)
     # The WHERE clause keeps only rows whose filter column holds a date in the window, and the
-    # column's type guarantees that it is one: no row is dropped here.
+    # column's type guarantees that it is one: only a row too deep to read is dropped here.
     malformed: MalformedRows = field(default_factory=MalformedRows, init=False, compare=False)
 
     @classmethod
     def from_connection(
-        cls, source_id: str, connection: Mapping[str, Any], *, secrets: Secrets
+        cls, source_id: str, connection: Mapping[str, Any], *, secrets: Secrets, hosts: HostRule
     ) -> PostgresConnector:
-        """From a connection that passed its schema (`shared.connectors.parse_connection`)."""
+        """From a connection that passed its schema (`shared.connectors.parse_connection`);
+        its libpq settings are parsed and checked here."""
         return cls(
             source_id,
-            {key: connection[key] for key in _CONNECT_KEYS if key in connection},
+            parse_libpq_settings(source_id, connection, hosts),
             connection["password_secret"],
             connection.get("schema", DEFAULT_SCHEMA),
             connection["table"],
@@ -82,6 +121,8 @@ class PostgresConnector:
             connection.get("key_column"),
             connection.get("fetch_size", DEFAULT_FETCH_SIZE),
             secrets,
+            hosts,
+            run_limits(connection),
         )
 
     @property
@@ -111,11 +152,21 @@ class PostgresConnector:
                     )
 
     def records(self, window: Window) -> Iterator[dict[str, Any]]:
+        self.malformed = MalformedRows()
+        meter = ReadMeter(self.source_id, self.limits)
         query, bounds = self.records_query(window)
         with self._session() as conn, conn.cursor(name=_CURSOR_NAME) as cur:
             cur.itersize = self.fetch_size
             cur.execute(query, bounds)
-            for (record,) in cur:
+            for (text,) in cur:
+                meter.record()
+                meter.read(len(text))  # characters: the bytes of all but non-ASCII text
+                try:
+                    record = json.loads(text)
+                except RecursionError:  # nested past the parser's limit: no record to load
+                    where = f"{self.relation} row {meter.records:,}"
+                    self.malformed.add(where, "is nested too deeply to read")
+                    continue
                 yield record
 
     def last_modified(self, record: Mapping[str, Any]) -> datetime | None:
@@ -151,13 +202,14 @@ class PostgresConnector:
             if window.field is WindowField.LAST_MODIFIED
             else self.sold_date_column
         )
-        text = "SELECT to_jsonb(t) FROM {relation} AS t WHERE t.{column} {after} %(start)s"
+        text = "SELECT to_jsonb(t)::text FROM {relation} AS t WHERE t.{column} {after} %(start)s"
         if not window.reads_past_end:
-            text += " AND t.{column} <= %(end)s"
+            text += " AND t.{column} {before} %(end)s"
         query = sql.SQL(text).format(
             relation=sql.Identifier(self.schema, self.table),
             column=column,
             after=sql.SQL(">=" if window.start_inclusive else ">"),
+            before=sql.SQL("<" if window.end_exclusive else "<="),
         )
         if self.key_column:
             query += sql.SQL(" ORDER BY t.{}").format(sql.Identifier(self.key_column))
@@ -169,11 +221,12 @@ class PostgresConnector:
         password = self.secrets.value(
             self.password_secret,
             key="password",
-            used_by=f"source {self.source_id!r}: connection.password_secret",
+            source_id=self.source_id,
+            setting="connection.password_secret",
         )
         try:
             conn = self.connect(
-                **self.connect_args,
+                **self.login_args(),
                 password=password,
                 connect_timeout=_CONNECT_TIMEOUT_SECONDS,
                 application_name="sourceflow",
@@ -190,17 +243,43 @@ class PostgresConnector:
         finally:
             conn.close()
 
+    def login_args(self) -> dict[str, str]:
+        """The libpq settings to log in with: the connection's, pinned to the checked address
+        of its host, demanding SCRAM (bound to TLS when TLS is required)."""
+        try:
+            address = pinned_address(self.source_id, self.connect_args, self.hosts, self.resolve)
+        except OSError as exc:
+            raise SourceUnreachable(
+                f"source {self.source_id!r}: cannot resolve the connection's host "
+                f"{self.connect_args.get('host')!r} ({type(exc).__name__})"
+            ) from exc
+        pinned = {"hostaddr": address} if address else {}
+        bound = (
+            {"channel_binding": "require"}
+            if self.connect_args.get("sslmode") in _TLS_REQUIRED
+            else {}
+        )
+        return {**self.connect_args, **pinned, "require_auth": REQUIRED_AUTH, **bound}
+
     def _login_error(self, exc: psycopg2.OperationalError) -> SourceflowError:
         # libpq hands psycopg2 a failed login as text only (there is no SQLSTATE before a
         # session exists), so the server's FATAL line is what tells a refused login from a
-        # server that did not answer. It names the user and the database, never the password.
-        reason = " ".join(str(exc).split())
-        if "authentication failed" in reason or "no pg_hba.conf entry" in reason:
+        # server that did not answer. It names the user and the database, never the password;
+        # the server's own words are quoted only as an excerpt (the server may be hostile).
+        raw = " ".join(str(exc).split())
+        reason = untrusted_excerpt(raw, limit=_SERVER_TEXT_LIMIT)
+        if _AUTH_REFUSED_MARK in raw:
+            return InsecureAuthentication(
+                f"source {self.source_id!r}: the server did not offer SCRAM-SHA-256 ({reason}); "
+                "sourceflow sends a password only that way, so nothing was sent: have the "
+                "server's pg_hba.conf use scram-sha-256 for the connection's user"
+            )
+        if "authentication failed" in raw or "no pg_hba.conf entry" in raw:
             return InvalidCredentials(
                 f"source {self.source_id!r}: PostgreSQL refused the login ({reason}); fix the "
                 f"password in the secret {self.password_secret!r} or the connection's user"
             )
-        if "does not exist" in reason:
+        if "does not exist" in raw:
             return InvalidConnection(
                 f"source {self.source_id!r}: {reason}; fix the connection's dbname or user"
             )
@@ -210,7 +289,7 @@ class PostgresConnector:
 
     def _query_error(self, exc: psycopg2.Error) -> SourceflowError:
         # The primary message alone: the full text repeats the query under it.
-        reason = exc.diag.message_primary or " ".join(str(exc).split())
+        reason = untrusted_excerpt(exc.diag.message_primary or str(exc), limit=_SERVER_TEXT_LIMIT)
         if isinstance(exc, psycopg2.errors.UndefinedTable | psycopg2.errors.InvalidSchemaName):
             return InvalidConnection(
                 f"source {self.source_id!r}: there is no table or view {self.relation} "

@@ -9,18 +9,23 @@ line, so neither a long listing nor a large object is held in memory. S3 cannot 
 each row is placed in the window by its own date field; a row that cannot be placed (not JSON
 or CSV, not UTF-8, a missing or unparseable date) is counted in `malformed`, never dropped
 silently. Records keep the file's field names; CSV values stay text.
+
+A drop is untrusted (docs/limits.md): a line longer than the source's `max_page_bytes` is
+counted as malformed without being held, a JSON line nested past the parser's limit is a line
+that is not JSON, bytes that are not UTF-8 spoil only the row that holds them (a CSV field
+spanning lines included), and the bytes and rows a run reads are counted against its limits.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.connectors.base import (
@@ -31,6 +36,7 @@ from shared.connectors.base import (
 )
 from shared.errors import SourceflowError
 from shared.rules.flows import Window, WindowField
+from shared.rules.limits import DEFAULT_RUN_LIMITS, ReadMeter, RunLimits, run_limits
 from shared.runtime.observability import logger
 from shared.timefmt import parse_iso
 
@@ -64,6 +70,7 @@ class S3FilesConnector:
     sold_date_field: str
     key_field: str | None
     s3: Any = field(repr=False, compare=False)
+    limits: RunLimits = DEFAULT_RUN_LIMITS
     malformed: MalformedRows = field(default_factory=MalformedRows, init=False, compare=False)
 
     @classmethod
@@ -80,6 +87,7 @@ class S3FilesConnector:
             connection.get("sold_date_field", DEFAULT_SOLD_DATE_FIELD),
             connection.get("key_field"),
             s3,
+            run_limits(connection),
         )
 
     @property
@@ -87,24 +95,13 @@ class S3FilesConnector:
         return f"s3://{self.bucket}/{self.prefix}"
 
     def check(self) -> None:
-        """One listing of at most one key: the bucket exists and may be listed. With a
-        key_field, the first row of that drop must have it: a key its records lack would make
-        every row malformed. Otherwise no object is read (GetObject is proved by download's
-        first object)."""
+        """One listing of at most one key: the bucket exists and may be listed. No object is
+        read: validation may only list (GetObject, and a key_field its records lack, are
+        proved by download's first object)."""
         try:
-            listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+            self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, f"list {self.location}") from exc
-        first = next(iter(listed.get("Contents", [])), None)
-        if self.key_field is None or first is None or first["Key"].endswith("/"):
-            return
-        for where, row in self._rows(first["Key"]):
-            if _is_empty(row.get(self.key_field)):
-                raise InvalidConnection(
-                    f"source {self.source_id!r}: connection.key_field = {self.key_field!r} is "
-                    f"not a field of its records ({where} has none); fix connection.key_field"
-                )
-            return
 
     def records(self, window: Window) -> Iterator[dict[str, Any]]:
         self.malformed = MalformedRows()
@@ -113,8 +110,10 @@ class S3FilesConnector:
             if window.field is WindowField.LAST_MODIFIED
             else self.sold_date_field
         )
+        meter = ReadMeter(self.source_id, self.limits)
         for key in self._keys(window):
-            for where, row in self._rows(key):
+            for where, row in self._rows(key, meter):
+                meter.record()
                 try:
                     if row_in_window(row, date_field, window):
                         yield row
@@ -142,15 +141,17 @@ class S3FilesConnector:
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, f"list {self.location}") from exc
 
-    def _rows(self, key: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _rows(self, key: str, meter: ReadMeter) -> Iterator[tuple[str, dict[str, Any]]]:
         """(where, row) for each row of the object; rows that do not parse are counted."""
         where = f"s3://{self.bucket}/{key}"
-        lines = _Lines(self._body_lines(key), where, self.malformed)
+        lines = _Lines(self._body_lines(key, meter), where, meter.limits.max_page_bytes)
         parse = jsonl_rows if self.format == "jsonl" else csv_rows
         yield from parse(lines, self.malformed)
 
-    def _body_lines(self, key: str) -> Iterator[bytes]:
-        """The object's lines as its body streams in."""
+    def _body_lines(self, key: str, meter: ReadMeter) -> Iterator[bytes | None]:
+        """The object's lines as its body streams in, each counted against the run's bytes;
+        None in place of a line longer than the source's max_page_bytes, which is skipped
+        without being held."""
         try:
             body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
         except ClientError as exc:
@@ -161,10 +162,18 @@ class S3FilesConnector:
             raise self._error(exc, f"read s3://{self.bucket}/{key}") from exc
         except BotoCoreError as exc:
             raise self._error(exc, f"read s3://{self.bucket}/{key}") from exc
+        cap = meter.limits.max_page_bytes
         try:
             # Closing the reader closes the body, and with it the HTTP response.
             with io.BufferedReader(body, _READ_BUFFER_BYTES) as stream:
-                yield from stream
+                while line := stream.readline(cap + 1):
+                    meter.read(len(line))
+                    if len(line) <= cap:
+                        yield line
+                        continue
+                    while not line.endswith(b"\n") and (line := stream.readline(cap + 1)):
+                        meter.read(len(line))
+                    yield None
         except BotoCoreError as exc:
             raise self._error(exc, f"read s3://{self.bucket}/{key}") from exc
 
@@ -176,9 +185,13 @@ class S3FilesConnector:
                 "fix connection.bucket"
             )
         if code in _REFUSED_CODES:
+            grant = (
+                "s3:ListBucket on the bucket to sourceflow's validation and download"
+                if action.startswith("list")
+                else "s3:GetObject on its objects to sourceflow's download"
+            )
             return InvalidCredentials(
-                f"source {self.source_id!r}: S3 refused to {action} ({code}); grant "
-                "s3:ListBucket and s3:GetObject on it to sourceflow's validation and download"
+                f"source {self.source_id!r}: S3 refused to {action} ({code}); grant {grant}"
             )
         return SourceUnreachable(
             f"source {self.source_id!r}: cannot {action}: {code or type(exc).__name__}"
@@ -218,7 +231,7 @@ def record_time(row: Mapping[str, Any], date_field: str) -> datetime:
         if len(value) == len("2024-05-01"):
             return datetime.combine(date.fromisoformat(value), time(), UTC)
         return parse_iso(value)
-    except ValueError:
+    except ValueError:  # out of range included (shared.timefmt.parse_iso)
         raise MalformedRow(
             f"{date_field} = {value[:40]!r} is not an ISO-8601 date, or date-time with a zone"
         ) from None
@@ -228,22 +241,47 @@ def _is_empty(value: Any) -> bool:
     return value is None or value == ""
 
 
-class _Lines:
-    """An object's lines decoded as UTF-8, numbered; a line that is not UTF-8 is counted as
-    malformed and skipped."""
+# What a line too long to hold reads as: the replacement character, one field of one row.
+_DROPPED_LINE = "\ufffd"
 
-    def __init__(self, raw: Iterable[bytes], where: str, malformed: MalformedRows) -> None:
-        self._raw, self._where, self._malformed = raw, where, malformed
+
+class _Lines:
+    """An object's lines as text, numbered, and what spoils the row they are read into.
+
+    Bytes that are not UTF-8 are kept as lone surrogates (surrogateescape) rather than dropping
+    their line: a CSV field may span lines, and a line missing from the middle of one would
+    derail every row after it. A line longer than the limit arrives as None and reads as empty.
+    Either way the parser counts the row that holds it as malformed (`take_problem`)."""
+
+    def __init__(self, raw: Iterable[bytes | None], where: str, max_line_bytes: int) -> None:
+        self._raw, self._where, self._max_line_bytes = raw, where, max_line_bytes
         self.number = 0
+        self._problem: str | None = None
 
     def __iter__(self) -> Iterator[str]:
         for number, line in enumerate(self._raw, start=1):
             self.number = number
+            if line is None:
+                self._problem = self._problem or (
+                    f"is a line over {self._max_line_bytes:,} bytes (the source's "
+                    "connection.limits.max_page_bytes)"
+                )
+                # Not empty: a CSV reader passes over an empty line, and the problem would
+                # spoil the row after it instead.
+                yield _DROPPED_LINE
+                continue
+            # A byte-order mark (spreadsheet exports) is not part of the first field name.
+            encoding = "utf-8-sig" if number == 1 else "utf-8"
             try:
-                # A byte-order mark (spreadsheet exports) is not part of the first field name.
-                yield line.decode("utf-8-sig" if self.number == 1 else "utf-8")
+                yield line.decode(encoding)
             except UnicodeDecodeError:
-                self._malformed.add(self.at, "is not UTF-8")
+                self._problem = self._problem or "is not UTF-8"
+                yield line.decode(encoding, "surrogateescape")
+
+    def take_problem(self) -> str | None:
+        """What spoils the row read since the last call (None: nothing), forgotten once told."""
+        problem, self._problem = self._problem, None
+        return problem
 
     @property
     def at(self) -> str:
@@ -252,12 +290,16 @@ class _Lines:
 
 def jsonl_rows(lines: _Lines, malformed: MalformedRows) -> Iterator[tuple[str, dict[str, Any]]]:
     for text in lines:
+        if problem := lines.take_problem():
+            malformed.add(lines.at, problem)
+            continue
         if not text.strip():
             continue  # a trailing newline, or a blank line between records
         try:
-            row = json.loads(text)
-        except ValueError:
-            malformed.add(lines.at, "is not JSON")
+            # orjson refuses nesting past 1024 levels by name, where json would recurse.
+            row = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            malformed.add(lines.at, f"is not JSON ({exc})")
             continue
         if not isinstance(row, dict):
             malformed.add(lines.at, "is not a JSON object")
@@ -274,9 +316,12 @@ def csv_rows(lines: _Lines, malformed: MalformedRows) -> Iterator[tuple[str, dic
         except StopIteration:
             return
         except csv.Error as exc:
+            lines.take_problem()
             malformed.add(lines.at, f"is not CSV ({exc})")
             continue
-        if None in row:  # DictReader files surplus fields under the key None
+        if problem := lines.take_problem():
+            malformed.add(lines.at, problem)
+        elif None in row:  # DictReader files surplus fields under the key None
             malformed.add(lines.at, "has more fields than the header")
         elif None in row.values():  # and gives missing fields the value None
             malformed.add(lines.at, "has fewer fields than the header")

@@ -16,6 +16,7 @@ from typing import Any
 from jsonschema.exceptions import ValidationError
 
 from shared.errors import PermanentError
+from shared.rules.limits import UnreadableJson
 from shared.runtime import contracts
 from shared.timefmt import isoformat, parse_iso
 
@@ -35,6 +36,8 @@ MAX_LATENESS_ALLOWANCE = timedelta(days=1)
 CLOCK_SKEW_ALLOWANCE = timedelta(minutes=2)
 # A source that keeps whole seconds stamps a write up to a second before it happened.
 STAMP_RESOLUTION = timedelta(seconds=1)
+# The finest stamp sourceflow reads: Python's and PostgreSQL's timestamps keep microseconds.
+STAMP_PRECISION = timedelta(microseconds=1)
 
 
 class FlowType(StrEnum):
@@ -42,6 +45,9 @@ class FlowType(StrEnum):
     RESPECS = "respecs"
     FULL_LOAD = "full_load"
     SOLD = "sold"
+    # A slice of a backfill (shared.rules.backfills): asked for with `sourceflow backfill`, never
+    # written in batch_execution_params.
+    BACKFILL = "backfill"
 
 
 class WindowField(StrEnum):
@@ -58,8 +64,15 @@ _SPELLINGS = {
     "backdated": FlowType.FULL_LOAD,
     "sold": FlowType.SOLD,
 }
-ALLOWED_FLOW_NAMES = ("Normal", "Re-specs", "Full Load", "Sold")
-_CANONICAL_NAMES = dict(zip(FlowType, ALLOWED_FLOW_NAMES, strict=True))
+_CANONICAL_NAMES = {
+    FlowType.NORMAL: "Normal",
+    FlowType.RESPECS: "Re-specs",
+    FlowType.FULL_LOAD: "Full Load",
+    FlowType.SOLD: "Sold",
+    FlowType.BACKFILL: "Backfill",
+}
+# The flows batch_execution_params may name (a backfill is asked for otherwise).
+ALLOWED_FLOW_NAMES = tuple(_CANONICAL_NAMES[flow] for flow in dict.fromkeys(_SPELLINGS.values()))
 # The shapes of hand-written params: which keys, of which types (contracts/).
 PARAMS_CONTRACT = "batch-execution-params"
 
@@ -93,26 +106,39 @@ class FlowParams:
 
 @dataclass(frozen=True)
 class Window:
-    """The records a run loads: `field` in (start, end], or [start, end] if start_inclusive."""
+    """The records a run loads: `field` in (start, end], or [start, end] if start_inclusive;
+    a backfill slice's is [start, end) (`end_exclusive`), so that slices side by side share
+    no instant."""
 
     field: WindowField
     start: datetime
     end: datetime
     start_inclusive: bool
+    end_exclusive: bool = False
 
     def contains(self, moment: datetime) -> bool:
         """Whether a record whose `field` is `moment` belongs to the window (for sources that
         cannot filter for themselves)."""
-        return self.after_start(moment) and moment <= self.end
+        return self.after_start(moment) and self.before_end(moment)
 
     def after_start(self, moment: datetime) -> bool:
         return moment >= self.start if self.start_inclusive else moment > self.start
 
+    def before_end(self, moment: datetime) -> bool:
+        return moment < self.end if self.end_exclusive else moment <= self.end
+
+    @property
+    def last_included(self) -> datetime:
+        """The window's last instant, for a source whose upper bound is inclusive: timestamps
+        carry at most microseconds, so [start, end) is [start, end - 1 µs]."""
+        return self.end - STAMP_PRECISION if self.end_exclusive else self.end
+
     @property
     def reads_past_end(self) -> bool:
-        """A last-modified window is read past its end, so that download sees, counts and
-        lands the records stamped in the future (`stamp_position`); a sold window is not."""
-        return self.field is WindowField.LAST_MODIFIED
+        """A Normal, Full Load or Re-specs window is read past its end, so that download sees,
+        counts and lands the records stamped in the future (`stamp_position`); a sold window
+        and a backfill slice, a range of the past, are not."""
+        return self.field is WindowField.LAST_MODIFIED and not self.end_exclusive
 
     def fetches(self, moment: datetime) -> bool:
         """Whether a connector that filters for itself reads a record whose field is `moment`."""
@@ -158,13 +184,18 @@ def check_lateness_allowance(source_id: str, allowance: timedelta) -> timedelta:
     )
 
 
-def parse_flow_params(source_id: str, raw: Mapping[str, Any] | None) -> FlowParams:
+def parse_flow_params(source_id: str, raw: Mapping[str, Any] | UnreadableJson | None) -> FlowParams:
     """Normalise `batch_execution_params` as written by hand; reject anything ambiguous.
 
     The params are checked against their contract (contracts/batch-execution-params.v1) first;
     what is left here is what a schema cannot say: the flow's free spelling, and the rules that
     depend on the flow it names.
     """
+    if isinstance(raw, UnreadableJson):
+        raise InvalidFlowParams(
+            f"source {source_id!r}: batch_execution_params cannot be read: it is {raw.reason}; "
+            "write them again (`sourceflow flow set`)"
+        )
     if not raw:
         return FlowParams(FlowType.NORMAL)
     problems = contracts.errors(raw, PARAMS_CONTRACT)
@@ -295,6 +326,8 @@ def plan_window(
                     f"run start ({run_start.year}); expected a year up to {run_start.year}"
                 )
             return Window(WindowField.SOLD_DATE, datetime(year, 1, 1, tzinfo=UTC), run_start, True)
+        case FlowType.BACKFILL:
+            raise ValueError("a backfill's window is its slice's (shared.rules.backfills)")
     raise AssertionError(f"unhandled flow type {params.flow_type}")
 
 
@@ -307,8 +340,17 @@ FIRST_RUN_PARAMS: dict[str, Any] = {"type": "Full Load"}
 
 
 def moves_cursor(flow_type: FlowType) -> bool:
-    """Sold runs filter on the sold date, so they say nothing about the LMD cursor."""
-    return flow_type is not FlowType.SOLD
+    """Sold runs filter on the sold date, so they say nothing about the LMD cursor; a backfill
+    reloads a range of the past beside the Normal timeline, which it neither moves nor covers."""
+    return flow_type not in (FlowType.SOLD, FlowType.BACKFILL)
+
+
+def recorded_window(
+    flow_type: FlowType, field: WindowField, start: datetime, end: datetime, start_inclusive: bool
+) -> Window:
+    """A run's window from what the ledger and the run's plan carry: a backfill slice's ends
+    before its end (contracts/common.v1 `flow_plan`)."""
+    return Window(field, start, end, start_inclusive, end_exclusive=flow_type is FlowType.BACKFILL)
 
 
 def advance_cursor(current: datetime | None, newest_loaded: datetime | None) -> datetime | None:

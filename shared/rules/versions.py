@@ -91,6 +91,10 @@ class VersionFilter:
 
     def admit(self, stamp: datetime, digest: bytes) -> bool:
         """Whether the version lands; counts it either way."""
+        if not self.window.reads_past_end and not self.window.contains(stamp):
+            # A bounded window (a backfill slice) lands its own range only, even from a source
+            # that ignores the bound it was asked for.
+            return False
         version = (stamp, digest)
         position = stamp_position(self.window.end, stamp)
         if position is StampPosition.WAITING:

@@ -26,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shared.runtime import aws
 from shared.runtime.catalogue import RetryPolicy
 from shared.runtime.observability import count_deliveries, log_metrics, logger, tracer
+from shared.runtime.redaction import error_text
 from shared.runtime.settings import ConsumerSettings
 from shared.store.db import Database
 
@@ -89,7 +90,7 @@ class FailureLog:
         self._database = database
 
     def __call__(self, record: SQSRecord, error: BaseException) -> None:
-        text = f"{type(error).__name__}: {error}"[:4000]
+        text = error_text(f"{type(error).__name__}: {error}")
         try:
             with self._database().transaction() as cur:
                 cur.execute(

@@ -3,6 +3,9 @@
 Each deployable sets POWERTOOLS_SERVICE_NAME; the embedded stack also sets
 POWERTOOLS_TRACE_DISABLED and POWERTOOLS_METRICS_DISABLED so nothing needs X-Ray or CloudWatch.
 Metrics leave as CloudWatch embedded-metric-format lines in the function's log.
+
+Every log line is redacted of the secret values the process read (shared.runtime.redaction),
+whatever put the value there: a message, an extra key, an exception's text or its traceback.
 """
 
 from __future__ import annotations
@@ -13,14 +16,25 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
     AmazonCloudWatchEMFProvider,
 )
 
+from shared.runtime.redaction import redacted
+
 NAMESPACE = "sourceflow"
 
-logger = Logger()
+
+class RedactingFormatter(LambdaPowertoolsFormatter):
+    """Powertools' JSON log lines, each redacted once it is whole."""
+
+    def serialize(self, log: dict[str, Any]) -> str:  # type: ignore[override]
+        return redacted(super().serialize(log))
+
+
+logger = Logger(logger_formatter=RedactingFormatter())
 tracer = Tracer()
 metrics = Metrics(namespace=NAMESPACE)
 

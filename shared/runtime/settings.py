@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import psycopg2
 from botocore.exceptions import BotoCoreError, ClientError
+from psycopg2.extensions import parse_dsn
 
 from shared.runtime import aws
 from shared.runtime.catalogue import CLOUD_TIMEOUTS, RESPECS_STATEMENT_TIMEOUT_MS
+from shared.runtime.redaction import remember_secret
 from shared.store.db import dsn_from_secret
 
 N = TypeVar("N", int, float)
@@ -79,17 +83,55 @@ def database_url(read_secret: Callable[[str], str] = read_database_secret) -> st
     cold start, so the password lives in the secret and never in the function's configuration.
     """
     url = os.environ.get("DATABASE_URL")
-    if url:
-        return url
     secret_arn = os.environ.get("DATABASE_SECRET_ARN")
-    if not secret_arn:
+    if not url and not secret_arn:
         raise SettingsError(
             "neither DATABASE_URL nor DATABASE_SECRET_ARN is set; set one before starting"
         )
-    try:
-        return dsn_from_secret(read_secret(secret_arn), reference=secret_arn)
-    except ValueError as exc:
-        raise SettingsError(str(exc)) from None
+    if not url:
+        try:
+            url = dsn_from_secret(read_secret(str(secret_arn)), reference=str(secret_arn))
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+    # The service's own password is redacted like a source's secret, wherever it might surface.
+    with contextlib.suppress(psycopg2.ProgrammingError):  # connecting will say what is wrong
+        remember_secret(parse_dsn(url).get("password", ""))
+    return url
+
+
+@dataclass(frozen=True)
+class SourceAccessSettings:
+    """What validation and download may use to reach sources (shared.connectors.SourceAccess).
+
+    `connection_secrets_prefix` is the templates' ConnectionSecretsPrefix (by default
+    `sourceflow/<stage>/sources/`, shared.runtime.secrets.connection_secrets_prefix): a source
+    may use the secrets under `<prefix><source_id>/`, and the role may read nothing else.
+    `reserved_secrets` are the database secrets of this service and of the core, which no
+    source may use even if one is named under the prefix. `allow_loopback` is set by the
+    embedded stack alone (local/stack.py), whose vendor and partner database are on this
+    machine.
+    """
+
+    connection_secrets_prefix: str
+    reserved_secrets: frozenset[str]
+    allow_loopback: bool
+
+    @classmethod
+    def from_env(cls) -> SourceAccessSettings:
+        prefix = env_str("CONNECTION_SECRETS_PREFIX")
+        if not prefix.endswith("/"):
+            raise SettingsError(
+                f"environment variable CONNECTION_SECRETS_PREFIX={prefix!r} must end with /, "
+                "so that each source's secrets are under <prefix><source_id>/"
+            )
+        reserved = (
+            os.environ.get(name) for name in ("DATABASE_SECRET_ARN", "CORE_DATABASE_SECRET_ARN")
+        )
+        return cls(
+            connection_secrets_prefix=prefix,
+            reserved_secrets=frozenset(arn for arn in reserved if arn),
+            allow_loopback=env_bool("ALLOW_LOOPBACK_SOURCES", False),
+        )
 
 
 def lock_lease_seconds() -> int:

@@ -23,6 +23,7 @@ from shared.errors import DuplicateDelivery, PermanentError, TaskOver, Transient
 from shared.runtime import aws, contracts
 from shared.runtime.deliveries import Delivery, QueueVisibility, consumer_lambda_handler
 from shared.runtime.observability import logger
+from shared.runtime.redaction import error_text
 from shared.runtime.settings import ConsumerSettings
 from shared.store.db import Database
 from shared.store.runs import failure_recorder
@@ -118,8 +119,11 @@ def process_task_record(
             max_receives=max_receives,
         )
         if failure is not None:
-            record_failure(message, failure.error_name, failure.detail)
-            callbacks.fail(message["task_token"], failure.error_name, failure.detail)
+            # The one way a failure's text leaves: to the ledger, and through the task's cause
+            # to the Run Failed event and the alert (shared.runtime.redaction).
+            detail = error_text(failure.detail)
+            record_failure(message, failure.error_name, detail)
+            callbacks.fail(message["task_token"], failure.error_name, detail)
     except (TaskOver, DuplicateDelivery) as exc:
         # Reporting to a finished task can never succeed, and a duplicate's work is being done
         # by the delivery that claimed it: retrying either would only loop.

@@ -31,6 +31,7 @@ class RunKind(StrEnum):
 
     SCHEDULED = "scheduled"  # a due slot: a newer slot of the source takes its place
     REQUESTED = "requested"  # a Run Requested event: each waits for its own run
+    BACKFILL = "backfill"  # a backfill's slice: each attempt waits for its own run
 
 
 def queue_run(cur: Any, run: WaitingRun, kind: RunKind) -> None:
@@ -108,6 +109,12 @@ def waiting_runs(cur: Any, *, limit: int) -> list[WaitingRun]:
         (limit,),
     )
     return [WaitingRun(**row) for row in cur.fetchall()]
+
+
+def waiting_sources(cur: Any) -> set[str]:
+    """The sources with a run in the line."""
+    cur.execute("SELECT DISTINCT source_id FROM public.run_admission WHERE admitted_at IS NULL")
+    return {row["source_id"] for row in cur.fetchall()}
 
 
 def mark_admitted(cur: Any, execution_name: str, execution_arn: str) -> None:

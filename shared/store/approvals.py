@@ -27,8 +27,8 @@ from shared.store.runs import RunStatus
 from shared.timefmt import isoformat
 
 APPROVAL_STATUSES = ("waiting", "approved", "rejected", "cancelled")
-# What `respecs_decide` and `respecs_revoke` raise when the person may not decide, the run no
-# longer waits, or nothing matched (migration 0011).
+# What the decision functions raise when the person may not decide, the run (or backfill) is in
+# no state for it, or nothing matched (migrations 0011 and 0014).
 _REFUSALS = (
     psycopg2.errors.InsufficientPrivilege,
     psycopg2.errors.ObjectNotInPrerequisiteState,
@@ -124,7 +124,7 @@ def decide(cur: Any, execution_arn: str, decision: str, *, reason: str | None) -
     the person from the session's login, refuses an approval by the person who asked (or by the
     superuser), and remembers an approved query for the source."""
     assert decision in APPROVAL_STATUSES[1:]
-    row = _refusable(
+    row = refusable(
         cur,
         "SELECT person, approved_at FROM public.respecs_decide(%s, %s, %s)",
         (execution_arn, decision, reason),
@@ -135,7 +135,7 @@ def decide(cur: Any, execution_arn: str, decision: str, *, reason: str | None) -
 def revoke(cur: Any, source_id: str, hash_: str, *, reason: str) -> dict[str, Any]:
     """Withdraw a remembered approval (the next run of that query asks again); recorded in
     `public.respecs_approval_revocation` with the session's login."""
-    return _refusable(
+    return refusable(
         cur, "SELECT * FROM public.respecs_revoke(%s, %s, %s)", (source_id, hash_, reason)
     )
 
@@ -156,7 +156,9 @@ class Decision:
     approved_at: datetime | None
 
 
-def _refusable(cur: Any, statement: str, args: tuple[Any, ...]) -> dict[str, Any]:
+def refusable(cur: Any, statement: str, args: tuple[Any, ...]) -> dict[str, Any]:
+    """The one row a decision function returns; its refusal (the person may not, the thing is in
+    no state for it, nothing matched) as DecisionRefused with the database's words."""
     try:
         cur.execute(statement, args)
     except _REFUSALS as exc:

@@ -1,7 +1,11 @@
 """PostgreSQL connection and transactions, shared by every service.
 
 Driver errors that retrying can cure (lost connection, server shutting down, serialization
-failure, lock timeout) become `TransientError` here, so services never inspect psycopg2.
+failure, lock timeout) become `TransientError` here, so services never inspect psycopg2; a row
+the table's CHECK constraints refuse becomes `RowRejected`, which retrying cannot cure.
+JSON columns are read by `shared.rules.limits.stored_json`: a value nested too deeply to read
+(a source row written by hand before migration 0012) comes back as `UnreadableJson`, so that
+one row fails the rules that read it by name instead of failing every query that lists it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import psycopg2.extras
 from psycopg2.extensions import connection as PgConnection
 from psycopg2.extensions import make_dsn
 
-from shared.errors import TransientError
+from shared.errors import PermanentError, TransientError
+from shared.rules.limits import stored_json
 
 Cursor = psycopg2.extras.RealDictCursor
 
@@ -29,6 +34,13 @@ _RETRYABLE = (
     psycopg2.errors.DeadlockDetected,
     psycopg2.errors.LockNotAvailable,
 )
+
+
+class RowRejected(PermanentError):
+    """A write the table's CHECK constraints refuse (for a source row: migration 0012's bounds
+    on its JSON, which a row written before them may break)."""
+
+    error_name = "RowRejected"
 
 
 class Database:
@@ -48,6 +60,8 @@ class Database:
                 )
             except psycopg2.OperationalError as exc:
                 raise TransientError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
+            psycopg2.extras.register_default_json(self._conn, loads=stored_json)
+            psycopg2.extras.register_default_jsonb(self._conn, loads=stored_json)
         return self._conn
 
     @contextmanager
@@ -62,6 +76,12 @@ class Database:
             except _RETRYABLE as exc:
                 self._discard(conn)
                 raise TransientError(f"database unavailable: {exc}".strip()) from exc
+            except psycopg2.errors.CheckViolation as exc:
+                conn.rollback()
+                raise RowRejected(
+                    f"PostgreSQL refused the write: {exc.diag.message_primary}; see "
+                    "docs/limits.md for the bounds of a source row"
+                ) from exc
             except BaseException:
                 if not conn.closed:
                     conn.rollback()

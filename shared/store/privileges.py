@@ -6,8 +6,9 @@ update only the tables the deployment allows. Every role may read every table. W
 granted per table, and per column where a table mixes what several writers own (the source row:
 its connection is nobody's to rewrite but an administrator's; its cursor is unlocking's).
 
-A person's decisions (approve, reject, revoke) are not table writes at all: they go through the
-database functions of migration 0011, which take the person from the session's login.
+A person's decisions (approve, reject, revoke; asking for a backfill and deciding on one) are not
+table writes at all: they go through the database functions of migrations 0011 and 0014, which
+take the person from the session's login.
 `infra/grants.py` applies this list; tests/integration/test_privileges.py connects as each role
 and shows every write outside it refused.
 """
@@ -20,10 +21,13 @@ from dataclasses import dataclass
 OPERATORS_ROLE = "sourceflow_operator"
 RESPECS_ROLE = "sourceflow_respecs"
 
-# The functions a person's decision goes through (migration 0011); only people may call them.
+# The functions a person's decision goes through (migrations 0011 and 0014); only people may
+# call them.
 DECISION_FUNCTIONS = (
     "public.respecs_decide(text, text, text)",
     "public.respecs_revoke(text, text, text)",
+    "public.backfill_request(text, text, timestamptz, timestamptz, interval, text)",
+    "public.backfill_decide(bigint, text, text)",
 )
 
 
@@ -90,6 +94,12 @@ WRITES: Mapping[str, Mapping[str, TableWrites]] = {
         "public.source_run": _RUN_LEDGER,
         # A version an unfinished or failed run listed is taken over (record_landed).
         "public.landed_version": TableWrites(insert=ALL, update=("execution_arn",)),
+        # A vendor's concurrency slots: created up to the limit, leased, renewed, released
+        # (shared/store/vendor_limits.py); never the limit itself.
+        "public.vendor_slot": TableWrites(
+            insert=("host", "slot"),
+            update=("execution_arn", "attempt", "source_id", "taken_at", "expires_at"),
+        ),
         **_DELIVERY_FAILURES,
     },
     service_role("unlocking"): {
@@ -104,6 +114,8 @@ WRITES: Mapping[str, Mapping[str, TableWrites]] = {
             update=("batch_execution_params", "updated_at", "last_scheduled_slot")
         ),
         "public.scheduler_tick": TableWrites(insert=ALL, update=ALL),
+        # The executions it starts for the slices of backfills; never the backfill itself.
+        "public.backfill_slice_run": TableWrites(insert=ALL),
         # The line of runs waiting for admission: queued, a newer slot in a slot's place, admitted.
         "public.run_admission": TableWrites(
             insert=ALL,
@@ -119,6 +131,11 @@ WRITES: Mapping[str, Mapping[str, TableWrites]] = {
             insert=_FAILURE_NOTE, update=(*_CANCEL, "failed_step", "error", "error_detail")
         ),
         "public.parked_message": TableWrites(insert=ALL),
+        # `sourceflow vendors set|unset`: a vendor's concurrency limit (who set it is the
+        # login, written by migration 0017's trigger).
+        "public.vendor_limit": TableWrites(
+            insert=("host", "max_concurrent"), update=("max_concurrent",), delete=True
+        ),
     },
 }
 

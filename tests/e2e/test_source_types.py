@@ -93,7 +93,7 @@ class PartnerTable(Dataset):
         upsert_listings(self.harness.partner.owner_url, self.table, listings)
 
     def connection(self) -> dict[str, Any]:
-        return self.harness.partner.table_connection(self.table)
+        return self.harness.partner_table_connection(self.table, self.name)
 
 
 SourceData = VendorApi | CsvDrops | PartnerTable
@@ -291,7 +291,8 @@ def test_malformed_rows_of_a_drop_are_counted_and_described_not_dropped(harness:
     assert manifest["malformed_records"] == {
         "count": 3,
         "examples": [
-            f"{where} line 2: is not JSON",
+            f"{where} line 2: is not JSON (unexpected character, expected a string key: line 1 "
+            "column 2 (char 1))",
             f"{where} line 3: has no last_modified",
             f"{where} line 4: last_modified = 'yesterday' is not an ISO-8601 date, or date-time "
             "with a zone",
@@ -306,20 +307,16 @@ def test_malformed_rows_of_a_drop_are_counted_and_described_not_dropped(harness:
 def test_secret_values_never_reach_the_ledger_the_messages_the_raw_bucket_or_the_logs(
     harness: Harness,
 ) -> None:
-    # Given a postgres source whose password is the stack's partner secret, and an http_api
-    # source whose API key is a secret of its own
+    # Given a postgres source whose password is the partner reader's, and an http_api source
+    # whose API key is a secret of its own
     now = whole_seconds()
-    secrets_manager = harness.aws("secretsmanager")
-    password = secrets_manager.get_secret_value(SecretId=harness.partner.password_secret)[
-        "SecretString"
-    ]
+    password = harness.partner.reader_password
     api_key = f"key-{uuid.uuid4().hex}"
     table = PartnerTable(harness, harness.unique_name())
     table.put([listing(table.name, 0, now - DAY)])
     vendor = VendorApi(harness, harness.unique_name())
     vendor.put([listing(vendor.name, 0, now - DAY)])
-    key_secret = f"sourceflow-tests/{vendor.name}"
-    secrets_manager.create_secret(Name=key_secret, SecretString=api_key)
+    key_secret = harness.source_secret(harness.source_id_of(vendor.name), "api-key", api_key)
     with_key = {**vendor.connection(), "api_key_secret": key_secret}
     pg_source = new_source(harness, table, runtime_count=3, cursor=now - 2 * DAY)
     http_source = harness.new_source(
@@ -367,12 +364,13 @@ def _drops_in_xml(harness: Harness, name: str) -> dict[str, Any]:
 
 
 def _table_missing(harness: Harness, name: str) -> dict[str, Any]:
-    return harness.partner.table_connection("no_such_table")
+    return harness.partner_table_connection("no_such_table", name)
 
 
 def _password_secret_missing(harness: Harness, name: str) -> dict[str, Any]:
     connection = PartnerTable(harness, name).connection()
-    return {**connection, "password_secret": "sourceflow-tests/no-such-secret"}
+    missing = harness.partner.secrets.secret_for(harness.source_id_of(name), "no-such-secret")
+    return {**connection, "password_secret": missing}
 
 
 def _database_unreachable(harness: Harness, name: str) -> dict[str, Any]:
@@ -380,14 +378,16 @@ def _database_unreachable(harness: Harness, name: str) -> dict[str, Any]:
         sock.bind(("127.0.0.1", 0))
         dead_port = sock.getsockname()[1]
     dsn = f"host=127.0.0.1 port={dead_port} dbname=partner user=partner_reader"
-    return {**harness.partner.table_connection("listings"), "dsn": dsn}
+    return {**harness.partner_table_connection("listings", name), "dsn": dsn}
 
 
 def _api_key_secret_missing(harness: Harness, name: str) -> dict[str, Any]:
     return {
         "base_url": harness.vendor.url,
         "dataset": name,
-        "api_key_secret": "sourceflow-tests/no-such-key",
+        "api_key_secret": harness.partner.secrets.secret_for(
+            harness.source_id_of(name), "no-such-key"
+        ),
     }
 
 

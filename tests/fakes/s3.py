@@ -13,10 +13,10 @@ from tests.fakes.aws import client_error
 
 @dataclass
 class FakeS3:
-    """ListObjectsV2 (`page_size` keys a page) and GetObject over in-memory objects; keeps the
-    keys it was asked to read. `failure` is raised by every call when set; `deleted` objects are
-    listed but gone by the time they are read. An object put without its own LastModified
-    carries `modified`."""
+    """ListObjectsV2 (`page_size` keys a page), GetObject and PutObject over in-memory objects;
+    keeps the keys it was asked to read. `failure` is raised by every call when set; `deleted`
+    objects are listed but gone by the time they are read. An object put without its own
+    LastModified carries `modified`."""
 
     modified: datetime
     objects: dict[str, tuple[bytes, datetime]] = field(default_factory=dict)
@@ -47,6 +47,10 @@ class FakeS3:
             self.pages_listed += 1
             page = keys[first : first + self.page_size]
             yield {"Contents": [{"Key": k, "LastModified": self.objects[k][1]} for k in page]}
+
+    def put_object(self, *, Bucket: str, Key: str, Body: Any, **_: Any) -> None:
+        """As download's raw-bucket writer puts a part (a file) or a manifest (bytes)."""
+        self.objects[Key] = (Body if isinstance(Body, bytes) else Body.read(), self.modified)
 
     def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
         if Key not in self.objects or Key in self.deleted:

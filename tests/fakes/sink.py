@@ -20,12 +20,10 @@ class FakeSink:
     manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
     writes: int = 0
 
-    def write_part(self, key: str, records: Iterable[Mapping[str, Any]]) -> WrittenObject:
-        kept = [dict(item) for item in records]
-        body = gzip.compress(
-            b"".join(json.dumps(item, separators=(",", ":")).encode() + b"\n" for item in kept),
-            mtime=0,
-        )
+    def write_part(self, key: str, lines: Iterable[bytes]) -> WrittenObject:
+        written = list(lines)
+        kept = [json.loads(line) for line in written]
+        body = gzip.compress(b"".join(line + b"\n" for line in written), mtime=0)
         self.parts[key] = kept
         self.writes += 1
         return WrittenObject(

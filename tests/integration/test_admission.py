@@ -131,11 +131,17 @@ def scheduled_sources(db: Database, count: int) -> list[str]:
     return sources
 
 
+def tick_at(db: Database, starter: FakeStarter, at: datetime = NOW) -> list[str]:
+    """A schedule tick's due runs queued, then its admission pass; returns the ARNs started."""
+    dispatch(at, db=db)
+    return admitter(db, starter)()
+
+
 def burst(db: Database, count: int) -> FakeStarter:
     """`count` sources due at once, handled by one tick; returns the starter it started with."""
     scheduled_sources(db, count)
     starter = FakeStarter()
-    dispatch(NOW, db=db, admit=admitter(db, starter))
+    tick_at(db, starter)
     return starter
 
 
@@ -190,7 +196,7 @@ def test_a_burst_starts_as_many_runs_as_downloads_run_at_once_and_the_rest_wait_
     starter = FakeStarter()
 
     # When the tick handles them
-    started = dispatch(NOW, db=db, admit=admitter(db, starter))
+    started = tick_at(db, starter)
 
     # Then two runs start, and the other eight wait, claimed for their slot
     assert len(started) == CAPACITY
@@ -202,7 +208,7 @@ def test_a_burst_starts_as_many_runs_as_downloads_run_at_once_and_the_rest_wait_
     assert under_way(db) == CAPACITY
 
     # And a tick again in the same slot (a duplicate, a redelivery) queues and starts nothing
-    assert dispatch(NOW, db=db, admit=admitter(db, starter)) == []
+    assert tick_at(db, starter) == []
     assert len(waiting(db)) == 8
 
 
@@ -339,12 +345,12 @@ def test_a_newer_slot_takes_the_place_of_the_waiting_one_not_a_second_place(
     # Given a source waiting with the slot of NOW, every place taken
     starter = burst(db, CAPACITY)
     [late] = scheduled_sources(db, 1)
-    dispatch(NOW, db=db, admit=admitter(db, starter))
+    tick_at(db, starter)
     assert waiting(db) == [late]
     validate_started(db, starter)  # (the runs under way hold their sources: not due)
 
     # When the next minute's tick finds it due again
-    dispatch(NOW + timedelta(minutes=1), db=db, admit=admitter(db, starter))
+    tick_at(db, starter, NOW + timedelta(minutes=1))
 
     # Then it still waits once, for the newer slot (missed slots are not back-filled)
     with db.transaction() as cur:
@@ -365,14 +371,14 @@ def test_a_start_that_fails_keeps_the_runs_started_before_it_admitted_and_the_re
 
     # When the tick handles them, Then the delivery fails (and will be retried)
     with pytest.raises(TransientError):
-        dispatch(NOW, db=db, admit=admitter(db, starter))
+        tick_at(db, starter)
     # And the run started before the failure is admitted; the others wait, slots claimed
     assert len(starter.started) == 1
     assert under_way(db) == 1
     assert len(waiting(db)) == 4
 
     # And the retried delivery starts one more, no run twice
-    dispatch(NOW, db=db, admit=admitter(db, starter))
+    tick_at(db, starter)
     assert len(starter.started) == len(set(starter.started)) == CAPACITY
     assert len(waiting(db)) == 3
 
@@ -380,7 +386,7 @@ def test_a_start_that_fails_keeps_the_runs_started_before_it_admitted_and_the_re
 def test_a_pass_that_died_before_its_commit_is_made_good_by_the_next(db: Database) -> None:
     # Given three runs waiting, the first started by a pass that died before recording it
     scheduled_sources(db, 3)
-    dispatch(NOW, db=db, admit=lambda: [])
+    dispatch(NOW, db=db)
     with db.transaction() as cur:
         first = line.waiting_runs(cur, limit=1)[0]
     starter = FakeStarter()
@@ -403,7 +409,7 @@ def test_passes_at_the_same_moment_never_admit_past_the_capacity(own_url: str) -
     with setup.transaction() as cur:
         cur.execute("TRUNCATE public.run_admission, public.source CASCADE")
     scheduled_sources(setup, 10)
-    dispatch(NOW, db=setup, admit=lambda: [])
+    dispatch(NOW, db=setup)
     setup.close()
     starter = FakeStarter(seconds=0.05)
 

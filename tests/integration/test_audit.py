@@ -175,6 +175,7 @@ def test_a_source_without_succeeded_runs_has_nothing_to_audit(
         "cursor": None,
         "runs": [],
         "gaps": [],
+        "backfills": [],
     }
     table = sourceflow_audit(migrated_url, tmp_path, source_id)
     assert table.stdout.strip() == f"{source_id} has no succeeded runs to audit"

@@ -17,12 +17,11 @@ from psycopg2.extensions import make_dsn, parse_dsn
 from shared.connectors.base import InvalidConnection, SourceUnreachable, parse_connection
 from shared.connectors.postgres import PostgresConnector
 from shared.rules.flows import Window, WindowField
-from shared.runtime.secrets import Secrets
-from tests.fakes import FakeSecretsManager
+from tests.fakes import FakeSecretsManager, fake_access, source_secret
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
-SECRET = "sourceflow/partner-db"
+SECRET = source_secret("partner", "partner-db")
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +83,11 @@ def a_connector(url: str, partner_schema: str, **changes: Any) -> PostgresConnec
         **changes,
     }
     settings = parse_connection("partner", "postgres", connection)
-    secrets = Secrets(FakeSecretsManager({SECRET: password}))
-    return PostgresConnector.from_connection("partner", settings, secrets=secrets)
+    # The test's database is on this machine, as the embedded stack's partner database is.
+    access = fake_access(FakeSecretsManager({SECRET: password}), allow_loopback=True)
+    return PostgresConnector.from_connection(
+        "partner", settings, secrets=access.secrets, hosts=access.hosts
+    )
 
 
 def ids(connector: PostgresConnector, window: Window) -> list[str]:

@@ -45,6 +45,10 @@ TABLES = (
     "public.delivery_failure",
     "public.parked_message",
     "public.listing_attributes",
+    "public.backfill",
+    "public.backfill_slice_run",
+    "public.vendor_limit",
+    "public.vendor_slot",
 )
 
 
@@ -164,6 +168,23 @@ FORBIDDEN = [
     # A decision outside the decision functions
     ("validation", "SELECT public.respecs_decide('x', 'approved', NULL)"),
     ("unlocking", "SELECT public.respecs_revoke('x', 'y', 'z')"),
+    # Approving a backfill, or asking for one, as a service
+    ("scheduler", "UPDATE public.backfill SET status = 'active' WHERE false"),
+    ("scheduler", "SELECT public.backfill_decide(1, 'approved', NULL)"),
+    (
+        "scheduler",
+        "SELECT public.backfill_request('x', 'last_modified', now(), now(), '1 day', 'y')",
+    ),
+    # Starting a backfill's slice is the scheduler's alone
+    (
+        "validation",
+        "INSERT INTO public.backfill_slice_run SELECT * FROM public.backfill_slice_run",
+    ),
+    # A vendor's limit is a person's to set; its slots are download's to take
+    ("download", "UPDATE public.vendor_limit SET max_concurrent = 1000 WHERE false"),
+    ("download", "DELETE FROM public.vendor_limit WHERE false"),
+    ("download", "DELETE FROM public.vendor_slot WHERE false"),
+    ("scheduler", "UPDATE public.vendor_slot SET expires_at = NULL WHERE false"),
 ]
 
 
@@ -185,6 +206,9 @@ def test_a_service_cannot_make_the_writes_that_matter(
         "DELETE FROM public.source_flow_history WHERE false",
         "INSERT INTO public.respecs_approval_revocation SELECT * FROM"
         " public.respecs_approval_revocation",
+        "UPDATE public.backfill SET status = 'active' WHERE false",
+        "INSERT INTO public.backfill SELECT * FROM public.backfill",
+        "UPDATE public.source SET backfill_approval_days = 365 WHERE false",
     ],
 )
 def test_a_person_decides_only_through_the_decision_functions(

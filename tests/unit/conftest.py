@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from shared.connectors import SourceAccess
 from shared.runtime.secrets import Secrets
-from tests.fakes import FakeSecretsManager
+from tests.fakes import FakeSecretsManager, fake_access
 
 
 @pytest.fixture(autouse=True)
@@ -22,8 +23,14 @@ def secrets_manager() -> FakeSecretsManager:
 
 
 @pytest.fixture
-def secrets(secrets_manager: FakeSecretsManager) -> Secrets:
-    return Secrets(secrets_manager)
+def access(secrets_manager: FakeSecretsManager) -> SourceAccess:
+    """A connector's access in the cloud (no loopback), over the fake Secrets Manager."""
+    return fake_access(secrets_manager)
+
+
+@pytest.fixture
+def secrets(access: SourceAccess) -> Secrets:
+    return access.secrets
 
 
 @pytest.fixture

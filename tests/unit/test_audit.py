@@ -81,6 +81,28 @@ class Ledger:
             )
         )
 
+    def backfill(
+        self, at: datetime, start: datetime, end: datetime, status: str = "succeeded"
+    ) -> LedgerRun:
+        """A backfill's slice run, of [start, end): the cursor stays."""
+        return self._write(
+            LedgerRun(
+                execution_name=f"s-{len(self.rows):03d}",
+                status=status,
+                started_at=at,
+                flow_type=FlowType.BACKFILL.value,
+                window_field="last_modified",
+                window_start=start,
+                window_end=end,
+                window_start_inclusive=True,
+                lateness_allowance=self.allowance,
+                records=3,
+                cursor_before=self.cursor,
+                cursor_after=self.cursor,
+                error=None if status == "succeeded" else "SourceUnavailable",
+            )
+        )
+
     def end(self, at: datetime, status: str, error: str) -> LedgerRun:
         """A run that failed, was cancelled or was skipped: the cursor stays."""
         return self._write(LedgerRun(f"s-{len(self.rows):03d}", status, started_at=at, error=error))
@@ -151,7 +173,13 @@ def test_a_source_with_no_succeeded_runs_has_nothing_to_audit() -> None:
     ledger.end(T0, "failed", "SourceUnavailable")
     audited = ledger.audit()
     assert (audited.runs, audited.gaps, audited.cursor) == ((), (), None)
-    assert audited.as_json() == {"source_id": "s", "cursor": None, "runs": [], "gaps": []}
+    assert audited.as_json() == {
+        "source_id": "s",
+        "cursor": None,
+        "runs": [],
+        "gaps": [],
+        "backfills": [],
+    }
 
 
 def test_the_json_names_each_run_and_gap_with_utc_timestamps() -> None:
@@ -315,6 +343,50 @@ def test_sold_runs_do_not_count_and_are_named_beside_a_gap() -> None:
     assert sold.execution_name not in [run.execution_name for run in audited.runs]
     [gap] = audited.gaps
     assert gap.causes[-1] == "Sold runs between them (they leave the cursor): s-002"
+
+
+def test_a_backfill_over_a_gap_does_not_close_it_and_is_listed_apart() -> None:
+    # Given a gap (the cursor edited an hour forward) and a backfill that loaded that hour again
+    ledger = a_history(runs=2)
+    ledger.edit_cursor(T0 + HOUR)
+    reload = ledger.backfill(T0 + 90 * MINUTE, T0 - HOUR, T0 + 2 * HOUR)
+    ledger.run(T0 + 2 * HOUR)
+
+    audited = ledger.audit()
+
+    # Then the gap is still there, and the backfill is neither a covering run nor its story
+    [gap] = audited.gaps
+    assert gap.causes == (
+        "the cursor was edited by hand between s-001 and s-003: "
+        "2026-11-01T06:04:59Z → 2026-11-01T07:00:00Z",
+    )
+    assert reload.execution_name not in [run.execution_name for run in audited.runs]
+    assert audited.backfills == (reload,)
+    assert audited.as_json()["backfills"][0]["flow_type"] == "backfill"
+
+
+def test_backfills_of_any_outcome_between_runs_are_no_gap() -> None:
+    # Given backfill slices that succeeded, failed and were cancelled between Normal runs
+    ledger = a_history(runs=2)
+    ledger.backfill(T0 + 6 * MINUTE, T0 - 30 * HOUR, T0 - 29 * HOUR)
+    ledger.backfill(T0 + 7 * MINUTE, T0 - 29 * HOUR, T0 - 28 * HOUR, status="failed")
+    ledger.backfill(T0 + 8 * MINUTE, T0 - 29 * HOUR, T0 - 28 * HOUR, status="cancelled")
+    ledger.run(T0 + 10 * MINUTE, newest=T0 + 9 * MINUTE)
+    # Then the Normal runs still cover time, and the audit lists the three slices apart
+    audited = ledger.audit()
+    assert audited.gaps == ()
+    assert [run.status for run in audited.backfills] == ["succeeded", "failed", "cancelled"]
+    assert [run.flow_type for run in audited.runs] == ["full_load", "normal", "normal"]
+
+
+def test_a_gap_names_no_backfill_among_what_happened_between_its_runs() -> None:
+    ledger = a_history(runs=2)
+    ledger.backfill(T0 + 6 * MINUTE, T0 - 30 * HOUR, T0 - 29 * HOUR, status="failed")
+    ledger.end(T0 + 7 * MINUTE, "failed", "SourceUnavailable")
+    ledger.edit_cursor(T0 + HOUR)
+    ledger.run(T0 + 2 * HOUR)
+    gap = only_gap(ledger)
+    assert gap.causes[1:] == ("failed runs between them: s-003 (SourceUnavailable)",)
 
 
 def test_failed_cancelled_and_skipped_runs_alone_leave_no_gap() -> None:

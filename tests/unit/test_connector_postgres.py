@@ -20,14 +20,20 @@ from shared.connectors.base import (
     SourceUnreachable,
     parse_connection,
 )
-from shared.connectors.postgres import PostgresConnector, SourceQueryFailed
-from shared.errors import SourceflowError
+from shared.connectors.endpoints import SourceHostNotAllowed
+from shared.connectors.postgres import (
+    InsecureAuthentication,
+    PostgresConnector,
+    SourceQueryFailed,
+)
+from shared.errors import PermanentError, SourceflowError
 from shared.rules.flows import Window, WindowField
-from shared.runtime.secrets import Secrets
-from tests.fakes import FakeSecretsManager
+from tests.fakes import FakeSecretsManager, fake_access, source_secret
 
 PASSWORD = "pw-0c7e5d-not-for-logs"
-SECRET = "sourceflow/partner-db"
+SECRET = source_secret("partner", "partner-db")
+# Where db.partner.example resolves to (a documentation address: never reached).
+PARTNER_ADDRESS = "192.0.2.7"
 HOST_FORM = {
     "host": "db.partner.example",
     "port": 5433,
@@ -55,8 +61,8 @@ class FakeCursor:
         if self.connection.error is not None and query != "SET TIME ZONE 'UTC'":
             raise self.connection.error
 
-    def __iter__(self) -> Iterator[tuple[dict[str, Any]]]:
-        return iter([({"listing_id": "L1"},)])
+    def __iter__(self) -> Iterator[tuple[str]]:
+        return iter([(row,) for row in self.connection.rows])
 
     def __enter__(self) -> FakeCursor:
         return self
@@ -71,6 +77,8 @@ class FakeConnection:
 
     error: Exception | None = None
     executed: list[tuple[str | None, Any, Any]] = field(default_factory=list)
+    # What the records query answers: each row as PostgreSQL renders to_jsonb(t)::text.
+    rows: list[str] = field(default_factory=lambda: ['{"listing_id": "L1"}'])
     readonly: bool = False
     closed: bool = False
 
@@ -99,11 +107,19 @@ class FakeConnect:
         return self.connection
 
 
+def resolve_partner(host: str, port: str, *, type: int) -> list[tuple[Any, ...]]:
+    """socket.getaddrinfo as DNS would answer for the partner's host, without a socket."""
+    assert host == "db.partner.example", host
+    return [(2, type, 6, "", (PARTNER_ADDRESS, int(port)))]
+
+
 def a_connector(connect: FakeConnect | None = None, **changes: Any) -> PostgresConnector:
     settings = parse_connection("partner", "postgres", {**HOST_FORM, **changes})
+    access = fake_access(FakeSecretsManager({SECRET: PASSWORD}))
     connector = PostgresConnector.from_connection(
-        "partner", settings, secrets=Secrets(FakeSecretsManager({SECRET: PASSWORD}))
+        "partner", settings, secrets=access.secrets, hosts=access.hosts
     )
+    connector.resolve = resolve_partner
     if connect is not None:
         connector.connect = connect
     return connector
@@ -120,7 +136,7 @@ def test_the_connect_arguments_never_hold_the_password() -> None:
     connector = a_connector()
     assert connector.connect_args == {
         "host": "db.partner.example",
-        "port": 5433,
+        "port": "5433",
         "dbname": "listings",
         "user": "sourceflow_reader",
     }
@@ -133,10 +149,17 @@ def test_a_dsn_stands_for_host_port_dbname_and_user() -> None:
         k: v for k, v in HOST_FORM.items() if k not in ("host", "port", "dbname", "user", "schema")
     }
     settings = parse_connection("partner", "postgres", {**form, "dsn": dsn})
+    access = fake_access()
     connector = PostgresConnector.from_connection(
-        "partner", settings, secrets=Secrets(FakeSecretsManager())
+        "partner", settings, secrets=access.secrets, hosts=access.hosts
     )
-    assert connector.connect_args == {"dsn": dsn}
+    # Read by libpq's own parser: what the connection is made with is what was checked.
+    assert connector.connect_args == {
+        "user": "sourceflow_reader",
+        "host": "db.partner.example",
+        "dbname": "listings",
+        "sslmode": "require",
+    }
     assert connector.schema == "public"
 
 
@@ -168,7 +191,7 @@ def test_the_window_is_bound_read_past_its_end_and_every_name_is_an_identifier()
     assert bounds == {"start": START, "end": END}
     texts = [part.string for part in parts(query) if isinstance(part, sql.SQL)]
     # No upper bound: download counts what is stamped after the window's end.
-    assert "".join(texts) == "SELECT to_jsonb(t) FROM  AS t WHERE t. > %(start)s"
+    assert "".join(texts) == "SELECT to_jsonb(t)::text FROM  AS t WHERE t. > %(start)s"
     assert [part for part in parts(query) if isinstance(part, sql.Identifier)] == [
         sql.Identifier("sales", "Listings"),
         sql.Identifier("updated_at"),
@@ -187,6 +210,15 @@ def test_an_inclusive_sold_window_filters_on_the_sold_column_and_orders_by_the_k
         sql.Identifier("sold_at"),
         sql.Identifier("listing_id"),
     ]
+
+
+def test_a_backfill_slice_reads_its_range_and_nothing_at_or_after_its_end() -> None:
+    query, bounds = a_connector().records_query(
+        Window(WindowField.LAST_MODIFIED, START, END, True, end_exclusive=True)
+    )
+    texts = "".join(part.string for part in parts(query) if isinstance(part, sql.SQL))
+    assert texts.endswith("t. >= %(start)s AND t. < %(end)s")
+    assert bounds == {"start": START, "end": END}
 
 
 def test_the_probe_names_the_filter_columns_and_the_key() -> None:
@@ -210,6 +242,8 @@ def test_records_come_through_a_named_cursor_in_a_read_only_utc_session() -> Non
     ]
     [call] = connect.calls
     assert call["password"] == PASSWORD
+    # Only SCRAM, to the address that was checked (the name resolved once, here)
+    assert (call["require_auth"], call["hostaddr"]) == ("scram-sha-256", PARTNER_ADDRESS)
     assert connect.connection.readonly and connect.connection.closed
     names = [name for name, _, _ in connect.connection.executed]
     assert names == [None, "sourceflow_records"]
@@ -270,3 +304,91 @@ def test_a_failed_query_is_named_and_the_connection_closed(
     with pytest.raises(error, match=says):
         list(a_connector(connect).records(Window(WindowField.SOLD_DATE, START, END, True)))
     assert connect.connection.closed
+
+
+# --- hostile rows (docs/limits.md) -------------------------------------------------------------
+
+
+def test_a_row_nested_too_deeply_to_read_is_malformed_and_the_others_load() -> None:
+    connect = FakeConnect()
+    connect.connection.rows = [
+        '{"listing_id": "L1"}',
+        '{"listing_id": "L2", "extra": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"listing_id": "L3"}',
+    ]
+    connector = a_connector(connect)
+    window = Window(WindowField.LAST_MODIFIED, START, END, False)
+    assert [r["listing_id"] for r in connector.records(window)] == ["L1", "L3"]
+    assert connector.malformed.examples == ["sales.Listings row 2: is nested too deeply to read"]
+
+
+@pytest.mark.parametrize(
+    ("limits", "error_name"),
+    [({"max_records": 2}, "TooManyRecords"), ({"max_bytes": 1024}, "TooManyBytes")],
+)
+def test_a_table_past_the_run_limits_stops_the_run_by_name(
+    limits: dict[str, int], error_name: str
+) -> None:
+    connect = FakeConnect()
+    connect.connection.rows = [f'{{"listing_id": "L{i}", "note": "{"x" * 400}"}}' for i in range(5)]
+    connector = a_connector(connect, limits=limits)
+    with pytest.raises(PermanentError) as caught:
+        list(connector.records(Window(WindowField.LAST_MODIFIED, START, END, False)))
+    assert caught.value.error_name == error_name
+
+
+# --- the password goes only to the source, only with SCRAM ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sslmode", "binding"),
+    [(None, None), ("prefer", None), ("require", "require"), ("verify-full", "require")],
+)
+def test_the_login_demands_scram_bound_to_tls_when_tls_is_required(
+    sslmode: str | None, binding: str | None
+) -> None:
+    connector = a_connector(None, **({"sslmode": sslmode} if sslmode else {}))
+    args = connector.login_args()
+    assert args["require_auth"] == "scram-sha-256"
+    assert args.get("channel_binding") == binding
+    assert (args["host"], args["hostaddr"]) == ("db.partner.example", PARTNER_ADDRESS)
+    assert "password" not in args
+
+
+@pytest.mark.parametrize(
+    "method", ["a cleartext password", "a hashed password", "an unknown authentication type"]
+)
+def test_a_server_that_asks_for_the_password_another_way_is_refused_by_name(method: str) -> None:
+    # libpq's words when the server asks otherwise than with SCRAM: nothing was sent
+    said = (
+        'connection to server at "db.partner.example" (192.0.2.7), port 5433 failed: '
+        f'authentication method requirement "scram-sha-256" failed: server requested {method}'
+    )
+    connector = a_connector(FakeConnect(error=psycopg2.OperationalError(said)))
+    with pytest.raises(InsecureAuthentication, match="did not offer SCRAM-SHA-256") as caught:
+        connector.check()
+    assert "pg_hba.conf use scram-sha-256" in str(caught.value)
+    assert caught.value.error_name == "InsecureAuthentication"
+
+
+def test_a_hostile_servers_words_are_quoted_short_on_one_line_without_links() -> None:
+    said = (
+        'FATAL:  database "x\nclick http://evil.example/fix now' + " y" * 400 + '" does not exist'
+    )
+    connector = a_connector(FakeConnect(error=psycopg2.OperationalError(said)))
+    with pytest.raises(InvalidConnection) as caught:
+        connector.check()
+    text = str(caught.value)
+    assert "\n" not in text and "evil.example" not in text and "[link removed]" in text
+    assert len(text) < 400
+
+
+def test_a_host_that_resolves_to_a_link_local_address_is_refused_before_connecting() -> None:
+    # Given a name whose DNS answers with the cloud's metadata address
+    connect = FakeConnect()
+    connector = a_connector(connect)
+    connector.resolve = lambda host, port, *, type: [(2, type, 6, "", ("169.254.169.254", 5433))]
+    # When it logs in, Then it is refused by name and nothing was sent
+    with pytest.raises(SourceHostNotAllowed, match=r"169\.254\.169\.254, link-local"):
+        connector.check()
+    assert connect.calls == []

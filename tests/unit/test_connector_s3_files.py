@@ -4,6 +4,7 @@ reports instead of dropping."""
 from __future__ import annotations
 
 import json
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ from shared.connectors.s3_files import (
     record_time,
     row_in_window,
 )
+from shared.errors import PermanentError
 from shared.rules.flows import Window, WindowField
 from tests.fakes import FakeS3, client_error
 
@@ -154,7 +156,8 @@ def test_malformed_json_lines_are_counted_with_where_and_why() -> None:
     assert connector.malformed.count == 6
     where = f"s3://{BUCKET}/d.jsonl"
     assert connector.malformed.examples == [
-        f"{where} line 2: is not JSON",
+        f"{where} line 2: is not JSON (unexpected character, expected a string key: line 1 "
+        "column 2 (char 1))",
         f"{where} line 3: is not a JSON object",
         f"{where} line 5: has no last_modified",
         f"{where} line 6: is not UTF-8",
@@ -227,28 +230,29 @@ def test_a_row_without_a_sold_date_is_unsold_but_without_a_last_modified_is_malf
 # --- check and errors ---------------------------------------------------------------------------
 
 
-def test_check_lists_at_most_one_key_and_reads_nothing() -> None:
+def test_a_backfill_slice_places_rows_in_start_to_end_excluded() -> None:
+    backfill = Window(WindowField.LAST_MODIFIED, START, END, True, end_exclusive=True)
+    placed = {
+        moment: row_in_window(row(1, moment), "last_modified", backfill)
+        for moment in (START - timedelta(microseconds=1), START, END - DAY, END, END + DAY)
+    }
+    assert placed == {
+        START - timedelta(microseconds=1): False,
+        START: True,
+        END - DAY: True,
+        END: False,
+        END + DAY: False,  # a range of the past is not read past its end
+    }
+
+
+@pytest.mark.parametrize("key_field", [None, "id", "listing_id"])
+def test_check_lists_at_most_one_key_and_reads_nothing(key_field: str | None) -> None:
+    # Validation may only list (its role has no s3:GetObject): a key_field its records lack is
+    # found by download's first object (tests/integration/test_record_versions.py).
     s3 = FakeS3(END)
     s3.put("d.jsonl", jsonl(row(1, START)))
-    a_connector(s3).check()
+    a_connector(s3, **({"key_field": key_field} if key_field else {})).check()
     assert s3.read == []
-
-
-def test_check_reads_the_first_row_of_a_drop_for_its_key_field() -> None:
-    s3 = FakeS3(END)
-    s3.put("d.jsonl", jsonl(row(1, START), row(2, START)))
-    a_connector(s3, key_field="id").check()
-    assert s3.read == ["d.jsonl"]
-
-
-def test_a_key_field_the_records_lack_fails_the_check_by_name() -> None:
-    s3 = FakeS3(END)
-    s3.put("d.jsonl", jsonl(row(1, START)))
-    with pytest.raises(InvalidConnection) as caught:
-        a_connector(s3, key_field="listing_id").check()
-    assert "'partner-drops'" in str(caught.value)
-    assert "connection.key_field = 'listing_id'" in str(caught.value)
-    assert "d.jsonl line 1" in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -276,3 +280,96 @@ def test_a_drop_deleted_after_the_listing_is_passed_over() -> None:
     s3.put("kept.jsonl", jsonl(row(2, START + DAY)))
     s3.deleted.add("gone.jsonl")
     assert [r["id"] for r in a_connector(s3).records(NORMAL)] == ["L2"]
+
+
+# --- hostile drops (docs/limits.md) -------------------------------------------------------------
+
+
+def test_a_line_nested_100k_deep_is_one_malformed_row_and_the_drop_loads() -> None:
+    # Given a drop whose second line is nested 100,000 levels deep
+    s3 = FakeS3(END)
+    deep = "[" * 100_000 + "]" * 100_000 + "\n"
+    s3.put("d.jsonl", [*jsonl(row(1, START + DAY)), deep, *jsonl(row(3, START + DAY))])
+    connector = a_connector(s3)
+    # When the window is read, then that line is counted and the others load, on every run
+    for _ in range(2):
+        assert [r["id"] for r in connector.records(NORMAL)] == ["L1", "L3"]
+        [example] = connector.malformed.examples
+        assert example.startswith(f"s3://{BUCKET}/d.jsonl line 2: is not JSON (depth limit")
+
+
+def test_a_byte_that_is_not_utf8_inside_a_quoted_csv_field_spoils_only_its_row() -> None:
+    # Given a CSV drop whose second row has a byte that is not UTF-8 in a field spanning lines
+    s3 = FakeS3(END)
+    modified = (START + DAY).isoformat()
+    s3.objects["d.csv"] = (
+        b"id,modified_at,note\n"
+        + f'L1,{modified},"fine"\n'.encode()
+        + f'L2,{modified},"caf'.encode()
+        + b'\xe9\n"\n'  # Latin-1, and the field's closing quote on a line of its own
+        + f"L3,{modified},plain\n".encode()
+        + f'L4,{modified},"two\nlines, ""quoted"""\n'.encode()
+        + f"L5,{modified},plain\n".encode(),
+        END,
+    )
+    connector = a_connector(s3, format="csv", last_modified_field="modified_at")
+    # When the window is read, then only that row is malformed and the rest of the drop loads
+    records = list(connector.records(NORMAL))
+    assert [r["id"] for r in records] == ["L1", "L3", "L4", "L5"]
+    assert records[2]["note"] == 'two\nlines, "quoted"'
+    assert connector.malformed.examples == [f"s3://{BUCKET}/d.csv line 4: is not UTF-8"]
+
+
+def test_a_line_over_the_limit_is_skipped_without_being_held() -> None:
+    # Given a drop with a 5 MB line between two rows, and a line limit of 64 KiB
+    s3 = FakeS3(END)
+    huge = '{"id": "L2", "note": "' + "x" * 5_000_000 + '"}\n'
+    s3.put("d.jsonl", [*jsonl(row(1, START + DAY)), huge, *jsonl(row(3, START + DAY))])
+    connector = a_connector(s3, limits={"max_page_bytes": 65_536})
+    tracemalloc.start()
+    try:
+        records = [r["id"] for r in connector.records(NORMAL)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert records == ["L1", "L3"]
+    assert connector.malformed.examples == [
+        f"s3://{BUCKET}/d.jsonl line 2: is a line over 65,536 bytes (the source's "
+        "connection.limits.max_page_bytes)"
+    ]
+    assert peak < 1_000_000, f"{peak:,} bytes allocated"
+
+
+def test_a_csv_line_over_the_limit_spoils_its_own_row_only() -> None:
+    s3 = FakeS3(END)
+    modified = (START + DAY).isoformat()
+    s3.objects["d.csv"] = (
+        f"id,modified_at\nL1,{modified}\nL2,{'x' * 70_000}\nL3,{modified}\n".encode(),
+        END,
+    )
+    connector = a_connector(
+        s3, format="csv", last_modified_field="modified_at", limits={"max_page_bytes": 65_536}
+    )
+    assert [r["id"] for r in connector.records(NORMAL)] == ["L1", "L3"]
+    assert [e.split(": ")[0] for e in connector.malformed.examples] == [
+        f"s3://{BUCKET}/d.csv line 3"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("limits", "error_name"),
+    [({"max_records": 3}, "TooManyRecords"), ({"max_bytes": 2048}, "TooManyBytes")],
+)
+def test_a_drop_past_the_run_limits_stops_the_run_by_name(
+    limits: dict[str, int], error_name: str
+) -> None:
+    s3 = FakeS3(END)
+    s3.put("d.jsonl", jsonl(*(row(i, START + DAY, note="x" * 300) for i in range(10))))
+    with pytest.raises(PermanentError) as caught:
+        list(a_connector(s3, limits=limits).records(NORMAL))
+    assert caught.value.error_name == error_name
+
+
+def test_a_record_date_out_of_range_in_utc_is_malformed() -> None:
+    with pytest.raises(MalformedRow, match="is not an ISO-8601 date"):
+        record_time({"d": "9999-12-31T23:59:59-05:00"}, "d")

@@ -148,14 +148,15 @@ def test_violation_lists_every_problem_with_its_path() -> None:
 
 def test_violation_paths_reach_into_nested_objects() -> None:
     plan = {
-        "flow_type": "backfill",
+        "flow_type": "weekly",
         "window_field": "last_modified",
         "window_start": "2026-11-21",
         "window_end": "2026-11-22T18:41:57Z",
     }
     body = request(schema="download-request", plan=plan)
     assert violations(body, "download-request") == [
-        "$.plan.flow_type: 'backfill' is not one of ['normal', 'respecs', 'full_load', 'sold']",
+        "$.plan.flow_type: 'weekly' is not one of "
+        "['normal', 'respecs', 'full_load', 'sold', 'backfill']",
         "$.plan.window_start: '2026-11-21' is not a 'date-time'",
         "$.plan.window_start_inclusive: is a required property",
     ]

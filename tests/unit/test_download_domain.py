@@ -1,25 +1,32 @@
-"""services.download.domain: Heartbeat and window_from_plan."""
+"""services.download.domain: Heartbeat, window_from_plan, and what StreamProgress lands."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import gzip
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
+from services.download.adapters import S3RawSink
 from services.download.domain import (
     FIRST_BEAT_RETRY_PAUSES,
     Heartbeat,
     LockLost,
+    StreamProgress,
     window_from_plan,
 )
 from shared.errors import TaskOver
 from shared.rules.flows import Window, WindowField
+from shared.rules.versions import VersionFilter, key_digest
 from shared.timefmt import isoformat
-from tests.fakes import FakeClock, FakeTask
+from tests.fakes import FakeClock, FakeConnector, FakeS3, FakeTask, quiet_heartbeat
 
 INTERVAL = 60.0
 START = datetime(2026, 11, 21, 18, 40, 2, tzinfo=UTC)
 END = datetime(2026, 11, 22, 18, 41, 57, 126486, tzinfo=UTC)
+WINDOW = Window(WindowField.SOLD_DATE, START, END, True)
 
 
 # --- Heartbeat ----------------------------------------------------------------------------------
@@ -72,6 +79,47 @@ def test_a_lost_lock_stops_the_download() -> None:
     assert caught.value.error_name == "LockLost"
 
 
+def a_sleeping_heartbeat(task: FakeTask, clock: FakeClock) -> tuple[Heartbeat, list[float]]:
+    """A heartbeat whose sleeps move the clock; returns it and the sleeps it took."""
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.advance(seconds)
+
+    heartbeat = Heartbeat(
+        send=task.send,
+        renew_lease=task.renew_lease,
+        interval_seconds=INTERVAL,
+        monotonic=clock,
+        sleep=sleep,
+    )
+    return heartbeat, sleeps
+
+
+def test_a_long_wait_beats_every_interval_and_lasts_exactly_as_asked() -> None:
+    # Given a heartbeat that last beat 20 seconds ago
+    task, clock = FakeTask(), FakeClock()
+    heartbeat, sleeps = a_sleeping_heartbeat(task, clock)
+    clock.advance(20)
+    # When the download waits 3.5 intervals on its vendor (a Retry-After, a slot)
+    started = clock.now
+    heartbeat.wait(3.5 * INTERVAL)
+    # Then it beat the moment each beat fell due, and waited no more and no less than asked
+    assert clock.now - started == 3.5 * INTERVAL
+    assert sleeps == [INTERVAL - 20, INTERVAL, INTERVAL, 3.5 * INTERVAL - (3 * INTERVAL - 20)]
+    assert (task.beats, task.renewals) == (3, 3)
+
+
+def test_a_wait_stops_at_the_first_beat_that_finds_the_task_over() -> None:
+    task, clock = FakeTask(), FakeClock()
+    heartbeat, sleeps = a_sleeping_heartbeat(task, clock)
+    task.over = True  # timed out, failed, or a cancel ended it
+    with pytest.raises(TaskOver):
+        heartbeat.wait(10 * INTERVAL)
+    assert sleeps == [INTERVAL]
+
+
 # --- window_from_plan ---------------------------------------------------------------------------
 
 
@@ -93,6 +141,32 @@ def test_a_plan_carries_its_window_unchanged(window: Window) -> None:
     }
     # Then download reads back the same window
     assert window_from_plan(plan) == window
+
+
+def test_a_backfill_plan_is_a_slice_that_ends_before_its_end() -> None:
+    plan = {
+        "flow_type": "backfill",
+        "window_field": "last_modified",
+        "window_start": isoformat(START),
+        "window_end": isoformat(END),
+        "window_start_inclusive": True,
+    }
+    window = window_from_plan(plan)
+    assert window == Window(WindowField.LAST_MODIFIED, START, END, True, end_exclusive=True)
+    assert not window.contains(END)
+
+
+def test_a_backfill_slice_lands_only_its_range_whatever_the_source_sends() -> None:
+    # Given a slice [START, END) and a source that ignores the upper bound it was asked for
+    slice_ = Window(WindowField.LAST_MODIFIED, START, END, True, end_exclusive=True)
+    versions = VersionFilter(window=slice_, overlap=timedelta(minutes=12), dedupe=False)
+    stamps = [START, END - timedelta(microseconds=1), END, END + timedelta(days=1)]
+    # Then only the stamps in [START, END) land; none is counted as future-dated or waiting
+    landed = [
+        versions.admit(stamp, key_digest({"id": str(i)}, "id")) for i, stamp in enumerate(stamps)
+    ]
+    assert landed == [True, True, False, False]
+    assert (versions.counts.future_records, versions.counts.waiting_records) == (0, 0)
 
 
 class SlowToRegisterTask(FakeTask):
@@ -129,3 +203,29 @@ def test_a_task_really_over_stops_the_first_heartbeat_after_its_tries() -> None:
         heartbeat.first_beat()
     assert pauses == list(FIRST_BEAT_RETRY_PAUSES)
     assert task.renewals == 0
+
+
+# --- StreamProgress -----------------------------------------------------------------------------
+
+
+def test_a_record_json_cannot_carry_is_malformed_and_the_rest_land() -> None:
+    # Given records a JSON encoder cannot write: nested 300 deep, an integer beyond 64 bits
+    deep: Any = "leaf"
+    for _ in range(300):
+        deep = [deep]
+    records = [{"id": "1"}, {"id": "2", "deep": deep}, {"id": "3", "big": 10**30}, {"id": "4"}]
+    connector = FakeConnector(records)
+    progress = StreamProgress(connector, quiet_heartbeat(), versions=None)
+    raw = FakeS3(START)
+    # When they stream into a part of the raw bucket
+    written = S3RawSink(raw, "raw").write_part(
+        "part-00000.jsonl.gz", progress.track(connector.records(WINDOW))
+    )
+    # Then the others land, and those two are counted as malformed, with why
+    lines = gzip.decompress(raw.objects["part-00000.jsonl.gz"][0]).splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["1", "4"]
+    assert written.records == 2
+    assert connector.malformed.examples == [
+        "record 2: cannot be landed (Recursion limit reached)",
+        "record 3: cannot be landed (Integer exceeds 64-bit range)",
+    ]

@@ -356,5 +356,8 @@ def test_cursor_advances_to_newest_loaded_and_never_backwards() -> None:
     assert advance_cursor(None, None) is None
 
 
-def test_only_sold_leaves_the_cursor_alone() -> None:
-    assert [moves_cursor(flow) for flow in FlowType] == [True, True, True, False]
+def test_only_sold_and_backfills_leave_the_cursor_alone() -> None:
+    assert {flow for flow in FlowType if not moves_cursor(flow)} == {
+        FlowType.SOLD,
+        FlowType.BACKFILL,
+    }

@@ -36,9 +36,12 @@ from shared.runtime.catalogue import (
     EVENT_SOURCE,
     RESPECS_APPROVAL_REQUIRED,
     RESPECS_STATEMENT_TIMEOUT_MS,
+    VENDOR_MAX_WAIT_SECONDS,
+    VENDOR_SLOT_WAIT_SECONDS,
     Step,
     Timeouts,
 )
+from shared.runtime.secrets import connection_secrets_prefix
 from shared.runtime.settings import SettingsError
 
 STAGE = "t1"
@@ -412,15 +415,48 @@ def test_only_download_writes_raw_objects() -> None:
         assert "WriteRawObjects" not in _grants(name), name
 
 
-def test_the_services_that_connect_to_sources_read_only_connection_secrets() -> None:
-    # Validation checks a source's connection; download reads the source.
+def test_the_services_that_connect_to_sources_read_only_the_stages_source_secrets() -> None:
+    # Validation checks a source's connection; download reads the source. By default each
+    # stage's functions read only that stage's source secrets, and are told the same prefix.
+    prefix = connection_secrets_prefix(STAGE)
+    assert prefix == "sourceflow/t1/sources/"
     for name in ("validation", "download"):
         assert _grants(name)["ReadConnectionSecrets"] == (
             ["secretsmanager:GetSecretValue"],
-            [f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:sourceflow/*"],
+            [f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{prefix}*"],
         )
+        env = function_of(service(name))["Environment"]["Variables"]
+        assert env["CONNECTION_SECRETS_PREFIX"] == prefix
+        assert env["CORE_DATABASE_SECRET_ARN"] == ssm("core", "database-secret-arn")
+        assert "ALLOW_LOOPBACK_SOURCES" not in env  # the embedded stack's alone
     for name in ("unlocking", "scheduler"):
         assert "ReadConnectionSecrets" not in _grants(name), name
+        env = function_of(service(name))["Environment"]["Variables"]
+        assert not {
+            "CONNECTION_SECRETS_PREFIX",
+            "CORE_DATABASE_SECRET_ARN",
+            "ALLOW_LOOPBACK_SOURCES",
+        } & set(env), name
+
+
+def test_a_deployment_may_name_its_own_connection_secrets_prefix() -> None:
+    grants = _grants("download", ConnectionSecretsPrefix="acme/prod/")
+    assert grants["ReadConnectionSecrets"][1] == [
+        f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:acme/prod/*"
+    ]
+    env = function_of(service("download", ConnectionSecretsPrefix="acme/prod/"))["Environment"]
+    assert env["Variables"]["CONNECTION_SECRETS_PREFIX"] == "acme/prod/"
+    # Never every secret, and always a folder of its own for each source.
+    pattern = re.compile(
+        templates.load("service")["Parameters"]["ConnectionSecretsPrefix"]["AllowedPattern"]
+    )
+    assert [bool(pattern.fullmatch(p)) for p in ("", "acme/prod/", "acme/prod", "*", "/")] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_only_the_scheduler_starts_runs_and_only_it_and_validation_publish_events() -> None:
@@ -439,11 +475,16 @@ def test_optional_grants_appear_only_when_asked_for() -> None:
     assert "ReadSourceObjects" not in _grants("download")
     assert "AttachToVpc" not in _grants("download")
     drops = "arn:aws:s3:::drops,arn:aws:s3:::drops/*"
-    for name in ("validation", "download"):
-        assert _grants(name, SourceReadArns=drops)["ReadSourceObjects"] == (
-            ["s3:GetObject", "s3:ListBucket"],
-            ["arn:aws:s3:::drops", "arn:aws:s3:::drops/*"],
-        )
+    arns = ["arn:aws:s3:::drops", "arn:aws:s3:::drops/*"]
+    # Download reads the drops; validation only lists them (shared/connectors/s3_files.py check)
+    assert _grants("download", SourceReadArns=drops)["ReadSourceObjects"] == (
+        ["s3:GetObject", "s3:ListBucket"],
+        arns,
+    )
+    assert _grants("validation", SourceReadArns=drops)["ReadSourceObjects"] == (
+        ["s3:ListBucket"],
+        arns,
+    )
     assert "ReadSourceObjects" not in _grants("unlocking", SourceReadArns=drops)
     own = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:unlocking-db-AbCdEf"
     assert _grants("unlocking", ServiceDatabaseSecretArn=own)["ReadDatabaseSecret"][1] == [own]
@@ -482,6 +523,7 @@ def test_each_function_is_configured_as_its_settings_read(
 # What a service's settings need besides its timeouts, to be read at all.
 REQUIRED_ENV = {
     "DATABASE_URL": "postgresql://db/sourceflow",
+    "CONNECTION_SECRETS_PREFIX": connection_secrets_prefix(STAGE),
     "RAW_BUCKET": "raw",
     "STATE_MACHINE_ARN": STATE_MACHINE_ARN,
     "EVENT_BUS_NAME": "bus",
@@ -787,6 +829,15 @@ def test_unlocking_outlasts_the_respecs_statement_timeout_it_may_use_up() -> Non
     assert "RESPECS_STATEMENT_TIMEOUT_MS" not in env
     assert CLOUD_TIMEOUTS.unlocking_function_seconds * 1000 > RESPECS_STATEMENT_TIMEOUT_MS
     assert int(function_of(service("unlocking"))["Timeout"]) * 1000 > RESPECS_STATEMENT_TIMEOUT_MS
+
+
+def test_a_download_that_waits_its_longest_on_its_vendor_still_has_time_to_read() -> None:
+    # (the templates leave the vendor waits to their defaults) A delivery that waits its longest
+    # for a slot, then for one throttled page, has half its function's time left at least.
+    env = function_of(service("download"))["Environment"]["Variables"]
+    assert not {"VENDOR_MAX_WAIT_SECONDS", "VENDOR_SLOT_WAIT_SECONDS"} & set(env)
+    waits = VENDOR_SLOT_WAIT_SECONDS + VENDOR_MAX_WAIT_SECONDS
+    assert waits <= int(function_of(service("download"))["Timeout"]) / 2
 
 
 # -- a step that committed is never reported as failed ----------------------------------------

@@ -11,6 +11,8 @@ import pytest
 
 from services.validation.domain import Run, Skip, SourceNotFound, SourceRow, decide
 from shared.connectors.base import UnsupportedSourceType
+from shared.errors import RunCancelled
+from shared.rules.backfills import BackfillRange, BackfillStatus, SliceRun
 from shared.rules.flows import (
     DEFAULT_LATENESS_ALLOWANCE,
     FlowType,
@@ -44,7 +46,7 @@ def a_source(**changes: Any) -> SourceRow:
     return replace(source, **changes)
 
 
-def decide_for(source: SourceRow | None) -> Skip | Run:
+def decide_for(source: SourceRow | None, backfill: SliceRun | None = None) -> Skip | Run:
     return decide(
         source,
         source_id="acme-listings",
@@ -52,6 +54,7 @@ def decide_for(source: SourceRow | None) -> Skip | Run:
         now=NOW,
         lease=LEASE,
         respecs_tables=frozenset({"public.listing_attributes"}),
+        backfill=backfill,
     )
 
 
@@ -156,3 +159,56 @@ def test_a_normal_window_never_starts_before_landed_since() -> None:
     landed_since = CURSOR - timedelta(minutes=1)
     run = run_of(a_source(landed_since=landed_since))
     assert run.window.start == landed_since
+
+
+# -- a backfill's slice --------------------------------------------------------------------------
+
+SLICE_START = datetime(2026, 3, 2, tzinfo=UTC)
+THREE_DAYS = BackfillRange(
+    WindowField.LAST_MODIFIED,
+    SLICE_START - timedelta(days=1),
+    SLICE_START + timedelta(days=2),
+    timedelta(days=1),
+)
+
+
+def a_slice(status: BackfillStatus = BackfillStatus.ACTIVE, number: int = 2) -> SliceRun:
+    return SliceRun(backfill_id=7, status=status, wanted=THREE_DAYS, slice_number=number)
+
+
+def test_a_slice_loads_its_own_window_and_leaves_the_params_and_count_alone() -> None:
+    # Given a Sold source (its special flow) whose execution was started for slice 2 of 3
+    source = a_source(batch_execution_params={"type": "Sold", "year": 2021}, runtime_count=5)
+    outcome = decide_for(source, a_slice())
+    # Then it runs slice 2, [2 March, 3 March), as a backfill
+    assert isinstance(outcome, Run)
+    assert outcome.params.flow_type is FlowType.BACKFILL
+    assert outcome.window == Window(
+        WindowField.LAST_MODIFIED, SLICE_START, SLICE_START + timedelta(days=1), True, True
+    )
+    # And the source's runtime count and params stay what they are, the lock is taken as usual
+    assert (outcome.runtime_count, outcome.params_to_write) == (5, None)
+    assert outcome.lock_expires_at == NOW + LEASE
+
+
+def test_a_slice_is_never_a_first_run_nor_refused_for_the_sources_params() -> None:
+    # Given a source that never ran, with params validation would refuse
+    source = a_source(runtime_count=0, last_modified_date=None, batch_execution_params={"x": 1})
+    outcome = decide_for(source, a_slice(number=1))
+    # Then the slice runs without the first-run rule (the Normal timeline's first run stays)
+    assert isinstance(outcome, Run)
+    assert (outcome.runtime_count, outcome.params_to_write) == (0, None)
+    assert outcome.window.start == THREE_DAYS.start
+
+
+def test_a_slice_of_a_busy_or_inactive_source_is_skipped_like_any_run() -> None:
+    locked = a_source(locked_by=OTHER, lock_expires_at=NOW + timedelta(minutes=5))
+    inactive = a_source(is_active=False)
+    for source, reason in ((locked, "SourceLocked"), (inactive, "SourceInactive")):
+        outcome = decide_for(source, a_slice())
+        assert isinstance(outcome, Skip) and outcome.reason == reason
+
+
+def test_a_slice_of_a_cancelled_backfill_ends_cancelled() -> None:
+    with pytest.raises(RunCancelled, match="backfill 7 of source 'acme-listings' is cancelled"):
+        decide_for(a_source(), a_slice(BackfillStatus.CANCELLED))

@@ -1,7 +1,9 @@
-"""local.vendor: deterministic listings, filters, keyset paging, upserts, errors, faults."""
+"""local.vendor: deterministic listings, filters, keyset paging, upserts, errors, faults,
+hostile pages."""
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import io
 import json
@@ -13,6 +15,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
+from local.vendor.hostile import BAD_DATE
 from local.vendor.records import (
     EPOCH_START,
     floor_seconds,
@@ -37,6 +40,11 @@ class Vendor:
         self.server = HandlerServer(state)
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        response = self.answer(method, path, body)
+        return response.status, json.loads(response.read())
+
+    def answer(self, method: str, path: str, body: Any = None) -> http.client.HTTPResponse:
+        """The handler's answer as a client reads it, its body not yet read."""
         data = b"" if body is None else json.dumps(body).encode()
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: vendor\r\nContent-Type: application/json\r\n"
@@ -45,7 +53,7 @@ class Vendor:
         answer = serve_in_memory(VendorHandler, self.server, head.encode() + data)
         response = http.client.HTTPResponse(AnswerSocket(answer))  # type: ignore[arg-type]
         response.begin()
-        return response.status, json.loads(response.read())
+        return response
 
     def get(self, path: str, **params: Any) -> tuple[int, Any]:
         query = f"?{urlencode(params)}" if params else ""
@@ -346,6 +354,132 @@ def test_given_fault_with_zero_records_and_delay_then_fails_immediately_after_de
     assert time.monotonic() - started >= 0.05
     status, body = vendor.call("POST", "/admin/faults", {"dataset": "other", "fail_status": 200})
     assert status == 400 and "fail_status=200" in body["error"]
+
+
+def test_an_injected_failure_may_say_when_to_come_back(vendor: Vendor) -> None:
+    body = {"dataset": "small", "fail_status": 429, "fail_times": 1, "retry_after_s": 25}
+    assert vendor.call("POST", "/admin/faults", body)[0] == 200
+    answer = vendor.answer("GET", "/datasets/small/records")
+    assert (answer.status, answer.getheader("Retry-After")) == (429, "25")
+    assert vendor.get("/datasets/small/records")[0] == 200  # once only
+    fault = vendor.ok("/admin/faults")["faults"]["small"]
+    assert (fault["retry_after_s"], fault["fail_status"], fault["served"]) == (25, None, 300)
+
+
+# --- a concurrency limit (POST /admin/limits) --------------------------------------------------
+
+
+def test_a_request_beyond_the_limit_is_refused_with_retry_after_and_counted(
+    vendor: Vendor,
+) -> None:
+    # Given a limit of one request at a time on "small", with one request being served
+    body = {"dataset": "small", "max_concurrent": 1, "retry_after_s": 3}
+    assert vendor.call("POST", "/admin/limits", body)[0] == 200
+    state = vendor.server.state
+    with state.admitted("small"):
+        # When another request comes meanwhile, Then it is refused with 429 and Retry-After
+        answer = vendor.answer("GET", "/datasets/small/records")
+        assert (answer.status, answer.getheader("Retry-After")) == (429, "3")
+        assert "at most 1 at once" in json.loads(answer.read())["error"]
+        # (another dataset is not limited)
+        assert vendor.get("/datasets/other/records")[0] == 200
+    # And once the first is done, the next is served
+    assert vendor.get("/datasets/small/records", page_size=5)[0] == 200
+    limits = vendor.ok("/admin/limits")["limits"]
+    assert limits == {
+        "small": {
+            "max_concurrent": 1,
+            "retry_after_s": 3,
+            "in_flight": 0,
+            "max_seen": 2,  # the refused request counts: what a client let happen
+            "refused": 1,
+            "pages": 2,
+        }
+    }
+
+
+def test_limits_are_lifted_all_at_once(vendor: Vendor) -> None:
+    vendor.call("POST", "/admin/limits", {"dataset": "small", "max_concurrent": 2})
+    assert vendor.call("DELETE", "/admin/limits") == (200, {"limits": {}})
+    assert vendor.server.state.limits == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"dataset": "small"}, "max_concurrent"),
+        ({"dataset": "small", "max_concurrent": 0}, "max_concurrent=0"),
+        ({"dataset": "small", "max_concurrent": 2, "retry_after_s": -1}, "retry_after_s=-1"),
+        ({"max_concurrent": 2}, "dataset"),
+    ],
+)
+def test_a_bad_limit_is_400_naming_the_field(
+    vendor: Vendor, body: dict[str, Any], expected: str
+) -> None:
+    status, answer = vendor.call("POST", "/admin/limits", body)
+    assert status == 400 and expected in answer["error"]
+
+
+# --- hostile pages (local.vendor.hostile) -----------------------------------------------------
+
+
+def hostile(vendor: Vendor, dataset: str, mode: str, **settings: Any) -> None:
+    body = {"dataset": dataset, "page_mode": mode, **settings}
+    status, answer = vendor.call("POST", "/admin/faults", body)
+    assert status == 200, answer
+
+
+def test_a_gzip_bomb_is_a_small_page_on_the_wire_that_inflates_to_the_size_asked(
+    vendor: Vendor,
+) -> None:
+    hostile(vendor, "small", "gzip_bomb", inflated_bytes=5_000_000)
+    response = vendor.answer("GET", "/datasets/small/records")
+    wire = response.read()
+    assert response.getheader("Content-Encoding") == "gzip"
+    assert len(wire) < 10_000
+    page = gzip.decompress(wire)
+    assert len(page) == 5_000_000
+    assert json.loads(page) == {"records": [], "next_page_token": None}
+
+
+def test_a_repeated_token_serves_the_first_page_and_its_token_again(vendor: Vendor) -> None:
+    hostile(vendor, "small", "repeated_token")
+    first = vendor.ok("/datasets/small/records", page_size=10)
+    again = vendor.ok("/datasets/small/records", page_size=10, page_token=first["next_page_token"])
+    assert again == first and first["next_page_token"] is not None
+
+
+@pytest.mark.parametrize(
+    ("mode", "content_type", "starts"),
+    [("not_json", "text/html", b"<html>"), ("json_array", "application/json", b"[{")],
+)
+def test_a_page_that_is_not_a_records_object(
+    vendor: Vendor, mode: str, content_type: str, starts: bytes
+) -> None:
+    hostile(vendor, "small", mode)
+    response = vendor.answer("GET", "/datasets/small/records?page_size=3")
+    assert (response.status, response.getheader("Content-Type")) == (200, content_type)
+    assert response.read().startswith(starts)
+
+
+def test_bad_dates_replace_every_last_modified(vendor: Vendor) -> None:
+    hostile(vendor, "small", "bad_dates")
+    page = vendor.ok("/datasets/small/records", page_size=3)
+    assert {record["last_modified"] for record in page["records"]} == {BAD_DATE}
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"page_mode": "zip_bomb"}, "page_mode='zip_bomb'"),
+        ({"page_mode": "gzip_bomb", "inflated_bytes": 0}, "inflated_bytes=0"),
+    ],
+)
+def test_a_hostile_mode_the_vendor_does_not_have_is_400(
+    vendor: Vendor, settings: dict[str, Any], expected: str
+) -> None:
+    status, body = vendor.call("POST", "/admin/faults", {"dataset": "small", **settings})
+    assert status == 400 and expected in body["error"]
 
 
 # --- time: late visibility, a dataset's clock, far-future stamps ---------------------------

@@ -12,8 +12,8 @@ from typing import Any
 
 from psycopg2.extras import Json
 
-from local.partner import PartnerSources
-from local.stack import LocalStack
+from local.partner import PartnerSources, put_source_secret
+from local.stack import LocalStack, aws_client
 from shared.store.db import Database, session_login
 from shared.store.sources import SourceSpec, get_source, register_source
 from tests.builders import listing
@@ -46,6 +46,26 @@ class Sources:
         """The partner database and drops bucket the stack created."""
         return PartnerSources.from_env(self.stack.env)
 
+    @staticmethod
+    def source_id_of(dataset: str) -> str:
+        """The id `new_source` gives the source named after `dataset`."""
+        return f"src-{dataset}"
+
+    def source_secret(self, source_id: str, name: str, value: str) -> str:
+        """The source's own secret `name` holding `value` (created, or brought up to date);
+        returns its name, for the connection to reference."""
+        secretsmanager = aws_client(self.stack.env, "secretsmanager")
+        return put_source_secret(
+            secretsmanager, self.partner.secrets.secret_for(source_id, name), value
+        )
+
+    def partner_table_connection(self, table: str, dataset: str) -> dict[str, Any]:
+        """The connection of the source named after `dataset` reading a partner table, with the
+        reader's password in a secret of the source's own."""
+        secretsmanager = aws_client(self.stack.env, "secretsmanager")
+        secret = self.partner.bind_reader_password(secretsmanager, self.source_id_of(dataset))
+        return self.partner.table_connection(table, secret)
+
     def new_dataset(self, records_ago: list[timedelta], *, now: datetime | None = None) -> str:
         """A vendor dataset of its own for one test, with records modified `ago` before now."""
         dataset = self.unique_name()
@@ -69,7 +89,7 @@ class Sources:
         connection: Mapping[str, Any] | None = None,
     ) -> str:
         """A source named after `dataset`; by default the vendor's http_api dataset."""
-        source_id = f"src-{dataset}"
+        source_id = self.source_id_of(dataset)
         register_source(
             self.db,
             SourceSpec(
