@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -413,18 +414,15 @@ def test_passes_at_the_same_moment_never_admit_past_the_capacity(own_url: str) -
     setup.close()
     starter = FakeStarter(seconds=0.05)
 
-    def one_pass() -> None:
+    def one_pass(_: int) -> list[str]:
         session = Database(own_url, application_name="it-admission-race")
         try:
-            admitter(session, starter)()
+            return admitter(session, starter)()
         finally:
             session.close()
 
-    threads = [threading.Thread(target=one_pass) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    with ThreadPoolExecutor(max_workers=4) as invocations:
+        started = [arn for arns in invocations.map(one_pass, range(4)) for arn in arns]
 
     # Then exactly as many runs started as there are places
-    assert len(starter.started) == starter.calls == CAPACITY
+    assert len(started) == len(starter.started) == starter.calls == CAPACITY
