@@ -33,17 +33,22 @@ HEARTBEAT_INTERVAL_S = CLOUD_TIMEOUTS.heartbeat_interval_seconds  # the download
 # Per callback step: one send (the state machine), one receive, one delete (the event source
 # mapping); the download adds one visibility change per heartbeat (with its lease renewal).
 SQS_REQUESTS_PER_STEP = 3
+# The run's end event also reaches the scheduler (admission): EventBridge's send to its queue, a
+# receive and a delete, and an invocation — at most one per run, as the scheduler takes batches
+# of ten. Its pass (a few queries, milliseconds) is left out of the GB-seconds.
+ADMISSION_SQS_REQUESTS, ADMISSION_LAMBDA_REQUESTS = 3, 1
 
 
 def run_cost(*, transitions: int, step_seconds: dict[str, float], parts: int) -> dict[str, Any]:
     """The cost of one run, by line."""
     gb_seconds = sum(MEMORY_GB[step] * seconds for step, seconds in step_seconds.items())
     heartbeats = 1 + math.floor(step_seconds.get("Download", 0.0) / HEARTBEAT_INTERVAL_S)
-    sqs = SQS_REQUESTS_PER_STEP * len(step_seconds) + heartbeats
+    sqs = SQS_REQUESTS_PER_STEP * len(step_seconds) + heartbeats + ADMISSION_SQS_REQUESTS
+    invocations = len(step_seconds) + ADMISSION_LAMBDA_REQUESTS
     lines = {
         "state_transitions": transitions * PRICE["state_transition"],
         "lambda_gb_seconds": gb_seconds * PRICE["lambda_gb_second"],
-        "lambda_requests": len(step_seconds) * PRICE["lambda_request"],
+        "lambda_requests": invocations * PRICE["lambda_request"],
         "sqs_requests": sqs * PRICE["sqs_request"],
         "s3_puts": (parts + 1) * PRICE["s3_put"],  # the parts and the manifest
         "eventbridge_events": PRICE["eventbridge_event"],  # Run Succeeded
@@ -54,6 +59,7 @@ def run_cost(*, transitions: int, step_seconds: dict[str, float], parts: int) ->
         "counted": {
             "state_transitions": transitions,
             "lambda_gb_seconds": round(gb_seconds, 3),
+            "lambda_requests": invocations,
             "sqs_requests": sqs,
             "s3_puts": parts + 1,
         },

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.runtime.catalogue import DetailType, Timeouts
+from shared.runtime.catalogue import RUNS_MAY_START_AFTER, DetailType, Timeouts
 
 SERVICES = ("validation", "download", "unlocking", "scheduler")
 # Events people and downstream systems watch (an SNS topic in the cloud, a queue locally).
@@ -15,8 +15,8 @@ NOTIFICATION_DETAIL_TYPES = (
     DetailType.APPROVAL_REQUESTED,
     DetailType.FLOW_RESET_APPLIED,
 )
-# Events the scheduler consumes from the bus.
-SCHEDULER_COMMAND_DETAIL_TYPES = (DetailType.RUN_REQUESTED, DetailType.FLOW_RESET_REQUESTED)
+# Events the scheduler consumes from the bus: run requests and run ends (admission), resets.
+SCHEDULER_COMMAND_DETAIL_TYPES = (*RUNS_MAY_START_AFTER, DetailType.FLOW_RESET_REQUESTED)
 
 
 @dataclass(frozen=True)

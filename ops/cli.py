@@ -256,11 +256,14 @@ def run(source_id: str, wait: bool, state_dir: Path) -> None:
         click.echo(f"run requested for {source_id} (event {event_id})")
         if not wait:
             return
-        sfn = config.client("stepfunctions")
         arn = find_requested_execution(
-            sfn, config.require("STATE_MACHINE_ARN"), source_id, event_id
+            db,
+            source_id,
+            event_id,
+            waiting=lambda before: click.echo(f"waiting for admission: {before} runs before it"),
         )
         click.echo(f"execution {arn.rsplit(':', 1)[1]}")
+        sfn = config.client("stepfunctions")
         outcome = None
         for progress in follow_execution(sfn, db, arn):
             click.echo(f"{progress.at:%H:%M:%S}  {progress.step:<20} {progress.detail}".rstrip())
@@ -664,9 +667,10 @@ def audit(source_id: str, since: datetime | None, as_json: bool, state_dir: Path
 @_json_option
 @state_dir_option
 def status(as_json: bool, state_dir: Path) -> None:
-    """Queue and DLQ depths per service, running executions, locks, the last scheduler tick,
-    what waits for approval and the runs that failed in the last 24 hours. Each part is asked
-    on its own: one that is down is named (exit 1) beside what the others say."""
+    """Queue and DLQ depths per service, running executions, runs waiting for admission, locks,
+    the last scheduler tick, what waits for approval and the runs that failed in the last 24
+    hours. Each part is asked on its own: one that is down is named (exit 1) beside what the
+    others say."""
     from ops.status import status as status_report
 
     report = status_report(operator_config(state_dir))
@@ -676,6 +680,11 @@ def status(as_json: bool, state_dir: Path) -> None:
         for title, key, columns in STATUS_SECTIONS:
             if report[key] is not None:
                 _print_rows(report[key], False, title, columns)
+        admission = report["waiting_for_admission"]
+        if admission is not None:
+            oldest = _cell(admission["oldest_queued_at"])
+            since = f", the oldest since {oldest}" if admission["waiting"] else ""
+            click.echo(f"runs waiting for admission: {admission['waiting']}{since}")
         for down in report["unreachable"]:
             click.echo(f"cannot reach {down['part']}: {down['error']}", err=True)
     if report["unreachable"]:
@@ -699,6 +708,88 @@ STATUS_SECTIONS = [
         ["execution_name", "source_id", "flow_type", "finished_at", "failed_step", "error"],
     ),
 ]
+
+
+# -- vendors ----------------------------------------------------------------------------------
+
+VENDOR_COLUMNS = [
+    "host",
+    "sources",
+    "max_concurrent",
+    "slots_in_use",
+    "held_by",
+    "set_by",
+    "set_at",
+]
+
+
+@main.group()
+def vendors() -> None:
+    """The vendors sources reach (hosts of http_api base_url) and how many downloads of each
+    may read at once, across all their sources and workers."""
+
+
+@vendors.command("list")
+@_json_option
+@state_dir_option
+def vendors_list(as_json: bool, state_dir: Path) -> None:
+    """Each vendor: its sources, its limit (empty: not limited), the slots held now and by
+    which sources, who set the limit."""
+    from ops.vendors import vendors_list as listed
+
+    with _database(state_dir) as (_, db):
+        rows = listed(db)
+    _print_rows(rows, as_json, "vendors", VENDOR_COLUMNS)
+
+
+@vendors.command("set")
+@click.argument("host")
+@click.option(
+    "--max-concurrent",
+    type=click.IntRange(1, 1000),
+    required=True,
+    help="At most this many downloads of the vendor read at once.",
+)
+@state_dir_option
+def vendors_set(host: str, max_concurrent: int, state_dir: Path) -> None:
+    """Limit HOST (host[:port] as `vendors list` shows it, or a base_url) to --max-concurrent
+    downloads at once; a download waits for a slot, heartbeating. Recorded as your login."""
+    from ops.vendors import set_limit
+
+    _check_vendor(host)
+    with _database(state_dir) as (_, db):
+        limit = set_limit(db, host, max_concurrent)
+    click.echo(
+        f"{limit['set_by']} set vendor {limit['host']} to at most {limit['max_concurrent']} "
+        f"download(s) at once; {limit['sources']} http_api source(s) reach it"
+    )
+    if not limit["sources"]:
+        click.echo(
+            "no source reaches this host yet: check its spelling in `sourceflow vendors list`"
+        )
+
+
+@vendors.command("unset")
+@click.argument("host")
+@state_dir_option
+def vendors_unset(host: str, state_dir: Path) -> None:
+    """Lift HOST's limit: its downloads no longer wait for a slot."""
+    from ops.vendors import unset_limit
+
+    _check_vendor(host)
+    with _database(state_dir) as (_, db):
+        click.echo(f"vendor {unset_limit(db, host)} is no longer limited")
+
+
+def _check_vendor(host: str) -> None:
+    """HOST names a host (ops.vendors spells it as the limits table does), before any
+    connection is made."""
+    from shared.connectors.pacing import vendor_host
+
+    try:
+        vendor_host(host)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="HOST") from None
 
 
 # -- dead letters -----------------------------------------------------------------------------

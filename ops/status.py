@@ -1,5 +1,6 @@
-"""`sourceflow status`: queue and DLQ depths, running executions, locks and expired leases, the
-last tick, what waits for a person's approval, and the runs that failed lately.
+"""`sourceflow status`: queue and DLQ depths, running executions, runs waiting for admission,
+locks and expired leases, the last tick, what waits for a person's approval, and the runs that
+failed lately.
 
 Each part is asked on its own (SQS, Step Functions, the database), briefly, so that one that
 is down shows as unreachable, with why, beside what the others say: the queues when the
@@ -22,6 +23,7 @@ from ops.config import OperatorConfig
 from ops.runs import runs_list
 from shared.errors import SourceflowError
 from shared.rules.backfills import BackfillStatus
+from shared.store.admission import line_length
 from shared.store.db import Database
 from shared.store.runs import RunStatus
 
@@ -44,7 +46,13 @@ def status(config: OperatorConfig, *, now: datetime | None = None) -> dict[str, 
         ("Step Functions", ("running",), lambda: {"running": running(config)}),
         (
             "the database",
-            ("locked", "scheduler_ticks", "pending_approvals", "recent_failures"),
+            (
+                "waiting_for_admission",
+                "locked",
+                "scheduler_ticks",
+                "pending_approvals",
+                "recent_failures",
+            ),
             lambda: from_database(config, now),
         ),
     ]
@@ -119,10 +127,12 @@ def from_database(config: OperatorConfig, now: datetime) -> dict[str, Any]:
                 (BackfillStatus.AWAITING_APPROVAL.value,),
             )
             backfills = [dict(row) for row in cur.fetchall()]
+            waiting = line_length(cur)
         failures = runs_list(
             db, status=RunStatus.FAILED, since=now - RECENT, limit=RECENT_FAILURES_SHOWN
         )
         return {
+            "waiting_for_admission": waiting,
             "locked": locked,
             "scheduler_ticks": ticks,
             "pending_approvals": pending_approvals(list_waiting(db), backfills),

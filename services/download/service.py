@@ -2,8 +2,9 @@
 raw bucket, with a manifest, its ports passed in as arguments (the decisions it applies are in
 services.download.domain).
 
-`download_delivery` wires one SQS delivery: its claim on the run, and a heartbeat that keeps
-the message hidden and the lease and the claim alive; `download_run` does the download.
+`download_delivery` wires one SQS delivery: its claim on the run, a heartbeat that keeps the
+message hidden and the lease, the claim and the delivery's vendor slot alive, and the pacing its
+connector waits on the vendor with (shared.connectors.pacing); `download_run` does the download.
 Objects go under `<source_id>/<execution name>/`, so a redelivered message rewrites the same
 keys instead of adding a second copy; the ledger row moves from `running` to `downloaded` once,
 and a duplicate after that returns the recorded result without downloading again.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
+from functools import partial
 from itertools import chain, islice
 from typing import Any, Protocol
 
@@ -27,6 +29,7 @@ from services.download.domain import (
     window_from_plan,
 )
 from shared.connectors.base import Connector, InvalidConnection
+from shared.connectors.pacing import Pacing
 from shared.errors import DuplicateDelivery, LockLost, PermanentError, TransientError
 from shared.rules.flows import (
     FlowType,
@@ -36,12 +39,15 @@ from shared.rules.flows import (
     overlap,
     recorded_allowance,
 )
+from shared.rules.throttling import ThrottlePolicy
 from shared.rules.versions import LandingCounts, VersionFilter
+from shared.runtime.catalogue import VENDOR_MAX_WAIT_SECONDS, VENDOR_SLOT_WAIT_SECONDS
 from shared.runtime.deliveries import Delivery
 from shared.runtime.observability import logger
 from shared.store import runs
 from shared.store.db import Database
 from shared.store.runs import RunStatus
+from shared.store.vendor_limits import SlotHolder, VendorSlots
 from shared.timefmt import isoformat
 
 
@@ -62,16 +68,22 @@ def download_delivery(
     delivery: Delivery,
     *,
     db: Database,
-    connector_for: Callable[[str, str, Mapping[str, Any]], Connector],
+    connector_for: Callable[..., Connector],
     sink: RawSink,
     send_heartbeat: Callable[[str], None],
     lease: timedelta,
     claim_seconds: int,
     heartbeat_seconds: float,
     part_max_records: int,
+    vendor_max_wait_seconds: float = VENDOR_MAX_WAIT_SECONDS,
+    vendor_slot_wait_seconds: float = VENDOR_SLOT_WAIT_SECONDS,
 ) -> dict[str, Any]:
     """One delivery of a download-request: a fresh claim on the run, and a heartbeat that
-    sends `send_heartbeat(task token)` and renews the lease and the claim, then `download_run`.
+    sends `send_heartbeat(task token)` and renews the lease, the claim and the vendor slot,
+    then `download_run`, its connector paced by this delivery: a throttled page waits (at most
+    `vendor_max_wait_seconds`) and a limited vendor's slot is waited for (at most
+    `vendor_slot_wait_seconds`) while the heartbeat goes on. `connector_for(source_id,
+    source_type, connection, pacing=…)` builds the connector.
     """
     claim = Claim(
         attempt=uuid.uuid4().hex,
@@ -81,10 +93,17 @@ def download_delivery(
 
     def renew() -> bool:
         # While this delivery is alive its message stays hidden and its claim stays live;
-        # if it dies, both lapse together and the message's next delivery takes over.
+        # if it dies, both lapse together (its vendor slot too) and the message's next delivery
+        # takes over.
         delivery.keep_hidden(claim_seconds)
         return lease_renewal(
-            db, request["source_id"], request["execution_arn"], lease, claim, heartbeat.progress
+            db,
+            request["source_id"],
+            request["execution_arn"],
+            lease,
+            claim,
+            heartbeat.progress,
+            slots,
         )
 
     heartbeat = Heartbeat(
@@ -92,15 +111,30 @@ def download_delivery(
         renew_lease=renew,
         interval_seconds=heartbeat_seconds,
     )
-    return download_run(
-        request,
-        db=db,
-        connector_for=connector_for,
-        sink=sink,
-        heartbeat=heartbeat,
-        part_max_records=part_max_records,
-        claim=claim,
+    slots = VendorSlots(
+        db,
+        SlotHolder(request["execution_arn"], claim.attempt, request["source_id"]),
+        ttl=claim.ttl,
+        wait=heartbeat.wait,
+        max_wait_seconds=vendor_slot_wait_seconds,
     )
+    pacing = Pacing(
+        throttle=ThrottlePolicy(vendor_max_wait_seconds), wait=heartbeat.wait, slot=slots.hold
+    )
+    try:
+        return download_run(
+            request,
+            db=db,
+            connector_for=partial(connector_for, pacing=pacing),
+            sink=sink,
+            heartbeat=heartbeat,
+            part_max_records=part_max_records,
+            claim=claim,
+        )
+    finally:
+        # The connector gives its slot back when its reading ends; a download that failed
+        # elsewhere (writing a part) may have left its reading suspended, slot and all.
+        slots.release_all()
 
 
 def download_run(
@@ -292,11 +326,12 @@ def lease_renewal(
     lease: timedelta,
     claim: Claim,
     progress: DownloadProgress | None = None,
+    slots: VendorSlots | None = None,
 ) -> bool:
-    """Renew the source's lock and this delivery's claim. False if the lock is lost; a claim
-    taken over by another delivery (this one was presumed dead) stands this one down. Either
-    way, and on a cancel, nothing is written: the lock is checked first, and raising rolls the
-    transaction back."""
+    """Renew the source's lock, this delivery's claim and its vendor slots. False if the lock
+    is lost; a claim taken over by another delivery (this one was presumed dead) stands this one
+    down, and a slot taken over stops it (VendorSlotLost). Either way, and on a cancel, nothing
+    is written: the lock is checked first, and raising rolls the transaction back."""
     with db.transaction() as cur:
         if not runs.renew_lock(cur, source_id, execution_arn, lease):
             return False
@@ -304,6 +339,8 @@ def lease_renewal(
             raise DuplicateDelivery(
                 f"another delivery took over the download of {execution_arn}; standing down"
             )
+        if slots is not None:
+            slots.renew(cur)
         if cancelled := runs.cancellation(cur, execution_arn):
             raise cancelled
         return True

@@ -2,7 +2,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.runtime.catalogue import CLOUD_TIMEOUTS, PART_MAX_RECORDS
+from shared.runtime.catalogue import (
+    CLOUD_TIMEOUTS,
+    PART_MAX_RECORDS,
+    VENDOR_MAX_WAIT_SECONDS,
+    VENDOR_SLOT_WAIT_SECONDS,
+)
 from shared.runtime.settings import (
     ConsumerSettings,
     SourceAccessSettings,
@@ -25,6 +30,9 @@ class Settings:
     # A delivery's claim on a download (and its message's visibility) lapses this long after
     # its last heartbeat: a few heartbeats, so one slow page does not lose it.
     claim_seconds: int
+    # The most a page waits on a vendor's 429 or 503, and a download for its vendor's slot.
+    vendor_max_wait_seconds: float
+    vendor_slot_wait_seconds: float
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -39,5 +47,11 @@ class Settings:
             part_max_records=env_int("PART_MAX_RECORDS", PART_MAX_RECORDS, minimum=1),
             claim_seconds=env_int(
                 "DOWNLOAD_CLAIM_SECONDS", CLOUD_TIMEOUTS.download_claim_seconds, minimum=2
+            ),
+            vendor_max_wait_seconds=env_float(
+                "VENDOR_MAX_WAIT_SECONDS", VENDOR_MAX_WAIT_SECONDS, minimum=1.0
+            ),
+            vendor_slot_wait_seconds=env_float(
+                "VENDOR_SLOT_WAIT_SECONDS", VENDOR_SLOT_WAIT_SECONDS, minimum=0.0
             ),
         )

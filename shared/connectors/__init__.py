@@ -9,7 +9,8 @@ source where the source can filter) without holding the whole result in memory.
 
 A connection row is untrusted: `SourceAccess` is what every connector is given to reach its
 source with — the secrets bound to sources (shared.runtime.secrets.SecretBinding) and the hosts
-a source may reach (shared.connectors.endpoints.HostRule).
+a source may reach (shared.connectors.endpoints.HostRule). A vendor's API is paced by what the
+caller passes (shared.connectors.pacing: download's waits heartbeat, and hold a vendor slot).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from shared.connectors.base import Connector, parse_connection
 from shared.connectors.endpoints import HostRule
+from shared.connectors.pacing import UNPACED, Pacing
 from shared.runtime import aws
 from shared.runtime.secrets import SecretBinding, Secrets, default_secrets
 from shared.runtime.settings import SourceAccessSettings
@@ -34,16 +36,21 @@ class SourceAccess:
     hosts: HostRule
 
     def connector(
-        self, source_id: str, source_type: str, connection: Mapping[str, Any]
+        self,
+        source_id: str,
+        source_type: str,
+        connection: Mapping[str, Any],
+        *,
+        pacing: Pacing = UNPACED,
     ) -> Connector:
-        """The source's connector, its connection checked."""
+        """The source's connector, its connection checked; a vendor's API paced by `pacing`."""
         settings = parse_connection(source_id, source_type, connection)
         # Imported here so that each connector's dependencies load only when it is used.
         if source_type == "http_api":
             from shared.connectors.http_api import HttpApiConnector
 
             return HttpApiConnector.from_connection(
-                source_id, settings, secrets=self.secrets, hosts=self.hosts
+                source_id, settings, secrets=self.secrets, hosts=self.hosts, pacing=pacing
             )
         if source_type == "s3_files":
             from shared.connectors.s3_files import S3FilesConnector

@@ -94,6 +94,12 @@ WRITES: Mapping[str, Mapping[str, TableWrites]] = {
         "public.source_run": _RUN_LEDGER,
         # A version an unfinished or failed run listed is taken over (record_landed).
         "public.landed_version": TableWrites(insert=ALL, update=("execution_arn",)),
+        # A vendor's concurrency slots: created up to the limit, leased, renewed, released
+        # (shared/store/vendor_limits.py); never the limit itself.
+        "public.vendor_slot": TableWrites(
+            insert=("host", "slot"),
+            update=("execution_arn", "attempt", "source_id", "taken_at", "expires_at"),
+        ),
         **_DELIVERY_FAILURES,
     },
     service_role("unlocking"): {
@@ -110,6 +116,11 @@ WRITES: Mapping[str, Mapping[str, TableWrites]] = {
         "public.scheduler_tick": TableWrites(insert=ALL, update=ALL),
         # The executions it starts for the slices of backfills; never the backfill itself.
         "public.backfill_slice_run": TableWrites(insert=ALL),
+        # The line of runs waiting for admission: queued, a newer slot in a slot's place, admitted.
+        "public.run_admission": TableWrites(
+            insert=ALL,
+            update=("execution_name", "started_for", "nonce", "admitted_at", "execution_arn"),
+        ),
         **_DELIVERY_FAILURES,
     },
     OPERATORS_ROLE: {
@@ -120,6 +131,11 @@ WRITES: Mapping[str, Mapping[str, TableWrites]] = {
             insert=_FAILURE_NOTE, update=(*_CANCEL, "failed_step", "error", "error_detail")
         ),
         "public.parked_message": TableWrites(insert=ALL),
+        # `sourceflow vendors set|unset`: a vendor's concurrency limit (who set it is the
+        # login, written by migration 0017's trigger).
+        "public.vendor_limit": TableWrites(
+            insert=("host", "max_concurrent"), update=("max_concurrent",), delete=True
+        ),
     },
 }
 

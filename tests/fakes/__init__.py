@@ -6,6 +6,7 @@
 - connectors: `FakeConnector`, `WindowedSource`, `FakeConnectionCheck`
 - heartbeat: `FakeClock`, `FakeTask`, `quiet_heartbeat`, download's heartbeat ports
 - http: `serve_in_memory`, an HTTP request handler served without a socket
+- pacing: `FakePacing`, how a connector waits on a vendor and holds its slot
 - queues: `FakeVisibility`, `FailureLog`, what the SQS consumer shell reports to
 - s3: `FakeS3`, S3 as a connector lists and reads it
 - secrets: `FakeSecretsManager`, `fake_access` (a connector's SourceAccess), `source_secret`
@@ -19,6 +20,7 @@ from tests.fakes.callbacks import FakeCallbacks
 from tests.fakes.connectors import FakeConnectionCheck, FakeConnector, WindowedSource
 from tests.fakes.heartbeat import FakeClock, FakeTask, quiet_heartbeat
 from tests.fakes.http import serve_in_memory
+from tests.fakes.pacing import FakePacing
 from tests.fakes.queues import FailureLog, FakeVisibility
 from tests.fakes.s3 import FakeS3
 from tests.fakes.secrets import FakeSecretsManager, fake_access, source_secret
@@ -30,6 +32,7 @@ __all__ = [
     "FakeClock",
     "FakeConnectionCheck",
     "FakeConnector",
+    "FakePacing",
     "FakeS3",
     "FakeSecretsManager",
     "FakeSink",

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.connectors.base import MalformedRows
+from shared.connectors.pacing import UNPACED, Pacing
 from shared.rules.flows import Window
 from shared.timefmt import parse_iso
 
@@ -23,6 +24,7 @@ class FakeConnector:
     on_record: Callable[[int], None] | None = None
     malformed: MalformedRows = field(default_factory=MalformedRows)
     key_field: str | None = "id"
+    pacing: Pacing = UNPACED
 
     def check(self) -> None:
         pass
@@ -39,10 +41,17 @@ class FakeConnector:
         value = record.get("last_modified")
         return parse_iso(value) if value else None
 
-    def factory(self) -> Callable[[str, str, Mapping[str, Any]], FakeConnector]:
+    def factory(self) -> Callable[..., FakeConnector]:
+        """`connector_for` as download calls it; the pacing it is given is kept in `pacing`."""
+
         def connector_for(
-            source_id: str, source_type: str, connection: Mapping[str, Any]
+            source_id: str,
+            source_type: str,
+            connection: Mapping[str, Any],
+            *,
+            pacing: Pacing = UNPACED,
         ) -> FakeConnector:
+            self.pacing = pacing
             return self
 
         return connector_for

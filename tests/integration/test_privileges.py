@@ -41,11 +41,14 @@ TABLES = (
     "public.respecs_approval_revocation",
     "public.landed_version",
     "public.scheduler_tick",
+    "public.run_admission",
     "public.delivery_failure",
     "public.parked_message",
     "public.listing_attributes",
     "public.backfill",
     "public.backfill_slice_run",
+    "public.vendor_limit",
+    "public.vendor_slot",
 )
 
 
@@ -177,6 +180,11 @@ FORBIDDEN = [
         "validation",
         "INSERT INTO public.backfill_slice_run SELECT * FROM public.backfill_slice_run",
     ),
+    # A vendor's limit is a person's to set; its slots are download's to take
+    ("download", "UPDATE public.vendor_limit SET max_concurrent = 1000 WHERE false"),
+    ("download", "DELETE FROM public.vendor_limit WHERE false"),
+    ("download", "DELETE FROM public.vendor_slot WHERE false"),
+    ("scheduler", "UPDATE public.vendor_slot SET expires_at = NULL WHERE false"),
 ]
 
 

@@ -93,7 +93,9 @@ def test_the_schedulers_events_are_judged_as_its_consumer_judges_them() -> None:
     assert refusal(letter("scheduler", event("Scheduled Event", {}, "aws.events"))) is None
     refused = {
         "not an EventBridge event": {"schema": "run-requested"},
-        "does not take 'Run Succeeded'": event("Run Succeeded", example("run-succeeded")),
+        "does not take 'Approval Requested'": event(
+            "Approval Requested", example("approval-requested")
+        ),
         "$.source_id": event("Run Requested", {**requested, "source_id": None}),
     }
     for said, body in refused.items():

@@ -73,7 +73,13 @@ def test_the_queues_and_executions_show_when_the_database_is_down() -> None:
         "dead_letters": 2,
     }
     assert report["running"] == [{"execution_name": "run-1", "started": NOW}]
-    for key in ("locked", "scheduler_ticks", "pending_approvals", "recent_failures"):
+    for key in (
+        "waiting_for_admission",
+        "locked",
+        "scheduler_ticks",
+        "pending_approvals",
+        "recent_failures",
+    ):
         assert report[key] is None
     assert report["unreachable"] == [
         {"part": "the database", "error": "DATABASE_URL is not set (looked in the environment); …"}
