@@ -71,9 +71,9 @@ def kept_port(state_dir: Path, part: str) -> int:
     elif not _is_free(port):
         raise KeptPortTaken(
             f"port {port}, kept in {path} for the {part} so that what was registered against it "
-            f"keeps working, is in use by another process: stop that process, or delete {path} "
-            "to choose new ports (sources whose connection names the old address must then be "
-            "edited)"
+            "keeps working, is in use by another process (another `sourceflow up` on this state "
+            f"directory?): stop that process, or delete {path} to choose new ports (sources whose "
+            "connection names the old address must then be edited)"
         )
     return int(port)
 

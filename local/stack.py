@@ -132,8 +132,11 @@ class LocalStack:
     def start(self) -> dict[str, str]:
         state_dir = self.options.state_dir
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        self.env_file.unlink(missing_ok=True)
         try:
+            # First: a kept port in use most likely means another `up` on this state directory,
+            # whose database, runs and local.env must not be touched.
+            ports = {part: kept_port(state_dir, part) for part in ("moto", "vendor")}
+            self.env_file.unlink(missing_ok=True)  # a stack killed before it could remove it
             database_url = self._start_database()
             apply_migrations(database_url)
             if self._pg is not None:  # its own database: every open run's execution is gone
@@ -141,8 +144,8 @@ class LocalStack:
             create_warehouse_tables(database_url)
             self._service_urls = create_roles(database_url, LOCAL_RESPECS_TABLES)
             self.people = create_people(database_url, DEMO_PEOPLE, self.people_dir)
-            endpoint = self._start_moto()
-            vendor_url = self._start_vendor()
+            endpoint = self._start_moto(ports["moto"])
+            vendor_url = self._start_vendor(ports["vendor"])
             aws_env = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": REGION}
             clients = _clients({**aws_env, **LOCAL_CREDENTIALS})
             names = Names(self.options.stage)
@@ -206,7 +209,8 @@ class LocalStack:
         if self._pg is not None:
             self._pg.cleanup()
             self._pg = None
-        self.env_file.unlink(missing_ok=True)
+        if self.env:  # this stack's settings, not those of another on the same state directory
+            self.env_file.unlink(missing_ok=True)
 
     def __enter__(self) -> LocalStack:
         self.start()
@@ -241,8 +245,7 @@ class LocalStack:
         except Exception as exc:  # the stack still stops; the last save stays
             log.warning("could not save the emulator's buckets and secrets: %s", exc)
 
-    def _start_moto(self) -> str:
-        port = kept_port(self.options.state_dir, "moto")
+    def _start_moto(self, port: int) -> str:
         endpoint = f"http://127.0.0.1:{port}"
         # MOTO_PORT tells moto's state-machine interpreter where to call SQS and EventBridge.
         self._spawn(
@@ -258,8 +261,7 @@ class LocalStack:
         ).raise_for_status()
         return endpoint
 
-    def _start_vendor(self) -> str:
-        port = kept_port(self.options.state_dir, "vendor")
+    def _start_vendor(self, port: int) -> str:
         url = f"http://127.0.0.1:{port}"
         datasets = [arg for spec in self.options.datasets for arg in ("--dataset", spec)]
         self._spawn(

@@ -13,7 +13,6 @@ from typing import Any
 import click
 
 from infra.resources import SERVICES
-from ops.config import LOGS_DIR_VARIABLE
 from shared.store.runs import RunStatus
 
 DEFAULT_STATE_DIR = Path(".sourceflow")
@@ -948,17 +947,12 @@ def logs(
     state_dir: Path,
 ) -> None:
     """The services' log lines, oldest first, one readable line each: on the embedded stack
-    from its workers' log files (SOURCEFLOW_LOGS_DIR, in local.env), else from CloudWatch Logs.
-    A run's lines are those that mention its execution name."""
-    from ops.logs import CloudWatchLogs, LogFiles, LogStore, read_logs
+    from its workers' log files (SOURCEFLOW_LOGS_DIR, in local.env; a stopped stack's
+    <state dir>/logs when no AWS region is set), else from CloudWatch Logs. A run's lines are
+    those that mention its execution name."""
+    from ops.logs import log_store, read_logs
 
-    config = operator_config(state_dir)
-    logs_dir = config.values.get(LOGS_DIR_VARIABLE)
-    store: LogStore = (
-        LogFiles(Path(logs_dir))
-        if logs_dir
-        else CloudWatchLogs(config.client("logs"), config.names)
-    )
+    store = log_store(operator_config(state_dir), state_dir)
     lines = read_logs(store, services=services or SERVICES, since=_utc(since), run=run_name)
     if as_json:
         click.echo(json.dumps([line.as_json() for line in lines], indent=2))

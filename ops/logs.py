@@ -6,9 +6,10 @@ correlation id: a run's lines are the lines that mention its execution name. The
 from where the services write them:
 
 - on the embedded stack, the workers' log files, `<state dir>/logs/<service>-<n>.log`
-  (`SOURCEFLOW_LOGS_DIR`, which `sourceflow up` writes into local.env): JSON lines, and the
-  worker's own plain lines (`2026-11-28 08:41:54,354 sourceflow.worker …`, a traceback's lines
-  going with the line before them);
+  (`SOURCEFLOW_LOGS_DIR`, which `sourceflow up` writes into local.env; once it has stopped,
+  `<state dir>/logs` when no AWS region is configured): JSON lines, and the worker's own plain
+  lines (`2026-11-28 08:41:54,354 sourceflow.worker …`, a traceback's lines going with the line
+  before them);
 - in the cloud, each function's CloudWatch Logs group, `/aws/lambda/sourceflow-<stage>-<service>`,
   through FilterLogEvents with the execution name as a quoted term, which CloudWatch matches
   as the same exact phrase.
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from infra.resources import SERVICES, Names
-from ops.config import OperatorError
+from ops.config import LOGS_DIR_VARIABLE, OperatorConfig, OperatorError
 from shared.timefmt import isoformat
 
 # The keys every powertools line carries that say nothing about the run.
@@ -287,6 +288,27 @@ class CloudWatchLogs:
                 f"no log group {', '.join(missing)}; is SOURCEFLOW_STAGE ({self.names.stage}) "
                 "and the region right?"
             )
+
+
+def log_store(config: OperatorConfig, state_dir: Path) -> LogStore:
+    """Where the lines are: the directory SOURCEFLOW_LOGS_DIR names (a running stack's
+    local.env sets it); else, with no AWS region configured, a stopped embedded stack's
+    `<state dir>/logs`; else CloudWatch Logs."""
+    import boto3
+
+    named = config.values.get(LOGS_DIR_VARIABLE)
+    if named:
+        return LogFiles(Path(named))
+    region = config.values.get("AWS_DEFAULT_REGION") or boto3.Session().region_name
+    if region:
+        return CloudWatchLogs(config.client("logs"), config.names)
+    if (state_dir / "logs").is_dir():
+        return LogFiles(state_dir / "logs")
+    raise OperatorError(
+        f"no logs to read: no {LOGS_DIR_VARIABLE} (`sourceflow up` writes it into local.env), "
+        f"no {state_dir / 'logs'} and no AWS region for CloudWatch Logs; give --state-dir of "
+        "the embedded stack, or set AWS_DEFAULT_REGION"
+    )
 
 
 def _wanted(line: LogLine, since: datetime | None, run: str | None) -> bool:

@@ -168,6 +168,17 @@ def test_sources_work_across_restarts_a_dead_worker_is_replaced_and_signals_stop
         # Then every address is the same
         for key in ("VENDOR_URL", "AWS_ENDPOINT_URL", "DATABASE_URL", "DROPS_BUCKET"):
             assert again[key] == env[key], key
+        # And a third `up` on the same state directory is refused in one line, touching nothing
+        third = subprocess.run(
+            [sys.executable, "-m", "ops.cli", "up", "--state-dir", str(state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=WAIT_SECONDS,
+        )
+        assert third.returncode == 1 and "Traceback" not in third.stderr, third.stderr
+        [line] = third.stderr.strip().splitlines()
+        assert "is in use by another process (another `sourceflow up`" in line
+        assert read_env_file(state_dir / "local.env") == again
         # And each source's run succeeds with its records
         for source_id, expected in records.items():
             run = _run(state_dir, source_id)

@@ -13,8 +13,15 @@ import pytest
 from moto import mock_aws
 
 from infra.resources import Names
-from ops.config import OperatorError
-from ops.logs import CloudWatchLogs, LogFiles, parse_lines, read_logs, service_of_worker
+from ops.config import LOGS_DIR_VARIABLE, OperatorConfig, OperatorError
+from ops.logs import (
+    CloudWatchLogs,
+    LogFiles,
+    log_store,
+    parse_lines,
+    read_logs,
+    service_of_worker,
+)
 
 RUN = "src-a-20261128T084157Z-944f5d63"
 OTHER = "src-b-20261128T084201Z-f87860bb"
@@ -147,3 +154,32 @@ def test_cloudwatch_gives_a_runs_lines_from_each_service_log_group() -> None:
     # And a deployment with no log group at all is named, with what to check
     with pytest.raises(OperatorError, match="no log group /aws/lambda/sourceflow-test-scheduler"):
         read_logs(store, services=["scheduler"])
+
+
+@pytest.fixture
+def no_region(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for variable in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    # (credentials of no one, so that making a client looks for none on the network)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+def test_the_logs_are_read_where_the_stack_or_the_cloud_keeps_them(
+    tmp_path: Path, no_region: None
+) -> None:
+    stack_dir = tmp_path / "state"
+    # A running stack's local.env names its directory
+    named = OperatorConfig({LOGS_DIR_VARIABLE: "/somewhere/logs"}, "local.env")
+    assert log_store(named, stack_dir) == LogFiles(Path("/somewhere/logs"))
+    # Without a region nothing reaches CloudWatch: a stopped stack's directory, if there is one
+    nothing = OperatorConfig({}, "the environment")
+    with pytest.raises(OperatorError, match="no logs to read: no SOURCEFLOW_LOGS_DIR"):
+        log_store(nothing, stack_dir)
+    (stack_dir / "logs").mkdir(parents=True)
+    assert log_store(nothing, stack_dir) == LogFiles(stack_dir / "logs")
+    # With a region, CloudWatch Logs
+    cloud = OperatorConfig({"AWS_DEFAULT_REGION": "eu-west-1"}, "the environment")
+    store = log_store(cloud, stack_dir)
+    assert isinstance(store, CloudWatchLogs) and store.names == Names("local")
