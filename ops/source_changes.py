@@ -15,7 +15,7 @@ would then read as the old one's).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,6 +40,8 @@ from shared.store.ledger import attributed
 from shared.store.sources import get_source, insert_source, lock_source, update_source
 from shared.timefmt import isoformat
 
+# An enabled source's state.
+ENABLED = {"is_active": True, "disabled_reason": None, "disabled_until": None}
 # Changing these while a run holds the source would change what its download reads mid-run.
 READ_BY_A_RUN = frozenset({"source_type", "connection"})
 # The backfills a deletion would leave without their source.
@@ -168,21 +170,18 @@ def disable_source(
 ) -> dict[str, Any]:
     """Pause the source: the scheduler starts no run of it (nor of its backfills), and a run
     asked for is skipped, until it is enabled, or until `until` (the scheduler's first tick
-    then resumes it). A run under way goes on."""
+    then enables it). A run under way goes on."""
     if until is not None and until <= now:
         raise OperatorError(
             f"--until {isoformat(until)} is not in the future; give a later time, or a "
             "duration such as 2h"
         )
-    with db.transaction() as cur:
-        row = _changeable(cur, source_id)
-        with attributed(cur, reason):
-            update_source(
-                cur,
-                source_id,
-                {"is_active": False, "disabled_reason": reason, "disabled_until": until},
-            )
-        who = session_login(cur)
+    row, who = _set_state(
+        db,
+        source_id,
+        {"is_active": False, "disabled_reason": reason, "disabled_until": until},
+        reason=reason,
+    )
     return {
         "source_id": source_id,
         "action": "disabled",
@@ -195,16 +194,7 @@ def disable_source(
 
 
 def enable_source(db: Database, source_id: str, *, reason: str) -> dict[str, Any]:
-    with db.transaction() as cur:
-        row = _changeable(cur, source_id)
-        if not row["is_active"]:
-            with attributed(cur, reason):
-                update_source(
-                    cur,
-                    source_id,
-                    {"is_active": True, "disabled_reason": None, "disabled_until": None},
-                )
-        who = session_login(cur)
+    row, who = _set_state(db, source_id, ENABLED, reason=reason, unless_already=True)
     return {
         "source_id": source_id,
         "action": "unchanged" if row["is_active"] else "enabled",
@@ -232,21 +222,13 @@ def delete_source(
             f"{first['state']}); cancel it first (`sourceflow backfill cancel "
             f"{first['backfill_id']} --reason …`)"
         )
-    with db.transaction() as cur:
-        row = _changeable(cur, source_id)
-        _refuse_while_running(row, now, "delete it")
-        with attributed(cur, reason):
-            update_source(
-                cur,
-                source_id,
-                {
-                    "is_active": False,
-                    "disabled_reason": None,
-                    "disabled_until": None,
-                    "deleted_at": now,
-                },
-            )
-        who = session_login(cur)
+    _, who = _set_state(
+        db,
+        source_id,
+        {"is_active": False, "disabled_reason": None, "disabled_until": None, "deleted_at": now},
+        reason=reason,
+        refuse=lambda row: _refuse_while_running(row, now, "delete it"),
+    )
     return {"source_id": source_id, "action": "deleted", "reason": reason, "changed_by": who}
 
 
@@ -270,6 +252,26 @@ def try_connection(db: Database, source_id: str, *, access: SourceAccess) -> dic
 
 
 # -- the source row ---------------------------------------------------------------------------
+
+
+def _set_state(
+    db: Database,
+    source_id: str,
+    state: Mapping[str, Any],
+    *,
+    reason: str,
+    unless_already: bool = False,
+    refuse: Callable[[Mapping[str, Any]], None] = lambda row: None,
+) -> tuple[dict[str, Any], str]:
+    """Set whether the source is active (and why not) on its locked row, unless `refuse`
+    raises, or `unless_already` and it is so already; returns the row as it was, and who."""
+    with db.transaction() as cur:
+        row = _changeable(cur, source_id)
+        refuse(row)
+        if not (unless_already and all(row[column] == value for column, value in state.items())):
+            with attributed(cur, reason):
+                update_source(cur, source_id, state)
+        return row, session_login(cur)
 
 
 def _changeable(cur: Any, source_id: str) -> dict[str, Any]:

@@ -180,6 +180,13 @@ class _NoAliases(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+class _NoAliasesWritten(yaml.SafeDumper):
+    """Values written out in full where they repeat (a sources file has no aliases)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def read_entries(text: str, origin: str) -> list[Any]:
     """The items of a sources file's `sources:` list (each still to be checked)."""
     if len(text.encode()) > MAX_FILE_BYTES:
@@ -245,8 +252,12 @@ def export_document(registered: Sequence[Registered]) -> str:
         "# The registered sources: `sourceflow apply FILE` makes them match this file "
         '(README, "Sources as code").\n'
     )
-    body = yaml.safe_dump(
-        {"sources": entries}, sort_keys=False, allow_unicode=True, default_flow_style=False
+    body = yaml.dump(
+        {"sources": entries},
+        Dumper=_NoAliasesWritten,
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
     )
     return header + body
 

@@ -1,18 +1,18 @@
--- Sources as commands and as code (README, "Sources as commands"): people add, edit, pause,
--- resume and delete sources with `sourceflow sources …` and `sourceflow apply`, as their own
+-- Sources as commands and as code (README, "Sources as commands"): people add, edit, disable,
+-- enable and delete sources with `sourceflow sources …` and `sourceflow apply`, as their own
 -- logins (shared/store/privileges.py grants the operators' group the settings columns). Every
 -- change of a source's settings is recorded with who made it and why, whoever made it and
 -- however (by hand in SQL too), as the flow history records every change of its params.
 
 ALTER TABLE public.source
-    -- A paused source (`sourceflow sources disable`): why, and until when. The scheduler
-    -- resumes it at its first tick at or after disabled_until (source_enable_due below).
+    -- A disabled source (`sourceflow sources disable`): why, and until when. The scheduler
+    -- enables it at its first tick at or after disabled_until (source_enable_due below).
     ADD COLUMN disabled_reason text,
     ADD COLUMN disabled_until timestamptz,
     -- A deleted source (`sourceflow sources delete`) keeps its row: its runs, flow history,
     -- backfills and approvals keep naming it, and its id is not given to another source.
     ADD COLUMN deleted_at timestamptz,
-    ADD CONSTRAINT source_paused_is_inactive CHECK (
+    ADD CONSTRAINT source_disabled_is_inactive CHECK (
         is_active = false OR (disabled_reason IS NULL AND disabled_until IS NULL)
     ),
     ADD CONSTRAINT source_deleted_is_inactive CHECK (deleted_at IS NULL OR is_active = false);
@@ -79,8 +79,8 @@ CREATE TRIGGER source_settings_history
         disabled_until, deleted_at
     ON public.source FOR EACH ROW EXECUTE FUNCTION public.source_settings_history();
 
--- The scheduler resumes the sources paused until a time that has passed, and nothing else: it
--- holds no right to change is_active itself. Returns the sources it resumed.
+-- The scheduler enables the sources disabled until a time that has passed, and nothing else: it
+-- holds no right to change is_active itself. Returns the sources it enabled.
 CREATE FUNCTION public.source_enable_due() RETURNS SETOF text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 DECLARE
@@ -93,7 +93,7 @@ BEGIN
            FOR UPDATE SKIP LOCKED
     LOOP
         PERFORM set_config('sourceflow.change_reason', format(
-            'resumed by the scheduler: paused until %s',
+            'enabled by the scheduler: disabled until %s',
             to_char(due.disabled_until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')), true);
         UPDATE public.source
            SET is_active = true, disabled_reason = NULL, disabled_until = NULL, updated_at = now()

@@ -34,7 +34,7 @@ SETTINGS_CONTRACT = "source-settings"
 DEFAULT_BACKDATE_DAYS = 30
 
 # A duration as people write one: `15m`, `1h30m`, `2 days`, `0s`.
-_DURATION_PART = re.compile(r"\s*(\d{1,9})\s*([a-z]+)\s*")
+_DURATION_PART = re.compile(r"\s*(\d{1,18})\s*([a-z]+)\s*")
 _DURATION_UNITS = {
     **dict.fromkeys(("us",), timedelta(microseconds=1)),
     **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), timedelta(seconds=1)),
