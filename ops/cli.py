@@ -222,7 +222,8 @@ def sources_add(
     stored. Recorded as your login, with --reason."""
     from ops.source_changes import add_source, source_access
 
-    entry = {"id": source_id, **_given_settings(**given)}
+    given_settings = _given_settings(**given)
+    entry = {"id": source_id, **{k: v for k, v in given_settings.items() if v is not None}}
     with _database(state_dir) as (config, db):
         added = add_source(
             db, entry, access=source_access(config), reason=reason or "sourceflow sources add"

@@ -181,10 +181,21 @@ class _NoAliases(yaml.SafeLoader):
 
 
 class _NoAliasesWritten(yaml.SafeDumper):
-    """Values written out in full where they repeat (a sources file has no aliases)."""
+    """Values written out in full where they repeat (a sources file has no aliases), and text
+    holding one of YAML's own line breaks double-quoted, where they are escaped (elsewhere a
+    reader folds them into spaces)."""
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
+
+
+def _text(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    style = '"' if any(mark in text for mark in _YAML_LINE_BREAKS) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_YAML_LINE_BREAKS = ("\x85", "\u2028", "\u2029")
+_NoAliasesWritten.add_representer(str, _text)
 
 
 def read_entries(text: str, origin: str) -> list[Any]:

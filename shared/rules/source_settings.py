@@ -117,9 +117,13 @@ def settings_from_entry(entry: Any) -> SourceSettings:
     field. A field left out takes its default: a file says what a source is, whole."""
     if not isinstance(entry, Mapping):
         raise InvalidSourceSettings("a source is a mapping of id, type, connection, …")
-    problems = contracts.violations(entry, SETTINGS_CONTRACT)
+    # (a problem's path names the field: `backdate_days: 0 is less than …`)
+    problems = [
+        problem.removeprefix("$: ").removeprefix("$.")
+        for problem in contracts.violations(entry, SETTINGS_CONTRACT)
+    ]
     if not problems and len(json.dumps(entry["connection"])) > STORED_JSON_MAX_BYTES:
-        problems.append(f"$.connection: is over {STORED_JSON_MAX_BYTES} bytes as JSON")
+        problems.append(f"connection: is over {STORED_JSON_MAX_BYTES} bytes as JSON")
     if problems:
         raise InvalidSourceSettings(_where(entry) + "; ".join(problems) + _SEE_CONTRACT)
     source_id = entry["id"]

@@ -110,7 +110,7 @@ def test_a_minimal_entry_takes_the_defaults() -> None:
         ({"lateness_allowance": 600}, "lateness_allowance: 600 is not of type 'string'"),
         ({"backdate_days": 0}, "backdate_days: 0 is less than the minimum of 1"),
         ({"backdate": 30}, "'backdate' was unexpected"),
-        ({"id": "acme listings"}, "$.id: 'acme listings' does not match"),
+        ({"id": "acme listings"}, "id: 'acme listings' does not match"),
         ({"connection": "https://api.acme.example"}, "connection: 'https://api.acme.example'"),
         ({"name": ""}, "name"),
     ],

@@ -227,3 +227,11 @@ def test_an_export_writes_a_repeated_value_in_full() -> None:
     exported = export_document(sources)
     assert "*id" not in exported and exported.count("max_pages: 9") == 2
     assert len(read_entries(exported, "export")) == 2
+
+
+def test_an_export_keeps_text_with_yamls_own_line_breaks() -> None:
+    # (found by the property above: unquoted, a reader folds U+0085 into a space)
+    names = ["next\x85line", "line\u2028separator", "Société Générale", "yes", "*star"]
+    sources = [Registered(a_source(f"s{i}", name=name)) for i, name in enumerate(names)]
+    entries = read_entries(export_document(sources), "export")
+    assert [entry["name"] for entry in entries] == names
