@@ -52,8 +52,8 @@ _UNFINISHED_BACKFILL = (
 )
 # What `sources test` proves of each source type (validation's check, the connector's check()).
 TESTED = {
-    "http_api": "its API key's secret is readable (the vendor itself is first asked by a run's "
-    "download)",
+    "http_api": "its settings, and its API key's secret is readable if it names one (the vendor "
+    "itself is first asked by a run's download)",
     "s3_files": "its bucket's prefix can be listed",
     "postgres": "the database accepts its login and its table's filter columns are dates or times",
 }
