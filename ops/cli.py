@@ -222,6 +222,8 @@ def sources_add(
     stored. Recorded as your login, with --reason."""
     from ops.source_changes import add_source, source_access
 
+    if given["source_type"] is None or given["connection"] is None:
+        raise click.UsageError("a new source needs --type and --connection")
     given_settings = _given_settings(**given)
     entry = {"id": source_id, **{k: v for k, v in given_settings.items() if v is not None}}
     with _database(state_dir) as (config, db):
