@@ -161,6 +161,11 @@ class LocalStack:
             self.env = {
                 "SOURCEFLOW_STAGE": self.options.stage,
                 "CONNECTION_SECRETS_PREFIX": connection_secrets_prefix(self.options.stage),
+                # The vendor and the partner database are on this machine: only here may
+                # sources reach loopback (shared.connectors.endpoints; the cloud's functions
+                # never have it). The workers read it, and the operator's command checks new
+                # connections by the same rule.
+                "ALLOW_LOOPBACK_SOURCES": "true",
                 "DATABASE_URL": database_url,
                 **aws_env,
                 **LOCAL_CREDENTIALS,
@@ -289,9 +294,6 @@ class LocalStack:
             **timeouts_environment(timeouts),
             **admission_environment(self.options.workers_per_service),
             "RESPECS_APPROVAL_REQUIRED": str(self.options.approval_gate).lower(),
-            # The vendor and the partner database are on this machine: only here may sources
-            # reach loopback (shared.connectors.endpoints). The cloud's functions never have it.
-            "ALLOW_LOOPBACK_SOURCES": "true",
             "POWERTOOLS_SERVICE_NAME": f"sourceflow-{service}",
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",

@@ -29,6 +29,10 @@ CONFIG_KEYS = (
     "RESPECS_ALLOWED_TABLES",
     "SOURCEFLOW_DB_IAM_AUTH",
     LOGS_DIR_VARIABLE,
+    # What `sources add|edit` and `apply` check connections with, as the services do: where
+    # each source's secrets live, and whether sources may reach loopback (the embedded stack).
+    "CONNECTION_SECRETS_PREFIX",
+    "ALLOW_LOOPBACK_SOURCES",
 )
 # The file with a person's own login (DATABASE_URL=…): `sourceflow up` writes one per person in
 # <state dir>/people/; in the cloud, a DATABASE_URL without a password and IAM authentication.

@@ -117,8 +117,11 @@ def cancel_run(db: Database, callbacks: TaskCallbacks, run: str, *, reason: str)
 def request_run(config: OperatorConfig, db: Database, source_id: str) -> str:
     """Publish `Run Requested` by the connected person; returns the event id (which names the
     execution it starts)."""
-    if get_source(db, source_id) is None:
+    source = get_source(db, source_id)
+    if source is None:
         raise unknown_source(source_id)
+    if source["deleted_at"] is not None:
+        raise OperatorError(f"source {source_id!r} was deleted; it runs no more")
     with db.transaction() as cur:
         requested_by = session_login(cur)
     publish = EventPublisher(config.client("events"), config.require("EVENT_BUS_NAME"))

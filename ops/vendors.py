@@ -63,10 +63,10 @@ def unset_limit(db: Database, host_or_url: str) -> str:
 
 def _sources_by_host(cur: Any) -> Counter[str]:
     """How many http_api sources reach each host (a base_url that names none is left out: the
-    source fails validation by name)."""
+    source fails validation by name; a deleted source reaches nothing)."""
     cur.execute(
         "SELECT connection ->> 'base_url' AS base_url FROM public.source"
-        " WHERE source_type = 'http_api'"
+        " WHERE source_type = 'http_api' AND deleted_at IS NULL"
     )
     hosts: Counter[str] = Counter()
     for row in cur.fetchall():

@@ -2,8 +2,9 @@
 to Normal.
 
 Its inputs, each an EventBridge event on the scheduler's queue:
-- a schedule rule's tick (`tick`): queue one run per due source and slot, then the next slice
-  of the backfills whose sources are free, admit, and ask for resets;
+- a schedule rule's tick (`tick`): enable the sources disabled until a time now passed, queue
+  one run per due source and slot, then the next slice of the backfills whose sources are
+  free, admit, and ask for resets;
 - `Run Requested` (`start_runs`): queue one run for one source, and admit;
 - `Run Succeeded`, `Run Failed`, `Run Cancelled` (`start_runs`): a place may be free, admit;
 - `Flow Reset Requested` (`reset_flow`): apply a reset if nothing changed since it was decided.
@@ -201,12 +202,23 @@ def apply_reset(event: Mapping[str, Any], *, db: Database, now: datetime) -> dic
     return None
 
 
+def enable_due(*, db: Database) -> list[str]:
+    """Enable the sources a person disabled until a time that has now passed
+    (`sourceflow sources disable --until`), before their slots are looked at."""
+    with db.transaction() as cur:
+        enabled = adapters.enable_due_sources(cur)
+    if enabled:
+        logger.info("sources enabled: their --until passed", extra={"sources": enabled})
+    return enabled
+
+
 def tick(event: Mapping[str, Any], *, db: Database, admit: Admit, publish: Publish) -> None:
-    """A schedule rule's tick: noted, then the due runs and backfill slices queued and
-    admitted, and the resets asked for."""
+    """A schedule rule's tick: noted, the sources disabled until now enabled, then the due
+    runs and backfill slices queued and admitted, and the resets asked for."""
     # The tick's own time names the slots, so a redelivered tick decides the same way.
     now = parse_iso(event["time"])
     record_tick(event, now, db=db)
+    enable_due(db=db)
     normal_runs = dispatch(now, db=db)
     queue_backfill_slices(now, db=db, busy=normal_runs)
     admit()

@@ -15,12 +15,12 @@ caller passes (shared.connectors.pacing: download's waits heartbeat, and hold a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
-from shared.connectors.base import Connector, parse_connection
+from shared.connectors.base import Connector, parse_connection, secret_settings
 from shared.connectors.endpoints import HostRule
 from shared.connectors.pacing import UNPACED, Pacing
 from shared.runtime import aws
@@ -30,10 +30,12 @@ from shared.runtime.settings import SourceAccessSettings
 
 @dataclass(frozen=True)
 class SourceAccess:
-    """What connectors reach sources with: secrets bound to their sources, the host rule."""
+    """What connectors reach sources with: secrets bound to their sources, the host rule, and
+    (for file drops) an S3 client."""
 
     secrets: Secrets
     hosts: HostRule
+    s3: Callable[[], Any] = lambda: aws.client("s3")
 
     def connector(
         self,
@@ -55,7 +57,7 @@ class SourceAccess:
         if source_type == "s3_files":
             from shared.connectors.s3_files import S3FilesConnector
 
-            return S3FilesConnector.from_connection(source_id, settings, s3=aws.client("s3"))
+            return S3FilesConnector.from_connection(source_id, settings, s3=self.s3())
         from shared.connectors.postgres import PostgresConnector
 
         return PostgresConnector.from_connection(
@@ -65,6 +67,23 @@ class SourceAccess:
     def check(self, source_id: str, source_type: str, connection: Mapping[str, Any]) -> None:
         """Validation's check of a source it is about to run: its settings, then `check()`."""
         self.connector(source_id, source_type, connection).check()
+
+    def check_settings(
+        self, source_id: str, source_type: str, connection: Mapping[str, Any]
+    ) -> None:
+        """What can be known of a connection before it is stored, reaching nothing: its type's
+        schema, what its connector parses when it is built (the base_url, the libpq settings,
+        a host by its spelling), and that every secret it names is its source's own."""
+        settings = parse_connection(source_id, source_type, connection)
+        for setting in secret_settings(source_type):
+            if setting in settings:
+                self.secrets.binding.check(
+                    settings[setting],
+                    source_id=source_id,
+                    used_by=f"source {source_id!r}: connection.{setting}",
+                )
+        # Building a connector reads no secret and opens no connection.
+        replace(self, s3=lambda: None).connector(source_id, source_type, settings)
 
 
 @cache

@@ -172,6 +172,16 @@ def test_an_invalid_schedule_is_reported_while_the_other_sources_are_decided() -
     assert "'src-both'" in problems[1]
 
 
+def test_a_cron_whose_day_never_comes_is_a_problem_not_a_failed_tick() -> None:
+    # Given a source whose cron names 30 February, stored before anything checked it
+    sources = [schedulable("src-never", interval=None, cron="0 0 30 2 *"), schedulable("src-a")]
+    # When the tick decides, Then the other source is due and the bad one named
+    due, problems = due_sources(sources, NOW)
+    assert due == [Due("src-a", CURRENT_SLOT)]
+    [problem] = problems
+    assert "'src-never'" in problem and "never comes" in problem
+
+
 def test_no_sources_means_nothing_due() -> None:
     assert due_sources([], NOW) == ([], [])
 
