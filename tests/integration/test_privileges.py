@@ -5,8 +5,9 @@ take the person from the login; a wrong password is refused."""
 
 from __future__ import annotations
 
-import os
+import warnings
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -16,6 +17,7 @@ import pytest
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn
 
+from local.pg import require_passwords
 from local.roles import create_roles
 from shared.store import approvals
 from shared.store.db import Database
@@ -326,11 +328,22 @@ def test_the_database_refuses_the_requester_and_the_superuser_whatever_the_calle
 # -- passwords ---------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    bool(os.environ.get("DATABASE_URL")), reason="a given DATABASE_URL's server sets its own auth"
-)
-def test_a_wrong_password_is_refused(migrated_url: str) -> None:
-    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
-        psycopg2.connect(make_dsn(migrated_url, user=ALICE, password="not-alices")).close()
-    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
-        psycopg2.connect(make_dsn(migrated_url, password="wrong")).close()
+def test_the_embedded_server_refuses_a_wrong_or_missing_password(tmp_path: Path) -> None:
+    """On a server of its own (whatever DATABASE_URL the tier uses), set up as `sourceflow up`
+    sets one up: every login proves its password, a second start keeps asking."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs, when XDG_RUNTIME_DIR is unset
+        import pgserver
+
+        server = pgserver.get_server(tmp_path / "pgdata", cleanup_mode="stop")
+    try:
+        admin = require_passwords(server, tmp_path)
+        with closing(psycopg2.connect(admin)) as conn:
+            assert conn.status is not None
+        with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+            psycopg2.connect(make_dsn(admin, password="wrong")).close()
+        with pytest.raises(psycopg2.OperationalError, match="no password supplied"):
+            psycopg2.connect(server.get_uri()).close()
+        assert require_passwords(server, tmp_path) == admin
+    finally:
+        server.cleanup()
