@@ -160,7 +160,7 @@ def _columns(cur: Any, schema: str, table: str, columns: Columns) -> list[str]:
         " WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
         (schema, table),
     )
-    existing = [row[0] if isinstance(row, tuple) else row["column_name"] for row in cur.fetchall()]
+    existing = [row[0] for row in cur.fetchall()]
     if not existing:
         raise GrantsError(f"table {schema}.{table} does not exist; apply the migrations first")
     if isinstance(columns, AllColumnsBut):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -148,4 +148,4 @@ def session_login(cur: Any) -> str:
     a service's role). What a person does is recorded as this, never as a name they type."""
     cur.execute("SELECT session_user AS login")
     row = cur.fetchone()
-    return str(row["login"] if isinstance(row, Mapping) else row[0])
+    return str(row["login"])
