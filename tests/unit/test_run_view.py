@@ -1,0 +1,225 @@
+"""A run's steps from its execution history (ops.run_view.step_visits): the events below have
+the shapes Step Functions (and the moto server) give, for runs that succeeded, failed, were
+cancelled by an operator, were aborted, are still going, and that entered a state twice."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from itertools import count
+from typing import Any
+
+from infra.statemachine import placeholders, render
+from ops.run_view import StepStatus, StepVisit, main_path, step_visits
+
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+
+# The definition as deployed: what a run that meets no trouble goes through.
+PATH = main_path(render(dict.fromkeys(placeholders(), 1)))
+
+
+class History:
+    """Builds a history event by event, one second apart."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._ids: Iterator[int] = count(1)
+
+    def at(self, index: int) -> datetime:
+        return T0 + index * SECOND
+
+    def add(self, kind: str, **details: Any) -> History:
+        event_id = next(self._ids)
+        self.events.append(
+            {"id": event_id, "type": kind, "timestamp": self.at(event_id), **details}
+        )
+        return self
+
+    def state(self, kind: str, name: str, *, exits: bool = True) -> History:
+        self.add(f"{kind}StateEntered", stateEnteredEventDetails={"name": name})
+        return (
+            self.add(f"{kind}StateExited", stateExitedEventDetails={"name": name})
+            if exits
+            else self
+        )
+
+    def task(self, name: str, *, fails_with: str | None = None, ends: bool = True) -> History:
+        self.add("TaskStateEntered", stateEnteredEventDetails={"name": name})
+        self.add("TaskScheduled").add("TaskStarted").add("TaskSubmitted")
+        if not ends:
+            return self
+        if fails_with:
+            self.add("TaskFailed", taskFailedEventDetails={"error": fails_with, "cause": "why"})
+        else:
+            self.add("TaskSucceeded")
+        return self.add("TaskStateExited", stateExitedEventDetails={"name": name})
+
+
+def statuses(visits: list[StepVisit]) -> list[tuple[str, str]]:
+    return [(visit.step, str(visit.status)) for visit in visits]
+
+
+def started() -> History:
+    return History().add("ExecutionStarted").task("Validate").state("Choice", "RunOrSkip")
+
+
+def test_the_path_is_the_flow_when_nothing_goes_wrong() -> None:
+    assert PATH == [
+        "Validate",
+        "RunOrSkip",
+        "Download",
+        "UnlockAfterSuccess",
+        "PublishRunSucceeded",
+        "Succeeded",
+    ]
+
+
+def test_a_succeeded_run_succeeds_every_step_with_its_times() -> None:
+    history = (
+        started()
+        .task("Download")
+        .task("UnlockAfterSuccess")
+        .task("PublishRunSucceeded")
+        .state("Succeed", "Succeeded")
+        .add("ExecutionSucceeded", executionSucceededEventDetails={})
+    )
+    visits = step_visits(history.events, PATH)
+    assert statuses(visits) == [(step, "succeeded") for step in PATH]
+    download = visits[2]
+    assert (download.started_at, download.ended_at) == (history.at(10), history.at(15))
+
+
+def test_a_failed_run_names_the_failed_step_and_what_it_did_not_reach() -> None:
+    history = (
+        started()
+        .task("Download", fails_with="SourceRequestRejected")
+        .state("Pass", "DownloadFailed")
+        .task("UnlockAfterFailure")
+        .state("Choice", "SucceededOrFailed")
+        .state("Choice", "CancelledOrFailed")
+        .task("PublishRunFailed")
+        .add("FailStateEntered", stateEnteredEventDetails={"name": "RunFailed"})
+        .add(
+            "ExecutionFailed",
+            executionFailedEventDetails={"error": "SourceRequestRejected", "cause": "c"},
+        )
+    )
+    visits = step_visits(history.events, PATH)
+    assert statuses(visits) == [
+        ("Validate", "succeeded"),
+        ("RunOrSkip", "succeeded"),
+        ("Download", "failed"),
+        ("DownloadFailed", "succeeded"),
+        ("UnlockAfterFailure", "succeeded"),
+        ("SucceededOrFailed", "succeeded"),
+        ("CancelledOrFailed", "succeeded"),
+        ("PublishRunFailed", "succeeded"),
+        ("RunFailed", "failed"),
+        ("UnlockAfterSuccess", "not reached"),
+        ("PublishRunSucceeded", "not reached"),
+        ("Succeeded", "not reached"),
+    ]
+    assert (visits[2].error, visits[2].cause) == ("SourceRequestRejected", "why")
+    assert visits[-1].started_at is None and visits[-1].ended_at is None
+
+
+def test_an_operators_cancel_is_cancelled_not_failed() -> None:
+    history = (
+        started()
+        .task("Download", fails_with="RunCancelled")
+        .state("Pass", "DownloadFailed")
+        .task("UnlockAfterFailure")
+        .task("PublishRunCancelled")
+        .add("FailStateEntered", stateEnteredEventDetails={"name": "RunCancelled"})
+        .add("ExecutionFailed", executionFailedEventDetails={"error": "RunCancelled"})
+    )
+    visits = {visit.step: visit.status for visit in step_visits(history.events, PATH)}
+    assert visits["Download"] is StepStatus.CANCELLED
+    assert visits["RunCancelled"] is StepStatus.CANCELLED
+    assert visits["UnlockAfterFailure"] is StepStatus.SUCCEEDED
+
+
+def test_an_aborted_execution_cancels_the_step_it_was_in() -> None:
+    history = (
+        started()
+        .task("Download", ends=False)
+        .add("ExecutionAborted", executionAbortedEventDetails={"error": "x", "cause": "y"})
+    )
+    visits = step_visits(history.events, PATH)
+    download = visits[2]
+    assert (download.step, download.status) == ("Download", StepStatus.CANCELLED)
+    assert download.ended_at == history.at(len(history.events))
+    assert statuses(visits)[3:] == [
+        ("UnlockAfterSuccess", "not reached"),
+        ("PublishRunSucceeded", "not reached"),
+        ("Succeeded", "not reached"),
+    ]
+
+
+def test_an_uncaught_timeout_fails_the_step_it_was_in() -> None:
+    # moto ends a stopped execution waiting for a token this way
+    history = (
+        started()
+        .task("Download", ends=False)
+        .add("TaskTimedOut", taskTimedOutEventDetails={"error": "States.Timeout"})
+        .add("ExecutionFailed", executionFailedEventDetails={"error": "States.Timeout"})
+    )
+    download = step_visits(history.events, PATH)[2]
+    assert (download.status, download.error) == (StepStatus.FAILED, "States.Timeout")
+
+
+def test_a_run_under_way_shows_its_step_in_progress_and_the_rest_not_reached() -> None:
+    history = started().task("Download", ends=False)
+    visits = step_visits(history.events, PATH)
+    assert statuses(visits) == [
+        ("Validate", "succeeded"),
+        ("RunOrSkip", "succeeded"),
+        ("Download", "in progress"),
+        ("UnlockAfterSuccess", "not reached"),
+        ("PublishRunSucceeded", "not reached"),
+        ("Succeeded", "not reached"),
+    ]
+    assert visits[2].started_at == history.at(10) and visits[2].ended_at is None
+
+
+def test_a_state_entered_again_is_a_visit_of_its_own() -> None:
+    # A download that continues where it stopped: Download, a choice, Download again
+    history = (
+        started()
+        .task("Download")
+        .state("Choice", "DownloadMore")
+        .task("Download")
+        .state("Choice", "DownloadMore")
+        .task("Download", ends=False)
+    )
+    visits = step_visits(history.events, PATH)
+    assert statuses(visits)[2:7] == [
+        ("Download", "succeeded"),
+        ("DownloadMore", "succeeded"),
+        ("Download", "succeeded"),
+        ("DownloadMore", "succeeded"),
+        ("Download", "in progress"),
+    ]
+    assert [v.step for v in visits].count("Download") == 3
+    assert ("UnlockAfterSuccess", "not reached") in statuses(visits)
+
+
+def test_events_out_of_order_are_read_in_their_order() -> None:
+    history = started().task("Download", ends=False)
+    assert step_visits(reversed(history.events), PATH) == step_visits(history.events, PATH)
+
+
+def test_a_skipped_run_has_not_reached_the_download() -> None:
+    history = (
+        started()
+        .state("Succeed", "Skipped")
+        .add("ExecutionSucceeded", executionSucceededEventDetails={})
+    )
+    assert statuses(step_visits(history.events, PATH))[2:] == [
+        ("Skipped", "succeeded"),
+        ("Download", "not reached"),
+        ("UnlockAfterSuccess", "not reached"),
+        ("PublishRunSucceeded", "not reached"),
+        ("Succeeded", "not reached"),
+    ]
