@@ -16,6 +16,11 @@ The API key goes only to base_url's own host (shared.connectors.endpoints): no r
 followed (a 3xx is refused by name, wherever it points: requests would carry a custom header
 such as X-Api-Key to another host), and every connection checks the address it reached before
 the request is sent. A vendor's error answer is quoted as a short excerpt without links.
+
+A download resumes between pages (`position`): after a page's last record, the token of the
+next page and what the run has read so far. Inside a page there is no position: a page asked
+for again may hold other records than the first time (a record modified since moves to a later
+page), so only its token marks a place in the stream.
 """
 
 from __future__ import annotations
@@ -30,7 +35,14 @@ import orjson
 import requests
 from urllib3.util.retry import Retry
 
-from shared.connectors.base import InvalidCredentials, MalformedRows, SourceUnreachable
+from shared.connectors.base import (
+    InvalidCredentials,
+    MalformedRows,
+    Position,
+    SourceUnreachable,
+    Waiting,
+    no_waiting,
+)
 from shared.connectors.endpoints import HostRule, PeerCheckedAdapter, parse_base_url
 from shared.errors import PermanentError, TransientError
 from shared.rules.flows import Window, WindowField
@@ -104,6 +116,9 @@ class HttpApiConnector:
     limits: RunLimits = DEFAULT_RUN_LIMITS
     # Records that are not JSON objects; the vendor filters on, and types, the window's field.
     malformed: MalformedRows = field(default_factory=MalformedRows, init=False, compare=False)
+    warnings: list[str] = field(default_factory=list, init=False, compare=False)
+    resumable = True
+    _position: Position | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_connection(
@@ -138,11 +153,20 @@ class HttpApiConnector:
         reading records, and a probe per run would count against its rate limit."""
         self._headers()
 
-    def records(self, window: Window) -> Iterator[dict[str, Any]]:
-        self.malformed = MalformedRows()
+    def records(
+        self, window: Window, resume: Position | None = None, *, waiting: Waiting = no_waiting
+    ) -> Iterator[dict[str, Any]]:
+        # `waiting` goes unused: a vendor that does not answer must not be kept alive (the
+        # download's heartbeats stop, and its task times out).
+        self.malformed, self._position = MalformedRows(), None
         meter, tokens = ReadMeter(self.source_id, self.limits), PageTokens(self.source_id)
         url = f"{self.base_url}/datasets/{quote(self.dataset, safe='')}/records"
         params = {**_window_params(window), "page_size": str(self.page_size)}
+        if resume is not None:
+            meter.resume(resume["read"])
+            if resume["page_token"] is None:
+                return  # the earlier read ended with the last page
+            params["page_token"] = resume["page_token"]
         with self.new_session() as session:
             session.headers.update(self._headers())
             while True:
@@ -150,15 +174,22 @@ class HttpApiConnector:
                 records, token = self._page(session, url, params, meter)
                 for number, record in enumerate(records, start=1):
                     meter.record()
-                    if isinstance(record, dict):
-                        yield record
-                    else:
+                    if not isinstance(record, dict):
                         where = f"page {meter.pages} record {number}"
                         self.malformed.add(where, f"is a JSON {_json_type(record)}, not an object")
+                        continue
+                    if number == len(records):
+                        self._position = {"page_token": token, "read": meter.counts()}
+                    yield record
+                    self._position = None
                 if token is None:
                     return
                 tokens.follow(token, meter.pages)
                 params["page_token"] = token
+
+    @property
+    def position(self) -> Position | None:
+        return self._position
 
     def last_modified(self, record: Mapping[str, Any]) -> datetime | None:
         value = record.get("last_modified")

@@ -94,6 +94,8 @@ WRITES: Mapping[str, Mapping[str, TableWrites]] = {
         "public.source_run": _RUN_LEDGER,
         # A version an unfinished or failed run listed is taken over (record_landed).
         "public.landed_version": TableWrites(insert=ALL, update=("execution_arn",)),
+        # Each part committed with where the source resumes after it.
+        "public.download_checkpoint": TableWrites(insert=ALL),
         **_DELIVERY_FAILURES,
     },
     service_role("unlocking"): {

@@ -47,6 +47,7 @@ def test_each_heartbeat_keeps_the_message_hidden_and_renews_the_lease_and_the_cl
         claim_seconds=CLAIM_SECONDS,
         heartbeat_seconds=0.001,
         part_max_records=1000,
+        stop_margin_seconds=30,
     )
 
     # Then the run is downloaded under this message's claim

@@ -46,6 +46,7 @@ TABLES = (
     "public.listing_attributes",
     "public.backfill",
     "public.backfill_slice_run",
+    "public.download_checkpoint",
 )
 
 

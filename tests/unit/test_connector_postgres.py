@@ -61,8 +61,12 @@ class FakeCursor:
         if self.connection.error is not None and query != "SET TIME ZONE 'UTC'":
             raise self.connection.error
 
-    def __iter__(self) -> Iterator[tuple[str]]:
-        return iter([(row,) for row in self.connection.rows])
+    def __iter__(self) -> Iterator[tuple[str, str | None]]:
+        rows = self.connection.rows
+        return iter([(row, None) if isinstance(row, str) else row for row in rows])
+
+    def fetchone(self) -> tuple[str, bool] | None:
+        return self.connection.key_index
 
     def __enter__(self) -> FakeCursor:
         return self
@@ -77,10 +81,17 @@ class FakeConnection:
 
     error: Exception | None = None
     executed: list[tuple[str | None, Any, Any]] = field(default_factory=list)
-    # What the records query answers: each row as PostgreSQL renders to_jsonb(t)::text.
-    rows: list[str] = field(default_factory=lambda: ['{"listing_id": "L1"}'])
+    # What the records query answers: each row as PostgreSQL renders to_jsonb(t)::text, and
+    # its key as text (a row given as text alone has none).
+    rows: list[str | tuple[str, str | None]] = field(
+        default_factory=lambda: ['{"listing_id": "L1"}']
+    )
+    # What the key column's index probe answers: the relation's kind, and whether an index
+    # leads with the key column.
+    key_index: tuple[str, bool] | None = ("r", True)
     readonly: bool = False
     closed: bool = False
+    cancelled: bool = False
 
     def set_session(self, *, readonly: bool) -> None:
         self.readonly = readonly
@@ -90,6 +101,9 @@ class FakeConnection:
 
     def close(self) -> None:
         self.closed = True
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 @dataclass
@@ -191,7 +205,7 @@ def test_the_window_is_bound_read_past_its_end_and_every_name_is_an_identifier()
     assert bounds == {"start": START, "end": END}
     texts = [part.string for part in parts(query) if isinstance(part, sql.SQL)]
     # No upper bound: download counts what is stamped after the window's end.
-    assert "".join(texts) == "SELECT to_jsonb(t)::text FROM  AS t WHERE t. > %(start)s"
+    assert "".join(texts) == "SELECT to_jsonb(t)::text, NULL FROM  AS t WHERE t. > %(start)s"
     assert [part for part in parts(query) if isinstance(part, sql.Identifier)] == [
         sql.Identifier("sales", "Listings"),
         sql.Identifier("updated_at"),

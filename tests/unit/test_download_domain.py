@@ -177,8 +177,9 @@ def test_a_record_json_cannot_carry_is_malformed_and_the_rest_land() -> None:
     progress = StreamProgress(connector, quiet_heartbeat(), versions=None)
     raw = FakeS3(START)
     # When they stream into a part of the raw bucket
+    tracked = progress.track(connector.records(WINDOW))
     written = S3RawSink(raw, "raw").write_part(
-        "part-00000.jsonl.gz", progress.track(connector.records(WINDOW))
+        "part-00000.jsonl.gz", (line for line in tracked if line is not None)
     )
     # Then the others land, and those two are counted as malformed, with why
     lines = gzip.decompress(raw.objects["part-00000.jsonl.gz"][0]).splitlines()

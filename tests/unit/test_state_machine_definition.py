@@ -188,7 +188,7 @@ def test_a_run_the_ledger_says_succeeded_ends_succeeded_after_all(
 def test_only_a_run_that_says_it_needs_approval_waits_for_one(definition: dict[str, Any]) -> None:
     states = definition["States"]
     skip, approve = states["RunOrSkip"]["Choices"]
-    assert skip["Next"] == "Skipped" and states["RunOrSkip"]["Default"] == "Download"
+    assert skip["Next"] == "Skipped" and states["RunOrSkip"]["Default"] == "StartDownload"
     # A Choice on a missing variable fails the execution; IsPresent guards it.
     assert approve == {
         "Comment": approve["Comment"],
@@ -198,7 +198,7 @@ def test_only_a_run_that_says_it_needs_approval_waits_for_one(definition: dict[s
         ],
         "Next": "Approve",
     }
-    assert states["Approve"]["Next"] == "Download"
+    assert states["Approve"]["Next"] == "StartDownload"
     assert states["Approve"]["TimeoutSeconds"] == CLOUD_TIMEOUTS.approval_seconds
 
 

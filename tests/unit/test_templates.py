@@ -522,6 +522,7 @@ def assert_runs_with(settings: Any, name: str, timeouts: Timeouts) -> None:
     if name == "download":
         assert settings.heartbeat_seconds == timeouts.heartbeat_interval_seconds
         assert settings.claim_seconds == timeouts.download_claim_seconds
+        assert settings.stop_margin_seconds == timeouts.download_stop_margin_seconds
     if name == "validation":
         assert settings.approval.timeout_seconds == timeouts.approval_seconds
 
@@ -757,6 +758,9 @@ def timeouts_in_the_templates() -> Timeouts:
         heartbeat_interval_seconds=float(env["HEARTBEAT_SECONDS"]),
         lock_lease_seconds=int(env["LOCK_LEASE_SECONDS"]),
         approval_seconds=CORE_APPROVAL_TIMEOUT,
+        download_function_seconds=int(function_of(download)["Timeout"]),
+        download_stop_margin_seconds=int(env["DOWNLOAD_STOP_MARGIN_SECONDS"]),
+        max_download_continuations=int(task["MaxDownloadContinuations"]),
     )
 
 
@@ -800,6 +804,7 @@ def _local_timeouts_as_provisioned(timeouts: Timeouts) -> Timeouts:
         validation_visibility_seconds=int(queue("validation")["VisibilityTimeout"]),
         unlocking_function_seconds=functions["unlocking"],
         unlocking_visibility_seconds=int(queue("unlocking")["VisibilityTimeout"]),
+        download_function_seconds=functions["download"],
     )
 
 
@@ -838,6 +843,7 @@ def test_two_redeliveries_of_a_dead_delivery_fit_inside_the_task_timeout() -> No
         ({"max_receive_count": 2}, "under two redeliveries"),
         ({"validation_visibility_seconds": 29}, "shorter than its function's timeout (30 s)"),
         ({"unlocking_function_seconds": 150}, "Unlock: its queue's visibility timeout"),
+        ({"download_stop_margin_seconds": 900}, "Download: its stop margin (900 s) leaves"),
         ({"heartbeat_interval_seconds": 40.0}, "Download: a dead delivery's message"),
     ],
 )
