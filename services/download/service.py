@@ -87,6 +87,9 @@ def download_delivery(
     `send_heartbeat(task token)` and renews the lease and the claim, and the time budget of
     the delivery's invocation, then `download_run`. A request without `continuation` comes
     from a state machine that cannot continue a download: it runs to the end."""
+    # Hidden for a claim's time from the start: a delivery that dies before its first heartbeat
+    # (a continuation's first seconds) gives its message back as soon as one that dies after.
+    delivery.keep_hidden(claim_seconds)
     continuation = request.get("continuation")
     claim = Claim(
         attempt=uuid.uuid4().hex,

@@ -245,10 +245,9 @@ class PostgresConnector:
             else self.sold_date_column
         )
         key = sql.Identifier(self.key_column) if self.key_column else None
-        text = (
-            "SELECT to_jsonb(t)::text, {key_text} FROM {relation} AS t"
-            " WHERE t.{column} {after} %(start)s"
-        )
+        key_text = "t.{key}::text" if key is not None else "NULL"
+        text = f"SELECT to_jsonb(t)::text, {key_text} FROM {{relation}} AS t"
+        text += " WHERE t.{column} {after} %(start)s"
         if not window.reads_past_end:
             text += " AND t.{column} {before} %(end)s"
         if key is not None and resume is not None:
@@ -258,7 +257,6 @@ class PostgresConnector:
         if key is not None:
             text += " ORDER BY t.{key}"
         query = sql.SQL(text).format(
-            key_text=sql.SQL("t.{}::text").format(key) if key is not None else sql.SQL("NULL"),
             relation=sql.Identifier(self.schema, self.table),
             column=column,
             after=sql.SQL(">=" if window.start_inclusive else ">"),

@@ -135,8 +135,8 @@ class VersionFilter:
 
     def take_unsaved(self) -> list[Version]:
         """The remembered versions landed since the last call: a download lists them with each
-        part it commits, so that a continued download knows them (`own`)."""
-        self._forget_old()
+        part it commits, so that a continued download knows them (`own`) as this invocation
+        does. (Not forgetting first: a version this invocation still knows, the next one must.)"""
         unsaved = list(self._unsaved)
         self._unsaved.clear()
         return unsaved

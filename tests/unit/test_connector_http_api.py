@@ -447,3 +447,53 @@ def test_a_vendors_error_body_is_quoted_as_a_short_excerpt_without_the_key_or_li
     quoted = re.search(r"the vendor said: '([^']*)'", text)
     assert quoted is not None, text
     assert len(quoted.group(1)) == EXCERPT_LIMIT and quoted.group(1).endswith("x…")
+
+
+# --- resuming a download (a continued or redelivered invocation) ---------------------------------
+
+
+def positions(connector: HttpApiConnector, window: Window = WINDOW) -> list[tuple[str, Any]]:
+    """Each record's id, and the position the connector gives right after it."""
+    return [(record["id"], connector.position) for record in connector.records(window)]
+
+
+def test_a_download_may_resume_only_after_a_pages_last_record(access: SourceAccess) -> None:
+    # Given two pages, the first ending with a record that is not an object
+    first, second = page({"id": "1"}, {"id": "2"}, 7, token="p2"), page({"id": "3"})
+    connector = a_connector(access, FakeSession([first, second]))
+    # Then the position is given only after a page's last record: the next page's token, and
+    # what the run has read so far
+    size = [len(json.dumps(body)) for _, body in (first, second)]
+    assert positions(connector) == [
+        ("1", None),
+        ("2", None),  # the page's last record is the 7, not an object, which never lands
+        ("3", {"page_token": None, "read": {"pages": 2, "records": 4, "bytes": sum(size)}}),
+    ]
+    # And a page that ends with an object gives its token
+    first = page({"id": "1"}, token="p2")
+    connector = a_connector(access, FakeSession([first, page()]))
+    read = {"pages": 1, "records": 1, "bytes": len(json.dumps(first[1]))}
+    assert positions(connector) == [("1", {"page_token": "p2", "read": read})]
+
+
+def test_a_resumed_read_asks_for_the_page_after_the_position_and_counts_on(
+    access: SourceAccess,
+) -> None:
+    # Given a position after the second of three pages, a run allowed three pages
+    session = FakeSession([page({"id": "5"}, token="p4"), page({"id": "6"})])
+    connector = a_connector(access, session, limits={"max_pages": 3})
+    resume = {"page_token": "p3", "read": {"pages": 2, "records": 4, "bytes": 100}}
+    # When the read resumes from it, Then it starts at that page, and its limits count on
+    records: list[str] = []
+    with pytest.raises(PermanentError) as caught:
+        records.extend(record["id"] for record in connector.records(WINDOW, resume))
+    assert records == ["5"] and caught.value.error_name == "TooManyPages"
+    assert session.sent[0][1]["page_token"] == "p3"
+
+
+def test_a_read_resumed_after_the_last_page_reads_nothing(access: SourceAccess) -> None:
+    session = FakeSession([])
+    connector = a_connector(access, session)
+    resume = {"page_token": None, "read": {"pages": 4, "records": 4, "bytes": 400}}
+    assert list(connector.records(WINDOW, resume)) == []
+    assert session.sent == []

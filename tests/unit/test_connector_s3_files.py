@@ -373,3 +373,67 @@ def test_a_drop_past_the_run_limits_stops_the_run_by_name(
 def test_a_record_date_out_of_range_in_utc_is_malformed() -> None:
     with pytest.raises(MalformedRow, match="is not an ISO-8601 date"):
         record_time({"d": "9999-12-31T23:59:59-05:00"}, "d")
+
+
+# --- resuming a download (a continued or redelivered invocation) ---------------------------------
+
+
+def read_all(connector: S3FilesConnector) -> list[tuple[str, dict[str, Any] | None]]:
+    """Each record's id, and the position the connector gives right after it."""
+    return [(record["id"], connector.position) for record in connector.records(NORMAL)]
+
+
+def resumed_ids(connector: S3FilesConnector, position: dict[str, Any]) -> list[str]:
+    return [record["id"] for record in connector.records(NORMAL, position)]
+
+
+def test_a_download_resumes_after_any_row_with_the_rest_of_its_object_then_the_next() -> None:
+    # Given two drops, the first with a blank line and a malformed row in it
+    s3 = FakeS3(END)
+    modified = START + DAY
+    s3.put("a.jsonl", [*jsonl(row(1, modified)), "\n", "{oops\n", *jsonl(row(2, modified))])
+    s3.put("b.jsonl", jsonl(row(3, modified), row(4, modified)))
+    connector = a_connector(s3)
+    read = read_all(connector)
+    assert [record_id for record_id, _ in read] == ["L1", "L2", "L3", "L4"]
+    # When a later read resumes after each record in turn
+    for index, (_, position) in enumerate(read):
+        assert position is not None
+        # Then it reads exactly the records after it, the object's rest by a ranged read
+        assert resumed_ids(a_connector(s3), position) == [r for r, _ in read[index + 1 :]]
+    first = read[0][1]
+    assert first is not None
+    assert (first["key"], first["etag"], first["line"]) == ("a.jsonl", s3.etag("a.jsonl"), 1)
+    assert first["offset"] == len(jsonl(row(1, modified))[0])
+    # And its where-labels and its limits go on from where the earlier read was
+    resumed = a_connector(s3)
+    resumed_ids(resumed, first)
+    assert resumed.malformed.examples[0].startswith(f"s3://{BUCKET}/a.jsonl line 3: is not JSON")
+
+
+def test_a_resumed_csv_object_keeps_its_header() -> None:
+    s3 = FakeS3(END)
+    modified = (START + DAY).isoformat()
+    s3.objects["d.csv"] = (
+        f'id,last_modified,note\r\nL1,{modified},"two\r\nlines"\r\nL2,{modified},x\r\n'.encode(),
+        END,
+    )
+    connector = a_connector(s3, format="csv")
+    [(_, position), (_, last)] = read_all(connector)
+    assert position is not None and position["fieldnames"] == ["id", "last_modified", "note"]
+    assert position["line"] == 3  # the quoted field spans lines 2 and 3
+    assert list(a_connector(s3, format="csv").records(NORMAL, position)) == [
+        {"id": "L2", "last_modified": modified, "note": "x"}
+    ]
+    # Resumed after the object's last row, nothing of it is left to read
+    assert last is not None and resumed_ids(a_connector(s3, format="csv"), last) == []
+
+
+def test_an_object_rewritten_since_the_earlier_read_is_read_again_from_its_start() -> None:
+    s3 = FakeS3(END)
+    modified = START + DAY
+    s3.put("a.jsonl", jsonl(row(1, modified), row(2, modified)))
+    [(_, position), _] = read_all(a_connector(s3))
+    s3.put("a.jsonl", jsonl(row(5, modified), row(6, modified), row(7, modified)))
+    assert position is not None
+    assert resumed_ids(a_connector(s3), position) == ["L5", "L6", "L7"]
