@@ -163,10 +163,13 @@ class StreamProgress:
     def __post_init__(self) -> None:
         self.read, self.without_key = self.resumed.read, self.resumed.without_key
 
-    def track(self, records: Iterable[dict[str, Any]]) -> Iterator[bytes | None]:
+    def track(self, records: Iterable[dict[str, Any] | None]) -> Iterator[bytes | None]:
         for record in records:
-            self.read += 1
             self.heartbeat.maybe_beat()
+            if record is None:  # the connector checks in: nothing read
+                yield None
+                continue
+            self.read += 1
             try:
                 line = orjson.dumps(record)
             except orjson.JSONEncodeError as exc:

@@ -64,16 +64,18 @@ class Connector(Protocol):
 
     def records(
         self, window: Window, resume: Position | None = None, *, waiting: Waiting = no_waiting
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[dict[str, Any] | None]:
         """Every record in the window, in the source's order; a last-modified window is read
         past its end (`Window.reads_past_end`): download decides what lands. With `resume`, a
-        `position` an earlier read gave: the records after it."""
+        `position` an earlier read gave: the records after it. None in place of a record is a
+        check-in during a long stretch the connector read and left out (rows of a drop outside
+        the window, an empty page): the download heartbeats, and may stop there (`position`)."""
         ...
 
     @property
     def position(self) -> Position | None:
-        """Where a later `records(window, resume=...)` continues after the record last
-        yielded; None when the stream cannot resume there (inside an API's page)."""
+        """Where a later `records(window, resume=...)` continues after the record (or check-in)
+        last yielded; None when the stream cannot resume there (inside an API's page)."""
         ...
 
     @property

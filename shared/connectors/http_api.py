@@ -155,7 +155,7 @@ class HttpApiConnector:
 
     def records(
         self, window: Window, resume: Position | None = None, *, waiting: Waiting = no_waiting
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[dict[str, Any] | None]:
         # `waiting` goes unused: a vendor that does not answer must not be kept alive (the
         # download's heartbeats stop, and its task times out).
         self.malformed, self._position = MalformedRows(), None
@@ -181,6 +181,10 @@ class HttpApiConnector:
                     if number == len(records):
                         self._position = {"page_token": token, "read": meter.counts()}
                     yield record
+                    self._position = None
+                if not records:  # an empty page checks in: the download stays alive
+                    self._position = {"page_token": token, "read": meter.counts()}
+                    yield None
                     self._position = None
                 if token is None:
                     return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -10,6 +10,11 @@ from typing import Any
 from shared.connectors.base import MalformedRows, Position, Waiting, no_waiting
 from shared.rules.flows import Window
 from shared.timefmt import parse_iso
+
+
+def landed(records: Iterable[dict[str, Any] | None]) -> Iterator[dict[str, Any]]:
+    """A connector's records without its check-ins (the None it yields between records)."""
+    return (record for record in records if record is not None)
 
 
 @dataclass
@@ -39,7 +44,7 @@ class FakeConnector:
 
     def records(
         self, window: Window, resume: Position | None = None, *, waiting: Waiting = no_waiting
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[dict[str, Any] | None]:
         self.windows.append(window)
         self.resumed_from.append(resume)
         start = resume["served"] if resume else 0
@@ -75,7 +80,7 @@ class WindowedSource(FakeConnector):
 
     def records(
         self, window: Window, resume: Position | None = None, *, waiting: Waiting = no_waiting
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[dict[str, Any] | None]:
         self.windows.append(window)
         for item in self.items:
             if window.fetches(parse_iso(item["last_modified"])):

@@ -34,7 +34,7 @@ from shared.rules.flows import Window, WindowField
 from shared.runtime.redaction import EXCERPT_LIMIT
 from shared.runtime.secrets import SecretNotFound
 from shared.timefmt import isoformat
-from tests.fakes import FakeSecretsManager, source_secret
+from tests.fakes import FakeSecretsManager, landed, source_secret
 
 START = datetime(2026, 11, 21, 18, 40, 2, tzinfo=UTC)
 END = datetime(2026, 11, 22, 18, 41, 57, 126486, tzinfo=UTC)
@@ -204,7 +204,7 @@ def test_the_api_key_is_read_from_its_secret_and_sent_as_a_header(
     )
     # When the connector is checked and then pages through a window
     connector.check()
-    records = list(connector.records(WINDOW))
+    records = list(landed(connector.records(WINDOW)))
     # Then every page carried the key, read from Secrets Manager once
     assert [record["id"] for record in records] == ["1", "2"]
     assert [headers for headers, _ in session.sent] == [{"X-Partner-Key": API_KEY}] * 2
@@ -293,7 +293,7 @@ def test_a_repeated_page_token_stops_the_run_at_once(access: SourceAccess) -> No
     with pytest.raises(PermanentError, match="page 2 sent the same next_page_token as page 1") as (
         caught
     ):
-        records.extend(connector.records(WINDOW))
+        records.extend(landed(connector.records(WINDOW)))
     assert caught.value.error_name == "PageTokenRepeated"
     assert [record["id"] for record in records] == ["0", "1"]
     assert len(session.sent) == 2
@@ -360,7 +360,7 @@ def test_records_that_are_not_objects_are_counted_and_the_rest_load(access: Sour
         [page({"id": "1"}, "2", [3], token=7), page(None, {"id": "4"})]  # a numeric token
     )
     connector = a_connector(access, session)
-    assert [record["id"] for record in connector.records(WINDOW)] == ["1", "4"]
+    assert [record["id"] for record in landed(connector.records(WINDOW))] == ["1", "4"]
     assert session.sent[1][1]["page_token"] == "7"
     assert connector.malformed.examples == [
         "page 1 record 2: is a JSON string, not an object",
@@ -454,7 +454,7 @@ def test_a_vendors_error_body_is_quoted_as_a_short_excerpt_without_the_key_or_li
 
 def positions(connector: HttpApiConnector, window: Window = WINDOW) -> list[tuple[str, Any]]:
     """Each record's id, and the position the connector gives right after it."""
-    return [(record["id"], connector.position) for record in connector.records(window)]
+    return [(record["id"], connector.position) for record in landed(connector.records(window))]
 
 
 def test_a_download_may_resume_only_after_a_pages_last_record(access: SourceAccess) -> None:
@@ -486,7 +486,7 @@ def test_a_resumed_read_asks_for_the_page_after_the_position_and_counts_on(
     # When the read resumes from it, Then it starts at that page, and its limits count on
     records: list[str] = []
     with pytest.raises(PermanentError) as caught:
-        records.extend(record["id"] for record in connector.records(WINDOW, resume))
+        records.extend(record["id"] for record in landed(connector.records(WINDOW, resume)))
     assert records == ["5"] and caught.value.error_name == "TooManyPages"
     assert session.sent[0][1]["page_token"] == "p3"
 
@@ -497,3 +497,10 @@ def test_a_read_resumed_after_the_last_page_reads_nothing(access: SourceAccess) 
     resume = {"page_token": None, "read": {"pages": 4, "records": 4, "bytes": 400}}
     assert list(connector.records(WINDOW, resume)) == []
     assert session.sent == []
+
+
+def test_an_empty_page_checks_in_with_the_next_pages_token(access: SourceAccess) -> None:
+    connector = a_connector(access, FakeSession([page(token="p2"), page({"id": "1"})]))
+    read = [(record, connector.position) for record in connector.records(WINDOW)]
+    assert [record for record, _ in read] == [None, {"id": "1"}]
+    assert read[0][1] is not None and read[0][1]["page_token"] == "p2"

@@ -8,6 +8,8 @@ import json
 import math
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +30,7 @@ from services.download.domain import (
     invocation_budget,
     window_from_plan,
 )
-from shared.connectors.base import MalformedRows
+from shared.connectors.base import MalformedRows, Position, Waiting, no_waiting
 from shared.errors import TaskOver
 from shared.rules.flows import Window, WindowField
 from shared.rules.versions import LandingCounts, VersionFilter, key_digest
@@ -255,6 +257,36 @@ def test_an_invocation_out_of_time_stops_at_its_next_resumable_place() -> None:
     parts = cut(connector, max_records=100, budget=budget)
     # Then the part ends at the end of the second page and the invocation stops there
     assert parts == [(["0", "1", "2", "3", "4", "5"], PartEnd({"served": 6}, False, True))]
+
+
+@dataclass
+class CheckingIn(FakeConnector):
+    """A source that reads a stretch it leaves out (a check-in, None) after each record."""
+
+    def records(
+        self, window: Window, resume: Position | None = None, *, waiting: Waiting = no_waiting
+    ) -> Iterator[dict[str, Any] | None]:
+        for served, item in enumerate(self.items, start=1):
+            yield dict(item)
+            self.position = {"served": served}
+            yield None
+            self.position = None
+
+
+def test_a_check_in_is_not_a_record_but_a_place_to_stop_at() -> None:
+    # Given a source that checks in after each record, and a budget spent after the first
+    connector = CheckingIn(records(3))
+    progress = StreamProgress(connector, quiet_heartbeat(), versions=None)
+    spent_after_one = iter([False, True])
+    budget = Budget(deadline=1.0, monotonic=lambda: float(next(spent_after_one, True)))
+    # When the stream is cut into parts
+    part = Part(progress.track(connector.records(WINDOW)), connector, 100, budget)
+    lines = list(part)
+    # Then the part holds the one record, the invocation stops at the check-in after it, and
+    # the check-in counted no record read
+    assert [json.loads(line)["id"] for line in lines] == ["0"]
+    assert part.end == PartEnd({"served": 1}, last=False, stop=True)
+    assert progress.read == 1
 
 
 def test_an_invocation_out_of_time_with_nothing_landed_stops_without_a_part() -> None:
