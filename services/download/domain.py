@@ -298,19 +298,20 @@ class Part:
         self.end: PartEnd | None = None
 
     def __iter__(self) -> Iterator[bytes]:
-        resumable = self._connector.resumable
+        # Every record passes here: locals, and the connector's position (which an s3_files
+        # connector builds when asked) only once the part is full or the budget spent.
+        connector, max_records = self._connector, self._max_records
+        spent, resumable = self._budget.spent, connector.resumable
         for line in self._stream:
             if line is not None:
                 self.records += 1
                 yield line
-            full = self.records >= self._max_records
+            full = self.records >= max_records
             if not resumable:
                 if full:
                     self.end = PartEnd(None, last=False, stop=False)
                     return
-                continue
-            spent = self._budget.spent()
-            if (full or spent) and (position := self._connector.position) is not None:
-                self.end = PartEnd(position, last=False, stop=spent)
+            elif (full or spent()) and (position := connector.position) is not None:
+                self.end = PartEnd(position, last=False, stop=spent())
                 return
         self.end = PartEnd(None, last=True, stop=False)
