@@ -3,9 +3,12 @@
 1. Download throughput: 100k and 1M vendor records through the download service's code path
    into the raw bucket, against the raw transfer of the same bytes (plain HTTP client, gzip, to
    disk) and the vendor's own serving rate; peak memory at both sizes.
-2. Orchestration overhead: a run with nothing new through the whole state machine, against the
-   three services' logic called directly in one process.
-3. Scale: 50, 100, 200 sources due at once, fired by one schedule tick.
+2. Orchestration overhead: a run with nothing new through the whole state machine (asked for
+   by a Run Requested event, through the scheduler's admission), against the three services'
+   logic called directly in one process, the two alternating; the median of the paired
+   differences.
+3. Scale: 200, 500, 1,000 sources due at once, fired by one schedule tick, admitted as many at
+   once as the stack has download workers.
 4. Overlap: a Normal run with nothing new that re-reads the lateness allowance before its
    cursor (0, 1,000, 10,000 records there), with the default allowance, with none, and with no
    overlap at all.
@@ -195,8 +198,9 @@ def print_report(report: dict[str, Any]) -> None:
         o = report["orchestration"]
         print(
             f"orchestration: median {o['median_state_machine_s']:.3f}s per run through the "
-            f"state machine vs {o['median_direct_s']:.3f}s direct -> overhead "
-            f"{o['median_overhead_s']:.3f}s"
+            f"state machine vs {o['median_direct_s']:.3f}s direct -> overhead (median of "
+            f"paired differences) {o['median_overhead_s']:.3f}s; request to start through "
+            f"the scheduler's admission {o['median_admission_s']:.3f}s"
         )
         for step, seconds in o["median_step_s"].items():
             print(f"  {step}: {seconds:.3f}s")
@@ -205,7 +209,10 @@ def print_report(report: dict[str, Any]) -> None:
             print(
                 f"scale {size}: {figures['wall_s']:.1f}s, {figures['runs_per_min']:.0f} runs/min,"
                 f" max {figures['db_connections']} DB connections, all correct: "
-                f"{figures['all_correct']}"
+                f"{figures['all_correct']} ({figures['ended']}); at most "
+                f"{figures['most_under_way']} under way (capacity "
+                f"{figures['admission_capacity']}); load average "
+                f"{figures['load_average_1m']['mean']:.1f}"
             )
     for size, figures in report.get("overlap", {}).items():
         if size.isdigit():

@@ -37,6 +37,10 @@ SQS_REQUESTS_PER_STEP = 3
 # What continuing a download in a new task adds (README, "Downloads longer than one
 # invocation"): the ContinueDownload, Download and MoreToDownload states.
 TRANSITIONS_PER_CONTINUATION = 3
+# The run's end event also reaches the scheduler (admission): EventBridge's send to its queue, a
+# receive and a delete, and an invocation — at most one per run, as the scheduler takes batches
+# of ten. Its pass (a few queries, milliseconds) is left out of the GB-seconds.
+ADMISSION_SQS_REQUESTS, ADMISSION_LAMBDA_REQUESTS = 3, 1
 
 
 def run_cost(
@@ -46,9 +50,14 @@ def run_cost(
     Download task of its own, and a part cut short where the invocation stopped)."""
     gb_seconds = sum(MEMORY_GB[step] * seconds for step, seconds in step_seconds.items())
     heartbeats = 1 + math.floor(step_seconds.get("Download", 0.0) / HEARTBEAT_INTERVAL_S)
-    invocations = len(step_seconds) + continuations
+    invocations = len(step_seconds) + continuations + ADMISSION_LAMBDA_REQUESTS
     downloads = 1 + continuations if "Download" in step_seconds else 0
-    sqs = SQS_REQUESTS_PER_STEP * invocations + heartbeats + downloads
+    sqs = (
+        SQS_REQUESTS_PER_STEP * (len(step_seconds) + continuations)
+        + heartbeats
+        + downloads
+        + ADMISSION_SQS_REQUESTS
+    )
     transitions += TRANSITIONS_PER_CONTINUATION * continuations
     puts = parts + continuations + 1  # the parts, those cut short, and the manifest
     lines = {
@@ -65,6 +74,7 @@ def run_cost(
         "counted": {
             "state_transitions": transitions,
             "lambda_gb_seconds": round(gb_seconds, 3),
+            "lambda_requests": invocations,
             "sqs_requests": sqs,
             "s3_puts": puts,
         },

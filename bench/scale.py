@@ -1,7 +1,16 @@
-"""Many sources due at once: one schedule tick, every run to its end, everything correct."""
+"""Many sources due at once: one schedule tick, every run to its end, everything correct.
+
+The scheduler admits as many runs at once as the stack has download workers
+(shared/rules/admission.py); the rest wait in its line and start as runs end. Per size: the
+wall time, runs per minute, how the runs ended, the most runs under way at once as admission
+counts them (sampled), how long runs waited for admission, the peak database connections, and
+the machine's load while it ran.
+"""
 
 from __future__ import annotations
 
+import os
+import statistics
 import threading
 import time
 from datetime import timedelta
@@ -11,10 +20,11 @@ from bench.common import bench_source, utc_now
 from infra.resources import Names
 from local.stack import LocalStack, aws_client
 from local.ticker import fire_all
+from shared.store.admission import runs_under_way
 from shared.store.db import Database
 
-SIZES = (50, 100, 200)
-TIMEOUT_S = 900
+SIZES = (200, 500, 1000)
+TIMEOUT_S = 1800
 
 
 def measure_scale(stack: LocalStack, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
@@ -41,16 +51,18 @@ def _one_size(stack: LocalStack, size: int) -> dict[str, Any]:
         )
         for _ in range(size)
     ]
-    connections = _ConnectionSampler(env["DATABASE_URL"])
-    connections.start()
+    bound = timedelta(seconds=stack.options.timeouts.validate_seconds)
+    sampler = _Sampler(env["DATABASE_URL"], bound)
+    sampler.start()
     started = time.monotonic()
     fire_all(
         aws_client(env, "events"), aws_client(env, "sqs"), Names(env["SOURCEFLOW_STAGE"]).prefix
     )
     finished = _wait_until_all_ended(db, sources)
     wall = time.monotonic() - started
-    connections.stop()
+    sampler.stop()
     correct = _all_correct(db, sources)
+    outcomes = _outcomes(db, sources)
     with db.transaction() as cur:  # out of later ticks' way
         cur.execute(
             "UPDATE public.source SET is_active = false WHERE source_id = ANY(%s)", (sources,)
@@ -61,8 +73,15 @@ def _one_size(stack: LocalStack, size: int) -> dict[str, Any]:
         "completed": finished,
         "wall_s": wall,
         "runs_per_min": finished / wall * 60,
-        "db_connections": connections.peak,
+        "db_connections": sampler.peak_connections,
         "all_correct": correct and finished == size,
+        "admission_capacity": stack.options.workers_per_service,
+        "most_under_way": sampler.most_under_way,
+        **outcomes,
+        "load_average_1m": {
+            "mean": statistics.mean(sampler.loads or [0.0]),
+            "max": max(sampler.loads or [0.0]),
+        },
     }
 
 
@@ -106,25 +125,57 @@ def _all_correct(db: Database, sources: list[str]) -> bool:
     )
 
 
-class _ConnectionSampler(threading.Thread):
-    """The most PostgreSQL connections the services held at once (sampled every 100 ms)."""
+def _outcomes(db: Database, sources: list[str]) -> dict[str, Any]:
+    """How the runs ended (status, error and step: how many), and how long they waited for
+    admission (median, longest)."""
+    with db.transaction() as cur:
+        cur.execute(
+            "SELECT concat_ws(' ', status, error, failed_step) AS ended, count(*) AS runs"
+            " FROM public.source_run WHERE source_id = ANY(%s) GROUP BY 1",
+            (sources,),
+        )
+        ended = {row["ended"]: int(row["runs"]) for row in cur.fetchall()}
+        cur.execute(
+            """
+            SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY waited) AS median,
+                   max(waited) AS longest
+              FROM (SELECT extract(epoch FROM admitted_at - queued_at)::float8 AS waited
+                      FROM public.run_admission
+                     WHERE source_id = ANY(%s) AND admitted_at IS NOT NULL) AS admitted
+            """,
+            (sources,),
+        )
+        waited = cur.fetchone()
+    return {
+        "ended": ended,
+        "admission_wait_s": {"median": waited["median"], "max": waited["longest"]},
+    }
 
-    def __init__(self, dsn: str) -> None:
+
+class _Sampler(threading.Thread):
+    """Sampled every 100 ms: the most PostgreSQL connections the services held at once, and the
+    most runs under way as admission counts them; every 5 s, the one-minute load average."""
+
+    def __init__(self, dsn: str, validation_bound: timedelta) -> None:
         super().__init__(daemon=True)
-        self._dsn, self._stopping, self.peak = dsn, threading.Event(), 0
+        self._db = Database(dsn, application_name="sourceflow-bench-sampler")
+        self._bound, self._stopping = validation_bound, threading.Event()
+        self.peak_connections, self.most_under_way, self.loads = 0, 0, list[float]()
 
     def run(self) -> None:
-        from psycopg2 import connect
-
-        conn = connect(self._dsn)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            while not self._stopping.wait(0.1):
+        samples = 0
+        while not self._stopping.wait(0.1):
+            with self._db.transaction() as cur:
                 cur.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 'sourceflow\\_%'"
+                    "SELECT count(*) AS n FROM pg_stat_activity WHERE usename LIKE 'sourceflow\\_%'"
                 )
-                self.peak = max(self.peak, int(cur.fetchone()[0]))
-        conn.close()
+                self.peak_connections = max(self.peak_connections, int(cur.fetchone()["n"]))
+                under_way = runs_under_way(cur, validation_bound=self._bound)
+            self.most_under_way = max(self.most_under_way, under_way)
+            samples += 1
+            if samples % 50 == 0:
+                self.loads.append(os.getloadavg()[0])
+        self._db.close()
 
     def stop(self) -> None:
         self._stopping.set()

@@ -19,7 +19,7 @@ from psycopg2 import sql
 
 from infra.resources import SERVICES
 from shared.store.privileges import (
-    DECISION_FUNCTIONS,
+    FUNCTIONS,
     OPERATORS_ROLE,
     RESPECS_ROLE,
     WRITES,
@@ -71,12 +71,13 @@ def apply_grants(cur: Any, respecs_tables: frozenset[str]) -> None:
             sql.Identifier(RESPECS_ROLE), sql.Identifier(service_role("unlocking"))
         )
     )
-    for function in DECISION_FUNCTIONS:
-        cur.execute(
-            sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
-                sql.SQL(function), sql.Identifier(OPERATORS_ROLE)
+    for role, functions in FUNCTIONS.items():
+        for function in functions:
+            cur.execute(
+                sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
+                    sql.SQL(function), sql.Identifier(role)
+                )
             )
-        )
 
 
 def add_person(cur: Any, name: str, *, password: str | None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.runtime.catalogue import DetailType, Timeouts
+from shared.runtime.catalogue import RUNS_MAY_START_AFTER, DetailType, Timeouts
 
 SERVICES = ("validation", "download", "unlocking", "scheduler")
 # Events people and downstream systems watch (an SNS topic in the cloud, a queue locally).
@@ -15,8 +15,8 @@ NOTIFICATION_DETAIL_TYPES = (
     DetailType.APPROVAL_REQUESTED,
     DetailType.FLOW_RESET_APPLIED,
 )
-# Events the scheduler consumes from the bus.
-SCHEDULER_COMMAND_DETAIL_TYPES = (DetailType.RUN_REQUESTED, DetailType.FLOW_RESET_REQUESTED)
+# Events the scheduler consumes from the bus: run requests and run ends (admission), resets.
+SCHEDULER_COMMAND_DETAIL_TYPES = (*RUNS_MAY_START_AFTER, DetailType.FLOW_RESET_REQUESTED)
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,13 @@ class Names:
 
     def dlq(self, service: str) -> str:
         return f"{self.prefix}-{service}-dlq"
+
+    def function(self, service: str) -> str:
+        return f"{self.prefix}-{service}"
+
+    def log_group(self, service: str) -> str:
+        """The service function's CloudWatch Logs group (service.yaml's FunctionLogGroup)."""
+        return f"/aws/lambda/{self.function(service)}"
 
     @property
     def state_machine(self) -> str:

@@ -8,7 +8,9 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -32,7 +34,8 @@ from ops.cli import operator_config, stack_dir_option, state_dir_option
     help="Demo vendor dataset to serve (repeatable).",
 )
 def up(state_dir: Path, workers: int, datasets: tuple[str, ...]) -> None:
-    """Start the embedded stack and keep it running until Ctrl-C."""
+    """Start the embedded stack and keep it running until Ctrl-C (SIGINT) or SIGTERM; a worker
+    that dies is started again."""
     from local.stack import DEFAULT_DATASETS, LocalStack, StackOptions
 
     options = StackOptions(
@@ -41,19 +44,44 @@ def up(state_dir: Path, workers: int, datasets: tuple[str, ...]) -> None:
         workers_per_service=workers,
         datasets=datasets or DEFAULT_DATASETS,
     )
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    with LocalStack(options) as stack:
+    _stop_on_signals()
+    with contextlib.suppress(_StopRequested), LocalStack(options) as stack:
         click.echo(f"sourceflow stack ready; settings in {stack.env_file}")
         for key, value in stack.env.items():
             click.echo(f"  {key}={value}")
         click.echo("people (each acts with SOURCEFLOW_CREDENTIALS=<their file> sourceflow …):")
         for person, credentials in stack.people.items():
             click.echo(f"  {person}: {credentials}")
-        click.echo("Ctrl-C stops everything.", err=False)
-        with contextlib.suppress(KeyboardInterrupt):
-            stopping.wait()
+        click.echo("Ctrl-C stops everything.")
+        while True:
+            time.sleep(SUPERVISE_SECONDS)
+            for line in stack.supervise():
+                click.echo(line)
     click.echo("stopped")
+
+
+# How often `up` looks for dead workers.
+SUPERVISE_SECONDS = 0.5
+
+
+class _StopRequested(BaseException):
+    """SIGINT or SIGTERM arrived: `up` stops the stack, wherever it was (starting included)."""
+
+
+def _stop_on_signals() -> None:
+    """Stop on the first SIGINT or SIGTERM, and ignore the ones that come while stopping.
+
+    SIGINT is handled even when `up` was started in the background, where the shell ignores it
+    (SIG_IGN) and Python would then never raise KeyboardInterrupt."""
+    asked = threading.Event()
+
+    def request_stop(signum: int, _: FrameType | None) -> None:
+        if not asked.is_set():
+            asked.set()
+            raise _StopRequested(signal.Signals(signum).name)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
 
 
 @click.command()

@@ -160,7 +160,14 @@ class DropsData:
         return self.partner.drops_connection(f"{self.prefix}/", "csv")
 
     def reset(self) -> None:
-        # The emulator's buckets are empty at every start: there are no old drops to remove.
+        # The drops bucket keeps its objects across restarts (local/restart.py): an earlier
+        # demo's drops go first.
+        bucket = self.partner.drops_bucket
+        for page in self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=f"{self.prefix}/"
+        ):
+            for listed in page.get("Contents", []):
+                self.s3.delete_object(Bucket=bucket, Key=listed["Key"])
         self.dropped, self.drops = [], 0
         self._drop(self.records.initial())
 

@@ -1,10 +1,10 @@
 """The partner side of the embedded stack: what `postgres` and `s3_files` sources read.
 
-A second database, `partner`, on the same PostgreSQL, with a read-only role (its password new
-at every start), and an S3 bucket of file drops. The demo and the tests create their own tables
-and objects there, with the helpers below. A postgres source reads the reader's password from a
-secret of its own, `<connection secrets prefix><source_id>/partner-db`, which
-`bind_reader_password` creates: a source may only use the secrets under its own name
+A second database, `partner`, on the same PostgreSQL, with a read-only role (its password made
+once and kept in the state directory), and an S3 bucket of file drops. The demo and the tests
+create their own tables and objects there, with the helpers below. A postgres source reads the
+reader's password from a secret of its own, `<connection secrets prefix><source_id>/partner-db`,
+which `bind_reader_password` creates: a source may only use the secrets under its own name
 (shared.runtime.secrets.SecretBinding), so no secret is shared between sources.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import secrets
 from collections.abc import Iterable, Mapping
 from contextlib import closing
 from dataclasses import dataclass
@@ -106,16 +105,18 @@ def put_source_secret(secretsmanager: Any, name: str, value: str) -> str:
     return name
 
 
-def create_partner_sources(admin_url: str, clients: Any, names: Names) -> PartnerSources:
-    """Create (or reuse) the partner database and its reader, and the drops bucket."""
+def create_partner_sources(
+    admin_url: str, clients: Any, names: Names, reader_password: str
+) -> PartnerSources:
+    """Create (or reuse) the partner database and its reader, with this password (kept across
+    restarts, as the postgres sources' secrets hold it), and the drops bucket."""
     owner_url = make_dsn(admin_url, dbname=PARTNER_DATABASE)
-    password = secrets.token_urlsafe(24)
     with closing(psycopg2.connect(admin_url)) as conn, conn.cursor() as cur:
         conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PARTNER_DATABASE,))
         if cur.fetchone() is None:
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PARTNER_DATABASE)))
-        upsert_login_role(cur, PARTNER_READER, password)
+        upsert_login_role(cur, PARTNER_READER, reader_password)
     with transaction(owner_url) as cur:
         # Every table the demo or a test creates later is readable by the reader, and only that.
         for grant in (
@@ -131,7 +132,7 @@ def create_partner_sources(admin_url: str, clients: Any, names: Names) -> Partne
     location = {key: admin[key] for key in ("host", "port") if key in admin}
     reader_dsn = make_dsn(**location, dbname=PARTNER_DATABASE, user=PARTNER_READER)
     binding = SecretBinding(connection_secrets_prefix(names.stage))
-    return PartnerSources(owner_url, reader_dsn, password, drops_bucket, binding)
+    return PartnerSources(owner_url, reader_dsn, reader_password, drops_bucket, binding)
 
 
 def create_listings_table(owner_url: str, table: str) -> None:

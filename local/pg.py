@@ -12,6 +12,7 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn
+from psycopg2.extras import RealDictCursor
 
 # Every connection, on the socket and on TCP, proves its password with SCRAM: pgserver's
 # initdb trusts everyone, which would let any local process be any role (a person included).
@@ -65,9 +66,11 @@ def create_warehouse_tables(url: str) -> None:
 
 
 @contextmanager
-def transaction(url: str) -> Iterator[Any]:
-    """One committed transaction on a connection of its own."""
-    with closing(psycopg2.connect(url)) as conn, conn, conn.cursor() as cur:
+def transaction(url: str, *, rows_as_dicts: bool = False) -> Iterator[Any]:
+    """One committed transaction on a connection of its own; its rows are tuples, or dicts as
+    the store's functions (shared.store) expect them."""
+    factory = RealDictCursor if rows_as_dicts else None
+    with closing(psycopg2.connect(url)) as conn, conn, conn.cursor(cursor_factory=factory) as cur:
         yield cur
 
 

@@ -16,10 +16,10 @@ from infra.resources import (
     Names,
     state_machine_substitutions,
 )
-from shared.runtime.catalogue import EVENT_SOURCE, Timeouts
+from shared.runtime.catalogue import DOWNLOAD_BATCH_SIZE, EVENT_SOURCE, Timeouts
 
 _LOCAL_ROLE_ARN = "arn:aws:iam::123456789012:role/sourceflow-local-state-machine"
-BATCH_SIZE = {"validation": 10, "download": 1, "unlocking": 10, "scheduler": 10}
+BATCH_SIZE = {"validation": 10, "download": DOWNLOAD_BATCH_SIZE, "unlocking": 10, "scheduler": 10}
 # The services whose workers cut an invocation off at its function timeout, as Lambda does
 # (local/worker.py). Download plans its invocations by the time its context says is left, so it
 # must meet the same end as in the cloud; validation's and unlocking's local function timeouts

@@ -19,6 +19,7 @@ from psycopg2.extensions import make_dsn
 from infra.grants import add_person, apply_grants
 from infra.resources import SERVICES
 from local.pg import transaction, upsert_login_role
+from ops.config import write_env_file
 from shared.store.privileges import service_role
 
 # Two, so that the demo's Re-specs run can be asked for by one and approved by the other.
@@ -47,10 +48,8 @@ def create_people(admin_url: str, people: tuple[str, ...], directory: Path) -> d
             password = secrets.token_urlsafe(18)
             add_person(cur, person, password=password)
             path = directory / f"{person}.env"
-            path.unlink(missing_ok=True)
-            path.touch(mode=0o600)
-            dsn = make_dsn(admin_url, user=person, password=password)
-            path.write_text(f"DATABASE_URL={dsn}\n")
+            login = make_dsn(admin_url, user=person, password=password)
+            write_env_file(path, {"DATABASE_URL": login})
             files[person] = path
     return files
 

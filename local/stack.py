@@ -1,17 +1,19 @@
 """The embedded stack: PostgreSQL, the moto server with execution on, every queue, the bus and
 the state machine from the cloud's definitions, one worker per service, and the demo vendor.
 
-Everything runs under one supervisor process; `LocalStack` starts it all and stops it all.
-It writes `<state dir>/local.env` (KEY=value lines) so that other tools and tests can reach it.
+Everything runs under one supervisor process; `LocalStack` starts it all and stops it all, and
+`supervise` starts a dead worker again (local/supervisor.py). It writes `<state dir>/local.env`
+(shell assignments: `set -a; . local.env`) so that other tools and tests can reach it. What a
+restart on the same state directory keeps (addresses, drops, secrets) is local/restart.py's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,12 +30,24 @@ from infra.resources import SERVICES, Names
 from local.partner import PartnerSources, create_partner_sources
 from local.pg import create_warehouse_tables, require_passwords
 from local.provision import BATCH_SIZE, Provisioned, function_timeouts, provision
+from local.restart import (
+    PARTNER_PASSWORD_FILE,
+    EmulatorState,
+    end_runs_lost_with_emulator,
+    kept_password,
+    kept_port,
+)
 from local.roles import DEMO_PEOPLE, create_people, create_roles
+from local.supervisor import Restarts
 from local.ticker import Ticker
 from local.vendor.records import DEFAULT_DATASET_SPECS
+from ops.config import LOGS_DIR_VARIABLE, write_env_file
+from ops.logs import service_of_worker
+from shared.errors import SourceflowError
 from shared.runtime.catalogue import Timeouts
 from shared.runtime.secrets import connection_secrets_prefix
 
+log = logging.getLogger("sourceflow.stack")
 REGION = "us-east-1"
 # The emulator accepts any credentials; these keep boto3 from looking for real ones.
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
@@ -41,8 +55,9 @@ LOCAL_TIMEOUTS = Timeouts(
     validate_seconds=120,
     download_seconds=600,
     # Counted from when the Download task sends its message, so it includes the wait in the
-    # queue before a worker picks it up and heartbeats: with many sources due at once and two
-    # workers, that wait passed 30 s (make bench, 200 sources). As in the cloud, then.
+    # queue before a worker picks it up and heartbeats. The scheduler admits no more runs at once
+    # than there are download workers (shared/rules/admission.py), so that wait is a poll's;
+    # runs started around the scheduler (the demo, tests) may still queue. As in the cloud.
     download_heartbeat_seconds=120,
     unlock_seconds=120,
     max_receive_count=4,
@@ -67,8 +82,8 @@ DEFAULT_DATASETS = DEFAULT_DATASET_SPECS
 LOCAL_RESPECS_TABLES = frozenset({"public.listing_attributes"})
 
 
-class StackError(RuntimeError):
-    pass
+class StackError(SourceflowError):
+    """A part of the stack did not start, or stopped; the message names it and its log."""
 
 
 @dataclass
@@ -92,7 +107,14 @@ class LocalStack:
     provisioned: Provisioned | None = None
     partner: PartnerSources | None = None
     _named: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    _logs: list[IO[bytes]] = field(default_factory=list)
+    # Each process's log, its command and environment (to start a dead worker again), and when
+    # it started (time.monotonic).
+    _logs: dict[str, IO[bytes]] = field(default_factory=dict)
+    _commands: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
+    _started_at: dict[str, float] = field(default_factory=dict)
+    restarts: Restarts = field(default_factory=Restarts)
+    # Set once the emulator holds what the last stop saved: only then may stopping save it again.
+    _emulator_restored: bool = False
     _pg: Any = None
     _ticker: Ticker | None = None
     _service_urls: dict[str, str] = field(default_factory=dict)
@@ -108,26 +130,47 @@ class LocalStack:
         """Each person's credentials file, `<name>.env`: SOURCEFLOW_CREDENTIALS names one."""
         return self.options.state_dir / "people"
 
+    @property
+    def logs_dir(self) -> Path:
+        return self.options.state_dir / "logs"
+
     def start(self) -> dict[str, str]:
         state_dir = self.options.state_dir
-        (state_dir / "logs").mkdir(parents=True, exist_ok=True)
-        self.env_file.unlink(missing_ok=True)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
         try:
+            # First: a kept port in use most likely means another `up` on this state directory,
+            # whose database, runs and local.env must not be touched.
+            ports = {part: kept_port(state_dir, part) for part in ("moto", "vendor")}
+            self.env_file.unlink(missing_ok=True)  # a stack killed before it could remove it
             database_url = self._start_database()
             apply_migrations(database_url)
+            if self._pg is not None:  # its own database: every open run's execution is gone
+                end_runs_lost_with_emulator(database_url)
             create_warehouse_tables(database_url)
             self._service_urls = create_roles(database_url, LOCAL_RESPECS_TABLES)
             self.people = create_people(database_url, DEMO_PEOPLE, self.people_dir)
-            endpoint = self._start_moto()
-            vendor_url = self._start_vendor()
+            endpoint = self._start_moto(ports["moto"])
+            vendor_url = self._start_vendor(ports["vendor"])
             aws_env = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": REGION}
             clients = _clients({**aws_env, **LOCAL_CREDENTIALS})
             names = Names(self.options.stage)
             self.provisioned = provision(clients, names, self.options.timeouts)
-            self.partner = create_partner_sources(database_url, clients, names)
+            self.partner = create_partner_sources(
+                database_url,
+                clients,
+                names,
+                kept_password(state_dir / PARTNER_PASSWORD_FILE),
+            )
+            EmulatorState.of(state_dir).restore(clients.s3, clients.secretsmanager)
+            self._emulator_restored = True
             self.env = {
                 "SOURCEFLOW_STAGE": self.options.stage,
                 "CONNECTION_SECRETS_PREFIX": connection_secrets_prefix(self.options.stage),
+                # The vendor and the partner database are on this machine: only here may
+                # sources reach loopback (shared.connectors.endpoints; the cloud's functions
+                # never have it). The workers read it, and the operator's command checks new
+                # connections by the same rule.
+                "ALLOW_LOOPBACK_SOURCES": "true",
                 "DATABASE_URL": database_url,
                 **aws_env,
                 **LOCAL_CREDENTIALS,
@@ -141,6 +184,7 @@ class LocalStack:
                 **{f"{s.upper()}_QUEUE_URL": url for s, url in self.provisioned.queue_urls.items()},
                 **{f"{s.upper()}_DLQ_URL": url for s, url in self.provisioned.dlq_urls.items()},
                 **self.partner.env(),
+                LOGS_DIR_VARIABLE: str(self.logs_dir.resolve()),
             }
             self._start_workers()
             if self.options.ticker:
@@ -149,13 +193,14 @@ class LocalStack:
         except BaseException:
             self.stop()
             raise
-        self.env_file.write_text("".join(f"{key}={value}\n" for key, value in self.env.items()))
+        write_env_file(self.env_file, self.env)
         return self.env
 
     def stop(self) -> None:
         if self._ticker is not None:
             self._ticker.stop()
             self._ticker = None
+        self._save_emulator_state()
         # Workers first, the vendor and moto last. A worker replaced (redeploy, kill_workers)
         # was waited for when it stopped; only the process that took its name is left here.
         children = list(reversed(self._named.values()))
@@ -168,13 +213,14 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 child.kill()
         self._named.clear()
-        for log in self._logs:
-            log.close()
+        for log_file in self._logs.values():
+            log_file.close()
         self._logs.clear()
         if self._pg is not None:
             self._pg.cleanup()
             self._pg = None
-        self.env_file.unlink(missing_ok=True)
+        if self.env:  # this stack's settings, not those of another on the same state directory
+            self.env_file.unlink(missing_ok=True)
 
     def __enter__(self) -> LocalStack:
         self.start()
@@ -196,8 +242,20 @@ class LocalStack:
             self._pg = pgserver.get_server(self.options.state_dir / "pgdata", cleanup_mode="stop")
         return require_passwords(self._pg, self.options.state_dir)
 
-    def _start_moto(self) -> str:
-        port = _free_port()
+    def _save_emulator_state(self) -> None:
+        """What people put into the emulator, for the next start (local/restart.py)."""
+        if not self._emulator_restored or self.provisioned is None:
+            return  # the emulator never held all of it: the last save stays
+        self._emulator_restored = False
+        clients = _clients({**self.env, **LOCAL_CREDENTIALS})
+        try:
+            EmulatorState.of(self.options.state_dir).save(
+                clients.s3, clients.secretsmanager, raw_bucket=self.provisioned.raw_bucket
+            )
+        except Exception as exc:  # the stack still stops; the last save stays
+            log.warning("could not save the emulator's buckets and secrets: %s", exc)
+
+    def _start_moto(self, port: int) -> str:
         endpoint = f"http://127.0.0.1:{port}"
         # MOTO_PORT tells moto's state-machine interpreter where to call SQS and EventBridge.
         self._spawn(
@@ -213,8 +271,7 @@ class LocalStack:
         ).raise_for_status()
         return endpoint
 
-    def _start_vendor(self) -> str:
-        port = _free_port()
+    def _start_vendor(self, port: int) -> str:
         url = f"http://127.0.0.1:{port}"
         datasets = [arg for spec in self.options.datasets for arg in ("--dataset", spec)]
         self._spawn(
@@ -240,10 +297,8 @@ class LocalStack:
             "SOURCEFLOW_BATCH_SIZE": str(BATCH_SIZE[service]),
             "SOURCEFLOW_FUNCTION_TIMEOUT": str(function_timeouts(timeouts)[service]),
             **timeouts_environment(timeouts),
+            **admission_environment(self.options.workers_per_service),
             "RESPECS_APPROVAL_REQUIRED": str(self.options.approval_gate).lower(),
-            # The vendor and the partner database are on this machine: only here may sources
-            # reach loopback (shared.connectors.endpoints). The cloud's functions never have it.
-            "ALLOW_LOOPBACK_SOURCES": "true",
             "POWERTOOLS_SERVICE_NAME": f"sourceflow-{service}",
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
@@ -260,30 +315,66 @@ class LocalStack:
         self.start_workers(service)
 
     def kill_workers(self, service: str) -> None:
-        """SIGKILL the service's workers mid-work, as a crashed container would die."""
+        """SIGKILL the service's workers mid-work, as a crashed container would die; nothing
+        starts them again until `start_workers` (a test decides when)."""
         self._stop_workers(service, kill=True)
 
     def _stop_workers(self, service: str, *, kill: bool) -> None:
-        for name, child in list(self._named.items()):
-            if name.startswith(f"{service}-") and child.poll() is None:
+        for name in [name for name in self._named if service_of_worker(name) == service]:
+            child = self._named.pop(name)
+            self.restarts.forget(name)
+            if child.poll() is None:
                 if kill:
                     child.kill()
                 else:
                     child.terminate()  # the worker finishes its batch, then exits
                 child.wait(timeout=30)
 
+    def supervise(self) -> list[str]:
+        """Start again each worker that died (not stopped on purpose) once its restart is due,
+        as Lambda replaces a dead container; returns what happened, one line each. A dead moto
+        server or vendor cannot be replaced (the emulator's state went with it): StackError."""
+        now = time.monotonic()
+        said = []
+        for name, child in self._named.items():
+            status = child.poll()
+            if status is None or self.restarts.waiting(name):
+                continue
+            service = service_of_worker(name)
+            if service is None:
+                raise StackError(
+                    f"the {name} exited with status {status}; see {self.logs_dir / name}.log. "
+                    "The stack stops: start it again with `sourceflow up`"
+                )
+            death = self.restarts.died(
+                name, status=status, lived_seconds=now - self._started_at[name], now=now
+            )
+            log_file = self._logs[name]
+            log_file.write(death.log_line(service).encode() + b"\n")
+            log_file.flush()
+            said.append(death.text())
+        for name in self.restarts.due(now):
+            argv, extra_env = self._commands[name]
+            self._spawn(name, argv, extra_env)
+            said.append(f"worker {name} started again (pid {self._named[name].pid})")
+        return said
+
     def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str]) -> None:
-        log = (self.options.state_dir / "logs" / f"{name}.log").open("ab")
-        self._logs.append(log)
+        if name in self._logs:
+            self._logs.pop(name).close()
+        log_file = (self.logs_dir / f"{name}.log").open("ab")
+        self._logs[name] = log_file
         child = subprocess.Popen(
             argv,
             env={**os.environ, **extra_env},
-            stdout=log,
+            stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
         )
         self._named[name] = child
+        self._commands[name] = (argv, extra_env)
+        self._started_at[name] = time.monotonic()
 
 
 def timeouts_environment(timeouts: Timeouts) -> dict[str, str]:
@@ -297,6 +388,16 @@ def timeouts_environment(timeouts: Timeouts) -> dict[str, str]:
         "DOWNLOAD_CLAIM_SECONDS": str(timeouts.download_claim_seconds),
         "DOWNLOAD_STOP_MARGIN_SECONDS": str(timeouts.download_stop_margin_seconds),
         "APPROVAL_TIMEOUT_SECONDS": str(timeouts.approval_seconds),
+        "VALIDATE_TIMEOUT_SECONDS": str(timeouts.validate_seconds),
+    }
+
+
+def admission_environment(download_workers: int) -> dict[str, str]:
+    """What the scheduler admits runs by (shared/rules/admission.py): the downloads that can run
+    at once on the embedded stack are its download workers, each taking a batch of one."""
+    return {
+        "DOWNLOAD_CONCURRENCY": str(download_workers),
+        "DOWNLOAD_BATCH_SIZE": str(BATCH_SIZE["download"]),
     }
 
 
@@ -314,13 +415,8 @@ def _clients(env: dict[str, str]) -> SimpleNamespace:
         events=aws_client(env, "events"),
         sfn=aws_client(env, "stepfunctions"),
         sns=aws_client(env, "sns"),
+        secretsmanager=aws_client(env, "secretsmanager"),
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for(check: Any, what: str, timeout: float = 30.0) -> None:

@@ -80,14 +80,16 @@ def sources() -> None:
 
 
 @sources.command("list")
+@click.option("--deleted", is_flag=True, help="The deleted sources too.")
 @_json_option
 @state_dir_option
-def sources_list(as_json: bool, state_dir: Path) -> None:
-    """Every source: type, active, flow, LMD cursor, runtime count, lock, last run."""
+def sources_list(deleted: bool, as_json: bool, state_dir: Path) -> None:
+    """Every source: type, active (or why not), flow, LMD cursor, runtime count, lock, last
+    run."""
     from ops.sources import sources_list
 
     with _database(state_dir) as (_, db):
-        rows = sources_list(db)
+        rows = sources_list(db, deleted=deleted)
     _print_rows(
         rows,
         as_json,
@@ -96,6 +98,7 @@ def sources_list(as_json: bool, state_dir: Path) -> None:
             "source_id",
             "source_type",
             "is_active",
+            "disabled",
             "flow",
             "last_modified_date",
             "runtime_count",
@@ -134,6 +137,321 @@ def sources_show(source_id: str, as_json: bool, state_dir: Path) -> None:
         "flow history",
         ["change_id", "changed_at", "changed_by", "reason", "from_params", "to_params"],
     )
+    _print_rows(
+        shown["changes"],
+        False,
+        "settings history",
+        ["change_id", "changed_at", "changed_by", "action", "reason", "changes"],
+    )
+
+
+def _connection(value: str | None) -> dict[str, Any] | None:
+    """--connection: a JSON object, or @FILE holding one."""
+    if value is None:
+        return None
+    text, origin = value, "--connection"
+    if value.startswith("@"):
+        try:
+            text, origin = Path(value[1:]).read_text(), value[1:]
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {value[1:]}: {exc.strerror}") from None
+    try:
+        connection = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise click.BadParameter(f"{origin} is not JSON ({exc}); give an object") from None
+    if not isinstance(connection, dict):
+        raise click.BadParameter(f"{origin} is not a JSON object")
+    return connection
+
+
+def _source_settings_options(command: Any) -> Any:
+    """The settings `sources add` and `sources edit` take (edit: only those given change)."""
+    options = [
+        click.option("--type", "source_type", help="http_api, s3_files or postgres."),
+        click.option("--connection", help="Its connection: a JSON object, or @FILE."),
+        click.option("--name", help="What people call it (default: its id)."),
+        click.option("--backdate-days", type=int, help="Days its first run loads (default 30)."),
+        click.option("--schedule-cron", help="Runs on this five-field cron (UTC)."),
+        click.option("--schedule-interval", help="Runs every this long, e.g. 15m, 1h."),
+        click.option("--lateness-allowance", help="How late records may appear (default 10m)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _given_settings(**options: Any) -> dict[str, Any]:
+    """The options given, in sources-file terms (a schedule given replaces the other)."""
+    if options["schedule_cron"] is not None and options["schedule_interval"] is not None:
+        raise click.UsageError("give --schedule-cron or --schedule-interval, not both")
+    given = {
+        "type": options["source_type"],
+        "connection": _connection(options["connection"]),
+        "name": options["name"],
+        "backdate_days": options["backdate_days"],
+        "lateness_allowance": options["lateness_allowance"],
+    }
+    given = {key: value for key, value in given.items() if value is not None}
+    if options["schedule_cron"] is not None or options["schedule_interval"] is not None:
+        given.update(
+            schedule_cron=options["schedule_cron"], schedule_interval=options["schedule_interval"]
+        )
+    return given
+
+
+def _said(result: dict[str, Any], as_json: bool) -> None:
+    from ops.source_changes import said
+
+    click.echo(json.dumps(result, indent=2, default=str) if as_json else said(result))
+
+
+_reason_option = click.option("--reason", help="Why, for the source's history.")
+
+
+@sources.command("add")
+@click.argument("source_id")
+@_source_settings_options
+@_reason_option
+@_json_option
+@state_dir_option
+def sources_add(
+    source_id: str, reason: str | None, as_json: bool, state_dir: Path, **given: Any
+) -> None:
+    """Register SOURCE_ID (--type and --connection required), checked against its connection's
+    schema, its connector's checks, the schedule's syntax and the flow rules before anything is
+    stored. Recorded as your login, with --reason."""
+    from ops.source_changes import add_source, source_access
+
+    if given["source_type"] is None or given["connection"] is None:
+        raise click.UsageError("a new source needs --type and --connection")
+    given_settings = _given_settings(**given)
+    entry = {"id": source_id, **{k: v for k, v in given_settings.items() if v is not None}}
+    with _database(state_dir) as (config, db):
+        added = add_source(
+            db, entry, access=source_access(config), reason=reason or "sourceflow sources add"
+        )
+    _said(added, as_json)
+
+
+@sources.command("edit")
+@click.argument("source_id")
+@_source_settings_options
+@_reason_option
+@_json_option
+@state_dir_option
+def sources_edit(
+    source_id: str, reason: str | None, as_json: bool, state_dir: Path, **given: Any
+) -> None:
+    """Change the settings given of SOURCE_ID, keeping the others; checked whole, as `add`
+    checks. Its type or connection does not change while a run holds it."""
+    _edit(
+        source_id, _given_settings(**given), reason or "sourceflow sources edit", as_json, state_dir
+    )
+
+
+@sources.command("schedule")
+@click.argument("source_id")
+@click.option("--cron", help="A five-field cron, in UTC, e.g. '*/15 * * * *'.")
+@click.option("--interval", help="Every this long, e.g. 15m, 1h, 1d.")
+@click.option("--none", "no_schedule", is_flag=True, help="No schedule: runs only when asked.")
+@_reason_option
+@_json_option
+@state_dir_option
+def sources_schedule(
+    source_id: str,
+    cron: str | None,
+    interval: str | None,
+    no_schedule: bool,
+    reason: str | None,
+    as_json: bool,
+    state_dir: Path,
+) -> None:
+    """Set when the scheduler runs SOURCE_ID: --cron, --interval or --none."""
+    from ops.source_changes import schedule_entry
+
+    if [cron is not None, interval is not None, no_schedule].count(True) != 1:
+        raise click.UsageError("give one of --cron, --interval or --none")
+    schedule = schedule_entry(cron, interval)
+    _edit(source_id, schedule, reason or "sourceflow sources schedule", as_json, state_dir)
+
+
+def _edit(
+    source_id: str, given: dict[str, Any], reason: str, as_json: bool, state_dir: Path
+) -> None:
+    from ops.source_changes import edit_source, source_access
+
+    with _database(state_dir) as (config, db):
+        edited = edit_source(
+            db, source_id, given, access=source_access(config), reason=reason, now=datetime.now(UTC)
+        )
+    _said(edited, as_json)
+
+
+class _UntilTime(click.ParamType):
+    """A time (ISO-8601, UTC without a zone) or a duration from now (2h, 1d)."""
+
+    name = "TIME|DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from shared.rules.source_settings import parse_duration
+
+        try:
+            return datetime.now(UTC) + parse_duration(value)
+        except ValueError:
+            pass
+        try:
+            return _as_utc(datetime.fromisoformat(value))
+        except ValueError:
+            self.fail(f"{value!r} is neither a time (2026-11-01T06:00:00Z) nor a duration (2h)")
+
+
+@sources.command("disable")
+@click.argument("source_id")
+@click.option("--reason", required=True, help="Why (shown in `sources list`).")
+@click.option("--until", type=_UntilTime(), help="Enable it again then: a time, or a duration.")
+@_json_option
+@state_dir_option
+def sources_disable(
+    source_id: str, reason: str, until: datetime | None, as_json: bool, state_dir: Path
+) -> None:
+    """Pause SOURCE_ID (a vendor outage): no scheduled run, backfill slice or asked-for run
+    starts until `sources enable`, or --until (the scheduler's first tick after it). A run
+    under way goes on."""
+    from ops.source_changes import disable_source
+
+    with _database(state_dir) as (_, db):
+        disabled = disable_source(db, source_id, reason=reason, until=until, now=datetime.now(UTC))
+    _said(disabled, as_json)
+
+
+@sources.command("enable")
+@click.argument("source_id")
+@_reason_option
+@_json_option
+@state_dir_option
+def sources_enable(source_id: str, reason: str | None, as_json: bool, state_dir: Path) -> None:
+    """Resume SOURCE_ID: its schedule and backfills go on from its next slot."""
+    from ops.source_changes import enable_source
+
+    with _database(state_dir) as (_, db):
+        enabled = enable_source(db, source_id, reason=reason or "sourceflow sources enable")
+    _said(enabled, as_json)
+
+
+@sources.command("delete")
+@click.argument("source_id")
+@click.option("--reason", required=True, help="Why, for the source's history.")
+@_json_option
+@state_dir_option
+def sources_delete(source_id: str, reason: str, as_json: bool, state_dir: Path) -> None:
+    """Delete SOURCE_ID: it never runs again and leaves the lists; its runs and histories are
+    kept, and its id is not reused. Refused while a run holds it or a backfill of it is
+    unfinished."""
+    from ops.backfills import list_backfills
+    from ops.source_changes import delete_source
+
+    with _database(state_dir) as (_, db):
+        deleted = delete_source(
+            db,
+            source_id,
+            reason=reason,
+            now=datetime.now(UTC),
+            backfills=list_backfills(db, source_id=source_id, limit=1000),
+        )
+    _said(deleted, as_json)
+
+
+@sources.command("test")
+@click.argument("source_id")
+@_json_option
+@state_dir_option
+def sources_test(source_id: str, as_json: bool, state_dir: Path) -> None:
+    """Check SOURCE_ID's connection as validation does before a run (its settings, its secret,
+    what its connector can prove without reading records), with your AWS credentials. Nothing
+    is locked, counted or written. Exit 1 if it fails."""
+    from ops.source_changes import source_access, try_connection
+
+    with _database(state_dir) as (config, db):
+        tested = try_connection(db, source_id, access=source_access(config, reading=True))
+    if as_json:
+        click.echo(json.dumps(tested, indent=2))
+    elif tested["ok"]:
+        click.echo(f"{source_id}: ok: {tested['checked']}")
+    else:
+        click.echo(f"{source_id}: {tested['error']}: {tested['detail']}")
+    if not tested["ok"]:
+        sys.exit(1)
+
+
+@sources.command("export")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Write here.")
+@_json_option
+@state_dir_option
+def sources_export(output: Path | None, as_json: bool, state_dir: Path) -> None:
+    """Write the registered sources as a sources file (YAML; --json: the same as JSON) that
+    `sourceflow apply` reads back as no change."""
+    import yaml
+
+    from ops.sources_file import export_sources
+
+    with _database(state_dir) as (_, db):
+        document = export_sources(db)
+    if as_json:
+        document = json.dumps(yaml.safe_load(document), indent=2) + "\n"
+    if output is None:
+        click.echo(document, nl=False)
+    else:
+        output.write_text(document)
+        click.echo(f"wrote {output}", err=True)
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@_reason_option
+@_json_option
+@state_dir_option
+def apply(file: Path, dry_run: bool, reason: str | None, as_json: bool, state_dir: Path) -> None:
+    """Make the registered sources match FILE (a YAML `sources:` list, as `sources export`
+    writes): add, change, disable what it drops (never delete). Prints the plan; a file with
+    any problem is refused whole. Applying it again changes nothing."""
+    from ops.source_changes import source_access
+    from ops.sources_file import (
+        InvalidSourcesFile,
+        apply_file,
+        checked_entries,
+        plan_as_json,
+        plan_said,
+        read_entries,
+    )
+
+    origin = str(file)
+    with _database(state_dir) as (config, db):
+        try:
+            wanted = checked_entries(
+                read_entries(file.read_text(), origin), origin, source_access(config)
+            )
+            plan, who = apply_file(
+                db,
+                wanted,
+                origin=origin,
+                reason=reason or f"sourceflow apply {file.name}",
+                dry_run=dry_run,
+                now=datetime.now(UTC),
+            )
+        except InvalidSourcesFile as exc:
+            raise click.ClickException(
+                f"{origin}: nothing applied; {len(exc.problems)} problem(s):\n  "
+                + "\n  ".join(exc.problems)
+            ) from None
+    if as_json:
+        click.echo(
+            json.dumps(
+                plan_as_json(plan, origin=origin, dry_run=dry_run, who=who), indent=2, default=str
+            )
+        )
+    else:
+        click.echo(plan_said(plan, origin=origin, dry_run=dry_run, who=who))
 
 
 # -- flows ------------------------------------------------------------------------------------
@@ -255,11 +573,14 @@ def run(source_id: str, wait: bool, state_dir: Path) -> None:
         click.echo(f"run requested for {source_id} (event {event_id})")
         if not wait:
             return
-        sfn = config.client("stepfunctions")
         arn = find_requested_execution(
-            sfn, config.require("STATE_MACHINE_ARN"), source_id, event_id
+            db,
+            source_id,
+            event_id,
+            waiting=lambda before: click.echo(f"waiting for admission: {before} runs before it"),
         )
         click.echo(f"execution {arn.rsplit(':', 1)[1]}")
+        sfn = config.client("stepfunctions")
         outcome = None
         for progress in follow_execution(sfn, db, arn):
             click.echo(f"{progress.at:%H:%M:%S}  {progress.step:<20} {progress.detail}".rstrip())
@@ -663,27 +984,129 @@ def audit(source_id: str, since: datetime | None, as_json: bool, state_dir: Path
 @_json_option
 @state_dir_option
 def status(as_json: bool, state_dir: Path) -> None:
-    """Queue and DLQ depths per service, running executions, locks, the last scheduler tick."""
+    """Queue and DLQ depths per service, running executions, runs waiting for admission, locks,
+    the last scheduler tick, what waits for approval and the runs that failed in the last 24
+    hours. Each part is asked on its own: one that is down is named (exit 1) beside what the
+    others say."""
     from ops.status import status as status_report
 
-    with _database(state_dir) as (config, db):
-        report = status_report(config, db)
+    report = status_report(operator_config(state_dir))
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
-        return
-    _print_rows(
-        report["queues"], False, "queues", ["service", "queued", "in_flight", "dead_letters"]
+    else:
+        for title, key, columns in STATUS_SECTIONS:
+            if report[key] is not None:
+                _print_rows(report[key], False, title, columns)
+        admission = report["waiting_for_admission"]
+        if admission is not None:
+            oldest = _cell(admission["oldest_queued_at"])
+            since = f", the oldest since {oldest}" if admission["waiting"] else ""
+            click.echo(f"runs waiting for admission: {admission['waiting']}{since}")
+        for down in report["unreachable"]:
+            click.echo(f"cannot reach {down['part']}: {down['error']}", err=True)
+    if report["unreachable"]:
+        sys.exit(1)
+
+
+# What `status` prints, in order: each section's title, its key in the report, its columns.
+STATUS_SECTIONS = [
+    ("queues", "queues", ["service", "queued", "in_flight", "dead_letters"]),
+    ("running executions", "running", ["execution_name", "started"]),
+    ("locked sources", "locked", ["source_id", "locked_by", "lock_expires_at", "lease_expired"]),
+    ("scheduler ticks", "scheduler_ticks", ["rule", "last_tick_at", "handled_at"]),
+    (
+        "waiting for approval",
+        "pending_approvals",
+        ["what", "id", "source_id", "requested_by", "requested_at", "decide_with"],
+    ),
+    (
+        "failed in the last 24 hours",
+        "recent_failures",
+        ["execution_name", "source_id", "flow_type", "finished_at", "failed_step", "error"],
+    ),
+]
+
+
+# -- vendors ----------------------------------------------------------------------------------
+
+VENDOR_COLUMNS = [
+    "host",
+    "sources",
+    "max_concurrent",
+    "slots_in_use",
+    "held_by",
+    "set_by",
+    "set_at",
+]
+
+
+@main.group()
+def vendors() -> None:
+    """The vendors sources reach (hosts of http_api base_url) and how many downloads of each
+    may read at once, across all their sources and workers."""
+
+
+@vendors.command("list")
+@_json_option
+@state_dir_option
+def vendors_list(as_json: bool, state_dir: Path) -> None:
+    """Each vendor: its sources, its limit (empty: not limited), the slots held now and by
+    which sources, who set the limit."""
+    from ops.vendors import vendors_list as listed
+
+    with _database(state_dir) as (_, db):
+        rows = listed(db)
+    _print_rows(rows, as_json, "vendors", VENDOR_COLUMNS)
+
+
+@vendors.command("set")
+@click.argument("host")
+@click.option(
+    "--max-concurrent",
+    type=click.IntRange(1, 1000),
+    required=True,
+    help="At most this many downloads of the vendor read at once.",
+)
+@state_dir_option
+def vendors_set(host: str, max_concurrent: int, state_dir: Path) -> None:
+    """Limit HOST (host[:port] as `vendors list` shows it, or a base_url) to --max-concurrent
+    downloads at once; a download waits for a slot, heartbeating. Recorded as your login."""
+    from ops.vendors import set_limit
+
+    _check_vendor(host)
+    with _database(state_dir) as (_, db):
+        limit = set_limit(db, host, max_concurrent)
+    click.echo(
+        f"{limit['set_by']} set vendor {limit['host']} to at most {limit['max_concurrent']} "
+        f"download(s) at once; {limit['sources']} http_api source(s) reach it"
     )
-    _print_rows(report["running"], False, "running executions", ["execution_name", "started"])
-    _print_rows(
-        report["locked"],
-        False,
-        "locked sources",
-        ["source_id", "locked_by", "lock_expires_at", "lease_expired"],
-    )
-    _print_rows(
-        report["scheduler_ticks"], False, "scheduler ticks", ["rule", "last_tick_at", "handled_at"]
-    )
+    if not limit["sources"]:
+        click.echo(
+            "no source reaches this host yet: check its spelling in `sourceflow vendors list`"
+        )
+
+
+@vendors.command("unset")
+@click.argument("host")
+@state_dir_option
+def vendors_unset(host: str, state_dir: Path) -> None:
+    """Lift HOST's limit: its downloads no longer wait for a slot."""
+    from ops.vendors import unset_limit
+
+    _check_vendor(host)
+    with _database(state_dir) as (_, db):
+        click.echo(f"vendor {unset_limit(db, host)} is no longer limited")
+
+
+def _check_vendor(host: str) -> None:
+    """HOST names a host (ops.vendors spells it as the limits table does), before any
+    connection is made."""
+    from shared.connectors.pacing import vendor_host
+
+    try:
+        vendor_host(host)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="HOST") from None
 
 
 # -- dead letters -----------------------------------------------------------------------------
@@ -691,7 +1114,19 @@ def status(as_json: bool, state_dir: Path) -> None:
 
 @main.group()
 def dlq() -> None:
-    """Dead-lettered messages: list them, replay them."""
+    """Dead-lettered messages: list them, replay them, delete them."""
+
+
+DLQ_COLUMNS = [
+    "queue",
+    "message_id",
+    "age_seconds",
+    "receive_count",
+    "source_id",
+    "execution_arn",
+    "schema",
+    "error",
+]
 
 
 @dlq.command("list")
@@ -707,21 +1142,7 @@ def dlq_list(queue: str | None, as_json: bool, state_dir: Path) -> None:
     services = (_service(queue),) if queue else SERVICES
     with _database(state_dir) as (config, db):
         rows = list_dead_letters(config.client("sqs"), db, config.names, services)
-    _print_rows(
-        rows,
-        as_json,
-        "dead letters",
-        [
-            "queue",
-            "message_id",
-            "age_seconds",
-            "receive_count",
-            "source_id",
-            "execution_arn",
-            "schema",
-            "error",
-        ],
-    )
+    _print_rows(rows, as_json, "dead letters", DLQ_COLUMNS)
 
 
 @dlq.command("replay")
@@ -734,7 +1155,9 @@ def dlq_replay(
     queue: str, dry_run: bool, limit: int | None, as_json: bool, state_dir: Path
 ) -> None:
     """Move QUEUE's dead letters back to its work queue, keeping body and attributes; park
-    (keep aside, in public.parked_message) task messages whose task is over."""
+    (keep aside, in public.parked_message) task messages whose task is over; leave in the DLQ
+    bodies its consumer would refuse again (not JSON, an unknown schema or version, one its
+    contract refuses), saying why. --dry-run says all that and changes nothing."""
     from ops.dlq import replay
 
     with _database(state_dir) as (config, db):
@@ -752,16 +1175,118 @@ def dlq_replay(
     )
 
 
+_yes_option = click.option("--yes", is_flag=True, help="Do not ask for a confirmation.")
+
+
+@dlq.command("purge")
+@click.argument("queue")
+@_yes_option
+@_json_option
+@state_dir_option
+def dlq_purge(queue: str, yes: bool, as_json: bool, state_dir: Path) -> None:
+    """Delete every dead letter of QUEUE (those listed when you confirm), each kept first in
+    public.parked_message with who deleted it."""
+    from ops.dlq import delete, list_dead_letters
+
+    service = _service(queue)
+    with _database(state_dir) as (config, db):
+        sqs = config.client("sqs")
+        listed = list_dead_letters(sqs, db, config.names, (service,))
+        if listed:
+            _confirm(yes, f"delete all {len(listed)} dead letters of {config.names.dlq(service)}?")
+            ids = {row["message_id"] for row in listed}
+            listed = delete(sqs, db, config.names, service, ids, how="`sourceflow dlq purge`")
+    _print_rows(listed, as_json, f"deleted from {service}'s DLQ", DLQ_COLUMNS)
+
+
+@dlq.command("delete")
+@click.argument("queue")
+@click.argument("message_id", metavar="ID")
+@_yes_option
+@_json_option
+@state_dir_option
+def dlq_delete(queue: str, message_id: str, yes: bool, as_json: bool, state_dir: Path) -> None:
+    """Delete the dead letter ID (its message id, from `sourceflow dlq list`) of QUEUE, kept
+    first in public.parked_message with who deleted it."""
+    from ops.config import OperatorError
+    from ops.dlq import delete, list_dead_letters
+
+    service = _service(queue)
+    with _database(state_dir) as (config, db):
+        sqs, dlq_name = config.client("sqs"), config.names.dlq(service)
+        listed = list_dead_letters(sqs, db, config.names, (service,))
+        letter = next((row for row in listed if row["message_id"] == message_id), None)
+        if letter is None:
+            raise OperatorError(
+                f"no dead letter {message_id!r} in {dlq_name}; `sourceflow dlq list {service}` "
+                "lists its message ids"
+            )
+        _confirm(
+            yes,
+            f"delete dead letter {message_id} ({letter['schema']}, source "
+            f"{letter['source_id'] or 'unknown'}) from {dlq_name}?",
+        )
+        how = "`sourceflow dlq delete`"
+        deleted = delete(sqs, db, config.names, service, {message_id}, how=how)
+        if not deleted:
+            raise OperatorError(
+                f"dead letter {message_id!r} left {dlq_name} before it could be deleted "
+                "(replayed or deleted meanwhile)"
+            )
+    _print_rows(deleted, as_json, f"deleted from {service}'s DLQ", DLQ_COLUMNS)
+
+
+def _confirm(yes: bool, question: str) -> None:
+    """Ask on the terminal unless --yes; anything but yes aborts and changes nothing."""
+    if not yes:
+        click.confirm(question, abort=True, err=True)
+
+
+# -- logs -------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--run", "run_name", metavar="RUN", help="Only the lines of this run (name or ARN).")
+@click.option(
+    "--service",
+    "services",
+    type=click.Choice(SERVICES),
+    multiple=True,
+    help="Only this service's lines (repeatable); every service's if omitted.",
+)
+@_since_option
+@_json_option
+@state_dir_option
+def logs(
+    run_name: str | None,
+    services: tuple[str, ...],
+    since: datetime | None,
+    as_json: bool,
+    state_dir: Path,
+) -> None:
+    """The services' log lines, oldest first, one readable line each: on the embedded stack
+    from its workers' log files (SOURCEFLOW_LOGS_DIR, in local.env; a stopped stack's
+    <state dir>/logs when no AWS region is set), else from CloudWatch Logs. A run's lines are
+    those that mention its execution name."""
+    from ops.logs import log_store, read_logs
+
+    store = log_store(operator_config(state_dir), state_dir)
+    lines = read_logs(store, services=services or SERVICES, since=_utc(since), run=run_name)
+    if as_json:
+        click.echo(json.dumps([line.as_json() for line in lines], indent=2))
+    elif not lines:
+        click.echo("no log lines" + (f" mention run {run_name}" if run_name else ""))
+    else:
+        click.echo("\n".join(line.text() for line in lines))
+
+
 # -- plumbing ---------------------------------------------------------------------------------
 
 
 def _service(queue: str) -> str:
     from ops.dlq import resolve_service
 
-    try:
-        return resolve_service(queue)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="QUEUE") from None
+    return resolve_service(queue)
 
 
 def operator_config(state_dir: Path) -> Any:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +13,9 @@ from typing import Any
 from infra.resources import Names
 from shared.errors import SourceflowError
 
+# Where the embedded stack's workers write their JSON log lines (`sourceflow logs` reads them
+# there; without it, CloudWatch Logs).
+LOGS_DIR_VARIABLE = "SOURCEFLOW_LOGS_DIR"
 # What `local.env` or the environment must provide, and how to get it when it does not.
 CONFIG_KEYS = (
     "DATABASE_URL",
@@ -23,6 +28,11 @@ CONFIG_KEYS = (
     "SOURCEFLOW_STAGE",
     "RESPECS_ALLOWED_TABLES",
     "SOURCEFLOW_DB_IAM_AUTH",
+    LOGS_DIR_VARIABLE,
+    # What `sources add|edit` and `apply` check connections with, as the services do: where
+    # each source's secrets live, and whether sources may reach loopback (the embedded stack).
+    "CONNECTION_SECRETS_PREFIX",
+    "ALLOW_LOOPBACK_SOURCES",
 )
 # The file with a person's own login (DATABASE_URL=…): `sourceflow up` writes one per person in
 # <state dir>/people/; in the cloud, a DATABASE_URL without a password and IAM authentication.
@@ -88,12 +98,14 @@ class OperatorConfig:
     def names(self) -> Names:
         return Names(self.stage)
 
-    def client(self, service_name: str) -> Any:
+    def client(self, service_name: str, *, config: Any = None) -> Any:
+        """A boto3 client of the deployment; `config`, a botocore Config (timeouts, retries)."""
         import boto3
 
         options = {
             "region_name": self.values.get("AWS_DEFAULT_REGION") or None,
             "endpoint_url": self.values.get("AWS_ENDPOINT_URL") or None,
+            "config": config,
         }
         if self.values.get("AWS_ACCESS_KEY_ID"):
             options["aws_access_key_id"] = self.values["AWS_ACCESS_KEY_ID"]
@@ -114,9 +126,29 @@ def _login_from(path: Path) -> str:
     return login
 
 
+# A name a POSIX shell takes for a variable.
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def write_env_file(path: Path, values: Mapping[str, str], *, mode: int = 0o600) -> None:
+    """`KEY='value'` lines that a shell sources (`set -a; . local.env`) and `read_env_file`
+    reads back as they were written; the file is created with `mode` before anything is in it."""
+    for key in values:
+        if not _VARIABLE_NAME.fullmatch(key):
+            raise ValueError(f"{key!r} is not a shell variable name")
+    path.unlink(missing_ok=True)
+    path.touch(mode=mode)
+    path.write_text("".join(f"{key}={shlex.quote(value)}\n" for key, value in values.items()))
+
+
 def read_env_file(path: Path) -> dict[str, str]:
-    """The KEY=value lines a running stack wrote."""
-    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    """The KEY=value assignments of a file `write_env_file` wrote (or one written by hand, in
+    the shell's quoting); `#` starts a comment, as in the shell."""
+    try:
+        words = shlex.split(path.read_text(), comments=True)
+    except ValueError as exc:  # an unterminated quote
+        raise OperatorError(f"{path}: {exc}; quote each value as the shell would") from None
+    return dict(word.split("=", 1) for word in words if "=" in word)
 
 
 def unknown_source(source_id: str) -> OperatorError:

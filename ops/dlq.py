@@ -1,26 +1,40 @@
-"""Dead letters: list what the redrive policies set aside, and replay it once it can succeed.
+"""Dead letters: list what the redrive policies set aside, replay it once it can succeed, and
+delete what never will.
 
 Only plain SQS and Step Functions calls (no StartMessageMoveTask, which the emulator lacks),
 so the same code works against AWS and the embedded stack. A task message whose task is over
 (its execution ended, or its token expired) is parked in `public.parked_message` with the
-reason instead of being replayed into a loop.
+reason instead of being replayed into a loop; a body its consumer would refuse again (not
+JSON, an unknown schema or version, one its contract refuses) stays in the DLQ, for a person to
+delete. A deleted dead letter is kept in `public.parked_message` too, with who deleted it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 
 from botocore.exceptions import ClientError
 from psycopg2.extras import Json
 
-from infra.resources import SERVICES, Names
-from shared.store.db import Database
+from infra import statemachine
+from infra.resources import (
+    SCHEDULER_COMMAND_DETAIL_TYPES,
+    SERVICES,
+    Names,
+    state_machine_substitutions,
+)
+from ops.config import OperatorError
+from shared.errors import ContractViolation
+from shared.runtime import contracts
+from shared.runtime.catalogue import CLOUD_TIMEOUTS, SCHEDULED_EVENT
+from shared.runtime.events import parse_event
+from shared.store.db import Database, session_login
 
 _PEEK_SECONDS = 60  # long enough to list or replay a DLQ page by page
 # History events after which a task no longer waits for its token.
@@ -91,7 +105,43 @@ def resolve_service(name: str) -> str:
     for service in SERVICES:
         if name == service or name.endswith(f"-{service}") or name.endswith(f"-{service}-dlq"):
             return service
-    raise ValueError(f"unknown queue {name!r}; the queues are {', '.join(SERVICES)}")
+    raise OperatorError(
+        f"unknown queue {name!r}; the queues are {', '.join(SERVICES)} (or their names, e.g. "
+        "sourceflow-local-download-dlq)"
+    )
+
+
+# The events the scheduler's queue is sent: its schedule rules' and its command rule's.
+SCHEDULER_EVENTS = frozenset({SCHEDULED_EVENT, *SCHEDULER_COMMAND_DETAIL_TYPES})
+
+
+@cache
+def task_messages() -> dict[str, tuple[str, ...]]:
+    """The schemas the state machine's tasks send to each task service's queue, read from its
+    definition (rendered with each queue's URL standing for its service)."""
+    definition = statemachine.render(
+        state_machine_substitutions(
+            {service: service for service in SERVICES}, "bus", "topic", CLOUD_TIMEOUTS
+        )
+    )
+    return statemachine.queue_messages(definition)
+
+
+def refusal(letter: DeadLetter) -> str | None:
+    """Why the letter's consumer would refuse its body again, as the consumer words it (not
+    JSON, an unknown schema or version, what its contract refuses), or None if it would take
+    it: judged by shared.runtime.events for the scheduler's events, by the contract its schema
+    names (else the queue's first, as shared.runtime.tasks does) for a task message."""
+    try:
+        if letter.service == "scheduler":
+            parse_event(letter.body, set(SCHEDULER_EVENTS))
+        else:
+            accepted = task_messages()[letter.service]
+            named = letter.parsed.get("schema")
+            contracts.parse(letter.body, named if named in accepted else accepted[0])
+    except ContractViolation as exc:
+        return str(exc)
+    return None
 
 
 @contextmanager
@@ -206,12 +256,20 @@ def replay(
     dry_run: bool = False,
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Move a service's dead letters back to its work queue (body and attributes kept), or
-    park the ones whose task is over. Returns what was done to each."""
+    """Move a service's dead letters back to its work queue (body and attributes kept), park
+    the ones whose task is over, and leave in the DLQ the ones its consumer would refuse again.
+    Returns what was done to each."""
     work_url = sqs.get_queue_url(QueueName=names.queue(service))["QueueUrl"]
     outcomes = []
     with held(sqs, names, service) as (dlq_url, letters):
         for letter in with_errors(db, letters, names)[:limit]:
+            refused = refusal(letter)
+            if refused:
+                action = "would fail again" if dry_run else "left: would fail again"
+                outcomes.append(
+                    {**letter.as_row(datetime.now(UTC)), "action": action, "reason": refused}
+                )
+                continue
             reason = task_over_reason(sfn, letter)
             action = (
                 ("would park" if dry_run else "parked")
@@ -233,6 +291,24 @@ def replay(
                 {**letter.as_row(datetime.now(UTC)), "action": action, "reason": reason}
             )
     return outcomes
+
+
+def delete(
+    sqs: Any, db: Database, names: Names, service: str, message_ids: Collection[str], *, how: str
+) -> list[dict[str, Any]]:
+    """Delete these dead letters from the service's DLQ, each kept first in
+    `public.parked_message` with who deleted it and `how`; returns the ones deleted (a letter
+    replayed or deleted by someone else meanwhile is not among them)."""
+    with db.transaction() as cur:
+        reason = f"deleted by {session_login(cur)} with {how}"
+    deleted = []
+    with held(sqs, names, service) as (dlq_url, letters):
+        for letter in with_errors(db, letters, names):
+            if letter.message_id in message_ids:
+                _park(db, names.dlq(service), letter, reason)
+                sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle)
+                deleted.append({**letter.as_row(datetime.now(UTC)), "action": "deleted"})
+    return deleted
 
 
 def _park(db: Database, queue: str, letter: DeadLetter, reason: str) -> None:

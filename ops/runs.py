@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +15,7 @@ from shared.runtime.catalogue import DetailType, Step
 from shared.runtime.events import EventPublisher
 from shared.runtime.executions import requested_run_nonce
 from shared.runtime.tasks import TaskCallbacks
-from shared.store import runs
+from shared.store import admission, runs
 from shared.store.db import Database, session_login
 from shared.store.runs import RunStatus
 from shared.store.sources import get_run, get_source
@@ -39,8 +39,9 @@ def wait_for_execution(
         time.sleep(0.1)
 
 
-# `sourceflow run --wait`: how long to look for the execution the request started, then how
-# often to look at it and how long at most.
+# `sourceflow run --wait`: how long to wait for the scheduler to take the request, then how
+# often to look at the execution and how long at most (also how long a place in the line of
+# runs waiting for admission may stay where it is).
 REQUESTED_EXECUTION_TIMEOUT_SECONDS = 60.0
 FOLLOW_POLL_SECONDS = 0.5
 FOLLOW_TIMEOUT_SECONDS = 3600.0
@@ -116,8 +117,11 @@ def cancel_run(db: Database, callbacks: TaskCallbacks, run: str, *, reason: str)
 def request_run(config: OperatorConfig, db: Database, source_id: str) -> str:
     """Publish `Run Requested` by the connected person; returns the event id (which names the
     execution it starts)."""
-    if get_source(db, source_id) is None:
+    source = get_source(db, source_id)
+    if source is None:
         raise unknown_source(source_id)
+    if source["deleted_at"] is not None:
+        raise OperatorError(f"source {source_id!r} was deleted; it runs no more")
     with db.transaction() as cur:
         requested_by = session_login(cur)
     publish = EventPublisher(config.client("events"), config.require("EVENT_BUS_NAME"))
@@ -129,24 +133,33 @@ def request_run(config: OperatorConfig, db: Database, source_id: str) -> str:
 
 
 def find_requested_execution(
-    sfn: Any, state_machine_arn: str, source_id: str, event_id: str
+    db: Database, source_id: str, event_id: str, *, waiting: Callable[[int], None]
 ) -> str:
-    """The execution the scheduler started for this request (named after the event)."""
-    suffix = f"-{requested_run_nonce(event_id)}"
-    timeout = REQUESTED_EXECUTION_TIMEOUT_SECONDS
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pages = sfn.get_paginator("list_executions").paginate(stateMachineArn=state_machine_arn)
-        for page in pages:
-            for execution in page["executions"]:
-                name = execution["name"]
-                if name.startswith(f"{source_id}-") and name.endswith(suffix):
-                    return str(execution["executionArn"])
+    """The execution the scheduler started for this request (named after the event), once
+    admission started it; until then `waiting` hears how many runs wait before it, each time
+    that changes. A request the scheduler has not put in the line within
+    REQUESTED_EXECUTION_TIMEOUT_SECONDS, or one whose place has not moved in
+    FOLLOW_TIMEOUT_SECONDS, is reported."""
+    nonce = requested_run_nonce(event_id)
+    deadline = time.monotonic() + REQUESTED_EXECUTION_TIMEOUT_SECONDS
+    before = None
+    while True:
+        with db.transaction() as cur:
+            place = admission.requested_run(cur, source_id, nonce)
+        if place is not None and place["execution_arn"]:
+            return str(place["execution_arn"])
+        if place is not None and place["waiting_before"] != before:
+            before = place["waiting_before"]
+            waiting(before)
+            deadline = time.monotonic() + FOLLOW_TIMEOUT_SECONDS
+        if time.monotonic() > deadline:
+            raise OperatorError(
+                f"no execution started for the run request of {source_id!r}"
+                + (f"; {before} runs still wait before it" if place else "")
+                + "; is the scheduler running? `sourceflow status` shows its queue, the runs "
+                "waiting for admission and its last tick"
+            )
         time.sleep(0.3)
-    raise OperatorError(
-        f"no execution started for the run request of {source_id!r} within {timeout:.0f}s; "
-        "is the scheduler running? `sourceflow status` shows its queue and last tick"
-    )
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,11 @@ from shared.rules.flows import FlowParams, InvalidFlowParams, parse_flow_params
 from shared.rules.respecs import check_respecs_query, parse_allowed_tables
 from shared.store.db import Database, session_login
 from shared.store.ledger import set_flow_params
-from shared.store.sources import get_source
+from shared.store.sources import get_source, source_changes
+from shared.timefmt import isoformat
 
 SOURCE_SHOW_RUNS = 10  # the last runs `sourceflow sources show` lists
+SOURCE_SHOW_CHANGES = 20  # and the last changes of its settings
 
 
 def flow_name(source_id: str, params: Mapping[str, Any] | None) -> str:
@@ -42,25 +44,40 @@ def source_problems(source: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def sources_list(db: Database) -> list[dict[str, Any]]:
+def sources_list(db: Database, *, deleted: bool = False) -> list[dict[str, Any]]:
+    """The sources (`deleted`: the deleted ones too), each with why it is disabled."""
     with db.transaction() as cur:
         cur.execute(
             """
             SELECT s.source_id, s.source_type, s.is_active, s.batch_execution_params,
                    s.last_modified_date, s.runtime_count, s.locked_by, s.lock_expires_at,
+                   s.disabled_reason, s.disabled_until, s.deleted_at,
                    r.status AS last_run_status, r.started_at AS last_run_at
               FROM public.source s
               LEFT JOIN LATERAL (
                     SELECT status, started_at FROM public.source_run
                      WHERE source_id = s.source_id ORDER BY started_at DESC LIMIT 1
               ) r ON true
+             WHERE %(deleted)s OR s.deleted_at IS NULL
              ORDER BY s.source_id
-            """
+            """,
+            {"deleted": deleted},
         )
         rows = [dict(row) for row in cur.fetchall()]
     for row in rows:
         row["flow"] = flow_name(row["source_id"], row.pop("batch_execution_params"))
+        row["disabled"] = disabled_said(row)
     return rows
+
+
+def disabled_said(row: Mapping[str, Any]) -> str | None:
+    """Why the source does not run, for the list: deleted, or paused (why, until when)."""
+    if row["deleted_at"] is not None:
+        return f"deleted {isoformat(row['deleted_at'])}"
+    if row["is_active"]:
+        return None
+    until = f" until {isoformat(row['disabled_until'])}" if row["disabled_until"] else ""
+    return f"{row['disabled_reason'] or 'is_active = false'}{until}"
 
 
 def source_show(db: Database, source_id: str) -> dict[str, Any]:
@@ -79,10 +96,12 @@ def source_show(db: Database, source_id: str) -> dict[str, Any]:
             (source_id,),
         )
         history = [dict(row) for row in cur.fetchall()]
+        changes = source_changes(cur, source_id, limit=SOURCE_SHOW_CHANGES)
     return {
         "source": source,
         "runs": runs_list(db, source_id=source_id, limit=SOURCE_SHOW_RUNS),
         "flow_history": history,
+        "changes": changes,
     }
 
 

@@ -34,3 +34,25 @@ def render(substitutions: Mapping[str, str | int]) -> dict[str, Any]:
     rendered = _PLACEHOLDER.sub(lambda match: str(substitutions[match.group(1)]), text)
     definition: dict[str, Any] = json.loads(rendered)
     return definition
+
+
+def queue_messages(definition: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """The schema of each message the definition's tasks send, by the queue URL they send it
+    to, in the definition's order (a rendered definition names each queue by its URL)."""
+    sent: dict[str, list[str]] = {}
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            body = node.get("MessageBody")
+            if "QueueUrl" in node and isinstance(body, dict) and "schema" in body:
+                schemas = sent.setdefault(node["QueueUrl"], [])
+                if body["schema"] not in schemas:
+                    schemas.append(body["schema"])
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(definition)
+    return {queue: tuple(schemas) for queue, schemas in sent.items()}

@@ -46,12 +46,14 @@ from local.vendor.records import (
 
 
 class HttpError(Exception):
-    """An error the handler turns into a JSON response with this status."""
+    """An error the handler turns into a JSON response with this status (and these headers
+    beside its Content-Type, such as a 429's Retry-After)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = dict(headers or {})
 
 
 @dataclass(frozen=True)

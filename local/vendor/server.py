@@ -1,5 +1,5 @@
-"""The demo vendor's HTTP server: its state (datasets, faults), the handler of its API and admin
-endpoints, and starting and running it."""
+"""The demo vendor's HTTP server: its state (datasets, faults, concurrency limits), the handler
+of its API and admin endpoints, and starting and running it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import argparse
 import json
 import signal
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,8 +39,11 @@ from local.vendor.records import (
 )
 
 # ---------------------------------------------------------------------------------------------
-# Server state: datasets and faults
+# Server state: datasets, faults and concurrency limits
 # ---------------------------------------------------------------------------------------------
+
+# The longest Retry-After the vendor is asked to send.
+MAX_RETRY_AFTER_S = 86_400
 
 
 @dataclass
@@ -54,6 +58,8 @@ class Fault:
     # A hostile page the dataset serves instead of its own (local.vendor.hostile).
     page_mode: str | None = None
     inflated_bytes: int = DEFAULT_INFLATED_BYTES
+    # Sent as Retry-After with each injected failure (a 429 or 503 that says when to come back).
+    retry_after_s: int | None = None
 
     def describe(self) -> dict[str, Any]:
         """The fault as the admin endpoint reports it."""
@@ -65,6 +71,32 @@ class Fault:
             "served": self.served,
             "page_mode": self.page_mode,
             "inflated_bytes": self.inflated_bytes,
+            "retry_after_s": self.retry_after_s,
+        }
+
+
+@dataclass
+class ConcurrencyLimit:
+    """How many record requests of one dataset the vendor serves at once (`POST /admin/limits`),
+    as a rate-limited API does: a request beyond it is answered 429 with Retry-After. It counts
+    what it saw, refused requests included, so a test can prove a client kept under it."""
+
+    max_concurrent: int
+    retry_after_s: int = 1
+    in_flight: int = 0
+    max_seen: int = 0  # the most requests in flight at once, the refused ones counted
+    refused: int = 0
+    pages: int = 0  # records pages served (200) since the limit was set
+
+    def describe(self) -> dict[str, Any]:
+        """The limit and its counts, as the admin endpoint reports them."""
+        return {
+            "max_concurrent": self.max_concurrent,
+            "retry_after_s": self.retry_after_s,
+            "in_flight": self.in_flight,
+            "max_seen": self.max_seen,
+            "refused": self.refused,
+            "pages": self.pages,
         }
 
 
@@ -76,6 +108,7 @@ class VendorState:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     datasets: dict[str, Dataset] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)
+    limits: dict[str, ConcurrencyLimit] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Set when the faults are cleared: pages waiting out an injected delay go on at once, so a
     # test that hung a request leaves no request hanging behind it.
@@ -127,14 +160,44 @@ class VendorState:
             fault = self.faults.get(name)
             if fault is None or fault.fail_status is None or fault.served < fault.after_records:
                 return
-            status, served = fault.fail_status, fault.served
+            status, served, retry_after = fault.fail_status, fault.served, fault.retry_after_s
             if fault.fail_times is not None:
                 fault.fail_times -= 1
                 if fault.fail_times <= 0:
                     fault.fail_status = None
         raise HttpError(
-            status, f"injected fault for dataset {name!r}: failing after {served} records"
+            status,
+            f"injected fault for dataset {name!r}: failing after {served} records",
+            {} if retry_after is None else {"Retry-After": str(retry_after)},
         )
+
+    @contextmanager
+    def admitted(self, name: str) -> Iterator[None]:
+        """One records request of the dataset, counted against its concurrency limit while it
+        is served; beyond the limit it is refused at once with 429 and Retry-After."""
+        with self.lock:
+            limit = self.limits.get(name)
+            if limit is not None:
+                limit.in_flight += 1
+                limit.max_seen = max(limit.max_seen, limit.in_flight)
+                if limit.in_flight > limit.max_concurrent:
+                    limit.in_flight -= 1
+                    limit.refused += 1
+                    raise HttpError(
+                        429,
+                        f"too many requests for dataset {name!r}: at most "
+                        f"{limit.max_concurrent} at once",
+                        {"Retry-After": str(limit.retry_after_s)},
+                    )
+        try:
+            yield
+            if limit is not None:
+                with self.lock:
+                    limit.pages += 1
+        finally:
+            if limit is not None:
+                with self.lock:
+                    limit.in_flight -= 1
 
     def page_mode(self, name: str) -> tuple[str | None, int]:
         """The hostile page a dataset serves (None: its own), and how large a bomb inflates."""
@@ -179,8 +242,20 @@ def parse_fault(body: Mapping[str, Any]) -> tuple[str, Fault]:
         inflated_bytes=_int_field(
             body, "inflated_bytes", DEFAULT_INFLATED_BYTES, 1, MAX_INFLATED_BYTES
         ),
+        retry_after_s=_int_field(body, "retry_after_s", None, 0, MAX_RETRY_AFTER_S),
     )
     return name, fault
+
+
+def parse_limit(body: Any) -> tuple[str, ConcurrencyLimit]:
+    """The dataset name and concurrency limit described by a `POST /admin/limits` body."""
+    name = body.get("dataset") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not name or "max_concurrent" not in body:
+        raise HttpError(400, 'body must be {"dataset": name, "max_concurrent": N}')
+    return name, ConcurrencyLimit(
+        max_concurrent=_int_field(body, "max_concurrent", 1, 1, 1000),
+        retry_after_s=_int_field(body, "retry_after_s", 1, 0, MAX_RETRY_AFTER_S),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,11 +311,13 @@ class VendorHandler(BaseHTTPRequestHandler):
                 return
             if method != "GET":
                 pages.clear()  # an upsert or a fault changes what pages say
+        headers = {"Content-Type": "application/json"}
         try:
             body = self._read_body()
             status, payload = self._route(method, body)
         except HttpError as exc:
             status, payload = exc.status, {"error": exc.message}
+            headers.update(exc.headers)
         except Exception as exc:  # a bug must still answer, or the client hangs
             status, payload = 500, {"error": f"internal error: {type(exc).__name__}: {exc}"}
         if isinstance(payload, RawAnswer):
@@ -249,7 +326,7 @@ class VendorHandler(BaseHTTPRequestHandler):
         encoded = json.dumps(payload, separators=(",", ":")).encode()
         if pages is not None and method == "GET" and status == 200 and "/records" in self.path:
             pages[self.path] = encoded
-        self._send(status, encoded)
+        self._send(status, encoded, headers)
 
     def _read_body(self) -> Any:
         """The parsed JSON body, or None when there is none."""
@@ -299,11 +376,14 @@ class VendorHandler(BaseHTTPRequestHandler):
             query, _ = parse_query(url.query)
             return 200, {"count": state.readable(parts[1]).count(query)}
         if parts == ["admin", "faults"]:
-            _require_method(method, "POST", "DELETE")
+            _require_method(method, "GET", "POST", "DELETE")
             return 200, _faults(state, method, body)
         if parts == ["admin", "clock"]:
             _require_method(method, "POST")
             return 200, _clock(state, body)
+        if parts == ["admin", "limits"]:
+            _require_method(method, "GET", "POST", "DELETE")
+            return 200, _limits(state, method, body)
         raise HttpError(404, f"no endpoint at {url.path}; see GET /health, /datasets")
 
 
@@ -320,9 +400,10 @@ def _get_records(state: VendorState, name: str, query_string: str) -> dict[str, 
     mode, inflated_bytes = state.page_mode(name)
     if mode == "repeated_token":
         query = replace(query, after=None)  # the first page, whatever token was asked for
-    state.before_page(name)
-    records, token = dataset.page(query, page_size)
-    state.after_page(name, len(records))
+    with state.admitted(name):
+        state.before_page(name)
+        records, token = dataset.page(query, page_size)
+        state.after_page(name, len(records))
     if mode is not None:
         return hostile_page(mode, records, token, inflated_bytes)
     return {"records": records, "next_page_token": token}
@@ -342,7 +423,11 @@ def _post_records(state: VendorState, name: str, body: Any) -> dict[str, Any]:
 
 
 def _faults(state: VendorState, method: str, body: Any) -> dict[str, Any]:
-    """`POST` sets one dataset's fault (resetting its served count); `DELETE` clears all."""
+    """`POST` sets one dataset's fault (resetting its served count); `GET` reports every fault
+    and its count; `DELETE` clears all."""
+    if method == "GET":
+        with state.lock:
+            return {"faults": {n: f.describe() for n, f in state.faults.items()}}
     if method == "DELETE":
         with state.lock:
             state.faults.clear()
@@ -356,6 +441,21 @@ def _faults(state: VendorState, method: str, body: Any) -> dict[str, Any]:
     with state.lock:
         state.faults[name] = fault
         return {"faults": {n: f.describe() for n, f in state.faults.items()}}
+
+
+def _limits(state: VendorState, method: str, body: Any) -> dict[str, Any]:
+    """`POST` sets one dataset's concurrency limit (its counts from zero); `GET` reports every
+    limit and its counts; `DELETE` lifts them all."""
+    if method == "POST":
+        name, limit = parse_limit(body)
+        state.get(name)
+        with state.lock:
+            state.limits[name] = limit
+    elif method == "DELETE":
+        with state.lock:
+            state.limits.clear()
+    with state.lock:
+        return {"limits": {n: limit.describe() for n, limit in state.limits.items()}}
 
 
 def _clock(state: VendorState, body: Any) -> dict[str, Any]:

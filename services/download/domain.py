@@ -71,6 +71,15 @@ class Heartbeat:
         if self._monotonic() - self._last >= self._interval:
             self.beat()
 
+    def wait(self, seconds: float) -> None:
+        """Sleep `seconds`, beating each time a beat falls due: a wait on a vendor (its
+        Retry-After, a concurrency slot) keeps the task alive, and a cancel or a lost lock
+        stops it the moment the next beat hears of it."""
+        end = self._monotonic() + seconds
+        while (now := self._monotonic()) < end:
+            self._sleep(max(0.0, min(end, self._last + self._interval) - now))
+            self.maybe_beat()
+
     def beat(self) -> None:
         self._last = self._monotonic()
         self._send()  # raises TaskOver when the task has timed out

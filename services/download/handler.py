@@ -37,6 +37,8 @@ def download(request: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
         heartbeat_seconds=settings.heartbeat_seconds,
         part_max_records=settings.part_max_records,
         stop_margin_seconds=settings.stop_margin_seconds,
+        vendor_max_wait_seconds=settings.vendor_max_wait_seconds,
+        vendor_slot_wait_seconds=settings.vendor_slot_wait_seconds,
     )
 
 

@@ -3,14 +3,15 @@ raw bucket, part by part, with a manifest, its ports passed in as arguments (the
 applies are in services.download.domain).
 
 `download_delivery` wires one SQS delivery: its claim on the run, a heartbeat that keeps the
-message hidden and the lease and the claim alive, and the invocation's time budget;
-`download_run` does the download. Each part is committed with the position its source resumes
-from after it (`public.download_checkpoint`) and the versions it landed, so a redelivered or
-continued download goes on after its last committed part. An invocation whose budget is spent
-stops at its next checkpoint and answers "more" (the state machine continues it in a new
-Download task); the one that reaches the end writes the manifest, naming every part of the run.
-Objects go under `<source_id>/<execution name>/`, numbered in the run's order, so a part
-written again after a crash rewrites the same key; the ledger row moves from `running` to
+message hidden and the lease, the claim and the delivery's vendor slot alive, the pacing its
+connector waits on the vendor with (shared.connectors.pacing), and the invocation's time
+budget; `download_run` does the download. Each part is committed with the position its source
+resumes from after it (`public.download_checkpoint`) and the versions it landed, so a
+redelivered or continued download goes on after its last committed part. An invocation whose
+budget is spent stops at its next checkpoint and answers "more" (the state machine continues it
+in a new Download task); the one that reaches the end writes the manifest, naming every part of
+the run. Objects go under `<source_id>/<execution name>/`, numbered in the run's order, so a
+part written again after a crash rewrites the same key; the ledger row moves from `running` to
 `downloaded` once, and a duplicate after that returns the recorded result without downloading
 again.
 """
@@ -21,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from itertools import chain
 from typing import Any, Protocol
 
@@ -39,6 +41,7 @@ from services.download.domain import (
     window_from_plan,
 )
 from shared.connectors.base import Connector, InvalidConnection
+from shared.connectors.pacing import Pacing
 from shared.errors import DuplicateDelivery, LockLost, PermanentError, TransientError
 from shared.rules.flows import (
     FlowType,
@@ -48,12 +51,19 @@ from shared.rules.flows import (
     overlap,
     recorded_allowance,
 )
+from shared.rules.throttling import ThrottlePolicy
 from shared.rules.versions import Version, VersionFilter
+from shared.runtime.catalogue import (
+    CLOUD_TIMEOUTS,
+    VENDOR_MAX_WAIT_SECONDS,
+    VENDOR_SLOT_WAIT_SECONDS,
+)
 from shared.runtime.deliveries import Delivery
 from shared.runtime.observability import logger
 from shared.store import runs
 from shared.store.db import Database
 from shared.store.runs import RunStatus
+from shared.store.vendor_limits import SlotHolder, VendorSlots
 from shared.timefmt import isoformat
 
 
@@ -74,19 +84,26 @@ def download_delivery(
     delivery: Delivery,
     *,
     db: Database,
-    connector_for: Callable[[str, str, Mapping[str, Any]], Connector],
+    connector_for: Callable[..., Connector],
     sink: RawSink,
     send_heartbeat: Callable[[str], None],
     lease: timedelta,
     claim_seconds: int,
     heartbeat_seconds: float,
     part_max_records: int,
-    stop_margin_seconds: float,
+    stop_margin_seconds: float = CLOUD_TIMEOUTS.download_stop_margin_seconds,
+    vendor_max_wait_seconds: float = VENDOR_MAX_WAIT_SECONDS,
+    vendor_slot_wait_seconds: float = VENDOR_SLOT_WAIT_SECONDS,
 ) -> dict[str, Any]:
     """One delivery of a download-request: a fresh claim on the run, a heartbeat that sends
-    `send_heartbeat(task token)` and renews the lease and the claim, and the time budget of
-    the delivery's invocation, then `download_run`. A request without `continuation` comes
-    from a state machine that cannot continue a download: it runs to the end."""
+    `send_heartbeat(task token)` and renews the lease, the claim and the vendor slot, and the
+    time budget of the delivery's invocation, then `download_run`, its connector paced by this
+    delivery: a throttled page waits (at most `vendor_max_wait_seconds`) and a limited vendor's
+    slot is waited for (at most `vendor_slot_wait_seconds`) while the heartbeat goes on.
+    `connector_for(source_id, source_type, connection, pacing=…)` builds the connector. A
+    request without `continuation` comes from a state machine that cannot continue a download:
+    it runs to the end.
+    """
     # Hidden for a claim's time from the start: a delivery that dies before its first heartbeat
     # (a continuation's first seconds) gives its message back as soon as one that dies after.
     delivery.keep_hidden(claim_seconds)
@@ -100,10 +117,17 @@ def download_delivery(
 
     def renew() -> bool:
         # While this delivery is alive its message stays hidden and its claim stays live;
-        # if it dies, both lapse together and the message's next delivery takes over.
+        # if it dies, both lapse together (its vendor slot too) and the message's next delivery
+        # takes over.
         delivery.keep_hidden(claim_seconds)
         return lease_renewal(
-            db, request["source_id"], request["execution_arn"], lease, claim, heartbeat.progress
+            db,
+            request["source_id"],
+            request["execution_arn"],
+            lease,
+            claim,
+            heartbeat.progress,
+            slots,
         )
 
     heartbeat = Heartbeat(
@@ -111,21 +135,36 @@ def download_delivery(
         renew_lease=renew,
         interval_seconds=heartbeat_seconds,
     )
+    slots = VendorSlots(
+        db,
+        SlotHolder(request["execution_arn"], claim.attempt, request["source_id"]),
+        ttl=claim.ttl,
+        wait=heartbeat.wait,
+        max_wait_seconds=vendor_slot_wait_seconds,
+    )
+    pacing = Pacing(
+        throttle=ThrottlePolicy(vendor_max_wait_seconds), wait=heartbeat.wait, slot=slots.hold
+    )
     budget = (
         UNBOUNDED
         if continuation is None
         else invocation_budget(delivery.time_left(), stop_margin_seconds)
     )
-    return download_run(
-        request,
-        db=db,
-        connector_for=connector_for,
-        sink=sink,
-        heartbeat=heartbeat,
-        part_max_records=part_max_records,
-        claim=claim,
-        budget=budget,
-    )
+    try:
+        return download_run(
+            request,
+            db=db,
+            connector_for=partial(connector_for, pacing=pacing),
+            sink=sink,
+            heartbeat=heartbeat,
+            part_max_records=part_max_records,
+            claim=claim,
+            budget=budget,
+        )
+    finally:
+        # The connector gives its slot back when its reading ends; a download that failed
+        # elsewhere (writing a part) may have left its reading suspended, slot and all.
+        slots.release_all()
 
 
 def download_run(
@@ -436,11 +475,12 @@ def lease_renewal(
     lease: timedelta,
     claim: Claim,
     progress: DownloadProgress | None = None,
+    slots: VendorSlots | None = None,
 ) -> bool:
-    """Renew the source's lock and this delivery's claim. False if the lock is lost; a claim
-    taken over by another delivery (this one was presumed dead) stands this one down. Either
-    way, and on a cancel, nothing is written: the lock is checked first, and raising rolls the
-    transaction back."""
+    """Renew the source's lock, this delivery's claim and its vendor slots. False if the lock
+    is lost; a claim taken over by another delivery (this one was presumed dead) stands this one
+    down, and a slot taken over stops it (VendorSlotLost). Either way, and on a cancel, nothing
+    is written: the lock is checked first, and raising rolls the transaction back."""
     with db.transaction() as cur:
         if not runs.renew_lock(cur, source_id, execution_arn, lease):
             return False
@@ -448,6 +488,8 @@ def lease_renewal(
             raise DuplicateDelivery(
                 f"another delivery took over the download of {execution_arn}; standing down"
             )
+        if slots is not None:
+            slots.renew(cur)
         if cancelled := runs.cancellation(cur, execution_arn):
             raise cancelled
         return True

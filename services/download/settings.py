@@ -2,7 +2,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.runtime.catalogue import CLOUD_TIMEOUTS, PART_MAX_RECORDS
+from shared.runtime.catalogue import (
+    CLOUD_TIMEOUTS,
+    PART_MAX_RECORDS,
+    VENDOR_MAX_WAIT_SECONDS,
+    VENDOR_SLOT_WAIT_SECONDS,
+)
 from shared.runtime.settings import (
     ConsumerSettings,
     SourceAccessSettings,
@@ -27,6 +32,9 @@ class Settings:
     claim_seconds: int
     # An invocation stops to be continued when what it has left falls below this.
     stop_margin_seconds: float
+    # The most a page waits on a vendor's 429 or 503, and a download for its vendor's slot.
+    vendor_max_wait_seconds: float
+    vendor_slot_wait_seconds: float
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -44,5 +52,11 @@ class Settings:
             ),
             stop_margin_seconds=env_float(
                 "DOWNLOAD_STOP_MARGIN_SECONDS", CLOUD_TIMEOUTS.download_stop_margin_seconds
+            ),
+            vendor_max_wait_seconds=env_float(
+                "VENDOR_MAX_WAIT_SECONDS", VENDOR_MAX_WAIT_SECONDS, minimum=1.0
+            ),
+            vendor_slot_wait_seconds=env_float(
+                "VENDOR_SLOT_WAIT_SECONDS", VENDOR_SLOT_WAIT_SECONDS, minimum=0.0
             ),
         )

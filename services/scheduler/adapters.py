@@ -28,6 +28,13 @@ def schedulable_sources(cur: Any) -> list[dict[str, Any]]:
     return [dict(row) for row in cur.fetchall()]
 
 
+def enable_due_sources(cur: Any) -> list[str]:
+    """Enable the sources disabled until a time that has passed, through the database's
+    function (the scheduler may not change whether a source is active itself); returns them."""
+    cur.execute("SELECT public.source_enable_due() AS source_id")
+    return [row["source_id"] for row in cur.fetchall()]
+
+
 def record_tick(cur: Any, rule: str, tick_at: datetime, event_id: str) -> None:
     cur.execute(
         """

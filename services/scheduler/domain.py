@@ -1,16 +1,19 @@
 """The scheduler's decisions, pure: which sources are due for a run and in which slot
-(`due_sources`), which backfill slices start (`slices_to_start`), which special flows have done
-their job and go back to Normal (`decide_resets`), whether a reset request may still be applied
-when it arrives (`why_not_reset`), and the details of the events that carry them.
+(`due_sources`), which backfill slices start (`slices_to_start`), the run each due slot, run
+request or slice waits as (`scheduled_run`, `requested_run`, `slice_run`) until admission starts
+it (shared/rules/admission.py), which special flows have done their job and go back to Normal
+(`decide_resets`), whether a reset request may still be applied when it arrives
+(`why_not_reset`), and the details of the events that carry them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from shared.rules.admission import WaitingRun
 from shared.rules.backfills import (
     BackfillRange,
     BackfillState,
@@ -23,9 +26,12 @@ from shared.rules.backfills import (
 from shared.rules.flows import FlowParams, FlowType, InvalidFlowParams, parse_flow_params
 from shared.rules.leases import lease_is_live
 from shared.rules.schedules import InvalidSchedule, source_schedule
-from shared.timefmt import isoformat
+from shared.runtime.executions import execution_name, requested_run_nonce
+from shared.timefmt import isoformat, parse_iso
 
 NORMAL_PARAMS = FlowParams(FlowType.NORMAL).canonical()
+SCHEDULED_NONCE = "sched"
+"""The name suffix of a scheduled run: `<source>-<slot>-sched`."""
 PARAMS_CHANGED = "its params changed after the decision (an operator's edit wins)"
 
 
@@ -63,6 +69,32 @@ def due_sources(sources: list[SchedulableSource], now: datetime) -> tuple[list[D
         if source.last_scheduled_slot is None or source.last_scheduled_slot < slot:
             due.append(Due(source.source_id, slot))
     return due, problems
+
+
+@dataclass(frozen=True)
+class Admission:
+    """How the scheduler admits runs: at most `capacity` under way at once
+    (shared/rules/admission.py `admission_capacity`); a run admitted and not recorded by
+    validation within `validation_bound` (the Validate task's timeout) no longer counts."""
+
+    capacity: int
+    validation_bound: timedelta
+
+
+def scheduled_run(due: Due) -> WaitingRun:
+    """The run a due slot waits as, named after its slot: a redelivered tick names the same."""
+    return _waiting(due.source_id, due.slot, SCHEDULED_NONCE)
+
+
+def requested_run(event: Mapping[str, Any]) -> WaitingRun:
+    """The run a `Run Requested` event waits as, timed by the event and named after its id, so
+    that a duplicate delivery names the same run (and the requester can find it)."""
+    source_id = event["detail"]["source_id"]
+    return _waiting(source_id, parse_iso(event["time"]), requested_run_nonce(event["id"]))
+
+
+def _waiting(source_id: str, started_for: datetime, nonce: str) -> WaitingRun:
+    return WaitingRun(execution_name(source_id, started_for, nonce), source_id, started_for, nonce)
 
 
 @dataclass(frozen=True)
@@ -136,6 +168,11 @@ def slices_to_start(
             )
         )
     return starts
+
+
+def slice_run(start: SliceStart) -> WaitingRun:
+    """The run a backfill slice's execution waits as, under the name validation finds it by."""
+    return _waiting(start.source_id, start.started_at, start.nonce)
 
 
 def unseen_starts(candidates: list[BackfillCandidate]) -> list[SliceStart]:

@@ -1,10 +1,17 @@
-"""The scheduler: start the runs that are due, and put special flows back to Normal.
+"""The scheduler: start the runs that are due as admission allows, and put special flows back
+to Normal.
 
-Three inputs, each an EventBridge event on the scheduler's queue:
-- a schedule rule's tick (`tick`): start one run per due source and slot, then the next slice
-  of the backfills whose sources are free, and ask for resets;
-- `Run Requested` (`start_requested_run`): start one run for one source;
+Its inputs, each an EventBridge event on the scheduler's queue:
+- a schedule rule's tick (`tick`): enable the sources disabled until a time now passed, queue
+  one run per due source and slot, then the next slice of the backfills whose sources are
+  free, admit, and ask for resets;
+- `Run Requested` (`start_runs`): queue one run for one source, and admit;
+- `Run Succeeded`, `Run Failed`, `Run Cancelled` (`start_runs`): a place may be free, admit;
 - `Flow Reset Requested` (`reset_flow`): apply a reset if nothing changed since it was decided.
+
+Admission (`admit`, shared/rules/admission.py): runs wait in a line (shared/store/admission.py)
+and start, oldest first, only while fewer runs are under way than downloads can run at once,
+so that no Download task waits in its queue with its heartbeat clock running.
 This module orchestrates one event, its ports (the database, the execution starter, the event
 publisher) passed in as arguments; the decisions are pure, in services.scheduler.domain.
 """
@@ -19,85 +26,121 @@ from services.scheduler import adapters
 from services.scheduler.domain import (
     NORMAL_PARAMS,
     PARAMS_CHANGED,
+    Admission,
     ResetCandidate,
     ResetDecision,
     SchedulableSource,
     backfill_candidate,
     decide_resets,
     due_sources,
+    requested_run,
     reset_applied,
     reset_requested,
+    scheduled_run,
+    slice_run,
     slices_to_start,
     unseen_starts,
     why_not_reset,
 )
 from shared.errors import PermanentError, TransientError
+from shared.rules.admission import runs_to_admit
 from shared.runtime.catalogue import DetailType
-from shared.runtime.executions import requested_run_nonce
 from shared.runtime.observability import logger
+from shared.store import admission as line
 from shared.store import backfills
+from shared.store.admission import RunKind
 from shared.store.db import Database
 from shared.store.ledger import set_flow_params
 from shared.timefmt import parse_iso
 
 StartRun = Callable[[str, datetime, str], str]  # (source_id, started, nonce) -> execution ARN
+Admit = Callable[[], list[str]]  # `admit` with its ports: starts what it may, returns the ARNs
 Publish = Callable[[str, Mapping[str, Any]], object]  # (detail type, detail)
 
 
-def dispatch(now: datetime, *, db: Database, start_run: StartRun) -> list[str]:
-    """Start one execution per due source and slot; returns the sources it started one for.
+def dispatch(now: datetime, *, db: Database) -> list[str]:
+    """Put one run per due source and slot in the line; returns the sources it queued one for.
 
-    The slot is claimed in the same transaction that starts the execution: if starting fails
-    the claim rolls back and the tick's redelivery tries again; if the commit fails after the
-    start, the redelivery's start meets the same execution name and starts nothing new. A
-    source whose claim fails for good (its row breaks the table's bounds) is logged and passed
-    over: one source's row never keeps the others from their runs.
+    The slot is claimed in the transaction that puts its run in the line, so a duplicate or
+    redelivered tick queues nothing more; the run stays in the line, its source claimed for
+    the slot, until a place frees (`admit`). A source whose claim fails for good (its row
+    breaks the table's bounds) is logged and passed over: one source's row never keeps the
+    others from their runs.
     """
     with db.transaction() as cur:
         sources = [SchedulableSource(**row) for row in adapters.schedulable_sources(cur)]
     due, problems = due_sources(sources, now)
     for problem in problems:
         logger.error("source not scheduled", extra={"problem": problem})
-    started, failed = {}, []
+    queued, failed = [], []
     for item in due:
         try:
             with db.transaction() as cur:
                 if adapters.claim_slot(cur, item.source_id, item.slot):
-                    started[item.source_id] = start_run(item.source_id, item.slot, "sched")
+                    line.queue_run(cur, scheduled_run(item), RunKind.SCHEDULED)
+                    queued.append(item.source_id)
         except TransientError as exc:
             failed.append(f"{item.source_id}: {exc}")
         except PermanentError as exc:
             logger.error(
                 "source not scheduled", extra={"source_id": item.source_id, "problem": str(exc)}
             )
-    logger.info("dispatched", extra={"started": list(started.values()), "due": len(due)})
+    logger.info("dispatched", extra={"queued": len(queued), "due": len(due)})
     if failed:
-        raise TransientError("could not start every due run: " + "; ".join(failed))
-    return list(started)
+        raise TransientError("could not queue every due run: " + "; ".join(failed))
+    return queued
 
 
-def start_backfill_slices(
-    now: datetime, *, db: Database, start_run: StartRun, busy: Collection[str] = ()
-) -> list[str]:
-    """Start the next slice of each active backfill whose source is free (`busy`: sources this
-    tick started a Normal run of), and again any slice execution validation has not seen;
-    returns the execution ARNs started.
+def queue_backfill_slices(now: datetime, *, db: Database, busy: Collection[str] = ()) -> None:
+    """Put in the line the next slice of each active backfill whose source is free (`busy`:
+    sources this tick queued a Normal run of; sources with a run in the line are not free
+    either), and again any slice execution validation has not seen and the line does not hold.
 
-    Each execution is recorded before it is started, under the name validation finds its
-    slice by; starting a recorded name again starts nothing new (`ExecutionStarter`).
+    Each slice's execution is recorded, and put in the line, in one transaction, under the name
+    validation finds its slice by; the line holds a name once.
     """
     with db.transaction() as cur:
         rows = backfills.active_on_active_sources(cur)
         attempts = backfills.attempts_of(cur, [row["backfill_id"] for row in rows])
+        waiting = line.waiting_sources(cur)
     candidates = [backfill_candidate(row, attempts[row["backfill_id"]]) for row in rows]
     starts = unseen_starts(candidates)
-    for start in slices_to_start(candidates, now, busy=busy):
+    for start in slices_to_start(candidates, now, busy={*busy, *waiting}):
         with db.transaction() as cur:
-            # A concurrent tick that recorded this attempt first starts it (under its name).
+            # A concurrent tick that recorded this attempt first puts it in the line.
             if adapters.record_slice_start(cur, start):
-                starts.append(start)
-    started = [start_run(start.source_id, start.started_at, start.nonce) for start in starts]
-    logger.info("backfill slices started", extra={"started": started})
+                line.queue_run(cur, slice_run(start), RunKind.BACKFILL)
+    with db.transaction() as cur:
+        for start in starts:
+            line.queue_run(cur, slice_run(start), RunKind.BACKFILL)
+
+
+def admit(*, db: Database, start_run: StartRun, admission: Admission) -> list[str]:
+    """Start the runs waiting longest, while fewer runs are under way than admission allows;
+    returns the execution ARNs started. Called on every tick, run request and run end.
+
+    One pass at a time (the line's lock), each run started under its own name: a pass that
+    dies after starting a run and before its commit leaves the run first in the line, and
+    the next pass meets the execution already there and records it. A start that fails
+    leaves the runs after it waiting; those started before it stay admitted, and the delivery
+    is retried.
+    """
+    started: list[str] = []
+    failed: TransientError | None = None
+    with db.transaction() as cur:
+        line.hold_the_line(cur)
+        under_way = line.runs_under_way(cur, validation_bound=admission.validation_bound)
+        waiting = line.waiting_runs(cur, limit=admission.capacity)
+        for run in runs_to_admit(waiting, under_way=under_way, capacity=admission.capacity):
+            try:
+                arn = start_run(run.source_id, run.started_for, run.nonce)
+            except TransientError as exc:
+                failed = exc
+                break
+            line.mark_admitted(cur, run.execution_name, arn)
+            started.append(arn)
+    if failed is not None:
+        raise failed
     return started
 
 
@@ -108,11 +151,14 @@ def record_tick(event: Mapping[str, Any], now: datetime, *, db: Database) -> Non
         adapters.record_tick(cur, rule, now, event["id"])
 
 
-def start_requested_run(event: Mapping[str, Any], *, start_run: StartRun) -> str:
-    """A `Run Requested` event starts one execution, named after the event so that a
-    duplicate delivery of it starts nothing more."""
-    requested_at = datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
-    return start_run(event["detail"]["source_id"], requested_at, requested_run_nonce(event["id"]))
+def start_runs(event: Mapping[str, Any], *, db: Database, admit: Admit) -> list[str]:
+    """A `Run Requested` event puts one run in the line, named after the event so that a
+    duplicate delivery of it queues nothing more; a run's end (`Run Succeeded`, `Run Failed`,
+    `Run Cancelled`) may have freed a place. Either way, start what admission allows."""
+    if event["detail-type"] == DetailType.RUN_REQUESTED:
+        with db.transaction() as cur:
+            line.queue_run(cur, requested_run(event), RunKind.REQUESTED)
+    return admit()
 
 
 def request_resets(now: datetime, *, db: Database, publish: Publish) -> list[ResetDecision]:
@@ -156,13 +202,26 @@ def apply_reset(event: Mapping[str, Any], *, db: Database, now: datetime) -> dic
     return None
 
 
-def tick(event: Mapping[str, Any], *, db: Database, start_run: StartRun, publish: Publish) -> None:
-    """A schedule rule's tick: noted, then the due runs started and the resets asked for."""
+def enable_due(*, db: Database) -> list[str]:
+    """Enable the sources a person disabled until a time that has now passed
+    (`sourceflow sources disable --until`), before their slots are looked at."""
+    with db.transaction() as cur:
+        enabled = adapters.enable_due_sources(cur)
+    if enabled:
+        logger.info("sources enabled: their --until passed", extra={"sources": enabled})
+    return enabled
+
+
+def tick(event: Mapping[str, Any], *, db: Database, admit: Admit, publish: Publish) -> None:
+    """A schedule rule's tick: noted, the sources disabled until now enabled, then the due
+    runs and backfill slices queued and admitted, and the resets asked for."""
     # The tick's own time names the slots, so a redelivered tick decides the same way.
     now = parse_iso(event["time"])
     record_tick(event, now, db=db)
-    normal_runs = dispatch(now, db=db, start_run=start_run)
-    start_backfill_slices(now, db=db, start_run=start_run, busy=normal_runs)
+    enable_due(db=db)
+    normal_runs = dispatch(now, db=db)
+    queue_backfill_slices(now, db=db, busy=normal_runs)
+    admit()
     request_resets(now, db=db, publish=publish)
 
 

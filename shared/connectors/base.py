@@ -137,6 +137,17 @@ def connection_contract(source_type: str) -> str:
     return "connection-" + source_type.replace("_", "-")
 
 
+def secret_settings(source_type: str) -> tuple[str, ...]:
+    """The settings of a `source_type`'s connection that name a secret: those its schema
+    declares as secret references."""
+    properties = contracts.schema_of(connection_contract(source_type))["properties"]
+    return tuple(
+        setting
+        for setting, declared in properties.items()
+        if str(declared.get("$ref", "")).endswith("/secret_reference")
+    )
+
+
 def parse_connection(source_id: str, source_type: str, connection: Any) -> dict[str, Any]:
     """The source's `connection`, checked against its type's schema.
 

@@ -12,6 +12,11 @@ the source's `max_page_bytes`, pages and bytes are counted against its limits, a
 followed stops the run (PageTokenRepeated), and a page that is not a JSON object with a records
 list stops it too (MalformedPage); a record that is not an object is counted as malformed.
 
+A vendor is also owed courtesy (shared.connectors.pacing): a download reads while it holds one
+of its vendor's concurrency slots (when public.vendor_limit limits that host), and a page the
+vendor answers with 429 or 503 is asked for again after the wait its Retry-After names
+(shared.rules.throttling: never sooner, with jitter, bounded), without restarting the download.
+
 The API key goes only to base_url's own host (shared.connectors.endpoints): no redirect is
 followed (a 3xx is refused by name, wherever it points: requests would carry a custom header
 such as X-Api-Key to another host), and every connection checks the address it reached before
@@ -44,9 +49,12 @@ from shared.connectors.base import (
     no_waiting,
 )
 from shared.connectors.endpoints import HostRule, PeerCheckedAdapter, parse_base_url
+from shared.connectors.pacing import UNPACED, Pacing, vendor_host
 from shared.errors import PermanentError, TransientError
 from shared.rules.flows import Window, WindowField
 from shared.rules.limits import DEFAULT_RUN_LIMITS, PageTokens, ReadMeter, RunLimits, run_limits
+from shared.rules.throttling import THROTTLED_STATUSES, PageThrottle, retry_after_seconds
+from shared.runtime.observability import logger
 from shared.runtime.redaction import untrusted_excerpt
 from shared.runtime.secrets import Secrets
 from shared.timefmt import isoformat, parse_iso
@@ -54,7 +62,7 @@ from shared.timefmt import isoformat, parse_iso
 DEFAULT_PAGE_SIZE = 1000
 DEFAULT_API_KEY_HEADER = "X-Api-Key"
 DEFAULT_KEY_FIELD = "id"
-_TIMEOUT = (5, 60)  # connect, read seconds
+REQUEST_TIMEOUT = (5, 60)  # connect, read seconds (the stop margin holds a read: catalogue)
 # Inflated bytes taken from the stream at a time: the most a page may overshoot its limit by.
 _CHUNK_BYTES = 1 << 16
 # The most of an error answer's body that is read: enough for the vendor's message.
@@ -81,16 +89,26 @@ class SourceRedirected(PermanentError):
     error_name = "SourceRedirected"
 
 
+class SourceThrottled(TransientError):
+    """The vendor kept answering 429 or 503 past the most one page may wait: the download
+    yields, and its message is retried later."""
+
+    error_name = "SourceThrottled"
+
+
 def new_session(rule: HostRule, source_id: str) -> requests.Session:
     session = requests.Session()
-    # A short in-process retry rides over a blip without restarting the whole download;
-    # anything longer is left to SQS redelivery.
+    # A short in-process retry rides over a blip (a lost connection, a 502 or 504) without
+    # restarting the whole download; anything longer is left to SQS redelivery. A 429 or 503 is
+    # the connector's own to wait out (`HttpApiConnector._get`): urllib3 would sleep whatever
+    # Retry-After says, unbounded and without a heartbeat.
     retry = Retry(
         total=3,
         backoff_factor=0.2,
-        status_forcelist=(429, 502, 503, 504),
+        status_forcelist=(502, 504),
         allowed_methods=frozenset({"GET"}),
         raise_on_status=False,
+        respect_retry_after_header=False,
     )
     for scheme in ("http://", "https://"):
         session.mount(scheme, PeerCheckedAdapter(rule, source_id, max_retries=retry))
@@ -114,6 +132,7 @@ class HttpApiConnector:
     new_session: Callable[[], requests.Session] = field(repr=False, compare=False)
     key_field: str = DEFAULT_KEY_FIELD
     limits: RunLimits = DEFAULT_RUN_LIMITS
+    pacing: Pacing = field(default=UNPACED, repr=False, compare=False)
     # Records that are not JSON objects; the vendor filters on, and types, the window's field.
     malformed: MalformedRows = field(default_factory=MalformedRows, init=False, compare=False)
     warnings: list[str] = field(default_factory=list, init=False, compare=False)
@@ -122,7 +141,13 @@ class HttpApiConnector:
 
     @classmethod
     def from_connection(
-        cls, source_id: str, connection: Mapping[str, Any], *, secrets: Secrets, hosts: HostRule
+        cls,
+        source_id: str,
+        connection: Mapping[str, Any],
+        *,
+        secrets: Secrets,
+        hosts: HostRule,
+        pacing: Pacing = UNPACED,
     ) -> HttpApiConnector:
         """From a connection that passed its schema (`shared.connectors.parse_connection`);
         its base_url is parsed here."""
@@ -145,6 +170,7 @@ class HttpApiConnector:
             lambda: new_session(hosts, source_id),
             connection.get("key_field", DEFAULT_KEY_FIELD),
             run_limits(connection),
+            pacing,
         )
 
     def check(self) -> None:
@@ -167,7 +193,7 @@ class HttpApiConnector:
             if resume["page_token"] is None:
                 return  # the earlier read ended with the last page
             params["page_token"] = resume["page_token"]
-        with self.new_session() as session:
+        with self.pacing.slot(vendor_host(self.base_url)), self.new_session() as session:
             session.headers.update(self._headers())
             while True:
                 meter.page()
@@ -245,12 +271,9 @@ class HttpApiConnector:
     def _get(
         self, session: requests.Session, url: str, params: dict[str, str], meter: ReadMeter
     ) -> Any:
-        try:
-            response = session.get(
-                url, params=params, timeout=_TIMEOUT, stream=True, allow_redirects=False
-            )
-        except requests.RequestException as exc:
-            raise self._unreachable(exc) from exc
+        throttle = PageThrottle(self.pacing.throttle)
+        while (response := self._send(session, url, params)).status_code in THROTTLED_STATUSES:
+            self.pacing.wait(self._throttled_wait(response, throttle, meter.pages))
         with response:
             if response.status_code == 200:
                 body = self._body(response, meter)
@@ -280,7 +303,7 @@ class HttpApiConnector:
                 f"source {self.source_id!r}: the vendor refused the credentials with "
                 f"{response.status_code} ({detail}); {fix}"
             )
-        if response.status_code in (408, 429) or response.status_code >= 500:
+        if response.status_code == 408 or response.status_code >= 500:
             raise TransientError(
                 f"source {self.source_id!r}: vendor answered {response.status_code}: {detail}",
                 error_name="SourceUnavailable",
@@ -289,6 +312,45 @@ class HttpApiConnector:
             f"source {self.source_id!r}: vendor rejected the request with "
             f"{response.status_code}: {detail}"
         )
+
+    def _send(
+        self, session: requests.Session, url: str, params: dict[str, str]
+    ) -> requests.Response:
+        try:
+            return session.get(
+                url, params=params, timeout=REQUEST_TIMEOUT, stream=True, allow_redirects=False
+            )
+        except requests.RequestException as exc:
+            raise self._unreachable(exc) from exc
+
+    def _throttled_wait(
+        self, response: requests.Response, throttle: PageThrottle, page: int
+    ) -> float:
+        """How long to wait before asking for the page again after a 429 or 503; stops the
+        download (SourceThrottled) when the vendor asks the page to wait past the bound."""
+        with response:
+            detail = _error_text(self._body(response, None))
+        asked = retry_after_seconds(response.headers.get("Retry-After"), self.pacing.now())
+        wait = throttle.next_wait(asked, self.pacing.random())
+        if wait is None:
+            asks = "" if asked is None else f", asking for {asked:,.0f} s more (Retry-After),"
+            raise SourceThrottled(
+                f"source {self.source_id!r}: the vendor answered page {page:,} with "
+                f"{response.status_code} ({detail}){asks} after {throttle.retries} wait(s) of "
+                f"{throttle.waited:,.0f} s in all: past the "
+                f"{throttle.policy.max_wait_seconds:,.0f} s one page may wait "
+                "(VENDOR_MAX_WAIT_SECONDS); the download yields and its message is retried later"
+            )
+        logger.info(
+            "vendor throttled a page; asking again after a wait",
+            extra={
+                "page": page,
+                "status": response.status_code,
+                "retry_after_seconds": asked,
+                "wait_seconds": round(wait, 3),
+            },
+        )
+        return wait
 
     def _body(self, response: requests.Response, meter: ReadMeter | None) -> bytearray:
         """The answer's body, inflated as it streams in: a page is stopped at the source's

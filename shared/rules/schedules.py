@@ -11,9 +11,12 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A cron whose days never come (30 February) has no slot after this moment either; one that
+# comes only on 29 February has one within eight years of any moment.
+_SOME_MOMENT = datetime(2001, 1, 1, tzinfo=UTC)
 _RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
 _UNITS = {"minute": 60, "hour": 3600, "day": 86400}
 
@@ -84,7 +87,10 @@ def source_schedule(
         raise InvalidSchedule(f"source {source_id!r} has both schedule_interval and schedule_cron")
     if interval is not None:
         if interval < timedelta(minutes=1):
-            raise InvalidSchedule(f"source {source_id!r}: schedule_interval is under a minute")
+            raise InvalidSchedule(
+                f"source {source_id!r}: schedule_interval {interval} is under a minute; give "
+                "one of a minute or more"
+            )
         return Schedule(f"every {interval}", every=interval)
     if cron is not None:
         return Schedule(cron, cron=_checked_cron(cron, f"source {source_id!r} schedule_cron"))
@@ -97,4 +103,12 @@ def _checked_cron(five_fields: str, what: str) -> str:
             f"{what}: {five_fields!r} is not a valid five-field cron "
             "(minute hour day-of-month month day-of-week), e.g. '*/15 * * * *'"
         )
+    try:
+        croniter(five_fields, _SOME_MOMENT).get_next(datetime)
+    except CroniterBadDateError:
+        # Without this check, the slot of such a source fails every scheduler tick.
+        raise InvalidSchedule(
+            f"{what}: {five_fields!r} never comes (no such day in any month); fix the "
+            "day-of-month or month field"
+        ) from None
     return five_fields

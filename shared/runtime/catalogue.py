@@ -8,9 +8,12 @@
   through the same environment variables.
 - `RetryPolicy`: how a failed delivery is retried inside those timeouts.
 - The other defaults a service reads from its environment (`PART_MAX_RECORDS`,
-  `RESPECS_STATEMENT_TIMEOUT_MS`, `RESPECS_APPROVAL_REQUIRED`).
+  `RESPECS_STATEMENT_TIMEOUT_MS`, `RESPECS_APPROVAL_REQUIRED`, `VENDOR_MAX_WAIT_SECONDS`,
+  `VENDOR_SLOT_WAIT_SECONDS`, and the download concurrency the scheduler admits runs by:
+  `DOWNLOAD_CONCURRENCY`, `DOWNLOAD_BATCH_SIZE`).
 - `POSTGRES_MAJOR_VERSION`: the PostgreSQL major the database runs.
-- `DetailType`, `EVENT_SOURCE`, `SCHEDULED_EVENT`: the events on sourceflow's bus.
+- `DetailType`, `EVENT_SOURCE`, `SCHEDULED_EVENT`: the events on sourceflow's bus, and
+  `RUNS_MAY_START_AFTER`, those the scheduler admits runs on.
 - `Step`: the state machine's steps, as a failed run names them.
 
 A template or the state machine definition that must carry one of these as a literal is proven
@@ -60,6 +63,15 @@ class DetailType(StrEnum):
         return self.value.lower().replace(" ", "-")
 
 
+# The events after which the scheduler starts the runs admission allows: a request puts a run in
+# the line, a run's end frees its place (infra/resources.py routes them to the scheduler).
+RUNS_MAY_START_AFTER = (
+    DetailType.RUN_REQUESTED,
+    DetailType.RUN_SUCCEEDED,
+    DetailType.RUN_FAILED,
+    DetailType.RUN_CANCELLED,
+)
+
 EVENT_SOURCE = "sourceflow"
 """The `source` of every sourceflow event."""
 SCHEDULED_EVENT = "Scheduled Event"
@@ -73,6 +85,20 @@ RESPECS_STATEMENT_TIMEOUT_MS = 60_000
 """How long a Re-specs query may run inside unlocking's transaction."""
 RESPECS_APPROVAL_REQUIRED = True
 """Whether a Re-specs query waits for a second person's approval."""
+VENDOR_MAX_WAIT_SECONDS = 120.0
+"""The most one page of a vendor waits while the vendor answers 429 or 503 (Retry-After), its
+retries together, before the download yields (SourceThrottled) and its message is retried."""
+VENDOR_SLOT_WAIT_SECONDS = 300.0
+"""The most a download waits for one of its vendor's concurrency slots (public.vendor_limit)
+before it yields (VendorSlotsBusy) and its message is retried. With the page wait it fits inside
+the download function's timeout (tests/unit/test_templates.py)."""
+DOWNLOAD_CONCURRENCY = 10
+"""How many downloads run at once in the cloud: the download function's MaximumConcurrency
+(infra/templates/service.yaml). The scheduler admits as many runs at once
+(shared/rules/admission.py); the embedded stack's is its number of download workers."""
+DOWNLOAD_BATCH_SIZE = 1
+"""Messages per download invocation: one, so that no download message waits behind another
+(shared/rules/admission.py `admission_capacity` refuses any other)."""
 POSTGRES_MAJOR_VERSION = 16
 """The PostgreSQL major the database runs: the embedded stack's (pgserver) and the one the core
 template asks the cloud for. The Re-specs checker parses with this major's grammar, so pglast's
@@ -130,9 +156,11 @@ class Timeouts:
     # The download function's timeout (Lambda's longest): an invocation stops before it, at a
     # part it commits, when what it has left falls below the stop margin (or a quarter of its
     # time, if less: services/download/domain.py `invocation_budget`), and the state machine
-    # continues it in a new Download task, at most `max_download_continuations` times.
+    # continues it in a new Download task, at most `max_download_continuations` times. The
+    # margin holds what may come between the decision and the stop: a page, throttled at the
+    # longest (VENDOR_MAX_WAIT_SECONDS) and read at the slowest, and the part's upload.
     download_function_seconds: int = 900
-    download_stop_margin_seconds: int = 120
+    download_stop_margin_seconds: int = 240
     max_download_continuations: int = 200
 
     @property

@@ -1,4 +1,6 @@
-"""The flow history's writer: a change of a source's `batch_execution_params`, attributed.
+"""The flow history's writer: a change of a source's `batch_execution_params`, attributed; and
+the attribution every change of a source row carries (`attributed`), which the database's
+triggers record in the flow history and the settings history (`public.source_change`).
 
 (The run ledger, `public.source_run`, and the source's lock are written by
 `shared.store.runs` alone.)
@@ -6,7 +8,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from psycopg2.extras import Json
@@ -33,23 +36,31 @@ def set_flow_params(
     condition = (
         "AND batch_execution_params IS NOT DISTINCT FROM %(expected)s" if check_expected else ""
     )
-    _attribute_changes(cur, reason, request_id or "")
-    cur.execute(
-        f"""
-        UPDATE public.source SET batch_execution_params = %(to)s, updated_at = now()
-         WHERE source_id = %(source_id)s {condition}
-        RETURNING source_id
-        """,
-        {
-            "source_id": source_id,
-            "expected": Json(expected) if expected is not None else None,
-            "to": Json(to_params) if to_params is not None else None,
-        },
-    )
-    applied = cur.fetchone() is not None
-    # Later statements of the same transaction must not be attributed to this change.
+    with attributed(cur, reason, request_id=request_id or ""):
+        cur.execute(
+            f"""
+            UPDATE public.source SET batch_execution_params = %(to)s, updated_at = now()
+             WHERE source_id = %(source_id)s {condition}
+            RETURNING source_id
+            """,
+            {
+                "source_id": source_id,
+                "expected": Json(expected) if expected is not None else None,
+                "to": Json(to_params) if to_params is not None else None,
+            },
+        )
+        return cur.fetchone() is not None
+
+
+@contextmanager
+def attributed(cur: Any, reason: str, *, request_id: str = "") -> Iterator[None]:
+    """The source rows written inside are changed for `reason` (and `request_id`); who changed
+    them is the session's login, which the triggers read for themselves."""
+    _attribute_changes(cur, reason, request_id)
+    yield
+    # Later statements of the same transaction must not be attributed to this change (after an
+    # error the transaction is rolled back, the setting with it).
     _attribute_changes(cur, "", "")
-    return applied
 
 
 def _attribute_changes(cur: Any, reason: str, request_id: str) -> None:

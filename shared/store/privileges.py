@@ -4,11 +4,14 @@ Each service connects as its own role (`sourceflow_<service>`); people connect a
 each a member of `sourceflow_operator`; a Re-specs query runs as `sourceflow_respecs`, which may
 update only the tables the deployment allows. Every role may read every table. Writes are
 granted per table, and per column where a table mixes what several writers own (the source row:
-its connection is nobody's to rewrite but an administrator's; its cursor is unlocking's).
+its settings are people's, its cursor is unlocking's, its lock the running services').
 
 A person's decisions (approve, reject, revoke; asking for a backfill and deciding on one) are not
 table writes at all: they go through the database functions of migrations 0011 and 0014, which
-take the person from the session's login.
+take the person from the session's login. A source's settings are people's to write (`sourceflow
+sources …`, `sourceflow apply`); every change is recorded with the login that made it by
+migration 0018's trigger, which no role can write around, except the two-person rule's own
+threshold (backfill_approval_days), which stays an administrator's.
 `infra/grants.py` applies this list; tests/integration/test_privileges.py connects as each role
 and shows every write outside it refused.
 """
@@ -55,6 +58,18 @@ class TableWrites:
 
 
 _LOCK = ("locked_by", "locked_at", "lock_expires_at", "updated_at")
+# A source's settings, as `sourceflow sources add|edit|schedule` and `sourceflow apply` write
+# them (shared/rules/source_settings.py); a pause and a deletion are people's too.
+_SOURCE_SETTINGS = (
+    "name",
+    "source_type",
+    "connection",
+    "backdate_days",
+    "schedule_interval",
+    "schedule_cron",
+    "lateness_allowance",
+)
+_SOURCE_STATE = ("is_active", "disabled_reason", "disabled_until", "deleted_at")
 # The operator's cancel request: only people write it (a trigger records who, migration 0011).
 _CANCEL = ("cancel_requested_at", "cancel_requested_by", "cancel_reason")
 _FAILURE_NOTE = (
@@ -96,6 +111,12 @@ WRITES: Mapping[str, Mapping[str, TableWrites]] = {
         "public.landed_version": TableWrites(insert=ALL, update=("execution_arn",)),
         # Each part committed with where the source resumes after it.
         "public.download_checkpoint": TableWrites(insert=ALL),
+        # A vendor's concurrency slots: created up to the limit, leased, renewed, released
+        # (shared/store/vendor_limits.py); never the limit itself.
+        "public.vendor_slot": TableWrites(
+            insert=("host", "slot"),
+            update=("execution_arn", "attempt", "source_id", "taken_at", "expires_at"),
+        ),
         **_DELIVERY_FAILURES,
     },
     service_role("unlocking"): {
@@ -112,17 +133,41 @@ WRITES: Mapping[str, Mapping[str, TableWrites]] = {
         "public.scheduler_tick": TableWrites(insert=ALL, update=ALL),
         # The executions it starts for the slices of backfills; never the backfill itself.
         "public.backfill_slice_run": TableWrites(insert=ALL),
+        # The line of runs waiting for admission: queued, a newer slot in a slot's place, admitted.
+        "public.run_admission": TableWrites(
+            insert=ALL,
+            update=("execution_name", "started_for", "nonce", "admitted_at", "execution_arn"),
+        ),
         **_DELIVERY_FAILURES,
     },
     OPERATORS_ROLE: {
-        # `flow set`; registering sources and editing connections stay an administrator's.
-        "public.source": TableWrites(update=("batch_execution_params", "updated_at")),
+        # `sources add|edit|schedule|disable|enable|delete`, `apply` and `flow set`; never the
+        # cursor, the lock or the counts, nor backfill_approval_days (an administrator's: it is
+        # the threshold of the two-person rule for backfills).
+        "public.source": TableWrites(
+            insert=("source_id", *_SOURCE_SETTINGS),
+            update=(*_SOURCE_SETTINGS, *_SOURCE_STATE, "batch_execution_params", "updated_at"),
+        ),
         # A cancel request, and why a run waiting for a person failed (reject, cancel).
         "public.source_run": TableWrites(
             insert=_FAILURE_NOTE, update=(*_CANCEL, "failed_step", "error", "error_detail")
         ),
         "public.parked_message": TableWrites(insert=ALL),
+        # `sourceflow vendors set|unset`: a vendor's concurrency limit (who set it is the
+        # login, written by migration 0017's trigger).
+        "public.vendor_limit": TableWrites(
+            insert=("host", "max_concurrent"), update=("max_concurrent",), delete=True
+        ),
     },
+}
+
+
+# The database functions each role may call besides: people's decisions; the scheduler resumes
+# the sources paused until a time that has passed (migration 0018), holding no right to change
+# is_active itself.
+FUNCTIONS: Mapping[str, tuple[str, ...]] = {
+    OPERATORS_ROLE: DECISION_FUNCTIONS,
+    service_role("scheduler"): ("public.source_enable_due()",),
 }
 
 

@@ -24,8 +24,13 @@ from shared.runtime.contracts import (
 
 EXAMPLES_DIR = CONTRACTS_DIR / "examples"
 SCHEMA_FILES = sorted(CONTRACTS_DIR.glob("*.schema.json"))
-# Documents people write into PostgreSQL columns, not messages: they carry no envelope.
-DOCUMENTS = {"batch-execution-params", *map(connection_contract, SOURCE_TYPES)}
+# Documents people write into PostgreSQL columns (and sources files), not messages: they carry
+# no envelope.
+DOCUMENTS = {
+    "batch-execution-params",
+    "source-settings",
+    *map(connection_contract, SOURCE_TYPES),
+}
 MESSAGE_CONTRACTS = [key for key in schema_names() if key[0] not in DOCUMENTS]
 
 

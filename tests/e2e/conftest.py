@@ -37,6 +37,7 @@ def vendor(stack: LocalStack) -> Iterator[Vendor]:
     the_vendor = Vendor(stack.env["VENDOR_URL"])
     yield the_vendor
     the_vendor.clear_faults()
+    the_vendor.clear_limits()
 
 
 @pytest.fixture

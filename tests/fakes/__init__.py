@@ -7,6 +7,7 @@
   connector's records without its check-ins)
 - heartbeat: `FakeClock`, `FakeTask`, `quiet_heartbeat`, download's heartbeat ports
 - http: `serve_in_memory`, an HTTP request handler served without a socket
+- pacing: `FakePacing`, how a connector waits on a vendor and holds its slot
 - queues: `FakeVisibility`, `FailureLog`, what the SQS consumer shell reports to
 - s3: `FakeS3`, S3 as a connector lists and reads it
 - secrets: `FakeSecretsManager`, `fake_access` (a connector's SourceAccess), `source_secret`
@@ -20,6 +21,7 @@ from tests.fakes.callbacks import FakeCallbacks
 from tests.fakes.connectors import FakeConnectionCheck, FakeConnector, WindowedSource, landed
 from tests.fakes.heartbeat import FakeClock, FakeTask, quiet_heartbeat
 from tests.fakes.http import serve_in_memory
+from tests.fakes.pacing import FakePacing
 from tests.fakes.queues import FailureLog, FakeVisibility
 from tests.fakes.s3 import FakeS3
 from tests.fakes.secrets import FakeSecretsManager, fake_access, source_secret
@@ -31,6 +33,7 @@ __all__ = [
     "FakeClock",
     "FakeConnectionCheck",
     "FakeConnector",
+    "FakePacing",
     "FakeS3",
     "FakeSecretsManager",
     "FakeSink",

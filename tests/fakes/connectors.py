@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.connectors.base import MalformedRows, Position, Waiting, no_waiting
+from shared.connectors.pacing import UNPACED, Pacing
 from shared.rules.flows import Window
 from shared.timefmt import parse_iso
 
@@ -39,6 +40,8 @@ class FakeConnector:
     def resumable(self) -> bool:
         return self.page > 0
 
+    pacing: Pacing = UNPACED
+
     def check(self) -> None:
         pass
 
@@ -61,10 +64,17 @@ class FakeConnector:
         value = record.get("last_modified")
         return parse_iso(value) if value else None
 
-    def factory(self) -> Callable[[str, str, Mapping[str, Any]], FakeConnector]:
+    def factory(self) -> Callable[..., FakeConnector]:
+        """`connector_for` as download calls it; the pacing it is given is kept in `pacing`."""
+
         def connector_for(
-            source_id: str, source_type: str, connection: Mapping[str, Any]
+            source_id: str,
+            source_type: str,
+            connection: Mapping[str, Any],
+            *,
+            pacing: Pacing = UNPACED,
         ) -> FakeConnector:
+            self.pacing = pacing
             return self
 
         return connector_for

@@ -28,6 +28,7 @@ from infra.migrate import MIGRATIONS_DIR, apply_migrations
 from local.pg import create_warehouse_tables, require_passwords, transaction
 from services.download.domain import Claim, Heartbeat
 from services.download.service import download_run
+from services.scheduler.domain import Admission
 from services.validation.service import validate_run
 from shared.runtime.settings import RespecsSettings
 from shared.store.db import Database
@@ -36,6 +37,9 @@ from tests.builders import Execution
 from tests.fakes import FakeConnectionCheck, FakeConnector, FakeSink, quiet_heartbeat
 
 LEASE = timedelta(minutes=15)
+# The scheduler's admission with room for every run: the shared database holds other tests'
+# runs under way (tests/integration/test_admission.py proves the limit, in a database of its own).
+ROOM_FOR_EVERY_RUN = Admission(capacity=1_000_000, validation_bound=timedelta(minutes=4))
 RESPECS_TABLES = frozenset({"public.listing_attributes"})
 RESPECS = RespecsSettings(allowed_tables=RESPECS_TABLES, statement_timeout_ms=5_000)
 # A cursor safely in the past, so every Normal window starts at it.

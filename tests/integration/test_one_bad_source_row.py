@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pytest
 
 from ops.sources import flow_set, source_show, sources_list
-from services.scheduler.service import tick
+from services.scheduler.service import admit, tick
 from services.validation.service import validate_run
 from shared.errors import PermanentError
 from shared.rules.flows import FlowParams, FlowType
@@ -23,6 +24,7 @@ from tests.fakes import fake_access
 from tests.integration.conftest import (
     LEASE,
     RESPECS_TABLES,
+    ROOM_FOR_EVERY_RUN,
     MakeSource,
     flow_history_of,
     source_row_text,
@@ -127,7 +129,12 @@ def test_a_scheduler_tick_passes_over_the_bad_source_and_starts_the_others(
     now = datetime.now(UTC)
     event = {"id": str(uuid.uuid4()), "time": isoformat(now), "resources": ["rule/it-hourly"]}
     try:
-        tick(event, db=db, start_run=start_run, publish=lambda *event: published.append(event))
+        tick(
+            event,
+            db=db,
+            admit=partial(admit, db=db, start_run=start_run, admission=ROOM_FOR_EVERY_RUN),
+            publish=lambda *event: published.append(event),
+        )
     finally:
         deactivate(db, scheduled)
     # Then the good source's run started; the bad source's slot could not be written

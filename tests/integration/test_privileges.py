@@ -36,17 +36,21 @@ TABLES = (
     "public.source",
     "public.source_run",
     "public.source_flow_history",
+    "public.source_change",
     "public.run_approval",
     "public.respecs_approval",
     "public.respecs_approval_revocation",
     "public.landed_version",
     "public.scheduler_tick",
+    "public.run_admission",
     "public.delivery_failure",
     "public.parked_message",
     "public.listing_attributes",
     "public.backfill",
     "public.backfill_slice_run",
     "public.download_checkpoint",
+    "public.vendor_limit",
+    "public.vendor_slot",
 )
 
 
@@ -159,6 +163,11 @@ FORBIDDEN = [
         " SELECT source_id, 'x', 'y' FROM public.source WHERE false",
     ),
     ("validation", "DELETE FROM public.source_flow_history WHERE false"),
+    # Rewriting a source's settings, or their history, or enabling a source at will
+    ("scheduler", "UPDATE public.source SET is_active = true WHERE false"),
+    ("scheduler", "UPDATE public.source SET connection = '{}' WHERE false"),
+    ("validation", "DELETE FROM public.source_change WHERE false"),
+    ("validation", "SELECT public.source_enable_due()"),
     # Forging a cancel
     ("download", "UPDATE public.source_run SET cancel_requested_by = 'x' WHERE false"),
     # Unlocking updating warehouse tables itself (only the Re-specs role may)
@@ -178,6 +187,11 @@ FORBIDDEN = [
         "validation",
         "INSERT INTO public.backfill_slice_run SELECT * FROM public.backfill_slice_run",
     ),
+    # A vendor's limit is a person's to set; its slots are download's to take
+    ("download", "UPDATE public.vendor_limit SET max_concurrent = 1000 WHERE false"),
+    ("download", "DELETE FROM public.vendor_limit WHERE false"),
+    ("download", "DELETE FROM public.vendor_slot WHERE false"),
+    ("scheduler", "UPDATE public.vendor_slot SET expires_at = NULL WHERE false"),
 ]
 
 
@@ -194,8 +208,14 @@ def test_a_service_cannot_make_the_writes_that_matter(
         "INSERT INTO public.respecs_approval SELECT * FROM public.respecs_approval",
         "UPDATE public.run_approval SET status = 'approved', decided_by = 'it_bob' WHERE false",
         "DELETE FROM public.respecs_approval WHERE false",
-        "UPDATE public.source SET connection = '{}' WHERE false",
         "UPDATE public.source SET last_modified_date = now() WHERE false",
+        "UPDATE public.source SET runtime_count = 0 WHERE false",
+        "UPDATE public.source SET locked_by = NULL WHERE false",
+        "DELETE FROM public.source WHERE false",
+        "INSERT INTO public.source_change SELECT * FROM public.source_change",
+        "UPDATE public.source_change SET changed_by = 'x' WHERE false",
+        "DELETE FROM public.source_change WHERE false",
+        "SELECT public.source_enable_due()",
         "DELETE FROM public.source_flow_history WHERE false",
         "INSERT INTO public.respecs_approval_revocation SELECT * FROM"
         " public.respecs_approval_revocation",
@@ -204,10 +224,31 @@ def test_a_service_cannot_make_the_writes_that_matter(
         "UPDATE public.source SET backfill_approval_days = 365 WHERE false",
     ],
 )
-def test_a_person_decides_only_through_the_decision_functions(
+def test_a_person_decides_only_through_the_decision_functions_and_sets_only_settings(
     statement: str, logins: dict[str, str]
 ) -> None:
     assert refused(logins[OPERATORS_ROLE], statement)
+
+
+def test_a_person_adds_a_source_and_the_scheduler_only_enables_the_due_ones(
+    logins: dict[str, str],
+) -> None:
+    person, scheduler = logins[OPERATORS_ROLE], logins[service_role("scheduler")]
+    assert not refused(
+        person,
+        "INSERT INTO public.source (source_id, name, source_type, connection, backdate_days,"
+        " schedule_interval, schedule_cron, lateness_allowance)"
+        " SELECT source_id, name, source_type, connection, backdate_days, schedule_interval,"
+        " schedule_cron, lateness_allowance FROM public.source WHERE false",
+    )
+    # Not the two-person rule's threshold, nor a cursor, on a new source either
+    for column in ("backfill_approval_days", "last_modified_date", "runtime_count"):
+        assert refused(
+            person,
+            f"INSERT INTO public.source (source_id, {column})"
+            f" SELECT source_id, {column} FROM public.source WHERE false",
+        ), column
+    assert not refused(scheduler, "SELECT public.source_enable_due()")
 
 
 def test_the_respecs_role_updates_only_the_allowed_tables(logins: dict[str, str]) -> None:

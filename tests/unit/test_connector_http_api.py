@@ -22,19 +22,23 @@ from shared.connectors.base import (
     UnsupportedSourceType,
     parse_connection,
 )
+from shared.connectors.endpoints import HostRule
 from shared.connectors.http_api import (
     HttpApiConnector,
     SourceDatasetNotFound,
     SourceRedirected,
     SourceRequestRejected,
+    SourceThrottled,
     _window_params,
+    new_session,
 )
 from shared.errors import PermanentError, TransientError
 from shared.rules.flows import Window, WindowField
 from shared.runtime.redaction import EXCERPT_LIMIT
 from shared.runtime.secrets import SecretNotFound
 from shared.timefmt import isoformat
-from tests.fakes import FakeSecretsManager, landed, source_secret
+from tests.fakes import FakePacing, FakeSecretsManager, landed, source_secret
+from tests.fakes.pacing import NOW
 
 START = datetime(2026, 11, 21, 18, 40, 2, tzinfo=UTC)
 END = datetime(2026, 11, 22, 18, 41, 57, 126486, tzinfo=UTC)
@@ -504,3 +508,131 @@ def test_an_empty_page_checks_in_with_the_next_pages_token(access: SourceAccess)
     read = [(record, connector.position) for record in connector.records(WINDOW)]
     assert [record for record, _ in read] == [None, {"id": "1"}]
     assert read[0][1] is not None and read[0][1]["page_token"] == "p2"
+
+
+# --- a vendor asking to slow down: 429 and 503, Retry-After, its concurrency slot -----------------
+
+
+def throttled(status: int, retry_after: str | None = None) -> requests.Response:
+    answer = an_answer(status, {"error": "slow down"})
+    if retry_after is not None:
+        answer.headers["Retry-After"] = retry_after
+    return answer
+
+
+def a_paced_connector(
+    access: SourceAccess, session: FakeSession, pacing: FakePacing
+) -> HttpApiConnector:
+    connector = a_connector(access, session)
+    connector.pacing = pacing.pacing()
+    return connector
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_throttled_page_is_asked_again_after_its_retry_after_without_starting_over(
+    access: SourceAccess, status: int
+) -> None:
+    # Given a vendor that throttles the second page once, asking for 7 seconds
+    session = FakeSession(
+        [page({"id": "1"}, token="p2"), throttled(status, "7"), page({"id": "2"})]
+    )
+    pacing = FakePacing()
+    connector = a_paced_connector(access, session, pacing)
+
+    # When the window is read
+    records = list(landed(connector.records(WINDOW)))
+
+    # Then the second page was asked for again after 7 seconds, and nothing was read twice
+    assert [record["id"] for record in records] == ["1", "2"]
+    assert pacing.waits == [7.0]
+    assert [params.get("page_token") for _, params in session.sent] == [None, "p2", "p2"]
+
+
+def test_a_retry_after_date_is_waited_until(access: SourceAccess) -> None:
+    # Given a 429 asking to come back at an HTTP-date 30 seconds from now
+    session = FakeSession([throttled(429, "Sun, 22 Nov 2026 09:00:30 GMT"), page({"id": "1"})])
+    pacing = FakePacing(now=NOW)
+    # When the window is read, Then the page waited those 30 seconds
+    assert len(list(a_paced_connector(access, session, pacing).records(WINDOW))) == 1
+    assert pacing.waits == [30.0]
+
+
+def test_without_a_retry_after_the_waits_double(access: SourceAccess) -> None:
+    # Given a vendor that answers 503 three times without saying how long to wait
+    session = FakeSession([throttled(503), throttled(503), throttled(503), page({"id": "1"})])
+    pacing = FakePacing()
+    # When the window is read, Then each wait doubled the one before, and the page came
+    assert len(list(a_paced_connector(access, session, pacing).records(WINDOW))) == 1
+    assert pacing.waits == [1.0, 2.0, 4.0]
+
+
+def test_the_jitter_lengthens_a_wait_and_never_shortens_it(access: SourceAccess) -> None:
+    session = FakeSession([throttled(429, "8"), page({"id": "1"})])
+    pacing = FakePacing(draw=0.5)
+    list(a_paced_connector(access, session, pacing).records(WINDOW))
+    assert pacing.waits == [8.0 * (1 + 0.25 * 0.5)]
+
+
+def test_a_vendor_asking_past_the_max_wait_stops_the_download_by_name_without_waiting(
+    access: SourceAccess,
+) -> None:
+    # Given a vendor that asks the first page to wait an hour, past the 120 s a page may wait
+    session = FakeSession([throttled(429, "3600")])
+    pacing = FakePacing(max_wait_seconds=120)
+
+    # When the window is read, Then the download yields by name: a transient error, retried
+    with pytest.raises(SourceThrottled) as caught:
+        list(a_paced_connector(access, session, pacing).records(WINDOW))
+    assert isinstance(caught.value, TransientError)
+    assert caught.value.error_name == "SourceThrottled"
+    assert pacing.waits == []
+    text = str(caught.value)
+    assert "answered page 1 with 429 (the vendor said: 'slow down')" in text
+    assert "asking for 3,600 s more (Retry-After)" in text
+    assert "past the 120 s one page may wait (VENDOR_MAX_WAIT_SECONDS)" in text
+
+
+def test_a_page_throttled_over_and_over_waits_no_longer_than_the_max_wait(
+    access: SourceAccess,
+) -> None:
+    # Given a vendor that answers every request with 429 and "come back in 1 second"
+    session = FakeSession([throttled(429, "1") for _ in range(100)])
+    pacing = FakePacing(max_wait_seconds=10, draw=0.9)
+    # When the window is read, Then the page waited at most 10 seconds in all, then stopped
+    with pytest.raises(SourceThrottled, match=r"after \d+ wait\(s\) of 10 s in all"):
+        list(a_paced_connector(access, session, pacing).records(WINDOW))
+    assert 10 - 1 < sum(pacing.waits) <= 10  # the next wait, a second at least, did not fit
+    assert len(session.sent) == len(pacing.waits) + 1
+
+
+def test_the_vendors_slot_is_held_from_before_the_first_request_to_after_the_last(
+    access: SourceAccess,
+) -> None:
+    session = FakeSession([page({"id": "1"}, token="p2"), page({"id": "2"})])
+    pacing = FakePacing()
+    connector = a_paced_connector(access, session, pacing)
+    records = connector.records(WINDOW)
+    next(records)
+    assert pacing.events == [("slot", "vendor.test:8080")]
+    list(records)
+    assert pacing.events == [("slot", "vendor.test:8080"), ("free", "vendor.test:8080")]
+    assert len(session.sent) == 2
+
+
+def test_a_download_that_fails_gives_its_slot_back(access: SourceAccess) -> None:
+    session = FakeSession([(404, {"error": "no such dataset"})])
+    pacing = FakePacing()
+    with pytest.raises(SourceDatasetNotFound):
+        list(a_paced_connector(access, session, pacing).records(WINDOW))
+    assert pacing.events == [("slot", "vendor.test:8080"), ("free", "vendor.test:8080")]
+
+
+def test_the_session_leaves_429_and_503_to_the_connector() -> None:
+    # urllib3 would sleep whatever Retry-After says, unbounded, with no heartbeat meanwhile
+    adapter = new_session(HostRule(allow_loopback=False), "acme-listings").get_adapter(
+        "https://vendor.test"
+    )
+    assert isinstance(adapter, requests.adapters.HTTPAdapter)
+    retry = adapter.max_retries
+    assert set(retry.status_forcelist or ()) == {502, 504}
+    assert retry.respect_retry_after_header is False

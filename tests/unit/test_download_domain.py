@@ -93,6 +93,47 @@ def test_a_lost_lock_stops_the_download() -> None:
     assert caught.value.error_name == "LockLost"
 
 
+def a_sleeping_heartbeat(task: FakeTask, clock: FakeClock) -> tuple[Heartbeat, list[float]]:
+    """A heartbeat whose sleeps move the clock; returns it and the sleeps it took."""
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.advance(seconds)
+
+    heartbeat = Heartbeat(
+        send=task.send,
+        renew_lease=task.renew_lease,
+        interval_seconds=INTERVAL,
+        monotonic=clock,
+        sleep=sleep,
+    )
+    return heartbeat, sleeps
+
+
+def test_a_long_wait_beats_every_interval_and_lasts_exactly_as_asked() -> None:
+    # Given a heartbeat that last beat 20 seconds ago
+    task, clock = FakeTask(), FakeClock()
+    heartbeat, sleeps = a_sleeping_heartbeat(task, clock)
+    clock.advance(20)
+    # When the download waits 3.5 intervals on its vendor (a Retry-After, a slot)
+    started = clock.now
+    heartbeat.wait(3.5 * INTERVAL)
+    # Then it beat the moment each beat fell due, and waited no more and no less than asked
+    assert clock.now - started == 3.5 * INTERVAL
+    assert sleeps == [INTERVAL - 20, INTERVAL, INTERVAL, 3.5 * INTERVAL - (3 * INTERVAL - 20)]
+    assert (task.beats, task.renewals) == (3, 3)
+
+
+def test_a_wait_stops_at_the_first_beat_that_finds_the_task_over() -> None:
+    task, clock = FakeTask(), FakeClock()
+    heartbeat, sleeps = a_sleeping_heartbeat(task, clock)
+    task.over = True  # timed out, failed, or a cancel ended it
+    with pytest.raises(TaskOver):
+        heartbeat.wait(10 * INTERVAL)
+    assert sleeps == [INTERVAL]
+
+
 # --- window_from_plan ---------------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """The scheduler's decisions: which sources are due, which special flows go back to Normal,
-whether a reset request still applies when it arrives, and how a `Run Requested` event starts
-its run."""
+whether a reset request still applies when it arrives, and the run a due slot or a `Run
+Requested` event waits as until it is admitted."""
 
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ from services.scheduler.domain import (
     SchedulableSource,
     decide_resets,
     due_sources,
+    requested_run,
     reset_applied,
     reset_requested,
+    scheduled_run,
     why_not_reset,
 )
-from services.scheduler.service import start_requested_run
+from shared.runtime.executions import execution_name
 
 NOW = datetime(2026, 11, 22, 19, 7, 30, tzinfo=UTC)
 CURRENT_SLOT = datetime(2026, 11, 22, 19, 0, tzinfo=UTC)  # of a 15-minute schedule at NOW
@@ -100,21 +102,6 @@ def run_requested_event(event_id: str = "0d9f7b5e-1c2a-4b7e-9a51-3e6f2c4d8a10") 
     }
 
 
-class FakeStarter:
-    """Records each start and answers with an execution ARN, as the real starter does."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, datetime, str]] = []
-
-    def __call__(self, source_id: str, started: datetime, nonce: str) -> str:
-        self.calls.append((source_id, started, nonce))
-        return f"arn:aws:states:us-east-1:123456789012:execution:sourceflow:{source_id}-{nonce}"
-
-    @property
-    def nonces(self) -> list[str]:
-        return [nonce for _, _, nonce in self.calls]
-
-
 # --- due_sources ------------------------------------------------------------------------------
 
 
@@ -183,6 +170,16 @@ def test_an_invalid_schedule_is_reported_while_the_other_sources_are_decided() -
     assert "'src-broken'" in problems[0]
     assert "schedule_cron" in problems[0]
     assert "'src-both'" in problems[1]
+
+
+def test_a_cron_whose_day_never_comes_is_a_problem_not_a_failed_tick() -> None:
+    # Given a source whose cron names 30 February, stored before anything checked it
+    sources = [schedulable("src-never", interval=None, cron="0 0 30 2 *"), schedulable("src-a")]
+    # When the tick decides, Then the other source is due and the bad one named
+    due, problems = due_sources(sources, NOW)
+    assert due == [Due("src-a", CURRENT_SLOT)]
+    [problem] = problems
+    assert "'src-never'" in problem and "never comes" in problem
 
 
 def test_no_sources_means_nothing_due() -> None:
@@ -428,42 +425,38 @@ def test_an_applied_reset_says_from_what_to_normal() -> None:
     }
 
 
-# --- start_requested_run ----------------------------------------------------------------------
+# --- requested_run, scheduled_run ------------------------------------------------------------
 
 
-def test_a_run_request_starts_one_run_of_its_source_at_the_event_time() -> None:
-    # Given a Run Requested event and a fake starter
-    starter = FakeStarter()
-    # When it is handled
-    arn = start_requested_run(run_requested_event(), start_run=starter)
-    # Then one run of its source starts, timed by the event, and its ARN is returned
-    assert len(starter.calls) == 1
-    source_id, started, nonce = starter.calls[0]
-    assert source_id == "src-1"
-    assert started == datetime(2026, 11, 22, 18, 41, 57, tzinfo=UTC)
-    assert started.utcoffset() == timedelta(0)
-    assert arn == f"arn:aws:states:us-east-1:123456789012:execution:sourceflow:src-1-{nonce}"
+def test_a_run_request_waits_as_one_run_of_its_source_at_the_event_time() -> None:
+    # Given a Run Requested event, When the run it asks for is made
+    run = requested_run(run_requested_event())
+    # Then it is a run of its source, timed by the event, named as it will be started
+    assert run.source_id == "src-1"
+    assert run.started_for == datetime(2026, 11, 22, 18, 41, 57, tzinfo=UTC)
+    assert run.started_for.utcoffset() == timedelta(0)
+    assert run.execution_name == execution_name("src-1", run.started_for, run.nonce)
 
 
-def test_the_same_event_delivered_twice_gets_the_same_nonce() -> None:
-    starter = FakeStarter()
-    start_requested_run(run_requested_event("event-1"), start_run=starter)
-    start_requested_run(run_requested_event("event-1"), start_run=starter)
-    assert starter.nonces[0] == starter.nonces[1]
-    assert starter.calls[0] == starter.calls[1]
+def test_the_same_event_delivered_twice_names_the_same_run() -> None:
+    assert requested_run(run_requested_event("event-1")) == requested_run(
+        run_requested_event("event-1")
+    )
 
 
-def test_different_events_get_different_nonces() -> None:
-    starter = FakeStarter()
-    for event_id in ("event-1", "event-2", "event-3"):
-        start_requested_run(run_requested_event(event_id), start_run=starter)
-    assert len(set(starter.nonces)) == 3
+def test_different_events_name_different_runs() -> None:
+    runs = {requested_run(run_requested_event(event_id)) for event_id in ("e-1", "e-2", "e-3")}
+    assert len({run.execution_name for run in runs}) == len({run.nonce for run in runs}) == 3
 
 
 def test_the_nonce_is_a_short_name_safe_token() -> None:
-    starter = FakeStarter()
-    start_requested_run(run_requested_event(), start_run=starter)
-    (nonce,) = starter.nonces
+    nonce = requested_run(run_requested_event()).nonce
     assert nonce.startswith("req")
     assert nonce.isalnum()
     assert len(nonce) <= 16
+
+
+def test_a_due_slot_waits_as_the_run_named_after_its_slot() -> None:
+    run = scheduled_run(Due("src-1", CURRENT_SLOT))
+    assert (run.source_id, run.started_for, run.nonce) == ("src-1", CURRENT_SLOT, "sched")
+    assert run.execution_name == "src-1-20261122T190000Z-sched"

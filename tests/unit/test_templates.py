@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,22 @@ from infra.resources import (
     Names,
 )
 from local.provision import BATCH_SIZE, function_timeouts, provision
-from local.stack import LOCAL_TIMEOUTS, timeouts_environment
+from local.stack import LOCAL_TIMEOUTS, admission_environment, timeouts_environment
+from shared.connectors.http_api import REQUEST_TIMEOUT
 from shared.runtime.catalogue import (
     CLOUD_TIMEOUTS,
+    DOWNLOAD_BATCH_SIZE,
+    DOWNLOAD_CONCURRENCY,
     EVENT_SOURCE,
     RESPECS_APPROVAL_REQUIRED,
     RESPECS_STATEMENT_TIMEOUT_MS,
+    VENDOR_MAX_WAIT_SECONDS,
+    VENDOR_SLOT_WAIT_SECONDS,
     Step,
     Timeouts,
 )
 from shared.runtime.secrets import connection_secrets_prefix
+from shared.runtime.settings import SettingsError
 
 STAGE = "t1"
 NAMES = Names(STAGE)
@@ -286,6 +293,54 @@ def test_the_function_consumes_its_own_queue_with_partial_batch_responses(name: 
     assert int(mapping["Properties"]["BatchSize"]) == BATCH_SIZE[name]
 
 
+def test_the_scheduler_admits_as_many_runs_as_the_download_function_runs_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the download function's event source mapping and the scheduler's environment
+    [mapping] = function_of(service("download"))["Events"].values()
+    sizing = mapping["Properties"]
+    env = function_of(service("scheduler"))["Environment"]["Variables"]
+
+    # Then the scheduler is told the download function's sizing, which is the catalogue's
+    concurrency = int(sizing["ScalingConfig"]["MaximumConcurrency"])
+    assert int(env["DOWNLOAD_CONCURRENCY"]) == concurrency == DOWNLOAD_CONCURRENCY
+    assert int(env["DOWNLOAD_BATCH_SIZE"]) == int(sizing["BatchSize"]) == DOWNLOAD_BATCH_SIZE
+    assert int(env["VALIDATE_TIMEOUT_SECONDS"]) == timeouts_in_the_templates().validate_seconds
+
+    # And, reading it, admits that many runs at once
+    for key, value in {**REQUIRED_ENV, **env}.items():
+        monkeypatch.setenv(key, str(value))
+    admission = settings_of("scheduler").admission
+    assert admission.capacity == concurrency
+    assert admission.validation_bound == timedelta(seconds=CLOUD_TIMEOUTS.validate_seconds)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 5])
+def test_the_embedded_stack_admits_as_many_runs_as_it_has_download_workers(
+    workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the environment the embedded stack gives the scheduler with `workers` per service
+    env = {**REQUIRED_ENV, **timeouts_environment(LOCAL_TIMEOUTS), **admission_environment(workers)}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+    # Then the scheduler admits one run per download worker, each taking a batch of one
+    admission = settings_of("scheduler").admission
+    assert admission.capacity == workers
+    assert BATCH_SIZE["download"] == DOWNLOAD_BATCH_SIZE
+    assert admission.validation_bound == timedelta(seconds=LOCAL_TIMEOUTS.validate_seconds)
+
+
+def test_the_scheduler_refuses_a_download_batch_of_more_than_one_at_cold_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key, value in {**REQUIRED_ENV, "DOWNLOAD_BATCH_SIZE": "10"}.items():
+        monkeypatch.setenv(key, value)
+    refused = r"DOWNLOAD_BATCH_SIZE.*set the download function's BatchSize to 1"
+    with pytest.raises(SettingsError, match=refused):
+        settings_of("scheduler")
+
+
 def test_no_template_maps_an_event_source_any_other_way() -> None:
     for rendered in every_rendering():
         assert rendered.of_type("AWS::Lambda::EventSourceMapping") == {}, rendered.name
@@ -525,6 +580,9 @@ def assert_runs_with(settings: Any, name: str, timeouts: Timeouts) -> None:
         assert settings.stop_margin_seconds == timeouts.download_stop_margin_seconds
     if name == "validation":
         assert settings.approval.timeout_seconds == timeouts.approval_seconds
+    if name == "scheduler":
+        validate = timedelta(seconds=timeouts.validate_seconds)
+        assert settings.admission.validation_bound == validate
 
 
 def _settings_source(name: str) -> str:
@@ -677,6 +735,12 @@ def test_the_embedded_stack_creates_the_queues_the_service_stacks_declare(
         assert dead_letters["QueueName"] in local.queues
 
 
+def test_sourceflow_logs_reads_the_log_group_each_service_stack_declares() -> None:
+    for name in SERVICES:
+        [group] = service(name).of_type("AWS::Logs::LogGroup").values()
+        assert group["LogGroupName"] == NAMES.log_group(name)
+
+
 def test_the_embedded_stack_creates_the_rules_the_workflow_stack_declares(
     local: RecordedAws, meaning: dict[str, Any]
 ) -> None:
@@ -776,6 +840,25 @@ def test_unlocking_outlasts_the_respecs_statement_timeout_it_may_use_up() -> Non
     assert "RESPECS_STATEMENT_TIMEOUT_MS" not in env
     assert CLOUD_TIMEOUTS.unlocking_function_seconds * 1000 > RESPECS_STATEMENT_TIMEOUT_MS
     assert int(function_of(service("unlocking"))["Timeout"]) * 1000 > RESPECS_STATEMENT_TIMEOUT_MS
+
+
+def test_a_download_stops_early_enough_to_finish_a_throttled_page_and_its_part() -> None:
+    # Between deciding to stop and stopping, a download finishes the page it is reading (which
+    # may wait out a vendor's Retry-After at the longest, then read at the slowest) and uploads
+    # its part: the stop margin holds that, and leaves most of the function's time to read.
+    _, read_seconds = REQUEST_TIMEOUT
+    margin = CLOUD_TIMEOUTS.download_stop_margin_seconds
+    assert margin >= VENDOR_MAX_WAIT_SECONDS + read_seconds
+    assert margin <= CLOUD_TIMEOUTS.download_function_seconds / 2
+
+
+def test_a_download_that_waits_its_longest_on_its_vendor_still_has_time_to_read() -> None:
+    # (the templates leave the vendor waits to their defaults) A delivery that waits its longest
+    # for a slot, then for one throttled page, has half its function's time left at least.
+    env = function_of(service("download"))["Environment"]["Variables"]
+    assert not {"VENDOR_MAX_WAIT_SECONDS", "VENDOR_SLOT_WAIT_SECONDS"} & set(env)
+    waits = VENDOR_SLOT_WAIT_SECONDS + VENDOR_MAX_WAIT_SECONDS
+    assert waits <= int(function_of(service("download"))["Timeout"]) / 2
 
 
 # -- a step that committed is never reported as failed ----------------------------------------

@@ -356,6 +356,70 @@ def test_given_fault_with_zero_records_and_delay_then_fails_immediately_after_de
     assert status == 400 and "fail_status=200" in body["error"]
 
 
+def test_an_injected_failure_may_say_when_to_come_back(vendor: Vendor) -> None:
+    body = {"dataset": "small", "fail_status": 429, "fail_times": 1, "retry_after_s": 25}
+    assert vendor.call("POST", "/admin/faults", body)[0] == 200
+    answer = vendor.answer("GET", "/datasets/small/records")
+    assert (answer.status, answer.getheader("Retry-After")) == (429, "25")
+    assert vendor.get("/datasets/small/records")[0] == 200  # once only
+    fault = vendor.ok("/admin/faults")["faults"]["small"]
+    assert (fault["retry_after_s"], fault["fail_status"], fault["served"]) == (25, None, 300)
+
+
+# --- a concurrency limit (POST /admin/limits) --------------------------------------------------
+
+
+def test_a_request_beyond_the_limit_is_refused_with_retry_after_and_counted(
+    vendor: Vendor,
+) -> None:
+    # Given a limit of one request at a time on "small", with one request being served
+    body = {"dataset": "small", "max_concurrent": 1, "retry_after_s": 3}
+    assert vendor.call("POST", "/admin/limits", body)[0] == 200
+    state = vendor.server.state
+    with state.admitted("small"):
+        # When another request comes meanwhile, Then it is refused with 429 and Retry-After
+        answer = vendor.answer("GET", "/datasets/small/records")
+        assert (answer.status, answer.getheader("Retry-After")) == (429, "3")
+        assert "at most 1 at once" in json.loads(answer.read())["error"]
+        # (another dataset is not limited)
+        assert vendor.get("/datasets/other/records")[0] == 200
+    # And once the first is done, the next is served
+    assert vendor.get("/datasets/small/records", page_size=5)[0] == 200
+    limits = vendor.ok("/admin/limits")["limits"]
+    assert limits == {
+        "small": {
+            "max_concurrent": 1,
+            "retry_after_s": 3,
+            "in_flight": 0,
+            "max_seen": 2,  # the refused request counts: what a client let happen
+            "refused": 1,
+            "pages": 2,
+        }
+    }
+
+
+def test_limits_are_lifted_all_at_once(vendor: Vendor) -> None:
+    vendor.call("POST", "/admin/limits", {"dataset": "small", "max_concurrent": 2})
+    assert vendor.call("DELETE", "/admin/limits") == (200, {"limits": {}})
+    assert vendor.server.state.limits == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"dataset": "small"}, "max_concurrent"),
+        ({"dataset": "small", "max_concurrent": 0}, "max_concurrent=0"),
+        ({"dataset": "small", "max_concurrent": 2, "retry_after_s": -1}, "retry_after_s=-1"),
+        ({"max_concurrent": 2}, "dataset"),
+    ],
+)
+def test_a_bad_limit_is_400_naming_the_field(
+    vendor: Vendor, body: dict[str, Any], expected: str
+) -> None:
+    status, answer = vendor.call("POST", "/admin/limits", body)
+    assert status == 400 and expected in answer["error"]
+
+
 # --- hostile pages (local.vendor.hostile) -----------------------------------------------------
 
 

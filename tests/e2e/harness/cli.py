@@ -18,11 +18,16 @@ class Cli:
     stack: LocalStack
 
     def sourceflow(
-        self, *args: str, person: str | None = None, environment: Mapping[str, str] | None = None
+        self,
+        *args: str,
+        person: str | None = None,
+        environment: Mapping[str, str] | None = None,
+        answer: str = "",
     ) -> subprocess.CompletedProcess[str]:
         """The operator's command against this stack, as `person` (their own login, from the
         credentials file `sourceflow up` wrote for them), or as the stack's administrator;
-        `environment` adds variables (what an impostor might set)."""
+        `environment` adds variables (what an impostor might set); `answer` is what the
+        operator types when the command asks (nothing: a question is answered by end of file)."""
         credentials = {CREDENTIALS_VARIABLE: str(self.stack.people[person])} if person else {}
         return subprocess.run(
             [
@@ -33,6 +38,7 @@ class Cli:
                 "--state-dir",
                 str(self.stack.options.state_dir),
             ],
+            input=answer,
             capture_output=True,
             text=True,
             timeout=WAIT_SECONDS,

@@ -1,4 +1,4 @@
-"""The demo vendor's API as tests drive it: upserts, its clock, faults."""
+"""The demo vendor's API as tests drive it: upserts, its clock, faults, concurrency limits."""
 
 from __future__ import annotations
 
@@ -41,5 +41,34 @@ class Vendor:
             f"{self.url}/admin/faults", json={"dataset": dataset, **fault}, timeout=WAIT_SECONDS
         ).raise_for_status()
 
+    def faults(self) -> dict[str, dict[str, Any]]:
+        """Each dataset's fault, with the records served since it was set (`served`)."""
+        response = requests.get(f"{self.url}/admin/faults", timeout=WAIT_SECONDS)
+        response.raise_for_status()
+        return dict(response.json()["faults"])
+
     def clear_faults(self) -> None:
         requests.delete(f"{self.url}/admin/faults", timeout=WAIT_SECONDS).raise_for_status()
+
+    def limit(self, dataset: str, max_concurrent: int, *, retry_after_s: int = 1) -> None:
+        """Serve at most `max_concurrent` record requests of the dataset at once; answer the
+        others 429 with Retry-After."""
+        requests.post(
+            f"{self.url}/admin/limits",
+            json={
+                "dataset": dataset,
+                "max_concurrent": max_concurrent,
+                "retry_after_s": retry_after_s,
+            },
+            timeout=WAIT_SECONDS,
+        ).raise_for_status()
+
+    def limits(self) -> dict[str, dict[str, Any]]:
+        """Each limit with what the vendor saw: max_seen (in flight at once, refused ones
+        counted), refused, pages served."""
+        response = requests.get(f"{self.url}/admin/limits", timeout=WAIT_SECONDS)
+        response.raise_for_status()
+        return dict(response.json()["limits"])
+
+    def clear_limits(self) -> None:
+        requests.delete(f"{self.url}/admin/limits", timeout=WAIT_SECONDS).raise_for_status()
