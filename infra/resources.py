@@ -115,4 +115,5 @@ def state_machine_substitutions(
         "DownloadHeartbeatSeconds": timeouts.download_heartbeat_seconds,
         "UnlockTimeoutSeconds": timeouts.unlock_seconds,
         "ApprovalTimeoutSeconds": timeouts.approval_seconds,
+        "MaxDownloadContinuations": timeouts.max_download_continuations,
     }

@@ -20,6 +20,11 @@ from shared.runtime.catalogue import DOWNLOAD_BATCH_SIZE, EVENT_SOURCE, Timeouts
 
 _LOCAL_ROLE_ARN = "arn:aws:iam::123456789012:role/sourceflow-local-state-machine"
 BATCH_SIZE = {"validation": 10, "download": DOWNLOAD_BATCH_SIZE, "unlocking": 10, "scheduler": 10}
+# The services whose workers cut an invocation off at its function timeout, as Lambda does
+# (local/worker.py). Download plans its invocations by the time its context says is left, so it
+# must meet the same end as in the cloud; validation's and unlocking's local function timeouts
+# are tight for a batch of ten on a loaded machine (LOCAL_TIMEOUTS), so theirs only inform.
+CUT_OFF_AT_TIMEOUT = frozenset({"download"})
 
 
 def visibility_timeouts(timeouts: Timeouts) -> dict[str, int]:
@@ -37,11 +42,12 @@ def visibility_timeouts(timeouts: Timeouts) -> dict[str, int]:
 
 
 def function_timeouts(timeouts: Timeouts) -> dict[str, int]:
-    """The timeout each service's workers give their Lambda context; nothing cuts a local
-    delivery off at it."""
+    """The timeout each service's workers give their Lambda context (the worker's
+    SOURCEFLOW_FUNCTION_TIMEOUT); only download's cuts a delivery off (CUT_OFF_AT_TIMEOUT)."""
     return {
         **visibility_timeouts(timeouts),
         "validation": timeouts.validation_function_seconds,
+        "download": timeouts.download_function_seconds,
         "unlocking": timeouts.unlocking_function_seconds,
     }
 

@@ -72,6 +72,11 @@ LOCAL_TIMEOUTS = Timeouts(
     validation_visibility_seconds=20,
     unlocking_function_seconds=20,
     unlocking_visibility_seconds=20,
+    # A download's invocation is cut off at this, as Lambda's is (local/worker.py), and stops to
+    # be continued 30 s before it: longer than any one test's delivery (a page that hangs 55 s,
+    # tests/e2e/test_task_timeout.py), so only the tests that set their own meet it.
+    download_function_seconds=120,
+    download_stop_margin_seconds=30,
 )
 DEFAULT_DATASETS = DEFAULT_DATASET_SPECS
 LOCAL_RESPECS_TABLES = frozenset({"public.listing_attributes"})
@@ -381,6 +386,7 @@ def timeouts_environment(timeouts: Timeouts) -> dict[str, str]:
         "LOCK_LEASE_SECONDS": str(timeouts.lock_lease_seconds),
         "HEARTBEAT_SECONDS": str(timeouts.heartbeat_interval_seconds),
         "DOWNLOAD_CLAIM_SECONDS": str(timeouts.download_claim_seconds),
+        "DOWNLOAD_STOP_MARGIN_SECONDS": str(timeouts.download_stop_margin_seconds),
         "APPROVAL_TIMEOUT_SECONDS": str(timeouts.approval_seconds),
         "VALIDATE_TIMEOUT_SECONDS": str(timeouts.validate_seconds),
     }

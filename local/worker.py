@@ -13,6 +13,12 @@ dies; the others, and every later delivery, find PATH and carry on. An empty val
 service's name, sets no fault. The worker hooks the Step Functions client that the service's
 task callbacks use (`shared.runtime.aws.client`, one per process); the Lambda handlers, and so the
 cloud, have no such point.
+
+The function timeout (`SOURCEFLOW_FUNCTION_TIMEOUT`) is what each invocation's Lambda context
+says. For the services in `CUT_OFF_AT_TIMEOUT` the worker also enforces it as Lambda does: an
+invocation still running at its timeout is cut off, its messages left in flight, and the worker
+starts afresh (it re-executes itself, a new container), so a download that overruns its budget
+meets here what it would meet in the cloud.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 import boto3
 
 from local.lambda_event import LocalLambdaContext, sqs_event
+from local.provision import CUT_OFF_AT_TIMEOUT
 from shared.runtime import aws
 
 log = logging.getLogger("sourceflow.worker")
@@ -72,11 +79,17 @@ def _invoke(
     timeout_seconds: int,
 ) -> None:
     context = LocalLambdaContext(f"sourceflow-local-{service}", timeout_seconds)
+    watchdog = threading.Timer(timeout_seconds, _cut_off, (service, timeout_seconds))
+    watchdog.daemon = True
+    if service in CUT_OFF_AT_TIMEOUT:
+        watchdog.start()
     try:
         response = handler(sqs_event(messages, queue_arn, region), context) or {}
     except Exception:
         log.exception("%s handler raised; the whole batch will be redelivered", service)
         return
+    finally:
+        watchdog.cancel()
     failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
     done = [
         {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
@@ -85,6 +98,20 @@ def _invoke(
     ]
     if done:
         sqs.delete_message_batch(QueueUrl=queue_url, Entries=done)
+
+
+def _cut_off(service: str, timeout_seconds: int) -> None:
+    """What Lambda does to an invocation that reaches its timeout: end it wherever it is (its
+    messages come back when their visibility lapses) and start the next in a fresh runtime."""
+    log.warning(
+        "%s invocation cut off at its %d s function timeout; the worker starts afresh",
+        service,
+        timeout_seconds,
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "local.worker", service])
 
 
 def _arm_fault(service: str, fault: str) -> None:

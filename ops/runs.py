@@ -62,7 +62,7 @@ def runs_list(
             SELECT r.execution_name, r.source_id, r.flow_type, r.status, r.window_field,
                    r.window_start, r.window_end, r.lateness_allowance, r.records,
                    r.late_records, r.duplicates_skipped, r.future_records, r.bytes,
-                   r.respecs_rows, r.started_at, r.finished_at,
+                   r.respecs_rows, r.download_invocations, r.started_at, r.finished_at,
                    EXTRACT(EPOCH FROM r.finished_at - r.started_at) AS duration_seconds,
                    r.failed_step, r.error, r.error_detail, r.execution_arn,
                    b.backfill_id, b.slice_number

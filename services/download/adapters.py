@@ -1,5 +1,6 @@
-"""Download's SQL (the run it serves, its claim on the download, the versions it lands) and
-its S3 writer; the run's status and the source's lease are written by `shared.store.runs`."""
+"""Download's SQL (the run it serves, its claim on the download, the parts it commits with
+where its source resumes, the versions it lands) and its S3 writer; the run's status and the
+source's lease are written by `shared.store.runs`."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from itertools import islice
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from psycopg2.extras import execute_values
+from psycopg2.extras import Json, execute_values
 
+from shared.connectors.base import Position
 from shared.errors import TransientError
 from shared.rules.versions import VERSION_COUNTS, Version
 from shared.store.db import fetch_one
@@ -46,12 +48,15 @@ def load_run(cur: Any, execution_arn: str) -> dict[str, Any] | None:
 
 
 def claim_download(cur: Any, execution_arn: str, claim: Any) -> dict[str, Any] | None:
-    """Claim the run's download for this delivery; None when claimed, else the live claim."""
+    """Claim the run's download for this delivery, and count the invocation; None when
+    claimed, else the live claim."""
     cur.execute(
         """
         UPDATE public.source_run
            SET download_attempt = %(attempt)s, download_message_id = %(message_id)s,
-               download_claimed_until = now() + %(ttl)s
+               download_claimed_until = now() + %(ttl)s,
+               download_continuation = %(continuation)s,
+               download_invocations = COALESCE(download_invocations, 0) + 1
          WHERE execution_arn = %(arn)s AND status = %(running)s
            AND (download_claimed_until IS NULL OR download_claimed_until < now()
                 OR download_attempt = %(attempt)s)
@@ -60,6 +65,7 @@ def claim_download(cur: Any, execution_arn: str, claim: Any) -> dict[str, Any] |
             "attempt": claim.attempt,
             "message_id": claim.message_id,
             "ttl": claim.ttl,
+            "continuation": claim.continuation,
             "arn": execution_arn,
             "running": RunStatus.RUNNING,
         },
@@ -67,8 +73,8 @@ def claim_download(cur: Any, execution_arn: str, claim: Any) -> dict[str, Any] |
     if cur.rowcount == 1:
         return None
     cur.execute(
-        "SELECT download_message_id, download_claimed_until FROM public.source_run"
-        " WHERE execution_arn = %s",
+        "SELECT download_message_id, download_claimed_until, download_continuation"
+        " FROM public.source_run WHERE execution_arn = %s",
         (execution_arn,),
     )
     return dict(cur.fetchone())
@@ -105,6 +111,97 @@ def renew_claim(cur: Any, execution_arn: str, claim: Any, progress: Any = None) 
     return bool(cur.rowcount == 1)
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A part committed (or none, when an invocation stopped with nothing landed since its
+    last part), the position the source resumes from after it, and the run's tally then."""
+
+    sequence: int
+    written: WrittenObject | None
+    position: Position
+    tally: Mapping[str, Any]
+
+
+def checkpoints(cur: Any, execution_arn: str) -> list[Checkpoint]:
+    """The run's committed checkpoints, in order."""
+    cur.execute(
+        "SELECT * FROM public.download_checkpoint WHERE execution_arn = %s ORDER BY sequence",
+        (execution_arn,),
+    )
+    return [
+        Checkpoint(
+            row["sequence"],
+            WrittenObject(
+                row["object_key"], row["object_records"], row["object_bytes"], row["object_sha256"]
+            )
+            if row["object_key"] is not None
+            else None,
+            row["position"],
+            row["tally"],
+        )
+        for row in cur.fetchall()
+    ]
+
+
+def commit_checkpoint(
+    cur: Any, execution_arn: str, attempt: str, checkpoint: Checkpoint, *, last: bool
+) -> bool:
+    """Commit the checkpoint and the progress it reports, only for the delivery holding the
+    download's claim while its execution holds the source's lock; with `last`, the invocation
+    stops after it, and gives its claim back. False: the claim or the lock was lost."""
+    written = checkpoint.written
+    cur.execute(
+        """
+        INSERT INTO public.download_checkpoint
+            (execution_arn, sequence, object_key, object_records, object_bytes, object_sha256,
+             position, tally, download_attempt)
+        SELECT r.execution_arn, %(sequence)s, %(key)s, %(records)s, %(bytes)s, %(sha256)s,
+               %(position)s, %(tally)s, r.download_attempt
+          FROM public.source_run r JOIN public.source s ON s.source_id = r.source_id
+         WHERE r.execution_arn = %(arn)s AND r.status = %(running)s
+           AND r.download_attempt = %(attempt)s AND s.locked_by = r.execution_arn
+        """,
+        {
+            "sequence": checkpoint.sequence,
+            "key": written.key if written else None,
+            "records": written.records if written else None,
+            "bytes": written.bytes if written else None,
+            "sha256": written.sha256 if written else None,
+            "position": Json(checkpoint.position),
+            "tally": Json(dict(checkpoint.tally)),
+            "arn": execution_arn,
+            "running": RunStatus.RUNNING,
+            "attempt": attempt,
+        },
+    )
+    if cur.rowcount != 1:
+        return False
+    cur.execute(
+        """
+        UPDATE public.source_run
+           SET progress_records = %(records)s, progress_bytes = %(bytes)s,
+               download_claimed_until = CASE WHEN %(last)s THEN now()
+                                             ELSE download_claimed_until END
+         WHERE execution_arn = %(arn)s
+        """,
+        {
+            "records": checkpoint.tally["records"],
+            "bytes": checkpoint.tally["bytes"],
+            "last": last,
+            "arn": execution_arn,
+        },
+    )
+    return True
+
+
+def holds_claim(cur: Any, execution_arn: str, attempt: str) -> bool:
+    cur.execute(
+        "SELECT 1 FROM public.source_run WHERE execution_arn = %s AND download_attempt = %s",
+        (execution_arn, attempt),
+    )
+    return cur.fetchone() is not None
+
+
 def result_fields(run: Mapping[str, Any]) -> dict[str, Any]:
     fields = {
         "source_id": run["source_id"],
@@ -133,6 +230,16 @@ def landed_versions(cur: Any, source_id: str, after: datetime) -> set[Version]:
          WHERE v.source_id = %s AND v.last_modified > %s AND r.status = %s
         """,
         (source_id, after, RunStatus.SUCCEEDED),
+    )
+    return {(row["last_modified"], bytes(row["key_digest"])) for row in cur.fetchall()}
+
+
+def own_landed(cur: Any, source_id: str, execution_arn: str) -> set[Version]:
+    """The versions the run listed with the parts it committed (`record_landed`)."""
+    cur.execute(
+        "SELECT last_modified, key_digest FROM public.landed_version"
+        " WHERE source_id = %s AND execution_arn = %s",
+        (source_id, execution_arn),
     )
     return {(row["last_modified"], bytes(row["key_digest"])) for row in cur.fetchall()}
 

@@ -1,6 +1,7 @@
 """Download's decisions, pure: the heartbeat's timing and what stops it (`Heartbeat`), what a
-delivery streams through the run's version filter and counts (`StreamProgress`), the window a
-plan names (`window_from_plan`), and one delivery's claim on a run (`Claim`).
+delivery streams through the run's version filter and counts (`StreamProgress`, `Tally`), where
+a part ends and when an invocation stops to be continued (`Part`, `Budget`), the window a plan
+names (`window_from_plan`), and one delivery's claim on a run (`Claim`).
 
 Nothing here touches the database, S3 or Step Functions: the heartbeat's sending and lease
 renewal are callables the service passes in (services.download.service).
@@ -8,20 +9,23 @@ renewal are callables the service passes in (services.download.service).
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import timedelta
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
 from services.download.adapters import WrittenObject
-from shared.connectors.base import Connector
+from shared.connectors.base import Connector, MalformedRows, Position
 from shared.errors import LockLost, TaskOver
 from shared.rules.flows import FlowType, Window, WindowField, recorded_window
-from shared.rules.versions import MissingKey, VersionFilter, key_digest
-from shared.timefmt import parse_iso
+from shared.rules.versions import LandingCounts, MissingKey, VersionFilter, key_digest
+from shared.timefmt import isoformat, parse_iso
 
 
 @dataclass
@@ -82,6 +86,34 @@ class Heartbeat:
         if not self._renew_lease():
             raise LockLost("the source's lock is no longer held by this execution; stopping")
 
+    @contextmanager
+    def while_waiting(self, interrupt: Callable[[], None]) -> Iterator[None]:
+        """Beat on another thread, once per interval, while the caller waits for its source
+        (a partner table's query sorting before its first row), which the download's own beats
+        cannot do. If a beat says the download must stop, `interrupt` ends the wait and the
+        beat's error is raised in place of whatever the wait raised."""
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def pulse() -> None:
+            while not stop.wait(self._interval):
+                try:
+                    self.beat()
+                except BaseException as exc:  # raised in the waiting thread, below
+                    failures.append(exc)
+                    interrupt()
+                    return
+
+        pulser = threading.Thread(target=pulse, name="heartbeat-while-waiting", daemon=True)
+        pulser.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            pulser.join()
+            if failures:
+                raise failures[0]
+
 
 # Seconds between the first heartbeat's tries: well over a second in all, which covers the
 # emulator's registration even on a loaded machine, and costs nothing when the task is alive.
@@ -89,32 +121,90 @@ FIRST_BEAT_RETRY_PAUSES = (0.1, 0.2, 0.4, 0.8)
 
 
 @dataclass
+class Tally:
+    """What a run's download has counted so far. Committed with each part (as JSON), so that a
+    continued or redelivered download goes on counting from it."""
+
+    records: int = 0  # landed
+    bytes: int = 0  # compressed, of the parts written
+    read: int = 0  # records the connector served
+    without_key: int = 0
+    malformed: MalformedRows = field(default_factory=MalformedRows)
+    counts: LandingCounts = field(default_factory=LandingCounts)
+    newest: datetime | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "newest": isoformat(self.newest) if self.newest else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Tally:
+        return cls(
+            **{
+                **data,
+                "malformed": MalformedRows(**data["malformed"]),
+                "counts": LandingCounts(**data["counts"]),
+                "newest": parse_iso(data["newest"]) if data["newest"] else None,
+            }
+        )
+
+
+@dataclass
 class StreamProgress:
     """Streams the connector's records through the run's version filter as the JSON lines
-    that land: what lands, what is skipped or waits, and what the cursor may follow. A record
-    JSON cannot carry (nested past the encoder's limit, an integer beyond 64 bits) is counted
-    as malformed, as the source's other unloadable rows are."""
+    that land (None in place of a record that does not), from what an earlier invocation of
+    the run tallied (`resumed`): what lands, what is skipped or waits, and what the cursor may
+    follow. A record JSON cannot carry (nested past the encoder's limit, an integer beyond 64
+    bits) is counted as malformed, as the source's other unloadable rows are."""
 
     connector: Connector
     heartbeat: Heartbeat
     versions: VersionFilter | None  # None: a sold window, whose stamps the cursor ignores
+    resumed: Tally = field(default_factory=Tally)
+    # The run's parts, those of its earlier invocations first.
     objects: list[WrittenObject] = field(default_factory=list)
     read: int = 0
     without_key: int = 0
 
-    def track(self, records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    def __post_init__(self) -> None:
+        self.read, self.without_key = self.resumed.read, self.resumed.without_key
+
+    def track(self, records: Iterable[dict[str, Any] | None]) -> Iterator[bytes | None]:
         for record in records:
-            self.read += 1
             self.heartbeat.maybe_beat()
+            if record is None:  # the connector checks in: nothing read
+                yield None
+                continue
+            self.read += 1
             try:
                 line = orjson.dumps(record)
             except orjson.JSONEncodeError as exc:
                 self.connector.malformed.add(f"record {self.read}", f"cannot be landed ({exc})")
+                yield None
                 continue
             if self.versions is not None and not self._admit(record):
+                yield None
                 continue
             self.heartbeat.progress.records += 1
             yield line
+
+    def tally(self) -> Tally:
+        """The run's tally now: the resumed one and this invocation's."""
+        versions = self.versions
+        warnings = dict.fromkeys([*self.resumed.warnings, *self.connector.warnings])
+        return Tally(
+            records=self.heartbeat.progress.records,
+            bytes=self.heartbeat.progress.bytes,
+            read=self.read,
+            without_key=self.without_key,
+            malformed=self.resumed.malformed.plus(self.connector.malformed),
+            counts=versions.counts if versions is not None else LandingCounts(),
+            newest=versions.newest if versions is not None else None,
+            warnings=list(warnings),
+        )
 
     def _admit(self, record: dict[str, Any]) -> bool:
         assert self.versions is not None
@@ -145,8 +235,92 @@ def window_from_plan(plan: Mapping[str, Any]) -> Window:
 @dataclass(frozen=True)
 class Claim:
     """One delivery's claim on downloading a run: a fresh id per attempt, the SQS message it
-    came in, and how long the claim lasts without a heartbeat."""
+    came in, how long the claim lasts without a heartbeat, and which of the run's Download
+    tasks it serves (`continuation`: 0 for the first, and for a state machine that does not
+    continue downloads)."""
 
     attempt: str
     message_id: str
     ttl: timedelta
+    continuation: int = 0
+
+
+# -- parts, and when an invocation stops ------------------------------------------------------
+
+# An invocation keeps at least this share of its time for what comes after it decides to stop
+# (the page or row it is reading, the part's upload, the commit), or the stop margin if less.
+STOP_MARGIN_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long one invocation downloads: past `deadline` (on `monotonic`) it stops at the
+    next place its source can resume from, commits, and reports more to do."""
+
+    deadline: float
+    monotonic: Callable[[], float] = time.monotonic
+
+    def spent(self) -> bool:
+        return self.monotonic() >= self.deadline
+
+
+UNBOUNDED = Budget(math.inf)
+"""For a state machine that does not continue downloads: the invocation runs to the end."""
+
+
+def invocation_budget(
+    time_left: float, stop_margin_seconds: float, monotonic: Callable[[], float] = time.monotonic
+) -> Budget:
+    """The budget of an invocation with `time_left` seconds to live: it stops when what is left
+    falls below the stop margin, or below STOP_MARGIN_SHARE of its time if that is less."""
+    margin = min(stop_margin_seconds, time_left * STOP_MARGIN_SHARE)
+    return Budget(monotonic() + time_left - margin, monotonic)
+
+
+@dataclass(frozen=True)
+class PartEnd:
+    """Where a part ended: the position the source's stream resumes from after it (None where
+    the source cannot resume), whether the stream is over, and whether the invocation stops."""
+
+    position: Position | None
+    last: bool
+    stop: bool
+
+
+class Part:
+    """The lines of one part, cut from a stream of lines (None: a record that does not land)
+    at the first place the connector can resume from once the part holds `max_records` lines
+    or the invocation's budget is spent. A connector that cannot resume is cut at
+    `max_records` exactly and never stops early. Once the lines are exhausted, `end` says where
+    and why the part ended."""
+
+    def __init__(
+        self,
+        stream: Iterator[bytes | None],
+        connector: Connector,
+        max_records: int,
+        budget: Budget,
+    ) -> None:
+        self._stream, self._connector = stream, connector
+        self._max_records, self._budget = max_records, budget
+        self.records = 0
+        self.end: PartEnd | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        # Every record passes here: locals, and the connector's position (which an s3_files
+        # connector builds when asked) only once the part is full or the budget spent.
+        connector, max_records = self._connector, self._max_records
+        spent, resumable = self._budget.spent, connector.resumable
+        for line in self._stream:
+            if line is not None:
+                self.records += 1
+                yield line
+            full = self.records >= max_records
+            if not resumable:
+                if full:
+                    self.end = PartEnd(None, last=False, stop=False)
+                    return
+            elif (full or spent()) and (position := connector.position) is not None:
+                self.end = PartEnd(position, last=False, stop=spent())
+                return
+        self.end = PartEnd(None, last=True, stop=False)

@@ -36,6 +36,7 @@ def download(request: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
         claim_seconds=settings.claim_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,
         part_max_records=settings.part_max_records,
+        stop_margin_seconds=settings.stop_margin_seconds,
         vendor_max_wait_seconds=settings.vendor_max_wait_seconds,
         vendor_slot_wait_seconds=settings.vendor_slot_wait_seconds,
     )

@@ -1,31 +1,43 @@
 """Download's orchestration of one message: stream one run's window from its source into the
-raw bucket, with a manifest, its ports passed in as arguments (the decisions it applies are in
-services.download.domain).
+raw bucket, part by part, with a manifest, its ports passed in as arguments (the decisions it
+applies are in services.download.domain).
 
 `download_delivery` wires one SQS delivery: its claim on the run, a heartbeat that keeps the
-message hidden and the lease, the claim and the delivery's vendor slot alive, and the pacing its
-connector waits on the vendor with (shared.connectors.pacing); `download_run` does the download.
-Objects go under `<source_id>/<execution name>/`, so a redelivered message rewrites the same
-keys instead of adding a second copy; the ledger row moves from `running` to `downloaded` once,
-and a duplicate after that returns the recorded result without downloading again.
+message hidden and the lease, the claim and the delivery's vendor slot alive, the pacing its
+connector waits on the vendor with (shared.connectors.pacing), and the invocation's time
+budget; `download_run` does the download. Each part is committed with the position its source
+resumes from after it (`public.download_checkpoint`) and the versions it landed, so a
+redelivered or continued download goes on after its last committed part. An invocation whose
+budget is spent stops at its next checkpoint and answers "more" (the state machine continues it
+in a new Download task); the one that reaches the end writes the manifest, naming every part of
+the run. Objects go under `<source_id>/<execution name>/`, numbered in the run's order, so a
+part written again after a crash rewrites the same key; the ledger row moves from `running` to
+`downloaded` once, and a duplicate after that returns the recorded result without downloading
+again.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from itertools import chain, islice
+from itertools import chain
 from typing import Any, Protocol
 
 from services.download import adapters
-from services.download.adapters import WrittenObject
+from services.download.adapters import Checkpoint, WrittenObject
 from services.download.domain import (
+    UNBOUNDED,
+    Budget,
     Claim,
     DownloadProgress,
     Heartbeat,
+    Part,
     StreamProgress,
+    Tally,
+    invocation_budget,
     window_from_plan,
 )
 from shared.connectors.base import Connector, InvalidConnection
@@ -40,8 +52,12 @@ from shared.rules.flows import (
     recorded_allowance,
 )
 from shared.rules.throttling import ThrottlePolicy
-from shared.rules.versions import LandingCounts, VersionFilter
-from shared.runtime.catalogue import VENDOR_MAX_WAIT_SECONDS, VENDOR_SLOT_WAIT_SECONDS
+from shared.rules.versions import Version, VersionFilter
+from shared.runtime.catalogue import (
+    CLOUD_TIMEOUTS,
+    VENDOR_MAX_WAIT_SECONDS,
+    VENDOR_SLOT_WAIT_SECONDS,
+)
 from shared.runtime.deliveries import Delivery
 from shared.runtime.observability import logger
 from shared.store import runs
@@ -75,20 +91,28 @@ def download_delivery(
     claim_seconds: int,
     heartbeat_seconds: float,
     part_max_records: int,
+    stop_margin_seconds: float = CLOUD_TIMEOUTS.download_stop_margin_seconds,
     vendor_max_wait_seconds: float = VENDOR_MAX_WAIT_SECONDS,
     vendor_slot_wait_seconds: float = VENDOR_SLOT_WAIT_SECONDS,
 ) -> dict[str, Any]:
-    """One delivery of a download-request: a fresh claim on the run, and a heartbeat that
-    sends `send_heartbeat(task token)` and renews the lease, the claim and the vendor slot,
-    then `download_run`, its connector paced by this delivery: a throttled page waits (at most
-    `vendor_max_wait_seconds`) and a limited vendor's slot is waited for (at most
-    `vendor_slot_wait_seconds`) while the heartbeat goes on. `connector_for(source_id,
-    source_type, connection, pacing=…)` builds the connector.
+    """One delivery of a download-request: a fresh claim on the run, a heartbeat that sends
+    `send_heartbeat(task token)` and renews the lease, the claim and the vendor slot, and the
+    time budget of the delivery's invocation, then `download_run`, its connector paced by this
+    delivery: a throttled page waits (at most `vendor_max_wait_seconds`) and a limited vendor's
+    slot is waited for (at most `vendor_slot_wait_seconds`) while the heartbeat goes on.
+    `connector_for(source_id, source_type, connection, pacing=…)` builds the connector. A
+    request without `continuation` comes from a state machine that cannot continue a download:
+    it runs to the end.
     """
+    # Hidden for a claim's time from the start: a delivery that dies before its first heartbeat
+    # (a continuation's first seconds) gives its message back as soon as one that dies after.
+    delivery.keep_hidden(claim_seconds)
+    continuation = request.get("continuation")
     claim = Claim(
         attempt=uuid.uuid4().hex,
         message_id=delivery.message_id,
         ttl=timedelta(seconds=claim_seconds),
+        continuation=continuation or 0,
     )
 
     def renew() -> bool:
@@ -121,6 +145,11 @@ def download_delivery(
     pacing = Pacing(
         throttle=ThrottlePolicy(vendor_max_wait_seconds), wait=heartbeat.wait, slot=slots.hold
     )
+    budget = (
+        UNBOUNDED
+        if continuation is None
+        else invocation_budget(delivery.time_left(), stop_margin_seconds)
+    )
     try:
         return download_run(
             request,
@@ -130,6 +159,7 @@ def download_delivery(
             heartbeat=heartbeat,
             part_max_records=part_max_records,
             claim=claim,
+            budget=budget,
         )
     finally:
         # The connector gives its slot back when its reading ends; a download that failed
@@ -146,13 +176,16 @@ def download_run(
     heartbeat: Heartbeat,
     part_max_records: int,
     claim: Claim,
+    budget: Budget = UNBOUNDED,
 ) -> dict[str, Any]:
-    """Download the run's window; returns the fields of a download-result message.
+    """Download the run's window from its last committed part; returns the fields of a
+    download-result message (with `more` when the budget ran out first).
 
     One delivery at a time downloads a run. A delivery that finds a live claim stands down if
-    it is a duplicate copy (another message id: the claimer will report), and retries later if
-    it is the same message handed out again (its previous holder may have died; the claim
-    expires without heartbeats)."""
+    it is a duplicate copy (another message id of the same Download task: the claimer will
+    report), and retries later if it is the same message handed out again (its previous holder
+    may have died; the claim expires without heartbeats) or the task after the claimer's (the
+    claimer's task is over: it stops at its next heartbeat)."""
     execution_arn, source_id = request["execution_arn"], request["source_id"]
     with db.transaction() as cur:
         run = adapters.load_run(cur, execution_arn)
@@ -171,37 +204,53 @@ def download_run(
     with db.transaction() as cur:
         holder = adapters.claim_download(cur, execution_arn, claim)
     if holder is not None:
-        if holder["download_message_id"] == claim.message_id:
-            raise TransientError(
-                f"a previous delivery of this message claimed the download until "
-                f"{isoformat(holder['download_claimed_until'])}; retrying after it",
-                error_name="DownloadInProgress",
-            )
-        raise DuplicateDelivery(
-            f"message {holder['download_message_id']} is downloading this run; "
-            f"duplicate {claim.message_id} stands down"
-        )
+        _wait_or_stand_down(holder, claim)
 
     try:
         with db.transaction() as cur:
-            versions = _version_filter(cur, run, window_from_plan(request["plan"]))
-        result = _download_claimed(
-            request, run, connector_for, sink, heartbeat, part_max_records, versions
-        )
+            committed = adapters.checkpoints(cur, execution_arn)
+            resumed = Tally.from_json(committed[-1].tally) if committed else Tally()
+            own = adapters.own_landed(cur, source_id, execution_arn) if committed else set()
+            versions = _version_filter(cur, run, window_from_plan(request["plan"]), resumed, own)
         # Only the runs the cursor follows list what they landed, for the Normal windows after
         # them to skip; a backfill reloads a range beside that timeline.
-        remembers = moves_cursor(FlowType(run["flow_type"]))
-        landed = versions.remembered() if versions is not None and remembers else []
+        remembers = versions is not None and moves_cursor(FlowType(run["flow_type"]))
+
+        def landed() -> list[Any]:
+            return versions.take_unsaved() if versions is not None and remembers else []
+
+        def commit(checkpoint: Checkpoint, *, last: bool) -> None:
+            listed = landed()
+            with db.transaction() as cur:
+                if not adapters.commit_checkpoint(
+                    cur, execution_arn, claim.attempt, checkpoint, last=last
+                ):
+                    _claim_or_lock_lost(cur, execution_arn, claim)
+                adapters.record_landed(cur, source_id, execution_arn, listed)
+
+        download = _Download(
+            request,
+            run,
+            connector_for(source_id, run["source_type"], run["connection"]),
+            sink,
+            heartbeat,
+            versions,
+            commit,
+        )
+        result = download.resume(committed, resumed, part_max_records, budget)
     except Exception:
         # A delivery that fails gives its claim back, so that the message's next delivery
         # (after the retry backoff) need not wait for the claim to lapse.
         with db.transaction() as cur:
             adapters.release_claim(cur, execution_arn, claim.attempt)
         raise
+    if result.get("more"):
+        return result  # committed with its last checkpoint, which gave the claim back
+    final = landed()
     with db.transaction() as cur:
-        recorded = runs.mark_downloaded(cur, result, claim.attempt)
+        recorded = runs.mark_downloaded(cur, result, claim.attempt, warnings=download.warnings)
         if recorded is not None and recorded["download_attempt"] == claim.attempt:
-            adapters.record_landed(cur, source_id, execution_arn, landed)
+            adapters.record_landed(cur, source_id, execution_arn, final)
     if recorded is None:
         raise LockLost(
             f"source {source_id!r}: the lock or the run changed hands during the download; "
@@ -210,102 +259,199 @@ def download_run(
     return adapters.result_fields(recorded)
 
 
-def _download_claimed(
-    request: Mapping[str, Any],
-    run: Mapping[str, Any],
-    connector_for: Callable[[str, str, Mapping[str, Any]], Connector],
-    sink: RawSink,
-    heartbeat: Heartbeat,
-    part_max_records: int,
-    versions: VersionFilter | None,
-) -> dict[str, Any]:
-    """Stream the window into parts and write the manifest; returns the download's result."""
-    execution_arn, source_id = request["execution_arn"], request["source_id"]
-    # Every delivery says it is alive before it connects: the wait for an SQS redelivery
-    # (retry backoff) must not count against the task's HeartbeatSeconds.
-    heartbeat.first_beat()
-    plan = request["plan"]
-    window = window_from_plan(plan)
-    connector = connector_for(source_id, run["source_type"], run["connection"])
-    prefix = f"{source_id}/{request['execution_name']}/"
-    progress = StreamProgress(connector, heartbeat, versions)
-    stream = progress.track(connector.records(window))
-    # Each part streams straight from the source into the sink: memory holds a page, not a part.
-    while (first := next(stream, None)) is not None:
-        key = f"{prefix}part-{len(progress.objects):05d}.jsonl.gz"
-        part = chain([first], islice(stream, part_max_records - 1))
-        progress.objects.append(sink.write_part(key, part))
-        heartbeat.progress.bytes += progress.objects[-1].bytes
-
-    if progress.read and progress.without_key == progress.read:
-        raise InvalidConnection(
-            f"source {source_id!r}: none of its {progress.read} records has the field "
-            f"{connector.key_field!r} that identifies a record; fix the connection's key "
-            "setting (key_field, or key_column for a table)"
+def _wait_or_stand_down(holder: Mapping[str, Any], claim: Claim) -> None:
+    """A live claim another delivery holds: wait for it (retry later), or stand down."""
+    until = isoformat(holder["download_claimed_until"])
+    if holder["download_message_id"] == claim.message_id:
+        raise TransientError(
+            f"a previous delivery of this message claimed the download until {until}; "
+            "retrying after it",
+            error_name="DownloadInProgress",
         )
-    malformed = connector.malformed
-    if malformed.count:
-        logger.warning(
-            "malformed rows not loaded",
-            extra={"malformed_records": malformed.count, "examples": malformed.examples},
+    if (holder["download_continuation"] or 0) < claim.continuation:
+        raise TransientError(
+            f"a delivery of an earlier Download task of this run holds the claim until {until};"
+            " that task is over, so it stops at its next heartbeat: retrying after it",
+            error_name="DownloadInProgress",
         )
-    # One last heartbeat before the manifest: a run cancelled meanwhile stops here, so no
-    # manifest ever names the output of a cancelled run.
-    heartbeat.beat()
-    manifest_key = f"{prefix}manifest.json"
-    counts = versions.counts if versions is not None else LandingCounts()
-    newest = versions.newest if versions is not None else None
-    if counts.future_records:
-        logger.warning(
-            "records stamped in the future: landed once, not followed by the cursor",
-            extra={"future_records": counts.future_records, "examples": counts.future_examples},
-        )
-    result = {
-        "source_id": source_id,
-        "execution_arn": execution_arn,
-        "records": heartbeat.progress.records,
-        "bytes": heartbeat.progress.bytes,
-        "objects": len(progress.objects),
-        "manifest_key": manifest_key,
-        "max_last_modified": isoformat(newest) if newest else None,
-        "malformed_records": malformed.count,
-        "late_records": counts.late_records,
-        "duplicates_skipped": counts.duplicates_skipped,
-        "future_records": counts.future_records,
-    }
-    sink.write_manifest(
-        manifest_key,
-        {
-            "source_id": source_id,
-            "execution_arn": execution_arn,
-            "execution_name": request["execution_name"],
-            "flow_type": plan["flow_type"],
-            "window": {
-                "field": window.field.value,
-                "start": isoformat(window.start),
-                "end": isoformat(window.end),
-                "start_inclusive": window.start_inclusive,
-                "end_inclusive": not window.end_exclusive,
-            },
-            "records": result["records"],
-            "bytes": result["bytes"],
-            "max_last_modified": result["max_last_modified"],
-            "malformed_records": {"count": malformed.count, "examples": malformed.examples},
-            "late_records": counts.late_records,
-            "duplicates_skipped": counts.duplicates_skipped,
-            "waiting_records": counts.waiting_records,
-            "future_records": {
-                "count": counts.future_records,
-                "examples": counts.future_examples,
-            },
-            "objects": [obj.__dict__ for obj in progress.objects],
-        },
+    raise DuplicateDelivery(
+        f"message {holder['download_message_id']} is downloading this run; "
+        f"duplicate {claim.message_id} stands down"
     )
-    return result
 
 
-def _version_filter(cur: Any, run: Mapping[str, Any], window: Window) -> VersionFilter | None:
-    """The run's version filter: a Normal run skips what earlier runs landed in its window; the
+def _claim_or_lock_lost(cur: Any, execution_arn: str, claim: Claim) -> None:
+    """A checkpoint that could not commit: another delivery took the claim over (this one was
+    presumed dead), or the lock or the run changed hands."""
+    if not adapters.holds_claim(cur, execution_arn, claim.attempt):
+        raise DuplicateDelivery(
+            f"another delivery took over the download of {execution_arn}; standing down"
+        )
+    raise LockLost(
+        f"the lock or the run of {execution_arn} changed hands during the download; "
+        "its part is not committed"
+    )
+
+
+@dataclass
+class _Download:
+    """One invocation's download of a run: its parts, its checkpoints, and its end (the
+    manifest, or "more")."""
+
+    request: Mapping[str, Any]
+    run: Mapping[str, Any]
+    connector: Connector
+    sink: RawSink
+    heartbeat: Heartbeat
+    versions: VersionFilter | None
+    commit: Callable[..., None]
+    warnings: list[str] | None = None
+
+    def resume(
+        self,
+        committed: list[Checkpoint],
+        resumed: Tally,
+        part_max_records: int,
+        budget: Budget,
+    ) -> dict[str, Any]:
+        """Stream the window into parts from the last checkpoint, committing each; then the
+        manifest, or the progress so far with `more` when the budget ran out first."""
+        # Every delivery says it is alive before it connects: the wait for an SQS redelivery
+        # (retry backoff) must not count against the task's HeartbeatSeconds.
+        self.heartbeat.first_beat()
+        self.heartbeat.progress = DownloadProgress(resumed.records, resumed.bytes)
+        progress = StreamProgress(
+            self.connector,
+            self.heartbeat,
+            self.versions,
+            resumed,
+            [c.written for c in committed if c.written is not None],
+        )
+        position = committed[-1].position if committed else None
+        window = window_from_plan(self.request["plan"])
+        stream = progress.track(
+            self.connector.records(window, position, waiting=self.heartbeat.while_waiting)
+        )
+        sequence = len(committed)
+        while True:
+            part = Part(stream, self.connector, part_max_records, budget)
+            written = self._write(part, progress)
+            end = part.end
+            assert end is not None  # the part's lines were read to their end
+            if end.last:
+                break
+            if end.position is None:
+                continue  # a source that cannot resume: nothing to commit
+            sequence += 1
+            tally = progress.tally()
+            self.commit(Checkpoint(sequence, written, end.position, tally.to_json()), last=end.stop)
+            if end.stop:
+                logger.info(
+                    "download continues in a new task",
+                    extra={"records": tally.records, "parts": len(progress.objects)},
+                )
+                return {**self._fields(tally, progress), "more": True}
+        return self._finish(progress)
+
+    def _write(self, part: Part, progress: StreamProgress) -> WrittenObject | None:
+        """The part's object, numbered in the run's order; None when it holds no record."""
+        lines = iter(part)
+        first = next(lines, None)
+        if first is None:
+            return None
+        prefix = f"{self.request['source_id']}/{self.request['execution_name']}/"
+        key = f"{prefix}part-{len(progress.objects):05d}.jsonl.gz"
+        # Each part streams straight from the source into the sink: memory holds a page.
+        written = self.sink.write_part(key, chain([first], lines))
+        progress.objects.append(written)
+        self.heartbeat.progress.bytes += written.bytes
+        return written
+
+    def _finish(self, progress: StreamProgress) -> dict[str, Any]:
+        """The end of the window: the manifest, naming every part of the run; the result."""
+        tally = progress.tally()
+        if tally.read and tally.without_key == tally.read:
+            raise InvalidConnection(
+                f"source {self.request['source_id']!r}: none of its {tally.read} records has "
+                f"the field {self.connector.key_field!r} that identifies a record; fix the "
+                "connection's key setting (key_field, or key_column for a table)"
+            )
+        malformed, counts = tally.malformed, tally.counts
+        if malformed.count:
+            logger.warning(
+                "malformed rows not loaded",
+                extra={"malformed_records": malformed.count, "examples": malformed.examples},
+            )
+        if counts.future_records:
+            logger.warning(
+                "records stamped in the future: landed once, not followed by the cursor",
+                extra={"future_records": counts.future_records, "examples": counts.future_examples},
+            )
+        for warning in tally.warnings:
+            logger.warning("download warning", extra={"warning": warning})
+        self.warnings = tally.warnings
+        # One last heartbeat before the manifest: a run cancelled meanwhile stops here, so no
+        # manifest ever names the output of a cancelled run.
+        self.heartbeat.beat()
+        result = self._fields(tally, progress)
+        plan, window = self.request["plan"], window_from_plan(self.request["plan"])
+        self.sink.write_manifest(
+            result["manifest_key"],
+            {
+                "source_id": result["source_id"],
+                "execution_arn": result["execution_arn"],
+                "execution_name": self.request["execution_name"],
+                "flow_type": plan["flow_type"],
+                "window": {
+                    "field": window.field.value,
+                    "start": isoformat(window.start),
+                    "end": isoformat(window.end),
+                    "start_inclusive": window.start_inclusive,
+                    "end_inclusive": not window.end_exclusive,
+                },
+                "records": result["records"],
+                "bytes": result["bytes"],
+                "max_last_modified": result["max_last_modified"],
+                "malformed_records": {"count": malformed.count, "examples": malformed.examples},
+                "late_records": counts.late_records,
+                "duplicates_skipped": counts.duplicates_skipped,
+                "waiting_records": counts.waiting_records,
+                "future_records": {
+                    "count": counts.future_records,
+                    "examples": counts.future_examples,
+                },
+                "objects": [obj.__dict__ for obj in progress.objects],
+            },
+        )
+        return result
+
+    def _fields(self, tally: Tally, progress: StreamProgress) -> dict[str, Any]:
+        """The download-result fields of the run so far."""
+        prefix = f"{self.request['source_id']}/{self.request['execution_name']}/"
+        return {
+            "source_id": self.request["source_id"],
+            "execution_arn": self.request["execution_arn"],
+            "records": tally.records,
+            "bytes": tally.bytes,
+            "objects": len(progress.objects),
+            "manifest_key": f"{prefix}manifest.json",
+            "max_last_modified": isoformat(tally.newest) if tally.newest else None,
+            "malformed_records": tally.malformed.count,
+            "late_records": tally.counts.late_records,
+            "duplicates_skipped": tally.counts.duplicates_skipped,
+            "future_records": tally.counts.future_records,
+        }
+
+
+def _version_filter(
+    cur: Any,
+    run: Mapping[str, Any],
+    window: Window,
+    resumed: Tally,
+    own: set[Version],
+) -> VersionFilter | None:
+    """The run's version filter, as the run's last checkpoint left it (`resumed`, and the
+    versions it listed, `own`): a Normal run skips what earlier runs landed in its window; the
     explicit reloads (Full Load, Re-specs, a backfill's slice) land their whole window."""
     if window.field is not WindowField.LAST_MODIFIED:
         return None
@@ -316,6 +462,9 @@ def _version_filter(cur: Any, run: Mapping[str, Any], window: Window) -> Version
         landed=adapters.landed_versions(cur, run["source_id"], window.start) if normal else (),
         dedupe=normal,
         cursor_before=run["cursor_before"] if normal else None,
+        counts=resumed.counts,
+        newest=resumed.newest,
+        own=own,
     )
 
 

@@ -30,6 +30,8 @@ class Settings:
     # A delivery's claim on a download (and its message's visibility) lapses this long after
     # its last heartbeat: a few heartbeats, so one slow page does not lose it.
     claim_seconds: int
+    # An invocation stops to be continued when what it has left falls below this.
+    stop_margin_seconds: float
     # The most a page waits on a vendor's 429 or 503, and a download for its vendor's slot.
     vendor_max_wait_seconds: float
     vendor_slot_wait_seconds: float
@@ -47,6 +49,9 @@ class Settings:
             part_max_records=env_int("PART_MAX_RECORDS", PART_MAX_RECORDS, minimum=1),
             claim_seconds=env_int(
                 "DOWNLOAD_CLAIM_SECONDS", CLOUD_TIMEOUTS.download_claim_seconds, minimum=2
+            ),
+            stop_margin_seconds=env_float(
+                "DOWNLOAD_STOP_MARGIN_SECONDS", CLOUD_TIMEOUTS.download_stop_margin_seconds
             ),
             vendor_max_wait_seconds=env_float(
                 "VENDOR_MAX_WAIT_SECONDS", VENDOR_MAX_WAIT_SECONDS, minimum=1.0

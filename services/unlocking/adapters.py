@@ -138,5 +138,7 @@ def result_fields(run: Mapping[str, Any], *, lock_released: bool) -> dict[str, A
     if run["status"] == RunStatus.SUCCEEDED:
         # For the Run Succeeded event, which the state machine builds from this result.
         fields.update({count: run[count] or 0 for count in VERSION_COUNTS})
-        fields["warnings"] = landing_warnings(run["future_records"] or 0)
+        # The download's own (a connector's: one each at most) after the versions'.
+        download_warnings = run.get("download_warnings") or []
+        fields["warnings"] = [*landing_warnings(run["future_records"] or 0), *download_warnings]
     return fields

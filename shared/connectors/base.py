@@ -1,9 +1,11 @@
 """What every connector is and shares: the Connector protocol, the rows it could not load,
-its named errors, and its connection checked against its type's schema."""
+where a download may resume its stream, its named errors, and its connection checked against
+its type's schema."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -31,6 +33,25 @@ class MalformedRows:
         if len(self.examples) < MALFORMED_EXAMPLES:
             self.examples.append(f"{where}: {reason}")
 
+    def plus(self, later: MalformedRows) -> MalformedRows:
+        """These rows and the ones a later read (a continued download) met."""
+        examples = [*self.examples, *later.examples][:MALFORMED_EXAMPLES]
+        return MalformedRows(self.count + later.count, examples)
+
+
+Position = dict[str, Any]
+"""Where a connector's stream resumes: a JSON object only the connector reads (a page token,
+an object key and offset, a table key), with the counts its limits have met so far."""
+
+Waiting = Callable[[Callable[[], None]], AbstractContextManager[None]]
+"""`waiting(interrupt)` wraps a wait for the source that may rightly last long (a partner
+table's query sorting before its first row): the download stays alive through it, and calls
+`interrupt` (say, cancel the query) if it must stop meanwhile."""
+
+
+def no_waiting(interrupt: Callable[[], None]) -> AbstractContextManager[None]:
+    return nullcontext()
+
 
 class Connector(Protocol):
     def check(self) -> None:
@@ -41,9 +62,25 @@ class Connector(Protocol):
         """
         ...
 
-    def records(self, window: Window) -> Iterator[dict[str, Any]]:
+    def records(
+        self, window: Window, resume: Position | None = None, *, waiting: Waiting = no_waiting
+    ) -> Iterator[dict[str, Any] | None]:
         """Every record in the window, in the source's order; a last-modified window is read
-        past its end (`Window.reads_past_end`): download decides what lands."""
+        past its end (`Window.reads_past_end`): download decides what lands. With `resume`, a
+        `position` an earlier read gave: the records after it. None in place of a record is a
+        check-in during a long stretch the connector read and left out (rows of a drop outside
+        the window, an empty page): the download heartbeats, and may stop there (`position`)."""
+        ...
+
+    @property
+    def position(self) -> Position | None:
+        """Where a later `records(window, resume=...)` continues after the record (or check-in)
+        last yielded; None when the stream cannot resume there (inside an API's page)."""
+        ...
+
+    @property
+    def resumable(self) -> bool:
+        """Whether `position` is ever given (a table without a key column has none)."""
         ...
 
     def last_modified(self, record: Mapping[str, Any]) -> datetime | None:
@@ -59,6 +96,12 @@ class Connector(Protocol):
     @property
     def malformed(self) -> MalformedRows:
         """The rows the latest `records` call skipped, and why."""
+        ...
+
+    @property
+    def warnings(self) -> list[str]:
+        """What an operator should hear about the latest `records` call although it worked
+        (a partner table's key column without an index)."""
         ...
 
 

@@ -21,6 +21,11 @@ The API key goes only to base_url's own host (shared.connectors.endpoints): no r
 followed (a 3xx is refused by name, wherever it points: requests would carry a custom header
 such as X-Api-Key to another host), and every connection checks the address it reached before
 the request is sent. A vendor's error answer is quoted as a short excerpt without links.
+
+A download resumes between pages (`position`): after a page's last record, the token of the
+next page and what the run has read so far. Inside a page there is no position: a page asked
+for again may hold other records than the first time (a record modified since moves to a later
+page), so only its token marks a place in the stream.
 """
 
 from __future__ import annotations
@@ -35,7 +40,14 @@ import orjson
 import requests
 from urllib3.util.retry import Retry
 
-from shared.connectors.base import InvalidCredentials, MalformedRows, SourceUnreachable
+from shared.connectors.base import (
+    InvalidCredentials,
+    MalformedRows,
+    Position,
+    SourceUnreachable,
+    Waiting,
+    no_waiting,
+)
 from shared.connectors.endpoints import HostRule, PeerCheckedAdapter, parse_base_url
 from shared.connectors.pacing import UNPACED, Pacing, vendor_host
 from shared.errors import PermanentError, TransientError
@@ -50,7 +62,7 @@ from shared.timefmt import isoformat, parse_iso
 DEFAULT_PAGE_SIZE = 1000
 DEFAULT_API_KEY_HEADER = "X-Api-Key"
 DEFAULT_KEY_FIELD = "id"
-_TIMEOUT = (5, 60)  # connect, read seconds
+REQUEST_TIMEOUT = (5, 60)  # connect, read seconds (the stop margin holds a read: catalogue)
 # Inflated bytes taken from the stream at a time: the most a page may overshoot its limit by.
 _CHUNK_BYTES = 1 << 16
 # The most of an error answer's body that is read: enough for the vendor's message.
@@ -123,6 +135,9 @@ class HttpApiConnector:
     pacing: Pacing = field(default=UNPACED, repr=False, compare=False)
     # Records that are not JSON objects; the vendor filters on, and types, the window's field.
     malformed: MalformedRows = field(default_factory=MalformedRows, init=False, compare=False)
+    warnings: list[str] = field(default_factory=list, init=False, compare=False)
+    resumable = True
+    _position: Position | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_connection(
@@ -164,11 +179,20 @@ class HttpApiConnector:
         reading records, and a probe per run would count against its rate limit."""
         self._headers()
 
-    def records(self, window: Window) -> Iterator[dict[str, Any]]:
-        self.malformed = MalformedRows()
+    def records(
+        self, window: Window, resume: Position | None = None, *, waiting: Waiting = no_waiting
+    ) -> Iterator[dict[str, Any] | None]:
+        # `waiting` goes unused: a vendor that does not answer must not be kept alive (the
+        # download's heartbeats stop, and its task times out).
+        self.malformed, self._position = MalformedRows(), None
         meter, tokens = ReadMeter(self.source_id, self.limits), PageTokens(self.source_id)
         url = f"{self.base_url}/datasets/{quote(self.dataset, safe='')}/records"
         params = {**_window_params(window), "page_size": str(self.page_size)}
+        if resume is not None:
+            meter.resume(resume["read"])
+            if resume["page_token"] is None:
+                return  # the earlier read ended with the last page
+            params["page_token"] = resume["page_token"]
         with self.pacing.slot(vendor_host(self.base_url)), self.new_session() as session:
             session.headers.update(self._headers())
             while True:
@@ -176,15 +200,26 @@ class HttpApiConnector:
                 records, token = self._page(session, url, params, meter)
                 for number, record in enumerate(records, start=1):
                     meter.record()
-                    if isinstance(record, dict):
-                        yield record
-                    else:
+                    if not isinstance(record, dict):
                         where = f"page {meter.pages} record {number}"
                         self.malformed.add(where, f"is a JSON {_json_type(record)}, not an object")
+                        continue
+                    if number == len(records):
+                        self._position = {"page_token": token, "read": meter.counts()}
+                    yield record
+                    self._position = None
+                if not records:  # an empty page checks in: the download stays alive
+                    self._position = {"page_token": token, "read": meter.counts()}
+                    yield None
+                    self._position = None
                 if token is None:
                     return
                 tokens.follow(token, meter.pages)
                 params["page_token"] = token
+
+    @property
+    def position(self) -> Position | None:
+        return self._position
 
     def last_modified(self, record: Mapping[str, Any]) -> datetime | None:
         value = record.get("last_modified")
@@ -283,7 +318,7 @@ class HttpApiConnector:
     ) -> requests.Response:
         try:
             return session.get(
-                url, params=params, timeout=_TIMEOUT, stream=True, allow_redirects=False
+                url, params=params, timeout=REQUEST_TIMEOUT, stream=True, allow_redirects=False
             )
         except requests.RequestException as exc:
             raise self._unreachable(exc) from exc

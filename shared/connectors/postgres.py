@@ -24,6 +24,13 @@ without a time zone is read as UTC.
 A partner table is untrusted (docs/limits.md): each row arrives as JSON text, counted against
 the source's max_records and max_bytes and parsed here, so that a row nested too deeply to
 read is counted as malformed rather than failing the whole fetch.
+
+A table with a key column is read in key order, and a download resumes after a key (`position`,
+given only where the key changes, so that a key held by several rows is never cut in two). The
+server sorts the window before the first row arrives: the download stays alive through that wait
+(`waiting`), and a key column with no index — a sort of the whole window, again for every
+continued download — is reported in `warnings`. A table without a key column has no order to
+resume in: its download starts again from the first row if it is cut off.
 """
 
 from __future__ import annotations
@@ -44,7 +51,10 @@ from shared.connectors.base import (
     InvalidConnection,
     InvalidCredentials,
     MalformedRows,
+    Position,
     SourceUnreachable,
+    Waiting,
+    no_waiting,
 )
 from shared.connectors.endpoints import (
     HostRule,
@@ -72,6 +82,9 @@ _TLS_REQUIRED = frozenset({"require", "verify-ca", "verify-full"})
 _AUTH_REFUSED_MARK = "authentication method requirement"
 # libpq's own lines name the host, the port and the server's reason: longer than a vendor's.
 _SERVER_TEXT_LIMIT = 300
+# The kinds of relation an index can serve (pg_class.relkind): a table, a partitioned table, a
+# materialized view. A view's plan is its tables'; sourceflow cannot tell from here.
+_INDEXABLE = frozenset({"r", "p", "m"})
 
 
 class SourceQueryFailed(PermanentError):
@@ -103,6 +116,8 @@ class PostgresConnector:
     # The WHERE clause keeps only rows whose filter column holds a date in the window, and the
     # column's type guarantees that it is one: only a row too deep to read is dropped here.
     malformed: MalformedRows = field(default_factory=MalformedRows, init=False, compare=False)
+    warnings: list[str] = field(default_factory=list, init=False, compare=False)
+    _position: Position | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_connection(
@@ -151,23 +166,47 @@ class PostgresConnector:
                         f"fix connection.{setting}"
                     )
 
-    def records(self, window: Window) -> Iterator[dict[str, Any]]:
-        self.malformed = MalformedRows()
+    def records(
+        self, window: Window, resume: Position | None = None, *, waiting: Waiting = no_waiting
+    ) -> Iterator[dict[str, Any]]:
+        self.malformed, self.warnings, self._position = MalformedRows(), [], None
         meter = ReadMeter(self.source_id, self.limits)
-        query, bounds = self.records_query(window)
-        with self._session() as conn, conn.cursor(name=_CURSOR_NAME) as cur:
-            cur.itersize = self.fetch_size
-            cur.execute(query, bounds)
-            for (text,) in cur:
-                meter.record()
-                meter.read(len(text))  # characters: the bytes of all but non-ASCII text
-                try:
-                    record = json.loads(text)
-                except RecursionError:  # nested past the parser's limit: no record to load
-                    where = f"{self.relation} row {meter.records:,}"
-                    self.malformed.add(where, "is nested too deeply to read")
-                    continue
-                yield record
+        if resume is not None:
+            meter.resume(resume["read"])
+        query, bounds = self.records_query(window, resume)
+        with self._session() as conn:
+            if self.key_column:
+                with conn.cursor() as cur:
+                    self.warnings.extend(self._unindexed_key(cur))
+            with conn.cursor(name=_CURSOR_NAME) as cur:
+                cur.itersize = self.fetch_size
+                cur.execute(query, bounds)
+                rows = iter(cur)
+                # The first fetch runs the query: a sort of the window may come first.
+                with waiting(conn.cancel):
+                    ahead = next(rows, None)
+                while ahead is not None:
+                    (text, key), ahead = ahead, next(rows, None)
+                    meter.record()
+                    meter.read(len(text))  # characters: the bytes of all but non-ASCII text
+                    try:
+                        record = json.loads(text)
+                    except RecursionError:  # nested past the parser's limit: nothing to load
+                        where = f"{self.relation} row {meter.records:,}"
+                        self.malformed.add(where, "is nested too deeply to read")
+                        continue
+                    if key is not None and (ahead is None or ahead[1] != key):
+                        self._position = {"after_key": key, "read": meter.counts()}
+                    yield record
+                    self._position = None
+
+    @property
+    def position(self) -> Position | None:
+        return self._position
+
+    @property
+    def resumable(self) -> bool:
+        return self.key_column is not None
 
     def last_modified(self, record: Mapping[str, Any]) -> datetime | None:
         value = record.get(self.last_modified_column)
@@ -195,25 +234,65 @@ class PostgresConnector:
             relation=sql.Identifier(self.schema, self.table),
         )
 
-    def records_query(self, window: Window) -> tuple[sql.Composed, dict[str, datetime]]:
-        """The window's rows, as JSON objects; the bounds are bound parameters."""
+    def records_query(
+        self, window: Window, resume: Position | None = None
+    ) -> tuple[sql.Composed, dict[str, Any]]:
+        """The window's rows, as JSON objects, each with its key as text (NULL without a key
+        column), in key order, after `resume`'s key; the bounds are bound parameters."""
         column = sql.Identifier(
             self.last_modified_column
             if window.field is WindowField.LAST_MODIFIED
             else self.sold_date_column
         )
-        text = "SELECT to_jsonb(t)::text FROM {relation} AS t WHERE t.{column} {after} %(start)s"
+        key = sql.Identifier(self.key_column) if self.key_column else None
+        key_text = "t.{key}::text" if key is not None else "NULL"
+        text = f"SELECT to_jsonb(t)::text, {key_text} FROM {{relation}} AS t"
+        text += " WHERE t.{column} {after} %(start)s"
         if not window.reads_past_end:
             text += " AND t.{column} {before} %(end)s"
+        if key is not None and resume is not None:
+            # The rows without a key come last in key order: they are still to read. The key's
+            # text is read back as the column's own type.
+            text += " AND (t.{key} > %(after_key)s OR t.{key} IS NULL)"
+        if key is not None:
+            text += " ORDER BY t.{key}"
         query = sql.SQL(text).format(
             relation=sql.Identifier(self.schema, self.table),
             column=column,
             after=sql.SQL(">=" if window.start_inclusive else ">"),
             before=sql.SQL("<" if window.end_exclusive else "<="),
+            key=key if key is not None else sql.SQL(""),
         )
-        if self.key_column:
-            query += sql.SQL(" ORDER BY t.{}").format(sql.Identifier(self.key_column))
-        return query, {"start": window.start, "end": window.end}
+        bounds: dict[str, Any] = {"start": window.start, "end": window.end}
+        if resume is not None:
+            bounds["after_key"] = resume["after_key"]
+        return query, bounds
+
+    def _unindexed_key(self, cur: Any) -> list[str]:
+        """The warning for a key column that no index leads with, on a relation an index could
+        serve: the key order the download reads in is then a sort of the whole window."""
+        cur.execute(
+            """
+            SELECT c.relkind::text AS kind,
+                   EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                             JOIN pg_catalog.pg_attribute a
+                               ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                            WHERE i.indrelid = c.oid AND a.attname = %(column)s) AS indexed
+              FROM pg_catalog.pg_class c
+              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = %(schema)s AND c.relname = %(table)s
+            """,
+            {"column": self.key_column, "schema": self.schema, "table": self.table},
+        )
+        found = cur.fetchone()
+        if found is None or found[0] not in _INDEXABLE or found[1]:
+            return []
+        return [
+            f"source {self.source_id!r}: connection.key_column {self.key_column!r} of "
+            f"{self.relation} has no index, so every download (and every continuation of one) "
+            "sorts the window's rows before the first arrives; have the partner "
+            f"CREATE INDEX ON {self.relation} ({self.key_column})"
+        ]
 
     @contextmanager
     def _session(self) -> Iterator[Any]:

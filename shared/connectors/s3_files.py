@@ -14,6 +14,11 @@ A drop is untrusted (docs/limits.md): a line longer than the source's `max_page_
 counted as malformed without being held, a JSON line nested past the parser's limit is a line
 that is not JSON, bytes that are not UTF-8 spoil only the row that holds them (a CSV field
 spanning lines included), and the bytes and rows a run reads are counted against its limits.
+
+A download resumes after any row (`position`): the object, its ETag, the byte offset where the
+next row starts and the line it is on (and a CSV object's header). The rest of that object is
+read from the offset (a ranged GET, only if the object is still the one read: If-Match), then
+the objects listed after it. An object rewritten meanwhile is read again from its start.
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ from shared.connectors.base import (
     InvalidConnection,
     InvalidCredentials,
     MalformedRows,
+    Position,
     SourceUnreachable,
+    Waiting,
+    no_waiting,
 )
 from shared.errors import SourceflowError
 from shared.rules.flows import Window, WindowField
@@ -47,6 +55,8 @@ DEFAULT_SOLD_DATE_FIELD = "sold_date"
 # without records modified inside it.
 OBJECT_CLOCK_SLACK = timedelta(minutes=5)
 _READ_BUFFER_BYTES = 1 << 16
+# Rows read and left out (outside the window, malformed) between two check-ins.
+CHECK_IN_ROWS = 1000
 _REFUSED_CODES = {
     "AccessDenied",
     "AllAccessDisabled",
@@ -61,6 +71,24 @@ class MalformedRow(ValueError):
 
 
 @dataclass
+class _Drop:
+    """One object as it is read: where the next row starts (`offset`, on line `line` + 1) and,
+    once a CSV object's header is read, its field names."""
+
+    key: str
+    etag: str
+    offset: int = 0
+    line: int = 0
+    fieldnames: list[str] | None = None
+
+    def restart(self) -> None:
+        self.offset, self.line, self.fieldnames = 0, 0, None
+
+
+_DROP_FIELDS = ("key", "etag", "offset", "line", "fieldnames")
+
+
+@dataclass
 class S3FilesConnector:
     source_id: str
     bucket: str
@@ -72,6 +100,10 @@ class S3FilesConnector:
     s3: Any = field(repr=False, compare=False)
     limits: RunLimits = DEFAULT_RUN_LIMITS
     malformed: MalformedRows = field(default_factory=MalformedRows, init=False, compare=False)
+    warnings: list[str] = field(default_factory=list, init=False, compare=False)
+    resumable = True
+    # The drop and the meter of the row last yielded, while `records` waits after it.
+    _at: tuple[_Drop, ReadMeter] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_connection(
@@ -103,22 +135,43 @@ class S3FilesConnector:
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, f"list {self.location}") from exc
 
-    def records(self, window: Window) -> Iterator[dict[str, Any]]:
-        self.malformed = MalformedRows()
+    def records(
+        self, window: Window, resume: Position | None = None, *, waiting: Waiting = no_waiting
+    ) -> Iterator[dict[str, Any] | None]:
+        self.malformed, self._at = MalformedRows(), None
         date_field = (
             self.last_modified_field
             if window.field is WindowField.LAST_MODIFIED
             else self.sold_date_field
         )
         meter = ReadMeter(self.source_id, self.limits)
-        for key in self._keys(window):
-            for where, row in self._rows(key, meter):
+        if resume is not None:
+            meter.resume(resume["read"])
+        left_out = 0
+        for drop in self._drops(window, resume):
+            for where, row in self._rows(drop, meter):
                 meter.record()
                 try:
-                    if row_in_window(row, date_field, window):
-                        yield row
+                    placed = row_in_window(row, date_field, window)
                 except MalformedRow as exc:
                     self.malformed.add(where, str(exc))
+                    placed = False
+                if not placed:
+                    # A drop of mostly older rows (a partner's daily snapshot) checks in now
+                    # and then, so that its download stays alive and may stop in time.
+                    left_out += 1
+                    if left_out % CHECK_IN_ROWS:
+                        continue
+                self._at = (drop, meter)
+                yield row if placed else None
+                self._at = None
+
+    @property
+    def position(self) -> Position | None:
+        if self._at is None:
+            return None
+        drop, meter = self._at
+        return {**{name: getattr(drop, name) for name in _DROP_FIELDS}, "read": meter.counts()}
 
     def last_modified(self, record: Mapping[str, Any]) -> datetime | None:
         try:
@@ -126,10 +179,15 @@ class S3FilesConnector:
         except MalformedRow:
             return None  # only Sold windows load such rows, and they leave the cursor alone
 
-    def _keys(self, window: Window) -> Iterator[str]:
-        """The keys of the objects that may hold records of the window, in key order."""
+    def _drops(self, window: Window, resume: Position | None) -> Iterator[_Drop]:
+        """The objects that may hold records of the window, in key order; after `resume`, the
+        rest of its object first."""
+        after = {}
+        if resume is not None:
+            yield _Drop(**{name: resume[name] for name in _DROP_FIELDS})
+            after = {"StartAfter": resume["key"]}
         pages = self.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix
+            Bucket=self.bucket, Prefix=self.prefix, **after
         )
         try:
             for page in pages:
@@ -137,45 +195,70 @@ class S3FilesConnector:
                     if listed["Key"].endswith("/"):
                         continue  # a console "folder", not a drop
                     if may_hold_window(listed["LastModified"], window):
-                        yield listed["Key"]
+                        yield _Drop(listed["Key"], listed["ETag"])
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, f"list {self.location}") from exc
 
-    def _rows(self, key: str, meter: ReadMeter) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(where, row) for each row of the object; rows that do not parse are counted."""
-        where = f"s3://{self.bucket}/{key}"
-        lines = _Lines(self._body_lines(key, meter), where, meter.limits.max_page_bytes)
-        parse = jsonl_rows if self.format == "jsonl" else csv_rows
-        yield from parse(lines, self.malformed)
+    def _rows(self, drop: _Drop, meter: ReadMeter) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(where, row) for each row of the object from where `drop` stands; rows that do not
+        parse are counted. `drop` follows: after each row, where the next one starts."""
+        where = f"s3://{self.bucket}/{drop.key}"
+        body = self._body(drop)
+        if body is None:
+            return
+        raw = self._body_lines(body, drop, meter)
+        lines = _Lines(raw, where, meter.limits.max_page_bytes, drop.line)
+        if self.format == "jsonl":
+            yield from jsonl_rows(lines, self.malformed)
+            return
+        for placed in csv_rows(lines, self.malformed, drop.fieldnames):
+            drop.fieldnames = drop.fieldnames or list(placed[1])
+            yield placed
 
-    def _body_lines(self, key: str, meter: ReadMeter) -> Iterator[bytes | None]:
-        """The object's lines as its body streams in, each counted against the run's bytes;
-        None in place of a line longer than the source's max_page_bytes, which is skipped
-        without being held."""
+    def _body(self, drop: _Drop) -> Any:
+        """The object's body from where `drop` stands; None when there is nothing to read."""
+        where = f"s3://{self.bucket}/{drop.key}"
+        ranged = {"Range": f"bytes={drop.offset}-", "IfMatch": drop.etag} if drop.offset else {}
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+            return self.s3.get_object(Bucket=self.bucket, Key=drop.key, **ranged)["Body"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "NoSuchKey":
+            code = exc.response.get("Error", {}).get("Code")
+            if code == "NoSuchKey":
                 # Deleted between the listing and now: the partner took the drop back.
-                logger.info("drop vanished before it was read", extra={"key": key})
-                return
-            raise self._error(exc, f"read s3://{self.bucket}/{key}") from exc
+                logger.info("drop vanished before it was read", extra={"key": drop.key})
+                return None
+            if code == "InvalidRange":
+                return None  # the earlier read ended with the object's last row
+            if code == "PreconditionFailed":
+                # Rewritten since the earlier read: a new drop under the same key.
+                logger.warning("drop rewritten since it was read: read again", extra={"key": where})
+                drop.restart()
+                return self._body(drop)
+            raise self._error(exc, f"read {where}") from exc
         except BotoCoreError as exc:
-            raise self._error(exc, f"read s3://{self.bucket}/{key}") from exc
+            raise self._error(exc, f"read {where}") from exc
+
+    def _body_lines(self, body: Any, drop: _Drop, meter: ReadMeter) -> Iterator[bytes | None]:
+        """The body's lines as it streams in, each counted against the run's bytes and moving
+        `drop` past it; None in place of a line longer than the source's max_page_bytes, which
+        is skipped without being held."""
         cap = meter.limits.max_page_bytes
         try:
             # Closing the reader closes the body, and with it the HTTP response.
             with io.BufferedReader(body, _READ_BUFFER_BYTES) as stream:
                 while line := stream.readline(cap + 1):
                     meter.read(len(line))
+                    drop.offset += len(line)
+                    drop.line += 1
                     if len(line) <= cap:
                         yield line
                         continue
                     while not line.endswith(b"\n") and (line := stream.readline(cap + 1)):
                         meter.read(len(line))
+                        drop.offset += len(line)
                     yield None
         except BotoCoreError as exc:
-            raise self._error(exc, f"read s3://{self.bucket}/{key}") from exc
+            raise self._error(exc, f"read s3://{self.bucket}/{drop.key}") from exc
 
     def _error(self, exc: ClientError | BotoCoreError, action: str) -> SourceflowError:
         code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
@@ -253,13 +336,15 @@ class _Lines:
     derail every row after it. A line longer than the limit arrives as None and reads as empty.
     Either way the parser counts the row that holds it as malformed (`take_problem`)."""
 
-    def __init__(self, raw: Iterable[bytes | None], where: str, max_line_bytes: int) -> None:
+    def __init__(
+        self, raw: Iterable[bytes | None], where: str, max_line_bytes: int, lines_before: int = 0
+    ) -> None:
         self._raw, self._where, self._max_line_bytes = raw, where, max_line_bytes
-        self.number = 0
+        self.number = lines_before
         self._problem: str | None = None
 
     def __iter__(self) -> Iterator[str]:
-        for number, line in enumerate(self._raw, start=1):
+        for number, line in enumerate(self._raw, start=self.number + 1):
             self.number = number
             if line is None:
                 self._problem = self._problem or (
@@ -307,9 +392,12 @@ def jsonl_rows(lines: _Lines, malformed: MalformedRows) -> Iterator[tuple[str, d
         yield lines.at, row
 
 
-def csv_rows(lines: _Lines, malformed: MalformedRows) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Rows under the object's header row; a quoted field may span lines."""
-    reader = csv.DictReader(lines)
+def csv_rows(
+    lines: _Lines, malformed: MalformedRows, fieldnames: list[str] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Rows under the object's header row (`fieldnames`, when the lines start after it); a
+    quoted field may span lines."""
+    reader = csv.DictReader(lines, fieldnames=fieldnames)
     while True:
         try:
             row = next(reader)

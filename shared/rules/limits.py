@@ -114,6 +114,14 @@ class ReadMeter:
     def exceeded(self, key: str, what: str) -> LimitExceeded:
         return limit_exceeded(self.source_id, self.limits, key, what)
 
+    def counts(self) -> dict[str, int]:
+        """What the run has read so far, for a continued download to go on counting from."""
+        return {"pages": self.pages, "records": self.records, "bytes": self.bytes}
+
+    def resume(self, counts: Mapping[str, Any]) -> None:
+        """Go on counting from what an earlier invocation of the run read (`counts`)."""
+        self.pages, self.records, self.bytes = counts["pages"], counts["records"], counts["bytes"]
+
 
 @dataclass
 class PageTokens:

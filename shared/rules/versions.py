@@ -75,6 +75,10 @@ class VersionFilter:
     `overlap` is how far before the cursor the next Normal window will start; only versions
     within it of the newest stamp, and future-dated ones, need remembering, which bounds memory
     by the source's rate of change rather than by the window's size.
+
+    A download continued in a later invocation (or redelivered) builds its filter again from
+    what it committed: `counts` and `newest` as they were, and `own`, the versions it listed
+    (`take_unsaved`) with its parts, which it has landed already.
     """
 
     window: Window
@@ -85,9 +89,12 @@ class VersionFilter:
     counts: LandingCounts = field(default_factory=LandingCounts)
     # The newest stamp inside the window: where the cursor may move.
     newest: datetime | None = None
+    own: Collection[Version] = frozenset()
     _recent: dict[Version, None] = field(default_factory=dict, repr=False)
     _recent_by_stamp: list[Version] = field(default_factory=list, repr=False)
     _future: dict[Version, None] = field(default_factory=dict, repr=False)
+    # The remembered versions not yet taken to be listed (`take_unsaved`).
+    _unsaved: dict[Version, None] = field(default_factory=dict, repr=False)
 
     def admit(self, stamp: datetime, digest: bytes) -> bool:
         """Whether the version lands; counts it either way."""
@@ -126,12 +133,21 @@ class VersionFilter:
         self._forget_old()
         return [*self._recent, *self._future]
 
+    def take_unsaved(self) -> list[Version]:
+        """The remembered versions landed since the last call: a download lists them with each
+        part it commits, so that a continued download knows them (`own`) as this invocation
+        does. (Not forgetting first: a version this invocation still knows, the next one must.)"""
+        unsaved = list(self._unsaved)
+        self._unsaved.clear()
+        return unsaved
+
     def _seen(self, version: Version) -> bool:
-        if version in self._recent or version in self._future:
+        if version in self._recent or version in self._future or version in self.own:
             return True  # the source served it twice in this run
         return self.dedupe and version in self.landed
 
     def _remember(self, version: Version, position: StampPosition) -> None:
+        self._unsaved[version] = None
         if position is StampPosition.FUTURE:
             self._future[version] = None
             return
@@ -145,7 +161,9 @@ class VersionFilter:
             return
         horizon = self.newest - self.overlap
         while self._recent_by_stamp and self._recent_by_stamp[0][0] <= horizon:
-            del self._recent[heapq.heappop(self._recent_by_stamp)]
+            forgotten = heapq.heappop(self._recent_by_stamp)
+            del self._recent[forgotten]
+            self._unsaved.pop(forgotten, None)
 
 
 def landing_warnings(future_records: int) -> list[str]:

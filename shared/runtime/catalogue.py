@@ -153,6 +153,15 @@ class Timeouts:
     lock_lease_seconds: int = 900
     # How long a run waits for a person to approve its Re-specs query (Approve task).
     approval_seconds: int = 86_400
+    # The download function's timeout (Lambda's longest): an invocation stops before it, at a
+    # part it commits, when what it has left falls below the stop margin (or a quarter of its
+    # time, if less: services/download/domain.py `invocation_budget`), and the state machine
+    # continues it in a new Download task, at most `max_download_continuations` times. The
+    # margin holds what may come between the decision and the stop: a page, throttled at the
+    # longest (VENDOR_MAX_WAIT_SECONDS) and read at the slowest, and the part's upload.
+    download_function_seconds: int = 900
+    download_stop_margin_seconds: int = 240
+    max_download_continuations: int = 200
 
     @property
     def download_claim_seconds(self) -> int:
@@ -217,6 +226,11 @@ class Timeouts:
                     f"{step}: the deliveries its queue allows may take {redelivery} s, longer "
                     f"than the task's timeout ({task} s)"
                 )
+        if self.download_stop_margin_seconds >= self.download_function_seconds:
+            problems.append(
+                f"Download: its stop margin ({self.download_stop_margin_seconds} s) leaves "
+                f"nothing of its function's timeout ({self.download_function_seconds} s)"
+            )
         if self.download_takeover_seconds >= self.download_heartbeat_seconds:
             problems.append(
                 f"Download: a dead delivery's message may be taken over only after "

@@ -9,6 +9,7 @@ and stretches its visibility timeout for exponential backoff.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -65,21 +66,42 @@ class QueueVisibility:
             logger.warning("could not change the message's visibility", extra={"error": str(exc)})
 
 
+TimeLeft = Callable[[], float]
+"""Seconds the invocation handling a delivery has left before its function timeout."""
+
+
+def unbounded() -> float:
+    """The time left of an invocation without a known end (called outside Lambda)."""
+    return math.inf
+
+
+def time_left_of(context: LambdaContext | None) -> TimeLeft:
+    """What Lambda's context says the invocation has left."""
+    if context is None:
+        return unbounded
+    return lambda: context.get_remaining_time_in_millis() / 1000
+
+
 @dataclass(frozen=True)
 class Delivery:
     """The SQS delivery a message came in: which message, how many times it was handed out,
-    and how to keep it hidden while a long job on it is alive."""
+    how to keep it hidden while a long job on it is alive, and how long its invocation has
+    left (a long job stops in time to be continued)."""
 
     message_id: str
     receive_count: int
     keep_hidden: Callable[[int], None]
+    time_left: TimeLeft = unbounded
 
     @classmethod
-    def of(cls, record: SQSRecord, visibility: QueueVisibility) -> Delivery:
+    def of(
+        cls, record: SQSRecord, visibility: QueueVisibility, time_left: TimeLeft = unbounded
+    ) -> Delivery:
         return cls(
             message_id=record.message_id,
             receive_count=receive_count_of(record),
             keep_hidden=lambda seconds: visibility.delay(record, seconds),
+            time_left=time_left,
         )
 
 
@@ -161,14 +183,15 @@ def batch_lambda_handler(
 
 
 def consumer_lambda_handler(
-    process: Callable[[SQSRecord, QueueVisibility], None],
+    process: Callable[[SQSRecord, QueueVisibility, TimeLeft], None],
     *,
     database: Callable[[], Database],
     settings: ConsumerSettings,
 ) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
     """The Lambda entry point of a queue consumer: `process` handles one record, given the
-    queue's visibility (to keep a long job's message hidden); a record it fails is recorded,
-    delayed by the retry backoff and reported in `batchItemFailures`.
+    queue's visibility (to keep a long job's message hidden) and the time the invocation has
+    left; a record it fails is recorded, delayed by the retry backoff and reported in
+    `batchItemFailures`.
 
     The SQS client is made when the first record arrives, not when the handler is built.
     """
@@ -179,10 +202,11 @@ def consumer_lambda_handler(
     def visibility() -> QueueVisibility:
         return QueueVisibility(aws.client("sqs"))
 
-    def record_handler(record: SQSRecord) -> None:
-        queue = visibility()
+    # powertools hands the Lambda context to a record handler with a `lambda_context` argument.
+    def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
+        queue, time_left = visibility(), time_left_of(lambda_context)
         guarded(
-            lambda each: process(each, queue),
+            lambda each: process(each, queue, time_left),
             retry=retry,
             visibility=queue,
             failure_log=failure_log,

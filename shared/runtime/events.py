@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shared.errors import ContractViolation, TransientError
 from shared.runtime import contracts
 from shared.runtime.catalogue import EVENT_SOURCE, SCHEDULED_EVENT, DetailType
-from shared.runtime.deliveries import QueueVisibility, consumer_lambda_handler
+from shared.runtime.deliveries import QueueVisibility, TimeLeft, consumer_lambda_handler
 from shared.runtime.observability import logger
 from shared.runtime.settings import ConsumerSettings
 from shared.store.db import Database
@@ -106,8 +106,8 @@ def event_lambda_handler(
     and ends in the DLQ."""
     accepted = set(routes)
 
-    def process(record: SQSRecord, visibility: QueueVisibility) -> None:
-        # Event routes take no Delivery, so `visibility` goes unused here.
+    def process(record: SQSRecord, visibility: QueueVisibility, time_left: TimeLeft) -> None:
+        # Event routes take no Delivery, so `visibility` and `time_left` go unused here.
         try:
             event = parse_event(record.body, accepted)
         except ContractViolation as exc:

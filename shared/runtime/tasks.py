@@ -21,7 +21,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import DuplicateDelivery, PermanentError, TaskOver, TransientError
 from shared.runtime import aws, contracts
-from shared.runtime.deliveries import Delivery, QueueVisibility, consumer_lambda_handler
+from shared.runtime.deliveries import (
+    Delivery,
+    QueueVisibility,
+    TimeLeft,
+    consumer_lambda_handler,
+    unbounded,
+)
 from shared.runtime.observability import logger
 from shared.runtime.redaction import error_text
 from shared.runtime.settings import ConsumerSettings
@@ -94,6 +100,7 @@ def process_task_record(
     record_failure: FailureRecorder,
     max_receives: int,
     visibility: QueueVisibility,
+    time_left: TimeLeft = unbounded,
 ) -> None:
     """Handle one SQS record carrying a task message; raise only to have it redelivered.
 
@@ -103,7 +110,7 @@ def process_task_record(
     message consumed without effect (the task is over, or a duplicate delivery), here.
     """
     message = _parse(record, request_contract)
-    delivery = Delivery.of(record, visibility)
+    delivery = Delivery.of(record, visibility, time_left)
     logger.append_keys(
         source_id=message["source_id"],
         execution_arn=message["execution_arn"],
@@ -227,7 +234,7 @@ def task_lambda_handler(
     """
     by_contract = {kind.request_contract: kind for kind in kinds}
 
-    def process(record: SQSRecord, visibility: QueueVisibility) -> None:
+    def process(record: SQSRecord, visibility: QueueVisibility, time_left: TimeLeft) -> None:
         # Only a queue that carries several kinds pays for a look at the body before parsing.
         kind = (
             kinds[0] if len(kinds) == 1 else by_contract.get(_schema_named(record.body), kinds[0])
@@ -241,6 +248,7 @@ def task_lambda_handler(
             record_failure=failure_recorder(database(), step=kind.step),
             max_receives=settings.max_receives,
             visibility=visibility,
+            time_left=time_left,
         )
 
     return consumer_lambda_handler(process, database=database, settings=settings)

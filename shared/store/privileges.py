@@ -109,6 +109,8 @@ WRITES: Mapping[str, Mapping[str, TableWrites]] = {
         "public.source_run": _RUN_LEDGER,
         # A version an unfinished or failed run listed is taken over (record_landed).
         "public.landed_version": TableWrites(insert=ALL, update=("execution_arn",)),
+        # Each part committed with where the source resumes after it.
+        "public.download_checkpoint": TableWrites(insert=ALL),
         # A vendor's concurrency slots: created up to the limit, leased, renewed, released
         # (shared/store/vendor_limits.py); never the limit itself.
         "public.vendor_slot": TableWrites(

@@ -189,9 +189,12 @@ def open_run(cur: Any, run: Mapping[str, Any]) -> None:
     )
 
 
-def mark_downloaded(cur: Any, result: Mapping[str, Any], attempt: str) -> dict[str, Any] | None:
+def mark_downloaded(
+    cur: Any, result: Mapping[str, Any], attempt: str, *, warnings: list[str] | None = None
+) -> dict[str, Any] | None:
     """Move the run to `downloaded` once, only for the delivery holding the claim and while
-    this execution holds the source's lock.
+    this execution holds the source's lock; `warnings` are the download's, for the operator
+    (they go out with the Run Succeeded event).
 
     Returns the recorded run; if a concurrent duplicate recorded it first, that record; None if
     the lock was lost.
@@ -206,7 +209,8 @@ def mark_downloaded(cur: Any, result: Mapping[str, Any], attempt: str) -> dict[s
                malformed_records = %(malformed_records)s,
                late_records = %(late_records)s,
                duplicates_skipped = %(duplicates_skipped)s,
-               future_records = %(future_records)s
+               future_records = %(future_records)s,
+               download_warnings = %(warnings)s
           FROM public.source s
          WHERE r.execution_arn = %(execution_arn)s AND r.status = %(running)s
            AND r.download_attempt = %(attempt)s
@@ -216,6 +220,7 @@ def mark_downloaded(cur: Any, result: Mapping[str, Any], attempt: str) -> dict[s
         {
             **result,
             "attempt": attempt,
+            "warnings": warnings or None,
             "downloaded": RunStatus.DOWNLOADED,
             "running": RunStatus.RUNNING,
         },

@@ -27,7 +27,9 @@ DAY = timedelta(days=1)
 _THE_HAPPY_PATH = [
     "Validate",
     "RunOrSkip",
+    "StartDownload",
     "Download",
+    "MoreToDownload",
     "UnlockAfterSuccess",
     "PublishRunSucceeded",
     "Succeeded",

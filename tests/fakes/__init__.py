@@ -3,7 +3,8 @@
 
 - aws: `client_error`, what botocore raises when an API answers with an error code
 - callbacks: `FakeCallbacks`, Step Functions' task callbacks
-- connectors: `FakeConnector`, `WindowedSource`, `FakeConnectionCheck`
+- connectors: `FakeConnector`, `WindowedSource`, `FakeConnectionCheck`, `landed` (a
+  connector's records without its check-ins)
 - heartbeat: `FakeClock`, `FakeTask`, `quiet_heartbeat`, download's heartbeat ports
 - http: `serve_in_memory`, an HTTP request handler served without a socket
 - pacing: `FakePacing`, how a connector waits on a vendor and holds its slot
@@ -17,7 +18,7 @@ Builders of messages and records live in tests/builders.py.
 
 from tests.fakes.aws import client_error
 from tests.fakes.callbacks import FakeCallbacks
-from tests.fakes.connectors import FakeConnectionCheck, FakeConnector, WindowedSource
+from tests.fakes.connectors import FakeConnectionCheck, FakeConnector, WindowedSource, landed
 from tests.fakes.heartbeat import FakeClock, FakeTask, quiet_heartbeat
 from tests.fakes.http import serve_in_memory
 from tests.fakes.pacing import FakePacing
@@ -41,6 +42,7 @@ __all__ = [
     "WindowedSource",
     "client_error",
     "fake_access",
+    "landed",
     "quiet_heartbeat",
     "serve_in_memory",
     "source_secret",

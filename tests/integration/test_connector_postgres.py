@@ -1,9 +1,11 @@
 """The postgres connector against a real PostgreSQL: the check, the window pushed into the
-WHERE clause, the server-side cursor, and the names of what is wrong."""
+WHERE clause, the server-side cursor, the names of what is wrong, a read resumed after a key,
+the warning for a key column without an index, and the heartbeat through a slow first row."""
 
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,10 +16,15 @@ import pytest
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
+from services.download.domain import Heartbeat
+from services.download.service import download_run
 from shared.connectors.base import InvalidConnection, SourceUnreachable, parse_connection
 from shared.connectors.postgres import PostgresConnector
+from shared.errors import TaskOver
 from shared.rules.flows import Window, WindowField
-from tests.fakes import FakeSecretsManager, fake_access, source_secret
+from shared.store.db import Database
+from tests.fakes import FakeSecretsManager, FakeSink, FakeTask, fake_access, source_secret
+from tests.integration.conftest import CURSOR, MakeSource, NewExecution, new_claim, validate
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -175,3 +182,134 @@ def test_a_server_that_does_not_answer_is_unreachable(partner_schema: str) -> No
     connector = a_connector(f"host=127.0.0.1 port={dead_port} dbname=x user=y", partner_schema)
     with pytest.raises(SourceUnreachable, match="cannot connect to PostgreSQL"):
         connector.check()
+
+
+# -- a download resumed, and a first row that comes late (issue 17) --------------------------------
+
+
+def partner_sql(url: str, statement: str, schema: str) -> None:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(statement.replace("{schema}", sql.Identifier(schema).as_string(conn)))
+    conn.close()
+
+
+def test_a_resumed_read_goes_on_after_the_key_whatever_its_type(
+    migrated_url: str, partner_schema: str
+) -> None:
+    # Given a table keyed by a number, a key held by two rows, and rows without a key
+    partner_sql(
+        migrated_url,
+        "CREATE TABLE {schema}.numbered (k numeric, v text, updated_at timestamptz);"
+        " INSERT INTO {schema}.numbered VALUES (10, 'a', now()), (9.5, 'b', now()),"
+        " (10, 'c', now()), (NULL, 'd', now()), (100, 'e', now())",
+        partner_schema,
+    )
+    connector = a_connector(migrated_url, partner_schema, table="numbered", key_column="k")
+    window = Window(WindowField.LAST_MODIFIED, T0, T0, False)
+    read = [(record["v"], connector.position) for record in connector.records(window)]
+    assert [v for v, _ in read] in (["b", "a", "c", "e", "d"], ["b", "c", "a", "e", "d"])
+    # When a later read resumes after each place it may, Then it reads the rows after it
+    for index, (_, position) in enumerate(read):
+        if position is not None:
+            rest = [
+                r["v"]
+                for r in a_connector(
+                    migrated_url, partner_schema, table="numbered", key_column="k"
+                ).records(window, position)
+            ]
+            assert sorted(rest) == sorted(v for v, _ in read[index + 1 :]), position
+    assert [position["after_key"] for _, position in read if position] == ["9.5", "10", "100"]
+
+
+def test_a_key_column_without_an_index_is_warned_of_and_one_with_an_index_is_not(
+    migrated_url: str, partner_schema: str
+) -> None:
+    partner_sql(
+        migrated_url,
+        "CREATE TABLE {schema}.unindexed (k text, updated_at timestamptz)",
+        partner_schema,
+    )
+    window = Window(WindowField.LAST_MODIFIED, T0, T0, False)
+    unindexed = a_connector(migrated_url, partner_schema, table="unindexed", key_column="k")
+    list(unindexed.records(window))
+    [warning] = unindexed.warnings
+    assert f"'k' of {partner_schema}.unindexed has no index" in warning
+    keyed = a_connector(migrated_url, partner_schema)  # "Listings": its key is its primary key
+    list(keyed.records(window))
+    assert keyed.warnings == []
+
+
+@pytest.fixture(scope="module")
+def slow_view(migrated_url: str, partner_schema: str) -> str:
+    """A view over a copy of "Listings" without an index, whose every row takes 0.4 s to
+    compute: read in key order, a sort of all five rows comes before the first, 2 s."""
+    partner_sql(
+        migrated_url,
+        'CREATE TABLE {schema}.unsorted AS SELECT * FROM {schema}."Listings";'
+        " CREATE VIEW {schema}.slow AS SELECT * FROM {schema}.unsorted"
+        " WHERE length(pg_sleep(0.4)::text) >= 0",
+        partner_schema,
+    )
+    return "slow"
+
+
+def test_the_download_heartbeats_while_a_partner_query_starts(
+    migrated_url: str, partner_schema: str, slow_view: str
+) -> None:
+    # Given a heartbeat due every 0.1 s while the download waits for its first row
+    task = FakeTask()
+    heartbeat = Heartbeat(send=task.send, renew_lease=task.renew_lease, interval_seconds=0.1)
+    connector = a_connector(migrated_url, partner_schema, table=slow_view)
+    window = Window(WindowField.LAST_MODIFIED, T0, T0, True)
+    # When the view is read, Then its rows come, and the task heard from the download meanwhile
+    started = time.monotonic()
+    rows = list(connector.records(window, waiting=heartbeat.while_waiting))
+    assert len(rows) == 4 and time.monotonic() - started >= 1.5
+    assert task.beats >= 5
+
+
+def test_a_partner_query_is_cancelled_when_a_heartbeat_says_the_download_must_stop(
+    migrated_url: str, partner_schema: str, slow_view: str
+) -> None:
+    # Given a task that timed out while the download waits for its first row
+    task = FakeTask(over=True)
+    heartbeat = Heartbeat(send=task.send, renew_lease=task.renew_lease, interval_seconds=0.1)
+    connector = a_connector(migrated_url, partner_schema, table=slow_view)
+    window = Window(WindowField.LAST_MODIFIED, T0, T0, True)
+    # Then the query is cancelled at the first beat and the download stops by the beat's error
+    started = time.monotonic()
+    with pytest.raises(TaskOver):
+        list(connector.records(window, waiting=heartbeat.while_waiting))
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_download_of_a_table_whose_first_row_comes_late_keeps_its_task_alive(
+    db: Database,
+    make_source: MakeSource,
+    new_execution: NewExecution,
+    sink: FakeSink,
+    migrated_url: str,
+    partner_schema: str,
+    slow_view: str,
+) -> None:
+    # Given a run downloading the slow view, its heartbeat due every 0.1 s
+    execution = new_execution(make_source(cursor=CURSOR))
+    plan = validate(db, execution)["plan"]
+    task = FakeTask()
+    heartbeat = Heartbeat(send=task.send, renew_lease=task.renew_lease, interval_seconds=0.1)
+    connector = a_connector(migrated_url, partner_schema, table=slow_view)
+
+    # When it downloads
+    result = download_run(
+        execution.download(plan),
+        db=db,
+        connector_for=lambda *_: connector,
+        sink=sink,
+        heartbeat=heartbeat,
+        part_max_records=100,
+        claim=new_claim(),
+    )
+
+    # Then the task heard from it all through the 2 s before the first row, not only per row
+    assert result["records"] == 4
+    assert task.beats >= 10, task.beats

@@ -47,6 +47,7 @@ def test_each_heartbeat_keeps_the_message_hidden_and_renews_the_lease_and_the_cl
         claim_seconds=CLAIM_SECONDS,
         heartbeat_seconds=0.001,
         part_max_records=1000,
+        stop_margin_seconds=30,
     )
 
     # Then the run is downloaded under this message's claim
@@ -57,7 +58,8 @@ def test_each_heartbeat_keeps_the_message_hidden_and_renews_the_lease_and_the_cl
     # And every heartbeat went to the task's token and kept the message hidden for the claim
     assert len(sent) >= 2  # the first, before connecting, and the last, before the manifest
     assert set(sent) == {request["task_token"]}
-    assert hidden == [CLAIM_SECONDS] * len(sent)
+    # (and once more as the delivery began, before anything else)
+    assert hidden == [CLAIM_SECONDS] * (len(sent) + 1)
     # And the lease was renewed to this delivery's lease, from the last heartbeat on
     _, _, lease_after = lock_of(db, execution.source_id)
     assert lease_after > max(lease_before, datetime.now(UTC) + LEASE - timedelta(minutes=5))

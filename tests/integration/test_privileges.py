@@ -50,6 +50,7 @@ TABLES = (
     "public.listing_attributes",
     "public.backfill",
     "public.backfill_slice_run",
+    "public.download_checkpoint",
     "public.vendor_limit",
     "public.vendor_slot",
 )

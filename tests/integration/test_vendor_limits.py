@@ -19,6 +19,7 @@ from local.roles import create_roles
 from ops.vendors import NotLimited, set_limit, unset_limit, vendors_list
 from services.download.adapters import WrittenObject
 from services.download.service import download_delivery
+from shared.connectors.base import Position, Waiting, no_waiting
 from shared.errors import TransientError
 from shared.rules.flows import Window
 from shared.runtime.deliveries import Delivery
@@ -297,10 +298,12 @@ class SlotReader(FakeConnector):
     db: Database | None = None
     seen: list[list[dict[str, Any]]] = field(default_factory=list)
 
-    def records(self, window: Window) -> Iterator[dict[str, Any]]:
+    def records(
+        self, window: Window, resume: Position | None = None, *, waiting: Waiting = no_waiting
+    ) -> Iterator[dict[str, Any] | None]:
         assert self.db is not None
         with self.pacing.slot(self.host):
-            for record in super().records(window):
+            for record in super().records(window, resume):
                 self.seen.append(slots_of(self.db, self.host))
                 yield record
 

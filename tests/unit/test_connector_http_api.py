@@ -37,7 +37,7 @@ from shared.rules.flows import Window, WindowField
 from shared.runtime.redaction import EXCERPT_LIMIT
 from shared.runtime.secrets import SecretNotFound
 from shared.timefmt import isoformat
-from tests.fakes import FakePacing, FakeSecretsManager, source_secret
+from tests.fakes import FakePacing, FakeSecretsManager, landed, source_secret
 from tests.fakes.pacing import NOW
 
 START = datetime(2026, 11, 21, 18, 40, 2, tzinfo=UTC)
@@ -208,7 +208,7 @@ def test_the_api_key_is_read_from_its_secret_and_sent_as_a_header(
     )
     # When the connector is checked and then pages through a window
     connector.check()
-    records = list(connector.records(WINDOW))
+    records = list(landed(connector.records(WINDOW)))
     # Then every page carried the key, read from Secrets Manager once
     assert [record["id"] for record in records] == ["1", "2"]
     assert [headers for headers, _ in session.sent] == [{"X-Partner-Key": API_KEY}] * 2
@@ -297,7 +297,7 @@ def test_a_repeated_page_token_stops_the_run_at_once(access: SourceAccess) -> No
     with pytest.raises(PermanentError, match="page 2 sent the same next_page_token as page 1") as (
         caught
     ):
-        records.extend(connector.records(WINDOW))
+        records.extend(landed(connector.records(WINDOW)))
     assert caught.value.error_name == "PageTokenRepeated"
     assert [record["id"] for record in records] == ["0", "1"]
     assert len(session.sent) == 2
@@ -364,7 +364,7 @@ def test_records_that_are_not_objects_are_counted_and_the_rest_load(access: Sour
         [page({"id": "1"}, "2", [3], token=7), page(None, {"id": "4"})]  # a numeric token
     )
     connector = a_connector(access, session)
-    assert [record["id"] for record in connector.records(WINDOW)] == ["1", "4"]
+    assert [record["id"] for record in landed(connector.records(WINDOW))] == ["1", "4"]
     assert session.sent[1][1]["page_token"] == "7"
     assert connector.malformed.examples == [
         "page 1 record 2: is a JSON string, not an object",
@@ -453,6 +453,63 @@ def test_a_vendors_error_body_is_quoted_as_a_short_excerpt_without_the_key_or_li
     assert len(quoted.group(1)) == EXCERPT_LIMIT and quoted.group(1).endswith("x…")
 
 
+# --- resuming a download (a continued or redelivered invocation) ---------------------------------
+
+
+def positions(connector: HttpApiConnector, window: Window = WINDOW) -> list[tuple[str, Any]]:
+    """Each record's id, and the position the connector gives right after it."""
+    return [(record["id"], connector.position) for record in landed(connector.records(window))]
+
+
+def test_a_download_may_resume_only_after_a_pages_last_record(access: SourceAccess) -> None:
+    # Given two pages, the first ending with a record that is not an object
+    first, second = page({"id": "1"}, {"id": "2"}, 7, token="p2"), page({"id": "3"})
+    connector = a_connector(access, FakeSession([first, second]))
+    # Then the position is given only after a page's last record: the next page's token, and
+    # what the run has read so far
+    size = [len(json.dumps(body)) for _, body in (first, second)]
+    assert positions(connector) == [
+        ("1", None),
+        ("2", None),  # the page's last record is the 7, not an object, which never lands
+        ("3", {"page_token": None, "read": {"pages": 2, "records": 4, "bytes": sum(size)}}),
+    ]
+    # And a page that ends with an object gives its token
+    first = page({"id": "1"}, token="p2")
+    connector = a_connector(access, FakeSession([first, page()]))
+    read = {"pages": 1, "records": 1, "bytes": len(json.dumps(first[1]))}
+    assert positions(connector) == [("1", {"page_token": "p2", "read": read})]
+
+
+def test_a_resumed_read_asks_for_the_page_after_the_position_and_counts_on(
+    access: SourceAccess,
+) -> None:
+    # Given a position after the second of three pages, a run allowed three pages
+    session = FakeSession([page({"id": "5"}, token="p4"), page({"id": "6"})])
+    connector = a_connector(access, session, limits={"max_pages": 3})
+    resume = {"page_token": "p3", "read": {"pages": 2, "records": 4, "bytes": 100}}
+    # When the read resumes from it, Then it starts at that page, and its limits count on
+    records: list[str] = []
+    with pytest.raises(PermanentError) as caught:
+        records.extend(record["id"] for record in landed(connector.records(WINDOW, resume)))
+    assert records == ["5"] and caught.value.error_name == "TooManyPages"
+    assert session.sent[0][1]["page_token"] == "p3"
+
+
+def test_a_read_resumed_after_the_last_page_reads_nothing(access: SourceAccess) -> None:
+    session = FakeSession([])
+    connector = a_connector(access, session)
+    resume = {"page_token": None, "read": {"pages": 4, "records": 4, "bytes": 400}}
+    assert list(connector.records(WINDOW, resume)) == []
+    assert session.sent == []
+
+
+def test_an_empty_page_checks_in_with_the_next_pages_token(access: SourceAccess) -> None:
+    connector = a_connector(access, FakeSession([page(token="p2"), page({"id": "1"})]))
+    read = [(record, connector.position) for record in connector.records(WINDOW)]
+    assert [record for record, _ in read] == [None, {"id": "1"}]
+    assert read[0][1] is not None and read[0][1]["page_token"] == "p2"
+
+
 # --- a vendor asking to slow down: 429 and 503, Retry-After, its concurrency slot -----------------
 
 
@@ -483,7 +540,7 @@ def test_a_throttled_page_is_asked_again_after_its_retry_after_without_starting_
     connector = a_paced_connector(access, session, pacing)
 
     # When the window is read
-    records = list(connector.records(WINDOW))
+    records = list(landed(connector.records(WINDOW)))
 
     # Then the second page was asked for again after 7 seconds, and nothing was read twice
     assert [record["id"] for record in records] == ["1", "2"]

@@ -4,7 +4,8 @@ real PostgreSQL.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -61,8 +62,12 @@ class FakeCursor:
         if self.connection.error is not None and query != "SET TIME ZONE 'UTC'":
             raise self.connection.error
 
-    def __iter__(self) -> Iterator[tuple[str]]:
-        return iter([(row,) for row in self.connection.rows])
+    def __iter__(self) -> Iterator[tuple[str, str | None]]:
+        rows = self.connection.rows
+        return iter([(row, None) if isinstance(row, str) else row for row in rows])
+
+    def fetchone(self) -> tuple[str, bool] | None:
+        return self.connection.key_index
 
     def __enter__(self) -> FakeCursor:
         return self
@@ -77,10 +82,17 @@ class FakeConnection:
 
     error: Exception | None = None
     executed: list[tuple[str | None, Any, Any]] = field(default_factory=list)
-    # What the records query answers: each row as PostgreSQL renders to_jsonb(t)::text.
-    rows: list[str] = field(default_factory=lambda: ['{"listing_id": "L1"}'])
+    # What the records query answers: each row as PostgreSQL renders to_jsonb(t)::text, and
+    # its key as text (a row given as text alone has none).
+    rows: list[str | tuple[str, str | None]] = field(
+        default_factory=lambda: ['{"listing_id": "L1"}']
+    )
+    # What the key column's index probe answers: the relation's kind, and whether an index
+    # leads with the key column.
+    key_index: tuple[str, bool] | None = ("r", True)
     readonly: bool = False
     closed: bool = False
+    cancelled: bool = False
 
     def set_session(self, *, readonly: bool) -> None:
         self.readonly = readonly
@@ -90,6 +102,9 @@ class FakeConnection:
 
     def close(self) -> None:
         self.closed = True
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 @dataclass
@@ -191,7 +206,7 @@ def test_the_window_is_bound_read_past_its_end_and_every_name_is_an_identifier()
     assert bounds == {"start": START, "end": END}
     texts = [part.string for part in parts(query) if isinstance(part, sql.SQL)]
     # No upper bound: download counts what is stamped after the window's end.
-    assert "".join(texts) == "SELECT to_jsonb(t)::text FROM  AS t WHERE t. > %(start)s"
+    assert "".join(texts) == "SELECT to_jsonb(t)::text, NULL FROM  AS t WHERE t. > %(start)s"
     assert [part for part in parts(query) if isinstance(part, sql.Identifier)] == [
         sql.Identifier("sales", "Listings"),
         sql.Identifier("updated_at"),
@@ -205,7 +220,7 @@ def test_an_inclusive_sold_window_filters_on_the_sold_column_and_orders_by_the_k
     texts = "".join(part.string for part in parts(query) if isinstance(part, sql.SQL))
     assert texts.endswith("t. >= %(start)s AND t. <= %(end)s ORDER BY t.")
     identifiers = [part for part in parts(query) if isinstance(part, sql.Identifier)]
-    assert identifiers[1:] == [
+    assert identifiers[2:] == [
         sql.Identifier("sold_at"),
         sql.Identifier("sold_at"),
         sql.Identifier("listing_id"),
@@ -392,3 +407,89 @@ def test_a_host_that_resolves_to_a_link_local_address_is_refused_before_connecti
     with pytest.raises(SourceHostNotAllowed, match=r"169\.254\.169\.254, link-local"):
         connector.check()
     assert connect.calls == []
+
+
+# --- resuming a download, and waiting for the first row ------------------------------------------
+
+
+def test_a_keyed_table_is_read_in_key_order_after_the_resumed_key() -> None:
+    resume = {"after_key": "L7", "read": {"pages": 0, "records": 7, "bytes": 700}}
+    query, bounds = a_connector(key_column="listing_id").records_query(
+        Window(WindowField.LAST_MODIFIED, START, END, False), resume
+    )
+    texts = "".join(part.string for part in parts(query) if isinstance(part, sql.SQL))
+    assert texts == (
+        "SELECT to_jsonb(t)::text, t.::text FROM  AS t WHERE t. > %(start)s"
+        " AND (t. > %(after_key)s OR t. IS NULL) ORDER BY t."
+    )
+    assert bounds == {"start": START, "end": END, "after_key": "L7"}
+
+
+def test_a_download_may_resume_only_where_the_key_changes() -> None:
+    # Given rows in key order: two share a key, and the last two have none
+    rows: list[str | tuple[str, str | None]] = [
+        ('{"k": 1}', "1"),
+        ('{"k": 2, "v": "a"}', "2"),
+        ('{"k": 2, "v": "b"}', "2"),
+        ('{"k": 3}', "3"),
+        ('{"k": null}', None),
+        ('{"k": null}', None),
+    ]
+    connector = a_connector(FakeConnect(FakeConnection(rows=rows)), key_column="k")
+    window = Window(WindowField.LAST_MODIFIED, START, END, False)
+    # Then a position follows a row only where the next row has another key: never between
+    # the rows of one key, nor among the rows without one
+    after = [connector.position for _ in connector.records(window)]
+    assert [position and position["after_key"] for position in after] == [
+        "1",
+        None,
+        "2",
+        "3",
+        None,
+        None,
+    ]
+    read = sum(len(row[0]) for row in rows[:3])
+    assert after[2] == {"after_key": "2", "read": {"pages": 0, "records": 3, "bytes": read}}
+    assert connector.resumable and not a_connector().resumable
+
+
+@pytest.mark.parametrize(
+    ("kind", "indexed", "warned"),
+    [
+        ("r", False, True),
+        ("p", False, True),
+        ("m", False, True),
+        ("r", True, False),
+        ("v", False, False),
+    ],
+)
+def test_a_key_column_without_an_index_is_warned_of(kind: str, indexed: bool, warned: bool) -> None:
+    # Given a table (or a view, whose plan sourceflow cannot see) and its key column's index
+    connection = FakeConnection(key_index=(kind, indexed))
+    connector = a_connector(FakeConnect(connection), key_column="listing_id")
+    # When its rows are read, Then a table's unindexed key column is warned of, with the fix
+    list(connector.records(Window(WindowField.LAST_MODIFIED, START, END, False)))
+    assert bool(connector.warnings) is warned
+    if warned:
+        [warning] = connector.warnings
+        assert "'listing_id' of sales.Listings has no index" in warning
+        assert "CREATE INDEX ON sales.Listings (listing_id)" in warning
+
+
+def test_the_first_fetch_is_waited_for_with_the_query_cancelled_if_the_download_must_stop() -> None:
+    # Given a download that says how it waits
+    connect = FakeConnect()
+    waits: list[Any] = []
+
+    @contextmanager
+    def waiting(interrupt: Callable[[], None]) -> Iterator[None]:
+        waits.append(interrupt)
+        yield
+
+    # When the table is read, Then only the first fetch (the query's start) is waited for,
+    # and what ends that wait is the query's cancel
+    connector = a_connector(connect)
+    list(connector.records(Window(WindowField.LAST_MODIFIED, START, END, False), waiting=waiting))
+    [interrupt] = waits
+    interrupt()
+    assert connect.connection.cancelled

@@ -27,7 +27,7 @@ from shared.connectors.s3_files import (
 )
 from shared.errors import PermanentError
 from shared.rules.flows import Window, WindowField
-from tests.fakes import FakeS3, client_error
+from tests.fakes import FakeS3, client_error, landed
 
 BUCKET = "partner-drops"
 START = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -84,7 +84,7 @@ def test_a_normal_run_lists_every_page_but_reads_only_objects_that_may_hold_the_
     s3.put("d/", [])  # a console folder
     s3.put("e.jsonl", jsonl(row(5, END), row(6, END + timedelta(seconds=1))))
     # When a Normal window is read
-    records = list(a_connector(s3).records(NORMAL))
+    records = list(landed(a_connector(s3).records(NORMAL)))
     # Then the old objects were never opened, and rows were kept by their own dates, in order,
     # past the window's end too (download counts what is stamped in the future)
     assert s3.pages_listed == 3
@@ -106,7 +106,7 @@ def test_a_sold_run_reads_every_object_and_filters_on_the_sold_date() -> None:
         modified=old,
     )
     connector = a_connector(s3)
-    assert [r["id"] for r in connector.records(SOLD_2026)] == ["L2"]
+    assert [r["id"] for r in landed(connector.records(SOLD_2026))] == ["L2"]
     assert connector.malformed.count == 0
 
 
@@ -114,7 +114,7 @@ def test_the_field_names_come_from_the_connection() -> None:
     s3 = FakeS3(END)
     s3.put("x.jsonl", jsonl({"id": "L1", "modified_at": (START + DAY).isoformat()}))
     connector = a_connector(s3, last_modified_field="modified_at")
-    records = list(connector.records(NORMAL))
+    records = list(landed(connector.records(NORMAL)))
     assert records == [{"id": "L1", "modified_at": (START + DAY).isoformat()}]
     assert connector.last_modified(records[0]) == START + DAY
 
@@ -123,7 +123,7 @@ def test_a_prefix_limits_the_listing() -> None:
     s3 = FakeS3(END)
     s3.put("acme/1.jsonl", jsonl(row(1, START + DAY)))
     s3.put("other/2.jsonl", jsonl(row(2, START + DAY)))
-    assert [r["id"] for r in a_connector(s3, prefix="acme/").records(NORMAL)] == ["L1"]
+    assert [r["id"] for r in landed(a_connector(s3, prefix="acme/").records(NORMAL))] == ["L1"]
 
 
 # --- rows ---------------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def test_malformed_json_lines_are_counted_with_where_and_why() -> None:
     )
     connector = a_connector(s3)
     # When the window is read
-    records = list(connector.records(NORMAL))
+    records = list(landed(connector.records(NORMAL)))
     # Then the good row is loaded and each bad one is reported by line, none silently
     assert [r["id"] for r in records] == ["L1"]
     assert connector.malformed.count == 6
@@ -279,7 +279,7 @@ def test_a_drop_deleted_after_the_listing_is_passed_over() -> None:
     s3.put("gone.jsonl", jsonl(row(1, START + DAY)))
     s3.put("kept.jsonl", jsonl(row(2, START + DAY)))
     s3.deleted.add("gone.jsonl")
-    assert [r["id"] for r in a_connector(s3).records(NORMAL)] == ["L2"]
+    assert [r["id"] for r in landed(a_connector(s3).records(NORMAL))] == ["L2"]
 
 
 # --- hostile drops (docs/limits.md) -------------------------------------------------------------
@@ -293,7 +293,7 @@ def test_a_line_nested_100k_deep_is_one_malformed_row_and_the_drop_loads() -> No
     connector = a_connector(s3)
     # When the window is read, then that line is counted and the others load, on every run
     for _ in range(2):
-        assert [r["id"] for r in connector.records(NORMAL)] == ["L1", "L3"]
+        assert [r["id"] for r in landed(connector.records(NORMAL))] == ["L1", "L3"]
         [example] = connector.malformed.examples
         assert example.startswith(f"s3://{BUCKET}/d.jsonl line 2: is not JSON (depth limit")
 
@@ -314,7 +314,7 @@ def test_a_byte_that_is_not_utf8_inside_a_quoted_csv_field_spoils_only_its_row()
     )
     connector = a_connector(s3, format="csv", last_modified_field="modified_at")
     # When the window is read, then only that row is malformed and the rest of the drop loads
-    records = list(connector.records(NORMAL))
+    records = list(landed(connector.records(NORMAL)))
     assert [r["id"] for r in records] == ["L1", "L3", "L4", "L5"]
     assert records[2]["note"] == 'two\nlines, "quoted"'
     assert connector.malformed.examples == [f"s3://{BUCKET}/d.csv line 4: is not UTF-8"]
@@ -328,7 +328,7 @@ def test_a_line_over_the_limit_is_skipped_without_being_held() -> None:
     connector = a_connector(s3, limits={"max_page_bytes": 65_536})
     tracemalloc.start()
     try:
-        records = [r["id"] for r in connector.records(NORMAL)]
+        records = [r["id"] for r in landed(connector.records(NORMAL))]
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -350,7 +350,7 @@ def test_a_csv_line_over_the_limit_spoils_its_own_row_only() -> None:
     connector = a_connector(
         s3, format="csv", last_modified_field="modified_at", limits={"max_page_bytes": 65_536}
     )
-    assert [r["id"] for r in connector.records(NORMAL)] == ["L1", "L3"]
+    assert [r["id"] for r in landed(connector.records(NORMAL))] == ["L1", "L3"]
     assert [e.split(": ")[0] for e in connector.malformed.examples] == [
         f"s3://{BUCKET}/d.csv line 3"
     ]
@@ -373,3 +373,82 @@ def test_a_drop_past_the_run_limits_stops_the_run_by_name(
 def test_a_record_date_out_of_range_in_utc_is_malformed() -> None:
     with pytest.raises(MalformedRow, match="is not an ISO-8601 date"):
         record_time({"d": "9999-12-31T23:59:59-05:00"}, "d")
+
+
+# --- resuming a download (a continued or redelivered invocation) ---------------------------------
+
+
+def read_all(connector: S3FilesConnector) -> list[tuple[str, dict[str, Any] | None]]:
+    """Each record's id, and the position the connector gives right after it."""
+    return [(record["id"], connector.position) for record in landed(connector.records(NORMAL))]
+
+
+def resumed_ids(connector: S3FilesConnector, position: dict[str, Any]) -> list[str]:
+    return [record["id"] for record in landed(connector.records(NORMAL, position))]
+
+
+def test_a_download_resumes_after_any_row_with_the_rest_of_its_object_then_the_next() -> None:
+    # Given two drops, the first with a blank line and a malformed row in it
+    s3 = FakeS3(END)
+    modified = START + DAY
+    s3.put("a.jsonl", [*jsonl(row(1, modified)), "\n", "{oops\n", *jsonl(row(2, modified))])
+    s3.put("b.jsonl", jsonl(row(3, modified), row(4, modified)))
+    connector = a_connector(s3)
+    read = read_all(connector)
+    assert [record_id for record_id, _ in read] == ["L1", "L2", "L3", "L4"]
+    # When a later read resumes after each record in turn
+    for index, (_, position) in enumerate(read):
+        assert position is not None
+        # Then it reads exactly the records after it, the object's rest by a ranged read
+        assert resumed_ids(a_connector(s3), position) == [r for r, _ in read[index + 1 :]]
+    first = read[0][1]
+    assert first is not None
+    assert (first["key"], first["etag"], first["line"]) == ("a.jsonl", s3.etag("a.jsonl"), 1)
+    assert first["offset"] == len(jsonl(row(1, modified))[0])
+    # And its where-labels and its limits go on from where the earlier read was
+    resumed = a_connector(s3)
+    resumed_ids(resumed, first)
+    assert resumed.malformed.examples[0].startswith(f"s3://{BUCKET}/a.jsonl line 3: is not JSON")
+
+
+def test_a_resumed_csv_object_keeps_its_header() -> None:
+    s3 = FakeS3(END)
+    modified = (START + DAY).isoformat()
+    s3.objects["d.csv"] = (
+        f'id,last_modified,note\r\nL1,{modified},"two\r\nlines"\r\nL2,{modified},x\r\n'.encode(),
+        END,
+    )
+    connector = a_connector(s3, format="csv")
+    [(_, position), (_, last)] = read_all(connector)
+    assert position is not None and position["fieldnames"] == ["id", "last_modified", "note"]
+    assert position["line"] == 3  # the quoted field spans lines 2 and 3
+    assert list(a_connector(s3, format="csv").records(NORMAL, position)) == [
+        {"id": "L2", "last_modified": modified, "note": "x"}
+    ]
+    # Resumed after the object's last row, nothing of it is left to read
+    assert last is not None and resumed_ids(a_connector(s3, format="csv"), last) == []
+
+
+def test_an_object_rewritten_since_the_earlier_read_is_read_again_from_its_start() -> None:
+    s3 = FakeS3(END)
+    modified = START + DAY
+    s3.put("a.jsonl", jsonl(row(1, modified), row(2, modified)))
+    [(_, position), _] = read_all(a_connector(s3))
+    s3.put("a.jsonl", jsonl(row(5, modified), row(6, modified), row(7, modified)))
+    assert position is not None
+    assert resumed_ids(a_connector(s3), position) == ["L5", "L6", "L7"]
+
+
+def test_a_long_stretch_of_rows_left_out_checks_in_where_a_download_may_resume() -> None:
+    # Given a drop of 2,500 rows older than the window, then one inside it
+    s3 = FakeS3(END)
+    old, new = START - DAY, START + DAY
+    s3.put("a.jsonl", [*jsonl(*(row(i, old) for i in range(2_500))), *jsonl(row(9, new))])
+    connector = a_connector(s3)
+    # When it is read, Then it checks in after every thousand rows left out, each time with
+    # the place a download may resume from, and the row in the window follows
+    read = [(record, connector.position) for record in connector.records(NORMAL)]
+    assert [record and record["id"] for record, _ in read] == [None, None, "L9"]
+    check_in = read[1][1]
+    assert check_in is not None and check_in["line"] == 2_000
+    assert [r["id"] for r in landed(a_connector(s3).records(NORMAL, check_in))] == ["L9"]

@@ -3,6 +3,7 @@ re-raised."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, cast
 
 import pytest
@@ -11,14 +12,18 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from local.lambda_event import LocalLambdaContext
 from shared.errors import TransientError
+from shared.runtime import aws
 from shared.runtime.deliveries import (
     Delivery,
     FailureLog,
     QueueVisibility,
     RetryPolicy,
     batch_lambda_handler,
+    consumer_lambda_handler,
     guarded,
+    time_left_of,
 )
+from shared.runtime.settings import ConsumerSettings
 from tests.builders import sqs_record
 
 QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:sourceflow-local-download"
@@ -156,3 +161,26 @@ def test_a_batch_that_failed_entirely_is_answered_not_raised() -> None:
     response = batch_lambda_handler(handler)(sqs_event("a", "b"), lambda_context())
 
     assert response == {"batchItemFailures": [{"itemIdentifier": "a"}, {"itemIdentifier": "b"}]}
+
+
+def test_a_consumer_is_told_the_time_its_invocation_has_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a queue consumer
+    monkeypatch.setattr(aws, "client", lambda name: FakeSqs())
+    told: list[float] = []
+    settings = ConsumerSettings("postgresql://db/x", max_receives=3, retry_backoff_seconds=1)
+    handler = consumer_lambda_handler(
+        lambda record, visibility, time_left: told.append(time_left()),
+        database=lambda: cast(Any, None),
+        settings=settings,
+    )
+
+    # When an invocation of a 60 s function hands it a record
+    handler(sqs_event("m"), lambda_context())
+
+    # Then it hears what the Lambda context says is left; outside Lambda no end is known
+    [left] = told
+    assert 55 < left <= 60
+    assert time_left_of(None)() == math.inf
+    assert Delivery.of(record(), QueueVisibility(FakeSqs())).time_left() == math.inf

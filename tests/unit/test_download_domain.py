@@ -1,9 +1,15 @@
-"""services.download.domain: Heartbeat, window_from_plan, and what StreamProgress lands."""
+"""services.download.domain: Heartbeat (and its beats while the source makes it wait),
+window_from_plan, what StreamProgress lands and tallies, and where Part cuts a stream."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,14 +18,22 @@ import pytest
 from services.download.adapters import S3RawSink
 from services.download.domain import (
     FIRST_BEAT_RETRY_PAUSES,
+    UNBOUNDED,
+    Budget,
+    DownloadProgress,
     Heartbeat,
     LockLost,
+    Part,
+    PartEnd,
     StreamProgress,
+    Tally,
+    invocation_budget,
     window_from_plan,
 )
+from shared.connectors.base import MalformedRows, Position, Waiting, no_waiting
 from shared.errors import TaskOver
 from shared.rules.flows import Window, WindowField
-from shared.rules.versions import VersionFilter, key_digest
+from shared.rules.versions import LandingCounts, VersionFilter, key_digest
 from shared.timefmt import isoformat
 from tests.fakes import FakeClock, FakeConnector, FakeS3, FakeTask, quiet_heartbeat
 
@@ -218,8 +232,9 @@ def test_a_record_json_cannot_carry_is_malformed_and_the_rest_land() -> None:
     progress = StreamProgress(connector, quiet_heartbeat(), versions=None)
     raw = FakeS3(START)
     # When they stream into a part of the raw bucket
+    tracked = progress.track(connector.records(WINDOW))
     written = S3RawSink(raw, "raw").write_part(
-        "part-00000.jsonl.gz", progress.track(connector.records(WINDOW))
+        "part-00000.jsonl.gz", (line for line in tracked if line is not None)
     )
     # Then the others land, and those two are counted as malformed, with why
     lines = gzip.decompress(raw.objects["part-00000.jsonl.gz"][0]).splitlines()
@@ -229,3 +244,178 @@ def test_a_record_json_cannot_carry_is_malformed_and_the_rest_land() -> None:
         "record 2: cannot be landed (Recursion limit reached)",
         "record 3: cannot be landed (Integer exceeds 64-bit range)",
     ]
+
+
+# --- Part: where a part ends, and when an invocation stops -------------------------------------
+
+
+def cut(
+    connector: FakeConnector, max_records: int, budget: Budget = UNBOUNDED
+) -> list[tuple[list[str], PartEnd]]:
+    """The stream of `connector`'s records cut into parts: each part's ids and its end."""
+    stream = StreamProgress(connector, quiet_heartbeat(), versions=None).track(
+        connector.records(WINDOW)
+    )
+    parts = []
+    while True:
+        part = Part(stream, connector, max_records, budget)
+        ids = [json.loads(line)["id"] for line in part]
+        assert part.end is not None
+        parts.append((ids, part.end))
+        if part.end.last or part.end.stop:
+            return parts
+
+
+def records(count: int) -> list[dict[str, Any]]:
+    return [{"id": str(index)} for index in range(count)]
+
+
+def test_a_part_ends_at_the_first_place_the_source_can_resume_from_once_it_is_full() -> None:
+    # Given a source that can resume only after every third record (an API's pages of three)
+    connector = FakeConnector(records(8), page=3)
+    # When its stream is cut into parts of two records
+    parts = cut(connector, max_records=2)
+    # Then each part runs on to the end of a page, and says where the source resumes after it
+    assert [ids for ids, _ in parts] == [["0", "1", "2"], ["3", "4", "5"], ["6", "7"], []]
+    assert [end.position for _, end in parts] == [{"served": 3}, {"served": 6}, {"served": 8}, None]
+    assert [end.last for _, end in parts] == [False, False, False, True]
+
+
+def test_a_source_that_cannot_resume_is_cut_at_the_part_size_and_never_stops_early() -> None:
+    connector = FakeConnector(records(5), page=0)
+    spent = Budget(deadline=0.0, monotonic=lambda: 1.0)
+    parts = cut(connector, max_records=2, budget=spent)
+    assert [ids for ids, _ in parts] == [["0", "1"], ["2", "3"], ["4"]]
+    assert [(end.position, end.stop) for _, end in parts] == [(None, False)] * 3
+
+
+def test_an_invocation_out_of_time_stops_at_its_next_resumable_place() -> None:
+    # Given a budget that runs out once the fourth record has been read
+    clock = FakeClock(0.0)
+    connector = FakeConnector(records(10), page=3, on_record=lambda served: clock.advance(1))
+    budget = Budget(deadline=4.0, monotonic=clock)
+    # When the stream is cut into parts of a hundred records
+    parts = cut(connector, max_records=100, budget=budget)
+    # Then the part ends at the end of the second page and the invocation stops there
+    assert parts == [(["0", "1", "2", "3", "4", "5"], PartEnd({"served": 6}, False, True))]
+
+
+@dataclass
+class CheckingIn(FakeConnector):
+    """A source that reads a stretch it leaves out (a check-in, None) after each record."""
+
+    def records(
+        self, window: Window, resume: Position | None = None, *, waiting: Waiting = no_waiting
+    ) -> Iterator[dict[str, Any] | None]:
+        for served, item in enumerate(self.items, start=1):
+            yield dict(item)
+            self.position = {"served": served}
+            yield None
+            self.position = None
+
+
+def test_a_check_in_is_not_a_record_but_a_place_to_stop_at() -> None:
+    # Given a source that checks in after each record, and a budget spent after the first
+    connector = CheckingIn(records(3))
+    progress = StreamProgress(connector, quiet_heartbeat(), versions=None)
+    spent_after_one = iter([False, True])
+    budget = Budget(deadline=1.0, monotonic=lambda: float(next(spent_after_one, True)))
+    # When the stream is cut into parts
+    part = Part(progress.track(connector.records(WINDOW)), connector, 100, budget)
+    lines = list(part)
+    # Then the part holds the one record, the invocation stops at the check-in after it, and
+    # the check-in counted no record read
+    assert [json.loads(line)["id"] for line in lines] == ["0"]
+    assert part.end == PartEnd({"served": 1}, last=False, stop=True)
+    assert progress.read == 1
+
+
+def test_an_invocation_out_of_time_with_nothing_landed_stops_without_a_part() -> None:
+    # Given records that all fail to land (not JSON-encodable) and a budget already spent
+    connector = FakeConnector([{"id": "x", "big": 10**30}] * 3, page=2)
+    spent = Budget(deadline=0.0, monotonic=lambda: 1.0)
+    # Then the invocation stops at the first resumable place, its part empty
+    assert cut(connector, max_records=100, budget=spent) == [
+        ([], PartEnd({"served": 2}, last=False, stop=True))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("time_left", "margin", "deadline"),
+    [
+        (900.0, 120, 1000.0 + 780),  # the cloud: the stop margin
+        (4.0, 120, 1000.0 + 3),  # a tiny function timeout: a quarter of it
+        (math.inf, 120, math.inf),  # no known end
+    ],
+)
+def test_an_invocation_keeps_its_stop_margin_or_a_quarter_of_its_time(
+    time_left: float, margin: int, deadline: float
+) -> None:
+    assert invocation_budget(time_left, margin, FakeClock(1000.0)).deadline == deadline
+    assert not UNBOUNDED.spent()
+
+
+# --- Tally: what a continued download goes on counting from --------------------------------------
+
+
+def test_a_tally_goes_through_its_checkpoint_unchanged() -> None:
+    tally = Tally(
+        records=7,
+        bytes=1234,
+        read=9,
+        without_key=1,
+        malformed=MalformedRows(2, ["record 3: has no id", "record 5: cannot be landed"]),
+        counts=LandingCounts(1, 2, 3, 4, ["last modified 2027-01-01T00:00:00.000000Z, after"]),
+        newest=END,
+        warnings=["source 'p': connection.key_column 'k' of public.t has no index"],
+    )
+    assert Tally.from_json(json.loads(json.dumps(tally.to_json()))) == tally
+    assert Tally.from_json(Tally().to_json()) == Tally()
+
+
+def test_the_tally_adds_this_invocations_counts_to_the_resumed_ones() -> None:
+    # Given a download resumed from a tally, whose connector meets one more malformed row and
+    # the same warning again
+    resumed = Tally(records=5, bytes=10, read=6, malformed=MalformedRows(1, ["a"]), warnings=["w"])
+    connector = FakeConnector(records(2), warnings=["w"])
+    heartbeat = quiet_heartbeat()
+    heartbeat.progress = DownloadProgress(resumed.records, resumed.bytes)
+    progress = StreamProgress(connector, heartbeat, None, resumed)
+    lines = list(progress.track(connector.records(WINDOW)))
+    connector.malformed.add("record 8", "b")
+    # Then the tally counts both invocations, the warning once
+    tally = progress.tally()
+    assert (tally.records, tally.read, len(lines)) == (7, 8, 2)
+    assert (tally.malformed.count, tally.malformed.examples) == (2, ["a", "record 8: b"])
+    assert tally.warnings == ["w"]
+
+
+# --- Heartbeat while the source makes the download wait --------------------------------------
+
+
+def test_a_wait_for_the_source_is_beaten_through() -> None:
+    # Given a heartbeat every 10 ms, and a wait for the source of 100 ms
+    task = FakeTask()
+    heartbeat = Heartbeat(send=task.send, renew_lease=task.renew_lease, interval_seconds=0.01)
+    interrupted: list[bool] = []
+    # When the download waits
+    with heartbeat.while_waiting(lambda: interrupted.append(True)):
+        time.sleep(0.1)
+    # Then the task heard from it meanwhile, and nothing was interrupted
+    assert task.beats >= 3 and task.beats == task.renewals
+    assert not interrupted
+
+
+def test_a_wait_is_interrupted_when_a_beat_says_the_download_must_stop() -> None:
+    # Given a task that has timed out, and a wait that only an interrupt ends
+    task = FakeTask(over=True)
+    heartbeat = Heartbeat(send=task.send, renew_lease=task.renew_lease, interval_seconds=0.01)
+    ended = threading.Event()
+
+    def query_cancelled() -> None:
+        raise RuntimeError("canceling statement due to user request")
+
+    # When the download waits, Then the beat interrupts the wait and its error is raised
+    with pytest.raises(TaskOver), heartbeat.while_waiting(ended.set):
+        assert ended.wait(timeout=10), "the wait was never interrupted"
+        query_cancelled()

@@ -126,9 +126,51 @@ def _choose(state: dict[str, Any], data: dict[str, Any]) -> str:
             except KeyError:
                 return not rule["IsPresent"]
             return bool(rule["IsPresent"])
-        return bool(_read(data, rule["Variable"]) == rule["StringEquals"])
+        value = _read(data, rule["Variable"])
+        if "NumericGreaterThanEquals" in rule:
+            return bool(value >= rule["NumericGreaterThanEquals"])
+        if "BooleanEquals" in rule:
+            return bool(value is rule["BooleanEquals"])
+        return bool(value == rule["StringEquals"])
 
     return next((c["Next"] for c in state["Choices"] if holds(c)), state["Default"])
+
+
+def test_a_download_with_more_to_do_is_continued_in_a_new_task_a_bounded_number_of_times(
+    definition: dict[str, Any],
+) -> None:
+    states = definition["States"]
+    # Every way into Download starts the count at 0, which each Download message carries
+    assert states["RunOrSkip"]["Default"] == states["Approve"]["Next"] == "StartDownload"
+    start = states["StartDownload"]
+    assert (start["Result"], start["ResultPath"], start["Next"]) == (
+        {"count": 0},
+        "$.continuation",
+        "Download",
+    )
+    body = states["Download"]["Parameters"]["MessageBody"]
+    assert body["continuation.$"] == "$.continuation.count"
+    assert states["Download"]["Next"] == "MoreToDownload"
+    more = states["MoreToDownload"]
+    limit = CLOUD_TIMEOUTS.max_download_continuations
+
+    def after(download: dict[str, Any], count: int) -> str:
+        return _choose(more, {"download": download, "continuation": {"count": count}})
+
+    # A download that is done (or a service that never says more) goes on to Unlock
+    assert after({"records": 3}, 0) == after({"more": False}, 5) == "UnlockAfterSuccess"
+    # One with more to do is continued: the count goes up by one, and Download runs again
+    assert after({"more": True}, 0) == after({"more": True}, limit - 1) == "ContinueDownload"
+    continued = states["ContinueDownload"]
+    assert continued["Parameters"] == {"count.$": "States.MathAdd($.continuation.count, 1)"}
+    assert (continued["ResultPath"], continued["Next"]) == ("$.continuation", "Download")
+    # Past the bound, the run fails by name through Download's failure path, ending in Unlock
+    assert after({"more": True}, limit) == "TooManyContinuations"
+    too_many = states["TooManyContinuations"]
+    assert too_many["Result"]["Error"] == "DownloadContinuationsExceeded"
+    assert f"continued {limit} times" in too_many["Result"]["Cause"]
+    assert (too_many["ResultPath"], too_many["Next"]) == ("$.failure", "DownloadFailed")
+    assert states["DownloadFailed"]["Next"] == "UnlockAfterFailure"
 
 
 def test_a_run_the_ledger_says_succeeded_ends_succeeded_after_all(
@@ -188,7 +230,7 @@ def test_a_run_the_ledger_says_succeeded_ends_succeeded_after_all(
 def test_only_a_run_that_says_it_needs_approval_waits_for_one(definition: dict[str, Any]) -> None:
     states = definition["States"]
     skip, approve = states["RunOrSkip"]["Choices"]
-    assert skip["Next"] == "Skipped" and states["RunOrSkip"]["Default"] == "Download"
+    assert skip["Next"] == "Skipped" and states["RunOrSkip"]["Default"] == "StartDownload"
     # A Choice on a missing variable fails the execution; IsPresent guards it.
     assert approve == {
         "Comment": approve["Comment"],
@@ -198,7 +240,7 @@ def test_only_a_run_that_says_it_needs_approval_waits_for_one(definition: dict[s
         ],
         "Next": "Approve",
     }
-    assert states["Approve"]["Next"] == "Download"
+    assert states["Approve"]["Next"] == "StartDownload"
     assert states["Approve"]["TimeoutSeconds"] == CLOUD_TIMEOUTS.approval_seconds
 
 

@@ -29,6 +29,7 @@ from infra.resources import (
 )
 from local.provision import BATCH_SIZE, function_timeouts, provision
 from local.stack import LOCAL_TIMEOUTS, admission_environment, timeouts_environment
+from shared.connectors.http_api import REQUEST_TIMEOUT
 from shared.runtime.catalogue import (
     CLOUD_TIMEOUTS,
     DOWNLOAD_BATCH_SIZE,
@@ -576,6 +577,7 @@ def assert_runs_with(settings: Any, name: str, timeouts: Timeouts) -> None:
     if name == "download":
         assert settings.heartbeat_seconds == timeouts.heartbeat_interval_seconds
         assert settings.claim_seconds == timeouts.download_claim_seconds
+        assert settings.stop_margin_seconds == timeouts.download_stop_margin_seconds
     if name == "validation":
         assert settings.approval.timeout_seconds == timeouts.approval_seconds
     if name == "scheduler":
@@ -820,6 +822,9 @@ def timeouts_in_the_templates() -> Timeouts:
         heartbeat_interval_seconds=float(env["HEARTBEAT_SECONDS"]),
         lock_lease_seconds=int(env["LOCK_LEASE_SECONDS"]),
         approval_seconds=CORE_APPROVAL_TIMEOUT,
+        download_function_seconds=int(function_of(download)["Timeout"]),
+        download_stop_margin_seconds=int(env["DOWNLOAD_STOP_MARGIN_SECONDS"]),
+        max_download_continuations=int(task["MaxDownloadContinuations"]),
     )
 
 
@@ -835,6 +840,16 @@ def test_unlocking_outlasts_the_respecs_statement_timeout_it_may_use_up() -> Non
     assert "RESPECS_STATEMENT_TIMEOUT_MS" not in env
     assert CLOUD_TIMEOUTS.unlocking_function_seconds * 1000 > RESPECS_STATEMENT_TIMEOUT_MS
     assert int(function_of(service("unlocking"))["Timeout"]) * 1000 > RESPECS_STATEMENT_TIMEOUT_MS
+
+
+def test_a_download_stops_early_enough_to_finish_a_throttled_page_and_its_part() -> None:
+    # Between deciding to stop and stopping, a download finishes the page it is reading (which
+    # may wait out a vendor's Retry-After at the longest, then read at the slowest) and uploads
+    # its part: the stop margin holds that, and leaves most of the function's time to read.
+    _, read_seconds = REQUEST_TIMEOUT
+    margin = CLOUD_TIMEOUTS.download_stop_margin_seconds
+    assert margin >= VENDOR_MAX_WAIT_SECONDS + read_seconds
+    assert margin <= CLOUD_TIMEOUTS.download_function_seconds / 2
 
 
 def test_a_download_that_waits_its_longest_on_its_vendor_still_has_time_to_read() -> None:
@@ -872,6 +887,7 @@ def _local_timeouts_as_provisioned(timeouts: Timeouts) -> Timeouts:
         validation_visibility_seconds=int(queue("validation")["VisibilityTimeout"]),
         unlocking_function_seconds=functions["unlocking"],
         unlocking_visibility_seconds=int(queue("unlocking")["VisibilityTimeout"]),
+        download_function_seconds=functions["download"],
     )
 
 
@@ -910,6 +926,7 @@ def test_two_redeliveries_of_a_dead_delivery_fit_inside_the_task_timeout() -> No
         ({"max_receive_count": 2}, "under two redeliveries"),
         ({"validation_visibility_seconds": 29}, "shorter than its function's timeout (30 s)"),
         ({"unlocking_function_seconds": 150}, "Unlock: its queue's visibility timeout"),
+        ({"download_stop_margin_seconds": 900}, "Download: its stop margin (900 s) leaves"),
         ({"heartbeat_interval_seconds": 40.0}, "Download: a dead delivery's message"),
     ],
 )
