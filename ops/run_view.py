@@ -130,7 +130,8 @@ SELECT r.execution_name, r.execution_arn, r.source_id, r.flow_type, r.status,
        r.lateness_allowance, r.cursor_before, r.cursor_after, r.max_last_modified,
        r.runtime_count, r.records, r.bytes, r.objects, r.malformed_records, r.late_records,
        r.duplicates_skipped, r.future_records, r.respecs_rows, r.progress_records,
-       r.progress_bytes, r.manifest_key, r.started_at, r.finished_at,
+       r.progress_bytes, r.download_invocations, r.download_warnings, r.manifest_key,
+       r.started_at, r.finished_at,
        EXTRACT(EPOCH FROM r.finished_at - r.started_at) AS duration_seconds,
        r.failed_step, r.error, r.error_detail,
        r.cancel_requested_by, r.cancel_requested_at, r.cancel_reason
@@ -278,6 +279,8 @@ def run_summary(record: Mapping[str, Any], raw_bucket: str | None) -> dict[str, 
                 "respecs_rows",
                 "progress_records",
                 "progress_bytes",
+                "download_invocations",
+                "download_warnings",
             )
         },
         "manifest": manifest,
@@ -303,7 +306,8 @@ _PROGRESS_FIELDS = ("progress_records", "progress_bytes")
 
 def table_fields(run: Mapping[str, Any], cell: Callable[[Any], str]) -> list[dict[str, str]]:
     """The run's fields as `field`/`value` rows for a table, `cell` rendering each value: a
-    window and a cursor each on one line (`before → after`), fields without a value left out."""
+    window and a cursor each on one line (`before → after`), fields without a value (or with
+    an empty list) left out."""
     seconds = {second for _, second in _PAIRS.values()}
     if run["records"] is not None:
         seconds.update(_PROGRESS_FIELDS)
@@ -314,7 +318,7 @@ def table_fields(run: Mapping[str, Any], cell: Callable[[Any], str]) -> list[dic
             if value is not None or run[second] is not None:
                 ends = (cell(end) if end is not None else "none" for end in (value, run[second]))
                 rows.append({"field": line, "value": " → ".join(ends)})
-        elif field not in seconds and value is not None:
+        elif field not in seconds and value not in (None, []):
             rows.append({"field": field, "value": cell(value)})
     return rows
 

@@ -45,7 +45,9 @@ def test_runs_show_a_succeeded_run_whole(harness: Harness) -> None:
     assert steps(document) == [
         ("Validate", "succeeded"),
         ("RunOrSkip", "succeeded"),
+        ("StartDownload", "succeeded"),
         ("Download", "succeeded"),
+        ("MoreToDownload", "succeeded"),
         ("UnlockAfterSuccess", "succeeded"),
         ("PublishRunSucceeded", "succeeded"),
         ("Succeeded", "succeeded"),
@@ -60,6 +62,7 @@ def test_runs_show_a_succeeded_run_whole(harness: Harness) -> None:
     )
     assert (run["records"], run["malformed_records"]) == (2, ledger["malformed_records"])
     assert run["bytes"] == ledger["bytes"] and run["objects"] == ledger["objects"]
+    assert run["download_invocations"] == 1
     assert run["cursor_before"] and run["cursor_after"] and run["window_start"]
     bucket = harness.stack.env["RAW_BUCKET"]
     assert run["manifest"] == f"s3://{bucket}/{ledger['manifest_key']}"

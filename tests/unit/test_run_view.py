@@ -61,14 +61,22 @@ def statuses(visits: list[StepVisit]) -> list[tuple[str, str]]:
 
 
 def started() -> History:
-    return History().add("ExecutionStarted").task("Validate").state("Choice", "RunOrSkip")
+    return (
+        History()
+        .add("ExecutionStarted")
+        .task("Validate")
+        .state("Choice", "RunOrSkip")
+        .state("Pass", "StartDownload")
+    )
 
 
 def test_the_path_is_the_flow_when_nothing_goes_wrong() -> None:
     assert PATH == [
         "Validate",
         "RunOrSkip",
+        "StartDownload",
         "Download",
+        "MoreToDownload",
         "UnlockAfterSuccess",
         "PublishRunSucceeded",
         "Succeeded",
@@ -79,6 +87,7 @@ def test_a_succeeded_run_succeeds_every_step_with_its_times() -> None:
     history = (
         started()
         .task("Download")
+        .state("Choice", "MoreToDownload")
         .task("UnlockAfterSuccess")
         .task("PublishRunSucceeded")
         .state("Succeed", "Succeeded")
@@ -86,8 +95,8 @@ def test_a_succeeded_run_succeeds_every_step_with_its_times() -> None:
     )
     visits = step_visits(history.events, PATH)
     assert statuses(visits) == [(step, "succeeded") for step in PATH]
-    download = visits[2]
-    assert (download.started_at, download.ended_at) == (history.at(10), history.at(15))
+    download = visits[3]
+    assert (download.started_at, download.ended_at) == (history.at(12), history.at(17))
 
 
 def test_a_failed_run_names_the_failed_step_and_what_it_did_not_reach() -> None:
@@ -109,6 +118,7 @@ def test_a_failed_run_names_the_failed_step_and_what_it_did_not_reach() -> None:
     assert statuses(visits) == [
         ("Validate", "succeeded"),
         ("RunOrSkip", "succeeded"),
+        ("StartDownload", "succeeded"),
         ("Download", "failed"),
         ("DownloadFailed", "succeeded"),
         ("UnlockAfterFailure", "succeeded"),
@@ -116,11 +126,12 @@ def test_a_failed_run_names_the_failed_step_and_what_it_did_not_reach() -> None:
         ("CancelledOrFailed", "succeeded"),
         ("PublishRunFailed", "succeeded"),
         ("RunFailed", "failed"),
+        ("MoreToDownload", "not reached"),
         ("UnlockAfterSuccess", "not reached"),
         ("PublishRunSucceeded", "not reached"),
         ("Succeeded", "not reached"),
     ]
-    assert (visits[2].error, visits[2].cause) == ("SourceRequestRejected", "why")
+    assert (visits[3].error, visits[3].cause) == ("SourceRequestRejected", "why")
     assert visits[-1].started_at is None and visits[-1].ended_at is None
 
 
@@ -147,10 +158,11 @@ def test_an_aborted_execution_cancels_the_step_it_was_in() -> None:
         .add("ExecutionAborted", executionAbortedEventDetails={"error": "x", "cause": "y"})
     )
     visits = step_visits(history.events, PATH)
-    download = visits[2]
+    download = visits[3]
     assert (download.step, download.status) == ("Download", StepStatus.CANCELLED)
     assert download.ended_at == history.at(len(history.events))
-    assert statuses(visits)[3:] == [
+    assert statuses(visits)[4:] == [
+        ("MoreToDownload", "not reached"),
         ("UnlockAfterSuccess", "not reached"),
         ("PublishRunSucceeded", "not reached"),
         ("Succeeded", "not reached"),
@@ -165,7 +177,7 @@ def test_an_uncaught_timeout_fails_the_step_it_was_in() -> None:
         .add("TaskTimedOut", taskTimedOutEventDetails={"error": "States.Timeout"})
         .add("ExecutionFailed", executionFailedEventDetails={"error": "States.Timeout"})
     )
-    download = step_visits(history.events, PATH)[2]
+    download = step_visits(history.events, PATH)[3]
     assert (download.status, download.error) == (StepStatus.FAILED, "States.Timeout")
 
 
@@ -175,34 +187,38 @@ def test_a_run_under_way_shows_its_step_in_progress_and_the_rest_not_reached() -
     assert statuses(visits) == [
         ("Validate", "succeeded"),
         ("RunOrSkip", "succeeded"),
+        ("StartDownload", "succeeded"),
+        ("Download", "in progress"),
+        ("MoreToDownload", "not reached"),
+        ("UnlockAfterSuccess", "not reached"),
+        ("PublishRunSucceeded", "not reached"),
+        ("Succeeded", "not reached"),
+    ]
+    assert visits[3].started_at == history.at(12) and visits[3].ended_at is None
+
+
+def test_a_continued_download_is_a_visit_each_time() -> None:
+    # A download that stopped before its invocation's time ran out, continued twice
+    history = started()
+    for _ in range(2):
+        history.task("Download").state("Choice", "MoreToDownload")
+        history.state("Pass", "ContinueDownload")
+    history.task("Download", ends=False)
+    visits = step_visits(history.events, PATH)
+    assert statuses(visits)[3:] == [
+        ("Download", "succeeded"),
+        ("MoreToDownload", "succeeded"),
+        ("ContinueDownload", "succeeded"),
+        ("Download", "succeeded"),
+        ("MoreToDownload", "succeeded"),
+        ("ContinueDownload", "succeeded"),
         ("Download", "in progress"),
         ("UnlockAfterSuccess", "not reached"),
         ("PublishRunSucceeded", "not reached"),
         ("Succeeded", "not reached"),
     ]
-    assert visits[2].started_at == history.at(10) and visits[2].ended_at is None
-
-
-def test_a_state_entered_again_is_a_visit_of_its_own() -> None:
-    # A download that continues where it stopped: Download, a choice, Download again
-    history = (
-        started()
-        .task("Download")
-        .state("Choice", "DownloadMore")
-        .task("Download")
-        .state("Choice", "DownloadMore")
-        .task("Download", ends=False)
-    )
-    visits = step_visits(history.events, PATH)
-    assert statuses(visits)[2:7] == [
-        ("Download", "succeeded"),
-        ("DownloadMore", "succeeded"),
-        ("Download", "succeeded"),
-        ("DownloadMore", "succeeded"),
-        ("Download", "in progress"),
-    ]
-    assert [v.step for v in visits].count("Download") == 3
-    assert ("UnlockAfterSuccess", "not reached") in statuses(visits)
+    starts = [visit.started_at for visit in visits if visit.step == "Download"]
+    assert starts == sorted(starts) and len(set(starts)) == 3
 
 
 def test_events_out_of_order_are_read_in_their_order() -> None:
@@ -212,13 +228,18 @@ def test_events_out_of_order_are_read_in_their_order() -> None:
 
 def test_a_skipped_run_has_not_reached_the_download() -> None:
     history = (
-        started()
+        History()
+        .add("ExecutionStarted")
+        .task("Validate")
+        .state("Choice", "RunOrSkip")
         .state("Succeed", "Skipped")
         .add("ExecutionSucceeded", executionSucceededEventDetails={})
     )
     assert statuses(step_visits(history.events, PATH))[2:] == [
         ("Skipped", "succeeded"),
+        ("StartDownload", "not reached"),
         ("Download", "not reached"),
+        ("MoreToDownload", "not reached"),
         ("UnlockAfterSuccess", "not reached"),
         ("PublishRunSucceeded", "not reached"),
         ("Succeeded", "not reached"),
