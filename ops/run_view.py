@@ -144,6 +144,10 @@ SELECT execution_name, execution_arn, source_id, kind, started_for, queued_at, a
   FROM public.run_admission
  WHERE execution_name = %(run)s OR execution_arn = %(run)s
 """
+# Who asked for it with `sourceflow run` (migration 0020).
+_REQUEST_QUERY = """
+SELECT requested_by, requested_at FROM public.run_request WHERE execution_name = %(name)s
+"""
 _BACKFILL_QUERY = """
 SELECT b.backfill_id, s.slice_number, s.attempt, b.requested_by, b.requested_at, b.reason,
        b.decided_by, b.decided_at, b.decision_reason, b.status,
@@ -175,6 +179,7 @@ def run_record(db: Database, run: str) -> dict[str, Any] | None:
         record: dict[str, Any] = {
             "ledger": ledger,
             "admission": admission,
+            "request": fetch_one(cur, _REQUEST_QUERY, {"name": name}),
             "backfill": fetch_one(cur, _BACKFILL_QUERY, {"name": name}),
             "approval": None,
             "flow_set": None,
@@ -202,19 +207,24 @@ def execution_arn_of(record: Mapping[str, Any]) -> str | None:
     return None
 
 
+# How a run the scheduler started was asked for, by the line's kind (migration 0015).
+_ASKED_AS = {"scheduled": "its schedule", "requested": "a Run Requested event"}
+
+
 def asked_by(record: Mapping[str, Any]) -> str:
-    """Who or what asked for the run, as a sentence."""
-    backfill, admission, flow_set = record["backfill"], record["admission"], record["flow_set"]
+    """Who or what asked for the run, and who set the flow it ran, as a sentence."""
+    backfill, request, flow_set = record["backfill"], record["request"], record["flow_set"]
     if backfill is not None:
         return (
             f"backfill {backfill['backfill_id']} slice {backfill['slice_number']} (attempt "
             f"{backfill['attempt']}), requested by {backfill['requested_by']}: "
             f"{backfill['reason']}"
         )
-    said = {
-        "scheduled": "its schedule",
-        "requested": "a Run Requested event (`sourceflow run`)",
-    }.get(admission["kind"] if admission else "", "started outside the scheduler")
+    if request is not None:
+        said = f"{request['requested_by']}, with `sourceflow run`"
+    else:
+        kind = record["admission"]["kind"] if record["admission"] else ""
+        said = _ASKED_AS.get(kind, "started outside the scheduler")
     if flow_set is not None:
         said += f"; flow set by {flow_set['changed_by']}: {flow_set['reason']}"
     return said

@@ -140,6 +140,12 @@ def request_run(config: OperatorConfig, db: Database, source_id: str) -> RunRequ
         at=requested_at,
     )
     name = execution_name(source_id, requested_at, requested_run_nonce(event_id))
+    with db.transaction() as cur:
+        # Who asked, for `runs show`: the database records the login (migration 0020).
+        cur.execute(
+            "INSERT INTO public.run_request (execution_name, source_id) VALUES (%s, %s)",
+            (name, source_id),
+        )
     return RunRequest(event_id, name)
 
 

@@ -17,8 +17,8 @@ from tests.e2e.harness import WAIT_SECONDS, Harness
 DAY = timedelta(days=1)
 
 
-def ok(harness: Harness, *args: str) -> str:
-    completed = harness.sourceflow(*args)
+def ok(harness: Harness, *args: str, person: str | None = None) -> str:
+    completed = harness.sourceflow(*args, person=person)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     return completed.stdout
 
@@ -107,7 +107,7 @@ def test_run_prints_the_execution_it_starts_as(harness: Harness) -> None:
     source_id = harness.new_source(
         harness.new_dataset([DAY]), runtime_count=3, cursor=datetime.now(UTC) - DAY
     )
-    said = ok(harness, "run", source_id)
+    said = ok(harness, "run", source_id, person="alice")
     assert said.startswith(f"run requested for {source_id}: execution {source_id}-")
     name = said.split("execution ", 1)[1].split()[0]
     harness.wait_for_scheduler()
@@ -116,7 +116,7 @@ def test_run_prints_the_execution_it_starts_as(harness: Harness) -> None:
     assert harness.finish(execution["executionArn"], source_id).status == "SUCCEEDED"
     run = shown(harness, name)["run"]
     assert run["status"] == "succeeded"
-    assert run["asked_by"] == "a Run Requested event (`sourceflow run`)"
+    assert run["asked_by"] == "alice, with `sourceflow run`"
 
 
 def test_run_watch_follows_a_run_already_going_to_its_end(harness: Harness) -> None:
@@ -137,6 +137,23 @@ def test_run_watch_follows_a_run_already_going_to_its_end(harness: Harness) -> N
     assert any("Download" in line and "succeeded" in line for line in lines)
     assert any("UnlockAfterSuccess" in line for line in lines)
     assert "SUCCEEDED" in lines[-1] and "6 records" in lines[-1]
+
+
+def test_runs_show_a_cancelled_run_says_who_cancelled_it_and_where(harness: Harness) -> None:
+    slow = harness.slow_source(pages=int(2 * WAIT_SECONDS), delay_ms=500, runtime_count=3)
+    arn = harness.start(slow.source_id)
+    name = arn.rsplit(":", 1)[1]
+    harness.wait_until_downloading(arn, records=1)
+    ok(harness, "cancel", name, "--reason", "wrong dataset", person="alice")
+    harness.finish(arn, slow.source_id)
+
+    document = shown(harness, name)
+    statuses = dict(steps(document))
+    assert (statuses["Download"], statuses["RunCancelled"]) == ("cancelled", "cancelled")
+    assert statuses["UnlockAfterFailure"] == "succeeded"
+    run = document["run"]
+    assert (run["status"], run["failed_step"]) == ("cancelled", "Download")
+    assert run["cancelled_by"] == "alice: wrong dataset"
 
 
 def test_an_unknown_run_is_one_line_naming_it_and_how_to_list_runs(harness: Harness) -> None:
