@@ -357,14 +357,18 @@ def show_run(config: OperatorConfig, db: Database, run: str) -> RunShown:
     arn = summary["execution_arn"]
     if arn is None:
         return RunShown(summary, None, "no execution started yet: it waits for admission")
-    if not config.values.get("AWS_DEFAULT_REGION"):
-        return RunShown(summary, None, "no AWS region set (AWS_DEFAULT_REGION)")
     import botocore.exceptions
 
     try:
         steps = execution_steps(config.client("stepfunctions"), arn)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        return RunShown(summary, None, str(exc).splitlines()[0])
+    except botocore.exceptions.NoRegionError:
+        return RunShown(summary, None, "no AWS region set (AWS_DEFAULT_REGION)")
+    except (
+        OperatorError,  # the configuration lacks what reaching AWS needs
+        botocore.exceptions.BotoCoreError,
+        botocore.exceptions.ClientError,
+    ) as exc:
+        return RunShown(summary, None, str(exc).strip().splitlines()[0])
     return RunShown(summary, steps, None)
 
 

@@ -10,7 +10,15 @@ from itertools import count
 from typing import Any
 
 from infra.statemachine import placeholders, render
-from ops.run_view import StepStatus, StepVisit, main_path, step_visits
+from ops.run_view import (
+    StepStatus,
+    StepVisit,
+    asked_by,
+    main_path,
+    run_summary,
+    step_visits,
+    table_fields,
+)
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -244,3 +252,70 @@ def test_a_skipped_run_has_not_reached_the_download() -> None:
         ("PublishRunSucceeded", "not reached"),
         ("Succeeded", "not reached"),
     ]
+
+
+# -- what the database knows, said ----------------------------------------------------------
+
+
+def record(**parts: Any) -> dict[str, Any]:
+    ledger = {
+        "execution_name": "src-20261128T120000Z-req1",
+        "execution_arn": "arn:aws:states:r:1:execution:m:src-20261128T120000Z-req1",
+        "source_id": "src",
+        "status": "succeeded",
+        "flow_type": "normal",
+        "window_start": T0 - SECOND,
+        "window_end": T0,
+        "cursor_before": None,
+        "cursor_after": T0,
+        "records": 3,
+        "manifest_key": "src/src-20261128T120000Z-req1/manifest.json",
+        "cancel_requested_by": None,
+    }
+    empty = {"admission": None, "request": None, "backfill": None, "approval": None}
+    return {"ledger": ledger, **empty, "flow_set": None, **parts}
+
+
+def test_the_manifest_is_an_s3_uri_when_the_raw_bucket_is_known() -> None:
+    assert run_summary(record(), "raw")["manifest"] == (
+        "s3://raw/src/src-20261128T120000Z-req1/manifest.json"
+    )
+    assert run_summary(record(), None)["manifest"] == (
+        "src/src-20261128T120000Z-req1/manifest.json"
+    )
+
+
+def test_who_asked_is_the_login_that_ran_sourceflow_run_or_the_backfills_requester() -> None:
+    admitted = {"kind": "requested", "execution_name": "n", "execution_arn": "a"}
+    asked = record(admission=admitted, request={"requested_by": "alice"})
+    assert asked_by(asked) == "alice, with `sourceflow run`"
+    assert asked_by(record(admission={**admitted, "kind": "scheduled"})) == "its schedule"
+    assert asked_by(record()) == "started outside the scheduler"
+    backfill = {
+        "backfill_id": 7,
+        "slice_number": 2,
+        "attempt": 1,
+        "requested_by": "bob",
+        "reason": "vendor fixed March",
+    }
+    assert asked_by(record(backfill=backfill)) == (
+        "backfill 7 slice 2 (attempt 1), requested by bob: vendor fixed March"
+    )
+    flow = {"changed_by": "carol", "reason": "new attributes"}
+    assert asked_by(record(flow_set=flow)).endswith("; flow set by carol: new attributes")
+
+
+def test_a_run_waiting_for_admission_says_so_and_has_no_execution() -> None:
+    waiting = {"kind": "requested", "execution_name": "n", "execution_arn": None}
+    summary = run_summary(record(ledger=None, admission={**waiting, "source_id": "src"}), None)
+    assert summary["status"] == "waiting for admission"
+    assert summary["execution_arn"] is None and summary["source_id"] == "src"
+
+
+def test_the_table_puts_window_and_cursor_on_a_line_each_and_leaves_out_what_is_empty() -> None:
+    rows = table_fields(run_summary(record(), None), str)
+    fields = {row["field"]: row["value"] for row in rows}
+    assert fields["window"] == f"{T0 - SECOND} → {T0}"
+    assert fields["cursor"] == f"none → {T0}"
+    assert "cursor_before" not in fields and "approved_by" not in fields
+    assert "progress_records" not in fields
