@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from local.vendor.datasets import Dataset, HttpError, parse_query
+from local.vendor.datasets import Dataset, HttpError, Query, page_format, parse_query
 from local.vendor.hostile import (
     DEFAULT_INFLATED_BYTES,
     MAX_INFLATED_BYTES,
@@ -36,6 +36,7 @@ from local.vendor.records import (
     format_timestamp,
     parse_timestamp,
 )
+from shared.connectors.http_api import NEXT_PAGE_TOKEN_HEADER
 
 # ---------------------------------------------------------------------------------------------
 # Server state: datasets and faults
@@ -82,7 +83,7 @@ class VendorState:
     faults_cleared: threading.Event = field(default_factory=threading.Event)
     # Benchmarks only: every records page, once rendered, is served again from memory, so that
     # what is measured downstream is not the vendor's rendering.
-    page_cache: dict[str, bytes] | None = None
+    page_cache: dict[str, RawAnswer] | None = None
 
     def add(self, name: str, size: int) -> Dataset:
         """Register a dataset anchored at the server's anchor."""
@@ -232,7 +233,7 @@ class VendorHandler(BaseHTTPRequestHandler):
         if pages is not None:
             if method == "GET" and (cached := pages.get(self.path)) is not None:
                 self._read_body()
-                self._send(200, cached)
+                self._send(200, cached.body, cached.headers)
                 return
             if method != "GET":
                 pages.clear()  # an upsert or a fault changes what pages say
@@ -243,13 +244,14 @@ class VendorHandler(BaseHTTPRequestHandler):
             status, payload = exc.status, {"error": exc.message}
         except Exception as exc:  # a bug must still answer, or the client hangs
             status, payload = 500, {"error": f"internal error: {type(exc).__name__}: {exc}"}
-        if isinstance(payload, RawAnswer):
-            self._send(status, payload.body, payload.headers)
-            return
-        encoded = json.dumps(payload, separators=(",", ":")).encode()
+        answer = (
+            payload
+            if isinstance(payload, RawAnswer)
+            else RawAnswer(json.dumps(payload, separators=(",", ":")).encode())
+        )
         if pages is not None and method == "GET" and status == 200 and "/records" in self.path:
-            pages[self.path] = encoded
-        self._send(status, encoded)
+            pages[self.path] = answer
+        self._send(status, answer.body, answer.headers)
 
     def _read_body(self) -> Any:
         """The parsed JSON body, or None when there is none."""
@@ -314,9 +316,19 @@ def _require_method(method: str, *allowed: str) -> None:
 
 
 def _get_records(state: VendorState, name: str, query_string: str) -> dict[str, Any] | RawAnswer:
-    """`GET /datasets/{name}/records`: one filtered page, subject to injected faults."""
+    """`GET /datasets/{name}/records`: one filtered page, subject to injected faults; with
+    `format=jsonl`, as JSON lines."""
     dataset = state.readable(name)
     query, page_size = parse_query(query_string)
+    if page_format(query_string) == "jsonl":
+        answer = _records_page(state, name, dataset, query, page_size)
+        return answer if isinstance(answer, RawAnswer) else json_lines_page(answer)
+    return _records_page(state, name, dataset, query, page_size)
+
+
+def _records_page(
+    state: VendorState, name: str, dataset: Dataset, query: Query, page_size: int
+) -> dict[str, Any] | RawAnswer:
     mode, inflated_bytes = state.page_mode(name)
     if mode == "repeated_token":
         query = replace(query, after=None)  # the first page, whatever token was asked for
@@ -326,6 +338,17 @@ def _get_records(state: VendorState, name: str, query_string: str) -> dict[str, 
     if mode is not None:
         return hostile_page(mode, records, token, inflated_bytes)
     return {"records": records, "next_page_token": token}
+
+
+def json_lines_page(page: Mapping[str, Any]) -> RawAnswer:
+    """A records page as JSON lines, its next token in the header the connector reads."""
+    lines = (json.dumps(record, separators=(",", ":")) + "\n" for record in page["records"])
+    body = "".join(lines).encode()
+    token = page["next_page_token"]
+    return RawAnswer(
+        body,
+        {"Content-Type": "application/x-ndjson", NEXT_PAGE_TOKEN_HEADER: token or ""},
+    )
 
 
 def _post_records(state: VendorState, name: str, body: Any) -> dict[str, Any]:

@@ -3,23 +3,24 @@ its S3 writer; the run's status and the source's lease are written by `shared.st
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import queue
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import islice
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from isal import igzip
 from psycopg2.extras import execute_values
 
+from shared.connectors.base import Lines
 from shared.errors import TransientError
 from shared.rules.versions import VERSION_COUNTS, Version
+from shared.runtime.catalogue import RAW_GZIP_LEVEL
 from shared.store.db import fetch_one
 from shared.store.runs import RunStatus
 from shared.timefmt import isoformat
@@ -160,26 +161,17 @@ def record_landed(
     )
 
 
-_LINES_PER_WRITE = 1000
-
-
-def _batched(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
-    iterator = iter(lines)
-    while batch := list(islice(iterator, size)):
-        yield batch
-
-
 class _BackgroundWriter:
-    """Hands chunks to `write` on another thread: zlib releases the GIL while it compresses, so
-    compression runs beside the fetching and encoding of the next records."""
+    """Hands chunks to `write` on another thread: the compressor releases the GIL while it
+    works, so compression runs beside the fetching and checking of the next pages."""
 
-    def __init__(self, write: Callable[[bytes], Any], depth: int = 8) -> None:
+    def __init__(self, write: Callable[[Lines], Any], depth: int = 4) -> None:
         self._write = write
-        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._chunks: queue.Queue[Lines | None] = queue.Queue(maxsize=depth)
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name="gzip-writer", daemon=True)
 
-    def __enter__(self) -> Callable[[bytes], None]:
+    def __enter__(self) -> Callable[[Lines], None]:
         self._thread.start()
         return self._put
 
@@ -189,7 +181,7 @@ class _BackgroundWriter:
         if self._failure is not None and exc_info[0] is None:
             raise self._failure
 
-    def _put(self, chunk: bytes) -> None:
+    def _put(self, chunk: Lines) -> None:
         if self._failure is not None:
             raise self._failure
         self._chunks.put(chunk)
@@ -207,23 +199,27 @@ class S3RawSink:
     """Writes gzip JSON-lines parts (vendor field names kept) and the manifest to S3.
 
     A part is compressed into a temporary file first, so memory stays flat however many
-    records a part holds, and its sha256 and size are known before the upload.
+    records a part holds, and its sha256 and size are known before the upload. Compression is
+    ISA-L's gzip (`isal`) at `gzip_level` (0-3; `RAW_GZIP_LEVEL`): any gzip reader inflates it.
     """
 
-    def __init__(self, s3_client: Any, bucket: str) -> None:
-        self._s3, self._bucket = s3_client, bucket
+    def __init__(self, s3_client: Any, bucket: str, gzip_level: int = RAW_GZIP_LEVEL) -> None:
+        self._s3, self._bucket, self._gzip_level = s3_client, bucket, gzip_level
 
-    def write_part(self, key: str, lines: Iterable[bytes]) -> WrittenObject:
-        """One part of records, each already a line of JSON (without its newline)."""
+    def write_part(self, key: str, chunks: Iterable[tuple[Lines, int]]) -> WrittenObject:
+        """One part of records: chunks of JSON lines (each line ending in a newline), each
+        with how many lines it holds."""
         count = 0
         with tempfile.TemporaryFile() as spool:
             with (
-                gzip.GzipFile(fileobj=spool, mode="wb", compresslevel=6, mtime=0) as gz,
+                igzip.GzipFile(
+                    fileobj=spool, mode="wb", compresslevel=self._gzip_level, mtime=0
+                ) as gz,
                 _BackgroundWriter(gz.write) as write,
             ):
-                for batch in _batched(lines, _LINES_PER_WRITE):
-                    write(b"\n".join(batch) + b"\n")
-                    count += len(batch)
+                for chunk, lines in chunks:
+                    write(chunk)
+                    count += lines
             size = spool.tell()
             spool.seek(0)
             digest = hashlib.file_digest(spool, "sha256").hexdigest()  # type: ignore[arg-type]

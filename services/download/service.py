@@ -14,7 +14,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
-from itertools import chain, islice
 from typing import Any, Protocol
 
 from services.download import adapters
@@ -24,9 +23,10 @@ from services.download.domain import (
     DownloadProgress,
     Heartbeat,
     StreamProgress,
+    cut_parts,
     window_from_plan,
 )
-from shared.connectors.base import Connector, InvalidConnection
+from shared.connectors.base import Connector, InvalidConnection, Lines
 from shared.errors import DuplicateDelivery, LockLost, PermanentError, TransientError
 from shared.rules.flows import (
     FlowType,
@@ -36,7 +36,7 @@ from shared.rules.flows import (
     overlap,
     recorded_allowance,
 )
-from shared.rules.versions import LandingCounts, VersionFilter
+from shared.rules.versions import LandingCounts, VersionFilter, key_text_digest
 from shared.runtime.deliveries import Delivery
 from shared.runtime.observability import logger
 from shared.store import runs
@@ -50,8 +50,9 @@ class RunNotStarted(PermanentError):
 
 
 class RawSink(Protocol):
-    def write_part(self, key: str, lines: Iterable[bytes]) -> WrittenObject:
-        """One part: records as JSON lines, without their newlines."""
+    def write_part(self, key: str, chunks: Iterable[tuple[Lines, int]]) -> WrittenObject:
+        """One part: records as chunks of JSON lines (each line ending in a newline), each
+        with how many lines it holds."""
         ...
 
     def write_manifest(self, key: str, manifest: Mapping[str, Any]) -> None: ...
@@ -195,11 +196,10 @@ def _download_claimed(
     connector = connector_for(source_id, run["source_type"], run["connection"])
     prefix = f"{source_id}/{request['execution_name']}/"
     progress = StreamProgress(connector, heartbeat, versions)
-    stream = progress.track(connector.records(window))
-    # Each part streams straight from the source into the sink: memory holds a page, not a part.
-    while (first := next(stream, None)) is not None:
+    # Each part streams straight from the source into the sink: memory holds a few pages, not
+    # a part.
+    for part in cut_parts(progress.track(window), part_max_records):
         key = f"{prefix}part-{len(progress.objects):05d}.jsonl.gz"
-        part = chain([first], islice(stream, part_max_records - 1))
         progress.objects.append(sink.write_part(key, part))
         heartbeat.progress.bytes += progress.objects[-1].bytes
 
@@ -277,6 +277,7 @@ def _version_filter(cur: Any, run: Mapping[str, Any], window: Window) -> Version
         return None
     normal = FlowType(run["flow_type"]) is FlowType.NORMAL
     return VersionFilter(
+        digest=key_text_digest,
         window=window,
         overlap=overlap(recorded_allowance(run["lateness_allowance"])),
         landed=adapters.landed_versions(cur, run["source_id"], window.start) if normal else (),

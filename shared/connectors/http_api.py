@@ -22,16 +22,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from operator import attrgetter
+from typing import Any, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
+import msgspec
 import orjson
 import requests
 from urllib3.util.retry import Retry
 
-from shared.connectors.base import InvalidCredentials, MalformedRows, SourceUnreachable
+from shared.connectors.base import InvalidCredentials, MalformedRows, Page, SourceUnreachable
 from shared.connectors.endpoints import HostRule, PeerCheckedAdapter, parse_base_url
+from shared.connectors.prefetch import prefetched
 from shared.errors import PermanentError, TransientError
 from shared.rules.flows import Window, WindowField
 from shared.rules.limits import DEFAULT_RUN_LIMITS, PageTokens, ReadMeter, RunLimits, run_limits
@@ -42,9 +46,14 @@ from shared.timefmt import isoformat, parse_iso
 DEFAULT_PAGE_SIZE = 1000
 DEFAULT_API_KEY_HEADER = "X-Api-Key"
 DEFAULT_KEY_FIELD = "id"
+LAST_MODIFIED_FIELD = "last_modified"
+# How a vendor answers (`connection.format`): JSON pages, or JSON lines.
+FORMATS = ("json", "jsonl")
+# Where a JSON-lines answer names the next page's token (absent or empty: the last page).
+NEXT_PAGE_TOKEN_HEADER = "Next-Page-Token"
 _TIMEOUT = (5, 60)  # connect, read seconds
 # Inflated bytes taken from the stream at a time: the most a page may overshoot its limit by.
-_CHUNK_BYTES = 1 << 16
+_CHUNK_BYTES = 1 << 18
 # The most of an error answer's body that is read: enough for the vendor's message.
 _ERROR_BODY_BYTES = 64 * 1024
 
@@ -61,6 +70,11 @@ class MalformedPage(PermanentError):
     """A page that is not what the API promises: a JSON object with a `records` list."""
 
     error_name = "MalformedPage"
+
+
+T = TypeVar("T")
+# Makes a page of what the vendor answered (its body and headers), and reads the next token.
+PageParser = Callable[[bytearray, Mapping[str, str], ReadMeter], tuple[T, str | None]]
 
 
 class SourceRedirected(PermanentError):
@@ -120,7 +134,8 @@ class HttpApiConnector:
         base_url = parse_base_url(
             source_id, connection["base_url"], hosts, carries_key=api_key is not None
         )
-        return cls(
+        kind = JsonLinesApiConnector if connection.get("format") == "jsonl" else cls
+        return kind(
             source_id,
             base_url,
             connection["dataset"],
@@ -140,34 +155,35 @@ class HttpApiConnector:
 
     def records(self, window: Window) -> Iterator[dict[str, Any]]:
         self.malformed = MalformedRows()
+        for records in prefetched(partial(self._read, window, self._page)):
+            yield from records
+
+    def _read(self, window: Window, parse: PageParser[T]) -> Iterator[T]:
+        """Each page of the window as `parse` makes it of the vendor's answer, following the
+        page tokens; run ahead of its reader (`prefetched`), so that the next page is on its
+        way while this one is used."""
         meter, tokens = ReadMeter(self.source_id, self.limits), PageTokens(self.source_id)
         url = f"{self.base_url}/datasets/{quote(self.dataset, safe='')}/records"
-        params = {**_window_params(window), "page_size": str(self.page_size)}
+        params = {**window_params(window), "page_size": str(self.page_size), **self.asks}
         with self.new_session() as session:
             session.headers.update(self._headers())
             while True:
                 meter.page()
-                records, token = self._page(session, url, params, meter)
-                for number, record in enumerate(records, start=1):
-                    meter.record()
-                    if isinstance(record, dict):
-                        yield record
-                    else:
-                        where = f"page {meter.pages} record {number}"
-                        self.malformed.add(where, f"is a JSON {_json_type(record)}, not an object")
+                body, headers = self._get(session, url, params, meter)
+                page, token = parse(body, headers, meter)
+                yield page
                 if token is None:
                     return
                 tokens.follow(token, meter.pages)
                 params["page_token"] = token
 
+    @property
+    def asks(self) -> dict[str, str]:
+        """What the requests ask of the vendor beside the window and the page: nothing more."""
+        return {}
+
     def last_modified(self, record: Mapping[str, Any]) -> datetime | None:
-        value = record.get("last_modified")
-        if not isinstance(value, str):
-            return None
-        try:
-            return parse_iso(value)
-        except ValueError:
-            return None  # download counts the record as malformed
+        return _stamp(record.get(LAST_MODIFIED_FIELD))
 
     def _headers(self) -> dict[str, str]:
         if self.api_key is None:
@@ -181,10 +197,18 @@ class HttpApiConnector:
         return {self.api_key.header: value}
 
     def _page(
-        self, session: requests.Session, url: str, params: dict[str, str], meter: ReadMeter
-    ) -> tuple[list[Any], str | None]:
-        """The records of one page and the token of the next (None: the last page)."""
-        document = self._get(session, url, params, meter)
+        self, body: bytearray, headers: Mapping[str, str], meter: ReadMeter
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The records of a JSON page, and the token of the next (None: the last page); a
+        record that is not an object is counted as malformed."""
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedPage(
+                f"source {self.source_id!r}: page {meter.pages:,} from the vendor is not "
+                f"JSON ({exc}); the vendor's API is broken, or connection.base_url names "
+                "something else"
+            ) from None
         page = meter.pages
         if not isinstance(document, dict) or not isinstance(document.get("records"), list):
             shape = (
@@ -197,7 +221,19 @@ class HttpApiConnector:
                 "object with a records list; the vendor's API is broken, or connection.base_url "
                 "names something else"
             )
-        token = document.get("next_page_token")
+        records = document["records"]
+        meter.record(len(records))
+        kept = []
+        for number, record in enumerate(records, start=1):
+            if isinstance(record, dict):
+                kept.append(record)
+            else:
+                where = f"page {page} record {number}"
+                self.malformed.add(where, f"is a JSON {_json_type(record)}, not an object")
+        return kept, self._token(document.get("next_page_token"), page)
+
+    def _token(self, token: Any, page: int) -> str | None:
+        """The next page's token as the vendor gave it (a number is taken as its text)."""
         if isinstance(token, int) and not isinstance(token, bool):
             token = str(token)
         if token is not None and not isinstance(token, str):
@@ -205,11 +241,12 @@ class HttpApiConnector:
                 f"source {self.source_id!r}: page {page:,} from the vendor has a "
                 f"next_page_token that is a JSON {_json_type(token)}, not a text"
             )
-        return document["records"], token or None
+        return token or None
 
     def _get(
         self, session: requests.Session, url: str, params: dict[str, str], meter: ReadMeter
-    ) -> Any:
+    ) -> tuple[bytearray, Mapping[str, str]]:
+        """A page's body and the answer's headers; any other answer raises its named error."""
         try:
             response = session.get(
                 url, params=params, timeout=_TIMEOUT, stream=True, allow_redirects=False
@@ -218,15 +255,7 @@ class HttpApiConnector:
             raise self._unreachable(exc) from exc
         with response:
             if response.status_code == 200:
-                body = self._body(response, meter)
-                try:
-                    return orjson.loads(body)
-                except orjson.JSONDecodeError as exc:
-                    raise MalformedPage(
-                        f"source {self.source_id!r}: page {meter.pages:,} from the vendor is not "
-                        f"JSON ({exc}); the vendor's API is broken, or connection.base_url names "
-                        "something else"
-                    ) from None
+                return self._body(response, meter), response.headers
             if 300 <= response.status_code < 400:
                 raise _redirected(self.source_id, url, response)
             detail = _error_text(self._body(response, None))
@@ -288,7 +317,130 @@ class HttpApiConnector:
         )
 
 
-def _window_params(window: Window) -> dict[str, str]:
+@dataclass
+class JsonLinesApiConnector(HttpApiConnector):
+    """An http_api source whose vendor answers in JSON lines (`connection.format` "jsonl"):
+    asked with `format=jsonl`, it sends a page as one record per line and the next page's
+    token in the Next-Page-Token header. Its pages land as they came (`PageReader`): download
+    needs of each record only its stamp and key, which one pass over the page decodes (msgspec,
+    skipping every other field) while it proves each line one JSON object. A page that fails
+    that proof is read line by line: a line that is not a JSON object is counted as malformed,
+    and a page without a single one stops the run (MalformedPage)."""
+
+    _fields: msgspec.json.Decoder[list[Any]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._fields = msgspec.json.Decoder(list[_record_fields(self.key_field)])  # type: ignore[misc]
+
+    @property
+    def asks(self) -> dict[str, str]:
+        return {"format": "jsonl"}
+
+    def pages(self, window: Window) -> Iterator[Page]:
+        self.malformed = MalformedRows()
+        return prefetched(partial(self._read, window, self._lines_page))
+
+    def records(self, window: Window) -> Iterator[dict[str, Any]]:
+        for page in self.pages(window):
+            yield from map(orjson.loads, page.lines.splitlines())
+
+    def _lines_page(
+        self, body: bytearray, headers: Mapping[str, str], meter: ReadMeter
+    ) -> tuple[Page, str | None]:
+        token = self._token(headers.get(NEXT_PAGE_TOKEN_HEADER), meter.pages)
+        if body and not body.endswith(b"\n"):
+            body += b"\n"
+        fields = self._decoded(body)
+        if fields is None or len(fields) != body.count(b"\n"):
+            return self._line_by_line(body, meter), token
+        meter.record(len(fields))
+        stamps = _stamps(list(map(_STAMP, fields)))
+        return Page(body, stamps, list(map(_KEY, fields)), len(fields)), token
+
+    def _decoded(self, body: bytearray) -> list[Any] | None:
+        """Each line's stamp and key, if every line is one JSON object in UTF-8 (the page's
+        lines made a JSON array, decoded in one pass); None if not."""
+        if not body.isascii():
+            try:
+                body.decode()  # msgspec does not look into the text it skips
+            except UnicodeDecodeError:
+                return None
+        # One copy of the page, edited in place: memory bandwidth is what a page costs.
+        array = body.replace(b"\n", b",")
+        array[-1:] = b"]"  # in place of the last line's newline (none: an empty page)
+        array[0:0] = b"["
+        try:
+            return self._fields.decode(array)
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+            return None
+
+    def _line_by_line(self, body: bytearray, meter: ReadMeter) -> Page:
+        lines, stamps, keys = [], [], []
+        number = 0
+        for line in body.split(b"\n"):
+            line = line.strip()
+            if not line:
+                continue  # a blank line holds no record
+            number += 1
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                self.malformed.add(f"page {meter.pages} record {number}", f"is not JSON ({exc})")
+                continue
+            if not isinstance(record, dict):
+                where = f"page {meter.pages} record {number}"
+                self.malformed.add(where, f"is a JSON {_json_type(record)}, not an object")
+                continue
+            lines.append(bytes(line) + b"\n")
+            stamps.append(self.last_modified(record))
+            keys.append(record.get(self.key_field))
+        meter.record(number)
+        if number and not lines:
+            raise MalformedPage(
+                f"source {self.source_id!r}: page {meter.pages:,} from the vendor has no line "
+                "that is a JSON object; the vendor's API is broken, or connection.base_url names "
+                "something else"
+            )
+        return Page(b"".join(lines), stamps, keys, number)
+
+
+def _record_fields(key_field: str) -> type[msgspec.Struct]:
+    """What a JSON-lines page is decoded into, a record at a time: its key and its stamp, as
+    JSON has them (every other field is skipped)."""
+    fields = {"key": key_field, "stamp": LAST_MODIFIED_FIELD}
+    if key_field == LAST_MODIFIED_FIELD:  # the stamp is the key: one field, read twice
+        return msgspec.defstruct("RecordStamp", [("stamp", Any, None)], rename=fields)
+    return msgspec.defstruct(
+        "RecordFields", [("key", Any, None), ("stamp", Any, None)], rename=fields
+    )
+
+
+def _stamp(value: Any) -> datetime | None:
+    """A record's last-modified date; None if it has none, or one that does not parse."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError:
+        return None  # download counts the record as malformed
+
+
+def _stamps(values: list[Any]) -> list[datetime | None]:
+    """`_stamp` of each value; the common case (every value a UTC date-time) in one pass."""
+    try:
+        stamps = list(map(datetime.fromisoformat, values))
+    except (TypeError, ValueError):
+        return list(map(_stamp, values))
+    if set(map(_TZINFO, stamps)) == {UTC}:
+        return stamps  # type: ignore[return-value]
+    return list(map(_stamp, values))
+
+
+_TZINFO = attrgetter("tzinfo")
+_STAMP, _KEY = attrgetter("stamp"), attrgetter("key")
+
+
+def window_params(window: Window) -> dict[str, str]:
     # The API's upper bounds are inclusive: a backfill slice's [start, end) ends at
     # `last_included`.
     if window.field is WindowField.SOLD_DATE:
