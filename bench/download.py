@@ -85,20 +85,22 @@ def measure_download(stack: LocalStack, state_dir: Path, *, skip_dlt: bool) -> d
         for label in SIZES:
             run("download", label)  # renders every page once (JSON lines): the cache
             run("raw", label)  # and the JSON pages
-        rounds = [
-            {mode: run(mode, "1m") for mode in ("vendor", "ideal", "raw", "download")}
-            for _ in range(ROUNDS)
-        ]
+        rounds = []
+        for _ in range(ROUNDS):
+            measured = {mode: run(mode, "1m") for mode in ("vendor", "ideal", "raw", "download")}
+            for lever in LEVERS:
+                measured[f"without {lever}"] = run("download", "1m", "--levers", lever)
+            rounds.append(measured)
+            print(f"  1M round: {_seconds(measured)}", flush=True)
         results["100k"] = run("download", "100k")
-        print(f"  1M rounds: {[_seconds(r) for r in rounds]}", flush=True)
-        levers = {lever: run("download", "1m", "--levers", lever) for lever in LEVERS}
         levels = {
             str(level): run("download", "1m", RAW_GZIP_LEVEL=str(level))
             for level in OTHER_GZIP_LEVELS
         }
-        print(f"  levers off: {_seconds(levers)}; gzip levels: {_seconds(levels)}", flush=True)
+        print(f"  gzip levels: {_seconds(levels)}", flush=True)
         dlt = None if skip_dlt else measure_dlt(state_dir / "bench-dlt", vendor, env)
-    summary = _summary(rounds, results["100k"], levers, levels, dlt)
+        print(f"  dlt: {dlt}", flush=True)
+    summary = _summary(rounds, results["100k"], levels, dlt)
     summary["partner_table"] = measure_partner_table(stack, env)
     summary["csv_drops"] = measure_csv_drops(stack, env)
     return summary
@@ -113,7 +115,6 @@ def _seconds(figures: Any) -> Any:
 def _summary(
     rounds: list[dict[str, Any]],
     download_100k: dict[str, Any],
-    levers: dict[str, dict[str, Any]],
     levels: dict[str, dict[str, Any]],
     dlt: dict[str, Any] | None,
 ) -> dict[str, Any]:
@@ -121,6 +122,10 @@ def _summary(
 
     def rate(mode: str) -> float:
         return megabytes / statistics.median(r[mode]["seconds"] for r in rounds)
+
+    def paired(mode: str) -> float:
+        """How many times the download's time `mode` takes, the median of the rounds'."""
+        return statistics.median(r[mode]["seconds"] / r["download"]["seconds"] for r in rounds)
 
     download = rate("download")
     dlt_rate = dlt["mb_per_s"] if dlt else None
@@ -137,11 +142,12 @@ def _summary(
         "ratio_to_ideal": download / rate("ideal"),
         "ratio_to_raw_gzip6": download / rate("raw"),
         "ratio_to_dlt": download / dlt_rate if dlt_rate else None,
-        # Paired in each round, for a loaded machine: the median of the rounds' own ratios.
+        # Paired in each round, for a loaded machine: each round's own ratios.
         "round_ratios_to_raw_gzip6": [
             r["raw"]["seconds"] / r["download"]["seconds"] for r in rounds
         ],
         "round_ratios_to_ideal": [r["ideal"]["seconds"] / r["download"]["seconds"] for r in rounds],
+        "rounds_s": [_seconds(r) for r in rounds],
         "peak_rss_mb_100k": download_100k["peak_rss_mb"],
         "peak_rss_mb_1m": max(r["download"]["peak_rss_mb"] for r in rounds),
         "raw_gzip6_peak_rss_mb_1m": max(r["raw"]["peak_rss_mb"] for r in rounds),
@@ -150,12 +156,12 @@ def _summary(
         "levers_off": {
             lever: {
                 "what": LEVERS[lever],
-                "mb_per_s": megabytes / figures["seconds"],
-                "download_is_faster_by": figures["seconds"] / last["download"]["seconds"],
-                "compressed_mb": figures["compressed_bytes"] / 1e6,
-                "peak_rss_mb": figures["peak_rss_mb"],
+                "mb_per_s": rate(f"without {lever}"),
+                "download_is_faster_by": paired(f"without {lever}"),
+                "compressed_mb": last[f"without {lever}"]["compressed_bytes"] / 1e6,
+                "peak_rss_mb": last[f"without {lever}"]["peak_rss_mb"],
             }
-            for lever, figures in levers.items()
+            for lever in LEVERS
         },
         "gzip_levels": {
             level: {
@@ -221,10 +227,10 @@ def measure_partner_table(stack: LocalStack, env: dict[str, str]) -> dict[str, A
             INSERT INTO {table} ({", ".join(LISTING_COLUMNS)})
             SELECT 'L' || lpad(i::text, 7, '0'),
                    timestamptz '2020-01-01' + i * interval '1 minute',
-                   CASE WHEN i % 3 = 0 THEN timestamptz '2019-06-01' + i * interval '1 minute' END,
-                   (ARRAY['for_sale', 'sold', 'withdrawn'])[1 + i % 3],
-                   100000 + (i % 900000),
-                   (ARRAY['London', 'Leeds', 'Bristol', 'Cardiff'])[1 + i % 4]
+                   CASE WHEN i %% 3 = 0 THEN timestamptz '2019-06-01' + i * interval '1 minute' END,
+                   (ARRAY['for_sale', 'sold', 'withdrawn'])[1 + i %% 3],
+                   100000 + (i %% 900000),
+                   (ARRAY['London', 'Leeds', 'Bristol', 'Cardiff'])[1 + i %% 4]
               FROM generate_series(1, %s) AS i
             """,
             (PARTNER_ROWS,),
