@@ -189,6 +189,11 @@ def print_download(d: dict[str, Any]) -> None:
             f"  gzip level {level}: {figures['mb_per_s']:.1f} MB/s, "
             f"{figures['compressed_mb']:.0f} MB"
         )
+    latency = d["prefetch_with_latency"]
+    print(
+        f"  prefetch, each page {latency['page_delay_ms']} ms in coming: the download is "
+        f"{latency['download_is_faster_by']:.2f}x as fast with it"
+    )
     for name in ("partner_table", "csv_drops"):
         f = d[name]
         print(

@@ -45,15 +45,21 @@ DLT_VERSION = "1.31.0"
 DLT_DATASET = "100k"
 # The other gzip levels a deployment may choose (RAW_GZIP_LEVEL).
 OTHER_GZIP_LEVELS = tuple(level for level in (0, 2, 3) if level != RAW_GZIP_LEVEL)
+# A vendor far away: each page this long in coming.
+LATENCY_DATASET = ("bench-latency", 100_000)
+LATENCY_PAGE_SIZE = 1_000
+LATENCY_MS = 20
 PARTNER_ROWS = 1_000_000
 CSV_DROP_BYTES = 100_000_000
 CSV_OBJECT_BYTES = 10_000_000
 
 
 @contextmanager
-def cached_vendor(datasets: dict[str, int]) -> Iterator[str]:
-    """The demo vendor serving pre-rendered pages (rendered once, then from memory)."""
+def cached_vendor(datasets: dict[str, int], page_delay_ms: int = 0) -> Iterator[str]:
+    """The demo vendor serving pre-rendered pages (rendered once, then from memory), each after
+    `page_delay_ms`."""
     args = [arg for name, size in datasets.items() for arg in ("--dataset", f"{name}={size}")]
+    args += ["--cached-page-delay-ms", str(page_delay_ms)]
     vendor = subprocess.Popen(
         [sys.executable, "-m", "local.vendor", "--port", "0", "--cache-pages", *args],
         stdout=subprocess.PIPE,
@@ -101,6 +107,7 @@ def measure_download(stack: LocalStack, state_dir: Path, *, skip_dlt: bool) -> d
         dlt = None if skip_dlt else measure_dlt(state_dir / "bench-dlt", vendor, env)
         print(f"  dlt: {dlt}", flush=True)
     summary = _summary(rounds, results["100k"], levels, dlt)
+    summary["prefetch_with_latency"] = measure_prefetch_with_latency(env)
     summary["partner_table"] = measure_partner_table(stack, env)
     summary["csv_drops"] = measure_csv_drops(stack, env)
     return summary
@@ -171,6 +178,28 @@ def _summary(
             for level, figures in levels.items()
         },
         "dlt": dlt,
+    }
+
+
+def measure_prefetch_with_latency(env: dict[str, str]) -> dict[str, Any]:
+    """The prefetch lever where it is meant to pay: a vendor whose every page takes
+    LATENCY_MS to come (the local one answers at once), 100k records in pages of 1,000."""
+    label, size = LATENCY_DATASET
+    with cached_vendor({label: size}, page_delay_ms=LATENCY_MS) as vendor:
+        where = ("--vendor", vendor, "--dataset", label, "--page-size", str(LATENCY_PAGE_SIZE))
+        transfer("download", env, *where)  # renders the pages once
+        rounds = [
+            {
+                "with": transfer("download", env, *where)["seconds"],
+                "without": transfer("download", env, *where, "--levers", "prefetch")["seconds"],
+            }
+            for _ in range(ROUNDS)
+        ]
+    return {
+        "page_delay_ms": LATENCY_MS,
+        "pages": size // LATENCY_PAGE_SIZE,
+        "rounds_s": rounds,
+        "download_is_faster_by": statistics.median(r["without"] / r["with"] for r in rounds),
     }
 
 

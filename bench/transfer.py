@@ -48,7 +48,7 @@ LEVERS = {
     "jsonl": "the vendor's JSON pages instead of JSON lines, each record decoded and re-encoded",
     "isal": "gzip level 6 of zlib (the stdlib's) instead of ISA-L's at RAW_GZIP_LEVEL",
     "prefetch": "each page fetched only once the one before is used",
-    "per-page": "the version filter asked record by record",
+    "per-page": "the version filter asked record by record, each record's digest made",
 }
 
 
@@ -165,9 +165,10 @@ def _turn_off(levers: list[str]) -> None:
         from shared.rules.versions import VersionFilter
 
         def one_by_one(
-            self: VersionFilter, stamps: Sequence[datetime], digests: Sequence[Any]
+            self: VersionFilter, stamps: Sequence[datetime], keys: Sequence[Any]
         ) -> list[bool]:
-            return [self.admit(stamp, digest) for stamp, digest in zip(stamps, digests)]  # noqa: B905
+            # As before pages: each record's digest made, and its own decision.
+            return [self.admit(s, k) for s, k in zip(stamps, keys) if self.digest(k)]  # noqa: B905
 
         VersionFilter.admit_page = one_by_one  # type: ignore[method-assign,assignment]
 

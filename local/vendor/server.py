@@ -7,6 +7,7 @@ import argparse
 import json
 import signal
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -84,6 +85,9 @@ class VendorState:
     # Benchmarks only: every records page, once rendered, is served again from memory, so that
     # what is measured downstream is not the vendor's rendering.
     page_cache: dict[str, RawAnswer] | None = None
+    # Benchmarks only: how long each cached records page waits before it is sent, as the pages
+    # of a vendor far away would (the faults' delay applies to pages rendered).
+    cached_page_delay_s: float = 0.0
 
     def add(self, name: str, size: int) -> Dataset:
         """Register a dataset anchored at the server's anchor."""
@@ -233,6 +237,7 @@ class VendorHandler(BaseHTTPRequestHandler):
         if pages is not None:
             if method == "GET" and (cached := pages.get(self.path)) is not None:
                 self._read_body()
+                time.sleep(self.server.state.cached_page_delay_s)
                 self._send(200, cached.body, cached.headers)
                 return
             if method != "GET":
@@ -418,9 +423,14 @@ def make_server(
     anchor: datetime | str | None = None,
     clock: Callable[[], datetime] | None = None,
     cache_pages: bool = False,
+    cached_page_delay_ms: int = 0,
 ) -> VendorServer:
     """A bound but not yet serving vendor server (port 0 picks a free port)."""
-    state = VendorState(anchor=_as_anchor(anchor), page_cache={} if cache_pages else None)
+    state = VendorState(
+        anchor=_as_anchor(anchor),
+        page_cache={} if cache_pages else None,
+        cached_page_delay_s=cached_page_delay_ms / 1000,
+    )
     if clock is not None:
         state.clock = clock
     for name, size in (DEFAULT_DATASETS if datasets is None else datasets).items():
@@ -482,6 +492,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="benchmarks: keep each rendered records page in memory and serve it from there",
     )
+    parser.add_argument(
+        "--cached-page-delay-ms",
+        type=int,
+        default=0,
+        help="benchmarks: wait this long before sending each cached records page",
+    )
     return parser.parse_args(argv)
 
 
@@ -489,7 +505,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run until SIGTERM or SIGINT, announcing the address on one line for a supervisor."""
     args = parse_args(argv)
     datasets = dict(args.dataset) if args.dataset else None
-    server = make_server(args.host, args.port, datasets, args.anchor, cache_pages=args.cache_pages)
+    server = make_server(
+        args.host,
+        args.port,
+        datasets,
+        args.anchor,
+        cache_pages=args.cache_pages,
+        cached_page_delay_ms=args.cached_page_delay_ms,
+    )
     stopping = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

@@ -53,7 +53,7 @@ FORMATS = ("json", "jsonl")
 NEXT_PAGE_TOKEN_HEADER = "Next-Page-Token"
 _TIMEOUT = (5, 60)  # connect, read seconds
 # Inflated bytes taken from the stream at a time: the most a page may overshoot its limit by.
-_CHUNK_BYTES = 1 << 18
+_CHUNK_BYTES = 1 << 16
 # The most of an error answer's body that is read: enough for the vendor's message.
 _ERROR_BODY_BYTES = 64 * 1024
 
