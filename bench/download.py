@@ -46,9 +46,9 @@ DLT_DATASET = "100k"
 # The other gzip levels a deployment may choose (RAW_GZIP_LEVEL).
 OTHER_GZIP_LEVELS = tuple(level for level in (0, 2, 3) if level != RAW_GZIP_LEVEL)
 # A vendor far away: each page this long in coming.
-LATENCY_DATASET = ("bench-latency", 100_000)
-LATENCY_PAGE_SIZE = 1_000
-LATENCY_MS = 20
+LATENCY_DATASET = ("bench-latency", 200_000)
+LATENCY_PAGE_SIZE = PAGE_SIZE
+LATENCY_MS = 50
 PARTNER_ROWS = 1_000_000
 CSV_DROP_BYTES = 100_000_000
 CSV_OBJECT_BYTES = 10_000_000
@@ -183,7 +183,7 @@ def _summary(
 
 def measure_prefetch_with_latency(env: dict[str, str]) -> dict[str, Any]:
     """The prefetch lever where it is meant to pay: a vendor whose every page takes
-    LATENCY_MS to come (the local one answers at once), 100k records in pages of 1,000."""
+    LATENCY_MS to come (the local one answers at once)."""
     label, size = LATENCY_DATASET
     with cached_vendor({label: size}, page_delay_ms=LATENCY_MS) as vendor:
         where = ("--vendor", vendor, "--dataset", label, "--page-size", str(LATENCY_PAGE_SIZE))

@@ -31,6 +31,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import msgspec
 import orjson
 import requests
+import urllib3
 from urllib3.util.retry import Retry
 
 from shared.connectors.base import InvalidCredentials, MalformedRows, Page, SourceUnreachable
@@ -289,6 +290,8 @@ class HttpApiConnector:
         max_page_bytes (PageTooLarge) and counted against its max_bytes; of an error answer
         (`meter` None), only the start is read."""
         cap = meter.limits.max_page_bytes if meter else _ERROR_BODY_BYTES
+        if meter is not None and (length := _plain_length(response, cap)) is not None:
+            return self._whole_body(response, length, meter)
         body = bytearray()
         try:
             for chunk in response.iter_content(_CHUNK_BYTES):
@@ -309,6 +312,23 @@ class HttpApiConnector:
             raise self._unreachable(exc) from exc
         if meter is not None:
             meter.read(len(body))
+        return body
+
+    def _whole_body(self, response: requests.Response, length: int, meter: ReadMeter) -> bytearray:
+        """A page sent as it is, of a length announced within the limit: read at once."""
+        body = bytearray(length)
+        try:
+            read = response.raw.readinto(body)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise SourceUnreachable(
+                f"source {self.source_id!r}: vendor at {self.base_url} is unreachable: {exc}"
+            ) from exc
+        if read != length:
+            raise SourceUnreachable(
+                f"source {self.source_id!r}: vendor at {self.base_url} sent {read:,} of the "
+                f"{length:,} bytes it announced"
+            )
+        meter.read(length)
         return body
 
     def _unreachable(self, exc: requests.RequestException) -> SourceUnreachable:
@@ -338,24 +358,31 @@ class JsonLinesApiConnector(HttpApiConnector):
 
     def pages(self, window: Window) -> Iterator[Page]:
         self.malformed = MalformedRows()
-        return prefetched(partial(self._read, window, self._lines_page))
+        # The reading thread only fetches (the token is in a header): a page is checked here,
+        # while the next one is on its way.
+        for fetched in prefetched(partial(self._read, window, self._fetched)):
+            yield self._lines_page(*fetched)
 
     def records(self, window: Window) -> Iterator[dict[str, Any]]:
         for page in self.pages(window):
             yield from map(orjson.loads, page.lines.splitlines())
 
-    def _lines_page(
+    def _fetched(
         self, body: bytearray, headers: Mapping[str, str], meter: ReadMeter
-    ) -> tuple[Page, str | None]:
+    ) -> tuple[tuple[bytearray, int, ReadMeter], str | None]:
+        """A page as it came, with its number, and the next page's token."""
         token = self._token(headers.get(NEXT_PAGE_TOKEN_HEADER), meter.pages)
+        return (body, meter.pages, meter), token
+
+    def _lines_page(self, body: bytearray, page: int, meter: ReadMeter) -> Page:
         if body and not body.endswith(b"\n"):
             body += b"\n"
         fields = self._decoded(body)
         if fields is None or len(fields) != body.count(b"\n"):
-            return self._line_by_line(body, meter), token
+            return self._line_by_line(body, page, meter)
         meter.record(len(fields))
         stamps = _stamps(list(map(_STAMP, fields)))
-        return Page(body, stamps, list(map(_KEY, fields)), len(fields)), token
+        return Page(body, stamps, list(map(_KEY, fields)), len(fields))
 
     def _decoded(self, body: bytearray) -> list[Any] | None:
         """Each line's stamp and key, if every line is one JSON object in UTF-8 (the page's
@@ -374,7 +401,7 @@ class JsonLinesApiConnector(HttpApiConnector):
         except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
             return None
 
-    def _line_by_line(self, body: bytearray, meter: ReadMeter) -> Page:
+    def _line_by_line(self, body: bytearray, page: int, meter: ReadMeter) -> Page:
         lines, stamps, keys = [], [], []
         number = 0
         for line in body.split(b"\n"):
@@ -385,10 +412,10 @@ class JsonLinesApiConnector(HttpApiConnector):
             try:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                self.malformed.add(f"page {meter.pages} record {number}", f"is not JSON ({exc})")
+                self.malformed.add(f"page {page} record {number}", f"is not JSON ({exc})")
                 continue
             if not isinstance(record, dict):
-                where = f"page {meter.pages} record {number}"
+                where = f"page {page} record {number}"
                 self.malformed.add(where, f"is a JSON {_json_type(record)}, not an object")
                 continue
             lines.append(bytes(line) + b"\n")
@@ -397,7 +424,7 @@ class JsonLinesApiConnector(HttpApiConnector):
         meter.record(number)
         if number and not lines:
             raise MalformedPage(
-                f"source {self.source_id!r}: page {meter.pages:,} from the vendor has no line "
+                f"source {self.source_id!r}: page {page:,} from the vendor has no line "
                 "that is a JSON object; the vendor's API is broken, or connection.base_url names "
                 "something else"
             )
@@ -438,6 +465,15 @@ def _stamps(values: list[Any]) -> list[datetime | None]:
 
 _TZINFO = attrgetter("tzinfo")
 _STAMP, _KEY = attrgetter("stamp"), attrgetter("key")
+
+
+def _plain_length(response: requests.Response, cap: int) -> int | None:
+    """The length of a body sent as it is (no Content-Encoding) that announces it, within the
+    limit; None for any other (streamed, inflated and stopped at the limit as it comes)."""
+    if response.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        return None
+    length = response.headers.get("Content-Length", "")
+    return int(length) if length.isdigit() and int(length) <= cap else None
 
 
 def window_params(window: Window) -> dict[str, str]:

@@ -545,3 +545,45 @@ def test_json_lines_records_are_the_pages_records(access: SourceAccess) -> None:
     session = FakeSession([lines_page(a_record("1"), a_record("2"))])
     connector = a_lines_connector(access, session)
     assert [record["id"] for record in connector.records(WINDOW)] == ["1", "2"]
+
+
+def sized(answer: requests.Response, length: int) -> requests.Response:
+    """The answer announcing its body's length (as the vendor's does), truly or not."""
+    answer.headers["Content-Length"] = str(length)
+    answer.raw.headers["Content-Length"] = str(length)
+    answer.raw.length_remaining = length
+    return answer
+
+
+def lines_body(*records: dict[str, Any]) -> bytes:
+    return b"".join(json.dumps(record).encode() + b"\n" for record in records)
+
+
+def test_a_page_that_announces_its_length_within_the_limit_is_read_at_once(
+    access: SourceAccess,
+) -> None:
+    records = [a_record("1"), a_record("2")]
+    answer = sized(lines_page(*records), len(lines_body(*records)))
+    connector = a_lines_connector(access, FakeSession([answer]))
+    [page] = list(connector.pages(WINDOW))
+    assert (page.keys, bytes(page.lines)) == (["1", "2"], lines_body(*records))
+
+
+def test_a_page_that_announces_more_than_the_limit_stops_the_run_at_it(
+    access: SourceAccess,
+) -> None:
+    records = [a_record(str(n)) for n in range(100)]
+    answer = sized(lines_page(*records), len(lines_body(*records)))
+    connector = a_lines_connector(access, FakeSession([answer]), limits={"max_page_bytes": 4096})
+    with pytest.raises(PermanentError) as caught:
+        list(connector.pages(WINDOW))
+    assert caught.value.error_name == "PageTooLarge"
+
+
+def test_a_page_shorter_than_it_announced_is_a_vendor_that_went_away(
+    access: SourceAccess,
+) -> None:
+    connector = a_lines_connector(access, FakeSession([sized(lines_page(a_record("1")), 5000)]))
+    with pytest.raises(TransientError) as caught:
+        list(connector.pages(WINDOW))
+    assert caught.value.error_name == "SourceUnreachable"
