@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
 from typing import Any
 
-from services.download.adapters import S3RawSink, release_pages_when_freed
+from services.download.adapters import S3RawSink
 from services.download.domain import Claim, Heartbeat
 from services.download.service import download_run
 from services.unlocking.service import unlock_run
@@ -124,9 +124,7 @@ def direct_download(
     part_max_records: int,
 ) -> dict[str, Any]:
     """The download service's logic called directly, into the raw bucket, with a heartbeat that
-    never beats and a claim of its own, the process set up as the service's; returns its
-    result."""
-    release_pages_when_freed()
+    never beats and a claim of its own; returns its result."""
     return download_run(
         {**request, "plan": plan},
         db=db,

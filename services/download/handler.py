@@ -6,7 +6,7 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from services.download.adapters import S3RawSink, release_pages_when_freed
+from services.download.adapters import S3RawSink
 from services.download.service import download_delivery
 from services.download.settings import Settings
 from shared.connectors import source_access
@@ -17,7 +17,6 @@ from shared.runtime.tasks import TaskCallbacks, TaskKind, task_lambda_handler
 from shared.store.db import Database
 
 settings = Settings.from_env()
-release_pages_when_freed()
 
 
 @cache

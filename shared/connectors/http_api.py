@@ -31,7 +31,6 @@ from urllib.parse import quote, urljoin, urlsplit
 import msgspec
 import orjson
 import requests
-import urllib3
 from urllib3.util.retry import Retry
 
 from shared.connectors.base import InvalidCredentials, MalformedRows, Page, SourceUnreachable
@@ -290,8 +289,6 @@ class HttpApiConnector:
         max_page_bytes (PageTooLarge) and counted against its max_bytes; of an error answer
         (`meter` None), only the start is read."""
         cap = meter.limits.max_page_bytes if meter else _ERROR_BODY_BYTES
-        if meter is not None and (length := _plain_length(response, cap)) is not None:
-            return self._whole_body(response, length, meter)
         body = bytearray()
         try:
             for chunk in response.iter_content(_CHUNK_BYTES):
@@ -312,23 +309,6 @@ class HttpApiConnector:
             raise self._unreachable(exc) from exc
         if meter is not None:
             meter.read(len(body))
-        return body
-
-    def _whole_body(self, response: requests.Response, length: int, meter: ReadMeter) -> bytearray:
-        """A page sent as it is, of a length announced within the limit: read at once."""
-        body = bytearray(length)
-        try:
-            read = response.raw.readinto(body)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise SourceUnreachable(
-                f"source {self.source_id!r}: vendor at {self.base_url} is unreachable: {exc}"
-            ) from exc
-        if read != length:
-            raise SourceUnreachable(
-                f"source {self.source_id!r}: vendor at {self.base_url} sent {read:,} of the "
-                f"{length:,} bytes it announced"
-            )
-        meter.read(length)
         return body
 
     def _unreachable(self, exc: requests.RequestException) -> SourceUnreachable:
@@ -465,15 +445,6 @@ def _stamps(values: list[Any]) -> list[datetime | None]:
 
 _TZINFO = attrgetter("tzinfo")
 _STAMP, _KEY = attrgetter("stamp"), attrgetter("key")
-
-
-def _plain_length(response: requests.Response, cap: int) -> int | None:
-    """The length of a body sent as it is (no Content-Encoding) that announces it, within the
-    limit; None for any other (streamed, inflated and stopped at the limit as it comes)."""
-    if response.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
-        return None
-    length = response.headers.get("Content-Length", "")
-    return int(length) if length.isdigit() and int(length) <= cap else None
 
 
 def window_params(window: Window) -> dict[str, str]:
