@@ -9,6 +9,7 @@ import re
 import tracemalloc
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from shared.connectors.base import (
     UnsupportedSourceType,
     parse_connection,
 )
+from shared.connectors.endpoints import HostRule
 from shared.connectors.http_api import (
     NEXT_PAGE_TOKEN_HEADER,
     HttpApiConnector,
@@ -30,6 +32,7 @@ from shared.connectors.http_api import (
     SourceDatasetNotFound,
     SourceRedirected,
     SourceRequestRejected,
+    new_session,
     window_params,
 )
 from shared.errors import PermanentError, TransientError
@@ -545,3 +548,21 @@ def test_json_lines_records_are_the_pages_records(access: SourceAccess) -> None:
     session = FakeSession([lines_page(a_record("1"), a_record("2"))])
     connector = a_lines_connector(access, session)
     assert [record["id"] for record in connector.records(WINDOW)] == ["1", "2"]
+
+
+def test_a_request_carries_nothing_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given credentials for the vendor's host in a netrc file, and a proxy, in the environment
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine vendor.test login someone password not-for-vendors\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    session = new_session(HostRule(allow_loopback=False), "acme-listings")
+    # When a page request is made ready
+    url = "https://vendor.test:8080/datasets/listings-a/records"
+    prepared = session.prepare_request(requests.Request("GET", url))
+    settings = session.merge_environment_settings(url, {}, None, None, None)
+    # Then it carries no credentials and goes through no proxy
+    assert "Authorization" not in prepared.headers
+    assert settings["proxies"] == {}
