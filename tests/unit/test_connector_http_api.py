@@ -462,7 +462,10 @@ def test_a_vendors_error_body_is_quoted_as_a_short_excerpt_without_the_key_or_li
 
 def positions(connector: HttpApiConnector, window: Window = WINDOW) -> list[tuple[str | None, Any]]:
     """Each record's id (None: a check-in), and the position the connector gives right after."""
-    return [(record and record["id"], connector.position) for record in connector.records(window)]
+    return [
+        (None if record is None else record["id"], connector.position)
+        for record in connector.records(window)
+    ]
 
 
 def test_a_download_may_resume_only_after_a_page(access: SourceAccess) -> None:
@@ -554,7 +557,7 @@ def test_a_retry_after_date_is_waited_until(access: SourceAccess) -> None:
     session = FakeSession([throttled(429, "Sun, 22 Nov 2026 09:00:30 GMT"), page({"id": "1"})])
     pacing = FakePacing(now=NOW)
     # When the window is read, Then the page waited those 30 seconds
-    assert len(list(a_paced_connector(access, session, pacing).records(WINDOW))) == 1
+    assert len(list(landed(a_paced_connector(access, session, pacing).records(WINDOW)))) == 1
     assert pacing.waits == [30.0]
 
 
@@ -563,7 +566,7 @@ def test_without_a_retry_after_the_waits_double(access: SourceAccess) -> None:
     session = FakeSession([throttled(503), throttled(503), throttled(503), page({"id": "1"})])
     pacing = FakePacing()
     # When the window is read, Then each wait doubled the one before, and the page came
-    assert len(list(a_paced_connector(access, session, pacing).records(WINDOW))) == 1
+    assert len(list(landed(a_paced_connector(access, session, pacing).records(WINDOW)))) == 1
     assert pacing.waits == [1.0, 2.0, 4.0]
 
 
@@ -731,7 +734,7 @@ def test_json_lines_count_against_the_runs_record_limit(access: SourceAccess) ->
 def test_json_lines_records_are_the_pages_records(access: SourceAccess) -> None:
     session = FakeSession([lines_page(a_record("1"), a_record("2"))])
     connector = a_lines_connector(access, session)
-    assert [record["id"] for record in connector.records(WINDOW)] == ["1", "2"]
+    assert [record["id"] for record in landed(connector.records(WINDOW))] == ["1", "2"]
 
 
 def test_a_request_carries_nothing_from_the_environment(

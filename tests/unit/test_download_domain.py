@@ -516,7 +516,7 @@ def test_parts_end_at_the_first_page_end_once_full_and_lose_no_line() -> None:
         for start, end in ((0, 3), (3, 4), (4, 8))
     )
     # When each part is written in full before the next is asked for
-    parts = []
+    parts: list[tuple[bytes, PartEnd]] = []
     while not parts or not parts[-1][1].last:
         part = Part(chunks, True, 2, UNBOUNDED)
         written = b"".join(lines for lines, _ in part)
