@@ -4,6 +4,7 @@ servers and measuring processes."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -21,6 +22,7 @@ from services.unlocking.service import unlock_run
 from services.validation.service import validate_run
 from shared.connectors import source_access
 from shared.runtime import aws
+from shared.runtime.catalogue import RAW_GZIP_LEVEL
 from shared.runtime.secrets import connection_secrets_prefix
 from shared.runtime.settings import RespecsSettings, SourceAccessSettings
 from shared.store.db import Database
@@ -43,15 +45,33 @@ def bench_source(
     page_size: int = 1000,
     schedule_interval: str | None = None,
 ) -> str:
-    """A Normal source that has run before (no first-run backdating), with this cursor."""
-    source_id = f"bench-{uuid.uuid4().hex[:10]}"
+    """A Normal http_api source of the vendor's dataset that has run before (no first-run
+    backdating), with this cursor."""
+    connection = {"base_url": vendor_url, "dataset": dataset, "page_size": page_size}
+    return registered_source(
+        db, "http_api", connection, cursor=cursor, schedule_interval=schedule_interval
+    )
+
+
+def registered_source(
+    db: Database,
+    source_type: str,
+    connection: Mapping[str, Any],
+    *,
+    cursor: datetime | None,
+    schedule_interval: str | None = None,
+    source_id: str | None = None,
+) -> str:
+    """A Normal source of any type that has run before, with this cursor (and this id, when
+    its connection names a secret of its own)."""
+    source_id = source_id or new_source_id()
     register_source(
         db,
         SourceSpec(
             source_id=source_id,
             name="benchmark",
-            source_type="http_api",
-            connection={"base_url": vendor_url, "dataset": dataset, "page_size": page_size},
+            source_type=source_type,
+            connection=dict(connection),
             batch_execution_params={"flow_type": "Normal"},
         ),
     )
@@ -62,6 +82,10 @@ def bench_source(
             (cursor, schedule_interval, source_id),
         )
     return source_id
+
+
+def new_source_id() -> str:
+    return f"bench-{uuid.uuid4().hex[:10]}"
 
 
 def task_request(source_id: str) -> dict[str, Any]:
@@ -105,7 +129,9 @@ def direct_download(
         {**request, "plan": plan},
         db=db,
         connector_for=source_access(EMBEDDED_ACCESS).connector,
-        sink=S3RawSink(aws.client("s3"), bucket),
+        sink=S3RawSink(
+            aws.client("s3"), bucket, int(os.environ.get("RAW_GZIP_LEVEL", RAW_GZIP_LEVEL))
+        ),
         heartbeat=Heartbeat(send=lambda: None, renew_lease=lambda: True, interval_seconds=3600),
         part_max_records=part_max_records,
         claim=Claim(attempt=uuid.uuid4().hex, message_id="bench", ttl=LONG),

@@ -22,6 +22,7 @@ from local.vendor.records import (
     ID_DIGITS,
     MAX_DATASET_SIZE,
     MAX_PAGE_SIZE,
+    PAGE_FORMATS,
     QUERY_PARAMS,
     STATUSES,
     TIMESTAMP_EXAMPLE,
@@ -160,6 +161,14 @@ def parse_query(query_string: str) -> tuple[Query, int]:
         after=None if token is None else decode_token(token),
     )
     return query, _page_size(params.get("page_size"))
+
+
+def page_format(query_string: str) -> str:
+    """How the records page is to be sent (`format`, default json), or HttpError 400."""
+    value = _single_params(query_string).get("format", PAGE_FORMATS[0])
+    if value not in PAGE_FORMATS:
+        raise HttpError(400, f"format={value!r} is not valid; expected one of {PAGE_FORMATS}")
+    return value
 
 
 def _page_size(value: str | None) -> int:

@@ -27,7 +27,10 @@ STATUSES = ("for_sale", "sold", "withdrawn")
 SOLD_SHARE = 0.35
 WITHDRAWN_SHARE_OF_UNSOLD = 0.12
 TIMESTAMP_FILTERS = ("modified_after", "modified_until", "sold_from", "sold_until")
-QUERY_PARAMS = (*TIMESTAMP_FILTERS, "page_size", "page_token")
+QUERY_PARAMS = (*TIMESTAMP_FILTERS, "page_size", "page_token", "format")
+# How a records page is sent: a JSON object, or JSON lines (`format=jsonl`: one record per line,
+# the next page's token in a header).
+PAGE_FORMATS = ("json", "jsonl")
 TIMESTAMP_EXAMPLE = "an ISO-8601 timestamp such as 2024-05-01T12:00:00Z"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 # Bounds of the time misbehaviour a test may ask for: a late commit, a dataset's clock offset.

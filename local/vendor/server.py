@@ -7,6 +7,7 @@ import argparse
 import json
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -16,7 +17,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from local.vendor.datasets import Dataset, HttpError, parse_query
+from local.vendor.datasets import Dataset, HttpError, Query, page_format, parse_query
 from local.vendor.hostile import (
     DEFAULT_INFLATED_BYTES,
     MAX_INFLATED_BYTES,
@@ -37,6 +38,7 @@ from local.vendor.records import (
     format_timestamp,
     parse_timestamp,
 )
+from shared.connectors.http_api import NEXT_PAGE_TOKEN_HEADER
 
 # ---------------------------------------------------------------------------------------------
 # Server state: datasets, faults and concurrency limits
@@ -115,7 +117,10 @@ class VendorState:
     faults_cleared: threading.Event = field(default_factory=threading.Event)
     # Benchmarks only: every records page, once rendered, is served again from memory, so that
     # what is measured downstream is not the vendor's rendering.
-    page_cache: dict[str, bytes] | None = None
+    page_cache: dict[str, RawAnswer] | None = None
+    # Benchmarks only: how long each cached records page waits before it is sent, as the pages
+    # of a vendor far away would (the faults' delay applies to pages rendered).
+    cached_page_delay_s: float = 0.0
 
     def add(self, name: str, size: int) -> Dataset:
         """Register a dataset anchored at the server's anchor."""
@@ -307,7 +312,8 @@ class VendorHandler(BaseHTTPRequestHandler):
         if pages is not None:
             if method == "GET" and (cached := pages.get(self.path)) is not None:
                 self._read_body()
-                self._send(200, cached)
+                time.sleep(self.server.state.cached_page_delay_s)
+                self._send(200, cached.body, cached.headers)
                 return
             if method != "GET":
                 pages.clear()  # an upsert or a fault changes what pages say
@@ -320,13 +326,14 @@ class VendorHandler(BaseHTTPRequestHandler):
             headers.update(exc.headers)
         except Exception as exc:  # a bug must still answer, or the client hangs
             status, payload = 500, {"error": f"internal error: {type(exc).__name__}: {exc}"}
-        if isinstance(payload, RawAnswer):
-            self._send(status, payload.body, payload.headers)
-            return
-        encoded = json.dumps(payload, separators=(",", ":")).encode()
+        answer = (
+            payload
+            if isinstance(payload, RawAnswer)
+            else RawAnswer(json.dumps(payload, separators=(",", ":")).encode(), headers)
+        )
         if pages is not None and method == "GET" and status == 200 and "/records" in self.path:
-            pages[self.path] = encoded
-        self._send(status, encoded, headers)
+            pages[self.path] = answer
+        self._send(status, answer.body, answer.headers)
 
     def _read_body(self) -> Any:
         """The parsed JSON body, or None when there is none."""
@@ -394,9 +401,19 @@ def _require_method(method: str, *allowed: str) -> None:
 
 
 def _get_records(state: VendorState, name: str, query_string: str) -> dict[str, Any] | RawAnswer:
-    """`GET /datasets/{name}/records`: one filtered page, subject to injected faults."""
+    """`GET /datasets/{name}/records`: one filtered page, subject to injected faults; with
+    `format=jsonl`, as JSON lines."""
     dataset = state.readable(name)
     query, page_size = parse_query(query_string)
+    if page_format(query_string) == "jsonl":
+        answer = _records_page(state, name, dataset, query, page_size)
+        return answer if isinstance(answer, RawAnswer) else json_lines_page(answer)
+    return _records_page(state, name, dataset, query, page_size)
+
+
+def _records_page(
+    state: VendorState, name: str, dataset: Dataset, query: Query, page_size: int
+) -> dict[str, Any] | RawAnswer:
     mode, inflated_bytes = state.page_mode(name)
     if mode == "repeated_token":
         query = replace(query, after=None)  # the first page, whatever token was asked for
@@ -407,6 +424,17 @@ def _get_records(state: VendorState, name: str, query_string: str) -> dict[str, 
     if mode is not None:
         return hostile_page(mode, records, token, inflated_bytes)
     return {"records": records, "next_page_token": token}
+
+
+def json_lines_page(page: Mapping[str, Any]) -> RawAnswer:
+    """A records page as JSON lines, its next token in the header the connector reads."""
+    lines = (json.dumps(record, separators=(",", ":")) + "\n" for record in page["records"])
+    body = "".join(lines).encode()
+    token = page["next_page_token"]
+    return RawAnswer(
+        body,
+        {"Content-Type": "application/x-ndjson", NEXT_PAGE_TOKEN_HEADER: token or ""},
+    )
 
 
 def _post_records(state: VendorState, name: str, body: Any) -> dict[str, Any]:
@@ -495,9 +523,14 @@ def make_server(
     anchor: datetime | str | None = None,
     clock: Callable[[], datetime] | None = None,
     cache_pages: bool = False,
+    cached_page_delay_ms: int = 0,
 ) -> VendorServer:
     """A bound but not yet serving vendor server (port 0 picks a free port)."""
-    state = VendorState(anchor=_as_anchor(anchor), page_cache={} if cache_pages else None)
+    state = VendorState(
+        anchor=_as_anchor(anchor),
+        page_cache={} if cache_pages else None,
+        cached_page_delay_s=cached_page_delay_ms / 1000,
+    )
     if clock is not None:
         state.clock = clock
     for name, size in (DEFAULT_DATASETS if datasets is None else datasets).items():
@@ -559,6 +592,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="benchmarks: keep each rendered records page in memory and serve it from there",
     )
+    parser.add_argument(
+        "--cached-page-delay-ms",
+        type=int,
+        default=0,
+        help="benchmarks: wait this long before sending each cached records page",
+    )
     return parser.parse_args(argv)
 
 
@@ -566,7 +605,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run until SIGTERM or SIGINT, announcing the address on one line for a supervisor."""
     args = parse_args(argv)
     datasets = dict(args.dataset) if args.dataset else None
-    server = make_server(args.host, args.port, datasets, args.anchor, cache_pages=args.cache_pages)
+    server = make_server(
+        args.host,
+        args.port,
+        datasets,
+        args.anchor,
+        cache_pages=args.cache_pages,
+        cached_page_delay_ms=args.cached_page_delay_ms,
+    )
     stopping = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

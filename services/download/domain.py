@@ -1,7 +1,8 @@
 """Download's decisions, pure: the heartbeat's timing and what stops it (`Heartbeat`), what a
-delivery streams through the run's version filter and counts (`StreamProgress`, `Tally`), where
-a part ends and when an invocation stops to be continued (`Part`, `Budget`), the window a plan
-names (`window_from_plan`), and one delivery's claim on a run (`Claim`).
+delivery streams through the run's version filter and counts, a page at a time
+(`StreamProgress`, `Tally`), where a part ends and when an invocation stops to be continued
+(`Part`, `Budget`), the window a plan names (`window_from_plan`), and one delivery's claim on a
+run (`Claim`).
 
 Nothing here touches the database, S3 or Step Functions: the heartbeat's sending and lease
 renewal are callables the service passes in (services.download.service).
@@ -21,10 +22,17 @@ from typing import Any
 import orjson
 
 from services.download.adapters import WrittenObject
-from shared.connectors.base import Connector, MalformedRows, Position
+from shared.connectors.base import Connector, Lines, MalformedRows, Page, PageReader, Position
 from shared.errors import LockLost, TaskOver
 from shared.rules.flows import FlowType, Window, WindowField, recorded_window
-from shared.rules.versions import LandingCounts, MissingKey, VersionFilter, key_digest
+from shared.rules.versions import (
+    LandingCounts,
+    MissingKey,
+    VersionFilter,
+    require_key,
+    version_key,
+    version_keys,
+)
 from shared.timefmt import isoformat, parse_iso
 
 
@@ -152,13 +160,29 @@ class Tally:
         )
 
 
+# Records a page of a connector that hands over records one by one (files, tables) holds.
+ENCODED_PAGE_RECORDS = 1000
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """What one page of the source leaves to land: its lines that land, how many, and where the
+    stream resumes after the page (None: it cannot resume there)."""
+
+    lines: Lines
+    count: int
+    position: Position | None
+
+
 @dataclass
 class StreamProgress:
-    """Streams the connector's records through the run's version filter as the JSON lines
-    that land (None in place of a record that does not), from what an earlier invocation of
-    the run tallied (`resumed`): what lands, what is skipped or waits, and what the cursor may
-    follow. A record JSON cannot carry (nested past the encoder's limit, an integer beyond 64
-    bits) is counted as malformed, as the source's other unloadable rows are."""
+    """Streams the connector's records through the run's version filter as the JSON lines that
+    land, a page at a time, from what an earlier invocation of the run tallied (`resumed`):
+    what lands, what is skipped or waits, and what the cursor may follow. A connector that reads
+    pages of JSON lines (`PageReader`) hands them over as they came; the records of any other
+    are encoded here, in pages of about `ENCODED_PAGE_RECORDS`, a page ending wherever the
+    connector checks in. A record JSON cannot carry (nested past the encoder's limit, an integer
+    beyond 64 bits) is counted as malformed, as the source's other unloadable rows are."""
 
     connector: Connector
     heartbeat: Heartbeat
@@ -172,24 +196,33 @@ class StreamProgress:
     def __post_init__(self) -> None:
         self.read, self.without_key = self.resumed.read, self.resumed.without_key
 
-    def track(self, records: Iterable[dict[str, Any] | None]) -> Iterator[bytes | None]:
-        for record in records:
+    def track(
+        self,
+        window: Window,
+        resume: Position | None = None,
+        part_records: int = ENCODED_PAGE_RECORDS,
+        spent: Callable[[], bool] = lambda: False,
+    ) -> Iterator[Chunk]:
+        """A chunk for each page of the window after `resume`, until the window is read. A page
+        of encoded records ends at the first place the connector can resume from once it holds
+        `part_records` (or ENCODED_PAGE_RECORDS, if fewer) or the invocation's time is `spent`,
+        so that a part (`Part`) ends there."""
+        connector, waiting = self.connector, self.heartbeat.while_waiting
+        pages = (
+            connector.pages(window, resume, waiting=waiting)
+            if isinstance(connector, PageReader)
+            else self._encoded(
+                connector.records(window, resume, waiting=waiting),
+                min(part_records, ENCODED_PAGE_RECORDS),
+                spent,
+            )
+        )
+        for page in pages:
             self.heartbeat.maybe_beat()
-            if record is None:  # the connector checks in: nothing read
-                yield None
-                continue
-            self.read += 1
-            try:
-                line = orjson.dumps(record)
-            except orjson.JSONEncodeError as exc:
-                self.connector.malformed.add(f"record {self.read}", f"cannot be landed ({exc})")
-                yield None
-                continue
-            if self.versions is not None and not self._admit(record):
-                yield None
-                continue
-            self.heartbeat.progress.records += 1
-            yield line
+            lines, count = self._landing(page)
+            self.read += page.read
+            self.heartbeat.progress.records += count
+            yield Chunk(lines, count, page.position)
 
     def tally(self) -> Tally:
         """The run's tally now: the resumed one and this invocation's."""
@@ -206,20 +239,87 @@ class StreamProgress:
             warnings=list(warnings),
         )
 
-    def _admit(self, record: dict[str, Any]) -> bool:
+    def _encoded(
+        self, records: Iterable[dict[str, Any] | None], size: int, spent: Callable[[], bool]
+    ) -> Iterator[Page]:
+        """A connector's records as pages of JSON lines, each with the connector's position
+        after it: a page ends wherever the connector checks in (None), and at the first record
+        after which it can resume once the page holds `size` records or the time is `spent` (a
+        connector that cannot resume: at `size`). Each record read beats the heartbeat if it is
+        due (a source may be slow to send a page's worth)."""
+        connector = self.connector
+        key_field, stamp_of = connector.key_field, connector.last_modified
+        resumable = connector.resumable
+        lines: list[bytes] = []
+        stamps: list[datetime | None] = []
+        keys: list[Any] = []
+        read = 0
+        for record in records:
+            self.heartbeat.maybe_beat()
+            if record is not None:
+                read += 1
+                try:
+                    line = orjson.dumps(record)
+                except orjson.JSONEncodeError as exc:
+                    where = f"record {self.read + read}"
+                    connector.malformed.add(where, f"cannot be landed ({exc})")
+                else:
+                    lines.append(line + b"\n")
+                    stamps.append(stamp_of(record))
+                    keys.append(record.get(key_field) if key_field is not None else record)
+                if len(lines) < size and not (resumable and spent()):
+                    continue
+                if resumable and connector.position is None:
+                    continue  # inside a stretch the source cannot resume from
+            yield Page(b"".join(lines), stamps, keys, read, connector.position)
+            lines, stamps, keys, read = [], [], [], 0
+        yield Page(b"".join(lines), stamps, keys, read, connector.position)
+
+    def _landing(self, page: Page) -> tuple[Lines, int]:
+        """The page's lines that land, and how many."""
+        if self.versions is None:
+            return page.lines, len(page.stamps)
+        keep = self._admit(page)
+        if all(keep):
+            return page.lines, len(keep)
+        lines = bytes(page.lines).split(b"\n")
+        kept = [line for line, lands in zip(lines, keep) if lands]  # noqa: B905 (a last b"")
+        return b"".join(line + b"\n" for line in kept), len(kept)
+
+    def _admit(self, page: Page) -> list[bool]:
+        """Whether each record of the page lands; a record without a usable stamp or key is
+        counted as malformed."""
         assert self.versions is not None
-        malformed = self.connector.malformed
-        stamp = self.connector.last_modified(record)
-        if stamp is None:
-            malformed.add(f"record {self.read}", "has no usable last-modified date")
-            return False
-        try:
-            digest = key_digest(record, self.connector.key_field)
-        except MissingKey as exc:
-            self.without_key += 1
-            malformed.add(f"record {self.read}", str(exc))
-            return False
-        return self.versions.admit(stamp, digest)
+        stamps, keys = page.stamps, page.keys
+        if None not in stamps and None not in keys and "" not in keys:
+            try:
+                return self.versions.admit_page(stamps, version_keys(keys))  # type: ignore[arg-type]
+            except orjson.JSONEncodeError:
+                pass  # told record by record below
+        keep = [False] * len(stamps)
+        usable: list[int] = []
+        usable_keys: list[Any] = []
+        malformed, key_field = self.connector.malformed, self.connector.key_field
+        for index, (stamp, key) in enumerate(zip(stamps, keys, strict=True)):
+            where = f"record {self.read + index + 1}"
+            if stamp is None:
+                malformed.add(where, "has no usable last-modified date")
+                continue
+            try:
+                require_key(key, key_field)
+                usable_keys.append(version_key(key))
+            except MissingKey as exc:
+                self.without_key += 1
+                malformed.add(where, str(exc))
+                continue
+            except orjson.JSONEncodeError as exc:
+                malformed.add(where, f"cannot be landed ({exc})")
+                continue
+            usable.append(index)
+        admitted = self.versions.admit_page([stamps[i] for i in usable], usable_keys)  # type: ignore[misc]
+        for index, lands in zip(usable, admitted, strict=True):
+            keep[index] = lands
+        return keep
 
 
 def window_from_plan(plan: Mapping[str, Any]) -> Window:
@@ -288,39 +388,32 @@ class PartEnd:
 
 
 class Part:
-    """The lines of one part, cut from a stream of lines (None: a record that does not land)
-    at the first place the connector can resume from once the part holds `max_records` lines
-    or the invocation's budget is spent. A connector that cannot resume is cut at
-    `max_records` exactly and never stops early. Once the lines are exhausted, `end` says where
-    and why the part ended."""
+    """The (lines, how many) of one part, cut from a stream of chunks at the end of the first
+    page the connector can resume after once the part holds `max_records` records or the
+    invocation's budget is spent. A connector that cannot resume is cut at the first page end
+    once the part is full, and never stops early. Once the chunks are exhausted, `end` says
+    where and why the part ended."""
 
     def __init__(
-        self,
-        stream: Iterator[bytes | None],
-        connector: Connector,
-        max_records: int,
-        budget: Budget,
+        self, chunks: Iterator[Chunk], resumable: bool, max_records: int, budget: Budget
     ) -> None:
-        self._stream, self._connector = stream, connector
+        self._chunks, self._resumable = chunks, resumable
         self._max_records, self._budget = max_records, budget
         self.records = 0
         self.end: PartEnd | None = None
 
-    def __iter__(self) -> Iterator[bytes]:
-        # Every record passes here: locals, and the connector's position (which an s3_files
-        # connector builds when asked) only once the part is full or the budget spent.
-        connector, max_records = self._connector, self._max_records
-        spent, resumable = self._budget.spent, connector.resumable
-        for line in self._stream:
-            if line is not None:
-                self.records += 1
-                yield line
+    def __iter__(self) -> Iterator[tuple[Lines, int]]:
+        max_records, spent, resumable = self._max_records, self._budget.spent, self._resumable
+        for chunk in self._chunks:
+            if chunk.count:
+                self.records += chunk.count
+                yield chunk.lines, chunk.count
             full = self.records >= max_records
             if not resumable:
                 if full:
                     self.end = PartEnd(None, last=False, stop=False)
                     return
-            elif (full or spent()) and (position := connector.position) is not None:
-                self.end = PartEnd(position, last=False, stop=spent())
+            elif (full or spent()) and chunk.position is not None:
+                self.end = PartEnd(chunk.position, last=False, stop=spent())
                 return
         self.end = PartEnd(None, last=True, stop=False)

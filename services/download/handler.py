@@ -30,7 +30,7 @@ def download(request: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
         delivery,
         db=database(),
         connector_for=source_access(settings.sources).connector,
-        sink=S3RawSink(aws.client("s3"), settings.raw_bucket),
+        sink=S3RawSink(aws.client("s3"), settings.raw_bucket, settings.raw_gzip_level),
         send_heartbeat=TaskCallbacks(aws.client("stepfunctions")).heartbeat,
         lease=timedelta(seconds=settings.lock_lease_seconds),
         claim_seconds=settings.claim_seconds,

@@ -40,7 +40,7 @@ from services.download.domain import (
     invocation_budget,
     window_from_plan,
 )
-from shared.connectors.base import Connector, InvalidConnection
+from shared.connectors.base import Connector, InvalidConnection, Lines
 from shared.connectors.pacing import Pacing
 from shared.errors import DuplicateDelivery, LockLost, PermanentError, TransientError
 from shared.rules.flows import (
@@ -52,7 +52,7 @@ from shared.rules.flows import (
     recorded_allowance,
 )
 from shared.rules.throttling import ThrottlePolicy
-from shared.rules.versions import Version, VersionFilter
+from shared.rules.versions import Version, VersionFilter, key_text_digest
 from shared.runtime.catalogue import (
     CLOUD_TIMEOUTS,
     VENDOR_MAX_WAIT_SECONDS,
@@ -72,8 +72,9 @@ class RunNotStarted(PermanentError):
 
 
 class RawSink(Protocol):
-    def write_part(self, key: str, lines: Iterable[bytes]) -> WrittenObject:
-        """One part: records as JSON lines, without their newlines."""
+    def write_part(self, key: str, chunks: Iterable[tuple[Lines, int]]) -> WrittenObject:
+        """One part: records as chunks of JSON lines (each line ending in a newline), each
+        with how many lines it holds."""
         ...
 
     def write_manifest(self, key: str, manifest: Mapping[str, Any]) -> None: ...
@@ -329,12 +330,10 @@ class _Download:
         )
         position = committed[-1].position if committed else None
         window = window_from_plan(self.request["plan"])
-        stream = progress.track(
-            self.connector.records(window, position, waiting=self.heartbeat.while_waiting)
-        )
+        chunks = progress.track(window, position, part_max_records, budget.spent)
         sequence = len(committed)
         while True:
-            part = Part(stream, self.connector, part_max_records, budget)
+            part = Part(chunks, self.connector.resumable, part_max_records, budget)
             written = self._write(part, progress)
             end = part.end
             assert end is not None  # the part's lines were read to their end
@@ -457,6 +456,7 @@ def _version_filter(
         return None
     normal = FlowType(run["flow_type"]) is FlowType.NORMAL
     return VersionFilter(
+        digest=key_text_digest,
         window=window,
         overlap=overlap(recorded_allowance(run["lateness_allowance"])),
         landed=adapters.landed_versions(cur, run["source_id"], window.start) if normal else (),

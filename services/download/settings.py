@@ -5,11 +5,13 @@ from dataclasses import dataclass
 from shared.runtime.catalogue import (
     CLOUD_TIMEOUTS,
     PART_MAX_RECORDS,
+    RAW_GZIP_LEVEL,
     VENDOR_MAX_WAIT_SECONDS,
     VENDOR_SLOT_WAIT_SECONDS,
 )
 from shared.runtime.settings import (
     ConsumerSettings,
+    SettingsError,
     SourceAccessSettings,
     env_float,
     env_int,
@@ -27,6 +29,8 @@ class Settings:
     heartbeat_seconds: float
     lock_lease_seconds: int
     part_max_records: int
+    # One setting per deployment: faster downloads against smaller raw objects.
+    raw_gzip_level: int
     # A delivery's claim on a download (and its message's visibility) lapses this long after
     # its last heartbeat: a few heartbeats, so one slow page does not lose it.
     claim_seconds: int
@@ -47,6 +51,7 @@ class Settings:
             ),
             lock_lease_seconds=lock_lease_seconds(),
             part_max_records=env_int("PART_MAX_RECORDS", PART_MAX_RECORDS, minimum=1),
+            raw_gzip_level=gzip_level(env_int("RAW_GZIP_LEVEL", RAW_GZIP_LEVEL)),
             claim_seconds=env_int(
                 "DOWNLOAD_CLAIM_SECONDS", CLOUD_TIMEOUTS.download_claim_seconds, minimum=2
             ),
@@ -60,3 +65,16 @@ class Settings:
                 "VENDOR_SLOT_WAIT_SECONDS", VENDOR_SLOT_WAIT_SECONDS, minimum=0.0
             ),
         )
+
+
+# ISA-L's gzip levels (isal.igzip).
+GZIP_LEVELS = range(4)
+
+
+def gzip_level(level: int) -> int:
+    if level not in GZIP_LEVELS:
+        raise SettingsError(
+            f"environment variable RAW_GZIP_LEVEL={level} is not a gzip level of ISA-L's; "
+            f"expected {GZIP_LEVELS.start} to {GZIP_LEVELS.stop - 1}"
+        )
+    return level

@@ -1,6 +1,7 @@
-"""What every connector is and shares: the Connector protocol, the rows it could not load,
-where a download may resume its stream, its named errors, and its connection checked against
-its type's schema."""
+"""What every connector is and shares: the Connector protocol (and `PageReader`, a connector
+that hands over its records a page of JSON lines at a time), the rows it could not load, where a
+download may resume its stream, its named errors, and its connection checked against its type's
+schema."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from shared.errors import PermanentError, TransientError
 from shared.rules.flows import Window
@@ -102,6 +103,39 @@ class Connector(Protocol):
     def warnings(self) -> list[str]:
         """What an operator should hear about the latest `records` call although it worked
         (a partner table's key column without an index)."""
+        ...
+
+
+# JSON lines as bytes: a page's as it was read (a bytearray), or lines made of records.
+Lines = bytes | bytearray
+
+
+@dataclass(frozen=True)
+class Page:
+    """Records a page at a time, as they land: `lines` holds them as JSON lines, each ending in
+    a newline, in the source's order; beside each, what download decides it by: its
+    last-modified stamp (None: none usable) and what identifies it (the value of its key
+    field, None or "" when it has none; the whole record for a source without a key field).
+    `read` counts the records the page stands for, including those the connector counted as
+    malformed and left out. `position`: where the stream resumes after the page (None: it
+    cannot resume there)."""
+
+    lines: Lines
+    stamps: list[datetime | None]
+    keys: list[Any]
+    read: int
+    position: Position | None = None
+
+
+@runtime_checkable
+class PageReader(Connector, Protocol):
+    """A connector that reads its source a page of JSON lines at a time, without a record
+    ever becoming a dict: what it receives lands as it came (a JSON-lines API, say)."""
+
+    def pages(
+        self, window: Window, resume: Position | None = None, *, waiting: Waiting = no_waiting
+    ) -> Iterator[Page]:
+        """`records(window, resume)`, as pages, each with the position after it."""
         ...
 
 

@@ -99,8 +99,8 @@ class ReadMeter:
         if self.pages > self.limits.max_pages:
             raise self.exceeded("max_pages", f"it sent more than {self.limits.max_pages:,} pages")
 
-    def record(self) -> None:
-        self.records += 1
+    def record(self, count: int = 1) -> None:
+        self.records += count
         if self.records > self.limits.max_records:
             raise self.exceeded(
                 "max_records", f"it sent more than {self.limits.max_records:,} records"

@@ -7,7 +7,7 @@
   The embedded stack runs with its own (local/stack.py `LOCAL_TIMEOUTS`), handed to its workers
   through the same environment variables.
 - `RetryPolicy`: how a failed delivery is retried inside those timeouts.
-- The other defaults a service reads from its environment (`PART_MAX_RECORDS`,
+- The other defaults a service reads from its environment (`PART_MAX_RECORDS`, `RAW_GZIP_LEVEL`,
   `RESPECS_STATEMENT_TIMEOUT_MS`, `RESPECS_APPROVAL_REQUIRED`, `VENDOR_MAX_WAIT_SECONDS`,
   `VENDOR_SLOT_WAIT_SECONDS`, and the download concurrency the scheduler admits runs by:
   `DOWNLOAD_CONCURRENCY`, `DOWNLOAD_BATCH_SIZE`).
@@ -81,6 +81,9 @@ SCHEDULED_EVENT = "Scheduled Event"
 # is read from the environment variable of its name).
 PART_MAX_RECORDS = 100_000
 """Records per raw object a download writes."""
+RAW_GZIP_LEVEL = 1
+"""The gzip level of raw objects, ISA-L's (0-3): 1 compresses ~10x faster than zlib's 6, into
+objects ~40% larger (docs/performance.md); 2 is a little smaller, 3 much slower."""
 RESPECS_STATEMENT_TIMEOUT_MS = 60_000
 """How long a Re-specs query may run inside unlocking's transaction."""
 RESPECS_APPROVAL_REQUIRED = True

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.download.adapters import WrittenObject
+from shared.connectors.base import Lines
 
 
 @dataclass
@@ -20,10 +21,13 @@ class FakeSink:
     manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
     writes: int = 0
 
-    def write_part(self, key: str, lines: Iterable[bytes]) -> WrittenObject:
-        written = list(lines)
-        kept = [json.loads(line) for line in written]
-        body = gzip.compress(b"".join(line + b"\n" for line in written), mtime=0)
+    def write_part(self, key: str, chunks: Iterable[tuple[Lines, int]]) -> WrittenObject:
+        written = list(chunks)
+        lines = b"".join(chunk for chunk, _ in written)
+        assert lines.endswith(b"\n"), "every line ends in a newline"
+        kept = [json.loads(line) for line in lines.splitlines()]
+        assert len(kept) == sum(count for _, count in written), "each chunk's count is its lines"
+        body = gzip.compress(lines, mtime=0)
         self.parts[key] = kept
         self.writes += 1
         return WrittenObject(

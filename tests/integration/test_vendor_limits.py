@@ -19,7 +19,7 @@ from local.roles import create_roles
 from ops.vendors import NotLimited, set_limit, unset_limit, vendors_list
 from services.download.adapters import WrittenObject
 from services.download.service import download_delivery
-from shared.connectors.base import Position, Waiting, no_waiting
+from shared.connectors.base import Lines, Position, Waiting, no_waiting
 from shared.errors import TransientError
 from shared.rules.flows import Window
 from shared.runtime.deliveries import Delivery
@@ -311,8 +311,8 @@ class SlotReader(FakeConnector):
 class FullDisk(FakeSink):
     """A sink that fails in the middle of a part: the connector's reading is left suspended."""
 
-    def write_part(self, key: str, lines: Iterable[bytes]) -> WrittenObject:
-        next(iter(lines))
+    def write_part(self, key: str, chunks: Iterable[tuple[Lines, int]]) -> WrittenObject:
+        next(iter(chunks))
         raise TransientError(f"cannot write s3://raw/{key}: the disk is full")
 
 

@@ -9,6 +9,7 @@ import re
 import tracemalloc
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,24 +20,27 @@ from shared.connectors import SourceAccess
 from shared.connectors.base import (
     InvalidConnection,
     InvalidCredentials,
+    PageReader,
     UnsupportedSourceType,
     parse_connection,
 )
 from shared.connectors.endpoints import HostRule
 from shared.connectors.http_api import (
+    NEXT_PAGE_TOKEN_HEADER,
     HttpApiConnector,
+    JsonLinesApiConnector,
     SourceDatasetNotFound,
     SourceRedirected,
     SourceRequestRejected,
     SourceThrottled,
-    _window_params,
     new_session,
+    window_params,
 )
 from shared.errors import PermanentError, TransientError
 from shared.rules.flows import Window, WindowField
 from shared.runtime.redaction import EXCERPT_LIMIT
 from shared.runtime.secrets import SecretNotFound
-from shared.timefmt import isoformat
+from shared.timefmt import isoformat, parse_iso
 from tests.fakes import FakePacing, FakeSecretsManager, landed, source_secret
 from tests.fakes.pacing import NOW
 
@@ -110,32 +114,32 @@ def a_connector(
 
 
 def test_an_inclusive_start_asks_for_one_microsecond_before_it() -> None:
-    params = _window_params(Window(WindowField.LAST_MODIFIED, START, END, True))
+    params = window_params(Window(WindowField.LAST_MODIFIED, START, END, True))
     assert params == {"modified_after": isoformat(START - timedelta(microseconds=1))}
     assert params["modified_after"] == "2026-11-21T18:40:01.999999Z"
 
 
 def test_an_exclusive_start_is_passed_as_is_and_the_end_is_read_past() -> None:
     # Download counts what is stamped after the window's end (future-dated records).
-    params = _window_params(WINDOW)
+    params = window_params(WINDOW)
     assert params == {"modified_after": "2026-11-21T18:40:02Z"}
 
 
 def test_a_sold_window_filters_on_the_sold_date() -> None:
     jan_1 = datetime(2026, 1, 1, tzinfo=UTC)
-    params = _window_params(Window(WindowField.SOLD_DATE, jan_1, END, True))
+    params = window_params(Window(WindowField.SOLD_DATE, jan_1, END, True))
     assert params == {"sold_from": "2026-01-01T00:00:00Z", "sold_until": isoformat(END)}
 
 
 def test_a_backfill_slice_asks_for_its_range_and_nothing_after_it() -> None:
     # [start, end): the API's upper bound is inclusive, one microsecond before the end
     day = timedelta(days=1)
-    params = _window_params(Window(WindowField.LAST_MODIFIED, START, START + day, True, True))
+    params = window_params(Window(WindowField.LAST_MODIFIED, START, START + day, True, True))
     assert params == {
         "modified_after": "2026-11-21T18:40:01.999999Z",
         "modified_until": "2026-11-22T18:40:01.999999Z",
     }
-    sold = _window_params(Window(WindowField.SOLD_DATE, START, START + day, True, True))
+    sold = window_params(Window(WindowField.SOLD_DATE, START, START + day, True, True))
     assert sold == {
         "sold_from": "2026-11-21T18:40:02Z",
         "sold_until": "2026-11-22T18:40:01.999999Z",
@@ -456,28 +460,28 @@ def test_a_vendors_error_body_is_quoted_as_a_short_excerpt_without_the_key_or_li
 # --- resuming a download (a continued or redelivered invocation) ---------------------------------
 
 
-def positions(connector: HttpApiConnector, window: Window = WINDOW) -> list[tuple[str, Any]]:
-    """Each record's id, and the position the connector gives right after it."""
-    return [(record["id"], connector.position) for record in landed(connector.records(window))]
+def positions(connector: HttpApiConnector, window: Window = WINDOW) -> list[tuple[str | None, Any]]:
+    """Each record's id (None: a check-in), and the position the connector gives right after."""
+    return [
+        (None if record is None else record["id"], connector.position)
+        for record in connector.records(window)
+    ]
 
 
-def test_a_download_may_resume_only_after_a_pages_last_record(access: SourceAccess) -> None:
+def test_a_download_may_resume_only_after_a_page(access: SourceAccess) -> None:
     # Given two pages, the first ending with a record that is not an object
     first, second = page({"id": "1"}, {"id": "2"}, 7, token="p2"), page({"id": "3"})
     connector = a_connector(access, FakeSession([first, second]))
-    # Then the position is given only after a page's last record: the next page's token, and
-    # what the run has read so far
+    # Then the position is given only at the check-in after each page: the next page's token,
+    # and what the run has read so far (the next page, read ahead meanwhile, not counted)
     size = [len(json.dumps(body)) for _, body in (first, second)]
     assert positions(connector) == [
         ("1", None),
-        ("2", None),  # the page's last record is the 7, not an object, which never lands
-        ("3", {"page_token": None, "read": {"pages": 2, "records": 4, "bytes": sum(size)}}),
+        ("2", None),
+        (None, {"page_token": "p2", "read": {"pages": 1, "records": 3, "bytes": size[0]}}),
+        ("3", None),
+        (None, {"page_token": None, "read": {"pages": 2, "records": 4, "bytes": sum(size)}}),
     ]
-    # And a page that ends with an object gives its token
-    first = page({"id": "1"}, token="p2")
-    connector = a_connector(access, FakeSession([first, page()]))
-    read = {"pages": 1, "records": 1, "bytes": len(json.dumps(first[1]))}
-    assert positions(connector) == [("1", {"page_token": "p2", "read": read})]
 
 
 def test_a_resumed_read_asks_for_the_page_after_the_position_and_counts_on(
@@ -506,7 +510,7 @@ def test_a_read_resumed_after_the_last_page_reads_nothing(access: SourceAccess) 
 def test_an_empty_page_checks_in_with_the_next_pages_token(access: SourceAccess) -> None:
     connector = a_connector(access, FakeSession([page(token="p2"), page({"id": "1"})]))
     read = [(record, connector.position) for record in connector.records(WINDOW)]
-    assert [record for record, _ in read] == [None, {"id": "1"}]
+    assert [record for record, _ in read] == [None, {"id": "1"}, None]
     assert read[0][1] is not None and read[0][1]["page_token"] == "p2"
 
 
@@ -553,7 +557,7 @@ def test_a_retry_after_date_is_waited_until(access: SourceAccess) -> None:
     session = FakeSession([throttled(429, "Sun, 22 Nov 2026 09:00:30 GMT"), page({"id": "1"})])
     pacing = FakePacing(now=NOW)
     # When the window is read, Then the page waited those 30 seconds
-    assert len(list(a_paced_connector(access, session, pacing).records(WINDOW))) == 1
+    assert len(list(landed(a_paced_connector(access, session, pacing).records(WINDOW)))) == 1
     assert pacing.waits == [30.0]
 
 
@@ -562,7 +566,7 @@ def test_without_a_retry_after_the_waits_double(access: SourceAccess) -> None:
     session = FakeSession([throttled(503), throttled(503), throttled(503), page({"id": "1"})])
     pacing = FakePacing()
     # When the window is read, Then each wait doubled the one before, and the page came
-    assert len(list(a_paced_connector(access, session, pacing).records(WINDOW))) == 1
+    assert len(list(landed(a_paced_connector(access, session, pacing).records(WINDOW)))) == 1
     assert pacing.waits == [1.0, 2.0, 4.0]
 
 
@@ -636,3 +640,116 @@ def test_the_session_leaves_429_and_503_to_the_connector() -> None:
     retry = adapter.max_retries
     assert set(retry.status_forcelist or ()) == {502, 504}
     assert retry.respect_retry_after_header is False
+
+
+# --- JSON lines (connection.format "jsonl") -----------------------------------------------------
+
+STAMP = "2026-11-22T10:00:00Z"
+
+
+def lines_page(*lines: Any, token: str | None = None) -> requests.Response:
+    """A JSON-lines answer: each of `lines` as its JSON (bytes as they are), one a line."""
+    body = b"".join(
+        (line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n" for line in lines
+    )
+    answer = an_answer(200, body)
+    answer.headers[NEXT_PAGE_TOKEN_HEADER] = token or ""
+    return answer
+
+
+def a_lines_connector(
+    access: SourceAccess, session: FakeSession, **changes: Any
+) -> JsonLinesApiConnector:
+    connector = a_connector(access, session, format="jsonl", **changes)
+    assert isinstance(connector, JsonLinesApiConnector)
+    return connector
+
+
+def a_record(key: str, **fields: Any) -> dict[str, Any]:
+    return {"id": key, "last_modified": STAMP, "note": "é", **fields}
+
+
+def test_a_json_lines_source_asks_for_them_and_lands_its_pages_as_they_came(
+    access: SourceAccess,
+) -> None:
+    # Given a vendor answering JSON lines, the next page's token in a header
+    first = [a_record("1"), a_record("2", last_modified="2026-11-22T11:00:00+01:00")]
+    session = FakeSession([lines_page(*first, token="p2"), lines_page(a_record("3"))])
+    connector = a_lines_connector(access, session)
+    # When its window is read a page at a time
+    assert isinstance(connector, PageReader)
+    pages = list(connector.pages(WINDOW))
+    # Then each request asked for JSON lines, the second with the first's token
+    assert [params.get("format") for _, params in session.sent] == ["jsonl", "jsonl"]
+    assert session.sent[1][1]["page_token"] == "p2"
+    # And each page is the vendor's own bytes, with each record's stamp (in UTC) and key
+    assert pages[0].lines == b"".join(json.dumps(r).encode() + b"\n" for r in first)
+    assert pages[0].stamps == [parse_iso(STAMP), parse_iso(STAMP)]
+    assert pages[0].stamps[1] is not None and pages[0].stamps[1].tzinfo is UTC
+    assert (pages[0].keys, pages[1].keys, pages[1].read) == (["1", "2"], ["3"], 1)
+    assert connector.malformed.count == 0
+
+
+def test_json_lines_that_are_no_objects_are_counted_and_the_rest_land_as_they_came(
+    access: SourceAccess,
+) -> None:
+    # Given a page with a line that is not JSON, an array, a blank line, bytes not UTF-8 and
+    # two objects on one line
+    good = json.dumps(a_record("1")).encode()
+    page_lines = [good, b"{not json", b"[1]", b"", b'{"id": "\xff"}', good + b" " + good, good]
+    connector = a_lines_connector(access, FakeSession([lines_page(*page_lines)]))
+    [page] = list(connector.pages(WINDOW))
+    # Then the objects land as they came, and each other line is counted as malformed
+    assert page.lines == good + b"\n" + good + b"\n"
+    assert (page.keys, page.read) == (["1", "1"], 6)
+    assert [example.split(":")[0] for example in connector.malformed.examples] == [
+        "page 1 record 2",
+        "page 1 record 3",
+        "page 1 record 4",
+        "page 1 record 5",
+    ]
+    assert "is a JSON array, not an object" in connector.malformed.examples[1]
+
+
+def test_a_json_lines_page_without_a_single_object_stops_the_run_by_name(
+    access: SourceAccess,
+) -> None:
+    html = an_answer(200, b"<html>\n<body>502 Bad Gateway</body>\n</html>\n")
+    connector = a_lines_connector(access, FakeSession([html]))
+    with pytest.raises(PermanentError, match="has no line that is a JSON object") as caught:
+        list(connector.pages(WINDOW))
+    assert caught.value.error_name == "MalformedPage"
+
+
+def test_json_lines_count_against_the_runs_record_limit(access: SourceAccess) -> None:
+    pages = [lines_page(*(a_record(f"{n}-{i}") for i in range(3))) for n in range(3)]
+    for n, answer in enumerate(pages[:-1]):
+        answer.headers[NEXT_PAGE_TOKEN_HEADER] = f"p{n + 1}"
+    connector = a_lines_connector(access, FakeSession(pages), limits={"max_records": 5})
+    with pytest.raises(PermanentError) as caught:
+        list(connector.pages(WINDOW))
+    assert caught.value.error_name == "TooManyRecords"
+
+
+def test_json_lines_records_are_the_pages_records(access: SourceAccess) -> None:
+    session = FakeSession([lines_page(a_record("1"), a_record("2"))])
+    connector = a_lines_connector(access, session)
+    assert [record["id"] for record in landed(connector.records(WINDOW))] == ["1", "2"]
+
+
+def test_a_request_carries_nothing_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given credentials for the vendor's host in a netrc file, and a proxy, in the environment
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine vendor.test login someone password not-for-vendors\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    session = new_session(HostRule(allow_loopback=False), "acme-listings")
+    # When a page request is made ready
+    url = "https://vendor.test:8080/datasets/listings-a/records"
+    prepared = session.prepare_request(requests.Request("GET", url))
+    settings = session.merge_environment_settings(url, {}, None, None, None)
+    # Then it carries no credentials and goes through no proxy
+    assert "Authorization" not in prepared.headers
+    assert settings["proxies"] == {}

@@ -4,11 +4,13 @@ window_from_plan, what StreamProgress lands and tallies, and where Part cuts a s
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import json
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +22,7 @@ from services.download.domain import (
     FIRST_BEAT_RETRY_PAUSES,
     UNBOUNDED,
     Budget,
+    Chunk,
     DownloadProgress,
     Heartbeat,
     LockLost,
@@ -30,10 +33,21 @@ from services.download.domain import (
     invocation_budget,
     window_from_plan,
 )
-from shared.connectors.base import MalformedRows, Position, Waiting, no_waiting
+from services.download.settings import gzip_level
+from shared.connectors.base import (
+    Lines,
+    MalformedRows,
+    Page,
+    PageReader,
+    Position,
+    Waiting,
+    no_waiting,
+)
 from shared.errors import TaskOver
 from shared.rules.flows import Window, WindowField
-from shared.rules.versions import LandingCounts, VersionFilter, key_digest
+from shared.rules.versions import LandingCounts, VersionFilter, key_digest, key_text_digest
+from shared.runtime.catalogue import RAW_GZIP_LEVEL
+from shared.runtime.settings import SettingsError
 from shared.timefmt import isoformat
 from tests.fakes import FakeClock, FakeConnector, FakeS3, FakeTask, quiet_heartbeat
 
@@ -232,10 +246,7 @@ def test_a_record_json_cannot_carry_is_malformed_and_the_rest_land() -> None:
     progress = StreamProgress(connector, quiet_heartbeat(), versions=None)
     raw = FakeS3(START)
     # When they stream into a part of the raw bucket
-    tracked = progress.track(connector.records(WINDOW))
-    written = S3RawSink(raw, "raw").write_part(
-        "part-00000.jsonl.gz", (line for line in tracked if line is not None)
-    )
+    written = S3RawSink(raw, "raw").write_part("part-00000.jsonl.gz", pairs(progress.track(WINDOW)))
     # Then the others land, and those two are counted as malformed, with why
     lines = gzip.decompress(raw.objects["part-00000.jsonl.gz"][0]).splitlines()
     assert [json.loads(line)["id"] for line in lines] == ["1", "4"]
@@ -249,17 +260,26 @@ def test_a_record_json_cannot_carry_is_malformed_and_the_rest_land() -> None:
 # --- Part: where a part ends, and when an invocation stops -------------------------------------
 
 
+def pairs(chunks: Iterable[Chunk]) -> list[tuple[Lines, int]]:
+    """The (lines, how many) of each chunk, as a sink takes them."""
+    return [(chunk.lines, chunk.count) for chunk in chunks]
+
+
+def ids_of(lines: Iterable[tuple[Lines, int]]) -> list[str]:
+    """The ids of the records in (lines, how many) pairs."""
+    return [json.loads(line)["id"] for chunk, _ in lines for line in chunk.splitlines()]
+
+
 def cut(
     connector: FakeConnector, max_records: int, budget: Budget = UNBOUNDED
 ) -> list[tuple[list[str], PartEnd]]:
     """The stream of `connector`'s records cut into parts: each part's ids and its end."""
-    stream = StreamProgress(connector, quiet_heartbeat(), versions=None).track(
-        connector.records(WINDOW)
-    )
+    progress = StreamProgress(connector, quiet_heartbeat(), versions=None)
+    chunks = progress.track(WINDOW, None, max_records, budget.spent)
     parts = []
     while True:
-        part = Part(stream, connector, max_records, budget)
-        ids = [json.loads(line)["id"] for line in part]
+        part = Part(chunks, connector.resumable, max_records, budget)
+        ids = ids_of(part)
         assert part.end is not None
         parts.append((ids, part.end))
         if part.end.last or part.end.stop:
@@ -321,11 +341,10 @@ def test_a_check_in_is_not_a_record_but_a_place_to_stop_at() -> None:
     spent_after_one = iter([False, True])
     budget = Budget(deadline=1.0, monotonic=lambda: float(next(spent_after_one, True)))
     # When the stream is cut into parts
-    part = Part(progress.track(connector.records(WINDOW)), connector, 100, budget)
-    lines = list(part)
+    part = Part(progress.track(WINDOW, None, 100, budget.spent), connector.resumable, 100, budget)
     # Then the part holds the one record, the invocation stops at the check-in after it, and
     # the check-in counted no record read
-    assert [json.loads(line)["id"] for line in lines] == ["0"]
+    assert ids_of(part) == ["0"]
     assert part.end == PartEnd({"served": 1}, last=False, stop=True)
     assert progress.read == 1
 
@@ -381,11 +400,11 @@ def test_the_tally_adds_this_invocations_counts_to_the_resumed_ones() -> None:
     heartbeat = quiet_heartbeat()
     heartbeat.progress = DownloadProgress(resumed.records, resumed.bytes)
     progress = StreamProgress(connector, heartbeat, None, resumed)
-    lines = list(progress.track(connector.records(WINDOW)))
+    landing = pairs(progress.track(WINDOW))
     connector.malformed.add("record 8", "b")
     # Then the tally counts both invocations, the warning once
     tally = progress.tally()
-    assert (tally.records, tally.read, len(lines)) == (7, 8, 2)
+    assert (tally.records, tally.read, len(ids_of(landing))) == (7, 8, 2)
     assert (tally.malformed.count, tally.malformed.examples) == (2, ["a", "record 8: b"])
     assert tally.warnings == ["w"]
 
@@ -419,3 +438,110 @@ def test_a_wait_is_interrupted_when_a_beat_says_the_download_must_stop() -> None
     with pytest.raises(TaskOver), heartbeat.while_waiting(ended.set):
         assert ended.wait(timeout=10), "the wait was never interrupted"
         query_cancelled()
+
+
+@dataclass
+class JsonLinesSource(FakeConnector):
+    """A connector that hands over its records a page of JSON lines at a time, as a JSON-lines
+    vendor sends them (keys spaced as the vendor spaces them)."""
+
+    page_size: int = 2
+
+    def last_modified(self, record: Mapping[str, Any]) -> datetime | None:
+        try:
+            return super().last_modified(record)
+        except ValueError:
+            return None
+
+    def pages(
+        self, window: Window, resume: Position | None = None, *, waiting: Waiting = no_waiting
+    ) -> Iterator[Page]:
+        for start in range(0, len(self.items), self.page_size):
+            records = self.items[start : start + self.page_size]
+            yield Page(
+                b"".join(json.dumps(record).encode() + b"\n" for record in records),
+                [self.last_modified(record) for record in records],
+                [record.get("id") for record in records],
+                len(records),
+            )
+
+
+def modified(key: str, hours: int) -> dict[str, Any]:
+    return {"id": key, "last_modified": isoformat(START + timedelta(hours=hours)), "x": "é"}
+
+
+def test_json_lines_pages_land_as_they_came_and_records_met_before_are_left_out() -> None:
+    # Given a Normal window in which an earlier run landed record "b"'s version
+    window = Window(WindowField.LAST_MODIFIED, START, END, False)
+    records = [modified(key, hours) for key, hours in (("a", 1), ("b", 2), ("c", 3), ("d", 4))]
+    landed = {(START + timedelta(hours=2), key_digest({"id": "b"}, "id"))}
+    versions = VersionFilter(
+        window=window, overlap=timedelta(minutes=12), landed=landed, digest=key_text_digest
+    )
+    source = JsonLinesSource(records)
+    assert isinstance(source, PageReader)
+    # When its pages stream through the version filter
+    progress = StreamProgress(source, quiet_heartbeat(), versions)
+    landing = pairs(progress.track(window))
+    # Then the first page lands without "b", the second as the vendor sent it, byte for byte
+    encoded = [json.dumps(record).encode() + b"\n" for record in records]
+    assert landing == [(encoded[0], 1), (encoded[2] + encoded[3], 2)]
+    assert (versions.counts.duplicates_skipped, progress.read) == (1, 4)
+    assert versions.newest == START + timedelta(hours=4)
+    # And it remembers, for the next window's overlap, the newest version by its digest
+    assert versions.remembered() == [(versions.newest, key_digest(records[-1], "id"))]
+
+
+def test_records_without_a_usable_stamp_or_key_are_counted_and_the_page_lands_without_them() -> (
+    None
+):
+    window = Window(WindowField.LAST_MODIFIED, START, END, False)
+    records = [modified("a", 1), {**modified("b", 2), "last_modified": "soon"}, modified("", 3)]
+    versions = VersionFilter(window=window, overlap=timedelta(minutes=12), digest=key_text_digest)
+    source = JsonLinesSource(records, page_size=3)
+    progress = StreamProgress(source, quiet_heartbeat(), versions)
+    assert [chunk.count for chunk in progress.track(window)] == [1]
+    assert source.malformed.examples == [
+        "record 2: has no usable last-modified date",
+        "record 3: has no id (the source's record key)",
+    ]
+    assert progress.without_key == 1
+
+
+def test_parts_end_at_the_first_page_end_once_full_and_lose_no_line() -> None:
+    # Given pages of 3, 1 and 4 lines, each a place to resume from, cut into parts of 2
+    lines = [f'{{"n":{n}}}\n'.encode() for n in range(8)]
+    chunks = iter(
+        Chunk(b"".join(lines[start:end]), end - start, {"after": end})
+        for start, end in ((0, 3), (3, 4), (4, 8))
+    )
+    # When each part is written in full before the next is asked for
+    parts: list[tuple[bytes, PartEnd]] = []
+    while not parts or not parts[-1][1].last:
+        part = Part(chunks, True, 2, UNBOUNDED)
+        written = b"".join(lines for lines, _ in part)
+        assert part.end is not None
+        parts.append((written, part.end))
+    # Then a part runs on to the end of the page that fills it, and no line is lost
+    assert [written for written, _ in parts] == [b"".join(lines[:3]), b"".join(lines[3:]), b""]
+    assert [end.position for _, end in parts] == [{"after": 3}, {"after": 8}, None]
+
+
+def test_a_part_is_gzip_json_lines_any_reader_takes() -> None:
+    # Given records landed in chunks of lines, one of them not ASCII
+    raw = FakeS3(START)
+    chunks = [(b'{"id":"1","x":"\xc3\xa9"}\n{"id":"2"}\n', 2), (b'{"id":"3"}\n', 1)]
+    # When the sink writes them as one part at the deployment's gzip level
+    written = S3RawSink(raw, "raw", gzip_level=RAW_GZIP_LEVEL).write_part("p.jsonl.gz", chunks)
+    # Then the object is one gzip member of JSON lines that the stdlib reads back, line by line
+    body = raw.objects["p.jsonl.gz"][0]
+    with gzip.open(io.BytesIO(body), "rt", encoding="utf-8") as text:
+        assert [json.loads(line)["id"] for line in text] == ["1", "2", "3"]
+    assert (written.records, written.bytes) == (3, len(body))
+    assert written.sha256 == hashlib.sha256(body).hexdigest()
+
+
+@pytest.mark.parametrize("level", [4, -1, 9])
+def test_a_gzip_level_isal_does_not_have_is_refused_at_cold_start(level: int) -> None:
+    with pytest.raises(SettingsError, match=f"RAW_GZIP_LEVEL={level} .* expected 0 to 3"):
+        gzip_level(level)

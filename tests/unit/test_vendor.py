@@ -25,6 +25,7 @@ from local.vendor.records import (
     record_times,
 )
 from local.vendor.server import VendorHandler, VendorState
+from shared.connectors.http_api import NEXT_PAGE_TOKEN_HEADER
 from tests.fakes import serve_in_memory
 
 ANCHOR = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -603,3 +604,30 @@ def test_a_record_stamped_9999_12_31_is_accepted_and_served_last(vendor: Vendor)
         {"records": [{"id": "far-2", "last_modified": "9999-12-31T23:59:59-01:00"}]},
     )
     assert status == 400 and "last_modified='9999-12-31T23:59:59-01:00'" in body["error"]
+
+
+def test_json_lines_pages_hold_the_same_records_and_pass_the_token_in_a_header(
+    vendor: Vendor,
+) -> None:
+    # Given the dataset paged as JSON objects
+    expected = vendor.all_records("small", page_size=37)
+    # When it is paged as JSON lines, following the Next-Page-Token header
+    records: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"page_size": 37, "format": "jsonl"}
+    while True:
+        answer = vendor.answer("GET", f"/datasets/small/records?{urlencode(params)}")
+        assert (answer.status, answer.getheader("Content-Type")) == (200, "application/x-ndjson")
+        body = answer.read()
+        assert body.endswith(b"\n") and b"\n\n" not in body
+        records.extend(json.loads(line) for line in body.splitlines())
+        if not (token := answer.getheader(NEXT_PAGE_TOKEN_HEADER)):
+            break
+        params["page_token"] = token
+    # Then the same records come, in the same order, one per line
+    assert records == expected
+
+
+def test_an_unknown_format_is_refused_naming_the_known_ones(vendor: Vendor) -> None:
+    status, body = vendor.get("/datasets/small/records", format="ndjson")
+    assert status == 400
+    assert body["error"] == "format='ndjson' is not valid; expected one of ('json', 'jsonl')"
