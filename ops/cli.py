@@ -974,9 +974,9 @@ STEP_COLUMNS = ["step", "status", "started_at", "ended_at", "error", "cause"]
 @_json_option
 @state_dir_option
 def runs_show(run_name: str, as_json: bool, state_dir: Path) -> None:
-    """RUN (its execution name, as `runs` lists it, or ARN) whole: each step of its execution
-    with its status and times, then its window, cursor before and after, counters, manifest,
-    error, and who asked for it, approved it and cancelled it."""
+    """RUN (its execution name, as `runs` lists it, or ARN) whole: its window, cursor before
+    and after, counters, manifest, error, who asked for it, approved it and cancelled it; then
+    each step of its execution with its status and times (without AWS, one line says why)."""
     from dataclasses import asdict
 
     from ops.run_view import show_run, table_fields

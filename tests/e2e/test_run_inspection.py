@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,12 @@ def ok(harness: Harness, *args: str, person: str | None = None) -> str:
 def shown(harness: Harness, run: str) -> dict[str, Any]:
     document: dict[str, Any] = json.loads(ok(harness, "runs", "show", run, "--json"))
     return document
+
+
+def sourceflow_command(harness: Harness, *args: str) -> list[str]:
+    """The operator's command against the stack, to start and interrupt as a person would."""
+    state_dir = str(harness.stack.options.state_dir)
+    return [sys.executable, "-m", "ops.cli", *args, "--state-dir", state_dir]
 
 
 def steps(document: dict[str, Any]) -> list[tuple[str, str]]:
@@ -129,6 +136,23 @@ def test_run_watch_follows_a_run_already_going_to_its_end(harness: Harness) -> N
     under_way = dict(steps(shown(harness, name)))
     assert under_way["Download"] == "in progress"
     assert under_way["UnlockAfterSuccess"] == "not reached"
+
+    # Ctrl-C stops the watching, not the run
+    watching = subprocess.Popen(
+        sourceflow_command(harness, "run", "watch", name),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert watching.stdout is not None
+    assert watching.stdout.readline().strip() == f"execution {name}"
+    watching.send_signal(signal.SIGINT)
+    _, stopped = watching.communicate(timeout=WAIT_SECONDS)
+    assert watching.returncode == 130
+    assert (
+        stopped.strip()
+        == f"stopped watching; run {name} goes on (`sourceflow cancel {name}` stops it)"
+    )
 
     completed = harness.sourceflow("run", "watch", name)
     assert completed.returncode == 0, completed.stdout + completed.stderr
