@@ -4,7 +4,7 @@ to Normal.
 Its inputs, each an EventBridge event on the scheduler's queue:
 - a schedule rule's tick (`tick`): enable the sources disabled until a time now passed, queue
   one run per due source and slot, then the next slice of the backfills whose sources are
-  free, admit, and ask for resets;
+  free, admit, ask for resets, and announce the sources that went overdue or recovered;
 - `Run Requested` (`start_runs`): queue one run for one source, and admit;
 - `Run Succeeded`, `Run Failed`, `Run Cancelled` (`start_runs`): a place may be free, admit;
 - `Flow Reset Requested` (`reset_flow`): apply a reset if nothing changed since it was decided.
@@ -39,15 +39,19 @@ from services.scheduler.domain import (
     scheduled_run,
     slice_run,
     slices_to_start,
+    source_overdue,
+    source_recovered,
     unseen_starts,
     why_not_reset,
 )
 from shared.errors import PermanentError, TransientError
 from shared.rules.admission import runs_to_admit
+from shared.rules.freshness import Announcement, announcement
+from shared.rules.schedules import InvalidSchedule
 from shared.runtime.catalogue import DetailType
 from shared.runtime.observability import logger
 from shared.store import admission as line
-from shared.store import backfills
+from shared.store import backfills, freshness
 from shared.store.admission import RunKind
 from shared.store.db import Database
 from shared.store.ledger import set_flow_params
@@ -202,6 +206,65 @@ def apply_reset(event: Mapping[str, Any], *, db: Database, now: datetime) -> dic
     return None
 
 
+def announce_freshness(now: datetime, *, db: Database, publish: Publish) -> list[str]:
+    """Announce each source that went overdue (`Source Overdue`) or recovered with a success
+    (`Source Recovered`), once per episode; returns the sources announced.
+
+    Each announcement is decided again, on the source's row read afresh, in the transaction
+    that records it, and published before that transaction commits: a second tick or
+    scheduler waits for the first and finds the episode recorded (nothing to say), and a
+    publish that fails leaves nothing recorded, so the next tick says it again. A source
+    whose schedule is unreadable is passed over (`dispatch` logs why).
+    """
+    with db.transaction() as cur:
+        watched = freshness.watched_sources(cur)
+    announced, failed = [], []
+    for row in watched:
+        if _announcement(row, now) is None:
+            continue
+        try:
+            with db.transaction() as cur:
+                current = freshness.freshness_rows(cur, [row["source_id"]]).get(row["source_id"])
+                if current is not None and _announce(cur, current, now, publish):
+                    announced.append(row["source_id"])
+        except TransientError as exc:
+            failed.append(f"{row['source_id']}: {exc}")
+    if announced:
+        logger.info("freshness announced", extra={"sources": announced})
+    if failed:
+        raise TransientError("could not announce every overdue source: " + "; ".join(failed))
+    return announced
+
+
+def _announcement(row: Mapping[str, Any], now: datetime) -> Announcement | None:
+    try:
+        return announcement(freshness.freshness_of(row, now), row["announced_since"])
+    except InvalidSchedule:
+        return None
+
+
+def _announce(cur: Any, row: Mapping[str, Any], now: datetime, publish: Publish) -> bool:
+    """Record or clear the source's episode as `announcement` says, publishing its event;
+    False when there was nothing (more) to say."""
+    what = _announcement(row, now)
+    if what is None:
+        return False
+    source_id, fresh = row["source_id"], freshness.freshness_of(row, now)
+    if what is Announcement.OVERDUE:
+        assert fresh.since is not None and fresh.overdue_at is not None
+        if not freshness.record_overdue(cur, source_id, fresh.since, fresh.overdue_at):
+            return False
+        publish(DetailType.SOURCE_OVERDUE, source_overdue(row, fresh))
+        return True
+    if not freshness.clear_overdue(cur, source_id, row["announced_since"]):
+        return False
+    if what is Announcement.RECOVERED:
+        publish(
+            DetailType.SOURCE_RECOVERED, source_recovered(source_id, row["announced_since"], fresh)
+        )
+    return True
+
+
 def enable_due(*, db: Database) -> list[str]:
     """Enable the sources a person disabled until a time that has now passed
     (`sourceflow sources disable --until`), before their slots are looked at."""
@@ -214,7 +277,8 @@ def enable_due(*, db: Database) -> list[str]:
 
 def tick(event: Mapping[str, Any], *, db: Database, admit: Admit, publish: Publish) -> None:
     """A schedule rule's tick: noted, the sources disabled until now enabled, then the due
-    runs and backfill slices queued and admitted, and the resets asked for."""
+    runs and backfill slices queued and admitted, the resets asked for, and the sources that
+    went overdue or recovered announced."""
     # The tick's own time names the slots, so a redelivered tick decides the same way.
     now = parse_iso(event["time"])
     record_tick(event, now, db=db)
@@ -223,6 +287,7 @@ def tick(event: Mapping[str, Any], *, db: Database, admit: Admit, publish: Publi
     queue_backfill_slices(now, db=db, busy=normal_runs)
     admit()
     request_resets(now, db=db, publish=publish)
+    announce_freshness(now, db=db, publish=publish)
 
 
 def reset_flow(event: Mapping[str, Any], *, db: Database, publish: Publish, now: datetime) -> None:
