@@ -14,9 +14,10 @@ source that is disabled, deleted or unscheduled is never overdue: nobody expects
 Whether its runs fail, are skipped (its lock held) or never start, only a success ends it.
 
 The scheduler announces each overdue episode once (`announcement`): the episode is named by its
-`since`, recorded when announced, and cleared once the source is no longer overdue — announced
-as recovered when a success ended it, silently when a person disabled, unscheduled or
-rescheduled the source.
+`since`, recorded when announced, and cleared when something ends it — announced as recovered
+when a success did, cleared silently when a person disabled, unscheduled, rescheduled or
+re-enabled the source. A tick that comes late (its moment before the episode began) ends
+nothing.
 
 Everything here is pure: no clock, no database.
 """
@@ -100,11 +101,16 @@ class Announcement(StrEnum):
 
 def announcement(fresh: Freshness, announced_since: datetime | None) -> Announcement | None:
     """What to announce of a source, given the `since` of the episode last announced (None:
-    none is recorded). An episode is announced once; a new `since` is a new episode."""
+    none is recorded). An episode is announced once; a new `since` is a new episode, and only
+    a new `since` (a success, a person's change) or the source's disabling ends one."""
     if fresh.overdue:
         return None if announced_since == fresh.since else Announcement.OVERDUE
     if announced_since is None:
         return None
     if fresh.last_success_at is not None and fresh.last_success_at > announced_since:
         return Announcement.RECOVERED
+    if fresh.since == announced_since:
+        # The same episode seen at an earlier moment (a tick redelivered late), or after a
+        # person gave it more periods: it is not over.
+        return None
     return Announcement.WITHDRAWN
