@@ -22,6 +22,8 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from services.scheduler import adapters
 from services.scheduler.domain import (
     NORMAL_PARAMS,
@@ -46,10 +48,10 @@ from services.scheduler.domain import (
 )
 from shared.errors import PermanentError, TransientError
 from shared.rules.admission import runs_to_admit
-from shared.rules.freshness import Announcement, announcement
+from shared.rules.freshness import Announcement, Freshness, announcement
 from shared.rules.schedules import InvalidSchedule
 from shared.runtime.catalogue import DetailType
-from shared.runtime.observability import logger
+from shared.runtime.observability import logger, metrics
 from shared.store import admission as line
 from shared.store import backfills, freshness
 from shared.store.admission import RunKind
@@ -60,6 +62,8 @@ from shared.timefmt import parse_iso
 StartRun = Callable[[str, datetime, str], str]  # (source_id, started, nonce) -> execution ARN
 Admit = Callable[[], list[str]]  # `admit` with its ports: starts what it may, returns the ARNs
 Publish = Callable[[str, Mapping[str, Any]], object]  # (detail type, detail)
+SOURCES_OVERDUE_METRIC = "SourcesOverdue"
+"""How many scheduled sources a tick found overdue (the scheduler stack's alarm pages on it)."""
 
 
 def dispatch(now: datetime, *, db: Database) -> list[str]:
@@ -208,7 +212,8 @@ def apply_reset(event: Mapping[str, Any], *, db: Database, now: datetime) -> dic
 
 def announce_freshness(now: datetime, *, db: Database, publish: Publish) -> list[str]:
     """Announce each source that went overdue (`Source Overdue`) or recovered with a success
-    (`Source Recovered`), once per episode; returns the sources announced.
+    (`Source Recovered`), once per episode; returns the sources announced. How many sources
+    are overdue is a metric (`SOURCES_OVERDUE_METRIC`), which the scheduler's alarm pages on.
 
     Each announcement is decided again, on the source's row read afresh, in the transaction
     that records it, and published before that transaction commits: a second tick or
@@ -217,10 +222,12 @@ def announce_freshness(now: datetime, *, db: Database, publish: Publish) -> list
     whose schedule is unreadable is passed over (`dispatch` logs why).
     """
     with db.transaction() as cur:
-        watched = freshness.watched_sources(cur)
+        watched = [(row, _freshness(row, now)) for row in freshness.watched_sources(cur)]
+    overdue = sum(1 for _, fresh in watched if fresh is not None and fresh.overdue)
+    metrics.add_metric(name=SOURCES_OVERDUE_METRIC, unit=MetricUnit.Count, value=overdue)
     announced, failed = [], []
-    for row in watched:
-        if _announcement(row, now) is None:
+    for row, fresh in watched:
+        if fresh is None or announcement(fresh, row["announced_since"]) is None:
             continue
         try:
             with db.transaction() as cur:
@@ -236,9 +243,9 @@ def announce_freshness(now: datetime, *, db: Database, publish: Publish) -> list
     return announced
 
 
-def _announcement(row: Mapping[str, Any], now: datetime) -> Announcement | None:
+def _freshness(row: Mapping[str, Any], now: datetime) -> Freshness | None:
     try:
-        return announcement(freshness.freshness_of(row, now), row["announced_since"])
+        return freshness.freshness_of(row, now)
     except InvalidSchedule:
         return None
 
@@ -246,10 +253,11 @@ def _announcement(row: Mapping[str, Any], now: datetime) -> Announcement | None:
 def _announce(cur: Any, row: Mapping[str, Any], now: datetime, publish: Publish) -> bool:
     """Record or clear the source's episode as `announcement` says, publishing its event;
     False when there was nothing (more) to say."""
-    what = _announcement(row, now)
-    if what is None:
+    fresh = _freshness(row, now)
+    what = None if fresh is None else announcement(fresh, row["announced_since"])
+    if fresh is None or what is None:
         return False
-    source_id, fresh = row["source_id"], freshness.freshness_of(row, now)
+    source_id = row["source_id"]
     if what is Announcement.OVERDUE:
         assert fresh.since is not None and fresh.overdue_at is not None
         if not freshness.record_overdue(cur, source_id, fresh.since, fresh.overdue_at):
