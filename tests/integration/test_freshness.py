@@ -8,7 +8,7 @@ The database is shared with other tests' sources: each test looks at its own sou
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -157,13 +157,12 @@ def test_two_schedulers_ticking_at_once_announce_an_episode_once(
     now = expected_since(db, source_id) + 5 * MINUTE
     published = [Published(), Published()]
 
+    def scheduler(publish: Published) -> Callable[[Database], list[str]]:
+        return lambda own: announce_freshness(now, db=own, publish=publish)
+
     # Both decide the source is overdue, and meet at its row (held until both wait there)
     results = race(
-        migrated_url,
-        "source",
-        "source_id",
-        source_id,
-        [lambda own, p=p: announce_freshness(now, db=own, publish=p) for p in published],
+        migrated_url, "source", "source_id", source_id, [scheduler(p) for p in published]
     )
 
     assert not [r for r in results if isinstance(r, Exception)], results
