@@ -16,6 +16,7 @@ from infra.migrate import MIGRATIONS_DIR
 from shared.connectors.base import InvalidConnection, UnsupportedSourceType
 from shared.connectors.endpoints import SourceHostNotAllowed
 from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE
+from shared.rules.freshness import MAX_OVERDUE_AFTER_PERIODS, MIN_OVERDUE_AFTER_PERIODS
 from shared.rules.source_settings import (
     DEFAULT_BACKDATE_DAYS,
     SETTINGS_CONTRACT,
@@ -144,11 +145,16 @@ def test_a_connection_over_the_rows_bound_is_refused_before_the_database_is() ->
 def test_the_defaults_and_the_id_are_the_tables() -> None:
     first = (MIGRATIONS_DIR / "0001_source_runs_history.sql").read_text()
     assert f"backdate_days          integer NOT NULL DEFAULT {DEFAULT_BACKDATE_DAYS} " in first
+    # The overdue periods: the table's default and bounds, the contract's and the rule's
     freshness = (MIGRATIONS_DIR / "0019_freshness.sql").read_text()
+    low, high = MIN_OVERDUE_AFTER_PERIODS, MAX_OVERDUE_AFTER_PERIODS
     assert (
         f"overdue_after_periods double precision NOT NULL DEFAULT {OVERDUE_AFTER_PERIODS:g}\n"
+        f"        CHECK (overdue_after_periods > {low:g} AND overdue_after_periods <= {high:g})"
         in freshness
     )
+    periods = contracts.schema_of(SETTINGS_CONTRACT)["properties"]["overdue_after_periods"]
+    assert (periods["exclusiveMinimum"], periods["maximum"]) == (low, high)
     table_id = re.search(r"source_id ~ '([^']+)'", first)
     assert table_id is not None
     schema = contracts.schema_of(SETTINGS_CONTRACT)
