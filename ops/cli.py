@@ -85,7 +85,8 @@ def sources() -> None:
 @state_dir_option
 def sources_list(deleted: bool, as_json: bool, state_dir: Path) -> None:
     """Every source: type, active (or why not), flow, LMD cursor, runtime count, lock, last
-    run."""
+    run, and its freshness: how long ago it last succeeded, when it is next due, and whether
+    it is overdue (no success for more than its overdue_after_periods schedule periods)."""
     from ops.sources import sources_list
 
     with _database(state_dir) as (_, db):
@@ -106,6 +107,9 @@ def sources_list(deleted: bool, as_json: bool, state_dir: Path) -> None:
             "lock_expires_at",
             "last_run_status",
             "last_run_at",
+            "last_success_age",
+            "next_due_at",
+            "overdue",
         ],
     )
 
@@ -174,6 +178,11 @@ def _source_settings_options(command: Any) -> Any:
         click.option("--schedule-cron", help="Runs on this five-field cron (UTC)."),
         click.option("--schedule-interval", help="Runs every this long, e.g. 15m, 1h."),
         click.option("--lateness-allowance", help="How late records may appear (default 10m)."),
+        click.option(
+            "--overdue-after-periods",
+            type=float,
+            help="Schedule periods without a success before it is overdue (default 2).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -190,6 +199,7 @@ def _given_settings(**options: Any) -> dict[str, Any]:
         "name": options["name"],
         "backdate_days": options["backdate_days"],
         "lateness_allowance": options["lateness_allowance"],
+        "overdue_after_periods": options["overdue_after_periods"],
     }
     given = {key: value for key, value in given.items() if value is not None}
     if options["schedule_cron"] is not None or options["schedule_interval"] is not None:
