@@ -43,7 +43,8 @@ from shared.store.runs import RunStatus
 from shared.store.sources import SourceSpec, get_run, register_source
 from shared.timefmt import readable
 
-console = Console(width=terminal_width())
+# Narration is not wrapped (the terminal wraps it; a pipe keeps each line whole); tables fit.
+console = Console(width=terminal_width(), soft_wrap=True)
 
 
 NORMAL_PARAMS = FlowParams(FlowType.NORMAL).canonical()

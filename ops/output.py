@@ -43,7 +43,7 @@ def json_value(value: Any) -> Any:
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, timedelta):
-        return value.total_seconds()
+        return _duration(value)
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, enum.Enum):
@@ -66,14 +66,24 @@ def echo_json(document: Any) -> None:
 
 def cell(value: Any) -> str:
     """A value as a table cell or a line for people show it: a time to the second with its
-    zone (`2026-11-28 12:00:05Z`), a mapping or list as compact JSON, nothing as nothing."""
+    zone (`2026-11-28 12:00:05Z`), a duration as `10m`, a mapping or list as compact JSON,
+    nothing as nothing."""
     if value is None:
         return ""
     if isinstance(value, datetime):
         return readable(value)
+    if isinstance(value, timedelta):
+        return _duration(value)
     if isinstance(value, Mapping | list):
         return to_json(value, indent=None)
     return str(value)
+
+
+def _duration(value: timedelta) -> str:
+    """`10m`, `1h30m`: as `--lateness-allowance` and the sources file write a duration."""
+    from shared.rules.source_settings import format_duration
+
+    return format_duration(value)
 
 
 def terminal_width() -> int:

@@ -65,6 +65,7 @@ def test_json_times_are_iso_8601_in_utc_with_z() -> None:
         "day": date(2026, 11, 28),
         "records": Decimal("3001"),
         "seconds": Decimal("1.5"),
+        "lateness_allowance": timedelta(minutes=90),
         "status": RunStatus.SKIPPED,
         "nested": [{"at": MOMENT}],
     }
@@ -74,6 +75,7 @@ def test_json_times_are_iso_8601_in_utc_with_z() -> None:
         "day": "2026-11-28",
         "records": 3001,
         "seconds": 1.5,
+        "lateness_allowance": "90m",
         "status": "skipped",
         "nested": [{"at": "2026-11-28T12:00:05.250000Z"}],
     }
@@ -87,6 +89,7 @@ def test_json_refuses_a_value_it_has_no_form_for_instead_of_guessing() -> None:
 def test_a_time_cell_says_its_zone() -> None:
     assert cell(MOMENT) == "2026-11-28 12:00:05Z"
     assert cell(MOMENT.astimezone(timezone(timedelta(hours=-5)))) == "2026-11-28 12:00:05Z"
+    assert cell(timedelta(hours=2)) == "2h"
     assert cell(None) == "" and cell({"type": "SOLD"}) == '{"type": "SOLD"}'
 
 
