@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -96,7 +97,7 @@ def test_a_time_cell_says_its_zone() -> None:
 SOURCE_IDS = ["demo-listings-hourly", "partner-drops-acme-listings", "warehouse-sold-2026"]
 
 
-def runs_like_the_ledger() -> list[dict[str, object]]:
+def runs_like_the_ledger() -> list[dict[str, Any]]:
     return [
         {
             "execution_name": f"{source_id}-20261128T120000Z-req1a2b3c4d",
@@ -113,9 +114,9 @@ def runs_like_the_ledger() -> list[dict[str, object]]:
     ]
 
 
-def printed(rows: list[dict[str, object]], width: int, **options: object) -> str:
+def printed(rows: list[dict[str, Any]], width: int, *, counted: bool = True) -> str:
     console = Console(width=width, record=True, file=io.StringIO())
-    console.print(rows_table("runs", rows, list(rows[0]), width=width, **options))
+    console.print(rows_table("runs", rows, list(rows[0]), width=width, counted=counted))
     return console.export_text()
 
 
@@ -141,7 +142,10 @@ def test_a_table_too_wide_for_the_terminal_is_printed_a_row_at_a_time() -> None:
 
 
 def test_a_listing_is_titled_with_its_count_and_a_record_with_its_name() -> None:
-    rows = [{"field": "source_id", "value": "demo-listings"}, {"field": "is_active", "value": True}]
+    rows: list[dict[str, Any]] = [
+        {"field": "source_id", "value": "demo-listings"},
+        {"field": "is_active", "value": True},
+    ]
     assert printed(rows, 120).startswith("runs: 2")
     assert printed(rows, 120, counted=False).splitlines()[0].rstrip() == "runs"
 
