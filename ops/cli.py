@@ -571,7 +571,7 @@ _since_option = click.option(
 @click.option(
     "--wait",
     is_flag=True,
-    help="Follow the run live; exit 1 if it fails, 3 if it was skipped (see Exit codes).",
+    help="Follow the run live; exit 1 if it fails, 3 if it was skipped (README: Exit codes).",
 )
 @_json_option
 @state_dir_option
