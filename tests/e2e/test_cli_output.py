@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg2.extensions import make_dsn, parse_dsn
 
+from ops.config import CREDENTIALS_VARIABLE, read_env_file, write_env_file
 from ops.output import EXIT_SKIPPED
 from tests.e2e.harness import Harness
 
@@ -123,3 +126,18 @@ def test_the_commands_that_act_answer_json(harness: Harness) -> None:
     harness.wait_for_scheduler()
     [execution] = harness.executions_of(source_id)
     assert harness.finish(execution["executionArn"], source_id).status == "SUCCEEDED"
+
+
+def test_a_login_the_database_refuses_is_one_line_naming_the_credentials_file(
+    harness: Harness, tmp_path: Path
+) -> None:
+    # Given alice's credentials file with a wrong password
+    login = parse_dsn(read_env_file(harness.stack.people["alice"])["DATABASE_URL"])
+    wrong = tmp_path / "alice.env"
+    write_env_file(wrong, {"DATABASE_URL": make_dsn(**{**login, "password": "not-hers"})})
+    # When she acts with it, Then one line says the login was refused and where it came from
+    completed = harness.sourceflow("whoami", environment={CREDENTIALS_VARIABLE: str(wrong)})
+    assert completed.returncode == 1 and "Traceback" not in completed.stderr
+    [line] = completed.stderr.strip().splitlines()
+    assert "password authentication failed" in line and str(wrong) in line
+    assert "not-hers" not in line
