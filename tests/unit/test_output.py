@@ -47,7 +47,7 @@ def test_every_command_takes_json() -> None:
     _add_plugin_commands()
     # When every leaf command of its tree is looked at, Then each takes --json
     commands = dict(leaf_commands(main))
-    assert {"sourceflow run", "sourceflow tick", "sourceflow up", "sourceflow whoami"} <= set(
+    assert {"sourceflow cancel", "sourceflow tick", "sourceflow up", "sourceflow whoami"} <= set(
         commands
     )
     lacking = [
