@@ -14,6 +14,8 @@ NOTIFICATION_DETAIL_TYPES = (
     DetailType.RUN_CANCELLED,
     DetailType.APPROVAL_REQUESTED,
     DetailType.FLOW_RESET_APPLIED,
+    DetailType.SOURCE_OVERDUE,
+    DetailType.SOURCE_RECOVERED,
 )
 # Events the scheduler consumes from the bus: run requests and run ends (admission), resets.
 SCHEDULER_COMMAND_DETAIL_TYPES = (*RUNS_MAY_START_AFTER, DetailType.FLOW_RESET_REQUESTED)

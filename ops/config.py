@@ -8,10 +8,13 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.resources import Names
-from shared.errors import SourceflowError
+from shared.errors import SourceflowError, TransientError
+
+if TYPE_CHECKING:
+    from shared.store.db import Database
 
 # Where the embedded stack's workers write their JSON log lines (`sourceflow logs` reads them
 # there; without it, CloudWatch Logs).
@@ -93,6 +96,20 @@ class OperatorConfig:
         )
         return str(make_dsn(url, password=token, sslmode=parts.get("sslmode", "verify-full")))
 
+    def region(self) -> str:
+        """The AWS region: AWS_DEFAULT_REGION here, or what boto3 finds (AWS_REGION, the AWS
+        config file)."""
+        import boto3
+
+        region = self.values.get("AWS_DEFAULT_REGION") or boto3.session.Session().region_name
+        if not region:
+            raise OperatorError(
+                f"no AWS region (looked in {self.origin} and the AWS config); give --state-dir "
+                "of a running `sourceflow up` (its local.env sets one), or export "
+                "AWS_DEFAULT_REGION for the deployment you want to reach"
+            )
+        return str(region)
+
     @property
     def stage(self) -> str:
         return self.values.get("SOURCEFLOW_STAGE") or "local"
@@ -106,7 +123,7 @@ class OperatorConfig:
         import boto3
 
         options = {
-            "region_name": self.values.get("AWS_DEFAULT_REGION") or None,
+            "region_name": self.region(),
             "endpoint_url": self.values.get("AWS_ENDPOINT_URL") or None,
             "config": config,
         }
@@ -158,3 +175,17 @@ def unknown_source(source_id: str) -> OperatorError:
     return OperatorError(
         f"unknown source {source_id!r}; `sourceflow sources list` shows the sources"
     )
+
+
+def reach_database(db: Database, config: OperatorConfig) -> None:
+    """Connect now, so that a database down or a login refused is said once, naming where the
+    DATABASE_URL came from, before the command does anything."""
+    try:
+        with db.transaction():
+            pass
+    except TransientError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise OperatorError(
+            f"{reason}; is the database up, and DATABASE_URL (from {config.origin}) right? "
+            "`sourceflow up` starts the local stack"
+        ) from None

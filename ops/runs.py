@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 from ops.approvals import STEP as APPROVE_STEP
 from ops.approvals import cancel_waiting
 from ops.config import OperatorConfig, OperatorError, unknown_source
+from ops.output import cell
 from ops.run_view import StepStatus, StepVisit, execution_history, step_visits
 from shared.runtime.catalogue import DetailType, Step
 from shared.runtime.events import EventPublisher
@@ -205,15 +206,11 @@ def follow_execution(sfn: Any, db: Database, execution_arn: str) -> Iterator[Pro
         progress = (run or {}).get("progress_records")
         if run and run["status"] == RunStatus.RUNNING and progress not in (None, last_records):
             last_records = progress
-            yield Progress(
-                datetime.now(UTC),
-                Step.DOWNLOAD,
-                f"{run['progress_records']} records, {run['progress_bytes'] or 0} bytes so far",
-            )
+            yield Progress(datetime.now(UTC), Step.DOWNLOAD, _download_progress(run))
         if described["status"] != "RUNNING":
             yield Progress(
                 described.get("stopDate") or datetime.now(UTC),
-                described["status"],
+                _final_state(described, run),
                 _outcome(described, run),
             )
             return
@@ -246,13 +243,36 @@ def _waiting_hint(state: str, execution_arn: str) -> str:
     )
 
 
+def _download_progress(run: Mapping[str, Any]) -> str:
+    """Records as the heartbeats count them; bytes once a part is written (they are counted
+    as parts are, so a first part still being filled has records and no bytes yet)."""
+    written = f", {run['progress_bytes']} bytes written" if run["progress_bytes"] else ""
+    return f"{run['progress_records']} records{written} so far"
+
+
+def _skipped(described: Mapping[str, Any], run: Mapping[str, Any] | None) -> bool:
+    """The execution succeeded without running: validation skipped it (a locked or disabled
+    source, …) and said why in the ledger."""
+    return (
+        described["status"] == "SUCCEEDED"
+        and run is not None
+        and run["status"] == RunStatus.SKIPPED
+    )
+
+
+def _final_state(described: Mapping[str, Any], run: Mapping[str, Any] | None) -> str:
+    """The execution's status, or SKIPPED for a run skipped (it did nothing, on purpose)."""
+    return "SKIPPED" if _skipped(described, run) else str(described["status"])
+
+
 def _outcome(described: Mapping[str, Any], run: Mapping[str, Any] | None) -> str:
+    if run and _skipped(described, run):
+        return f"{run['error']}: {run['error_detail']}"
     if described["status"] == "SUCCEEDED":
-        if run and run["status"] == RunStatus.SKIPPED:
-            return f"skipped: {run['error']} ({run['error_detail']})"
         if run:
             return (
-                f"{run['records']} records, cursor {run['cursor_before']} → {run['cursor_after']}"
+                f"{run['records']} records, cursor {cell(run['cursor_before']) or 'none'} → "
+                f"{cell(run['cursor_after']) or 'none'}"
             )
         return RunStatus.SUCCEEDED
     error = (run or {}).get("error") or described.get("error")

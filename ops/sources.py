@@ -4,6 +4,8 @@ the flow of."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 from ops.config import OperatorConfig, unknown_source
@@ -12,10 +14,12 @@ from shared.connectors.base import parse_connection
 from shared.errors import PermanentError
 from shared.rules.flows import FlowParams, InvalidFlowParams, parse_flow_params
 from shared.rules.respecs import check_respecs_query, parse_allowed_tables
+from shared.rules.schedules import InvalidSchedule
+from shared.store import freshness
 from shared.store.db import Database, session_login
 from shared.store.ledger import set_flow_params
 from shared.store.sources import get_source, source_changes
-from shared.timefmt import isoformat
+from shared.timefmt import isoformat, utc_now
 
 SOURCE_SHOW_RUNS = 10  # the last runs `sourceflow sources show` lists
 SOURCE_SHOW_CHANGES = 20  # and the last changes of its settings
@@ -44,8 +48,12 @@ def source_problems(source: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def sources_list(db: Database, *, deleted: bool = False) -> list[dict[str, Any]]:
-    """The sources (`deleted`: the deleted ones too), each with why it is disabled."""
+def sources_list(
+    db: Database, *, deleted: bool = False, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The sources (`deleted`: the deleted ones too), each with why it is disabled and its
+    freshness at `now` (shared/rules/freshness.py)."""
+    now = now or utc_now()
     with db.transaction() as cur:
         cur.execute(
             """
@@ -64,10 +72,49 @@ def sources_list(db: Database, *, deleted: bool = False) -> list[dict[str, Any]]
             {"deleted": deleted},
         )
         rows = [dict(row) for row in cur.fetchall()]
+        fresh_rows = freshness.freshness_rows(cur, [row["source_id"] for row in rows])
     for row in rows:
         row["flow"] = flow_name(row["source_id"], row.pop("batch_execution_params"))
         row["disabled"] = disabled_said(row)
+        row.update(freshness_said(fresh_rows[row["source_id"]], now))
     return rows
+
+
+def freshness_said(row: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """A source's last success (when, how long ago), its next due slot, and whether it is
+    overdue; a schedule validation would refuse leaves the last two unknown (None)."""
+    last_success_at = row["last_success_at"]
+    said: dict[str, Any] = {
+        "last_success_at": last_success_at,
+        "last_success_age": None if last_success_at is None else age_said(now - last_success_at),
+        "next_due_at": None,
+        "overdue": None,
+        "overdue_at": None,
+    }
+    try:
+        fresh = freshness.freshness_of(row, now)
+    except InvalidSchedule:
+        return said
+    return {
+        **said,
+        "next_due_at": fresh.next_due_at,
+        "overdue": fresh.overdue,
+        "overdue_at": fresh.overdue_at,
+    }
+
+
+# (unit, seconds), largest first
+_AGE_UNITS = (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1))
+
+
+def age_said(ago: timedelta) -> str:
+    """How long ago, in its two largest units: `3d 4h`, `2h 5m`, `5m 12s`, `12s` (a moment a
+    little ahead of this clock reads as `0s`)."""
+    seconds = max(int(ago.total_seconds()), 0)
+    for (unit, length), (smaller, smaller_length) in pairwise(_AGE_UNITS):
+        if seconds >= length:
+            return f"{seconds // length}{unit} {seconds % length // smaller_length}{smaller}"
+    return f"{seconds}s"
 
 
 def disabled_said(row: Mapping[str, Any]) -> str | None:

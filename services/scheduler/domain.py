@@ -3,7 +3,8 @@
 request or slice waits as (`scheduled_run`, `requested_run`, `slice_run`) until admission starts
 it (shared/rules/admission.py), which special flows have done their job and go back to Normal
 (`decide_resets`), whether a reset request may still be applied when it arrives
-(`why_not_reset`), and the details of the events that carry them.
+(`why_not_reset`), and the details of the events that carry them (the overdue sources' too:
+shared/rules/freshness.py decides which).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from shared.rules.backfills import (
     slice_nonce,
 )
 from shared.rules.flows import FlowParams, FlowType, InvalidFlowParams, parse_flow_params
+from shared.rules.freshness import Freshness
 from shared.rules.leases import lease_is_live
 from shared.rules.schedules import InvalidSchedule, source_schedule
+from shared.rules.source_settings import format_duration
 from shared.runtime.executions import execution_name, requested_run_nonce
 from shared.timefmt import isoformat, parse_iso
 
@@ -283,3 +286,22 @@ def reset_applied(source_id: str, from_params: Any, cause: str, request_id: str)
         "cause": cause,
         "request_id": request_id,
     }
+
+
+def source_overdue(source: Mapping[str, Any], fresh: Freshness) -> dict[str, Any]:
+    """The detail of a `Source Overdue` event, from the source's freshness row."""
+    interval = source["schedule_interval"]
+    return {
+        "source_id": source["source_id"],
+        "schedule": source["schedule_cron"] or f"every {format_duration(interval)}",
+        "overdue_after_periods": source["overdue_after_periods"],
+        "last_success_at": fresh.last_success_at,
+        "since": fresh.since,
+        "overdue_at": fresh.overdue_at,
+        "next_due_at": fresh.next_due_at,
+    }
+
+
+def source_recovered(source_id: str, since: datetime, fresh: Freshness) -> dict[str, Any]:
+    """The detail of a `Source Recovered` event: the success that ended the episode `since`."""
+    return {"source_id": source_id, "since": since, "recovered_at": fresh.last_success_at}

@@ -4,7 +4,7 @@ to Normal.
 Its inputs, each an EventBridge event on the scheduler's queue:
 - a schedule rule's tick (`tick`): enable the sources disabled until a time now passed, queue
   one run per due source and slot, then the next slice of the backfills whose sources are
-  free, admit, and ask for resets;
+  free, admit, ask for resets, and announce the sources that went overdue or recovered;
 - `Run Requested` (`start_runs`): queue one run for one source, and admit;
 - `Run Succeeded`, `Run Failed`, `Run Cancelled` (`start_runs`): a place may be free, admit;
 - `Flow Reset Requested` (`reset_flow`): apply a reset if nothing changed since it was decided.
@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
 
 from services.scheduler import adapters
 from services.scheduler.domain import (
@@ -39,15 +41,19 @@ from services.scheduler.domain import (
     scheduled_run,
     slice_run,
     slices_to_start,
+    source_overdue,
+    source_recovered,
     unseen_starts,
     why_not_reset,
 )
 from shared.errors import PermanentError, TransientError
 from shared.rules.admission import runs_to_admit
+from shared.rules.freshness import Announcement, Freshness, announcement
+from shared.rules.schedules import InvalidSchedule
 from shared.runtime.catalogue import DetailType
-from shared.runtime.observability import logger
+from shared.runtime.observability import logger, metrics
 from shared.store import admission as line
-from shared.store import backfills
+from shared.store import backfills, freshness
 from shared.store.admission import RunKind
 from shared.store.db import Database
 from shared.store.ledger import set_flow_params
@@ -56,6 +62,8 @@ from shared.timefmt import parse_iso
 StartRun = Callable[[str, datetime, str], str]  # (source_id, started, nonce) -> execution ARN
 Admit = Callable[[], list[str]]  # `admit` with its ports: starts what it may, returns the ARNs
 Publish = Callable[[str, Mapping[str, Any]], object]  # (detail type, detail)
+SOURCES_OVERDUE_METRIC = "SourcesOverdue"
+"""How many scheduled sources a tick found overdue (the scheduler stack's alarm pages on it)."""
 
 
 def dispatch(now: datetime, *, db: Database) -> list[str]:
@@ -202,6 +210,69 @@ def apply_reset(event: Mapping[str, Any], *, db: Database, now: datetime) -> dic
     return None
 
 
+def announce_freshness(now: datetime, *, db: Database, publish: Publish) -> list[str]:
+    """Announce each source that went overdue (`Source Overdue`) or recovered with a success
+    (`Source Recovered`), once per episode; returns the sources announced. How many sources
+    are overdue is a metric (`SOURCES_OVERDUE_METRIC`), which the scheduler's alarm pages on.
+
+    Each announcement is decided again, on the source's row read afresh, in the transaction
+    that records it, and published before that transaction commits: a second tick or
+    scheduler waits for the first and finds the episode recorded (nothing to say), and a
+    publish that fails leaves nothing recorded, so the next tick says it again. A source
+    whose schedule is unreadable is passed over (`dispatch` logs why).
+    """
+    with db.transaction() as cur:
+        watched = [(row, _freshness(row, now)) for row in freshness.watched_sources(cur)]
+    overdue = sum(1 for _, fresh in watched if fresh is not None and fresh.overdue)
+    metrics.add_metric(name=SOURCES_OVERDUE_METRIC, unit=MetricUnit.Count, value=overdue)
+    announced, failed = [], []
+    for row, fresh in watched:
+        if fresh is None or announcement(fresh, row["announced_since"]) is None:
+            continue
+        try:
+            with db.transaction() as cur:
+                current = freshness.freshness_rows(cur, [row["source_id"]]).get(row["source_id"])
+                if current is not None and _announce(cur, current, now, publish):
+                    announced.append(row["source_id"])
+        except TransientError as exc:
+            failed.append(f"{row['source_id']}: {exc}")
+    if announced:
+        logger.info("freshness announced", extra={"sources": announced})
+    if failed:
+        raise TransientError("could not announce every overdue source: " + "; ".join(failed))
+    return announced
+
+
+def _freshness(row: Mapping[str, Any], now: datetime) -> Freshness | None:
+    try:
+        return freshness.freshness_of(row, now)
+    except InvalidSchedule:
+        return None
+
+
+def _announce(cur: Any, row: Mapping[str, Any], now: datetime, publish: Publish) -> bool:
+    """Record or clear the source's episode as `announcement` says, publishing its event;
+    False when there was nothing (more) to say."""
+    fresh = _freshness(row, now)
+    what = None if fresh is None else announcement(fresh, row["announced_since"])
+    if fresh is None or what is None:
+        return False
+    source_id = row["source_id"]
+    if what is Announcement.OVERDUE:
+        assert fresh.since is not None and fresh.overdue_at is not None
+        if not freshness.record_overdue(cur, source_id, fresh.since, fresh.overdue_at):
+            return False
+        publish(DetailType.SOURCE_OVERDUE, source_overdue(row, fresh))
+        return True
+    if not freshness.clear_overdue(cur, source_id, row["announced_since"]):
+        return False
+    if what is Announcement.RECOVERED:
+        publish(
+            DetailType.SOURCE_RECOVERED, source_recovered(source_id, row["announced_since"], fresh)
+        )
+    return True
+
+
 def enable_due(*, db: Database) -> list[str]:
     """Enable the sources a person disabled until a time that has now passed
     (`sourceflow sources disable --until`), before their slots are looked at."""
@@ -214,7 +285,8 @@ def enable_due(*, db: Database) -> list[str]:
 
 def tick(event: Mapping[str, Any], *, db: Database, admit: Admit, publish: Publish) -> None:
     """A schedule rule's tick: noted, the sources disabled until now enabled, then the due
-    runs and backfill slices queued and admitted, and the resets asked for."""
+    runs and backfill slices queued and admitted, the resets asked for, and the sources that
+    went overdue or recovered announced."""
     # The tick's own time names the slots, so a redelivered tick decides the same way.
     now = parse_iso(event["time"])
     record_tick(event, now, db=db)
@@ -223,6 +295,7 @@ def tick(event: Mapping[str, Any], *, db: Database, admit: Admit, publish: Publi
     queue_backfill_slices(now, db=db, busy=normal_runs)
     admit()
     request_resets(now, db=db, publish=publish)
+    announce_freshness(now, db=db, publish=publish)
 
 
 def reset_flow(event: Mapping[str, Any], *, db: Database, publish: Publish, now: datetime) -> None:

@@ -48,6 +48,14 @@ class Schedule:
         assert self.cron is not None
         return croniter(self.cron, now.astimezone(UTC)).get_next(datetime).astimezone(UTC)  # type: ignore[no-any-return]
 
+    def period_at(self, moment: datetime) -> timedelta:
+        """The length of the schedule period `moment` falls in: a rate's `every`; for a cron,
+        the gap between the slots around it (a weekday cron's Friday period lasts until
+        Monday)."""
+        if self.every is not None:
+            return self.every
+        return self.next_slot(moment) - self.previous_slot(moment)
+
 
 def parse_rule_expression(expression: str) -> Schedule:
     """An EventBridge schedule expression: `rate(5 minutes)` or `cron(0 12 * * ? *)`."""

@@ -4,7 +4,8 @@ schedule`, and each item of a sources file (`sourceflow apply`, `sourceflow sour
 The shapes (which fields, of which types, the id's spelling) are the contract's
 (contracts/source-settings.v1.schema.json); what a schema cannot say is checked here, each by the
 rule the services apply when they read the row: a duration's spelling, the schedule
-(shared.rules.schedules), the lateness allowance (shared.rules.flows). The connection is the
+(shared.rules.schedules), the lateness allowance (shared.rules.flows), the periods after which
+a scheduled source is overdue (shared.rules.freshness). The connection is the
 connectors' to check (shared.connectors.SourceAccess.check_settings): it depends on its type.
 
 Everything here is pure: no clock, no database.
@@ -25,9 +26,11 @@ from shared.rules.flows import (
     InvalidSourceSetting,
     check_lateness_allowance,
 )
+from shared.rules.freshness import check_overdue_after_periods
 from shared.rules.limits import STORED_JSON_MAX_BYTES
 from shared.rules.schedules import InvalidSchedule, source_schedule
 from shared.runtime import contracts
+from shared.runtime.catalogue import OVERDUE_AFTER_PERIODS
 
 SETTINGS_CONTRACT = "source-settings"
 # public.source.backdate_days's default (migration 0001; a unit test keeps the two equal).
@@ -71,6 +74,7 @@ class SourceSettings:
     schedule_interval: timedelta | None = None
     schedule_cron: str | None = None
     lateness_allowance: timedelta = DEFAULT_LATENESS_ALLOWANCE
+    overdue_after_periods: float = OVERDUE_AFTER_PERIODS
 
     def columns(self) -> dict[str, Any]:
         return {column.name: getattr(self, column.name) for column in fields(self)}
@@ -145,6 +149,7 @@ def settings_from_entry(entry: Any) -> SourceSettings:
         schedule_interval=durations.get("schedule_interval"),
         schedule_cron=entry.get("schedule_cron"),
         lateness_allowance=durations.get("lateness_allowance", DEFAULT_LATENESS_ALLOWANCE),
+        overdue_after_periods=entry.get("overdue_after_periods", OVERDUE_AFTER_PERIODS),
     )
     check_rules(settings)
     return settings
@@ -160,10 +165,12 @@ def _where(entry: Mapping[str, Any]) -> str:
 
 def check_rules(settings: SourceSettings) -> None:
     """The rules the services apply when they read these settings, applied before they are
-    stored: the scheduler's reading of the schedule, validation's of the lateness allowance."""
+    stored: the scheduler's reading of the schedule and of the overdue periods, validation's of
+    the lateness allowance."""
     try:
         source_schedule(settings.source_id, settings.schedule_interval, settings.schedule_cron)
         check_lateness_allowance(settings.source_id, settings.lateness_allowance)
+        check_overdue_after_periods(settings.source_id, settings.overdue_after_periods)
     except (InvalidSchedule, InvalidSourceSetting) as exc:
         raise InvalidSourceSettings(str(exc).replace("; fix public.source.", "; fix ")) from None
 

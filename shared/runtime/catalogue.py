@@ -11,6 +11,8 @@
   `RESPECS_STATEMENT_TIMEOUT_MS`, `RESPECS_APPROVAL_REQUIRED`, `VENDOR_MAX_WAIT_SECONDS`,
   `VENDOR_SLOT_WAIT_SECONDS`, and the download concurrency the scheduler admits runs by:
   `DOWNLOAD_CONCURRENCY`, `DOWNLOAD_BATCH_SIZE`).
+- `OVERDUE_AFTER_PERIODS`: how many schedule periods a scheduled source may go without a
+  success before it is overdue, unless the source says otherwise.
 - `POSTGRES_MAJOR_VERSION`: the PostgreSQL major the database runs.
 - `DetailType`, `EVENT_SOURCE`, `SCHEDULED_EVENT`: the events on sourceflow's bus, and
   `RUNS_MAY_START_AFTER`, those the scheduler admits runs on.
@@ -56,6 +58,8 @@ class DetailType(StrEnum):
     APPROVAL_REQUESTED = "Approval Requested"
     FLOW_RESET_REQUESTED = "Flow Reset Requested"
     FLOW_RESET_APPLIED = "Flow Reset Applied"
+    SOURCE_OVERDUE = "Source Overdue"
+    SOURCE_RECOVERED = "Source Recovered"
 
     @property
     def contract(self) -> str:
@@ -102,6 +106,10 @@ DOWNLOAD_CONCURRENCY = 10
 DOWNLOAD_BATCH_SIZE = 1
 """Messages per download invocation: one, so that no download message waits behind another
 (shared/rules/admission.py `admission_capacity` refuses any other)."""
+OVERDUE_AFTER_PERIODS = 2.0
+"""A scheduled source's default `overdue_after_periods` (public.source's column default,
+migration 0019): it is overdue once this many of its schedule periods pass without a success
+(shared/rules/freshness.py)."""
 POSTGRES_MAJOR_VERSION = 16
 """The PostgreSQL major the database runs: the embedded stack's (pgserver) and the one the core
 template asks the cloud for. The Re-specs checker parses with this major's grammar, so pglast's

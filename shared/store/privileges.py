@@ -68,6 +68,7 @@ _SOURCE_SETTINGS = (
     "schedule_interval",
     "schedule_cron",
     "lateness_allowance",
+    "overdue_after_periods",
 )
 _SOURCE_STATE = ("is_active", "disabled_reason", "disabled_until", "deleted_at")
 # The operator's cancel request: only people write it (a trigger records who, migration 0011).
@@ -131,6 +132,8 @@ WRITES: Mapping[str, Mapping[str, TableWrites]] = {
             update=("batch_execution_params", "updated_at", "last_scheduled_slot")
         ),
         "public.scheduler_tick": TableWrites(insert=ALL, update=ALL),
+        # The overdue episodes it announced (migration 0019): recorded, renamed, cleared.
+        "public.source_overdue": TableWrites(insert=ALL, update=ALL, delete=True),
         # The executions it starts for the slices of backfills; never the backfill itself.
         "public.backfill_slice_run": TableWrites(insert=ALL),
         # The line of runs waiting for admission: queued, a newer slot in a slot's place, admitted.

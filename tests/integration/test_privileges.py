@@ -44,6 +44,7 @@ TABLES = (
     "public.respecs_approval_revocation",
     "public.landed_version",
     "public.scheduler_tick",
+    "public.source_overdue",
     "public.run_admission",
     "public.delivery_failure",
     "public.parked_message",
@@ -195,6 +196,9 @@ FORBIDDEN = [
     ("download", "DELETE FROM public.vendor_limit WHERE false"),
     ("download", "DELETE FROM public.vendor_slot WHERE false"),
     ("scheduler", "UPDATE public.vendor_slot SET expires_at = NULL WHERE false"),
+    # An overdue episode is the scheduler's to announce and clear: nobody else hides one
+    ("unlocking", "DELETE FROM public.source_overdue WHERE false"),
+    ("validation", "UPDATE public.source_overdue SET since = now() WHERE false"),
 ]
 
 
@@ -225,6 +229,7 @@ def test_a_service_cannot_make_the_writes_that_matter(
         "UPDATE public.backfill SET status = 'active' WHERE false",
         "INSERT INTO public.backfill SELECT * FROM public.backfill",
         "UPDATE public.source SET backfill_approval_days = 365 WHERE false",
+        "DELETE FROM public.source_overdue WHERE false",
     ],
 )
 def test_a_person_decides_only_through_the_decision_functions_and_sets_only_settings(
@@ -240,9 +245,10 @@ def test_a_person_adds_a_source_and_the_scheduler_only_enables_the_due_ones(
     assert not refused(
         person,
         "INSERT INTO public.source (source_id, name, source_type, connection, backdate_days,"
-        " schedule_interval, schedule_cron, lateness_allowance)"
+        " schedule_interval, schedule_cron, lateness_allowance, overdue_after_periods)"
         " SELECT source_id, name, source_type, connection, backdate_days, schedule_interval,"
-        " schedule_cron, lateness_allowance FROM public.source WHERE false",
+        " schedule_cron, lateness_allowance, overdue_after_periods FROM public.source"
+        " WHERE false",
     )
     # Not the two-person rule's threshold, nor a cursor, on a new source either
     for column in ("backfill_approval_days", "last_modified_date", "runtime_count"):

@@ -102,11 +102,18 @@ def test_a_person_adds_a_source_and_the_database_records_who_and_why(
     db: Database, people: People
 ) -> None:
     source_id = new_id()
-    added = add(people[ALICE], source_id, schedule_interval="15m", lateness_allowance="30m")
+    added = add(
+        people[ALICE],
+        source_id,
+        schedule_interval="15m",
+        lateness_allowance="30m",
+        overdue_after_periods=3,
+    )
     assert added["changed_by"] == ALICE
     row = row_of(db, source_id)
     assert row["schedule_interval"] == timedelta(minutes=15)
     assert row["lateness_allowance"] == timedelta(minutes=30)
+    assert row["overdue_after_periods"] == 3
     assert (row["name"], row["backdate_days"], row["is_active"]) == (source_id, 30, True)
     [change] = changes_of(db, source_id)
     assert (change["action"], change["changed_by"], change["reason"]) == (
@@ -115,6 +122,7 @@ def test_a_person_adds_a_source_and_the_database_records_who_and_why(
         "onboarding",
     )
     assert change["changes"]["schedule_interval"] == {"from": None, "to": "00:15:00"}
+    assert change["changes"]["overdue_after_periods"] == {"from": None, "to": 3}
 
 
 @pytest.mark.parametrize(
@@ -209,6 +217,19 @@ def test_an_edit_changes_only_what_is_given_and_is_checked_whole(
     )
     change = changes_of(db, source_id)[-1]
     assert (change["action"], change["changed_by"]) == ("edited", BOB)
+    # The periods after which it is overdue are a setting like the others
+    edited = edit_source(
+        people[BOB],
+        source_id,
+        {"overdue_after_periods": 4},
+        access=ACCESS,
+        reason="the vendor is slow on Mondays",
+        now=NOW,
+    )
+    assert edited["changes"] == {"overdue_after_periods": {"from": 2.0, "to": 4}}
+    assert changes_of(db, source_id)[-1]["changes"] == {
+        "overdue_after_periods": {"from": 2, "to": 4}
+    }
 
     before = source_row_text(db, source_id)
     with pytest.raises(InvalidConnection, match="dataset"):
@@ -463,6 +484,7 @@ def test_export_then_apply_changes_nothing(own: tuple[Database, People]) -> None
         name="ACME: listings",
         schedule_cron="*/15 * * * *",
         lateness_allowance="0s",
+        overdue_after_periods=1.5,
         backdate_days=90,
     )
     for source_id in ("paused", "dropped", "deleted"):
@@ -478,4 +500,5 @@ def test_export_then_apply_changes_nothing(own: tuple[Database, People]) -> None
     exported = export_sources(db)
     assert [e["id"] for e in read_entries(exported, "export")] == ["acme", "paused"]
     assert "schedule_cron: '*/15 * * * *'" in exported and "lateness_allowance: 0s" in exported
+    assert "overdue_after_periods: 1.5" in exported
     assert planned(apply(them[BOB], exported)) == []

@@ -16,6 +16,7 @@ from infra.migrate import MIGRATIONS_DIR
 from shared.connectors.base import InvalidConnection, UnsupportedSourceType
 from shared.connectors.endpoints import SourceHostNotAllowed
 from shared.rules.flows import DEFAULT_LATENESS_ALLOWANCE
+from shared.rules.freshness import MAX_OVERDUE_AFTER_PERIODS, MIN_OVERDUE_AFTER_PERIODS
 from shared.rules.source_settings import (
     DEFAULT_BACKDATE_DAYS,
     SETTINGS_CONTRACT,
@@ -27,6 +28,7 @@ from shared.rules.source_settings import (
     settings_from_entry,
 )
 from shared.runtime import contracts
+from shared.runtime.catalogue import OVERDUE_AFTER_PERIODS
 from shared.runtime.secrets import SecretNotAllowed
 from tests.fakes.secrets import fake_access, source_secret
 
@@ -96,6 +98,7 @@ def test_a_minimal_entry_takes_the_defaults() -> None:
         DEFAULT_LATENESS_ALLOWANCE,
     )
     assert settings.schedule_cron is None and settings.schedule_interval is None
+    assert settings.overdue_after_periods == OVERDUE_AFTER_PERIODS
 
 
 @pytest.mark.parametrize(
@@ -113,6 +116,9 @@ def test_a_minimal_entry_takes_the_defaults() -> None:
         ({"id": "acme listings"}, "id: 'acme listings' does not match"),
         ({"connection": "https://api.acme.example"}, "connection: 'https://api.acme.example'"),
         ({"name": ""}, "name"),
+        ({"overdue_after_periods": 1}, "overdue_after_periods: 1 is less than or equal to"),
+        ({"overdue_after_periods": "2"}, "overdue_after_periods: '2' is not of type 'number'"),
+        ({"overdue_after_periods": float("nan")}, "overdue_after_periods = nan is not valid"),
     ],
 )
 def test_each_problem_is_named_by_its_field(changes: dict[str, Any], names: str) -> None:
@@ -139,6 +145,16 @@ def test_a_connection_over_the_rows_bound_is_refused_before_the_database_is() ->
 def test_the_defaults_and_the_id_are_the_tables() -> None:
     first = (MIGRATIONS_DIR / "0001_source_runs_history.sql").read_text()
     assert f"backdate_days          integer NOT NULL DEFAULT {DEFAULT_BACKDATE_DAYS} " in first
+    # The overdue periods: the table's default and bounds, the contract's and the rule's
+    freshness = (MIGRATIONS_DIR / "0019_freshness.sql").read_text()
+    low, high = MIN_OVERDUE_AFTER_PERIODS, MAX_OVERDUE_AFTER_PERIODS
+    assert (
+        f"overdue_after_periods double precision NOT NULL DEFAULT {OVERDUE_AFTER_PERIODS:g}\n"
+        f"        CHECK (overdue_after_periods > {low:g} AND overdue_after_periods <= {high:g})"
+        in freshness
+    )
+    periods = contracts.schema_of(SETTINGS_CONTRACT)["properties"]["overdue_after_periods"]
+    assert (periods["exclusiveMinimum"], periods["maximum"]) == (low, high)
     table_id = re.search(r"source_id ~ '([^']+)'", first)
     assert table_id is not None
     schema = contracts.schema_of(SETTINGS_CONTRACT)
@@ -158,7 +174,12 @@ def test_differences_name_each_column_changed() -> None:
 
 def test_an_entry_written_back_reads_equal() -> None:
     settings = settings_from_entry(
-        an_entry(name="ACME", schedule_cron="0 6 * * 1-5", lateness_allowance="0s")
+        an_entry(
+            name="ACME",
+            schedule_cron="0 6 * * 1-5",
+            lateness_allowance="0s",
+            overdue_after_periods=1.5,
+        )
     )
     assert settings_from_entry(entry_of(settings)) == settings
 

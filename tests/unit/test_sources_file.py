@@ -187,6 +187,9 @@ def a_registered_source(draw: st.DrawFn, source_id: str) -> Registered:
         schedule_cron=draw(_CRONS) if schedule == "cron" else None,
         schedule_interval=timedelta(minutes=draw(minutes)) if schedule == "interval" else None,
         lateness_allowance=draw(st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=1))),
+        overdue_after_periods=draw(
+            st.floats(min_value=1, max_value=100, exclude_min=True, allow_nan=False)
+        ),
     )
     state: dict[str, Any] = draw(
         st.sampled_from(

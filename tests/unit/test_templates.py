@@ -29,6 +29,7 @@ from infra.resources import (
 )
 from local.provision import BATCH_SIZE, function_timeouts, provision
 from local.stack import LOCAL_TIMEOUTS, admission_environment, timeouts_environment
+from services.scheduler.service import SOURCES_OVERDUE_METRIC
 from shared.connectors.http_api import REQUEST_TIMEOUT
 from shared.runtime.catalogue import (
     CLOUD_TIMEOUTS,
@@ -42,6 +43,7 @@ from shared.runtime.catalogue import (
     Step,
     Timeouts,
 )
+from shared.runtime.observability import NAMESPACE
 from shared.runtime.secrets import connection_secrets_prefix
 from shared.runtime.settings import SettingsError
 
@@ -948,3 +950,20 @@ def test_the_redelivery_budget_counts_each_dead_or_failed_delivery_then_the_last
     assert timeouts.redelivery_seconds(function_seconds=30, visibility_seconds=30) == (
         32 + 34 + 38 + 46 + 30
     )
+
+
+def test_only_the_schedulers_stack_pages_on_overdue_sources_as_the_scheduler_counts_them() -> None:
+    for name in SERVICES:
+        rendered = service(name)
+        alarms = rendered.of_type("AWS::CloudWatch::Alarm").values()
+        overdue = [alarm for alarm in alarms if alarm["MetricName"] == SOURCES_OVERDUE_METRIC]
+        if name != "scheduler":
+            assert overdue == [], name
+            continue
+        [alarm] = overdue
+        # The metric as the scheduler's function puts it: its namespace, its service dimension
+        service_name = function_of(rendered)["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
+        assert alarm["Namespace"] == NAMESPACE
+        assert alarm["Dimensions"] == [{"Name": "service", "Value": service_name}]
+        assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+        assert alarm["AlarmActions"] == [ssm("core", "alerts-topic-arn")]
