@@ -576,7 +576,25 @@ _since_option = click.option(
 )
 
 
-@main.command()
+class _RequestByDefault(click.Group):
+    """A group whose first argument, when it names no subcommand, is its `request`'s:
+    `sourceflow run SOURCE` asks for a run (`run request`), `sourceflow backfill SOURCE …` for
+    a backfill (`backfill request`); their other subcommands follow and decide."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = next((arg for arg in args if not arg.startswith("-")), None)
+        if first is not None and first not in self.commands:
+            args = ["request", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=_RequestByDefault)
+def run() -> None:
+    """Ask for a run now, `sourceflow run SOURCE [--wait]`, or follow one already going,
+    `sourceflow run watch RUN` (a source named `watch` is `run request watch`)."""
+
+
+@run.command("request")
 @click.argument("source_id")
 @click.option(
     "--wait",
@@ -585,39 +603,75 @@ _since_option = click.option(
 )
 @_json_option
 @state_dir_option
-def run(source_id: str, wait: bool, as_json: bool, state_dir: Path) -> None:
-    """Ask for a run of SOURCE_ID now (a `Run Requested` event the scheduler acts on)."""
-    from dataclasses import asdict
-
-    from ops.runs import find_requested_execution, follow_execution, request_run
+def run_request(source_id: str, wait: bool, as_json: bool, state_dir: Path) -> None:
+    """Ask for a run of SOURCE_ID now (a `Run Requested` event the scheduler acts on); print
+    the execution it starts as, for `run watch` and `runs show`."""
+    from ops.runs import find_requested_execution, request_run
 
     # --json: one document on stdout at the end; what is said while waiting goes to stderr
     say = functools.partial(click.echo, err=as_json)
     with _database(state_dir) as (config, db):
-        event_id = request_run(config, db, source_id)
-        requested = {"source_id": source_id, "event_id": event_id}
-        say(f"run requested for {source_id} (event {event_id})")
+        requested = request_run(config, db, source_id)
+        asked = {"source_id": source_id, **requested._asdict()}
+        say(
+            f"run requested for {source_id}: execution {requested.execution_name} "
+            f"(event {requested.event_id})"
+        )
         if not wait:
             if as_json:
-                echo_json(requested)
+                echo_json(asked)
             return
         arn = find_requested_execution(
             db,
             source_id,
-            event_id,
+            requested.event_id,
             waiting=lambda before: say(f"waiting for admission: {before} runs before it"),
         )
-        execution_name = arn.rsplit(":", 1)[1]
-        say(f"execution {execution_name}")
-        followed = []
-        for progress in follow_execution(config.client("stepfunctions"), db, arn):
-            say(f"{_cell(progress.at)}  {progress.step:<20} {progress.detail}".rstrip())
-            followed.append(progress)
+        _follow(config, db, arn, as_json=as_json, said=asked)
+
+
+@run.command("watch")
+@click.argument("run_name", metavar="RUN")
+@_json_option
+@state_dir_option
+def run_watch(run_name: str, as_json: bool, state_dir: Path) -> None:
+    """Follow RUN (its execution name or ARN), already going, as `run --wait` does: each step
+    as it starts and ends, the download's progress, then the outcome, with the same exit code.
+    Ctrl-C stops the watching, not the run (`sourceflow cancel RUN` stops the run)."""
+    from ops.run_view import resolve_execution
+
+    with _database(state_dir) as (config, db):
+        arn = resolve_execution(db, run_name)
+        try:
+            _follow(config, db, arn, as_json=as_json, said={})
+        except KeyboardInterrupt:
+            click.echo(
+                f"stopped watching; run {run_name} goes on (`sourceflow cancel {run_name}` "
+                "stops it)",
+                err=True,
+            )
+            sys.exit(130)
+
+
+def _follow(config: Any, db: Any, arn: str, *, as_json: bool, said: dict[str, Any]) -> None:
+    """Say the execution's steps and progress until it ends (on stderr with --json, then one
+    document); exit as `run --wait` does (README: Exit codes)."""
+    from dataclasses import asdict
+
+    from ops.runs import follow_execution
+
+    say = functools.partial(click.echo, err=as_json)
+    execution_name = arn.rsplit(":", 1)[1]
+    say(f"execution {execution_name}")
+    followed = []
+    for progress in follow_execution(config.client("stepfunctions"), db, arn):
+        say(f"{_cell(progress.at)}  {progress.step:<20} {progress.detail}".rstrip())
+        followed.append(progress)
     outcome = followed[-1].step if followed else None
     if as_json:
         echo_json(
             {
-                **requested,
+                **said,
                 "execution_name": execution_name,
                 "outcome": outcome,
                 "progress": [asdict(progress) for progress in followed],
@@ -673,17 +727,7 @@ BACKFILL_SLICE_COLUMNS = [
 ]
 
 
-class _BackfillCommands(click.Group):
-    """`sourceflow backfill SOURCE --from … --to …` asks for a backfill (the `request`
-    subcommand); `sourceflow backfill list|show|approve|reject|cancel|retry` follow and decide."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and not args[0].startswith("-") and args[0] not in self.commands:
-            args = ["request", *args]
-        return super().parse_args(ctx, args)
-
-
-@main.group(cls=_BackfillCommands)
+@main.group(cls=_RequestByDefault)
 def backfill() -> None:
     """Load a range of a source's past again, in slices, each its own run beside the Normal
     runs: `sourceflow backfill SOURCE --from T1 --to T2 [--slice 1d]`; the cursor never moves."""
@@ -958,7 +1002,7 @@ def reject(run_name: str, reason: str, as_json: bool, state_dir: Path) -> None:
     )
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--source", "source_id", help="Only this source's runs.")
 @click.option(
     "--status",
@@ -969,7 +1013,9 @@ def reject(run_name: str, reason: str, as_json: bool, state_dir: Path) -> None:
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @_json_option
 @state_dir_option
+@click.pass_context
 def runs(
+    ctx: click.Context,
     source_id: str | None,
     status: str | None,
     since: datetime | None,
@@ -977,12 +1023,44 @@ def runs(
     as_json: bool,
     state_dir: Path,
 ) -> None:
-    """The run ledger, newest first: window, records, duration, error."""
+    """The run ledger, newest first: window, records, duration, error; `runs show RUN` shows
+    one run whole."""
+    if ctx.invoked_subcommand is not None:
+        return
     from ops.runs import runs_list
 
     with _database(state_dir) as (_, db):
         rows = runs_list(db, source_id=source_id, status=status, since=_utc(since), limit=limit)
     _print_rows(rows, as_json, "runs", RUN_COLUMNS)
+
+
+STEP_COLUMNS = ["step", "status", "started_at", "ended_at", "error", "cause"]
+
+
+@runs.command("show")
+@click.argument("run_name", metavar="RUN")
+@_json_option
+@state_dir_option
+def runs_show(run_name: str, as_json: bool, state_dir: Path) -> None:
+    """RUN (its execution name, as `runs` lists it, or ARN) whole: its window, cursor before
+    and after, counters, manifest, error, who asked for it, approved it and cancelled it; then
+    each step of its execution with its status and times (without AWS, one line says why)."""
+    from dataclasses import asdict
+
+    from ops.run_view import show_run, table_fields
+
+    with _database(state_dir) as (config, db):
+        shown = show_run(config, db, run_name)
+    if as_json:
+        echo_json(shown.as_json())
+        return
+    fields = table_fields(shown.run, _cell)
+    title = f"run {shown.run['execution_name']}"
+    _print_rows(fields, False, title, ["field", "value"], counted=False)
+    if shown.steps is not None:
+        _print_rows([asdict(step) for step in shown.steps], False, "steps", STEP_COLUMNS)
+    if shown.steps_unavailable:
+        click.echo(f"step history unavailable: {shown.steps_unavailable}")
 
 
 AUDIT_COLUMNS = [

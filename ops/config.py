@@ -36,6 +36,9 @@ CONFIG_KEYS = (
     # each source's secrets live, and whether sources may reach loopback (the embedded stack).
     "CONNECTION_SECRETS_PREFIX",
     "ALLOW_LOOPBACK_SOURCES",
+    # The raw bucket, where `runs show` says a run's manifest is (the cloud's name carries the
+    # account and region: the core stack's raw-bucket-name parameter).
+    "RAW_BUCKET",
 )
 # The file with a person's own login (DATABASE_URL=…): `sourceflow up` writes one per person in
 # <state dir>/people/; in the cloud, a DATABASE_URL without a password and IAM authentication.
