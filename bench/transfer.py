@@ -50,6 +50,7 @@ LEVERS = {
     "prefetch": "each page fetched only once the one before is used",
     "per-page": "the version filter asked record by record, each record's digest made",
     "overlap": "each part uploaded and committed before the next one is read",
+    "listed-per-page": "the versions a part landed listed record by record (take_unsaved)",
 }
 
 
@@ -174,6 +175,16 @@ def _turn_off(levers: list[str]) -> None:
             return [self.admit(s, k) for s, k in zip(stamps, keys) if self.digest(k)]  # noqa: B905
 
         VersionFilter.admit_page = one_by_one  # type: ignore[method-assign,assignment]
+    if "listed-per-page" in levers:
+        from shared.rules.versions import Met, VersionFilter
+
+        def one_at_a_time(
+            self: VersionFilter, stamps: Sequence[datetime], keys: Sequence[Any]
+        ) -> list[Met]:
+            # As before: each version looked up on its own.
+            return [(s, k) for s, k in zip(stamps, keys, strict=True) if self._holds(s, k)]
+
+        VersionFilter._held = one_at_a_time  # type: ignore[method-assign]
     if "overlap" in levers:
         from services.download.adapters import SpooledPart
         from services.download.service import PartUploads
