@@ -856,7 +856,8 @@ def test_unlocking_outlasts_the_respecs_statement_timeout_it_may_use_up() -> Non
 def test_a_download_stops_early_enough_to_finish_a_throttled_page_and_its_part() -> None:
     # Between deciding to stop and stopping, a download finishes the page it is reading (which
     # may wait out a vendor's Retry-After at the longest, then read at the slowest) and uploads
-    # its part: the stop margin holds that, and leaves most of the function's time to read.
+    # its part (after the part before, still going up): the stop margin holds that, and leaves
+    # most of the function's time to read.
     _, read_seconds = REQUEST_TIMEOUT
     margin = CLOUD_TIMEOUTS.download_stop_margin_seconds
     assert margin >= VENDOR_MAX_WAIT_SECONDS + read_seconds
