@@ -25,7 +25,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,8 @@ LEVERS = {
     "isal": "gzip level 6 of zlib (the stdlib's) instead of ISA-L's at RAW_GZIP_LEVEL",
     "prefetch": "each page fetched only once the one before is used",
     "per-page": "the version filter asked record by record, each record's digest made",
+    "overlap": "each part uploaded and committed before the next one is read",
+    "listed-per-page": "the versions a part landed listed record by record (take_unsaved)",
 }
 
 
@@ -173,6 +175,28 @@ def _turn_off(levers: list[str]) -> None:
             return [self.admit(s, k) for s, k in zip(stamps, keys) if self.digest(k)]  # noqa: B905
 
         VersionFilter.admit_page = one_by_one  # type: ignore[method-assign,assignment]
+    if "listed-per-page" in levers:
+        from shared.rules.versions import Met, VersionFilter
+
+        def one_at_a_time(
+            self: VersionFilter, stamps: Sequence[datetime], keys: Sequence[Any]
+        ) -> list[Met]:
+            # As before: each version looked up on its own.
+            return [(s, k) for s, k in zip(stamps, keys, strict=True) if self._holds(s, k)]
+
+        VersionFilter._held = one_at_a_time  # type: ignore[method-assign]
+    if "overlap" in levers:
+        from services.download.adapters import SpooledPart
+        from services.download.service import PartUploads
+
+        def at_once(
+            self: PartUploads, spooled: SpooledPart | None, then: Callable[[], None] = lambda: None
+        ) -> None:
+            if spooled is not None:
+                spooled.upload()
+            then()
+
+        PartUploads.submit = at_once  # type: ignore[method-assign]
 
 
 def peak_rss_mb() -> float:

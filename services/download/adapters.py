@@ -14,7 +14,8 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from functools import partial
+from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from isal import igzip
@@ -35,6 +36,16 @@ class WrittenObject:
     records: int
     bytes: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class SpooledPart:
+    """A part compressed and described (`written`), not yet in the bucket: `upload` puts it
+    there, `discard` drops it instead; either once."""
+
+    written: WrittenObject
+    upload: Callable[[], None]
+    discard: Callable[[], None]
 
 
 def load_run(cur: Any, execution_arn: str) -> dict[str, Any] | None:
@@ -336,10 +347,18 @@ class S3RawSink:
         self._s3, self._bucket, self._gzip_level = s3_client, bucket, gzip_level
 
     def write_part(self, key: str, chunks: Iterable[tuple[Lines, int]]) -> WrittenObject:
-        """One part of records: chunks of JSON lines (each line ending in a newline), each
-        with how many lines it holds."""
+        """One part of records, compressed and uploaded."""
+        spooled = self.spool_part(key, chunks)
+        spooled.upload()
+        return spooled.written
+
+    def spool_part(self, key: str, chunks: Iterable[tuple[Lines, int]]) -> SpooledPart:
+        """One part of records, compressed: chunks of JSON lines (each line ending in a
+        newline), each with how many lines it holds. Its upload is left to the caller, who may
+        do it while the next part is read."""
         count = 0
-        with tempfile.TemporaryFile() as spool:
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed by the upload or discard)
+        try:
             with (
                 igzip.GzipFile(
                     fileobj=spool, mode="wb", compresslevel=self._gzip_level, mtime=0
@@ -352,10 +371,22 @@ class S3RawSink:
             size = spool.tell()
             spool.seek(0)
             digest = hashlib.file_digest(spool, "sha256").hexdigest()  # type: ignore[arg-type]
+        except BaseException:
+            spool.close()
+            raise
+        give_back_freed_memory()  # the part's pages are all gone now
+        return SpooledPart(
+            WrittenObject(key=key, records=count, bytes=size, sha256=digest),
+            partial(self._upload, key, spool),
+            spool.close,
+        )
+
+    def _upload(self, key: str, spool: IO[bytes]) -> None:
+        try:
             spool.seek(0)
             self._put(key, spool, content_type="application/x-ndjson", content_encoding="gzip")
-        give_back_freed_memory()  # the part's pages are all gone now
-        return WrittenObject(key=key, records=count, bytes=size, sha256=digest)
+        finally:
+            spool.close()
 
     def write_manifest(self, key: str, manifest: Mapping[str, Any]) -> None:
         body = json.dumps(manifest, indent=2, sort_keys=True).encode()

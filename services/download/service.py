@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -27,7 +29,7 @@ from itertools import chain
 from typing import Any, Protocol
 
 from services.download import adapters
-from services.download.adapters import Checkpoint, WrittenObject
+from services.download.adapters import Checkpoint, SpooledPart
 from services.download.domain import (
     UNBOUNDED,
     Budget,
@@ -72,9 +74,9 @@ class RunNotStarted(PermanentError):
 
 
 class RawSink(Protocol):
-    def write_part(self, key: str, chunks: Iterable[tuple[Lines, int]]) -> WrittenObject:
-        """One part: records as chunks of JSON lines (each line ending in a newline), each
-        with how many lines it holds."""
+    def spool_part(self, key: str, chunks: Iterable[tuple[Lines, int]]) -> SpooledPart:
+        """One part, compressed, its upload left to the caller: records as chunks of JSON
+        lines (each line ending in a newline), each with how many lines it holds."""
         ...
 
     def write_manifest(self, key: str, manifest: Mapping[str, Any]) -> None: ...
@@ -220,8 +222,7 @@ def download_run(
         def landed() -> list[Any]:
             return versions.take_unsaved() if versions is not None and remembers else []
 
-        def commit(checkpoint: Checkpoint, *, last: bool) -> None:
-            listed = landed()
+        def commit(checkpoint: Checkpoint, listed: list[Any], *, last: bool) -> None:
             with db.transaction() as cur:
                 if not adapters.commit_checkpoint(
                     cur, execution_arn, claim.attempt, checkpoint, last=last
@@ -236,9 +237,11 @@ def download_run(
             sink,
             heartbeat,
             versions,
+            landed,
             commit,
         )
-        result = download.resume(committed, resumed, part_max_records, budget)
+        with PartUploads() as uploads:
+            result = download.resume(committed, resumed, part_max_records, budget, uploads)
     except Exception:
         # A delivery that fails gives its claim back, so that the message's next delivery
         # (after the retry backoff) need not wait for the claim to lapse.
@@ -305,6 +308,8 @@ class _Download:
     sink: RawSink
     heartbeat: Heartbeat
     versions: VersionFilter | None
+    # The versions landed since the last call, to list with a part (none if not remembered).
+    landed: Callable[[], list[Any]]
     commit: Callable[..., None]
     warnings: list[str] | None = None
 
@@ -314,9 +319,11 @@ class _Download:
         resumed: Tally,
         part_max_records: int,
         budget: Budget,
+        uploads: PartUploads,
     ) -> dict[str, Any]:
-        """Stream the window into parts from the last checkpoint, committing each; then the
-        manifest, or the progress so far with `more` when the budget ran out first."""
+        """Stream the window into parts from the last checkpoint, committing each once it is
+        uploaded (`uploads`, while the next part is read); then the manifest, or the progress
+        so far with `more` when the budget ran out first."""
         # Every delivery says it is alive before it connects: the wait for an SQS redelivery
         # (retry backoff) must not count against the task's HeartbeatSeconds.
         self.heartbeat.first_beat()
@@ -334,26 +341,34 @@ class _Download:
         sequence = len(committed)
         while True:
             part = Part(chunks, self.connector.resumable, part_max_records, budget)
-            written = self._write(part, progress)
+            spooled = self._write(part, progress)
             end = part.end
             assert end is not None  # the part's lines were read to their end
-            if end.last:
-                break
-            if end.position is None:
-                continue  # a source that cannot resume: nothing to commit
+            if end.last or end.position is None:
+                # The end of the window (the manifest follows the upload), or of a part of a
+                # source that cannot resume: nothing to commit.
+                uploads.submit(spooled)
+                if end.last:
+                    break
+                continue
             sequence += 1
             tally = progress.tally()
-            self.commit(Checkpoint(sequence, written, end.position, tally.to_json()), last=end.stop)
+            written = spooled.written if spooled is not None else None
+            checkpoint = Checkpoint(sequence, written, end.position, tally.to_json())
+            uploads.submit(spooled, partial(self.commit, checkpoint, self.landed(), last=end.stop))
             if end.stop:
+                uploads.wait()
                 logger.info(
                     "download continues in a new task",
                     extra={"records": tally.records, "parts": len(progress.objects)},
                 )
                 return {**self._fields(tally, progress), "more": True}
+        uploads.wait()
         return self._finish(progress)
 
-    def _write(self, part: Part, progress: StreamProgress) -> WrittenObject | None:
-        """The part's object, numbered in the run's order; None when it holds no record."""
+    def _write(self, part: Part, progress: StreamProgress) -> SpooledPart | None:
+        """The part's object, numbered in the run's order, compressed; None when it holds no
+        record."""
         lines = iter(part)
         first = next(lines, None)
         if first is None:
@@ -361,10 +376,10 @@ class _Download:
         prefix = f"{self.request['source_id']}/{self.request['execution_name']}/"
         key = f"{prefix}part-{len(progress.objects):05d}.jsonl.gz"
         # Each part streams straight from the source into the sink: memory holds a page.
-        written = self.sink.write_part(key, chain([first], lines))
-        progress.objects.append(written)
-        self.heartbeat.progress.bytes += written.bytes
-        return written
+        spooled = self.sink.spool_part(key, chain([first], lines))
+        progress.objects.append(spooled.written)
+        self.heartbeat.progress.bytes += spooled.written.bytes
+        return spooled
 
     def _finish(self, progress: StreamProgress) -> dict[str, Any]:
         """The end of the window: the manifest, naming every part of the run; the result."""
@@ -440,6 +455,53 @@ class _Download:
             "duplicates_skipped": tally.counts.duplicates_skipped,
             "future_records": tally.counts.future_records,
         }
+
+
+class PartUploads:
+    """Uploads a run's parts and commits each after its upload, on a thread of its own, one
+    part at a time: a part goes up while the next one is read and compressed. A failure (the
+    bucket refusing, the claim or the lock lost at the commit) is raised by the next `submit` or
+    `wait`; leaving the block waits for the part in flight."""
+
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-upload")
+        self._pending: Future[None] | None = None
+
+    def __enter__(self) -> PartUploads:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if exc_info[0] is None:
+                self.wait()
+            elif self._pending is not None:
+                # Failing already: the part in flight ends, whatever becomes of it.
+                wait_for([self._pending])
+        finally:
+            self._thread.shutdown()
+
+    def submit(self, spooled: SpooledPart | None, then: Callable[[], None] = lambda: None) -> None:
+        """Upload `spooled` (None: nothing to upload), then call `then` (its commit), once the
+        part before is up and committed."""
+        try:
+            self.wait()
+        except BaseException:
+            if spooled is not None:
+                spooled.discard()
+            raise
+        self._pending = self._thread.submit(_upload_then, spooled, then)
+
+    def wait(self) -> None:
+        """Until the part in flight is up and committed; raises what stopped it."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+
+def _upload_then(spooled: SpooledPart | None, then: Callable[[], None]) -> None:
+    if spooled is not None:
+        spooled.upload()
+    then()
 
 
 def _version_filter(

@@ -238,11 +238,22 @@ class VersionFilter:
         unsaved = [
             (stamp, self.digest(key))
             for stamps, keys in self._unsaved
-            for stamp, key in zip(stamps, keys, strict=True)
-            if self._holds(stamp, key)
+            for stamp, key in self._held(stamps, keys)
         ]
         self._unsaved.clear()
         return unsaved
+
+    def _held(self, stamps: Sequence[datetime], keys: Sequence[Any]) -> list[Met]:
+        """The versions of a page this run remembers having landed (it may have forgotten some):
+        a page's worth at once, most of them forgotten or held as the one stamp of their key."""
+        future = self._future
+        return [
+            (stamp, key)
+            for stamp, key, held in zip(stamps, keys, map(self._recent.get, keys), strict=True)
+            if held is stamp
+            or (held is not None and stamp in _stamps_of(held))
+            or (future and (stamp, key) in future)
+        ]
 
     def _holds(self, stamp: datetime, key: Any) -> bool:
         """Whether this run remembers having landed the version (it may have forgotten it)."""

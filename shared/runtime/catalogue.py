@@ -87,7 +87,8 @@ PART_MAX_RECORDS = 100_000
 """Records per raw object a download writes."""
 RAW_GZIP_LEVEL = 1
 """The gzip level of raw objects, ISA-L's (0-3): 1 compresses ~10x faster than zlib's 6, into
-objects ~40% larger (docs/performance.md); 2 is a little smaller, 3 much slower."""
+objects ~40% larger (docs/performance.md); 2 is a little smaller, 3 much slower. A deployment
+chooses it with service.yaml's RawGzipLevel, whose default is this one (test_templates.py)."""
 RESPECS_STATEMENT_TIMEOUT_MS = 60_000
 """How long a Re-specs query may run inside unlocking's transaction."""
 RESPECS_APPROVAL_REQUIRED = True
@@ -169,7 +170,8 @@ class Timeouts:
     # time, if less: services/download/domain.py `invocation_budget`), and the state machine
     # continues it in a new Download task, at most `max_download_continuations` times. The
     # margin holds what may come between the decision and the stop: a page, throttled at the
-    # longest (VENDOR_MAX_WAIT_SECONDS) and read at the slowest, and the part's upload.
+    # longest (VENDOR_MAX_WAIT_SECONDS) and read at the slowest, and the part's upload (after
+    # the one before it, which goes up while the next part is read).
     download_function_seconds: int = 900
     download_stop_margin_seconds: int = 240
     max_download_continuations: int = 200

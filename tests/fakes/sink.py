@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.download.adapters import WrittenObject
+from services.download.adapters import SpooledPart, WrittenObject
 from shared.connectors.base import Lines
 
 
@@ -34,6 +34,14 @@ class FakeSink:
             key=key, records=len(kept), bytes=len(body), sha256=hashlib.sha256(body).hexdigest()
         )
 
+    def spool_part(self, key: str, chunks: Iterable[tuple[Lines, int]]) -> SpooledPart:
+        """`write_part` (kept in memory at once): its upload and discard do nothing."""
+        return SpooledPart(self.write_part(key, chunks), upload=_nothing, discard=_nothing)
+
     def write_manifest(self, key: str, manifest: Mapping[str, Any]) -> None:
         self.manifests[key] = json.loads(json.dumps(manifest))
         self.writes += 1
+
+
+def _nothing() -> None:
+    pass

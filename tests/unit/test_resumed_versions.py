@@ -96,3 +96,39 @@ def test_a_checkpoint_lists_what_the_run_landed_since_the_last_one() -> None:
     assert versions.take_unsaved() == [late, future]
     # What no later window reads again is forgotten, listed or not
     assert versions.remembered() == [late, future]
+
+
+@BOUNDED
+@given(
+    pages=st.lists(
+        st.lists(st.tuples(STAMPS, st.integers(min_value=0, max_value=6)), max_size=8),
+        max_size=12,
+    ),
+    takes=st.sets(st.integers(min_value=0, max_value=12)),
+    forgets=st.sets(st.integers(min_value=0, max_value=12)),
+)
+def test_a_checkpoint_lists_exactly_the_landed_versions_the_run_still_holds(
+    pages: list[list[tuple[datetime, int]]], takes: set[int], forgets: set[int]
+) -> None:
+    # Given pages of versions (a key met again with another stamp, future-dated ones, some
+    # forgotten as the newest stamp moves on), listed at checkpoints after some of the pages
+    versions = VersionFilter(
+        window=WINDOW, overlap=OVERLAP, digest=lambda key: key_digest({"id": key}, "id")
+    )
+    landed: list[tuple[datetime, int]] = []
+    for number, page in enumerate(pages):
+        stamps, keys = [stamp for stamp, _ in page], [key for _, key in page]
+        admitted = versions.admit_page(stamps, keys)
+        landed += [met for met, lands in zip(page, admitted, strict=True) if lands]
+        if number in forgets:
+            versions.remembered()  # forgets what no later window reads again
+        if number in takes:
+            # Then each checkpoint lists what landed since the last one and is still held,
+            # in the order it landed
+            expected = [
+                (stamp, key_digest({"id": key}, "id"))
+                for stamp, key in landed
+                if versions._holds(stamp, key)
+            ]
+            assert versions.take_unsaved() == expected
+            landed = []

@@ -29,6 +29,7 @@ from infra.resources import (
 )
 from local.provision import BATCH_SIZE, function_timeouts, provision
 from local.stack import LOCAL_TIMEOUTS, admission_environment, timeouts_environment
+from services.download.settings import GZIP_LEVELS
 from services.scheduler.service import SOURCES_OVERDUE_METRIC
 from shared.connectors.http_api import REQUEST_TIMEOUT
 from shared.runtime.catalogue import (
@@ -36,6 +37,7 @@ from shared.runtime.catalogue import (
     DOWNLOAD_BATCH_SIZE,
     DOWNLOAD_CONCURRENCY,
     EVENT_SOURCE,
+    RAW_GZIP_LEVEL,
     RESPECS_APPROVAL_REQUIRED,
     RESPECS_STATEMENT_TIMEOUT_MS,
     VENDOR_MAX_WAIT_SECONDS,
@@ -515,6 +517,7 @@ def test_each_function_is_configured_as_its_settings_read(
     assert_runs_with(settings, name, CLOUD_TIMEOUTS)
     if name == "download":
         assert settings.raw_bucket == ssm("core", "raw-bucket-name")
+        assert settings.raw_gzip_level == RAW_GZIP_LEVEL
     if name == "scheduler":
         assert settings.state_machine_arn == STATE_MACHINE_ARN
         assert settings.event_bus_name == ssm("core", "event-bus-name")
@@ -538,7 +541,8 @@ def test_a_service_whose_environment_is_silent_reads_the_catalogues_defaults(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given an environment that names none of the run's timeouts
-    for key in [*timeouts_environment(CLOUD_TIMEOUTS), "RESPECS_APPROVAL_REQUIRED"]:
+    defaulted = ["RESPECS_APPROVAL_REQUIRED", "RAW_GZIP_LEVEL"]
+    for key in [*timeouts_environment(CLOUD_TIMEOUTS), *defaulted]:
         monkeypatch.delenv(key, raising=False)
     for key, value in REQUIRED_ENV.items():
         monkeypatch.setenv(key, value)
@@ -552,6 +556,11 @@ def test_a_service_whose_environment_is_silent_reads_the_catalogues_defaults(
         assert settings.approval.required is RESPECS_APPROVAL_REQUIRED
         declared = templates.load("service")["Parameters"]["RespecsApprovalRequired"]["Default"]
         assert declared == str(RESPECS_APPROVAL_REQUIRED).lower()
+    if name == "download":
+        assert settings.raw_gzip_level == RAW_GZIP_LEVEL
+        parameter = templates.load("service")["Parameters"]["RawGzipLevel"]
+        assert parameter["Default"] == RAW_GZIP_LEVEL
+        assert parameter["AllowedValues"] == list(GZIP_LEVELS)
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -847,7 +856,8 @@ def test_unlocking_outlasts_the_respecs_statement_timeout_it_may_use_up() -> Non
 def test_a_download_stops_early_enough_to_finish_a_throttled_page_and_its_part() -> None:
     # Between deciding to stop and stopping, a download finishes the page it is reading (which
     # may wait out a vendor's Retry-After at the longest, then read at the slowest) and uploads
-    # its part: the stop margin holds that, and leaves most of the function's time to read.
+    # its part (after the part before, still going up): the stop margin holds that, and leaves
+    # most of the function's time to read.
     _, read_seconds = REQUEST_TIMEOUT
     margin = CLOUD_TIMEOUTS.download_stop_margin_seconds
     assert margin >= VENDOR_MAX_WAIT_SECONDS + read_seconds
@@ -967,3 +977,11 @@ def test_only_the_schedulers_stack_pages_on_overdue_sources_as_the_scheduler_cou
         assert alarm["Dimensions"] == [{"Name": "service", "Value": service_name}]
         assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
         assert alarm["AlarmActions"] == [ssm("core", "alerts-topic-arn")]
+
+
+def test_a_deployment_chooses_the_raw_objects_gzip_level() -> None:
+    for level in GZIP_LEVELS:
+        env = function_of(service("download", RawGzipLevel=str(level)))["Environment"]["Variables"]
+        assert int(env["RAW_GZIP_LEVEL"]) == level
+    for name in ("validation", "unlocking", "scheduler"):
+        assert "RAW_GZIP_LEVEL" not in function_of(service(name))["Environment"]["Variables"]
