@@ -11,7 +11,7 @@ ARTIFACT_BUCKET ?=
 PARAMS ?=
 DEPLOY_ARGS = --stage "$(STAGE)" --artifact-bucket "$(ARTIFACT_BUCKET)" $(foreach p,$(PARAMS),--param "$(p)")
 
-.PHONY: install demo up test test-fast test-unit test-contract test-integration test-e2e lint typecheck bench clean deploy \
+.PHONY: install browser demo up console test test-fast test-unit test-contract test-integration test-e2e lint typecheck bench clean deploy \
 	$(SERVICES:%=build-%) $(SERVICES:%=deploy-%) deploy-core deploy-workflow
 
 install: $(STAMP)
@@ -23,25 +23,34 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# The console's browser tests (tests/e2e/test_console.py) drive Debian's chromium through
+# Playwright's driver (pinned in requirements.lock): nothing is downloaded at test time.
+CHROMIUM := /usr/bin/chromium
+browser:
+	test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 demo: install
 	$(BIN)/sourceflow demo
 
 up: install
 	$(BIN)/sourceflow up
 
+console: install
+	$(BIN)/sourceflow console
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/cfn-lint infra/templates/*.yaml
-	$(BIN)/xenon --max-absolute C shared services infra ops local
+	$(BIN)/xenon --max-absolute C shared services infra ops console local
 
 typecheck: install
-	$(BIN)/mypy shared services infra ops local tests bench
+	$(BIN)/mypy shared services infra ops console local tests bench
 
 # Every tier. The tiers with a database keep their temporary files (the embedded PostgreSQL's
 # data among them) here: under the shared /tmp/pytest-of-<user>, another pytest run on the
 # machine makes that folder private again and the running PostgreSQL loses its data directory.
-test: lint typecheck
+test: lint typecheck browser
 	$(BIN)/pytest -q --basetemp=$(CURDIR)/.pytest-tmp
 
 # The tiers that need no stack and no database (STYLE.md habit 12): lint, unit and contract,
@@ -58,7 +67,7 @@ test-contract: install
 test-integration: install
 	$(BIN)/pytest -q --basetemp=$(CURDIR)/.pytest-tmp tests/integration
 
-test-e2e: install
+test-e2e: install browser
 	$(BIN)/pytest -q --basetemp=$(CURDIR)/.pytest-tmp tests/e2e
 
 # Speed, memory and cost on the embedded stack (docs/performance.md); writes

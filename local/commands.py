@@ -14,6 +14,7 @@ from types import FrameType
 
 import click
 
+from console.serve import DEFAULT_PORT, local_console, start_in_thread
 from ops.cli import operator_config, stack_dir_option, state_dir_option
 
 
@@ -27,15 +28,22 @@ from ops.cli import operator_config, stack_dir_option, state_dir_option
     help="Worker processes per service.",
 )
 @click.option(
+    "--console-port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="Port of the web console (0: any free one).",
+)
+@click.option(
     "--dataset",
     "datasets",
     multiple=True,
     metavar="NAME=SIZE",
     help="Demo vendor dataset to serve (repeatable).",
 )
-def up(state_dir: Path, workers: int, datasets: tuple[str, ...]) -> None:
-    """Start the embedded stack and keep it running until Ctrl-C (SIGINT) or SIGTERM; a worker
-    that dies is started again."""
+def up(state_dir: Path, workers: int, console_port: int, datasets: tuple[str, ...]) -> None:
+    """Start the embedded stack and its web console, and keep them running until Ctrl-C
+    (SIGINT) or SIGTERM; a worker that dies is started again."""
     from local.stack import DEFAULT_DATASETS, LocalStack, StackOptions
 
     options = StackOptions(
@@ -52,6 +60,8 @@ def up(state_dir: Path, workers: int, datasets: tuple[str, ...]) -> None:
         click.echo("people (each acts with SOURCEFLOW_CREDENTIALS=<their file> sourceflow …):")
         for person, credentials in stack.people.items():
             click.echo(f"  {person}: {credentials}")
+        served = start_in_thread(local_console(operator_config(state_dir), port=console_port))
+        click.echo(f"console: {served.url} (sign in with a person's login and password above)")
         click.echo("Ctrl-C stops everything.")
         while True:
             time.sleep(SUPERVISE_SECONDS)

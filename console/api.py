@@ -1,0 +1,187 @@
+"""What the console's HTTP API answers: plain functions of the person acting (`Operator`) and
+the request's arguments, each a call to the operator command's own modules (ops/*), so the
+console and `sourceflow` read and decide through the same code. The pages render exactly what
+these return: they read through the API.
+
+Nothing returned carries a secret value: a source's connection (which names its secrets) and
+an approval's task token are left out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from console import charts, graph
+from console.steps import step_statuses
+from infra import statemachine
+from infra.resources import SERVICES
+from ops import approvals, dlq, runs, sources, status
+from ops.config import OperatorConfig, OperatorError
+from shared.runtime.tasks import TaskCallbacks
+from shared.store.db import Database
+from shared.store.sources import get_run
+from shared.timefmt import utc_now
+
+# How far back the runs-over-time chart looks by default, and at most.
+DEFAULT_CHART_DAYS = 7
+MAX_CHART_DAYS = 90
+CHART_RUNS = 1000  # the runs it draws at most (the newest)
+# An approval as the API shows it (no task token: it would let anyone answer the task).
+APPROVAL_FIELDS = ("execution_name", "source_id", "query", "requested_by", "requested_at")
+# A source's columns the API leaves out: its connection names where its secrets live.
+HIDDEN_SOURCE_FIELDS = ("connection",)
+
+
+@dataclass(frozen=True)
+class Operator:
+    """The person a request acts as: their login (what the database records), the deployment's
+    settings and a connection as that login."""
+
+    login: str
+    config: OperatorConfig
+    db: Database
+
+    def client(self, service_name: str) -> Any:
+        return self.config.client(service_name)
+
+
+def whoami(op: Operator) -> dict[str, Any]:
+    return {"login": op.login}
+
+
+def sources_list(op: Operator) -> list[dict[str, Any]]:
+    return sources.sources_list(op.db)
+
+
+def source_show(op: Operator, source_id: str) -> dict[str, Any]:
+    shown = sources.source_show(op.db, source_id)
+    source = {k: v for k, v in shown["source"].items() if k not in HIDDEN_SOURCE_FIELDS}
+    freshness = next(
+        (row for row in sources.sources_list(op.db, deleted=True) if row["source_id"] == source_id),
+        None,
+    )
+    return {**shown, "source": source, "freshness": freshness}
+
+
+def run_requested(op: Operator, source_id: str) -> dict[str, Any]:
+    """Ask for a run of the source now, as the person (`sourceflow run SOURCE`)."""
+    return {"source_id": source_id, "event_id": runs.request_run(op.config, op.db, source_id)}
+
+
+def execution_arn(op: Operator, run: str) -> str:
+    """A run's execution ARN from its name (or the ARN itself): the state machine's ARN with
+    `:execution:` for `:stateMachine:` and the name after it, as Step Functions names it."""
+    if run.startswith("arn:"):
+        return run
+    machine = op.config.require("STATE_MACHINE_ARN")
+    return f"{machine.replace(':stateMachine:', ':execution:', 1)}:{run}"
+
+
+def run_show(op: Operator, run: str) -> dict[str, Any]:
+    """The run's ledger row, its execution's status and what each state of its state machine
+    did, with the machine's drawing (the same .asl.json the execution runs)."""
+    arn = execution_arn(op, run)
+    row = get_run(op.db, arn)
+    if row is None:
+        raise OperatorError(
+            f"no run {run!r} in the ledger (it may not have been validated yet); "
+            "the runs page lists the runs"
+        )
+    sfn = op.client("stepfunctions")
+    described = sfn.describe_execution(executionArn=arn)
+    pages = sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
+    events = [event for page in pages for event in page["events"]]
+    definition = definition_drawn()
+    return {
+        "run": row,
+        "execution_status": described["status"],
+        "steps": step_statuses(definition, events),
+        "drawing": graph.draw(definition),
+    }
+
+
+def definition_drawn() -> dict[str, Any]:
+    """The state machine's definition as the file has it (its placeholders filled with a
+    stand-in: the drawing needs only its states and transitions)."""
+    return statemachine.render(dict.fromkeys(statemachine.placeholders(), 0))
+
+
+def runs_over_time(
+    op: Operator, *, days: int = DEFAULT_CHART_DAYS, now: datetime | None = None
+) -> dict[str, Any]:
+    """The runs of the last `days` days, newest first, and per source their count, failures,
+    records and durations, drawn as a chart."""
+    if not 1 <= days <= MAX_CHART_DAYS:
+        raise OperatorError(f"days={days}: give a number of days from 1 to {MAX_CHART_DAYS}")
+    now = now or utc_now()
+    since = now - timedelta(days=days)
+    listed = runs.runs_list(op.db, since=since, limit=CHART_RUNS)
+    return {
+        "days": days,
+        "runs": listed,
+        "per_source": charts.per_source(listed),
+        "chart": charts.timeline(listed, since=since, until=now),
+    }
+
+
+def approvals_waiting(op: Operator) -> list[dict[str, Any]]:
+    return [_approval(row) for row in approvals.list_waiting(op.db)]
+
+
+def approve(op: Operator, run: str) -> dict[str, Any]:
+    """Approve RUN's Re-specs query as the person; the database refuses the one who asked."""
+    decided = approvals.approve(op.db, TaskCallbacks(op.client("stepfunctions")), run)
+    return {**_approval(decided), "decision": "approved", "decided_by": decided["decided_by"]}
+
+
+def reject(op: Operator, run: str, *, reason: str) -> dict[str, Any]:
+    if not reason.strip():
+        raise OperatorError(f"run {run}: say why it is rejected (a reason is required)")
+    decided = approvals.reject(op.db, TaskCallbacks(op.client("stepfunctions")), run, reason=reason)
+    return {**_approval(decided), "decision": "rejected", "decided_by": decided["decided_by"]}
+
+
+def _approval(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: row.get(key) for key in APPROVAL_FIELDS}
+
+
+def dead_letters(op: Operator) -> list[dict[str, Any]]:
+    return dlq.list_dead_letters(op.client("sqs"), op.db, op.config.names, SERVICES)
+
+
+def dead_letters_replayed(op: Operator, queue: str) -> list[dict[str, Any]]:
+    """`sourceflow dlq replay QUEUE`: each dead letter back to its work queue, parked, or left."""
+    return dlq.replay(
+        op.client("sqs"),
+        op.client("stepfunctions"),
+        op.db,
+        op.config.names,
+        dlq.resolve_service(queue),
+    )
+
+
+def status_report(op: Operator) -> dict[str, Any]:
+    return status.status(op.config)
+
+
+def as_json(value: Any) -> Any:
+    """A JSON document of an API answer (times as ISO 8601, a drawing as its parts)."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, graph.Drawing | charts.Timeline):
+        return _dataclass_json(value)
+    return str(value)
+
+
+def _dataclass_json(value: Any) -> Any:
+    from dataclasses import asdict
+
+    return asdict(value)

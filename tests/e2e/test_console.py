@@ -1,0 +1,238 @@
+"""The web console in a real browser (Debian's chromium driven by Playwright) against the
+embedded stack: people sign in with their own logins, a Re-specs run waits in Approve on the
+drawn state machine until a second person approves it, a failing run shows its failed state in
+red with the error, and hostile text is shown as text.
+
+SOURCEFLOW_CONSOLE_SCREENSHOTS=docs/console keeps a screenshot of each page there (docs/console.md
+shows them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from psycopg2.extensions import parse_dsn
+
+from console.serve import LocalConsole, local_console, start_in_thread
+from local.stack import LocalStack
+from ops.config import OperatorConfig, read_env_file
+from tests.e2e.harness import WAIT_SECONDS, Harness, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+# Debian's chromium, headless, with nothing that reaches out of this machine.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT_MS = WAIT_SECONDS * 1000
+DAY = timedelta(days=1)
+SCREENSHOTS = os.environ.get("SOURCEFLOW_CONSOLE_SCREENSHOTS")
+# States an approved Re-specs run goes through (among others: all it enters go green).
+APPROVED_RUN_PASSES = {"Validate", "Approve", "Download", "UnlockAfterSuccess", "Succeeded"}
+SQM = "UPDATE public.listing_attributes SET value = 'sqm' WHERE source_id = '{source}'"
+HOSTILE = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
+
+
+@pytest.fixture(scope="module", autouse=True)
+def approval_gate(stack: LocalStack) -> Iterator[None]:
+    """The validation service deployed with the gate on, for this module only."""
+    stack.redeploy("validation", {"RESPECS_APPROVAL_REQUIRED": "true"})
+    yield
+    stack.redeploy("validation", {"RESPECS_APPROVAL_REQUIRED": "false"})
+
+
+@pytest.fixture(scope="module")
+def console(stack: LocalStack) -> Iterator[LocalConsole]:
+    """The console `sourceflow up` serves, on a free port, against this stack."""
+    config = OperatorConfig.load(stack.options.state_dir, {})
+    served = start_in_thread(local_console(config, port=0))
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+def password_of(stack: LocalStack, person: str) -> str:
+    """The person's password, from the credentials file `sourceflow up` wrote for them."""
+    login = read_env_file(stack.people[person])["DATABASE_URL"]
+    return str(parse_dsn(login)["password"])
+
+
+def signed_in(browser: Browser, console: LocalConsole, stack: LocalStack, person: str) -> Page:
+    """A browser of its own for the person, signed in to the console."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(console.url + "signin")
+    screenshot(page, "signin")
+    page.fill("input[name=login]", person)
+    page.fill("input[name=password]", password_of(stack, person))
+    page.click("button[type=submit]")
+    expect(page.locator("#me")).to_have_text(person)
+    return page
+
+
+def screenshot(page: Page, name: str) -> None:
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
+
+
+def state(page: Page, name: str) -> Locator:
+    return page.locator(f'#state-machine g.state[data-state="{name}"]')
+
+
+def reloaded_until(page: Page, selector: str) -> Locator:
+    """The element once the page shows it, reloading the page until then, as a person would."""
+
+    def shown() -> Locator | None:
+        page.reload()
+        found = page.locator(selector)
+        return found.first if found.count() else None
+
+    return wait_for(shown, f"{selector} on {page.url}")
+
+
+def the_run_of(page: Page, source_id: str) -> str:
+    """The run the source page lists once the scheduler started it."""
+    return reloaded_until(page, "#runs a").inner_text()
+
+
+def test_unauthenticated_calls_are_refused(console: LocalConsole) -> None:
+    for path in ("api/sources", "api/runs", "api/status", "sources", "approvals"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(console.url + path, timeout=WAIT_SECONDS)
+        assert refused.value.code == 401, path
+    posted = urllib.request.Request(
+        console.url + "api/approvals/x/approve", data=b"", method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(posted, timeout=WAIT_SECONDS)
+    assert refused.value.code == 401
+    assert "sign in" in json.loads(refused.value.read())["error"]
+
+
+def test_a_respecs_run_waits_in_approve_until_a_second_person_approves_it_in_the_console(
+    harness: Harness, stack: LocalStack, console: LocalConsole, browser: Browser
+) -> None:
+    # Given a source whose Re-specs query alice set
+    cursor = datetime.now(UTC) - 2 * DAY
+    source_id = harness.new_source(harness.new_dataset([DAY]), cursor=cursor, runtime_count=3)
+    harness.seed_attributes(source_id, 2)
+    query = SQM.format(source=source_id)
+    flow = harness.sourceflow("flow", "set", source_id, "respecs", "--sql", query, person="alice")
+    assert flow.returncode == 0, flow.stderr
+
+    # When alice signs in and starts a run of it from its page
+    alice = signed_in(browser, console, stack, "alice")
+    screenshot(alice, "sources")
+    alice.click(f'#sources a:text-is("{source_id}")')
+    alice.click("#run-now")
+    run = the_run_of(alice, source_id)
+    screenshot(alice, "source")
+
+    # Then its run page shows the state machine waiting in Approve, what it did before in green
+    alice.click(f'#runs a:text-is("{run}")')
+    expect(state(alice, "Approve")).to_have_attribute("data-status", "in progress")
+    for done in ("Validate", "RunOrSkip"):
+        expect(state(alice, done)).to_have_attribute("data-status", "succeeded")
+    expect(state(alice, "Download")).to_have_attribute("data-status", "not reached")
+    screenshot(alice, "run-waiting")
+
+    # When alice, who asked for the query, tries to approve it herself
+    alice.click('nav a:text-is("Approvals")')
+    # (listed once the validation service recorded the wait, a moment after entering Approve)
+    row = reloaded_until(alice, f'#approvals tr[data-run="{run}"]')
+    expect(row).to_contain_text(query)
+    screenshot(alice, "approvals")
+    row.locator("button.approve").click()
+
+    # Then the database refuses her, and the run still waits
+    expect(alice.locator(".error")).to_contain_text("alice")
+    expect(alice.locator(f'#approvals tr[data-run="{run}"]')).to_have_count(1)
+
+    # When bob signs in and approves it
+    bob = signed_in(browser, console, stack, "bob")
+    bob.click('nav a:text-is("Approvals")')
+    bob.locator(f'#approvals tr[data-run="{run}"] button.approve').click()
+
+    # Then he sees the run go on, every state it passes through green
+    expect(bob.locator("#execution-status")).to_have_text("SUCCEEDED", timeout=WAIT_MS)
+    statuses = {
+        box.get_attribute("data-state"): box.get_attribute("data-status")
+        for box in bob.locator("#state-machine g.state").all()
+    }
+    entered = {name for name, status in statuses.items() if status != "not reached"}
+    assert entered >= APPROVED_RUN_PASSES
+    assert {statuses[name] for name in entered} == {"succeeded"}
+    expect(bob.locator("#counters")).to_contain_text("respecs rows")
+    screenshot(bob, "run-succeeded")
+    # and the ledger says bob approved it, as it does when he approves with `sourceflow approve`
+    with harness.db.transaction() as cur:
+        cur.execute(
+            "SELECT a.decided_by, a.status FROM public.run_approval a JOIN public.source_run r"
+            " USING (execution_arn) WHERE r.execution_name = %s",
+            (run,),
+        )
+        approval = cur.fetchone()
+    assert (approval["decided_by"], approval["status"]) == ("bob", "approved")
+
+    # and the runs over time show it in the chart
+    bob.click('nav a:text-is("Runs")')
+    expect(bob.locator(f'#runs-chart a[href="/runs/{run}"] rect.run-succeeded')).to_have_count(1)
+    screenshot(bob, "runs")
+    for name, link in (("dead-letters", "Dead letters"), ("status", "Status")):
+        bob.click(f'nav a:text-is("{link}")')
+        expect(bob.locator("h1")).to_be_visible()
+        screenshot(bob, name)
+
+
+def test_a_failed_run_shows_its_failed_state_in_red_with_the_error_as_text(
+    harness: Harness, stack: LocalStack, console: LocalConsole, browser: Browser
+) -> None:
+    # Given a source whose name and params carry HTML, so its run fails in Validate
+    source_id = harness.new_source(
+        harness.new_dataset([DAY]), runtime_count=2, params={"type": HOSTILE}
+    )
+    with harness.db.transaction() as cur:
+        cur.execute("UPDATE public.source SET name = %s WHERE source_id = %s", (HOSTILE, source_id))
+    result = harness.run(source_id)
+    assert result.run["failed_step"] == "Validate"
+    run = result.execution_arn.rsplit(":", 1)[1]
+
+    # When alice looks at the run
+    alice = signed_in(browser, console, stack, "alice")
+    alice.goto(f"{console.url}runs/{run}")
+
+    # Then Validate is red, the run's end too, and the error is shown, its HTML as text
+    expect(alice.locator("#execution-status")).to_have_text("FAILED")
+    expect(state(alice, "Validate")).to_have_attribute("data-status", "failed")
+    expect(alice.locator("#run-error")).to_contain_text("InvalidFlowParams")
+    expect(alice.locator("#run-error")).to_contain_text(HOSTILE)
+    fill = state(alice, "Validate").locator("rect").evaluate("rect => getComputedStyle(rect).fill")
+    assert fill == "rgb(209, 50, 18)"  # the failed colour of console.css
+    screenshot(alice, "run-failed")
+    # and on the source's page its name is text too; no script of it ran anywhere
+    alice.goto(f"{console.url}sources/{source_id}")
+    expect(alice.locator("table.fields")).to_contain_text(HOSTILE)
+    assert alice.evaluate("window.pwned") is None
