@@ -3,8 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# The deployables, as infra/resources.py SERVICES names them.
-SERVICES := validation download unlocking scheduler
+# The deployables: the services, as infra/resources.py SERVICES names them, and the console.
+DEPLOYABLES := validation download unlocking scheduler console
 # Cloud deploys (docs/deploy.md): make deploy STAGE=dev ARTIFACT_BUCKET=my-bucket PARAMS="K=V ..."
 STAGE ?=
 ARTIFACT_BUCKET ?=
@@ -12,7 +12,7 @@ PARAMS ?=
 DEPLOY_ARGS = --stage "$(STAGE)" --artifact-bucket "$(ARTIFACT_BUCKET)" $(foreach p,$(PARAMS),--param "$(p)")
 
 .PHONY: install browser demo up console test test-fast test-unit test-contract test-integration test-e2e lint typecheck bench clean deploy \
-	$(SERVICES:%=build-%) $(SERVICES:%=deploy-%) deploy-core deploy-workflow
+	$(DEPLOYABLES:%=build-%) $(DEPLOYABLES:%=deploy-%) deploy-core deploy-workflow
 
 install: $(STAMP)
 
@@ -77,11 +77,11 @@ bench: install
 
 # build/<service>/ and build/<service>.zip: the service's Lambda artifact (needs the package
 # index, not AWS).
-$(SERVICES:%=build-%): build-%: install
+$(DEPLOYABLES:%=build-%): build-%: install
 	$(BIN)/python -m infra.build $*
 
 # One stack; a service's deploy builds its artifact first. Needs the AWS CLI and credentials.
-deploy-core deploy-workflow $(SERVICES:%=deploy-%): deploy-%: install
+deploy-core deploy-workflow $(DEPLOYABLES:%=deploy-%): deploy-%: install
 	$(BIN)/python -m infra.deploy $* $(DEPLOY_ARGS)
 
 # Every stack, in the order they depend on each other: core, the services, the workflow.

@@ -54,6 +54,11 @@ _UNAVAILABLE = (psycopg2.Error, botocore.exceptions.BotoCoreError, botocore.exce
 Call = Callable[[api.Operator, Request, dict[str, Any]], Any]
 
 
+def root(request: Request) -> str:
+    """Where the console's paths start: "" locally, "/<stage>" behind API Gateway's stage."""
+    return str(request.scope.get("root_path", ""))
+
+
 def _templates() -> Jinja2Templates:
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -61,6 +66,7 @@ def _templates() -> Jinja2Templates:
         undefined=jinja2.StrictUndefined,
     )
     environment.globals["STATUSES"] = STATUSES
+    environment.globals["root"] = root
     return Jinja2Templates(env=environment)
 
 
@@ -160,7 +166,9 @@ def create_app(auth: Authentication, *, secure_cookie: bool = False) -> Starlett
             except _UNAVAILABLE as exc:
                 return await page(request, template, shows, error=_first_line(exc), status=503)
             if done is None:
-                return RedirectResponse(then.format(**request.path_params), status_code=303)
+                return RedirectResponse(
+                    root(request) + then.format(**request.path_params), status_code=303
+                )
             context = {
                 "request": request,
                 "error": None,
@@ -203,15 +211,15 @@ def create_app(auth: Authentication, *, secure_cookie: bool = False) -> Starlett
             return signin_page(request, str(exc), 401)
         auth.sign_out(session_id(request))  # a person signing in ends the session before
         request.session["id"] = new_session
-        return RedirectResponse("/sources", status_code=303)
+        return RedirectResponse(root(request) + "/sources", status_code=303)
 
     async def signout(request: Request) -> Response:
         auth.sign_out(session_id(request))
         request.session.clear()
-        return RedirectResponse("/signin", status_code=303)
+        return RedirectResponse(root(request) + "/signin", status_code=303)
 
     async def home(request: Request) -> Response:
-        return RedirectResponse("/sources", status_code=303)
+        return RedirectResponse(root(request) + "/sources", status_code=303)
 
     def arg(name: str) -> Callable[[Request], str]:
         return lambda request: str(request.path_params[name])

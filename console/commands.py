@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from console.serve import DEFAULT_HOST, DEFAULT_PORT, local_console
+from console.settings import DEFAULT_HOST, DEFAULT_PORT
 from ops.cli import operator_config, state_dir_option
 
 
@@ -26,6 +26,10 @@ def console(state_dir: Path, host: str, port: int) -> None:
     """Serve the web console until Ctrl-C: sources, runs with their state machine, runs over
     time, approvals, dead letters, status. Sign in with your own database login and password
     (on the embedded stack: <state dir>/people/<you>.env)."""
+    # (imported here: `sourceflow` loads this command on every run, and works without the
+    # console's extra installed)
+    from console.serve import local_console
+
     served = local_console(operator_config(state_dir), host=host, port=port)
     click.echo(f"console on http://{host}:{port}/ (Ctrl-C stops it)")
     served.server.run()

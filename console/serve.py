@@ -11,11 +11,14 @@ import uvicorn
 
 from console.app import create_app
 from console.auth import PeopleSignIn
+from console.settings import DEFAULT_HOST, DEFAULT_PORT
 from ops.config import OperatorConfig
 
-DEFAULT_HOST = "127.0.0.1"  # this machine only: the sign-in travels in clear over HTTP
-DEFAULT_PORT = 8765
 STARTUP_SECONDS = 30.0
+
+
+class ConsoleNotStarted(RuntimeError):
+    pass
 
 
 @dataclass
@@ -56,7 +59,7 @@ def start_in_thread(console: LocalConsole) -> LocalConsole:
     deadline = time.monotonic() + STARTUP_SECONDS
     while not console.server.started:
         if not console.thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(
+            raise ConsoleNotStarted(
                 f"the console did not start on {console.server.config.host}:"
                 f"{console.server.config.port}: is the port in use? Pick another (--console-port)"
             )

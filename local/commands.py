@@ -14,7 +14,7 @@ from types import FrameType
 
 import click
 
-from console.serve import DEFAULT_PORT, local_console, start_in_thread
+from console.settings import DEFAULT_PORT
 from ops.cli import operator_config, stack_dir_option, state_dir_option
 
 
@@ -44,6 +44,7 @@ from ops.cli import operator_config, stack_dir_option, state_dir_option
 def up(state_dir: Path, workers: int, console_port: int, datasets: tuple[str, ...]) -> None:
     """Start the embedded stack and its web console, and keep them running until Ctrl-C
     (SIGINT) or SIGTERM; a worker that dies is started again."""
+    from console.serve import ConsoleNotStarted, local_console, start_in_thread
     from local.stack import DEFAULT_DATASETS, LocalStack, StackOptions
 
     options = StackOptions(
@@ -60,8 +61,12 @@ def up(state_dir: Path, workers: int, console_port: int, datasets: tuple[str, ..
         click.echo("people (each acts with SOURCEFLOW_CREDENTIALS=<their file> sourceflow …):")
         for person, credentials in stack.people.items():
             click.echo(f"  {person}: {credentials}")
-        served = start_in_thread(local_console(operator_config(state_dir), port=console_port))
-        click.echo(f"console: {served.url} (sign in with a person's login and password above)")
+        try:
+            served = start_in_thread(local_console(operator_config(state_dir), port=console_port))
+            click.echo(f"console: {served.url} (sign in with a person's login and password)")
+        except ConsoleNotStarted as exc:  # the stack serves on without it
+            click.echo(f"console not started: {exc}", err=True)
+        sys.stdout.flush()  # what to open and how to sign in, also when written to a log
         click.echo("Ctrl-C stops everything.")
         while True:
             time.sleep(SUPERVISE_SECONDS)

@@ -25,6 +25,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 CONFIG = OperatorConfig({"DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none"}, "the test")
+ACCOUNT = "123456789012"
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 
@@ -101,9 +102,7 @@ def test_a_session_expires() -> None:
 
 
 def render(template: str, data: Any, **request: Any) -> str:
-    fake_request = SimpleNamespace(
-        path_params=request, query_params={}, url=SimpleNamespace(path="/")
-    )
+    fake_request = SimpleNamespace(path_params=request, query_params={}, scope={})
     context = {"request": fake_request, "data": data, "me": HOSTILE, "error": HOSTILE}
     return _templates().env.get_template(template).render(**context, csrf_token="t")
 
@@ -155,3 +154,53 @@ def test_the_run_page_shows_a_hostile_error_as_text() -> None:
         "drawing": draw(definition),
     }
     assert_shown_as_text(render("run.html", data, run=HOSTILE))
+
+
+def api_gateway_event(path: str, user_arn: str | None) -> dict[str, Any]:
+    """What API Gateway's REST API (IAM authorization) hands the console's function."""
+    return {
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": "GET",
+        "headers": {"host": "abc.execute-api.eu-west-1.amazonaws.com"},
+        "multiValueHeaders": {},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": {"proxy": path.lstrip("/")},
+        "requestContext": {
+            "stage": "dev",
+            "path": f"/dev{path}",
+            "identity": {"userArn": user_arn, "sourceIp": "192.0.2.1"},
+            "requestId": "r-1",
+        },
+        "body": None,
+        "isBase64Encoded": False,
+    }
+
+
+def test_the_function_refuses_a_caller_who_is_not_a_person(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the console's function as console.yaml configures it
+    for key, value in {
+        "DATABASE_URL": "postgresql://db.example:5432/sourceflow",
+        "SOURCEFLOW_DB_IAM_AUTH": "true",
+        "SOURCEFLOW_STAGE": "dev",
+        "STATE_MACHINE_ARN": f"arn:aws:states:eu-west-1:{ACCOUNT}:stateMachine:sourceflow-dev-run",
+        "EVENT_BUS_NAME": "sourceflow-dev",
+    }.items():
+        monkeypatch.setenv(key, value)
+    from console.handler import lambda_handler
+
+    context: Any = None  # the function reads nothing of Lambda's context
+
+    # When the account's root calls it (IAM let it through: root may do anything)
+    answered = lambda_handler(
+        api_gateway_event("/api/sources", f"arn:aws:iam::{ACCOUNT}:root"), context
+    )
+
+    # Then it is refused, saying why, before any database is reached
+    assert answered["statusCode"] == 401
+    assert "not an IAM user or a named role session" in answered["body"]
+    # and a page's refusal links back under the API's stage
+    page = lambda_handler(api_gateway_event("/sources", None), context)
+    assert page["statusCode"] == 401
+    assert 'action="/dev/signin"' in page["body"]
