@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +55,13 @@ _UNAVAILABLE = (psycopg2.Error, botocore.exceptions.BotoCoreError, botocore.exce
 Call = Callable[[api.Operator, Request, dict[str, Any]], Any]
 
 
+def when(value: Any) -> Any:
+    """A moment as people read it, to the second, in UTC; anything else as it is."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return value
+
+
 def root(request: Request) -> str:
     """Where the console's paths start: "" locally, "/<stage>" behind API Gateway's stage."""
     return str(request.scope.get("root_path", ""))
@@ -67,6 +75,7 @@ def _templates() -> Jinja2Templates:
     )
     environment.globals["STATUSES"] = STATUSES
     environment.globals["root"] = root
+    environment.filters["when"] = when
     return Jinja2Templates(env=environment)
 
 
