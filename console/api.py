@@ -16,14 +16,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from console import charts, graph
-from console.steps import step_statuses
 from infra import statemachine
 from infra.resources import SERVICES
-from ops import approvals, dlq, runs, sources, status
+from ops import approvals, dlq, run_view, runs, sources, status
 from ops.config import OperatorConfig, OperatorError
 from shared.runtime.tasks import TaskCallbacks
 from shared.store.db import Database
-from shared.store.sources import get_run
 from shared.timefmt import utc_now
 
 # How far back the runs-over-time chart looks by default, and at most.
@@ -72,35 +70,22 @@ def run_requested(op: Operator, source_id: str) -> dict[str, Any]:
     return {"source_id": source_id, "event_id": runs.request_run(op.config, op.db, source_id)}
 
 
-def execution_arn(op: Operator, run: str) -> str:
-    """A run's execution ARN from its name (or the ARN itself): the state machine's ARN with
-    `:execution:` for `:stateMachine:` and the name after it, as Step Functions names it."""
-    if run.startswith("arn:"):
-        return run
-    machine = op.config.require("STATE_MACHINE_ARN")
-    return f"{machine.replace(':stateMachine:', ':execution:', 1)}:{run}"
-
-
 def run_show(op: Operator, run: str) -> dict[str, Any]:
-    """The run's ledger row, its execution's status and what each state of its state machine
-    did, with the machine's drawing (the same .asl.json the execution runs)."""
-    arn = execution_arn(op, run)
-    row = get_run(op.db, arn)
-    if row is None:
-        raise OperatorError(
-            f"no run {run!r} in the ledger (it may not have been validated yet); "
-            "the runs page lists the runs"
-        )
-    sfn = op.client("stepfunctions")
-    described = sfn.describe_execution(executionArn=arn)
-    pages = sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
-    events = [event for page in pages for event in page["events"]]
-    definition = definition_drawn()
+    """The run as `sourceflow runs show` sees it (ops/run_view.py: its fields, who asked,
+    approved and cancelled, each state's visits from the execution history), the execution's
+    status, and the state machine's drawing with each state's status: its last visit's, or not
+    reached."""
+    shown = run_view.show_run(op.config, op.db, run)
+    arn = shown.run["execution_arn"]
+    described = op.client("stepfunctions").describe_execution(executionArn=arn) if arn else None
+    statuses = dict.fromkeys(DRAWN_DEFINITION["States"], str(run_view.StepStatus.NOT_REACHED))
+    statuses.update({visit.step: str(visit.status) for visit in shown.steps or ()})
     return {
-        "run": row,
-        "execution_status": described["status"],
-        "steps": step_statuses(definition, events),
-        "drawing": graph.draw(definition),
+        "run": shown.run,
+        "execution_status": described["status"] if described else None,
+        "steps": statuses,
+        "steps_unavailable": shown.steps_unavailable,
+        "drawing": graph.draw(DRAWN_DEFINITION),
     }
 
 
@@ -108,6 +93,9 @@ def definition_drawn() -> dict[str, Any]:
     """The state machine's definition as the file has it (its placeholders filled with a
     stand-in: the drawing needs only its states and transitions)."""
     return statemachine.render(dict.fromkeys(statemachine.placeholders(), 0))
+
+
+DRAWN_DEFINITION = definition_drawn()
 
 
 def runs_over_time(

@@ -28,7 +28,7 @@ from starlette.templating import Jinja2Templates
 
 from console import api
 from console.auth import CSRF_FIELD, SESSION_SECONDS, NotAuthenticated, SignInRefused
-from console.steps import STATUSES
+from ops.run_view import StepStatus
 from shared.errors import SourceflowError
 
 HERE = Path(__file__).resolve().parent
@@ -73,7 +73,7 @@ def _templates() -> Jinja2Templates:
         autoescape=True,  # every value is text: a source named <script> shows as that text
         undefined=jinja2.StrictUndefined,
     )
-    environment.globals["STATUSES"] = STATUSES
+    environment.globals["STATUSES"] = [str(status) for status in StepStatus]
     environment.globals["root"] = root
     environment.filters["when"] = when
     return Jinja2Templates(env=environment)

@@ -45,6 +45,8 @@ class Drawing:
     curves: tuple[Curve, ...]
     width: int
     height: int
+    box_width: int = BOX_WIDTH
+    box_height: int = BOX_HEIGHT
 
 
 def transitions(state: Mapping[str, Any]) -> Iterator[tuple[str, str]]:

@@ -9,7 +9,6 @@ the Re-specs query waits until a second person approves it, as every new query d
 
 from __future__ import annotations
 
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from infra.resources import Names
 from local.demo_sources import DEMO_SOURCES, DemoSource, SourceData, source_data
@@ -26,8 +24,9 @@ from local.roles import DEMO_PEOPLE
 from local.stack import LocalStack, StackOptions, aws_client
 from local.ticker import fire_all
 from ops import approvals
-from ops.cli import APPROVAL_COLUMNS, rows_table
+from ops.cli import APPROVAL_COLUMNS
 from ops.config import read_env_file
+from ops.output import rows_table, terminal_width, to_json
 from ops.runs import wait_for_execution
 from shared.rules.flows import (
     RESPECS_WINDOW_START,
@@ -42,10 +41,10 @@ from shared.store.db import Database, fetch_one
 from shared.store.ledger import set_flow_params
 from shared.store.runs import RunStatus
 from shared.store.sources import SourceSpec, get_run, register_source
-from shared.timefmt import isoformat
+from shared.timefmt import readable
 
-# Piped output (make demo | tee) has no width; give the run tables room instead of 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 200)
+# Narration is not wrapped (the terminal wraps it; a pipe keeps each line whole); tables fit.
+console = Console(width=terminal_width(), soft_wrap=True)
 
 
 NORMAL_PARAMS = FlowParams(FlowType.NORMAL).canonical()
@@ -56,7 +55,10 @@ SOURCE_TYPE_OF = {source.source_id: source.source_type for source in DEMO_SOURCE
 REQUESTER, APPROVER = DEMO_PEOPLE
 
 
-def run_demo(state_dir: Path, database_url: str | None = None) -> int:
+def run_demo(state_dir: Path, database_url: str | None = None, *, as_json: bool = False) -> int:
+    """Play the demo; exit status 1 if a check failed. `as_json`: the narration goes to stderr
+    and stdout gets one JSON document, the runs and the failed checks."""
+    console.stderr = as_json
     started = time.monotonic()
     console.print("[bold]sourceflow demo[/bold] - starting the embedded stack…")
     # The demo fires the schedule rules itself, at the moments it narrates.
@@ -86,6 +88,8 @@ def run_demo(state_dir: Path, database_url: str | None = None) -> int:
         finally:
             for connection in (db, *people.values()):
                 connection.close()
+        if as_json:
+            print(to_json({"runs": demo.runs, "failed_checks": failed_checks}))
         console.print(run_table("All four flows", demo.runs))
         for check in failed_checks:
             console.print(f"[bold red]check failed:[/bold red] {check}")
@@ -281,36 +285,26 @@ class _Demo:
             )
 
 
-def run_table(title: str, runs: list[dict[str, Any]]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in (
-        "source",
-        "type",
-        "flow",
-        "filter field",
-        "window",
-        "records",
-        "re-spec'd rows",
-        "cursor before → after",
-        "status",
-        "duration",
-    ):
-        numeric = column in ("records", "re-spec'd rows", "duration")
-        table.add_column(column, justify="right" if numeric else "left")
-    for run in runs:
-        table.add_row(
-            run.get("source_id", "?"),
-            SOURCE_TYPE_OF.get(run.get("source_id", ""), "?"),
-            run.get("flow_type") or "-",
-            run.get("window_field") or "-",
-            _window(run),
-            _number(run.get("records")),
-            _number(run.get("respecs_rows")),
-            f"{_stamp(run.get('cursor_before'))} → {_stamp(run.get('cursor_after'))}",
-            run.get("status", "?") + (f" ({run['error']})" if run.get("error") else ""),
-            _duration(run),
-        )
-    return table
+def run_table(title: str, runs: list[dict[str, Any]]) -> Any:
+    """The demo's runs, as every listing of `sourceflow` prints (fitting the terminal)."""
+    rows = [
+        {
+            "source": run.get("source_id", "?"),
+            "type": SOURCE_TYPE_OF.get(run.get("source_id", ""), "?"),
+            "flow": run.get("flow_type") or "-",
+            "filter field": run.get("window_field") or "-",
+            "window": _window(run),
+            "records": _number(run.get("records")),
+            "re-spec'd rows": _number(run.get("respecs_rows")),
+            "cursor before → after": (
+                f"{_stamp(run.get('cursor_before'))} → {_stamp(run.get('cursor_after'))}"
+            ),
+            "status": run.get("status", "?") + (f" ({run['error']})" if run.get("error") else ""),
+            "duration": _duration(run),
+        }
+        for run in runs
+    ]
+    return rows_table(title, rows, list(rows[0]) if rows else ["source"], counted=False)
 
 
 def _number(value: int | None) -> str:
@@ -325,7 +319,7 @@ def _window(run: dict[str, Any]) -> str:
 
 
 def _stamp(value: Any) -> str:
-    return isoformat(value)[:19].replace("T", " ") if value is not None else "none"
+    return readable(value) if value is not None else "none"
 
 
 def _duration(run: dict[str, Any]) -> str:

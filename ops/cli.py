@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -13,6 +14,10 @@ from typing import Any
 import click
 
 from infra.resources import SERVICES
+from ops.output import cell as _cell
+from ops.output import echo_json, run_exit_code, to_json
+from ops.output import json_option as _json_option
+from ops.output import print_rows as _print_rows
 from shared.store.runs import RunStatus
 
 DEFAULT_STATE_DIR = Path(".sourceflow")
@@ -59,16 +64,17 @@ class _OneLineErrors(click.Group):
             ) from None
         except botocore.exceptions.ClientError as exc:
             raise click.ClickException(str(exc)) from None
+        except botocore.exceptions.BotoCoreError as exc:  # a broken AWS config file, …
+            raise click.ClickException(
+                f"AWS configuration: {exc}; fix it, or point AWS_CONFIG_FILE and "
+                "AWS_SHARED_CREDENTIALS_FILE at good ones"
+            ) from None
 
 
 @click.group(cls=_OneLineErrors)
+@click.version_option(package_name="sourceflow", prog_name="sourceflow")
 def main() -> None:
     """sourceflow: incremental ingestion through one Step Functions state machine."""
-
-
-_json_option = click.option(
-    "--json", "as_json", is_flag=True, help="One JSON document instead of a table."
-)
 
 
 # -- sources ----------------------------------------------------------------------------------
@@ -125,7 +131,7 @@ def sources_show(source_id: str, as_json: bool, state_dir: Path) -> None:
     with _database(state_dir) as (_, db):
         shown = source_show(db, source_id)
     if as_json:
-        click.echo(json.dumps(shown, indent=2, default=str))
+        echo_json(shown)
         return
     source = shown["source"]
     _print_rows(
@@ -133,6 +139,7 @@ def sources_show(source_id: str, as_json: bool, state_dir: Path) -> None:
         False,
         f"source {source_id}",
         ["field", "value"],
+        counted=False,
     )
     _print_rows(shown["runs"], False, "last runs", RUN_COLUMNS)
     _print_rows(
@@ -212,7 +219,10 @@ def _given_settings(**options: Any) -> dict[str, Any]:
 def _said(result: dict[str, Any], as_json: bool) -> None:
     from ops.source_changes import said
 
-    click.echo(json.dumps(result, indent=2, default=str) if as_json else said(result))
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(said(result))
 
 
 _reason_option = click.option("--reason", help="Why, for the source's history.")
@@ -384,7 +394,7 @@ def sources_test(source_id: str, as_json: bool, state_dir: Path) -> None:
     with _database(state_dir) as (config, db):
         tested = try_connection(db, source_id, access=source_access(config, reading=True))
     if as_json:
-        click.echo(json.dumps(tested, indent=2))
+        echo_json(tested)
     elif tested["ok"]:
         click.echo(f"{source_id}: ok: {tested['checked']}")
     else:
@@ -407,7 +417,7 @@ def sources_export(output: Path | None, as_json: bool, state_dir: Path) -> None:
     with _database(state_dir) as (_, db):
         document = export_sources(db)
     if as_json:
-        document = json.dumps(yaml.safe_load(document), indent=2) + "\n"
+        document = to_json(yaml.safe_load(document)) + "\n"
     if output is None:
         click.echo(document, nl=False)
     else:
@@ -455,11 +465,7 @@ def apply(file: Path, dry_run: bool, reason: str | None, as_json: bool, state_di
                 + "\n  ".join(exc.problems)
             ) from None
     if as_json:
-        click.echo(
-            json.dumps(
-                plan_as_json(plan, origin=origin, dry_run=dry_run, who=who), indent=2, default=str
-            )
-        )
+        echo_json(plan_as_json(plan, origin=origin, dry_run=dry_run, who=who))
     else:
         click.echo(plan_said(plan, origin=origin, dry_run=dry_run, who=who))
 
@@ -521,7 +527,7 @@ def flow_set(
             respecs_tables=allowed_respecs_tables(config),
         )
     if as_json:
-        click.echo(json.dumps(changed, indent=2))
+        echo_json(changed)
     else:
         click.echo(
             f"{source_id}: batch_execution_params = {json.dumps(changed['batch_execution_params'])}"
@@ -570,47 +576,126 @@ _since_option = click.option(
 )
 
 
-@main.command()
-@click.argument("source_id")
-@click.option("--wait", is_flag=True, help="Follow the run live; exit 1 if it fails.")
-@state_dir_option
-def run(source_id: str, wait: bool, state_dir: Path) -> None:
-    """Ask for a run of SOURCE_ID now (a `Run Requested` event the scheduler acts on)."""
-    from ops.runs import find_requested_execution, follow_execution, request_run
+class _RequestByDefault(click.Group):
+    """A group whose first argument, when it names no subcommand, is its `request`'s:
+    `sourceflow run SOURCE` asks for a run (`run request`), `sourceflow backfill SOURCE …` for
+    a backfill (`backfill request`); their other subcommands follow and decide."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = next((arg for arg in args if not arg.startswith("-")), None)
+        if first is not None and first not in self.commands:
+            args = ["request", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=_RequestByDefault)
+def run() -> None:
+    """Ask for a run now, `sourceflow run SOURCE [--wait]`, or follow one already going,
+    `sourceflow run watch RUN` (a source named `watch` is `run request watch`)."""
+
+
+@run.command("request")
+@click.argument("source_id")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Follow the run live; exit 1 if it fails, 3 if it was skipped (README: Exit codes).",
+)
+@_json_option
+@state_dir_option
+def run_request(source_id: str, wait: bool, as_json: bool, state_dir: Path) -> None:
+    """Ask for a run of SOURCE_ID now (a `Run Requested` event the scheduler acts on); print
+    the execution it starts as, for `run watch` and `runs show`."""
+    from ops.runs import find_requested_execution, request_run
+
+    # --json: one document on stdout at the end; what is said while waiting goes to stderr
+    say = functools.partial(click.echo, err=as_json)
     with _database(state_dir) as (config, db):
-        event_id = request_run(config, db, source_id)
-        click.echo(f"run requested for {source_id} (event {event_id})")
+        requested = request_run(config, db, source_id)
+        asked = {"source_id": source_id, **requested._asdict()}
+        say(
+            f"run requested for {source_id}: execution {requested.execution_name} "
+            f"(event {requested.event_id})"
+        )
         if not wait:
+            if as_json:
+                echo_json(asked)
             return
         arn = find_requested_execution(
             db,
             source_id,
-            event_id,
-            waiting=lambda before: click.echo(f"waiting for admission: {before} runs before it"),
+            requested.event_id,
+            waiting=lambda before: say(f"waiting for admission: {before} runs before it"),
         )
-        click.echo(f"execution {arn.rsplit(':', 1)[1]}")
-        sfn = config.client("stepfunctions")
-        outcome = None
-        for progress in follow_execution(sfn, db, arn):
-            click.echo(f"{progress.at:%H:%M:%S}  {progress.step:<20} {progress.detail}".rstrip())
-            outcome = progress
-    if outcome is None or outcome.step != "SUCCEEDED":
-        sys.exit(1)
+        _follow(config, db, arn, as_json=as_json, said=asked)
+
+
+@run.command("watch")
+@click.argument("run_name", metavar="RUN")
+@_json_option
+@state_dir_option
+def run_watch(run_name: str, as_json: bool, state_dir: Path) -> None:
+    """Follow RUN (its execution name or ARN), already going, as `run --wait` does: each step
+    as it starts and ends, the download's progress, then the outcome, with the same exit code.
+    Ctrl-C stops the watching, not the run (`sourceflow cancel RUN` stops the run)."""
+    from ops.run_view import resolve_execution
+
+    with _database(state_dir) as (config, db):
+        arn = resolve_execution(db, run_name)
+        try:
+            _follow(config, db, arn, as_json=as_json, said={})
+        except KeyboardInterrupt:
+            click.echo(
+                f"stopped watching; run {run_name} goes on (`sourceflow cancel {run_name}` "
+                "stops it)",
+                err=True,
+            )
+            sys.exit(130)
+
+
+def _follow(config: Any, db: Any, arn: str, *, as_json: bool, said: dict[str, Any]) -> None:
+    """Say the execution's steps and progress until it ends (on stderr with --json, then one
+    document); exit as `run --wait` does (README: Exit codes)."""
+    from dataclasses import asdict
+
+    from ops.runs import follow_execution
+
+    say = functools.partial(click.echo, err=as_json)
+    execution_name = arn.rsplit(":", 1)[1]
+    say(f"execution {execution_name}")
+    followed = []
+    for progress in follow_execution(config.client("stepfunctions"), db, arn):
+        say(f"{_cell(progress.at)}  {progress.step:<20} {progress.detail}".rstrip())
+        followed.append(progress)
+    outcome = followed[-1].step if followed else None
+    if as_json:
+        echo_json(
+            {
+                **said,
+                "execution_name": execution_name,
+                "outcome": outcome,
+                "progress": [asdict(progress) for progress in followed],
+            }
+        )
+    sys.exit(run_exit_code(outcome))
 
 
 @main.command()
 @click.argument("run_name", metavar="RUN")
 @click.option("--reason", required=True, help="Why, for the ledger and the Run Cancelled event.")
+@_json_option
 @state_dir_option
-def cancel(run_name: str, reason: str, state_dir: Path) -> None:
+def cancel(run_name: str, reason: str, as_json: bool, state_dir: Path) -> None:
     """Stop RUN (its execution name or ARN) at whatever step it is in: the source is unlocked,
     the cursor unchanged, and the ledger says `cancelled` with who asked and why."""
     from ops.runs import cancel_run
 
     with _database(state_dir) as (config, db):
         asked = cancel_run(db, _callbacks(config), run_name, reason=reason)
-    click.echo(f"cancel requested for {asked['execution_name']} (source {asked['source_id']})")
+    if as_json:
+        echo_json(asked)
+    else:
+        click.echo(f"cancel requested for {asked['execution_name']} (source {asked['source_id']})")
 
 
 # -- backfills ---------------------------------------------------------------------------------
@@ -642,17 +727,7 @@ BACKFILL_SLICE_COLUMNS = [
 ]
 
 
-class _BackfillCommands(click.Group):
-    """`sourceflow backfill SOURCE --from … --to …` asks for a backfill (the `request`
-    subcommand); `sourceflow backfill list|show|approve|reject|cancel|retry` follow and decide."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and not args[0].startswith("-") and args[0] not in self.commands:
-            args = ["request", *args]
-        return super().parse_args(ctx, args)
-
-
-@main.group(cls=_BackfillCommands)
+@main.group(cls=_RequestByDefault)
 def backfill() -> None:
     """Load a range of a source's past again, in slices, each its own run beside the Normal
     runs: `sourceflow backfill SOURCE --from T1 --to T2 [--slice 1d]`; the cursor never moves."""
@@ -707,7 +782,7 @@ def backfill_request(
     with _database(state_dir) as (_, db):
         asked = request_backfill(db, source_id, wanted, reason=reason, now=datetime.now(UTC))
     if as_json:
-        click.echo(json.dumps(asked, indent=2, default=str))
+        echo_json(asked)
         return
     click.echo(
         f"backfill {asked['backfill_id']} of {source_id}: {field} in "
@@ -750,7 +825,7 @@ def backfill_show(backfill_id: int, as_json: bool, state_dir: Path) -> None:
     with _database(state_dir) as (_, db):
         shown = show_backfill(db, backfill_id)
     if as_json:
-        click.echo(json.dumps(shown, indent=2, default=str))
+        echo_json(shown)
         return
     _print_rows([shown["backfill"]], False, f"backfill {backfill_id}", BACKFILL_COLUMNS)
     _print_rows(shown["slices"], False, "slices", BACKFILL_SLICE_COLUMNS)
@@ -762,12 +837,16 @@ def _backfill_decision(name: str, decision: str, summary: str, *, needs_reason: 
     @backfill.command(name, help=summary)
     @click.argument("backfill_id", type=int)
     @click.option("--reason", required=needs_reason, help="Why, for the backfill's record.")
+    @_json_option
     @state_dir_option
-    def decide(backfill_id: int, reason: str | None, state_dir: Path) -> None:
+    def decide(backfill_id: int, reason: str | None, as_json: bool, state_dir: Path) -> None:
         from ops.backfills import decide_backfill
 
         with _database(state_dir) as (_, db):
             decided = decide_backfill(db, backfill_id, decision, reason=reason)
+        if as_json:
+            echo_json(decided)
+            return
         stopping = decided["stopping_run"]
         click.echo(
             f"backfill {backfill_id} of {decided['source_id']} {decision}: now "
@@ -847,14 +926,20 @@ def approvals_remembered(source_id: str, as_json: bool, state_dir: Path) -> None
 @click.argument("source_id")
 @click.argument("query_hash", metavar="HASH")
 @click.option("--reason", required=True, help="Why, for the revocation record.")
+@_json_option
 @state_dir_option
-def approvals_revoke(source_id: str, query_hash: str, reason: str, state_dir: Path) -> None:
+def approvals_revoke(
+    source_id: str, query_hash: str, reason: str, as_json: bool, state_dir: Path
+) -> None:
     """Withdraw SOURCE_ID's remembered approval of the query with HASH (8 or more characters of
     it): its next run waits for a person again. Recorded with who revoked it and why."""
     from ops.approvals import revoke
 
     with _database(state_dir) as (_, db):
         revoked = revoke(db, source_id, query_hash, reason=reason)
+    if as_json:
+        echo_json(revoked)
+        return
     click.echo(
         f"{revoked['revoked_by']} revoked {source_id}'s approval of query "
         f"{revoked['query_hash'][:12]} (approved by {revoked['approved_by']})"
@@ -862,25 +947,34 @@ def approvals_revoke(source_id: str, query_hash: str, reason: str, state_dir: Pa
 
 
 @main.command()
+@_json_option
 @state_dir_option
-def whoami(state_dir: Path) -> None:
+def whoami(as_json: bool, state_dir: Path) -> None:
     """The login `sourceflow` acts as: what your approvals, cancels and flow changes record."""
     from shared.store.db import session_login
 
     with _database(state_dir) as (_, db), db.transaction() as cur:
-        click.echo(session_login(cur))
+        login = session_login(cur)
+    if as_json:
+        echo_json({"login": login})
+    else:
+        click.echo(login)
 
 
 @main.command()
 @click.argument("run_name", metavar="RUN")
+@_json_option
 @state_dir_option
-def approve(run_name: str, state_dir: Path) -> None:
+def approve(run_name: str, as_json: bool, state_dir: Path) -> None:
     """Approve RUN's Re-specs query: the run goes on to download, and the same query for the
     same source will not ask again. The person who asked for the query cannot approve it."""
     from ops.approvals import approve as approve_run
 
     with _database(state_dir) as (config, db):
         approval = approve_run(db, _callbacks(config), run_name)
+    if as_json:
+        echo_json(approval)
+        return
     click.echo(
         f"{approval['decided_by']} approved the Re-specs query of {approval['execution_name']} "
         f"(source {approval['source_id']}); the run goes on"
@@ -890,21 +984,25 @@ def approve(run_name: str, state_dir: Path) -> None:
 @main.command()
 @click.argument("run_name", metavar="RUN")
 @click.option("--reason", required=True, help="Why, for the ledger and the Run Failed event.")
+@_json_option
 @state_dir_option
-def reject(run_name: str, reason: str, state_dir: Path) -> None:
+def reject(run_name: str, reason: str, as_json: bool, state_dir: Path) -> None:
     """Reject RUN's Re-specs query: the run fails as ApprovalRejected, the source is unlocked
     and its cursor unchanged."""
     from ops.approvals import reject as reject_run
 
     with _database(state_dir) as (config, db):
         approval = reject_run(db, _callbacks(config), run_name, reason=reason)
+    if as_json:
+        echo_json(approval)
+        return
     click.echo(
         f"{approval['decided_by']} rejected the Re-specs query of {approval['execution_name']} "
         f"(source {approval['source_id']})"
     )
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--source", "source_id", help="Only this source's runs.")
 @click.option(
     "--status",
@@ -915,7 +1013,9 @@ def reject(run_name: str, reason: str, state_dir: Path) -> None:
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @_json_option
 @state_dir_option
+@click.pass_context
 def runs(
+    ctx: click.Context,
     source_id: str | None,
     status: str | None,
     since: datetime | None,
@@ -923,12 +1023,44 @@ def runs(
     as_json: bool,
     state_dir: Path,
 ) -> None:
-    """The run ledger, newest first: window, records, duration, error."""
+    """The run ledger, newest first: window, records, duration, error; `runs show RUN` shows
+    one run whole."""
+    if ctx.invoked_subcommand is not None:
+        return
     from ops.runs import runs_list
 
     with _database(state_dir) as (_, db):
         rows = runs_list(db, source_id=source_id, status=status, since=_utc(since), limit=limit)
     _print_rows(rows, as_json, "runs", RUN_COLUMNS)
+
+
+STEP_COLUMNS = ["step", "status", "started_at", "ended_at", "error", "cause"]
+
+
+@runs.command("show")
+@click.argument("run_name", metavar="RUN")
+@_json_option
+@state_dir_option
+def runs_show(run_name: str, as_json: bool, state_dir: Path) -> None:
+    """RUN (its execution name, as `runs` lists it, or ARN) whole: its window, cursor before
+    and after, counters, manifest, error, who asked for it, approved it and cancelled it; then
+    each step of its execution with its status and times (without AWS, one line says why)."""
+    from dataclasses import asdict
+
+    from ops.run_view import show_run, table_fields
+
+    with _database(state_dir) as (config, db):
+        shown = show_run(config, db, run_name)
+    if as_json:
+        echo_json(shown.as_json())
+        return
+    fields = table_fields(shown.run, _cell)
+    title = f"run {shown.run['execution_name']}"
+    _print_rows(fields, False, title, ["field", "value"], counted=False)
+    if shown.steps is not None:
+        _print_rows([asdict(step) for step in shown.steps], False, "steps", STEP_COLUMNS)
+    if shown.steps_unavailable:
+        click.echo(f"step history unavailable: {shown.steps_unavailable}")
 
 
 AUDIT_COLUMNS = [
@@ -970,7 +1102,7 @@ def audit(source_id: str, since: datetime | None, as_json: bool, state_dir: Path
             AUDIT_COLUMNS,
         )
     if as_json:
-        click.echo(json.dumps(audited.as_json(), indent=2))
+        echo_json(audited.as_json())
     elif not audited.runs:
         since_text = f" since {isoformat(since)}" if since else ""
         click.echo(f"{source_id} has no succeeded runs to audit{since_text}")
@@ -1002,7 +1134,7 @@ def status(as_json: bool, state_dir: Path) -> None:
 
     report = status_report(operator_config(state_dir))
     if as_json:
-        click.echo(json.dumps(report, indent=2, default=str))
+        echo_json(report)
     else:
         for title, key, columns in STATUS_SECTIONS:
             if report[key] is not None:
@@ -1077,8 +1209,9 @@ def vendors_list(as_json: bool, state_dir: Path) -> None:
     required=True,
     help="At most this many downloads of the vendor read at once.",
 )
+@_json_option
 @state_dir_option
-def vendors_set(host: str, max_concurrent: int, state_dir: Path) -> None:
+def vendors_set(host: str, max_concurrent: int, as_json: bool, state_dir: Path) -> None:
     """Limit HOST (host[:port] as `vendors list` shows it, or a base_url) to --max-concurrent
     downloads at once; a download waits for a slot, heartbeating. Recorded as your login."""
     from ops.vendors import set_limit
@@ -1086,6 +1219,9 @@ def vendors_set(host: str, max_concurrent: int, state_dir: Path) -> None:
     _check_vendor(host)
     with _database(state_dir) as (_, db):
         limit = set_limit(db, host, max_concurrent)
+    if as_json:
+        echo_json(limit)
+        return
     click.echo(
         f"{limit['set_by']} set vendor {limit['host']} to at most {limit['max_concurrent']} "
         f"download(s) at once; {limit['sources']} http_api source(s) reach it"
@@ -1098,14 +1234,19 @@ def vendors_set(host: str, max_concurrent: int, state_dir: Path) -> None:
 
 @vendors.command("unset")
 @click.argument("host")
+@_json_option
 @state_dir_option
-def vendors_unset(host: str, state_dir: Path) -> None:
+def vendors_unset(host: str, as_json: bool, state_dir: Path) -> None:
     """Lift HOST's limit: its downloads no longer wait for a slot."""
     from ops.vendors import unset_limit
 
     _check_vendor(host)
     with _database(state_dir) as (_, db):
-        click.echo(f"vendor {unset_limit(db, host)} is no longer limited")
+        unlimited = unset_limit(db, host)
+    if as_json:
+        echo_json({"host": unlimited, "max_concurrent": None})
+    else:
+        click.echo(f"vendor {unlimited} is no longer limited")
 
 
 def _check_vendor(host: str) -> None:
@@ -1283,7 +1424,7 @@ def logs(
     store = log_store(operator_config(state_dir), state_dir)
     lines = read_logs(store, services=services or SERVICES, since=_utc(since), run=run_name)
     if as_json:
-        click.echo(json.dumps([line.as_json() for line in lines], indent=2))
+        echo_json([line.as_json() for line in lines])
     elif not lines:
         click.echo("no log lines" + (f" mention run {run_name}" if run_name else ""))
     else:
@@ -1313,11 +1454,13 @@ def _callbacks(config: Any) -> Any:
 
 @contextlib.contextmanager
 def _database(state_dir: Path) -> Any:
+    from ops.config import reach_database
     from shared.store.db import Database
 
     config = operator_config(state_dir)
     db = Database(config.database_url(), application_name="sourceflow-operator")
     try:
+        reach_database(db, config)
         yield config, db
     finally:
         db.close()
@@ -1330,35 +1473,6 @@ def _utc(moment: datetime | None) -> datetime | None:
 def _as_utc(moment: datetime) -> datetime:
     """A time given without a zone is UTC."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-def _print_rows(rows: list[dict[str, Any]], as_json: bool, title: str, columns: list[str]) -> None:
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
-        return
-    from rich.console import Console
-
-    Console(width=None if sys.stdout.isatty() else 220).print(rows_table(title, rows, columns))
-
-
-def rows_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Any:
-    """The rich table every listing command prints: `columns` of `rows`, titled with a count."""
-    from rich.table import Table
-
-    table = Table(title=f"{title}: {len(rows)}", title_justify="left")
-    for column in columns:
-        table.add_column(column.replace("_", " "))
-    for row in rows:
-        table.add_row(*("" if row.get(c) is None else _cell(row.get(c)) for c in columns))
-    return table
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return str(value)
 
 
 def _add_plugin_commands() -> None:

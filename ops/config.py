@@ -8,10 +8,13 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.resources import Names
-from shared.errors import SourceflowError
+from shared.errors import SourceflowError, TransientError
+
+if TYPE_CHECKING:
+    from shared.store.db import Database
 
 # Where the embedded stack's workers write their JSON log lines (`sourceflow logs` reads them
 # there; without it, CloudWatch Logs).
@@ -33,6 +36,9 @@ CONFIG_KEYS = (
     # each source's secrets live, and whether sources may reach loopback (the embedded stack).
     "CONNECTION_SECRETS_PREFIX",
     "ALLOW_LOOPBACK_SOURCES",
+    # The raw bucket, where `runs show` says a run's manifest is (the cloud's name carries the
+    # account and region: the core stack's raw-bucket-name parameter).
+    "RAW_BUCKET",
 )
 # The file with a person's own login (DATABASE_URL=…): `sourceflow up` writes one per person in
 # <state dir>/people/; in the cloud, a DATABASE_URL without a password and IAM authentication.
@@ -90,6 +96,20 @@ class OperatorConfig:
         )
         return str(make_dsn(url, password=token, sslmode=parts.get("sslmode", "verify-full")))
 
+    def region(self) -> str:
+        """The AWS region: AWS_DEFAULT_REGION here, or what boto3 finds (AWS_REGION, the AWS
+        config file)."""
+        import boto3
+
+        region = self.values.get("AWS_DEFAULT_REGION") or boto3.session.Session().region_name
+        if not region:
+            raise OperatorError(
+                f"no AWS region (looked in {self.origin} and the AWS config); give --state-dir "
+                "of a running `sourceflow up` (its local.env sets one), or export "
+                "AWS_DEFAULT_REGION for the deployment you want to reach"
+            )
+        return str(region)
+
     @property
     def stage(self) -> str:
         return self.values.get("SOURCEFLOW_STAGE") or "local"
@@ -103,7 +123,7 @@ class OperatorConfig:
         import boto3
 
         options = {
-            "region_name": self.values.get("AWS_DEFAULT_REGION") or None,
+            "region_name": self.region(),
             "endpoint_url": self.values.get("AWS_ENDPOINT_URL") or None,
             "config": config,
         }
@@ -155,3 +175,17 @@ def unknown_source(source_id: str) -> OperatorError:
     return OperatorError(
         f"unknown source {source_id!r}; `sourceflow sources list` shows the sources"
     )
+
+
+def reach_database(db: Database, config: OperatorConfig) -> None:
+    """Connect now, so that a database down or a login refused is said once, naming where the
+    DATABASE_URL came from, before the command does anything."""
+    try:
+        with db.transaction():
+            pass
+    except TransientError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise OperatorError(
+            f"{reason}; is the database up, and DATABASE_URL (from {config.origin}) right? "
+            "`sourceflow up` starts the local stack"
+        ) from None

@@ -6,14 +6,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ops.approvals import STEP as APPROVE_STEP
 from ops.approvals import cancel_waiting
 from ops.config import OperatorConfig, OperatorError, unknown_source
+from ops.output import cell
+from ops.run_view import StepStatus, StepVisit, execution_history, step_visits
 from shared.runtime.catalogue import DetailType, Step
 from shared.runtime.events import EventPublisher
-from shared.runtime.executions import requested_run_nonce
+from shared.runtime.executions import execution_name, requested_run_nonce
 from shared.runtime.tasks import TaskCallbacks
 from shared.store import admission, runs
 from shared.store.db import Database, session_login
@@ -114,9 +116,14 @@ def cancel_run(db: Database, callbacks: TaskCallbacks, run: str, *, reason: str)
     raise OperatorError(f"run {run!r} has already ended ({found['status']}); nothing to cancel")
 
 
-def request_run(config: OperatorConfig, db: Database, source_id: str) -> str:
-    """Publish `Run Requested` by the connected person; returns the event id (which names the
-    execution it starts)."""
+class RunRequest(NamedTuple):
+    event_id: str
+    execution_name: str  # what the scheduler starts (or queues) the run as
+
+
+def request_run(config: OperatorConfig, db: Database, source_id: str) -> RunRequest:
+    """Publish `Run Requested` by the connected person; returns the event's id and the name of
+    the execution the scheduler starts for it, which the event's time and id make."""
     source = get_source(db, source_id)
     if source is None:
         raise unknown_source(source_id)
@@ -125,11 +132,22 @@ def request_run(config: OperatorConfig, db: Database, source_id: str) -> str:
     with db.transaction() as cur:
         requested_by = session_login(cur)
     publish = EventPublisher(config.client("events"), config.require("EVENT_BUS_NAME"))
-    return publish(
+    # The event's time as the scheduler reads it: EventBridge keeps whole seconds.
+    requested_at = datetime.now(UTC).replace(microsecond=0)
+    event_id = publish(
         DetailType.RUN_REQUESTED,
         {"source_id": source_id, "requested_by": requested_by, "reason": "sourceflow run"},
         correlation_id=f"{source_id}-operator",
+        at=requested_at,
     )
+    name = execution_name(source_id, requested_at, requested_run_nonce(event_id))
+    with db.transaction() as cur:
+        # Who asked, for `runs show`: the database records the login (migration 0020).
+        cur.execute(
+            "INSERT INTO public.run_request (execution_name, source_id) VALUES (%s, %s)",
+            (name, source_id),
+        )
+    return RunRequest(event_id, name)
 
 
 def find_requested_execution(
@@ -172,31 +190,27 @@ class Progress:
 
 
 def follow_execution(sfn: Any, db: Database, execution_arn: str) -> Iterator[Progress]:
-    """Each step as the execution enters it, the download's progress while it runs, then the
-    outcome; ends when the execution does."""
-    seen_events, last_records = 0, None
+    """Each step as the execution starts it and as it ends, the download's progress while it
+    runs, then the outcome; ends when the execution does."""
+    shown: list[StepVisit] = []  # the steps as last said
+    last_records = None
     deadline = time.monotonic() + FOLLOW_TIMEOUT_SECONDS
     while True:
-        events = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
-        for event in events[seen_events:]:
-            if event["type"].endswith("StateEntered"):
-                name = event["stateEnteredEventDetails"]["name"]
-                yield Progress(event["timestamp"], name, _waiting_hint(name, execution_arn))
-        seen_events = len(events)
+        visits = step_visits(execution_history(sfn, execution_arn), ())
+        for index, visit in enumerate(visits):
+            if index >= len(shown) or shown[index].status != visit.status:
+                yield _step_progress(visit, execution_arn)
+        shown = visits
         described = sfn.describe_execution(executionArn=execution_arn)
         run = get_run(db, execution_arn)
         progress = (run or {}).get("progress_records")
         if run and run["status"] == RunStatus.RUNNING and progress not in (None, last_records):
             last_records = progress
-            yield Progress(
-                datetime.now(UTC),
-                Step.DOWNLOAD,
-                f"{run['progress_records']} records, {run['progress_bytes'] or 0} bytes so far",
-            )
+            yield Progress(datetime.now(UTC), Step.DOWNLOAD, _download_progress(run))
         if described["status"] != "RUNNING":
             yield Progress(
                 described.get("stopDate") or datetime.now(UTC),
-                described["status"],
+                _final_state(described, run),
                 _outcome(described, run),
             )
             return
@@ -205,6 +219,17 @@ def follow_execution(sfn: Any, db: Database, execution_arn: str) -> Iterator[Pro
                 f"{execution_arn} still running after {FOLLOW_TIMEOUT_SECONDS:.0f}s"
             )
         time.sleep(FOLLOW_POLL_SECONDS)
+
+
+def _step_progress(visit: StepVisit, execution_arn: str) -> Progress:
+    """A step started (with what a person must do for it, if anything), or how it ended."""
+    if visit.status is StepStatus.IN_PROGRESS:
+        assert visit.started_at is not None
+        hint = _waiting_hint(visit.step, execution_arn)
+        return Progress(visit.started_at, visit.step, hint or "started")
+    assert visit.ended_at is not None
+    error = f": {visit.error}" if visit.error else ""
+    return Progress(visit.ended_at, visit.step, f"{visit.status}{error}")
 
 
 def _waiting_hint(state: str, execution_arn: str) -> str:
@@ -218,13 +243,36 @@ def _waiting_hint(state: str, execution_arn: str) -> str:
     )
 
 
+def _download_progress(run: Mapping[str, Any]) -> str:
+    """Records as the heartbeats count them; bytes once a part is written (they are counted
+    as parts are, so a first part still being filled has records and no bytes yet)."""
+    written = f", {run['progress_bytes']} bytes written" if run["progress_bytes"] else ""
+    return f"{run['progress_records']} records{written} so far"
+
+
+def _skipped(described: Mapping[str, Any], run: Mapping[str, Any] | None) -> bool:
+    """The execution succeeded without running: validation skipped it (a locked or disabled
+    source, …) and said why in the ledger."""
+    return (
+        described["status"] == "SUCCEEDED"
+        and run is not None
+        and run["status"] == RunStatus.SKIPPED
+    )
+
+
+def _final_state(described: Mapping[str, Any], run: Mapping[str, Any] | None) -> str:
+    """The execution's status, or SKIPPED for a run skipped (it did nothing, on purpose)."""
+    return "SKIPPED" if _skipped(described, run) else str(described["status"])
+
+
 def _outcome(described: Mapping[str, Any], run: Mapping[str, Any] | None) -> str:
+    if run and _skipped(described, run):
+        return f"{run['error']}: {run['error_detail']}"
     if described["status"] == "SUCCEEDED":
-        if run and run["status"] == RunStatus.SKIPPED:
-            return f"skipped: {run['error']} ({run['error_detail']})"
         if run:
             return (
-                f"{run['records']} records, cursor {run['cursor_before']} → {run['cursor_after']}"
+                f"{run['records']} records, cursor {cell(run['cursor_before']) or 'none'} → "
+                f"{cell(run['cursor_after']) or 'none'}"
             )
         return RunStatus.SUCCEEDED
     error = (run or {}).get("error") or described.get("error")

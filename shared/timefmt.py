@@ -1,4 +1,5 @@
-"""One rendering of timestamps everywhere: ISO-8601 in UTC with a trailing Z."""
+"""One rendering of timestamps everywhere: ISO-8601 in UTC with a trailing Z (`readable` for
+people: to the second, a space for the T, still in UTC and saying so)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,18 @@ from datetime import UTC, datetime
 
 
 def isoformat(moment: datetime) -> str:
+    return _in_utc(moment).isoformat().replace("+00:00", "Z")
+
+
+def readable(moment: datetime) -> str:
+    """`2026-11-28 12:00:05Z`: what a table cell or a line for people shows of a time."""
+    return _in_utc(moment).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _in_utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"naive timestamp {moment!r}: every sourceflow timestamp is UTC-aware")
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC)
 
 
 def parse_iso(value: str) -> datetime:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -35,9 +36,15 @@ class EventPublisher:
         self._events, self._bus = events_client, bus_name
 
     def __call__(
-        self, detail_type: str, fields: Mapping[str, Any], correlation_id: str = ""
+        self,
+        detail_type: str,
+        fields: Mapping[str, Any],
+        correlation_id: str = "",
+        *,
+        at: datetime | None = None,
     ) -> str:
-        """Put one event; returns its EventBridge id."""
+        """Put one event; returns its EventBridge id. `at` is the envelope's `time` (EventBridge
+        keeps whole seconds; by default, when it is put)."""
         detail_type = str(detail_type)  # a DetailType is put, and named in errors, by its value
         name = DETAIL_CONTRACTS.get(detail_type)
         if name is None:
@@ -49,16 +56,13 @@ class EventPublisher:
             name, correlation_id=correlation_id or default_correlation, **fields
         )
         try:
-            response = self._events.put_events(
-                Entries=[
-                    {
-                        "EventBusName": self._bus,
-                        "Source": EVENT_SOURCE,
-                        "DetailType": detail_type,
-                        "Detail": json.dumps(detail),
-                    }
-                ]
-            )
+            entry = {
+                "EventBusName": self._bus,
+                "Source": EVENT_SOURCE,
+                "DetailType": detail_type,
+                "Detail": json.dumps(detail),
+            }
+            response = self._events.put_events(Entries=[{**entry, **({"Time": at} if at else {})}])
         except (ClientError, BotoCoreError) as exc:
             raise TransientError(f"cannot put {detail_type!r} on {self._bus}: {exc}") from exc
         if response.get("FailedEntryCount"):

@@ -156,6 +156,9 @@ WRITES: Mapping[str, Mapping[str, TableWrites]] = {
             insert=_FAILURE_NOTE, update=(*_CANCEL, "failed_step", "error", "error_detail")
         ),
         "public.parked_message": TableWrites(insert=ALL),
+        # `sourceflow run`: the run asked for (who asked is the login, written by migration
+        # 0020's trigger).
+        "public.run_request": TableWrites(insert=("execution_name", "source_id")),
         # `sourceflow vendors set|unset`: a vendor's concurrency limit (who set it is the
         # login, written by migration 0017's trigger).
         "public.vendor_limit": TableWrites(

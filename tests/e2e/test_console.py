@@ -186,6 +186,7 @@ def test_a_respecs_run_waits_in_approve_until_a_second_person_approves_it_in_the
     assert entered >= APPROVED_RUN_PASSES
     assert {statuses[name] for name in entered} == {"succeeded"}
     expect(bob.locator("#counters")).to_contain_text("respecs rows")
+    expect(bob.locator("#counters tr", has_text="approved by")).to_contain_text("bob")
     screenshot(bob, "run-succeeded")
     # and the ledger says bob approved it, as it does when he approves with `sourceflow approve`
     with harness.db.transaction() as cur:

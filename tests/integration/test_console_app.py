@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 from starlette.routing import Route
 
-from console.api import Operator, definition_drawn
+from console.api import DRAWN_DEFINITION, Operator
 from console.app import _templates, create_app
 from console.auth import NotAuthenticated, PeopleSignIn
 from console.graph import draw
-from console.steps import step_statuses
 from ops.config import OperatorConfig
 
 with warnings.catch_warnings():
@@ -132,26 +131,24 @@ def test_the_sources_page_shows_a_hostile_name_as_text() -> None:
 
 
 def test_the_run_page_shows_a_hostile_error_as_text() -> None:
-    definition = definition_drawn()
     run = {
+        "execution_name": HOSTILE,
         "source_id": HOSTILE,
+        "status": "failed",
         "flow_type": HOSTILE,
+        "asked_by": HOSTILE,
         "error": HOSTILE,
         "failed_step": HOSTILE,
         "error_detail": HOSTILE,
-        "window_field": None,
-        "window_start": None,
-        "window_end": None,
-        "cursor_before": None,
-        "cursor_after": None,
-        "status": "failed",
         "started_at": datetime.now(UTC),
+        "execution_arn": None,
     }
     data = {
         "run": run,
         "execution_status": "FAILED",
-        "steps": step_statuses(definition, []),
-        "drawing": draw(definition),
+        "steps": dict.fromkeys(DRAWN_DEFINITION["States"], "failed"),
+        "steps_unavailable": HOSTILE,
+        "drawing": draw(DRAWN_DEFINITION),
     }
     assert_shown_as_text(render("run.html", data, run=HOSTILE))
 

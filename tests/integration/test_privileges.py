@@ -52,6 +52,7 @@ TABLES = (
     "public.backfill",
     "public.backfill_slice_run",
     "public.download_checkpoint",
+    "public.run_request",
     "public.vendor_limit",
     "public.vendor_slot",
 )
@@ -354,3 +355,29 @@ def test_the_embedded_server_refuses_a_wrong_or_missing_password(tmp_path: Path)
         assert require_passwords(server, tmp_path) == admin
     finally:
         server.cleanup()
+
+
+def test_a_run_request_names_the_login_that_asked_whatever_the_caller_says(
+    db: Database, people: People, make_source: MakeSource
+) -> None:
+    source_id = make_source(runtime_count=3)
+    with people[ALICE].transaction() as cur:
+        cur.execute(
+            "INSERT INTO public.run_request (execution_name, source_id) VALUES (%s, %s)",
+            (f"{source_id}-asked", source_id),
+        )
+    # Not even the administrator writes someone else's name there
+    with db.transaction() as cur:
+        cur.execute(
+            "INSERT INTO public.run_request (execution_name, source_id, requested_by)"
+            " VALUES (%s, %s, 'mallory')",
+            (f"{source_id}-forged", source_id),
+        )
+        cur.execute(
+            "SELECT execution_name, requested_by FROM public.run_request WHERE source_id = %s",
+            (source_id,),
+        )
+        asked = {row["execution_name"]: row["requested_by"] for row in cur.fetchall()}
+        cur.execute("SELECT session_user AS login")
+        admin = cur.fetchone()["login"]
+    assert asked == {f"{source_id}-asked": ALICE, f"{source_id}-forged": admin}

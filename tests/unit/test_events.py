@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from services.scheduler.domain import requested_run
 from shared.errors import ContractViolation, TransientError
 from shared.runtime import contracts
 from shared.runtime.events import (
@@ -16,6 +18,8 @@ from shared.runtime.events import (
     EventPublisher,
     parse_event,
 )
+from shared.runtime.executions import execution_name, requested_run_nonce
+from shared.timefmt import isoformat
 from tests.fakes import client_error
 
 BUS = "sourceflow-bus"
@@ -304,3 +308,25 @@ def test_a_detail_without_source_id_is_a_contract_violation() -> None:
     with pytest.raises(ContractViolation, match="source_id"):
         EventPublisher(events, BUS)("Run Requested", {"requested_by": "jdoe"})
     assert events.put == []
+
+
+def test_an_event_given_its_time_is_put_with_it_and_the_scheduler_names_its_run_by_it() -> None:
+    # `sourceflow run` gives the time, in whole seconds as EventBridge keeps it, so that it can
+    # name the execution the scheduler will start for the request
+    at = datetime(2026, 11, 28, 12, 30, 5, tzinfo=UTC)
+    events = FakeEvents()
+    event_id = EventPublisher(events, BUS)(
+        "Run Requested", {"source_id": "src-1", "requested_by": "jdoe"}, at=at
+    )
+    assert events.only_entry["Time"] == at
+    delivered = {**envelope(detail=json.loads(events.only_entry["Detail"])), "id": event_id}
+    delivered["time"] = isoformat(at)
+    assert requested_run(delivered).execution_name == execution_name(
+        "src-1", at, requested_run_nonce(event_id)
+    )
+
+
+def test_an_event_not_given_its_time_is_timed_by_eventbridge() -> None:
+    events = FakeEvents()
+    EventPublisher(events, BUS)("Run Requested", {"source_id": "src-1", "requested_by": "jdoe"})
+    assert "Time" not in events.only_entry
