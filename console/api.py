@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,6 +20,7 @@ from infra import statemachine
 from infra.resources import SERVICES
 from ops import approvals, dlq, run_view, runs, sources, status
 from ops.config import OperatorConfig, OperatorError
+from ops.output import json_value
 from shared.runtime.tasks import TaskCallbacks
 from shared.store.db import Database
 from shared.timefmt import utc_now
@@ -157,19 +158,12 @@ def status_report(op: Operator) -> dict[str, Any]:
 
 
 def as_json(value: Any) -> Any:
-    """A JSON document of an API answer (times as ISO 8601, a drawing as its parts)."""
+    """A JSON document of an API answer, as every `sourceflow … --json` shows its values (ISO Z
+    times, durations, numbers: ops/output.py), a drawing or a chart as its parts."""
     return json.loads(json.dumps(value, default=_json_default))
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, graph.Drawing | charts.Timeline):
-        return _dataclass_json(value)
-    return str(value)
-
-
-def _dataclass_json(value: Any) -> Any:
-    from dataclasses import asdict
-
-    return asdict(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return json_value(value)

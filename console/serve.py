@@ -12,13 +12,13 @@ import uvicorn
 from console.app import create_app
 from console.auth import PeopleSignIn
 from console.settings import DEFAULT_HOST, DEFAULT_PORT
-from ops.config import OperatorConfig
+from ops.config import OperatorConfig, OperatorError
 
 STARTUP_SECONDS = 30.0
 
 
-class ConsoleNotStarted(RuntimeError):
-    pass
+class ConsoleNotStarted(OperatorError):
+    """The console could not listen; the message says where and what to do."""
 
 
 @dataclass
@@ -34,6 +34,10 @@ class LocalConsole:
         sockets = [s for server in self.server.servers for s in server.sockets]
         port = sockets[0].getsockname()[1] if sockets else config.port
         return f"http://{config.host}:{port}/"
+
+    @property
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
 
     def stop(self) -> None:
         self.server.should_exit = True

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -130,6 +133,24 @@ def test_unauthenticated_calls_are_refused(console: LocalConsole) -> None:
         urllib.request.urlopen(posted, timeout=WAIT_SECONDS)
     assert refused.value.code == 401
     assert "sign in" in json.loads(refused.value.read())["error"]
+
+
+def test_sourceflow_console_serves_it_against_a_running_stack(stack: LocalStack) -> None:
+    # When `sourceflow console` starts against the stack's state directory
+    command = [sys.executable, "-m", "ops.cli", "console", "--port", "0", "--json"]
+    state_dir = ["--state-dir", str(stack.options.state_dir)]
+    serving = subprocess.Popen([*command, *state_dir], stdout=subprocess.PIPE, text=True)
+    try:
+        # Then it says where it listens, and what it serves refuses whoever has not signed in
+        assert serving.stdout is not None
+        said = json.loads(serving.stdout.readline())
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(said["console"] + "api/whoami", timeout=WAIT_SECONDS)
+        assert refused.value.code == 401
+    finally:
+        # and Ctrl-C stops it
+        serving.send_signal(signal.SIGINT)
+        assert serving.wait(timeout=WAIT_SECONDS) == 0
 
 
 def test_a_respecs_run_waits_in_approve_until_a_second_person_approves_it_in_the_console(
