@@ -31,6 +31,8 @@ MAX_CHART_DAYS = 90
 CHART_RUNS = 1000  # the runs it draws at most (the newest)
 # An approval as the API shows it (no task token: it would let anyone answer the task).
 APPROVAL_FIELDS = ("execution_name", "source_id", "query", "requested_by", "requested_at")
+# A cancel as the API answers it.
+CANCEL_FIELDS = ("execution_name", "source_id", "cancel_requested_by")
 # A source's columns the API leaves out: its connection names where its secrets live.
 HIDDEN_SOURCE_FIELDS = ("connection",)
 
@@ -88,6 +90,14 @@ def run_show(op: Operator, run: str) -> dict[str, Any]:
         "steps_unavailable": shown.steps_unavailable,
         "drawing": graph.draw(DRAWN_DEFINITION),
     }
+
+
+def cancel(op: Operator, run: str, *, reason: str) -> dict[str, Any]:
+    """Ask RUN to stop, as the person (`sourceflow cancel`): the ledger records who and why."""
+    if not reason.strip():
+        raise OperatorError(f"run {run}: say why it is cancelled (a reason is required)")
+    asked = runs.cancel_run(op.db, TaskCallbacks(op.client("stepfunctions")), run, reason=reason)
+    return {key: asked.get(key) for key in CANCEL_FIELDS}
 
 
 def definition_drawn() -> dict[str, Any]:

@@ -241,6 +241,9 @@ def create_app(auth: Authentication, *, secure_cookie: bool = False) -> Starlett
         "run_requested": lambda op, request, form: api.run_requested(op, source_id(request)),
         "runs": lambda op, request, form: api.runs_over_time(op, days=_days(request)),
         "run": lambda op, request, form: api.run_show(op, run(request)),
+        "cancel": lambda op, request, form: api.cancel(
+            op, run(request), reason=str(form.get("reason", ""))
+        ),
         "approvals": lambda op, request, form: api.approvals_waiting(op),
         "approve": lambda op, request, form: api.approve(op, run(request)),
         "reject": lambda op, request, form: api.reject(
@@ -257,6 +260,7 @@ def create_app(auth: Authentication, *, secure_cookie: bool = False) -> Starlett
         api_route("/api/sources/{source_id}/runs", calls["run_requested"], "POST"),
         api_route("/api/runs", calls["runs"]),
         api_route("/api/runs/{run}", calls["run"]),
+        api_route("/api/runs/{run}/cancel", calls["cancel"], "POST"),
         api_route("/api/approvals", calls["approvals"]),
         api_route("/api/approvals/{run}/approve", calls["approve"], "POST"),
         api_route("/api/approvals/{run}/reject", calls["reject"], "POST"),
@@ -278,6 +282,13 @@ def create_app(auth: Authentication, *, secure_cookie: bool = False) -> Starlett
         ),
         page_route("/runs", "runs.html", calls["runs"]),
         page_route("/runs/{run}", "run.html", calls["run"]),
+        action_route(
+            "/runs/{run}/cancel",
+            calls["cancel"],
+            then="/runs/{run}",
+            template="run.html",
+            shows=calls["run"],
+        ),
         page_route("/approvals", "approvals.html", calls["approvals"]),
         action_route(
             "/approvals/{run}/approve",

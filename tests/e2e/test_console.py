@@ -105,6 +105,11 @@ def state(page: Page, name: str) -> Locator:
     return page.locator(f'#state-machine g.state[data-state="{name}"]')
 
 
+def field(page: Page, name: str) -> Locator:
+    """The value of one of the run's fields beside its graph."""
+    return page.locator(f'#counters tr:has(th:text-is("{name}")) td')
+
+
 def reloaded_until(page: Page, selector: str) -> Locator:
     """The element once the page shows it, reloading the page until then, as a person would."""
 
@@ -207,7 +212,7 @@ def test_a_respecs_run_waits_in_approve_until_a_second_person_approves_it_in_the
     assert entered >= APPROVED_RUN_PASSES
     assert {statuses[name] for name in entered} == {"succeeded"}
     expect(bob.locator("#counters")).to_contain_text("respecs rows")
-    expect(bob.locator("#counters tr", has_text="approved by")).to_contain_text("bob")
+    expect(field(bob, "approved by")).to_contain_text("bob")
     screenshot(bob, "run-succeeded")
     # and the ledger says bob approved it, as it does when he approves with `sourceflow approve`
     with harness.db.transaction() as cur:
@@ -258,3 +263,25 @@ def test_a_failed_run_shows_its_failed_state_in_red_with_the_error_as_text(
     alice.goto(f"{console.url}sources/{source_id}")
     expect(alice.locator("table.fields")).to_contain_text(HOSTILE)
     assert alice.evaluate("window.pwned") is None
+
+
+def test_a_person_cancels_a_run_from_its_page_and_is_recorded_as_the_canceller(
+    harness: Harness, stack: LocalStack, console: LocalConsole, browser: Browser
+) -> None:
+    # Given a Re-specs run waiting in Approve
+    source_id = harness.new_source(harness.new_dataset([DAY]), runtime_count=3)
+    harness.set_params(source_id, {"type": "Re-specs", "sql": SQM.format(source=source_id)})
+    run = harness.start(source_id).rsplit(":", 1)[1]
+    bob = signed_in(browser, console, stack, "bob")
+    bob.goto(f"{console.url}runs/{run}")  # (in the ledger once validated: reloaded until then)
+    reloaded_until(bob, '#state-machine g.state[data-state="Approve"][data-status="in progress"]')
+
+    # When bob cancels it from its page, saying why
+    bob.fill("#cancel input[name=reason]", "wrong query")
+    bob.click("#cancel button")
+
+    # Then the run ends cancelled, its Approve step shown cancelled, bob as the canceller
+    expect(bob.locator("#run-status")).to_have_text("cancelled")
+    expect(state(bob, "Approve")).to_have_attribute("data-status", "cancelled")
+    expect(field(bob, "cancelled by")).to_have_text("bob: wrong query")
+    assert harness.run_source_row(source_id)["locked_by"] is None
