@@ -33,7 +33,8 @@ CHART_RUNS = 1000  # the runs it draws at most (the newest)
 APPROVAL_FIELDS = ("execution_name", "source_id", "query", "requested_by", "requested_at")
 # A cancel as the API answers it.
 CANCEL_FIELDS = ("execution_name", "source_id", "cancel_requested_by")
-# A source's columns the API leaves out: its connection names where its secrets live.
+# A source's columns the API leaves out, in its settings and in their history: its connection
+# names where its secrets live (and a row written by hand may hold more than names).
 HIDDEN_SOURCE_FIELDS = ("connection",)
 
 
@@ -60,12 +61,20 @@ def sources_list(op: Operator) -> list[dict[str, Any]]:
 
 def source_show(op: Operator, source_id: str) -> dict[str, Any]:
     shown = sources.source_show(op.db, source_id)
-    source = {k: v for k, v in shown["source"].items() if k not in HIDDEN_SOURCE_FIELDS}
+    source = _without_hidden(shown["source"])
+    changes = [
+        {**change, "changes": _without_hidden(change["changes"])} for change in shown["changes"]
+    ]
     freshness = next(
         (row for row in sources.sources_list(op.db, deleted=True) if row["source_id"] == source_id),
         None,
     )
-    return {**shown, "source": source, "freshness": freshness}
+    return {**shown, "source": source, "changes": changes, "freshness": freshness}
+
+
+def _without_hidden(fields: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A source's fields (or a change's, by field) without those the API leaves out."""
+    return {k: v for k, v in (fields or {}).items() if k not in HIDDEN_SOURCE_FIELDS}
 
 
 def run_requested(op: Operator, source_id: str) -> dict[str, Any]:
@@ -119,11 +128,13 @@ def runs_over_time(
     now = now or utc_now()
     since = now - timedelta(days=days)
     listed = runs.runs_list(op.db, since=since, limit=CHART_RUNS)
+    per_source = charts.per_source(listed)
     return {
         "days": days,
         "runs": listed,
-        "per_source": charts.per_source(listed),
+        "per_source": per_source,
         "chart": charts.timeline(listed, since=since, until=now),
+        "totals": charts.totals(per_source),
     }
 
 

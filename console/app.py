@@ -7,6 +7,7 @@ in the cloud behind API Gateway (console/handler.py, through Mangum)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from starlette.templating import Jinja2Templates
 
 from console import api
 from console.auth import CSRF_FIELD, SESSION_SECONDS, NotAuthenticated, SignInRefused
+from ops.output import json_value
 from ops.run_view import StepStatus
 from shared.errors import SourceflowError
 
@@ -62,6 +64,12 @@ def when(value: Any) -> Any:
     return value
 
 
+def json_text(value: Any) -> str:
+    """A JSON value as text to show (autoescaped like any text, so no HTML-safe JSON escapes
+    in the way of reading it)."""
+    return json.dumps(value, default=json_value, ensure_ascii=False)
+
+
 def root(request: Request) -> str:
     """Where the console's paths start: "" locally, "/<stage>" behind API Gateway's stage."""
     return str(request.scope.get("root_path", ""))
@@ -76,6 +84,7 @@ def _templates() -> Jinja2Templates:
     environment.globals["STATUSES"] = [str(status) for status in StepStatus]
     environment.globals["root"] = root
     environment.filters["when"] = when
+    environment.filters["json_text"] = json_text
     return Jinja2Templates(env=environment)
 
 

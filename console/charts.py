@@ -126,3 +126,55 @@ def per_source(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+@dataclass(frozen=True)
+class SourceTotals:
+    """One source's row of the totals chart: its records as a bar, its runs as a bar whose
+    failed part is drawn apart."""
+
+    source_id: str
+    y: int
+    records: int
+    records_width: float
+    runs: int
+    runs_width: float
+    failed: int
+    failed_width: float
+
+
+@dataclass(frozen=True)
+class Totals:
+    rows: tuple[SourceTotals, ...]
+    width: int
+    height: int
+    plot_left: int
+    half: int  # each bar's room: records on the left half, runs on the right
+
+
+def totals(per_source_rows: Iterable[Mapping[str, Any]]) -> Totals:
+    """Per source (as `per_source` gives them): records loaded and runs with their failures,
+    each scaled to the largest."""
+    rows = list(per_source_rows)
+    half = PLOT_WIDTH // 2 - 20
+    most_records = max((row["records"] for row in rows), default=0) or 1
+    most_runs = max((row["runs"] for row in rows), default=0) or 1
+    return Totals(
+        rows=tuple(
+            SourceTotals(
+                source_id=row["source_id"],
+                y=AXIS_HEIGHT + index * LANE_HEIGHT,
+                records=row["records"],
+                records_width=round(half * row["records"] / most_records, 1),
+                runs=row["runs"],
+                runs_width=round(half * row["runs"] / most_runs, 1),
+                failed=row["failed"],
+                failed_width=round(half * row["failed"] / most_runs, 1),
+            )
+            for index, row in enumerate(rows)
+        ),
+        width=LABEL_WIDTH + PLOT_WIDTH + 120,  # room for "12 (3 failed)" past the longest bar
+        height=AXIS_HEIGHT + max(len(rows), 1) * LANE_HEIGHT + 4,
+        plot_left=LABEL_WIDTH,
+        half=half,
+    )

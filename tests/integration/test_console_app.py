@@ -5,13 +5,14 @@ or the refusal comes first; the templates render data given to them."""
 from __future__ import annotations
 
 import warnings
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from starlette.routing import Route
 
+from console import charts
 from console.api import DRAWN_DEFINITION, Operator
 from console.app import _templates, create_app
 from console.auth import NotAuthenticated, PeopleSignIn
@@ -151,6 +152,53 @@ def test_the_run_page_shows_a_hostile_error_as_text() -> None:
         "drawing": draw(DRAWN_DEFINITION),
     }
     assert_shown_as_text(render("run.html", data, run=HOSTILE))
+
+
+def test_the_source_page_shows_hostile_params_and_history_as_text() -> None:
+    data = {
+        "source": {"source_id": "s1", "batch_execution_params": {"type": HOSTILE}},
+        "freshness": None,
+        "runs": [],
+        "flow_history": [
+            {
+                "changed_at": datetime.now(UTC),
+                "changed_by": HOSTILE,
+                "reason": HOSTILE,
+                "from_params": None,
+                "to_params": {"sql": HOSTILE},
+            }
+        ],
+        "changes": [],
+    }
+    html = render("source.html", data, source_id=HOSTILE)
+    assert_shown_as_text(html)
+    # a JSON value reads as JSON: its quotes are quotes, not escapes of HTML-safe JSON
+    assert "&#34;type&#34;: &#34;&lt;script&gt;" in html and "\\u003c" not in html
+
+
+def test_the_runs_page_shows_a_hostile_source_and_error_as_text() -> None:
+    now = datetime.now(UTC)
+    run = {
+        "execution_name": HOSTILE,
+        "source_id": HOSTILE,
+        "flow_type": "normal",
+        "status": "failed",
+        "started_at": now - timedelta(hours=1),
+        "finished_at": now,
+        "records": 3,
+        "duration_seconds": 3600.0,
+        "error": HOSTILE,
+        "failed_step": "Download",
+    }
+    per_source = charts.per_source([run])
+    data = {
+        "days": 1,
+        "runs": [run],
+        "per_source": per_source,
+        "chart": charts.timeline([run], since=now - timedelta(days=1), until=now),
+        "totals": charts.totals(per_source),
+    }
+    assert_shown_as_text(render("runs.html", data))
 
 
 def api_gateway_event(path: str, user_arn: str | None) -> dict[str, Any]:

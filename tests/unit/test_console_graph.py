@@ -1,11 +1,13 @@
 """The state machine drawn from its definition: every state a box on the layer of its longest
-path from StartAt (loops set aside), every transition a curve."""
+path from StartAt (loops set aside), every transition a curve; and the runs' charts."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from console.api import definition_drawn
+from console.charts import LABEL_WIDTH, PLOT_WIDTH, timeline, totals
 from console.graph import BOX_HEIGHT, draw, layers, transitions
 
 
@@ -63,3 +65,33 @@ def test_the_project_state_machine_is_drawn_whole_without_overlaps() -> None:
     # the run's way through reads top to bottom
     y = {box.state: box.y for box in drawing.boxes}
     assert y["Validate"] < y["Approve"] < y["Download"] < y["UnlockAfterSuccess"] < y["Succeeded"]
+
+
+def test_the_totals_scale_each_source_to_the_largest_and_draw_its_failures_apart() -> None:
+    rows = [
+        {"source_id": "a", "runs": 4, "failed": 1, "records": 100},
+        {"source_id": "b", "runs": 2, "failed": 0, "records": 25},
+    ]
+    a, b = totals(rows).rows
+    assert a.records_width == 4 * b.records_width
+    assert a.runs_width == 2 * b.runs_width == 4 * a.failed_width
+    assert b.failed_width == 0 and b.y > a.y
+
+
+def test_a_timeline_bar_starts_when_its_run_did_and_lasts_as_long() -> None:
+    since = datetime(2026, 11, 1, tzinfo=UTC)
+    run = {
+        "execution_name": "r1",
+        "source_id": "a",
+        "status": "failed",
+        "started_at": since + timedelta(days=1),
+        "finished_at": since + timedelta(days=2),
+        "records": None,
+        "duration_seconds": 86_400.0,
+        "error": "SourceRequestRejected",
+        "failed_step": "Download",
+    }
+    drawn = timeline([run], since=since, until=since + timedelta(days=4))
+    [bar] = drawn.bars
+    assert (bar.x, bar.width) == (LABEL_WIDTH + PLOT_WIDTH / 4, PLOT_WIDTH / 4)
+    assert "SourceRequestRejected in Download" in bar.title
