@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from shared.rules.limits import UnreadableJson
 from shared.timefmt import isoformat, readable
 
 # What `sourceflow` exits with (README, "Exit codes"): 2 is click's own, for a usage error.
@@ -50,8 +51,8 @@ def json_value(value: Any) -> Any:
         return value.value
     if isinstance(value, set | frozenset | tuple):
         return list(value)
-    if isinstance(value, Path):
-        return str(value)
+    if isinstance(value, Path | UnreadableJson):
+        return str(value)  # a stored JSON value too deep to read: `<unreadable: …>`
     raise TypeError(f"{type(value).__name__} {value!r} has no JSON form in sourceflow's output")
 
 

@@ -27,6 +27,7 @@ from ops.output import (
     run_exit_code,
     to_json,
 )
+from shared.rules.limits import UnreadableJson
 from shared.store.runs import RunStatus
 
 MOMENT = datetime(2026, 11, 28, 12, 0, 5, 250000, tzinfo=UTC)
@@ -79,6 +80,15 @@ def test_json_times_are_iso_8601_in_utc_with_z() -> None:
         "lateness_allowance": "90m",
         "status": "skipped",
         "nested": [{"at": "2026-11-28T12:00:05.250000Z"}],
+    }
+
+
+def test_a_stored_value_too_deep_to_read_says_so_in_json() -> None:
+    # A source row written before migration 0012's bounds is read back as UnreadableJson
+    # (`sourceflow sources show --json` of it ended in a TypeError traceback)
+    unreadable = UnreadableJson("nested deeper than 32 levels")
+    assert json.loads(to_json({"params": unreadable})) == {
+        "params": "<unreadable: nested deeper than 32 levels>"
     }
 
 
