@@ -19,13 +19,16 @@ import jinja2
 import psycopg2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from console import api
 from console.auth import CSRF_FIELD, SESSION_SECONDS, NotAuthenticated, SignInRefused
@@ -88,7 +91,45 @@ def _templates() -> Jinja2Templates:
     return Jinja2Templates(env=environment)
 
 
-def create_app(auth: Authentication, *, secure_cookie: bool = False) -> Starlette:
+# Every answer says what a browser may do with it: nothing but this console's own styles,
+# images and forms (the pages have no script at all), never framed, never sniffed as another
+# type, and no address of it sent elsewhere. A script that escaped escaping would not run.
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+
+
+class SecurityHeaders:
+    """ASGI middleware adding SECURITY_HEADERS to every HTTP answer."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(
+    auth: Authentication,
+    *,
+    secure_cookie: bool = False,
+    allowed_hosts: tuple[str, ...] | None = None,
+) -> Starlette:
+    """The console over `auth`; `allowed_hosts`, when given, the only Host headers answered
+    (on this machine: a page of another site rebinding its name to 127.0.0.1 is refused)."""
     templates = _templates()
 
     def session_id(request: Request) -> str | None:
@@ -291,11 +332,12 @@ def create_app(auth: Authentication, *, secure_cookie: bool = False) -> Starlett
         ),
         page_route("/runs", "runs.html", calls["runs"]),
         page_route("/runs/{run}", "run.html", calls["run"]),
+        page_route("/runs/{run}/cancel", "cancel.html", calls["run"]),
         action_route(
             "/runs/{run}/cancel",
             calls["cancel"],
             then="/runs/{run}",
-            template="run.html",
+            template="cancel.html",
             shows=calls["run"],
         ),
         page_route("/approvals", "approvals.html", calls["approvals"]),
@@ -326,6 +368,8 @@ def create_app(auth: Authentication, *, secure_cookie: bool = False) -> Starlett
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     middleware = [
+        Middleware(SecurityHeaders),
+        Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts or ["*"])),
         Middleware(
             SessionMiddleware,
             secret_key=secrets.token_urlsafe(32),  # sessions end with the process
@@ -333,7 +377,7 @@ def create_app(auth: Authentication, *, secure_cookie: bool = False) -> Starlett
             max_age=SESSION_SECONDS,
             same_site="strict",
             https_only=secure_cookie,
-        )
+        ),
     ]
 
     @contextlib.asynccontextmanager

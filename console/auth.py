@@ -79,12 +79,19 @@ class PeopleSignIn:
         config = OperatorConfig({**self.config.values, "DATABASE_URL": dsn}, self.config.origin)
         session_id = secrets.token_urlsafe(32)
         with self._lock:
+            self._end_expired()
             self._sessions[session_id] = _Session(
                 Operator(connected_as, config, db),
                 secrets.token_urlsafe(32),
                 self.clock() + SESSION_SECONDS,
             )
         return session_id
+
+    def _end_expired(self) -> None:
+        """Close the connections of sessions past their time (under the lock)."""
+        now = self.clock()
+        for expired in [key for key, s in self._sessions.items() if s.expires_at < now]:
+            self._sessions.pop(expired).operator.db.close()
 
     def sign_out(self, session_id: str | None) -> None:
         with self._lock:

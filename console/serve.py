@@ -50,7 +50,9 @@ def local_console(
 ) -> LocalConsole:
     """The console of the deployment `config` reaches, signed in to with people's database
     logins (port 0: any free port)."""
-    app = create_app(PeopleSignIn(config))
+    # The names this machine answers to (a page of another site rebinding its own name to this
+    # address is refused), the address given included.
+    app = create_app(PeopleSignIn(config), allowed_hosts=(host, "localhost", "127.0.0.1"))
     return LocalConsole(
         uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     )

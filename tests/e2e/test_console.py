@@ -306,9 +306,11 @@ def test_a_person_cancels_a_run_from_its_page_and_is_recorded_as_the_canceller(
     bob.goto(f"{console.url}runs/{run}")  # (in the ledger once validated: reloaded until then)
     reloaded_until(bob, '#state-machine g.state[data-state="Approve"][data-status="in progress"]')
 
-    # When bob cancels it from its page, saying why
-    bob.fill("#cancel input[name=reason]", "wrong query")
-    bob.click("#cancel button")
+    # When bob cancels it from its page, saying why (on a page of its own: the run's page
+    # reloads while the run goes)
+    bob.click("#cancel")
+    bob.fill("#cancel-form input[name=reason]", "wrong query")
+    bob.click("#cancel-form button")
 
     # Then the run ends cancelled, its Approve step shown cancelled, bob as the canceller
     expect(bob.locator("#run-status")).to_have_text("cancelled")

@@ -86,6 +86,21 @@ def test_a_post_without_the_session_s_csrf_token_is_refused(path: str) -> None:
         assert answered.status_code == 403, (path, token)
 
 
+def test_every_answer_forbids_scripts_framing_and_sniffing(client: TestClient) -> None:
+    for answered in (client.get("/sources"), client.get("/api/sources"), client.get("/signin")):
+        csp = answered.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+        assert "script-src" not in csp  # no script is allowed from anywhere
+        assert answered.headers["x-content-type-options"] == "nosniff"
+
+
+def test_on_this_machine_only_its_own_names_are_answered() -> None:
+    app = create_app(PeopleSignIn(CONFIG), allowed_hosts=("127.0.0.1", "localhost"))
+    rebound = TestClient(app, base_url="http://attacker.example")
+    assert rebound.get("/signin").status_code == 400
+    assert TestClient(app, base_url="http://127.0.0.1:8765").get("/signin").status_code == 200
+
+
 def test_a_wrong_password_is_refused_saying_no_more() -> None:
     client = TestClient(create_app(PeopleSignIn(CONFIG)), follow_redirects=False)
     answered = client.post("/signin", data={"login": "alice", "password": "wrong"})
