@@ -87,9 +87,13 @@ def run_show(op: Operator, run: str) -> dict[str, Any]:
     approved and cancelled, each state's visits from the execution history), the execution's
     status, and the state machine's drawing with each state's status: its last visit's, or not
     reached."""
-    shown = run_view.show_run(op.config, op.db, run)
-    arn = shown.run["execution_arn"]
+    record = run_view.run_record(op.db, run)
+    arn = run_view.execution_arn_of(record) if record is not None else None
+    # The execution's status first, the run after it: an execution seen ended has written its
+    # ledger row already, so the page never shows an ended execution beside a run still
+    # `running` (and stops following it only when both have ended).
     described = op.client("stepfunctions").describe_execution(executionArn=arn) if arn else None
+    shown = run_view.show_run(op.config, op.db, run)
     statuses = dict.fromkeys(DRAWN_DEFINITION["States"], str(run_view.StepStatus.NOT_REACHED))
     statuses.update({visit.step: str(visit.status) for visit in shown.steps or ()})
     return {

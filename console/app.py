@@ -44,6 +44,8 @@ MAX_BODY_BYTES = 64 * 1024  # a form or JSON body is a few fields
 class Authentication(Protocol):
     """How requests are authenticated: console/auth.py's PeopleSignIn or IamPrincipals."""
 
+    password_sign_in: bool
+
     def sign_in(self, login: str, password: str) -> str: ...
     def sign_out(self, session_id: str | None) -> None: ...
     def operator(self, session_id: str | None, request_context: Any) -> api.Operator: ...
@@ -255,7 +257,13 @@ def create_app(
             return ""
 
     def signin_page(request: Request, message: str | None, status: int) -> Response:
-        context = {"request": request, "error": message, "me": None, "csrf_token": ""}
+        context = {
+            "request": request,
+            "error": message,
+            "me": None,
+            "csrf_token": "",
+            "password_sign_in": auth.password_sign_in,
+        }
         return templates.TemplateResponse(request, "signin.html", context, status_code=status)
 
     async def signin_form(request: Request) -> Response:

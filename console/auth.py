@@ -55,6 +55,7 @@ class PeopleSignIn:
 
     config: OperatorConfig
     clock: Any = time.monotonic
+    password_sign_in = True  # the sign-in page's form
     _sessions: dict[str, _Session] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -156,6 +157,7 @@ class IamPrincipals:
     """Each request acts as the IAM principal API Gateway authorized (the cloud)."""
 
     config: OperatorConfig
+    password_sign_in = False  # each request is signed (SigV4) instead
 
     def sign_in(self, login: str, password: str) -> str:
         raise SignInRefused(

@@ -260,7 +260,8 @@ def test_the_function_refuses_a_caller_who_is_not_a_person(monkeypatch: pytest.M
     # Then it is refused, saying why, before any database is reached
     assert answered["statusCode"] == 401
     assert "not an IAM user or a named role session" in answered["body"]
-    # and a page's refusal links back under the API's stage
+    # and a page's refusal says how to call it, its links under the API's stage
     page = lambda_handler(api_gateway_event("/sources", None), context)
     assert page["statusCode"] == 401
-    assert 'action="/dev/signin"' in page["body"]
+    assert 'href="/dev/sources"' in page["body"]
+    assert "signed (SigV4)" in page["body"] and 'name="password"' not in page["body"]
