@@ -50,8 +50,11 @@ typecheck: install
 # Every tier. The tiers with a database keep their temporary files (the embedded PostgreSQL's
 # data among them) here: under the shared /tmp/pytest-of-<user>, another pytest run on the
 # machine makes that folder private again and the running PostgreSQL loses its data directory.
+# Two workers, a test file at a time each (an e2e worker starts an embedded stack of its own):
+# the e2e tests spend most of their time waiting on their stack, so two share the two cores.
+TEST_WORKERS ?= 2
 test: lint typecheck browser
-	$(BIN)/pytest -q --basetemp=$(CURDIR)/.pytest-tmp
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --basetemp=$(CURDIR)/.pytest-tmp
 
 # The tiers that need no stack and no database (STYLE.md habit 12): lint, unit and contract,
 # in under a minute.
@@ -68,7 +71,7 @@ test-integration: install
 	$(BIN)/pytest -q --basetemp=$(CURDIR)/.pytest-tmp tests/integration
 
 test-e2e: install browser
-	$(BIN)/pytest -q --basetemp=$(CURDIR)/.pytest-tmp tests/e2e
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --basetemp=$(CURDIR)/.pytest-tmp tests/e2e
 
 # Speed, memory and cost on the embedded stack (docs/performance.md); writes
 # .sourceflow/bench.json. Not part of `make test`: no timed assertions in tests.
