@@ -3,16 +3,16 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# The deployables, as infra/resources.py SERVICES names them.
-SERVICES := validation download unlocking scheduler
+# The deployables: the services, as infra/resources.py SERVICES names them, and the console.
+DEPLOYABLES := validation download unlocking scheduler console
 # Cloud deploys (docs/deploy.md): make deploy STAGE=dev ARTIFACT_BUCKET=my-bucket PARAMS="K=V ..."
 STAGE ?=
 ARTIFACT_BUCKET ?=
 PARAMS ?=
 DEPLOY_ARGS = --stage "$(STAGE)" --artifact-bucket "$(ARTIFACT_BUCKET)" $(foreach p,$(PARAMS),--param "$(p)")
 
-.PHONY: install demo up test test-fast test-unit test-contract test-integration test-e2e lint typecheck bench clean deploy \
-	$(SERVICES:%=build-%) $(SERVICES:%=deploy-%) deploy-core deploy-workflow
+.PHONY: install browser demo up console test test-fast test-unit test-contract test-integration test-e2e lint typecheck bench clean deploy \
+	$(DEPLOYABLES:%=build-%) $(DEPLOYABLES:%=deploy-%) deploy-core deploy-workflow
 
 install: $(STAMP)
 
@@ -23,20 +23,29 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# The console's browser tests (tests/e2e/test_console.py) drive Debian's chromium through
+# Playwright's driver (pinned in requirements.lock): nothing is downloaded at test time.
+CHROMIUM := /usr/bin/chromium
+browser:
+	test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 demo: install
 	$(BIN)/sourceflow demo
 
 up: install
 	$(BIN)/sourceflow up
 
+console: install
+	$(BIN)/sourceflow console
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/cfn-lint infra/templates/*.yaml
-	$(BIN)/xenon --max-absolute C shared services infra ops local
+	$(BIN)/xenon --max-absolute C shared services infra ops console local
 
 typecheck: install
-	$(BIN)/mypy shared services infra ops local tests bench
+	$(BIN)/mypy shared services infra ops console local tests bench
 
 # Every tier. The tiers with a database keep their temporary files (the embedded PostgreSQL's
 # data among them) here: under the shared /tmp/pytest-of-<user>, another pytest run on the
@@ -44,7 +53,7 @@ typecheck: install
 # Two workers, a test file at a time each (an e2e worker starts an embedded stack of its own):
 # the e2e tests spend most of their time waiting on their stack, so two share the two cores.
 TEST_WORKERS ?= 2
-test: lint typecheck
+test: lint typecheck browser
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --basetemp=$(CURDIR)/.pytest-tmp
 
 # The tiers that need no stack and no database (STYLE.md habit 12): lint, unit and contract,
@@ -61,7 +70,7 @@ test-contract: install
 test-integration: install
 	$(BIN)/pytest -q --basetemp=$(CURDIR)/.pytest-tmp tests/integration
 
-test-e2e: install
+test-e2e: install browser
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --basetemp=$(CURDIR)/.pytest-tmp tests/e2e
 
 # Speed, memory and cost on the embedded stack (docs/performance.md); writes
@@ -71,11 +80,11 @@ bench: install
 
 # build/<service>/ and build/<service>.zip: the service's Lambda artifact (needs the package
 # index, not AWS).
-$(SERVICES:%=build-%): build-%: install
+$(DEPLOYABLES:%=build-%): build-%: install
 	$(BIN)/python -m infra.build $*
 
 # One stack; a service's deploy builds its artifact first. Needs the AWS CLI and credentials.
-deploy-core deploy-workflow $(SERVICES:%=deploy-%): deploy-%: install
+deploy-core deploy-workflow $(DEPLOYABLES:%=deploy-%): deploy-%: install
 	$(BIN)/python -m infra.deploy $* $(DEPLOY_ARGS)
 
 # Every stack, in the order they depend on each other: core, the services, the workflow.

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import Distribution
 from pathlib import Path
 
-from infra.resources import SERVICES
+from infra.resources import CONSOLE, SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"
@@ -41,6 +41,11 @@ LAMBDA_PLATFORM = (
 NOT_FOR_LAMBDA = frozenset({"moto", "pgserver", "pytest", "pytest-timeout", "ruff", "mypy"})
 # A test's modules and the emulator's, by their import names.
 NOT_FOR_LAMBDA_MODULES = frozenset({"moto", "pgserver", "pytest", "_pytest"})
+
+# What can be built: each service, and the console.
+DEPLOYABLES = (*SERVICES, CONSOLE)
+# The pyproject extras a deployable needs beside the project's dependencies.
+EXTRAS = {CONSOLE: ("console",)}
 
 Installer = Callable[[Sequence[str], Path], None]
 
@@ -63,10 +68,18 @@ def pinned_versions(lock: Path = LOCK) -> dict[str, str]:
     return pins
 
 
-def runtime_requirements(root: Path = ROOT) -> list[str]:
-    """The project's dependencies (pyproject's [project] dependencies, not its extras) at
-    their pinned versions."""
-    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+def runtime_requirements(root: Path = ROOT, extras: Sequence[str] = ()) -> list[str]:
+    """The project's dependencies (pyproject's [project] dependencies, and those of the
+    `extras` named) at their pinned versions."""
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    declared = [
+        *project["dependencies"],
+        *(
+            requirement
+            for extra in extras
+            for requirement in project["optional-dependencies"][extra]
+        ),
+    ]
     pins = pinned_versions(root / "requirements.lock")
     names = [
         canonical(re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0]) for requirement in declared
@@ -103,21 +116,24 @@ def build(
     out_dir: Path | None = None,
     install: Installer = pip_install,
 ) -> Path:
-    """Build `<out_dir>/<service>/` and `<out_dir>/<service>.zip`; returns the zip."""
-    if service not in SERVICES:
-        raise BuildError(f"no service {service!r}; services are {', '.join(SERVICES)}")
+    """Build `<out_dir>/<service>/` and `<out_dir>/<service>.zip` (a service, or the
+    console); returns the zip."""
+    if service not in DEPLOYABLES:
+        raise BuildError(f"no service {service!r}; services are {', '.join(DEPLOYABLES)}")
     out_dir = out_dir or root / "build"
     tree = out_dir / service
     shutil.rmtree(tree, ignore_errors=True)
     tree.mkdir(parents=True)
 
-    install(runtime_requirements(root), tree)
+    install(runtime_requirements(root, EXTRAS.get(service, ())), tree)
     # Console scripts pip wrote for this machine's interpreter; Lambda never runs them.
     shutil.rmtree(tree / "bin", ignore_errors=True)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(root / "shared", tree / "shared", ignore=skip)
-    shutil.copytree(root / "services" / service, tree / "services" / service, ignore=skip)
-    shutil.copy2(root / "services" / "__init__.py", tree / "services" / "__init__.py")
+    for package in own_packages(service):
+        shutil.copytree(root / package, tree / package, ignore=skip)
+    if service in SERVICES:
+        shutil.copy2(root / "services" / "__init__.py", tree / "services" / "__init__.py")
     (tree / "contracts").mkdir()
     for schema in sorted((root / "contracts").glob("*.schema.json")):
         shutil.copy2(schema, tree / "contracts" / schema.name)
@@ -128,15 +144,24 @@ def build(
     return zip_tree(tree, out_dir / f"{service}.zip")
 
 
+def own_packages(part: str) -> tuple[str, ...]:
+    """The project's code a deployable's artifact holds beside shared/: a service's own
+    package; the console's, with the operator command's modules and infra it runs."""
+    if part == CONSOLE:
+        return ("console", "ops", "infra")
+    return (f"services/{part}",)
+
+
+def handler_path(part: str) -> str:
+    return "console/handler.py" if part == CONSOLE else f"services/{part}/handler.py"
+
+
 def artifact_problems(tree: Path, service: str, pins: dict[str, str]) -> list[str]:
     """What makes a built tree unfit for Lambda; empty when it is fit."""
+    package_init = () if service == CONSOLE else ("services/__init__.py",)
     problems = [
         f"missing {required}"
-        for required in (
-            f"services/{service}/handler.py",
-            "services/__init__.py",
-            "shared/__init__.py",
-        )
+        for required in (handler_path(service), *package_init, "shared/__init__.py")
         if not (tree / required).is_file()
     ]
     if not list((tree / "contracts").glob("*.schema.json")):
@@ -180,7 +205,7 @@ def sha256(file: Path) -> str:
 
 def main(argv: Sequence[str] = sys.argv[1:]) -> int:
     if len(argv) != 1:
-        print(f"usage: python -m infra.build SERVICE  ({' | '.join(SERVICES)})", file=sys.stderr)
+        print(f"usage: python -m infra.build PART  ({' | '.join(DEPLOYABLES)})", file=sys.stderr)
         return 2
     try:
         archive = build(argv[0])

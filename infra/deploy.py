@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra import build, templates
-from infra.resources import SERVICES, Names
+from infra.resources import CONSOLE, SERVICES, Names
 
-DEPLOY_ORDER = (templates.CORE, *SERVICES, templates.WORKFLOW)
+# The console last: it reads the state machine's runs and the services' queues.
+DEPLOY_ORDER = (templates.CORE, *SERVICES, templates.WORKFLOW, CONSOLE)
 PACKAGED_DIR = build.ROOT / "build"  # where `aws cloudformation package` writes its copies
 STAGE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,15}$")  # as the templates' Stage parameter
 AWS_CLI = "aws"
@@ -70,16 +71,18 @@ def deploy_commands(
     """The AWS CLI commands that deploy one part, in order."""
     names, stage = Names(deployment.stage), deployment.stage
     bucket, prefix = deployment.artifact_bucket, f"sourceflow/{deployment.stage}/{part}"
-    if part in SERVICES:
+    if part in build.DEPLOYABLES:
         archive = build_service(part)
         key = f"{prefix}/{build.sha256(archive)}.zip"
+        # Every service's stack is the one service template; the console has its own.
+        template, chosen = ("service", {"Service": part}) if part in SERVICES else (part, {})
         return [
             [AWS_CLI, "s3", "cp", "--only-show-errors", str(archive), f"s3://{bucket}/{key}"],
             _cloudformation_deploy(
-                templates.path("service"),
+                templates.path(template),
                 names.stack(part),
                 stage,
-                {**deployment.parameters, "Service": part, "CodeBucket": bucket, "CodeKey": key},
+                {**deployment.parameters, **chosen, "CodeBucket": bucket, "CodeKey": key},
             ),
         ]
     if part in (templates.CORE, templates.WORKFLOW):

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from shared.runtime.catalogue import RUNS_MAY_START_AFTER, DetailType, Timeouts
 
 SERVICES = ("validation", "download", "unlocking", "scheduler")
+# The operator's web console and HTTP API (console/): a deployable of its own beside the
+# services (infra/templates/console.yaml), but no service: no queue, no task of the state
+# machine; people call it through API Gateway.
+CONSOLE = "console"
 # Events people and downstream systems watch (an SNS topic in the cloud, a queue locally).
 NOTIFICATION_DETAIL_TYPES = (
     DetailType.RUN_SUCCEEDED,

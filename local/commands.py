@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from console.settings import DEFAULT_PORT
 from ops.cli import operator_config, stack_dir_option, state_dir_option
 from ops.output import echo_json, json_option, to_json
 
@@ -29,6 +30,13 @@ from ops.output import echo_json, json_option, to_json
     help="Worker processes per service.",
 )
 @click.option(
+    "--console-port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="Port of the web console (0: any free one).",
+)
+@click.option(
     "--dataset",
     "datasets",
     multiple=True,
@@ -41,9 +49,11 @@ from ops.output import echo_json, json_option, to_json
     is_flag=True,
     help="JSON lines: the settings once ready, then each worker restarted, then `stopped`.",
 )
-def up(state_dir: Path, workers: int, datasets: tuple[str, ...], as_json: bool) -> None:
-    """Start the embedded stack and keep it running until Ctrl-C (SIGINT) or SIGTERM; a worker
-    that dies is started again."""
+def up(
+    state_dir: Path, workers: int, console_port: int, datasets: tuple[str, ...], as_json: bool
+) -> None:
+    """Start the embedded stack and its web console, and keep them running until Ctrl-C
+    (SIGINT) or SIGTERM; a worker that dies is started again."""
     from local.stack import DEFAULT_DATASETS, LocalStack, StackOptions
 
     options = StackOptions(
@@ -61,12 +71,25 @@ def up(state_dir: Path, workers: int, datasets: tuple[str, ...], as_json: bool) 
             env_file=stack.env_file,
             env=stack.env,
             people=stack.people,
+            console=_serve_console(state_dir, console_port, say),
         )
         while True:
             time.sleep(SUPERVISE_SECONDS)
             for line in stack.supervise():
                 say("supervisor", line)
     say("stopped", "stopped")
+
+
+def _serve_console(state_dir: Path, port: int, say: Any) -> str | None:
+    """The web console beside the stack (docs/console.md): its URL, or None when it cannot
+    listen (the port taken), which `up` says and runs on without it."""
+    from console.serve import ConsoleNotStarted, local_console, start_in_thread
+
+    try:
+        return start_in_thread(local_console(operator_config(state_dir), port=port)).url
+    except ConsoleNotStarted as exc:
+        say("console-not-started", f"console not started: {exc}")
+        return None
 
 
 def _text(event: str, line: str, **details: Any) -> None:
@@ -78,7 +101,10 @@ def _text(event: str, line: str, **details: Any) -> None:
         click.echo("people (each acts with SOURCEFLOW_CREDENTIALS=<their file> sourceflow …):")
         for person, credentials in details["people"].items():
             click.echo(f"  {person}: {credentials}")
+        if details["console"]:
+            click.echo(f"console: {details['console']} (sign in with a person's login, password)")
         click.echo("Ctrl-C stops everything.")
+        sys.stdout.flush()  # what to open and how to sign in, also when written to a log
 
 
 def _json_lines(event: str, line: str, **details: Any) -> None:

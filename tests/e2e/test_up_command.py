@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,7 +57,18 @@ def _up(
     `background`, as a shell starts `sourceflow up &`: with SIGINT ignored."""
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "up", "--state-dir", str(state_dir), "--workers", "1"],
+        [
+            sys.executable,
+            "-m",
+            "ops.cli",
+            "up",
+            "--state-dir",
+            str(state_dir),
+            "--workers",
+            "1",
+            "--console-port",
+            "0",  # any free one: another `up` on this machine may hold the default
+        ],
         env=env,
         stdout=output.open("wb"),
         stderr=subprocess.STDOUT,
@@ -118,6 +130,11 @@ def test_up_writes_local_env_stops_on_ctrl_c_and_reuses_data(tmp_path: Path) -> 
                 psycopg2.connect(make_dsn(login, password="guess")).close()
         with pytest.raises(psycopg2.OperationalError, match="password"):
             psycopg2.connect(make_dsn(env["DATABASE_URL"], password="")).close()
+        # And the console is served, refusing whoever has not signed in
+        console = wait_for(
+            lambda: re.search(r"console: (http://\S+)", output.read_text()), "the console's URL"
+        ).group(1)
+        assert requests.get(f"{console}api/sources", timeout=WAIT_SECONDS).status_code == 401
     finally:
         # When Ctrl-C arrives
         said = _stop(process, output)

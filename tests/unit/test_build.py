@@ -57,6 +57,27 @@ def test_the_artifact_holds_the_handler_shared_code_schemas_and_pinned_dependenc
         assert "services/unlocking/handler.py" in contents.namelist()
 
 
+def test_the_console_s_artifact_holds_its_handler_templates_the_operator_modules_and_extra(
+    tmp_path: Path,
+) -> None:
+    build("console", out_dir=tmp_path, install=fake_install())
+
+    tree = tmp_path / "console"
+    assert (tree / "console" / "handler.py").is_file()
+    assert (tree / "console" / "templates" / "run.html").is_file()
+    assert (tree / "ops" / "approvals.py").is_file()
+    assert (tree / "infra" / "statemachine" / "sourceflow.asl.json").is_file()
+    assert not (tree / "services").exists() and not (tree / "local").exists()
+    assert (tree / f"starlette-{PINS['starlette']}.dist-info").is_dir()
+    assert (tree / f"mangum-{PINS['mangum']}.dist-info").is_dir()
+
+
+def test_a_service_s_artifact_goes_without_the_console_s_web_stack() -> None:
+    assert not {"starlette", "mangum", "uvicorn"} & {
+        requirement.split("==")[0] for requirement in runtime_requirements()
+    }
+
+
 def test_the_same_tree_zips_to_the_same_bytes(tmp_path: Path) -> None:
     first = sha256(build("scheduler", out_dir=tmp_path / "a", install=fake_install()))
     second = sha256(build("scheduler", out_dir=tmp_path / "b", install=fake_install()))

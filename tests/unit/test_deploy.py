@@ -10,7 +10,7 @@ import pytest
 
 from infra import build, deploy, templates
 from infra.deploy import DEPLOY_ORDER, DeployError, Deployment, deploy_commands, require_aws_cli
-from infra.resources import SERVICES
+from infra.resources import CONSOLE, SERVICES
 
 DEV = Deployment("dev", "artifacts-123", {"AlertEmail": "ops@example.com"})
 
@@ -27,7 +27,7 @@ def overrides(command: Sequence[str]) -> dict[str, str]:
     return dict(item.split("=", 1) for item in command[start:end])
 
 
-def test_the_order_is_core_then_every_service_then_the_workflow() -> None:
+def test_the_order_is_core_then_every_service_then_the_workflow_then_the_console() -> None:
     assert DEPLOY_ORDER == (
         "core",
         "validation",
@@ -35,6 +35,7 @@ def test_the_order_is_core_then_every_service_then_the_workflow() -> None:
         "unlocking",
         "scheduler",
         "workflow",
+        "console",
     )
 
 
@@ -56,6 +57,18 @@ def test_a_service_uploads_its_artifact_by_content_then_deploys_its_own_stack(
         "CodeKey": key,
         "Stage": "dev",
     }
+
+
+def test_the_console_uploads_its_artifact_then_deploys_its_own_template(
+    built_zip: Path,
+) -> None:
+    upload, stack = deploy_commands("console", DEV, build_service=lambda _: built_zip)
+
+    key = upload[-1].removeprefix("s3://artifacts-123/")
+    assert key.startswith("sourceflow/dev/console/") and key.endswith(".zip")
+    assert stack[stack.index("--stack-name") + 1] == "sourceflow-dev-console"
+    assert stack[stack.index("--template-file") + 1] == str(templates.path("console"))
+    assert "Service" not in overrides(stack)
 
 
 def test_the_same_code_uploads_under_the_same_key(built_zip: Path, tmp_path: Path) -> None:
@@ -143,6 +156,6 @@ def test_an_unknown_part_is_refused() -> None:
 def test_the_makefile_builds_and_deploys_every_service_infra_resources_names() -> None:
     makefile = (build.ROOT / "Makefile").read_text()
 
-    [declared] = re.findall(r"^SERVICES := (.+)$", makefile, flags=re.MULTILINE)
+    [declared] = re.findall(r"^DEPLOYABLES := (.+)$", makefile, flags=re.MULTILINE)
 
-    assert tuple(declared.split()) == SERVICES
+    assert tuple(declared.split()) == (*SERVICES, CONSOLE) == build.DEPLOYABLES

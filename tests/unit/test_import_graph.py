@@ -1,6 +1,7 @@
 """The project's rooms depend one way (STYLE.md): shared <- services, shared <- infra <- ops <-
-local, and no module imports itself back through others. Read from the source by grimp, so a
-backward or circular import anywhere fails here, lazy imports inside functions included."""
+console <- local, and no module imports itself back through others. Read from the source by
+grimp, so a backward or circular import anywhere fails here, lazy imports inside functions
+included."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ MAY_IMPORT = {
     "services": {"shared"},
     "infra": {"shared"},
     "ops": {"shared", "infra"},
-    "local": {"shared", "infra", "ops", "services"},
+    "console": {"shared", "infra", "ops"},
+    "local": {"shared", "infra", "ops", "console", "services"},
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from console.settings import REQUIRED, from_env
 from infra import statemachine, templates
 from infra.deploy import DEPLOY_ORDER
 from infra.resources import (
@@ -217,6 +218,20 @@ def every_rendering() -> Iterator[Rendered]:
             SourceReadArns="arn:aws:s3:::drops/*",
         )
     yield workflow()
+    yield console_stack()
+    yield console_stack(SubnetIds="subnet-1", SecurityGroupIds="sg-1")
+
+
+def console_stack(**parameters: str) -> Rendered:
+    return Rendered(
+        "console",
+        Stage=STAGE,
+        CodeBucket="b",
+        CodeKey="k",
+        DatabaseUrl="postgresql://db.example:5432/sourceflow",
+        DatabaseResourceId="db-ABCDEFGHIJ",
+        **parameters,
+    )
 
 
 def ssm(stack_part: str, key: str) -> str:
@@ -639,7 +654,12 @@ def _read(rendered: Rendered) -> set[str]:
 
 
 def test_every_parameter_a_stack_reads_is_published_by_a_stack_deployed_before_it() -> None:
-    renderings = {"core": core(), "workflow": workflow(), **{n: service(n) for n in SERVICES}}
+    renderings = {
+        "core": core(),
+        "workflow": workflow(),
+        "console": console_stack(),
+        **{n: service(n) for n in SERVICES},
+    }
     published: set[str] = set()
     for part in DEPLOY_ORDER:
         rendered = renderings[part]
@@ -985,3 +1005,34 @@ def test_a_deployment_chooses_the_raw_objects_gzip_level() -> None:
         assert int(env["RAW_GZIP_LEVEL"]) == level
     for name in ("validation", "unlocking", "scheduler"):
         assert "RAW_GZIP_LEVEL" not in function_of(service(name))["Environment"]["Variables"]
+
+
+def test_the_console_authorizes_every_request_with_iam_and_acts_as_the_caller() -> None:
+    rendered = console_stack()
+    # every method of its API, the pages included, needs a SigV4-signed request
+    api = rendered.resources["Api"]["Properties"]
+    assert api["Auth"] == {"DefaultAuthorizer": "AWS_IAM", "InvokeRole": "NONE"}
+    events = function_of(rendered)["Events"].values()
+    assert {event["Properties"]["RestApiId"]["Ref"] for event in events} == {"Api"}
+    # and the function connects as the caller's login with an IAM token, to this database only
+    grants = {
+        sid: (as_list(statement["Action"]), as_list(statement["Resource"]))
+        for sid, statement in role_statements(rendered, "FunctionRole").items()
+    }
+    assert grants["ConnectAsCaller"] == (
+        ["rds-db:connect"],
+        [f"arn:aws:rds-db:{REGION}:{ACCOUNT}:dbuser:db-ABCDEFGHIJ/*"],
+    )
+    # it writes nothing but its log, events, answers and the stage's queues: no S3, no secrets
+    actions = {action for granted, _ in grants.values() for action in granted}
+    assert not [a for a in actions if a.split(":")[0] in {"s3", "secretsmanager", "iam"}]
+
+
+def test_the_console_is_configured_as_its_settings_read() -> None:
+    function = function_of(console_stack())
+    variables = {k: str(v) for k, v in function["Environment"]["Variables"].items()}
+    assert set(REQUIRED) <= set(variables)
+    assert variables["SOURCEFLOW_DB_IAM_AUTH"] == "true"
+    config = from_env(variables)
+    assert config.names.state_machine in config.require("STATE_MACHINE_ARN")
+    assert function["Handler"] == "console/handler.lambda_handler"
