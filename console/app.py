@@ -10,7 +10,7 @@ import contextlib
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from console import api
 from console.auth import CSRF_FIELD, SESSION_SECONDS, NotAuthenticated, SignInRefused
-from ops.output import json_value
+from ops.output import cell, json_value
 from ops.run_view import StepStatus
 from shared.errors import SourceflowError
 
@@ -63,9 +63,10 @@ Call = Callable[[api.Operator, Request, dict[str, Any]], Any]
 
 
 def when(value: Any) -> Any:
-    """A moment as people read it, to the second, in UTC; anything else as it is."""
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    """A moment or a duration as the operator's command shows it (`2026-11-28 12:00:05Z`,
+    `10m`: ops.output.cell); anything else as it is."""
+    if isinstance(value, datetime | timedelta):
+        return cell(value)
     return value
 
 
