@@ -269,9 +269,10 @@ class StreamProgress:
                     keys.append(record.get(key_field) if key_field is not None else record)
                 if len(lines) < size and not (resumable and spent()):
                     continue
-                if resumable and connector.position is None:
-                    continue  # inside a stretch the source cannot resume from
-            yield Page(b"".join(lines), stamps, keys, read, connector.position)
+            position = connector.position  # an s3_files connector builds it when asked
+            if record is not None and resumable and position is None:
+                continue  # inside a stretch the source cannot resume from
+            yield Page(b"".join(lines), stamps, keys, read, position)
             lines, stamps, keys, read = [], [], [], 0
         yield Page(b"".join(lines), stamps, keys, read, connector.position)
 

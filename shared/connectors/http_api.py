@@ -106,11 +106,10 @@ PageParser = Callable[[bytearray, Mapping[str, str], ReadMeter], tuple[T, str | 
 
 @dataclass(frozen=True)
 class Fetched(Generic[T]):
-    """A page as the reading thread made it (`content`), its number, the pages and bytes the run
-    had read once it came, and the next page's token (None: the last page)."""
+    """A page as the reading thread made it (`content`), the pages (this one's number) and bytes
+    the run had read once it came, and the next page's token (None: the last page)."""
 
     content: T
-    number: int
     pages: int
     bytes: int
     token: str | None
@@ -233,7 +232,7 @@ class HttpApiConnector:
         self.malformed, self._position = MalformedRows(), None
         meter = ReadMeter(self.source_id, self.limits)
         for fetched in self._fetching(window, resume, meter, self._document):
-            yield from self._objects(fetched.content, fetched.number, meter)
+            yield from self._objects(fetched.content, fetched.pages, meter)
             yield from self._check_in(fetched.position(meter))
 
     def _check_in(self, position: Position) -> Iterator[None]:
@@ -268,7 +267,7 @@ class HttpApiConnector:
                 meter.page()
                 body, headers = self._get(session, url, params, meter)
                 content, token = parse(body, headers, meter)
-                yield Fetched(content, meter.pages, meter.pages, meter.bytes, token)
+                yield Fetched(content, meter.pages, meter.bytes, token)
                 if token is None:
                     return
                 tokens.follow(token, meter.pages)
@@ -505,7 +504,7 @@ class JsonLinesApiConnector(HttpApiConnector):
         fields = self._decoded(body)
         # The lines counted as what a copy without them lacks: 3x as fast as bytearray.count.
         if fields is None or len(fields) != len(body) - len(body.replace(b"\n", b"")):
-            lines, stamps, keys, number = self._line_by_line(body, fetched.number, meter)
+            lines, stamps, keys, number = self._line_by_line(body, fetched.pages, meter)
             return Page(b"".join(lines), stamps, keys, number, fetched.position(meter))
         meter.record(len(fields))
         stamps = _stamps(list(map(_STAMP, fields)))

@@ -16,9 +16,9 @@ window, and decides record by record, or a page of records at a time.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -143,14 +143,12 @@ class VersionFilter:
         default_factory=list, repr=False
     )
     _forget_at: int = field(default=_FORGET_EVERY, repr=False)
-    _landed_stamps: frozenset[datetime] = field(init=False, repr=False)
-    _own_stamps: frozenset[datetime] = field(init=False, repr=False)
+    _landed_stamps: _StampSet = field(init=False, repr=False)
+    _own_stamps: _StampSet = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._landed_stamps = (
-            frozenset(stamp for stamp, _ in self.landed) if self.dedupe else frozenset()
-        )
-        self._own_stamps = frozenset(stamp for stamp, _ in self.own)
+        self._landed_stamps = _StampSet.of(stamp for stamp, _ in self.landed if self.dedupe)
+        self._own_stamps = _StampSet.of(stamp for stamp, _ in self.own)
 
     def admit(self, stamp: datetime, key: Any) -> bool:
         """Whether the version lands; counts it either way."""
@@ -218,8 +216,8 @@ class VersionFilter:
         return (
             stamp_position(window.end, last) is StampPosition.IN_WINDOW
             and (window.reads_past_end or (window.contains(first) and window.contains(last)))
-            and _none_among(self._landed_stamps, stamps, first, last)
-            and _none_among(self._own_stamps, stamps, first, last)
+            and self._landed_stamps.none_among(stamps, first, last)
+            and self._own_stamps.none_among(stamps, first, last)
             and (not self._future or {key for _, key in self._future}.isdisjoint(keys))
             and self._recent.keys().isdisjoint(keys)
             and len(set(keys)) == len(keys)
@@ -257,8 +255,7 @@ class VersionFilter:
 
     def _holds(self, stamp: datetime, key: Any) -> bool:
         """Whether this run remembers having landed the version (it may have forgotten it)."""
-        held = self._recent.get(key)
-        return (held is not None and stamp in _stamps_of(held)) or (stamp, key) in self._future
+        return bool(self._held((stamp,), (key,)))
 
     def _seen(self, stamp: datetime, key: Any) -> bool:
         if self._holds(stamp, key) or (
@@ -288,11 +285,31 @@ class VersionFilter:
         self._recent = kept
 
 
-def _none_among(
-    known: frozenset[datetime], stamps: Sequence[datetime], first: datetime, last: datetime
-) -> bool:
-    """Whether no stamp of a page (from `first` to `last`) is among `known`."""
-    return not known or last < min(known) or first > max(known) or known.isdisjoint(stamps)
+# Bounds of an empty set of stamps: any page lies outside them.
+_EARLIEST, _LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class _StampSet:
+    """The stamps of versions landed before (by earlier runs, or by this run's earlier
+    invocations), with their bounds made once: most pages lie outside them, and are known to
+    hold none of those versions without a lookup."""
+
+    stamps: frozenset[datetime]
+    first: datetime = _LATEST
+    last: datetime = _EARLIEST
+
+    @classmethod
+    def of(cls, stamps: Iterable[datetime]) -> _StampSet:
+        known = frozenset(stamps)
+        return cls(known, min(known, default=_LATEST), max(known, default=_EARLIEST))
+
+    def __contains__(self, stamp: datetime) -> bool:
+        return stamp in self.stamps
+
+    def none_among(self, stamps: Sequence[datetime], first: datetime, last: datetime) -> bool:
+        """Whether no stamp of a page (from `first` to `last`) is among these."""
+        return last < self.first or first > self.last or self.stamps.isdisjoint(stamps)
 
 
 def _stamps_of(held: datetime | frozenset[datetime]) -> frozenset[datetime]:

@@ -43,6 +43,20 @@ def walkthrough_commands() -> list[str]:
     return commands
 
 
+def type_in(
+    directory: Path, environment: dict[str, str], lines: list[str]
+) -> subprocess.CompletedProcess[str]:
+    """`lines` typed into one shell in `directory`."""
+    return subprocess.run(
+        ["bash", "-c", "\n".join(lines)],
+        cwd=directory,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_SECONDS,
+    )
+
+
 def test_the_readme_walkthrough_works_command_by_command(stack: LocalStack, tmp_path: Path) -> None:
     # Given a directory where the stack's state is `.sourceflow`, as after `sourceflow up` there,
     # and the project's commands on PATH
@@ -62,14 +76,7 @@ def test_the_readme_walkthrough_works_command_by_command(stack: LocalStack, tmp_
         if EXECUTION in command:
             assert execution, f"{command!r} needs the execution an earlier command printed"
             command = command.replace(EXECUTION, execution)
-        typed = subprocess.run(
-            ["bash", "-c", "\n".join([*setup, command])],
-            cwd=tmp_path,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=WAIT_SECONDS,
-        )
+        typed = type_in(tmp_path, environment, [*setup, command])
         # Then every one of them works
         assert typed.returncode == 0, (command, typed.stdout, typed.stderr)
         assert "Traceback" not in typed.stdout + typed.stderr, command
@@ -80,14 +87,7 @@ def test_the_readme_walkthrough_works_command_by_command(stack: LocalStack, tmp_
     # And what they said is what the walk-through promises: the run succeeded and landed records,
     # its steps are shown, and the pause said why
     assert execution is not None
-    shown = subprocess.run(
-        ["bash", "-c", "\n".join([*setup, f"sourceflow runs show {execution} --json"])],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=WAIT_SECONDS,
-    )
+    shown = type_in(tmp_path, environment, [*setup, f"sourceflow runs show {execution} --json"])
     run = json.loads(shown.stdout)
     assert run["run"]["status"] == "succeeded", run["run"]
     assert run["run"]["records"] > 0
