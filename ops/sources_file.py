@@ -21,6 +21,7 @@ and not dropped by an apply.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -178,6 +179,19 @@ class _NoAliases(yaml.SafeLoader):
                 None, None, "aliases (*name) are not allowed in a sources file", event.start_mark
             )
         return super().compose_node(parent, index)
+
+
+# Booleans as YAML 1.2 reads them: true and false only. YAML 1.1's on/off/yes/no would make
+# an edge's `on: failure` (a workflow's `after`) the key True, and a value `no` the false.
+_NoAliases.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_NoAliases.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
 
 
 class _NoAliasesWritten(yaml.SafeDumper):

@@ -27,7 +27,7 @@ from shared.rules.backfills import (
 from shared.rules.flows import FlowParams, FlowType, InvalidFlowParams, parse_flow_params
 from shared.rules.freshness import Freshness
 from shared.rules.leases import lease_is_live
-from shared.rules.schedules import InvalidSchedule, source_schedule
+from shared.rules.schedules import InvalidSchedule, due_slot, source_schedule
 from shared.rules.source_settings import format_duration
 from shared.runtime.executions import execution_name, requested_run_nonce
 from shared.timefmt import isoformat, parse_iso
@@ -66,10 +66,10 @@ def due_sources(sources: list[SchedulableSource], now: datetime) -> tuple[list[D
         except InvalidSchedule as exc:
             problems.append(str(exc))
             continue
-        if schedule is None or lease_is_live(source.locked_by, source.lock_expires_at, now):
+        if lease_is_live(source.locked_by, source.lock_expires_at, now):
             continue
-        slot = schedule.previous_slot(now)
-        if source.last_scheduled_slot is None or source.last_scheduled_slot < slot:
+        slot = due_slot(schedule, source.last_scheduled_slot, now)
+        if slot is not None:
             due.append(Due(source.source_id, slot))
     return due, problems
 

@@ -88,21 +88,33 @@ def parse_rule_expression(expression: str) -> Schedule:
 
 
 def source_schedule(
-    source_id: str, interval: timedelta | None, cron: str | None
+    source_id: str, interval: timedelta | None, cron: str | None, *, kind: str = "source"
 ) -> Schedule | None:
-    """A source's own schedule: `schedule_interval` or a five-field `schedule_cron` (UTC)."""
+    """A source's own schedule (or a workflow's, `kind`): `schedule_interval` or a five-field
+    `schedule_cron` (UTC)."""
     if interval is not None and cron is not None:
-        raise InvalidSchedule(f"source {source_id!r} has both schedule_interval and schedule_cron")
+        raise InvalidSchedule(f"{kind} {source_id!r} has both schedule_interval and schedule_cron")
     if interval is not None:
         if interval < timedelta(minutes=1):
             raise InvalidSchedule(
-                f"source {source_id!r}: schedule_interval {interval} is under a minute; give "
+                f"{kind} {source_id!r}: schedule_interval {interval} is under a minute; give "
                 "one of a minute or more"
             )
         return Schedule(f"every {interval}", every=interval)
     if cron is not None:
-        return Schedule(cron, cron=_checked_cron(cron, f"source {source_id!r} schedule_cron"))
+        return Schedule(cron, cron=_checked_cron(cron, f"{kind} {source_id!r} schedule_cron"))
     return None
+
+
+def due_slot(
+    schedule: Schedule | None, last_slot: datetime | None, now: datetime
+) -> datetime | None:
+    """The slot a scheduled thing (a source, a workflow) is due a run for at `now`, or None:
+    the newest slot at or before now, unless a run was already started for it."""
+    if schedule is None:
+        return None
+    slot = schedule.previous_slot(now)
+    return slot if last_slot is None or last_slot < slot else None
 
 
 def _checked_cron(five_fields: str, what: str) -> str:
