@@ -18,7 +18,7 @@ services.tasks.domain's, the SQL services.tasks.adapters'.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from services.tasks import adapters
@@ -30,7 +30,7 @@ from services.tasks.domain import (
     alert_text,
     child_answer,
     failed_tasks,
-    fill,
+    notification,
     params_to_write,
     query_parameters,
     run_ended,
@@ -40,7 +40,7 @@ from services.tasks.domain import (
 from services.tasks.settings import Settings
 from shared.errors import TaskOver
 from shared.rules.flows import parse_flow_params
-from shared.rules.workflows import TaskKind, TaskStatus, WorkflowRunStatus
+from shared.rules.workflows import DEFAULT_INGEST_FLOW, TaskKind, TaskStatus, WorkflowRunStatus
 from shared.runtime import aws, contracts, executions
 from shared.runtime.catalogue import DetailType
 from shared.runtime.events import EventPublisher
@@ -130,7 +130,7 @@ def run_sql(request: Mapping[str, Any], ports: Ports) -> Answer:
             f"task {task!r}: sql target {spec['target']!r} is not allowed here (allowed: "
             f"{sorted(ports.sql_targets)}); name one of them, or add it to WORKFLOW_SQL_TARGETS"
         )
-    parameters = query_parameters(task, spec["query"], request["variables"])
+    parameters = query_parameters(task, spec, request["variables"])
     found, value = adapters.first_value(
         dsn, spec["query"], parameters, statement_timeout_ms=ports.sql_statement_timeout_ms
     )
@@ -143,11 +143,7 @@ def run_sql(request: Mapping[str, Any], ports: Ports) -> Answer:
 
 
 def notify(request: Mapping[str, Any], ports: Ports) -> Answer:
-    task, spec, variables = request["task"], request["spec"], request["variables"]
-    subject, message = (
-        fill(task, spec["subject"], variables),
-        fill(task, spec["message"], variables),
-    )
+    subject, message = notification(request["task"], request["spec"], request["variables"])
     message_id = ports.notifications(subject, message)
     return Answer(TaskStatus.SUCCEEDED, detail={"subject": subject, "message_id": message_id})
 
@@ -184,7 +180,7 @@ def ingest(request: Mapping[str, Any], ports: Ports) -> dict[str, Any] | None:
 
 def _prepare_flow(db: Database, request: Mapping[str, Any]) -> None:
     """Put the source on the flow the task asks for, unless it is on it already."""
-    source_id, asked = request["spec"]["source"], request["spec"].get("flow", "normal")
+    source_id, asked = request["spec"]["source"], request["spec"].get("flow", DEFAULT_INGEST_FLOW)
     with db.transaction() as cur:
         source = adapters.lock_source_params(cur, source_id)
         if source is None or source["deleted_at"] is not None:
@@ -222,10 +218,8 @@ def answer_child_end(child_run_id: str, *, db: Database, callbacks: TaskCallback
         if waiting is None or run is None or not run_ended(run):
             return
         answer = child_answer(waiting["task"], run)
-        if answer.error is not None:
-            answer = Answer(
-                answer.status, answer.variables, answer.detail, error_text(answer.error)
-            )
+        if answer.error is not None:  # the ledger's words, redacted as every error that leaves
+            answer = replace(answer, error=error_text(answer.error))
         adapters.end_task(cur, waiting["workflow_run_id"], waiting["task"], answer)
         _report(callbacks, waiting["task_token"], answer, waiting["workflow_run_id"])
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 import psycopg2
 from psycopg2.extensions import parse_dsn
 
+from shared.rules.workflows import SQL_TARGETS_VARIABLE
 from shared.runtime.catalogue import RESPECS_STATEMENT_TIMEOUT_MS
 from shared.runtime.redaction import remember_secret
 from shared.runtime.settings import (
@@ -22,8 +22,14 @@ from shared.runtime.settings import (
 )
 from shared.store.db import dsn_from_secret
 
-SQL_TARGETS_VARIABLE = "WORKFLOW_SQL_TARGETS"
+# Each allow-listed target's connection: a libpq DSN, or the ARN of a database secret as RDS
+# keeps it, in WORKFLOW_SQL_TARGET_<NAME> (e.g. WORKFLOW_SQL_TARGET_WAREHOUSE).
+TARGET_VARIABLE_PREFIX = "WORKFLOW_SQL_TARGET_"
 _SECRET_ARN_PREFIX = "arn:aws:secretsmanager:"
+
+
+def target_variable(name: str) -> str:
+    return TARGET_VARIABLE_PREFIX + name.upper()
 
 
 @dataclass(frozen=True)
@@ -47,38 +53,38 @@ class Settings:
             event_bus_name=env_str("EVENT_BUS_NAME"),
             alerts_topic_arn=env_str("ALERTS_TOPIC_ARN"),
             notifications_topic_arn=env_str("NOTIFICATIONS_TOPIC_ARN"),
-            sql_targets=sql_targets(os.environ.get(SQL_TARGETS_VARIABLE, ""), read_secret),
+            sql_targets=sql_targets(
+                os.environ.get(SQL_TARGETS_VARIABLE, ""), os.environ, read_secret
+            ),
             sql_statement_timeout_ms=env_int(
                 "SQL_TASK_STATEMENT_TIMEOUT_MS", RESPECS_STATEMENT_TIMEOUT_MS, minimum=1
             ),
         )
 
 
-def sql_targets(raw: str, read_secret: Callable[[str], str]) -> dict[str, str]:
-    """`{"warehouse": DSN or a Secrets Manager database secret's ARN, ...}` → name → DSN.
-    Empty: no target, every sql task fails by name."""
-    if not raw.strip():
-        return {}
-    try:
-        targets = json.loads(raw)
-    except ValueError:
-        targets = None
-    if not isinstance(targets, dict) or not all(
-        isinstance(name, str) and isinstance(value, str) and value
-        for name, value in targets.items()
-    ):
-        raise SettingsError(
-            f"environment variable {SQL_TARGETS_VARIABLE} must be a JSON object of target "
-            'names to a DSN or a database secret ARN, e.g. {"warehouse": "arn:aws:secrets…"}'
-        )
-    dsns = {
-        name: dsn_from_secret(read_secret(value), reference=value)
-        if value.startswith(_SECRET_ARN_PREFIX)
-        else value
-        for name, value in targets.items()
-    }
-    for dsn in dsns.values():
+def sql_targets(
+    names: str, environ: Mapping[str, str], read_secret: Callable[[str], str]
+) -> dict[str, str]:
+    """The allow-listed targets (SQL_TARGETS_VARIABLE: names, comma-separated), each name to
+    its DSN. No name: no target, every sql task fails by name."""
+    dsns = {}
+    for name in filter(None, (part.strip() for part in names.split(","))):
+        value = environ.get(target_variable(name), "")
+        if not value:
+            raise SettingsError(
+                f"{SQL_TARGETS_VARIABLE} allows the sql target {name!r}, but "
+                f"{target_variable(name)} is not set; set it to the target's DSN or the ARN "
+                "of its database secret"
+            )
+        try:
+            dsns[name] = (
+                dsn_from_secret(read_secret(value), reference=value)
+                if value.startswith(_SECRET_ARN_PREFIX)
+                else value
+            )
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
         # A target's password is redacted like the service's own, wherever it might surface.
         with contextlib.suppress(psycopg2.ProgrammingError):  # connecting will say what is wrong
-            remember_secret(parse_dsn(dsn).get("password", ""))
+            remember_secret(parse_dsn(dsns[name]).get("password", ""))
     return dsns
