@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.runtime.catalogue import RUNS_MAY_START_AFTER, DetailType, Timeouts
+from shared.runtime.catalogue import RUN_ENDS, RUNS_MAY_START_AFTER, DetailType, Timeouts
 
-SERVICES = ("validation", "download", "unlocking", "scheduler")
+# `tasks` does the tasks of workflows after ingestion (issue 21) for their own state machines.
+SERVICES = ("validation", "download", "unlocking", "scheduler", "tasks")
 # The operator's web console and HTTP API (console/): a deployable of its own beside the
 # services (infra/templates/console.yaml), but no service: no queue, no task of the state
 # machine; people call it through API Gateway.
@@ -20,9 +21,13 @@ NOTIFICATION_DETAIL_TYPES = (
     DetailType.FLOW_RESET_APPLIED,
     DetailType.SOURCE_OVERDUE,
     DetailType.SOURCE_RECOVERED,
+    DetailType.WORKFLOW_RUN_SUCCEEDED,
+    DetailType.WORKFLOW_RUN_FAILED,
 )
 # Events the scheduler consumes from the bus: run requests and run ends (admission), resets.
 SCHEDULER_COMMAND_DETAIL_TYPES = (*RUNS_MAY_START_AFTER, DetailType.FLOW_RESET_REQUESTED)
+# Events the tasks service consumes: a run's end answers the workflow task waiting for it.
+TASKS_DETAIL_TYPES = RUN_ENDS
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,11 @@ class Names:
     @property
     def scheduler_commands_rule(self) -> str:
         return f"{self.prefix}-scheduler-commands"
+
+    @property
+    def tasks_rule(self) -> str:
+        """Run ends to the tasks queue (TASKS_DETAIL_TYPES)."""
+        return f"{self.prefix}-tasks-run-ends"
 
     def schedule_rule(self, rule: ScheduleRule) -> str:
         return f"{self.prefix}-{rule.name}"

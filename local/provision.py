@@ -13,13 +13,20 @@ from infra.resources import (
     SCHEDULE_RULES,
     SCHEDULER_COMMAND_DETAIL_TYPES,
     SERVICES,
+    TASKS_DETAIL_TYPES,
     Names,
     state_machine_substitutions,
 )
 from shared.runtime.catalogue import DOWNLOAD_BATCH_SIZE, EVENT_SOURCE, Timeouts
 
 _LOCAL_ROLE_ARN = "arn:aws:iam::123456789012:role/sourceflow-local-state-machine"
-BATCH_SIZE = {"validation": 10, "download": DOWNLOAD_BATCH_SIZE, "unlocking": 10, "scheduler": 10}
+BATCH_SIZE = {
+    "validation": 10,
+    "download": DOWNLOAD_BATCH_SIZE,
+    "unlocking": 10,
+    "scheduler": 10,
+    "tasks": 10,
+}
 # The services whose workers cut an invocation off at its function timeout, as Lambda does
 # (local/worker.py). Download plans its invocations by the time its context says is left, so it
 # must meet the same end as in the cloud; validation's and unlocking's local function timeouts
@@ -38,6 +45,9 @@ def visibility_timeouts(timeouts: Timeouts) -> dict[str, int]:
         "download": 60,
         "unlocking": timeouts.unlocking_visibility_seconds,
         "scheduler": 120,
+        # A sql task's statement may run up to its timeout (SQL_TASK_STATEMENT_TIMEOUT_MS, by
+        # default a minute) before its delivery ends.
+        "tasks": 120,
     }
 
 
@@ -61,6 +71,8 @@ class Provisioned:
     raw_bucket: str
     notifications_queue_url: str
     alerts_queue_url: str
+    alerts_topic_arn: str
+    notifications_topic_arn: str
 
 
 def provision(clients: Any, names: Names, timeouts: Timeouts) -> Provisioned:
@@ -102,6 +114,13 @@ def provision(clients: Any, names: Names, timeouts: Timeouts) -> Provisioned:
         SCHEDULER_COMMAND_DETAIL_TYPES,
         scheduler_queue_arn,
     )
+    _route(
+        events,
+        names.event_bus,
+        names.tasks_rule,
+        TASKS_DETAIL_TYPES,
+        _queue_arn(sqs, queue_urls["tasks"]),
+    )
     for rule in SCHEDULE_RULES:
         # Schedule rules belong to the default bus; the local stack's ticker fires them.
         events.put_rule(
@@ -125,6 +144,15 @@ def provision(clients: Any, names: Names, timeouts: Timeouts) -> Provisioned:
         Attributes={"RawMessageDelivery": "true"},
     )
 
+    # A workflow's notify task publishes to the notifications topic; locally the notifications
+    # queue reads it too (not raw: the SNS envelope tells a message from the bus's events).
+    notifications_topic_arn = sns.create_topic(Name=names.notifications_topic)["TopicArn"]
+    sns.subscribe(
+        TopicArn=notifications_topic_arn,
+        Protocol="sqs",
+        Endpoint=_queue_arn(sqs, notifications_url),
+    )
+
     definition = statemachine.render(
         state_machine_substitutions(queue_urls, names.event_bus, alerts_topic_arn, timeouts)
     )
@@ -139,6 +167,8 @@ def provision(clients: Any, names: Names, timeouts: Timeouts) -> Provisioned:
         names.raw_bucket,
         notifications_url,
         alerts_url,
+        alerts_topic_arn,
+        notifications_topic_arn,
     )
 
 

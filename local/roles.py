@@ -24,6 +24,12 @@ from shared.store.privileges import service_role
 
 # Two, so that the demo's Re-specs run can be asked for by one and approved by the other.
 DEMO_PEOPLE = ("alice", "bob")
+# The demo warehouse's login for a workflow's sql tasks (the `warehouse` target): it may read
+# and write the campaign tables (local/warehouse.sql) and nothing else, not even read the
+# ledger, which every sourceflow role may.
+WAREHOUSE_TARGET = "warehouse"
+WAREHOUSE_ROLE = "sourceflow_warehouse"
+WAREHOUSE_TABLES = ("public.campaign", "public.campaign_cache", "public.campaign_metrics")
 
 
 def create_roles(admin_url: str, respecs_tables: frozenset[str]) -> dict[str, str]:
@@ -67,3 +73,21 @@ def cut_off(admin_url: str, service: str) -> None:
 def restore(admin_url: str, service: str) -> None:
     with transaction(admin_url) as cur:
         cur.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(service_role(service))))
+
+
+def create_warehouse_login(admin_url: str) -> str:
+    """The warehouse login (created, or given a new password), with only its tables' rights;
+    returns its DSN."""
+    password = secrets.token_urlsafe(18)
+    with transaction(admin_url) as cur:
+        upsert_login_role(cur, WAREHOUSE_ROLE, password)
+        role = sql.Identifier(WAREHOUSE_ROLE)
+        cur.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
+        for table in WAREHOUSE_TABLES:
+            schema, name = table.split(".")
+            cur.execute(
+                sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(
+                    sql.Identifier(schema, name), role
+                )
+            )
+    return str(make_dsn(admin_url, user=WAREHOUSE_ROLE, password=password))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -37,12 +38,19 @@ from local.restart import (
     kept_password,
     kept_port,
 )
-from local.roles import DEMO_PEOPLE, create_people, create_roles
+from local.roles import (
+    DEMO_PEOPLE,
+    WAREHOUSE_TARGET,
+    create_people,
+    create_roles,
+    create_warehouse_login,
+)
 from local.supervisor import Restarts
 from local.ticker import Ticker
 from local.vendor.records import DEFAULT_DATASET_SPECS
 from ops.config import LOGS_DIR_VARIABLE, write_env_file
 from ops.logs import service_of_worker
+from services.tasks.settings import SQL_TARGETS_VARIABLE
 from shared.errors import SourceflowError
 from shared.runtime.catalogue import Timeouts
 from shared.runtime.secrets import connection_secrets_prefix
@@ -118,6 +126,7 @@ class LocalStack:
     _pg: Any = None
     _ticker: Ticker | None = None
     _service_urls: dict[str, str] = field(default_factory=dict)
+    _warehouse_url: str = ""
     people: dict[str, Path] = field(default_factory=dict)
     _redeployed: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -148,6 +157,7 @@ class LocalStack:
                 end_runs_lost_with_emulator(database_url)
             create_warehouse_tables(database_url)
             self._service_urls = create_roles(database_url, LOCAL_RESPECS_TABLES)
+            self._warehouse_url = create_warehouse_login(database_url)
             self.people = create_people(database_url, DEMO_PEOPLE, self.people_dir)
             endpoint = self._start_moto(ports["moto"])
             vendor_url = self._start_vendor(ports["vendor"])
@@ -181,6 +191,10 @@ class LocalStack:
                 "RESPECS_ALLOWED_TABLES": ",".join(sorted(LOCAL_RESPECS_TABLES)),
                 "NOTIFICATIONS_QUEUE_URL": self.provisioned.notifications_queue_url,
                 "ALERTS_QUEUE_URL": self.provisioned.alerts_queue_url,
+                "ALERTS_TOPIC_ARN": self.provisioned.alerts_topic_arn,
+                "NOTIFICATIONS_TOPIC_ARN": self.provisioned.notifications_topic_arn,
+                # A workflow's sql tasks reach the demo warehouse, and nothing else.
+                SQL_TARGETS_VARIABLE: json.dumps({WAREHOUSE_TARGET: self._warehouse_url}),
                 **{f"{s.upper()}_QUEUE_URL": url for s, url in self.provisioned.queue_urls.items()},
                 **{f"{s.upper()}_DLQ_URL": url for s, url in self.provisioned.dlq_urls.items()},
                 **self.partner.env(),

@@ -9,3 +9,24 @@ CREATE TABLE IF NOT EXISTS public.listing_attributes (
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (source_id, listing_id, attribute)
 );
+
+-- The campaign workflow's tables (local/demo_workflows.yaml): the campaigns, whose start day a
+-- workflow checks, the caches it warms and the metrics it aggregates. A workflow's sql tasks
+-- reach them through the warehouse login (local/roles.py), which may touch nothing else.
+CREATE TABLE IF NOT EXISTS public.campaign (
+    campaign_id integer PRIMARY KEY,
+    name        text NOT NULL DEFAULT '',
+    starts_on   date NOT NULL,
+    ends_on     date NOT NULL,
+    status      text NOT NULL DEFAULT 'scheduled',
+    listings    bigint
+);
+CREATE TABLE IF NOT EXISTS public.campaign_cache (
+    campaign_id integer NOT NULL,
+    warmed_at   timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS public.campaign_metrics (
+    campaign_id integer PRIMARY KEY,
+    listings    bigint,
+    computed_at timestamptz NOT NULL
+);

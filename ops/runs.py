@@ -6,16 +6,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from ops.approvals import STEP as APPROVE_STEP
 from ops.approvals import cancel_waiting
 from ops.config import OperatorConfig, OperatorError, unknown_source
 from ops.output import cell
 from ops.run_view import StepStatus, StepVisit, execution_history, step_visits
-from shared.runtime.catalogue import DetailType, Step
+from shared.runtime import executions
+from shared.runtime.catalogue import Step
 from shared.runtime.events import EventPublisher
-from shared.runtime.executions import execution_name, requested_run_nonce
+from shared.runtime.executions import RunRequest, requested_run_nonce
 from shared.runtime.tasks import TaskCallbacks
 from shared.store import admission, runs
 from shared.store.db import Database, session_login
@@ -116,14 +117,9 @@ def cancel_run(db: Database, callbacks: TaskCallbacks, run: str, *, reason: str)
     raise OperatorError(f"run {run!r} has already ended ({found['status']}); nothing to cancel")
 
 
-class RunRequest(NamedTuple):
-    event_id: str
-    execution_name: str  # what the scheduler starts (or queues) the run as
-
-
 def request_run(config: OperatorConfig, db: Database, source_id: str) -> RunRequest:
     """Publish `Run Requested` by the connected person; returns the event's id and the name of
-    the execution the scheduler starts for it, which the event's time and id make."""
+    the execution the scheduler starts for it."""
     source = get_source(db, source_id)
     if source is None:
         raise unknown_source(source_id)
@@ -131,23 +127,14 @@ def request_run(config: OperatorConfig, db: Database, source_id: str) -> RunRequ
         raise OperatorError(f"source {source_id!r} was deleted; it runs no more")
     with db.transaction() as cur:
         requested_by = session_login(cur)
-    publish = EventPublisher(config.client("events"), config.require("EVENT_BUS_NAME"))
-    # The event's time as the scheduler reads it: EventBridge keeps whole seconds.
-    requested_at = datetime.now(UTC).replace(microsecond=0)
-    event_id = publish(
-        DetailType.RUN_REQUESTED,
-        {"source_id": source_id, "requested_by": requested_by, "reason": "sourceflow run"},
+    return executions.request_run(
+        EventPublisher(config.client("events"), config.require("EVENT_BUS_NAME")),
+        db,
+        source_id,
+        requested_by=requested_by,
+        reason="sourceflow run",
         correlation_id=f"{source_id}-operator",
-        at=requested_at,
     )
-    name = execution_name(source_id, requested_at, requested_run_nonce(event_id))
-    with db.transaction() as cur:
-        # Who asked, for `runs show`: the database records the login (migration 0020).
-        cur.execute(
-            "INSERT INTO public.run_request (execution_name, source_id) VALUES (%s, %s)",
-            (name, source_id),
-        )
-    return RunRequest(event_id, name)
 
 
 def find_requested_execution(

@@ -14,7 +14,7 @@ from psycopg2.sql import SQL, Identifier
 from shared.errors import PermanentError, bounded_line
 from shared.rules.respecs import RESPECS_SEARCH_PATH
 from shared.rules.versions import VERSION_COUNTS, landing_warnings
-from shared.store.db import fetch_one
+from shared.store.db import SERVER_MESSAGE_CHARS, fetch_one, query_at_fault
 from shared.store.privileges import RESPECS_ROLE
 from shared.store.runs import OPEN_RUN_STATUSES, RunStatus
 from shared.timefmt import isoformat
@@ -101,20 +101,6 @@ def apply_respecs(cur: Any, sql: str, statement_timeout_ms: int) -> int:
     cur.execute("SET LOCAL statement_timeout = 0")
     cur.execute("SET LOCAL search_path TO DEFAULT")
     return rows
-
-
-# SQLSTATE classes of failures a statement meets through no fault of its own: the connection
-# (08), a concurrent transaction (40: serialization failure, deadlock), the server's resources
-# (53), an operator (57) or the system (58), and a lock not granted in time (55P03).
-_NOT_THE_QUERYS_FAULT = ("08", "40", "53", "57", "58", "55P03")
-SERVER_MESSAGE_CHARS = 300
-"""How much of PostgreSQL's message a failed Re-specs query's error carries."""
-
-
-def query_at_fault(pgcode: str | None) -> bool:
-    """Whether a failed Re-specs query failed because of what it says (a value, a type, a
-    constraint, a limit, something unsupported): retrying the same query cannot help."""
-    return pgcode is not None and not pgcode.startswith(_NOT_THE_QUERYS_FAULT)
 
 
 def result_fields(run: Mapping[str, Any], *, lock_released: bool) -> dict[str, Any]:

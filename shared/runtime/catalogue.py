@@ -60,6 +60,8 @@ class DetailType(StrEnum):
     FLOW_RESET_APPLIED = "Flow Reset Applied"
     SOURCE_OVERDUE = "Source Overdue"
     SOURCE_RECOVERED = "Source Recovered"
+    WORKFLOW_RUN_SUCCEEDED = "Workflow Run Succeeded"
+    WORKFLOW_RUN_FAILED = "Workflow Run Failed"
 
     @property
     def contract(self) -> str:
@@ -67,14 +69,11 @@ class DetailType(StrEnum):
         return self.value.lower().replace(" ", "-")
 
 
+# A run's end, whichever way it ended: the events a workflow's ingest task waits for.
+RUN_ENDS = (DetailType.RUN_SUCCEEDED, DetailType.RUN_FAILED, DetailType.RUN_CANCELLED)
 # The events after which the scheduler starts the runs admission allows: a request puts a run in
 # the line, a run's end frees its place (infra/resources.py routes them to the scheduler).
-RUNS_MAY_START_AFTER = (
-    DetailType.RUN_REQUESTED,
-    DetailType.RUN_SUCCEEDED,
-    DetailType.RUN_FAILED,
-    DetailType.RUN_CANCELLED,
-)
+RUNS_MAY_START_AFTER = (DetailType.RUN_REQUESTED, *RUN_ENDS)
 
 EVENT_SOURCE = "sourceflow"
 """The `source` of every sourceflow event."""

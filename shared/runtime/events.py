@@ -104,6 +104,15 @@ def event_lambda_handler(
     """A Lambda consuming EventBridge events from SQS, routed by DetailType, with partial batch
     responses: a malformed or failing event is recorded and redelivered alone, with backoff,
     and ends in the DLQ."""
+    return consumer_lambda_handler(
+        event_record_process(routes), database=database, settings=settings
+    )
+
+
+def event_record_process(
+    routes: Mapping[str, Callable[[dict[str, Any]], None]],
+) -> Callable[[SQSRecord, QueueVisibility, TimeLeft], None]:
+    """How an event consumer handles one record: parsed, checked, and routed by DetailType."""
     accepted = set(routes)
 
     def process(record: SQSRecord, visibility: QueueVisibility, time_left: TimeLeft) -> None:
@@ -119,4 +128,14 @@ def event_lambda_handler(
         with logger.append_context_keys(event_id=event.get("id"), source_id=source_id):
             routes[event["detail-type"]](event)
 
-    return consumer_lambda_handler(process, database=database, settings=settings)
+    return process
+
+
+def is_event(body: str) -> bool:
+    """Whether an SQS body is an EventBridge envelope rather than a message of our own (a queue
+    that carries both, as the tasks service's does, routes by it)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "detail-type" in data

@@ -11,7 +11,11 @@ import json
 import re
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
+
+from shared.runtime.catalogue import DetailType
+from shared.runtime.events import EventPublisher
+from shared.store.db import Database
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -42,3 +46,38 @@ def start_run(
         stateMachineArn=state_machine_arn, name=name, input=json.dumps({"source_id": source_id})
     )
     return str(response["executionArn"])
+
+
+class RunRequest(NamedTuple):
+    event_id: str
+    execution_name: str  # what the scheduler starts (or queues) the run as
+
+
+def request_run(
+    publish: EventPublisher,
+    db: Database,
+    source_id: str,
+    *,
+    requested_by: str,
+    reason: str,
+    correlation_id: str,
+) -> RunRequest:
+    """Publish `Run Requested` for `source_id` (`sourceflow run`, a workflow's ingest task) and
+    record the request; returns the event's id and the name of the execution the scheduler
+    starts for it, which the event's time and id make. Who asked is the database login
+    (migration 0020's trigger), whatever `requested_by` says."""
+    # The event's time as the scheduler reads it: EventBridge keeps whole seconds.
+    requested_at = datetime.now(UTC).replace(microsecond=0)
+    event_id = publish(
+        DetailType.RUN_REQUESTED,
+        {"source_id": source_id, "requested_by": requested_by, "reason": reason},
+        correlation_id=correlation_id,
+        at=requested_at,
+    )
+    name = execution_name(source_id, requested_at, requested_run_nonce(event_id))
+    with db.transaction() as cur:
+        cur.execute(
+            "INSERT INTO public.run_request (execution_name, source_id) VALUES (%s, %s)",
+            (name, source_id),
+        )
+    return RunRequest(event_id, name)

@@ -28,6 +28,7 @@ from shared.runtime.deliveries import (
     consumer_lambda_handler,
     unbounded,
 )
+from shared.runtime.events import event_record_process, is_event
 from shared.runtime.observability import logger
 from shared.runtime.redaction import error_text
 from shared.runtime.settings import ConsumerSettings
@@ -112,8 +113,9 @@ def process_task_record(
     message = _parse(record, request_contract)
     delivery = Delivery.of(record, visibility, time_left)
     logger.append_keys(
-        source_id=message["source_id"],
-        execution_arn=message["execution_arn"],
+        # A workflow's task names its workflow run instead of a source's execution.
+        source_id=message.get("source_id"),
+        execution_arn=message.get("execution_arn", message.get("workflow_run_id")),
         receive_count=delivery.receive_count,
     )
     try:
@@ -179,7 +181,7 @@ def _attempt(
     try:
         fields = work(message, delivery)
         if fields is None:
-            logger.info("task waits for a person to answer it")
+            logger.info("task answered later, with its kept token (a person, or a run's end)")
             return None
         callbacks.succeed(message["task_token"], _result(message, fields, result_contract))
     except TransientError as exc:
@@ -212,26 +214,25 @@ def _result(
 @dataclass(frozen=True)
 class TaskKind:
     """One kind of task message a service's queue carries: its request and result contracts,
-    the state machine step it serves (named in the ledger when it fails), and the work."""
+    the state machine step it serves (named in the ledger when it fails), the work, and where
+    a failure is recorded (by default the run ledger's row of the message's execution)."""
 
     request_contract: str
     result_contract: str
     step: str
     work: TaskWork
+    recorder: Callable[[Database, str], FailureRecorder] = failure_recorder
 
 
-def task_lambda_handler(
-    *kinds: TaskKind,
-    database: Callable[[], Database],
-    settings: ConsumerSettings,
-) -> Callable[[dict[str, Any], LambdaContext], Any]:
-    """The Lambda entry point of a task service: an SQS batch with partial batch responses.
+RecordProcess = Callable[[SQSRecord, QueueVisibility, TimeLeft], None]
 
-    A record goes to the kind its `schema` names; one no kind takes is judged against the first
-    kind's contract, whose error says what was expected. A record that raises (malformed,
-    transient, or a bug) is recorded, delayed by the retry backoff and reported in
-    `batchItemFailures`; only it is redelivered, the rest of the batch is deleted.
-    """
+
+def task_record_process(
+    *kinds: TaskKind, database: Callable[[], Database], settings: ConsumerSettings
+) -> RecordProcess:
+    """How a task service handles one record: it goes to the kind its `schema` names; one no
+    kind takes is judged against the first kind's contract, whose error says what was
+    expected."""
     by_contract = {kind.request_contract: kind for kind in kinds}
 
     def process(record: SQSRecord, visibility: QueueVisibility, time_left: TimeLeft) -> None:
@@ -245,11 +246,34 @@ def task_lambda_handler(
             result_contract=kind.result_contract,
             work=kind.work,
             callbacks=TaskCallbacks(aws.client("stepfunctions")),
-            record_failure=failure_recorder(database(), step=kind.step),
+            record_failure=kind.recorder(database(), kind.step),
             max_receives=settings.max_receives,
             visibility=visibility,
             time_left=time_left,
         )
+
+    return process
+
+
+def task_lambda_handler(
+    *kinds: TaskKind,
+    database: Callable[[], Database],
+    settings: ConsumerSettings,
+    events: Mapping[str, Callable[[dict[str, Any]], None]] | None = None,
+) -> Callable[[dict[str, Any], LambdaContext], Any]:
+    """The Lambda entry point of a task service: an SQS batch with partial batch responses.
+
+    A queue that also carries EventBridge events (the tasks service's: the run ends its ingest
+    tasks wait for) routes them by DetailType to `events`. A record that raises (malformed,
+    transient, or a bug) is recorded, delayed by the retry backoff and reported in
+    `batchItemFailures`; only it is redelivered, the rest of the batch is deleted.
+    """
+    tasks = task_record_process(*kinds, database=database, settings=settings)
+    routed = event_record_process(events) if events else None
+
+    def process(record: SQSRecord, visibility: QueueVisibility, time_left: TimeLeft) -> None:
+        by_body = routed if routed is not None and is_event(record.body) else tasks
+        by_body(record, visibility, time_left)
 
     return consumer_lambda_handler(process, database=database, settings=settings)
 

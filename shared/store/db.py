@@ -149,3 +149,19 @@ def session_login(cur: Any) -> str:
     cur.execute("SELECT session_user AS login")
     row = cur.fetchone()
     return str(row["login"])
+
+
+# SQLSTATE classes of failures a statement meets through no fault of its own: the connection
+# (08), a concurrent transaction (40: serialization failure, deadlock), the server's resources
+# (53), an operator (57) or the system (58), and a lock not granted in time (55P03).
+_NOT_THE_QUERYS_FAULT = ("08", "40", "53", "57", "58", "55P03")
+SERVER_MESSAGE_CHARS = 300
+"""How much of PostgreSQL's message the error of a failed query (a Re-specs query, a workflow's
+sql task) carries."""
+
+
+def query_at_fault(pgcode: str | None) -> bool:
+    """Whether a query people wrote (Re-specs, a workflow's sql task) failed because of what it
+    says (a value, a type, a constraint, a limit, something unsupported): retrying the same
+    query cannot help."""
+    return pgcode is not None and not pgcode.startswith(_NOT_THE_QUERYS_FAULT)

@@ -152,6 +152,16 @@ WRITES: Mapping[str, Mapping[str, TableWrites]] = {
         "public.workflow_run": _WORKFLOW_RUN_START,
         **_DELIVERY_FAILURES,
     },
+    service_role("tasks"): {
+        # Each task of a workflow run (migration 0022), and the run's end (migration 0021).
+        "public.workflow_task_run": TableWrites(insert=ALL, update=ALL),
+        "public.workflow_run": TableWrites(update=("status", "ended_at")),
+        # An ingest task asks for its child run as `sourceflow run` does (the request's login is
+        # the service's, written by migration 0020's trigger), on the flow the task names.
+        "public.run_request": TableWrites(insert=("execution_name", "source_id")),
+        "public.source": TableWrites(update=("batch_execution_params", "updated_at")),
+        **_DELIVERY_FAILURES,
+    },
     OPERATORS_ROLE: {
         # `sources add|edit|schedule|disable|enable|delete`, `apply` and `flow set`; never the
         # cursor, the lock or the counts, nor backfill_approval_days (an administrator's: it is

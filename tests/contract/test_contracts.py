@@ -32,6 +32,9 @@ DOCUMENTS = {
     *map(connection_contract, SOURCE_TYPES),
 }
 MESSAGE_CONTRACTS = [key for key in schema_names() if key[0] not in DOCUMENTS]
+# Requests of a workflow's state machine: a task of a workflow run, not a run of one source, so
+# they carry the workflow run's ids instead of the task fields (execution, source).
+WORKFLOW_REQUESTS = {"workflow-task-request"}
 
 
 def _examples(kind: str) -> list[Any]:
@@ -94,7 +97,7 @@ def test_message_schema_is_closed_and_carries_the_envelope(name: str, version: i
     assert schema["properties"]["version"] == {"const": version}
     envelope = {"$ref": f"{schema_id(COMMON, 1)}#/$defs/envelope"}
     assert envelope in schema["allOf"]
-    if name.endswith("-request"):
+    if name.endswith("-request") and name not in WORKFLOW_REQUESTS:
         assert {"$ref": f"{schema_id(COMMON, 1)}#/$defs/task_fields"} in schema["allOf"]
 
 

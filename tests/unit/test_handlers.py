@@ -35,6 +35,7 @@ def test_every_service_has_a_handler() -> None:
         "download",
         "unlocking",
         "scheduler",
+        "tasks",
     }
 
 

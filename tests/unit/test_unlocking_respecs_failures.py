@@ -1,11 +1,11 @@
 """How unlocking tells a Re-specs query's own failure (permanent, reported at once) from one
-the connection or the server caused (retried): services.unlocking.adapters.query_at_fault."""
+the connection or the server caused (retried): shared.store.db.query_at_fault."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.unlocking.adapters import query_at_fault
+from shared.store.db import query_at_fault
 
 # SQLSTATE → what the server said, for failures retrying the same query cannot cure ...
 THE_QUERYS_FAULT = {

@@ -1,0 +1,84 @@
+"""The tasks service's settings, read once at cold start."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import psycopg2
+from psycopg2.extensions import parse_dsn
+
+from shared.runtime.catalogue import RESPECS_STATEMENT_TIMEOUT_MS
+from shared.runtime.redaction import remember_secret
+from shared.runtime.settings import (
+    ConsumerSettings,
+    SettingsError,
+    env_int,
+    env_str,
+    read_database_secret,
+)
+from shared.store.db import dsn_from_secret
+
+SQL_TARGETS_VARIABLE = "WORKFLOW_SQL_TARGETS"
+_SECRET_ARN_PREFIX = "arn:aws:secretsmanager:"
+
+
+@dataclass(frozen=True)
+class Settings:
+    consumer: ConsumerSettings
+    event_bus_name: str
+    alerts_topic_arn: str
+    notifications_topic_arn: str
+    # The databases a workflow's sql task may run against, by the name its definition gives:
+    # the allow-list (nothing else is reachable), each a libpq DSN of a login with only what
+    # the tasks need.
+    sql_targets: Mapping[str, str]
+    # How long a sql task's statement may run: the same discipline, and default, as a Re-specs
+    # query's.
+    sql_statement_timeout_ms: int
+
+    @classmethod
+    def from_env(cls, *, read_secret: Callable[[str], str] = read_database_secret) -> Settings:
+        return cls(
+            consumer=ConsumerSettings.from_env(),
+            event_bus_name=env_str("EVENT_BUS_NAME"),
+            alerts_topic_arn=env_str("ALERTS_TOPIC_ARN"),
+            notifications_topic_arn=env_str("NOTIFICATIONS_TOPIC_ARN"),
+            sql_targets=sql_targets(os.environ.get(SQL_TARGETS_VARIABLE, ""), read_secret),
+            sql_statement_timeout_ms=env_int(
+                "SQL_TASK_STATEMENT_TIMEOUT_MS", RESPECS_STATEMENT_TIMEOUT_MS, minimum=1
+            ),
+        )
+
+
+def sql_targets(raw: str, read_secret: Callable[[str], str]) -> dict[str, str]:
+    """`{"warehouse": DSN or a Secrets Manager database secret's ARN, ...}` → name → DSN.
+    Empty: no target, every sql task fails by name."""
+    if not raw.strip():
+        return {}
+    try:
+        targets = json.loads(raw)
+    except ValueError:
+        targets = None
+    if not isinstance(targets, dict) or not all(
+        isinstance(name, str) and isinstance(value, str) and value
+        for name, value in targets.items()
+    ):
+        raise SettingsError(
+            f"environment variable {SQL_TARGETS_VARIABLE} must be a JSON object of target "
+            'names to a DSN or a database secret ARN, e.g. {"warehouse": "arn:aws:secrets…"}'
+        )
+    dsns = {
+        name: dsn_from_secret(read_secret(value), reference=value)
+        if value.startswith(_SECRET_ARN_PREFIX)
+        else value
+        for name, value in targets.items()
+    }
+    for dsn in dsns.values():
+        # A target's password is redacted like the service's own, wherever it might surface.
+        with contextlib.suppress(psycopg2.ProgrammingError):  # connecting will say what is wrong
+            remember_secret(parse_dsn(dsn).get("password", ""))
+    return dsns
