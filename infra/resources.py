@@ -71,6 +71,11 @@ class Names:
     def state_machine(self) -> str:
         return f"{self.prefix}-run"
 
+    def workflow_state_machine(self, workflow: str, version: int) -> str:
+        """A workflow version's own state machine (README, "Workflows after ingestion"); a
+        workflow's name has at most 40 characters, so this fits Step Functions' 80."""
+        return f"{self.prefix}-wf-{workflow}-v{version}"
+
     @property
     def event_bus(self) -> str:
         return self.prefix

@@ -432,9 +432,11 @@ def sources_export(output: Path | None, as_json: bool, state_dir: Path) -> None:
 @_json_option
 @state_dir_option
 def apply(file: Path, dry_run: bool, reason: str | None, as_json: bool, state_dir: Path) -> None:
-    """Make the registered sources match FILE (a YAML `sources:` list, as `sources export`
-    writes): add, change, disable what it drops (never delete). Prints the plan; a file with
-    any problem is refused whole. Applying it again changes nothing."""
+    """Make the registered sources match FILE's `sources:` list (as `sources export` writes):
+    add, change, disable what it drops (never delete); and its workflows its `workflows:` list
+    (a changed definition is a new version; README, "Workflows after ingestion"). A key the
+    file leaves out leaves those as they are. Prints the plan; a file with any problem is
+    refused whole. Applying it again changes nothing."""
     from ops.source_changes import source_access
     from ops.sources_file import (
         InvalidSourcesFile,
@@ -442,32 +444,64 @@ def apply(file: Path, dry_run: bool, reason: str | None, as_json: bool, state_di
         checked_entries,
         plan_as_json,
         plan_said,
-        read_entries,
+        read_file,
     )
+    from ops.workflows import (
+        apply_workflows,
+        changes_as_json,
+        changes_said,
+        checked_workflows,
+        machine_deployer,
+        sql_targets,
+    )
+    from shared.store.sources import source_ids
 
     origin = str(file)
+    said: list[str] = []
+    document: dict[str, Any] = {}
     with _database(state_dir) as (config, db):
         try:
-            wanted = checked_entries(
-                read_entries(file.read_text(), origin), origin, source_access(config)
-            )
-            plan, who = apply_file(
-                db,
-                wanted,
-                origin=origin,
-                reason=reason or f"sourceflow apply {file.name}",
-                dry_run=dry_run,
-                now=datetime.now(UTC),
-            )
+            read = read_file(file.read_text(), origin)
+            wanted = None
+            if read.sources is not None:
+                wanted = checked_entries(read.sources, origin, source_access(config))
+            if read.workflows is not None:
+                with db.transaction() as cur:
+                    registered = source_ids(cur)
+                listed = {settings.source_id for settings in wanted or ()}
+                workflows = checked_workflows(
+                    read.workflows,
+                    origin,
+                    sources=registered | listed,
+                    targets=sql_targets(config),
+                )
+            if wanted is not None:
+                plan, who = apply_file(
+                    db,
+                    wanted,
+                    origin=origin,
+                    reason=reason or f"sourceflow apply {file.name}",
+                    dry_run=dry_run,
+                    now=datetime.now(UTC),
+                )
+                document = plan_as_json(plan, origin=origin, dry_run=dry_run, who=who)
+                said.append(plan_said(plan, origin=origin, dry_run=dry_run, who=who))
+            if read.workflows is not None:
+                deploy = machine_deployer(config)
+                changes, who = apply_workflows(db, workflows, deploy=deploy, dry_run=dry_run)
+                document.setdefault("file", origin)
+                document.setdefault("dry_run", dry_run)
+                document["workflows"] = changes_as_json(changes)
+                said.append(changes_said(changes, origin=origin, dry_run=dry_run, who=who))
         except InvalidSourcesFile as exc:
             raise click.ClickException(
                 f"{origin}: nothing applied; {len(exc.problems)} problem(s):\n  "
                 + "\n  ".join(exc.problems)
             ) from None
     if as_json:
-        echo_json(plan_as_json(plan, origin=origin, dry_run=dry_run, who=who))
+        echo_json(document)
     else:
-        click.echo(plan_said(plan, origin=origin, dry_run=dry_run, who=who))
+        click.echo("\n".join(said))
 
 
 # -- flows ------------------------------------------------------------------------------------
@@ -1429,6 +1463,120 @@ def logs(
         click.echo("no log lines" + (f" mention run {run_name}" if run_name else ""))
     else:
         click.echo("\n".join(line.text() for line in lines))
+
+
+# -- workflows --------------------------------------------------------------------------------
+
+
+@main.group()
+def workflow() -> None:
+    """Workflows after ingestion: tasks that run after runs and after each other (README,
+    "Workflows after ingestion"); `sourceflow apply` registers them."""
+
+
+WORKFLOW_COLUMNS = [
+    "name",
+    "version",
+    "enabled",
+    "schedule_interval",
+    "schedule_cron",
+    "last_run",
+    "last_status",
+    "last_started_at",
+]
+WORKFLOW_RUN_COLUMNS = [
+    "id",
+    "workflow",
+    "version",
+    "status",
+    "succeeded",
+    "failed",
+    "skipped",
+    "requested_by",
+    "started_at",
+    "duration",
+]
+WORKFLOW_TASK_COLUMNS = ["task", "kind", "status", "variables_seen", "output", "error"]
+
+
+@workflow.command("list")
+@_json_option
+@state_dir_option
+def workflow_list(as_json: bool, state_dir: Path) -> None:
+    """The registered workflows: current version, schedule, enabled, last run."""
+    from shared.store.workflows import list_workflows
+
+    with _database(state_dir) as (_, db), db.transaction() as cur:
+        rows = list_workflows(cur)
+    _print_rows(rows, as_json, "workflows", WORKFLOW_COLUMNS)
+
+
+@workflow.command("run")
+@click.argument("name")
+@click.option(
+    "--var",
+    "pairs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A variable's value for this run instead of its default (repeat for more).",
+)
+@_json_option
+@state_dir_option
+def workflow_run(name: str, pairs: tuple[str, ...], as_json: bool, state_dir: Path) -> None:
+    """Start a run of workflow NAME's current version now; print its id, for `workflow
+    show`."""
+    import secrets
+
+    from ops.workflows import given_variables, run_workflow
+
+    given = given_variables(pairs)
+    with _database(state_dir) as (config, db):
+        started = run_workflow(
+            db, config.client("stepfunctions"), name, given, nonce=secrets.token_hex(4)
+        )
+    if as_json:
+        echo_json(started)
+    else:
+        click.echo(
+            f"workflow {name} v{started['version']} started: run {started['run']} "
+            f"(`sourceflow workflow show {started['run']}`)"
+        )
+
+
+@workflow.command("runs")
+@click.argument("name", required=False)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@_json_option
+@state_dir_option
+def workflow_runs(name: str | None, limit: int, as_json: bool, state_dir: Path) -> None:
+    """Workflow runs (of NAME), newest first: version, status, how many tasks ended how."""
+    from shared.store.workflows import runs as workflow_runs_of
+
+    with _database(state_dir) as (_, db), db.transaction() as cur:
+        rows = workflow_runs_of(cur, name, limit)
+    _print_rows(rows, as_json, "workflow runs", WORKFLOW_RUN_COLUMNS)
+
+
+@workflow.command("show")
+@click.argument("run_id", metavar="RUN")
+@_json_option
+@state_dir_option
+def workflow_show(run_id: str, as_json: bool, state_dir: Path) -> None:
+    """Workflow run RUN whole: its version, variables, status; then each task of its version
+    with its status, the variables it saw, what it set and its error. Exit 1 if it failed."""
+    from ops.workflows import show_run
+    from shared.rules.workflows import WorkflowRunStatus
+
+    with _database(state_dir) as (_, db):
+        shown = show_run(db, run_id)
+    if as_json:
+        echo_json(shown)
+    else:
+        fields = [{"field": key, "value": _cell(value)} for key, value in shown["run"].items()]
+        _print_rows(fields, False, f"workflow run {run_id}", ["field", "value"], counted=False)
+        _print_rows(shown["tasks"], False, "tasks", WORKFLOW_TASK_COLUMNS)
+    if shown["run"]["status"] == WorkflowRunStatus.FAILED:
+        sys.exit(1)
 
 
 # -- plumbing ---------------------------------------------------------------------------------

@@ -212,24 +212,47 @@ _YAML_LINE_BREAKS = ("\x85", "\u2028", "\u2029")
 _NoAliasesWritten.add_representer(str, _text)
 
 
-def read_entries(text: str, origin: str) -> list[Any]:
-    """The items of a sources file's `sources:` list (each still to be checked)."""
+@dataclass(frozen=True)
+class SourcesFile:
+    """What a sources file holds: its `sources:` list and its `workflows:` list, each None
+    when the file has no such key (apply then leaves those as they are)."""
+
+    sources: list[Any] | None
+    workflows: Any = None
+
+
+FILE_KEYS = ("sources", "workflows")
+
+
+def read_file(text: str, origin: str) -> SourcesFile:
+    """A sources file's lists (each item still to be checked): sources, workflows or both."""
     if len(text.encode()) > MAX_FILE_BYTES:
         raise InvalidSourcesFile(origin, [f"the file is over {MAX_FILE_BYTES:,} bytes"])
     try:
         document = yaml.load(text, Loader=_NoAliases)  # (a SafeLoader)
     except yaml.YAMLError as exc:
         raise InvalidSourcesFile(origin, [_yaml_problem(exc)]) from None
-    if not isinstance(document, Mapping) or "sources" not in document:
+    if not isinstance(document, Mapping) or not set(FILE_KEYS) & set(document):
         raise InvalidSourcesFile(
-            origin, ["the file is a mapping with one key, sources: a list of sources"]
+            origin,
+            ["the file is a mapping with the key sources (a list of sources), workflows, or both"],
         )
-    others = sorted(str(key) for key in document if key != "sources")
+    others = sorted(str(key) for key in document if key not in FILE_KEYS)
     if others:
-        raise InvalidSourcesFile(origin, [f"unknown top-level key(s) {others}; only sources"])
-    entries = document["sources"]
-    if not isinstance(entries, list):
+        raise InvalidSourcesFile(
+            origin, [f"unknown top-level key(s) {others}; only sources and workflows"]
+        )
+    entries = document.get("sources")
+    if "sources" in document and not isinstance(entries, list):
         raise InvalidSourcesFile(origin, ["sources: is not a list (write `sources: []` for none)"])
+    return SourcesFile(entries, document.get("workflows"))
+
+
+def read_entries(text: str, origin: str) -> list[Any]:
+    """The items of a sources file's `sources:` list (each still to be checked)."""
+    entries = read_file(text, origin).sources
+    if entries is None:
+        raise InvalidSourcesFile(origin, ["the file has no sources: list"])
     return entries
 
 

@@ -457,15 +457,18 @@ def sql_problem(query: str) -> str | None:
     return None
 
 
-def run_variables(workflow: Workflow, given: Mapping[str, Any]) -> dict[str, Any]:
-    """A run's variables: the defaults, with what the run was given instead (`--var k=v`)."""
-    unknown = sorted(set(given) - set(workflow.variables))
+def run_variables(
+    workflow: str, declared: Mapping[str, Any], given: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A run's variables: the `declared` defaults, with what the run was given instead
+    (`--var k=v`)."""
+    unknown = sorted(set(given) - set(declared))
     if unknown:
-        declared = ", ".join(sorted(workflow.variables)) or "none"
+        names = ", ".join(sorted(declared)) or "none"
         raise InvalidWorkflow(
-            f"workflow {workflow.name!r} has no variable(s) {unknown}; it declares: {declared}"
+            f"workflow {workflow!r} has no variable(s) {unknown}; it declares: {names}"
         )
-    return {**workflow.variables, **given}
+    return {**declared, **given}
 
 
 def run_name(workflow: str, version: int, started: datetime, nonce: str) -> str:

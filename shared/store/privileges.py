@@ -86,6 +86,12 @@ _FAILURE_NOTE = (
 _RUN_LEDGER = TableWrites(insert=AllColumnsBut(_CANCEL), update=AllColumnsBut(_CANCEL))
 _DELIVERY_FAILURES = {"public.delivery_failure": TableWrites(insert=ALL, update=ALL)}
 
+# A workflow run as `sourceflow workflow run` and the scheduler start it (who started it is the
+# login, written by migration 0021's trigger); its end is the tasks service's.
+_WORKFLOW_RUN_START = TableWrites(
+    insert=("id", "workflow", "version", "variables", "execution_arn")
+)
+
 WRITES: Mapping[str, Mapping[str, TableWrites]] = {
     service_role("validation"): {
         # take_lock counts the run; a first run writes its Backdated params.
@@ -141,6 +147,9 @@ WRITES: Mapping[str, Mapping[str, TableWrites]] = {
             insert=ALL,
             update=("execution_name", "started_for", "nonce", "admitted_at", "execution_arn"),
         ),
+        # The scheduled workflows' slots and the runs it starts for them.
+        "public.workflow": TableWrites(update=("last_scheduled_slot",)),
+        "public.workflow_run": _WORKFLOW_RUN_START,
         **_DELIVERY_FAILURES,
     },
     service_role("tasks"): {
@@ -174,6 +183,23 @@ WRITES: Mapping[str, Mapping[str, TableWrites]] = {
         "public.vendor_limit": TableWrites(
             insert=("host", "max_concurrent"), update=("max_concurrent",), delete=True
         ),
+        # `sourceflow apply`'s workflows: a new version (who made it is the login, written by
+        # migration 0021's trigger; a version never changes), the current one, enabled or not.
+        "public.workflow_version": TableWrites(
+            insert=("workflow", "version", "definition", "definition_hash", "state_machine_arn")
+        ),
+        "public.workflow": TableWrites(
+            insert=("name", "current_version", "schedule_interval", "schedule_cron"),
+            update=(
+                "current_version",
+                "schedule_interval",
+                "schedule_cron",
+                "enabled",
+                "updated_at",
+            ),
+        ),
+        # `sourceflow workflow run`.
+        "public.workflow_run": _WORKFLOW_RUN_START,
     },
 }
 

@@ -132,3 +132,9 @@ def source_changes(cur: Any, source_id: str, *, limit: int) -> list[dict[str, An
         (source_id, limit),
     )
     return [dict(row) for row in cur.fetchall()]
+
+
+def source_ids(cur: Any) -> set[str]:
+    """The ids of the sources that are not deleted (a workflow's ingest tasks name one)."""
+    cur.execute("SELECT source_id FROM public.source WHERE deleted_at IS NULL")
+    return {row["source_id"] for row in cur.fetchall()}

@@ -113,7 +113,9 @@ def play(
     execution = sfn.start_execution(
         stateMachineArn=machine,
         name=name,
-        input=json.dumps({"variables": run_variables(workflow, given or {})}),
+        input=json.dumps(
+            {"variables": run_variables(workflow.name, workflow.variables, given or {})}
+        ),
     )["executionArn"]
     played = Played()
     deadline = time.monotonic() + WAIT_SECONDS

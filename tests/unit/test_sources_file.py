@@ -20,6 +20,7 @@ from ops.sources_file import (
     plan_changes,
     plan_said,
     read_entries,
+    read_file,
 )
 from shared.rules.source_settings import SourceSettings, settings_from_entry
 from tests.fakes.secrets import fake_access
@@ -126,10 +127,19 @@ def test_the_plan_reads_as_marks_and_changes() -> None:
 # -- the file ----------------------------------------------------------------------------------
 
 
+def test_yes_no_on_and_off_are_words_not_booleans() -> None:
+    """YAML 1.1 reads `on:` as the key True: an edge's `{task: x, on: failure}` would lose it."""
+    document = read_file("workflows:\n  - {on: failure, a: yes, b: no, c: true}", "f")
+
+    assert document.workflows == [{"on": "failure", "a": "yes", "b": "no", "c": True}]
+    assert document.sources is None
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("", "the file is a mapping with one key, sources"),
+        ("", "the file is a mapping with the key sources (a list of sources), workflows"),
+        ("workflows: []", "the file has no sources: list"),
         ("sources: 3", "sources: is not a list"),
         ("sources: []\nsoruces: []", "unknown top-level key(s) ['soruces']"),
         ("sources:\n  - id: [", "not YAML: line 2"),
