@@ -2,7 +2,7 @@
 -- (services/tasks). The compiled state machine decides what runs; this table records what each
 -- task saw, what it answered, and, for an ingest task, the child run it waits for.
 CREATE TABLE public.workflow_task_run (
-    workflow_run_id text NOT NULL,
+    workflow_run_id text NOT NULL REFERENCES public.workflow_run (id),
     task            text NOT NULL,
     kind            text NOT NULL,
     -- 'running' while the task works or waits for its child run; the others are the task's end

@@ -6,7 +6,7 @@ workflow run's end recorded and announced once."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from services.tasks.service import Ports, do_task, failure_recorder, on_run_ende
 from shared.rules.workflows import WORKFLOW_TASK_ERROR
 from shared.runtime.catalogue import DetailType
 from shared.store.db import Database, fetch_one
+from shared.store.workflows import add_version
 from tests.fakes import FakeCallbacks
 from tests.integration.conftest import MakeSource
 
@@ -67,9 +68,31 @@ def ports(db: Database, migrated_url: str, published: Published, callbacks: Fake
     )
 
 
+@pytest.fixture(scope="module")
+def workflow_version(db: Database) -> int:
+    """A version of the test's workflow (its definition is no matter to the tasks service)."""
+    with db.transaction() as cur:
+        cur.execute(
+            "SELECT coalesce(max(version), 0) + 1 AS next FROM public.workflow_version"
+            " WHERE workflow = %s",
+            (WORKFLOW,),
+        )
+        version = int(cur.fetchone()["next"])
+        add_version(cur, WORKFLOW, version, {"name": WORKFLOW}, f"hash-{version}", "arn:machine")
+    return version
+
+
 @pytest.fixture
-def run_id() -> Iterator[str]:
-    yield f"{WORKFLOW}-v1-{uuid.uuid4().hex[:12]}"
+def run_id(db: Database, workflow_version: int) -> str:
+    """A workflow run as `sourceflow workflow run` records it before it starts."""
+    run = f"{WORKFLOW}-v{workflow_version}-{uuid.uuid4().hex[:12]}"
+    with db.transaction() as cur:
+        cur.execute(
+            "INSERT INTO public.workflow_run (id, workflow, version, execution_arn)"
+            " VALUES (%s, %s, %s, %s)",
+            (run, WORKFLOW, workflow_version, f"arn:execution:{run}"),
+        )
+    return run
 
 
 def request(run_id: str, task: str, kind: str, spec: Mapping[str, Any], **variables: Any) -> dict:
@@ -286,7 +309,7 @@ def test_an_ingest_task_whose_child_run_failed_fails_by_name_with_the_runs_error
     on_run_ended(run_end_event(child), db=db, callbacks=callbacks)
 
     assert callbacks.succeeded == []
-    [(token, error, cause)] = callbacks.failed
+    [(_, error, cause)] = callbacks.failed
     assert error == WORKFLOW_TASK_ERROR and "vendor 503" in cause
     row = task_row(db, run_id, "load")
     assert row is not None and row["status"] == "failed" and "vendor 503" in row["error"]
@@ -314,3 +337,56 @@ def test_an_ingest_task_on_another_flow_sets_it_and_refuses_re_specs(
 def test_an_ingest_task_of_an_unknown_source_fails_by_name(ports: Ports, run_id: str) -> None:
     with pytest.raises(TaskFailed, match="source 'nowhere' does not exist"):
         do_task(request(run_id, "load", "ingest", {"source": "nowhere"}), ports)
+
+
+# -- finish ---------------------------------------------------------------------------------------
+
+
+def finish_request(run_id: str, **statuses: str) -> dict[str, Any]:
+    message = request(run_id, "", "finish", {}, campaign_id=7)
+    del message["task"], message["spec"]
+    return {**message, "statuses": statuses}
+
+
+def test_a_run_with_a_failed_task_ends_failed_alerts_and_announces_once(
+    ports: Ports, db: Database, published: Published, run_id: str
+) -> None:
+    failing = request(run_id, "refresh", "sql", {"target": "warehouse", "query": "SELECT 1/0"})
+    with pytest.raises(TaskFailed) as raised:
+        do_task(failing, ports)
+    failure_recorder(db, "Workflow")(failing, raised.value.error_name, str(raised.value))
+    finish = finish_request(run_id, check="succeeded", refresh="failed", banner="skipped")
+
+    first, again = do_task(finish, ports), do_task(finish, ports)
+
+    assert (
+        first
+        == again
+        == {
+            "status": "failed",
+            "variables": {},
+            "detail": {"failed_tasks": ["refresh"]},
+        }
+    )
+    with db.transaction() as cur:
+        ended = fetch_one(
+            cur, "SELECT status, ended_at FROM public.workflow_run WHERE id = %s", (run_id,)
+        )
+    assert ended is not None and ended["status"] == "failed" and ended["ended_at"]
+    [(detail_type, detail)] = published.events
+    assert detail_type == DetailType.WORKFLOW_RUN_FAILED
+    assert detail["failed_tasks"] == ["refresh"] and detail["workflow_run_id"] == run_id
+    [(subject, text)] = published.alerts
+    assert WORKFLOW in subject and "refresh: " in text and "division by zero" in text
+    skipped = task_row(db, run_id, "banner")
+    assert skipped is not None and skipped["status"] == "skipped"
+
+
+def test_a_run_without_a_failure_ends_succeeded_without_an_alert(
+    ports: Ports, db: Database, published: Published, run_id: str
+) -> None:
+    fields = do_task(finish_request(run_id, check="succeeded", banner="skipped"), ports)
+
+    assert fields is not None and fields["status"] == "succeeded"
+    assert [kind for kind, _ in published.events] == [DetailType.WORKFLOW_RUN_SUCCEEDED]
+    assert published.alerts == []
