@@ -22,10 +22,12 @@ from shared.runtime.settings import (
 )
 from shared.store.db import dsn_from_secret
 
-# Each allow-listed target's connection: a libpq DSN, or the ARN of a database secret as RDS
-# keeps it, in WORKFLOW_SQL_TARGET_<NAME> (e.g. WORKFLOW_SQL_TARGET_WAREHOUSE).
+# Each allow-listed target's connection: a libpq DSN in WORKFLOW_SQL_TARGET_<NAME> (the
+# embedded stack, tests), or else the database secret `<SQL_TARGET_SECRETS_PREFIX><name>` as RDS
+# keeps it (the cloud: service.yaml sets the prefix, sourceflow/<stage>/sql-targets/, and lets
+# the tasks function read only the secrets under it).
 TARGET_VARIABLE_PREFIX = "WORKFLOW_SQL_TARGET_"
-_SECRET_ARN_PREFIX = "arn:aws:secretsmanager:"
+SECRETS_PREFIX_VARIABLE = "SQL_TARGET_SECRETS_PREFIX"
 
 
 def target_variable(name: str) -> str:
@@ -68,22 +70,22 @@ def sql_targets(
     """The allow-listed targets (SQL_TARGETS_VARIABLE: names, comma-separated), each name to
     its DSN. No name: no target, every sql task fails by name."""
     dsns = {}
+    secrets_prefix = environ.get(SECRETS_PREFIX_VARIABLE, "")
     for name in filter(None, (part.strip() for part in names.split(","))):
-        value = environ.get(target_variable(name), "")
-        if not value:
+        dsn = environ.get(target_variable(name), "")
+        if not dsn and not secrets_prefix:
             raise SettingsError(
-                f"{SQL_TARGETS_VARIABLE} allows the sql target {name!r}, but "
-                f"{target_variable(name)} is not set; set it to the target's DSN or the ARN "
-                "of its database secret"
+                f"{SQL_TARGETS_VARIABLE} allows the sql target {name!r}, but neither "
+                f"{target_variable(name)} (its DSN) nor {SECRETS_PREFIX_VARIABLE} (where its "
+                "database secret is) is set; set one"
             )
-        try:
-            dsns[name] = (
-                dsn_from_secret(read_secret(value), reference=value)
-                if value.startswith(_SECRET_ARN_PREFIX)
-                else value
-            )
-        except ValueError as exc:
-            raise SettingsError(str(exc)) from None
+        if not dsn:
+            try:
+                secret = secrets_prefix + name
+                dsn = dsn_from_secret(read_secret(secret), reference=secret)
+            except ValueError as exc:
+                raise SettingsError(str(exc)) from None
+        dsns[name] = dsn
         # A target's password is redacted like the service's own, wherever it might surface.
         with contextlib.suppress(psycopg2.ProgrammingError):  # connecting will say what is wrong
             remember_secret(parse_dsn(dsns[name]).get("password", ""))
