@@ -125,4 +125,4 @@ def test_a_target_without_a_connection_is_a_settings_error_naming_both_ways() ->
     with pytest.raises(
         SettingsError, match=r"WORKFLOW_SQL_TARGET_LAKE .* SQL_TARGET_SECRETS_PREFIX"
     ):
-        sql_targets("lake", {}, {}.__getitem__)
+        sql_targets("lake", {}, dict[str, str]().__getitem__)
