@@ -72,6 +72,19 @@ def waiting_for(cur: Any, child_run_id: str) -> dict[str, Any] | None:
     )
 
 
+def children_waited_for(cur: Any, source_id: str) -> list[str]:
+    """The child runs of this source that running ingest tasks wait for."""
+    cur.execute(
+        """
+        SELECT t.child_run_id FROM public.workflow_task_run t
+          JOIN public.run_request r ON r.execution_name = t.child_run_id
+         WHERE r.source_id = %s AND t.status = %s
+        """,
+        (source_id, RUNNING),
+    )
+    return [row["child_run_id"] for row in cur.fetchall()]
+
+
 def end_task(cur: Any, run_id: str, task: str, answer: Answer) -> None:
     """Record the task's end; a task already ended keeps its first end."""
     cur.execute(
@@ -140,7 +153,8 @@ def child_run(cur: Any, execution_name: str) -> dict[str, Any] | None:
 def lock_source_params(cur: Any, source_id: str) -> dict[str, Any] | None:
     return fetch_one(
         cur,
-        "SELECT batch_execution_params, deleted_at FROM public.source WHERE source_id = %s"
+        "SELECT batch_execution_params, is_active, deleted_at FROM public.source"
+        " WHERE source_id = %s"
         " FOR UPDATE",
         (source_id,),
     )

@@ -183,11 +183,12 @@ def _prepare_flow(db: Database, request: Mapping[str, Any]) -> None:
     source_id, asked = request["spec"]["source"], request["spec"].get("flow", DEFAULT_INGEST_FLOW)
     with db.transaction() as cur:
         source = adapters.lock_source_params(cur, source_id)
-        if source is None or source["deleted_at"] is not None:
+        unusable = _unusable(source)
+        if source is None or unusable:
+            # An inactive source's run would be skipped, which no event announces.
             raise TaskFailed(
-                f"task {request['task']!r}: source {source_id!r} "
-                + ("does not exist" if source is None else "was deleted")
-                + "; `sourceflow sources list` shows the sources"
+                f"task {request['task']!r}: source {source_id!r} {unusable}; "
+                "`sourceflow sources list` shows the sources"
             )
         current = source["batch_execution_params"]
         to_write = params_to_write(source_id, asked, parse_flow_params(source_id, current))
@@ -203,9 +204,23 @@ def _prepare_flow(db: Database, request: Mapping[str, Any]) -> None:
             )
 
 
+def _unusable(source: Mapping[str, Any] | None) -> str | None:
+    if source is None:
+        return "does not exist"
+    if source["deleted_at"] is not None:
+        return "was deleted"
+    return None if source["is_active"] else "is disabled (`sourceflow sources enable` it)"
+
+
 def on_run_ended(event: Mapping[str, Any], *, db: Database, callbacks: TaskCallbacks) -> None:
-    """A run ended: answer the ingest task waiting for it, if one is."""
-    answer_child_end(event["detail"]["execution_name"], db=db, callbacks=callbacks)
+    """A run ended: answer the ingest task waiting for it, if one is, and those waiting for
+    another run of its source. A run that found its source busy was skipped, which no event
+    says; the run that held the source has just ended, so a skipped child is found now."""
+    detail = event["detail"]
+    with db.transaction() as cur:
+        children = adapters.children_waited_for(cur, detail["source_id"])
+    for child in dict.fromkeys([detail["execution_name"], *children]):
+        answer_child_end(child, db=db, callbacks=callbacks)
 
 
 def answer_child_end(child_run_id: str, *, db: Database, callbacks: TaskCallbacks) -> None:

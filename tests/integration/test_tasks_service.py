@@ -254,8 +254,11 @@ def ended_child(db: Database, child: str, source_id: str, status: str, **fields:
         )
 
 
-def run_end_event(child: str) -> dict[str, Any]:
-    return {"detail-type": "Run Succeeded", "detail": {"execution_name": child}}
+def run_end_event(child: str, source_id: str) -> dict[str, Any]:
+    return {
+        "detail-type": "Run Succeeded",
+        "detail": {"execution_name": child, "source_id": source_id},
+    }
 
 
 def test_an_ingest_task_asks_for_one_run_and_is_answered_once_when_it_ends(
@@ -283,8 +286,8 @@ def test_an_ingest_task_asks_for_one_run_and_is_answered_once_when_it_ends(
     assert requested == {"source_id": source_id}
 
     ended_child(db, child, source_id, "succeeded", records=42)
-    on_run_ended(run_end_event(child), db=db, callbacks=callbacks)
-    on_run_ended(run_end_event(child), db=db, callbacks=callbacks)  # a duplicate event
+    on_run_ended(run_end_event(child, source_id), db=db, callbacks=callbacks)
+    on_run_ended(run_end_event(child, source_id), db=db, callbacks=callbacks)  # a duplicate
 
     assert len(callbacks.succeeded) == 1 and callbacks.failed == []
     token, output = callbacks.succeeded[0]
@@ -306,7 +309,7 @@ def test_an_ingest_task_whose_child_run_failed_fails_by_name_with_the_runs_error
     child = task_row(db, run_id, "load")["child_run_id"]  # type: ignore[index]
 
     ended_child(db, child, source_id, "failed", error="SourceUnavailable", detail="vendor 503")
-    on_run_ended(run_end_event(child), db=db, callbacks=callbacks)
+    on_run_ended(run_end_event(child, source_id), db=db, callbacks=callbacks)
 
     assert callbacks.succeeded == []
     [(_, error, cause)] = callbacks.failed
@@ -332,6 +335,35 @@ def test_an_ingest_task_on_another_flow_sets_it_and_refuses_re_specs(
         do_task(
             request(run_id, "respecs", "ingest", {"source": source_id, "flow": "respecs"}), ports
         )
+
+
+def test_a_child_run_skipped_because_its_source_was_busy_is_answered_when_the_other_run_ends(
+    ports: Ports, db: Database, callbacks: FakeCallbacks, make_source: MakeSource, run_id: str
+) -> None:
+    # Given an ingest task whose child run found the source locked by another run: skipped,
+    # which no event announces
+    source_id = make_source()
+    do_task(request(run_id, "load", "ingest", {"source": source_id}), ports)
+    child = task_row(db, run_id, "load")["child_run_id"]  # type: ignore[index]
+    ended_child(db, child, source_id, "skipped", error="SourceBusy", detail="locked by another")
+
+    # When the run that held the source ends
+    holder = f"{source_id}-scheduled-run"
+    ended_child(db, holder, source_id, "succeeded", records=3)
+    on_run_ended(run_end_event(holder, source_id), db=db, callbacks=callbacks)
+
+    # Then the task fails by name, saying why its run did not load anything
+    [(_, error, cause)] = callbacks.failed
+    assert error == WORKFLOW_TASK_ERROR and "ended skipped: locked by another" in cause
+    assert callbacks.succeeded == []
+
+
+def test_an_ingest_task_of_a_disabled_source_fails_at_once(
+    ports: Ports, db: Database, make_source: MakeSource, run_id: str
+) -> None:
+    source_id = make_source(is_active=False)
+    with pytest.raises(TaskFailed, match="is disabled"):
+        do_task(request(run_id, "load", "ingest", {"source": source_id}), ports)
 
 
 def test_an_ingest_task_of_an_unknown_source_fails_by_name(ports: Ports, run_id: str) -> None:
