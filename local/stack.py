@@ -50,8 +50,8 @@ from local.ticker import Ticker
 from local.vendor.records import DEFAULT_DATASET_SPECS
 from ops.config import LOGS_DIR_VARIABLE, write_env_file
 from ops.logs import service_of_worker
-from services.tasks.settings import SQL_TARGETS_VARIABLE
 from shared.errors import SourceflowError
+from shared.rules.workflows import SQL_TARGETS_VARIABLE
 from shared.runtime.catalogue import Timeouts
 from shared.runtime.secrets import connection_secrets_prefix
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 import psycopg2
 from psycopg2.extensions import parse_dsn
 
+from shared.rules.workflows import SQL_TARGETS_VARIABLE, parse_sql_targets
 from shared.runtime.catalogue import RESPECS_STATEMENT_TIMEOUT_MS
 from shared.runtime.redaction import remember_secret
 from shared.runtime.settings import (
@@ -22,7 +22,6 @@ from shared.runtime.settings import (
 )
 from shared.store.db import dsn_from_secret
 
-SQL_TARGETS_VARIABLE = "WORKFLOW_SQL_TARGETS"
 _SECRET_ARN_PREFIX = "arn:aws:secretsmanager:"
 
 
@@ -57,20 +56,10 @@ class Settings:
 def sql_targets(raw: str, read_secret: Callable[[str], str]) -> dict[str, str]:
     """`{"warehouse": DSN or a Secrets Manager database secret's ARN, ...}` → name → DSN.
     Empty: no target, every sql task fails by name."""
-    if not raw.strip():
-        return {}
     try:
-        targets = json.loads(raw)
-    except ValueError:
-        targets = None
-    if not isinstance(targets, dict) or not all(
-        isinstance(name, str) and isinstance(value, str) and value
-        for name, value in targets.items()
-    ):
-        raise SettingsError(
-            f"environment variable {SQL_TARGETS_VARIABLE} must be a JSON object of target "
-            'names to a DSN or a database secret ARN, e.g. {"warehouse": "arn:aws:secrets…"}'
-        )
+        targets = parse_sql_targets(raw)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     dsns = {
         name: dsn_from_secret(read_secret(value), reference=value)
         if value.startswith(_SECRET_ARN_PREFIX)

@@ -59,8 +59,9 @@ WORKFLOW_TASK_ERROR = "WorkflowTaskFailed"
 # -- definitions: what a workflow is, checked (pure) -------------------------------------------
 
 DEFINITION_CONTRACT = "workflow-definition"
-# The deployment's allow-listed SQL targets by name (comma-separated); the tasks service maps
-# each name to its database, the operator's `apply` checks that a sql task names one of them.
+# The deployment's allow-listed SQL targets: a JSON object of each target's name to its
+# database (a DSN, or a database secret's ARN). The tasks service connects to them; the
+# operator's `apply` checks that a sql task names one of them.
 SQL_TARGETS_VARIABLE = "WORKFLOW_SQL_TARGETS"
 INGEST_FLOWS = ("normal", "respecs", "backdated", "sold")
 DEFAULT_INGEST_FLOW = "normal"
@@ -469,6 +470,26 @@ def run_variables(
             f"workflow {workflow!r} has no variable(s) {unknown}; it declares: {names}"
         )
     return {**declared, **given}
+
+
+def parse_sql_targets(raw: str) -> dict[str, str]:
+    """WORKFLOW_SQL_TARGETS, `{"warehouse": DSN or secret ARN, ...}`, as name -> reference;
+    empty: no target. ValueError names the variable and the fix."""
+    if not raw.strip():
+        return {}
+    try:
+        targets = json.loads(raw)
+    except ValueError:
+        targets = None
+    if not isinstance(targets, dict) or not all(
+        isinstance(name, str) and isinstance(value, str) and value
+        for name, value in targets.items()
+    ):
+        raise ValueError(
+            f"environment variable {SQL_TARGETS_VARIABLE} must be a JSON object of target "
+            'names to a DSN or a database secret ARN, e.g. {"warehouse": "arn:aws:secrets…"}'
+        )
+    return targets
 
 
 def run_name(workflow: str, version: int, started: datetime, nonce: str) -> str:
