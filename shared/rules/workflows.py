@@ -303,33 +303,53 @@ def edge_holds(on: EdgeOn, status: TaskStatus) -> bool:
     return status in _HOLDS[on]
 
 
+# How many ends of a task's ancestors `_never_run` tries before it gives the task the benefit of
+# the doubt (a workflow's tasks rarely have more than a dozen ancestors: 2^12 ends).
+NEVER_RUN_BUDGET = 4096
+
+
+def edges_hold(task: Task, statuses: Mapping[str, TaskStatus]) -> bool:
+    """Whether the task's edges hold (all of them, or any), given its predecessors' ends; a
+    task without predecessors always runs."""
+    held = [edge_holds(edge.on, statuses[edge.task]) for edge in task.after]
+    return not held or (all(held) if task.when is When.ALL else any(held))
+
+
 def _never_run(workflow: Workflow) -> list[str]:
-    """The tasks whose edges can never hold, whatever the tasks before them come to (each
-    predecessor's end taken on its own): e.g. after x on success and on failure with `when:
-    all`, or only after tasks that can never run."""
-    can_run: dict[str, bool] = {}
+    """The tasks whose edges hold for no way their ancestors can end (e.g. after b and c with
+    `when: all`, b running only on a's success and c only on its failure), tried over every
+    way up to NEVER_RUN_BUDGET; past it, the task is given the benefit of the doubt."""
+    order = topological_order(workflow)
+    ancestors: dict[str, set[str]] = {}
+    for task in order:
+        ancestors[task.name] = set().union(
+            *({edge.task} | ancestors[edge.task] for edge in task.after)
+        )
     problems = []
-    for task in topological_order(workflow):
-        holdable = [
-            edge for edge in task.after if can_run[edge.task]
-        ]  # a task that never runs ends skipped: none of its edges holds
-        if not task.after:
-            runs = True
-        elif task.when is When.ANY:
-            runs = bool(holdable)
-        else:
-            runs = len(holdable) == len(task.after)
-        can_run[task.name] = runs
-        if not runs:
+    for task in order:
+        line = [t for t in order if t.name in ancestors[task.name]]
+        if task.after and not _can_hold(task, line, {}, [NEVER_RUN_BUDGET]):
             problems.append(
-                f"task {task.name!r} can never run: "
-                + (
-                    "none of its edges can hold"
-                    if task.when is When.ANY
-                    else "not every edge can hold (`when: all`); use `when: any` or fix its after"
-                )
+                f"task {task.name!r} can never run: its edges hold for no way the tasks before "
+                "it can end; fix its after (or `when: any`)"
             )
     return problems
+
+
+def _can_hold(
+    task: Task, line: list[Task], statuses: dict[str, TaskStatus], budget: list[int]
+) -> bool:
+    """Whether some end of the tasks of `line` (in order) lets `task`'s edges hold."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        return True
+    if not line:
+        return edges_hold(task, statuses)
+    first, rest = line[0], line[1:]
+    ends = [TaskStatus.SKIPPED]
+    if edges_hold(first, statuses):
+        ends = [TaskStatus.SUCCEEDED, TaskStatus.FAILED, *ends[: bool(first.if_set)]]
+    return any(_can_hold(task, rest, {**statuses, first.name: end}, budget) for end in ends)
 
 
 def guaranteed_successes(workflow: Workflow) -> dict[str, frozenset[str]]:
