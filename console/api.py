@@ -18,10 +18,12 @@ from typing import Any
 from console import charts, graph
 from infra import statemachine
 from infra.resources import SERVICES
-from ops import approvals, dlq, run_view, runs, sources, status
+from ops import approvals, dlq, run_view, runs, sources, status, workflows
 from ops.config import OperatorConfig, OperatorError
 from ops.output import json_value
+from shared.rules.workflows import TaskStatus
 from shared.runtime.tasks import TaskCallbacks
+from shared.store import workflows as workflow_store
 from shared.store.db import Database
 from shared.timefmt import utc_now
 
@@ -111,6 +113,42 @@ def cancel(op: Operator, run: str, *, reason: str) -> dict[str, Any]:
         raise OperatorError(f"run {run}: say why it is cancelled (a reason is required)")
     asked = runs.cancel_run(op.db, TaskCallbacks(op.client("stepfunctions")), run, reason=reason)
     return {key: asked.get(key) for key in CANCEL_FIELDS}
+
+
+# How a workflow task's status colours its box (the run page's colours; `skipped` its own).
+TASK_RUNNING = "running"
+_TASK_COLOURS = {
+    TaskStatus.SUCCEEDED: run_view.StepStatus.SUCCEEDED,
+    TaskStatus.FAILED: run_view.StepStatus.FAILED,
+    TaskStatus.SKIPPED: TaskStatus.SKIPPED,
+    TASK_RUNNING: run_view.StepStatus.IN_PROGRESS,
+}
+WORKFLOW_RUNS_LISTED = 50
+
+
+def workflows_list(op: Operator) -> dict[str, Any]:
+    """The registered workflows (`sourceflow workflow list`) and their newest runs
+    (`sourceflow workflow runs`)."""
+    with op.db.transaction() as cur:
+        return {
+            "workflows": workflow_store.list_workflows(cur),
+            "runs": workflow_store.runs(cur, None, WORKFLOW_RUNS_LISTED),
+        }
+
+
+def workflow_run_show(op: Operator, run: str) -> dict[str, Any]:
+    """A workflow run as `sourceflow workflow show` sees it, and its version's tasks drawn,
+    each coloured by its status (a task not reached yet: not reached)."""
+    shown = workflows.show_run(op.db, run)
+    with op.db.transaction() as cur:
+        found = workflow_store.run(cur, run)
+    assert found is not None  # show_run found it
+    statuses = {
+        task["task"]: str(_TASK_COLOURS.get(task["status"], run_view.StepStatus.NOT_REACHED))
+        for task in shown["tasks"]
+    }
+    drawn = graph.workflow_graph(found["definition"]["tasks"])
+    return {**shown, "statuses": statuses, "drawing": graph.draw(drawn, graph.task_edges)}
 
 
 def definition_drawn() -> dict[str, Any]:

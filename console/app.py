@@ -293,6 +293,7 @@ def create_app(
         return lambda request: str(request.path_params[name])
 
     source_id, run, queue = arg("source_id"), arg("run"), arg("queue")
+    workflow_run = arg("workflow_run")
     calls: dict[str, Call] = {
         "whoami": lambda op, request, form: api.whoami(op),
         "sources": lambda op, request, form: api.sources_list(op),
@@ -311,6 +312,8 @@ def create_app(
         "dead_letters": lambda op, request, form: api.dead_letters(op),
         "replay": lambda op, request, form: api.dead_letters_replayed(op, queue(request)),
         "status": lambda op, request, form: api.status_report(op),
+        "workflows": lambda op, request, form: api.workflows_list(op),
+        "workflow_run": lambda op, request, form: api.workflow_run_show(op, workflow_run(request)),
     }
     routes = [
         api_route("/api/whoami", calls["whoami"]),
@@ -326,6 +329,8 @@ def create_app(
         api_route("/api/dead-letters", calls["dead_letters"]),
         api_route("/api/dead-letters/{queue}/replay", calls["replay"], "POST"),
         api_route("/api/status", calls["status"]),
+        api_route("/api/workflows", calls["workflows"]),
+        api_route("/api/workflows/runs/{workflow_run}", calls["workflow_run"]),
         Route("/", home),
         Route("/signin", signin_form, methods=["GET"]),
         Route("/signin", signin, methods=["POST"]),
@@ -374,6 +379,8 @@ def create_app(
             done="replayed.html",
         ),
         page_route("/status", "status.html", calls["status"]),
+        page_route("/workflows", "workflows.html", calls["workflows"]),
+        page_route("/workflows/runs/{workflow_run}", "workflow_run.html", calls["workflow_run"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     middleware = [

@@ -1,5 +1,7 @@
 """The state machine as a picture: each state of an `.asl.json` definition placed on a layer
 (its longest path from StartAt, loops set aside), each transition a curve between two boxes.
+A workflow's tasks are drawn the same way (`workflow_graph`): each task a box, each edge a
+curve of its kind (success, failure, completion).
 
 Pure: a definition in, boxes and curves out. The page's template draws them as SVG (escaped
 like every other value it renders) and colours each box by the status the run gave its state.
@@ -7,7 +9,7 @@ like every other value it renders) and colours each box by the status the run ga
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,10 @@ BOX_HEIGHT = 30
 COLUMN_GAP = 18
 ROW_GAP = 34
 MARGIN = 12
+
+
+# Where a state may go next, and how (a curve's kind): `transitions` for an ASL definition.
+EdgesOf = Callable[[Mapping[str, Any]], Iterator[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,22 @@ def transitions(state: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
             yield target, kind
 
 
-def layers(definition: Mapping[str, Any]) -> dict[str, int]:
+def workflow_graph(tasks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A workflow definition's tasks as a definition `draw` takes with `edges_of=task_edges`:
+    each task a state of its kind, leading to the tasks after it."""
+    states: dict[str, Any] = {task["name"]: {"Type": task["kind"], "Edges": []} for task in tasks}
+    for task in tasks:
+        for edge in task.get("after", ()):
+            before, on = (edge, "success") if isinstance(edge, str) else (edge["task"], edge["on"])
+            states[before]["Edges"].append((task["name"], on))
+    return {"StartAt": tasks[0]["name"], "States": states}
+
+
+def task_edges(state: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    yield from state["Edges"]
+
+
+def layers(definition: Mapping[str, Any], edges_of: EdgesOf = transitions) -> dict[str, int]:
     """Each state's layer: the length of its longest path from StartAt once the transitions
     that loop back (to a state still being visited from StartAt) are set aside. A state no
     path reaches sits on layer 0."""
@@ -74,7 +95,7 @@ def layers(definition: Mapping[str, Any]) -> dict[str, int]:
 
     def visit(name: str) -> None:
         visiting.add(name)
-        for target, _ in transitions(states[name]):
+        for target, _ in edges_of(states[name]):
             if target not in states:
                 continue
             if target in visiting:
@@ -90,24 +111,24 @@ def layers(definition: Mapping[str, Any]) -> dict[str, int]:
             visit(name)
     layer = dict.fromkeys(states, 0)
     for name in reversed(order):
-        for target, _ in transitions(states[name]):
+        for target, _ in edges_of(states[name]):
             if target in states and (name, target) not in back_edges:
                 layer[target] = max(layer[target], layer[name] + 1)
     return layer
 
 
-def draw(definition: Mapping[str, Any]) -> Drawing:
+def draw(definition: Mapping[str, Any], edges_of: EdgesOf = transitions) -> Drawing:
     """Boxes row by row, a layer a row, each row centred and ordered by where the boxes leading
     into it stand (the mean of their centres: fewer crossings), and a curve for each transition:
     down from a box's bottom to the next one's top, or, going back up, round the right side."""
     states: Mapping[str, Any] = definition["States"]
-    layer_of = layers(definition)
+    layer_of = layers(definition, edges_of)
     rows: dict[int, list[str]] = {}
     for name in states:
         rows.setdefault(layer_of[name], []).append(name)
     sources_of: dict[str, list[str]] = {name: [] for name in states}
     for name in states:
-        for target, _ in transitions(states[name]):
+        for target, _ in edges_of(states[name]):
             if target in states and layer_of[target] > layer_of[name]:
                 sources_of[target].append(name)
     widest = max(len(row) for row in rows.values())
@@ -124,7 +145,7 @@ def draw(definition: Mapping[str, Any]) -> Drawing:
     curves = tuple(
         Curve(name, target, kind, _path(boxes[name], boxes[target]))
         for name in states
-        for target, kind in transitions(states[name])
+        for target, kind in edges_of(states[name])
         if target in boxes
     )
     height = 2 * MARGIN + (max(rows) + 1) * (BOX_HEIGHT + ROW_GAP) - ROW_GAP

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -49,7 +50,6 @@ from local.ticker import Ticker
 from local.vendor.records import DEFAULT_DATASET_SPECS
 from ops.config import LOGS_DIR_VARIABLE, write_env_file
 from ops.logs import service_of_worker
-from services.tasks.settings import target_variable
 from shared.errors import SourceflowError
 from shared.rules.workflows import SQL_TARGETS_VARIABLE
 from shared.runtime.catalogue import Timeouts
@@ -194,8 +194,7 @@ class LocalStack:
                 "ALERTS_TOPIC_ARN": self.provisioned.alerts_topic_arn,
                 "NOTIFICATIONS_TOPIC_ARN": self.provisioned.notifications_topic_arn,
                 # A workflow's sql tasks reach the demo warehouse, and nothing else.
-                SQL_TARGETS_VARIABLE: WAREHOUSE_TARGET,
-                target_variable(WAREHOUSE_TARGET): self._warehouse_url,
+                SQL_TARGETS_VARIABLE: json.dumps({WAREHOUSE_TARGET: self._warehouse_url}),
                 **{f"{s.upper()}_QUEUE_URL": url for s, url in self.provisioned.queue_urls.items()},
                 **{f"{s.upper()}_DLQ_URL": url for s, url in self.provisioned.dlq_urls.items()},
                 **self.partner.env(),

@@ -30,6 +30,8 @@ CONFIG_KEYS = (
     "EVENT_BUS_NAME",
     "SOURCEFLOW_STAGE",
     "RESPECS_ALLOWED_TABLES",
+    # The SQL targets a workflow's sql tasks may name (`apply` checks them).
+    "WORKFLOW_SQL_TARGETS",
     "SOURCEFLOW_DB_IAM_AUTH",
     LOGS_DIR_VARIABLE,
     # What `sources add|edit` and `apply` check connections with, as the services do: where

@@ -31,6 +31,7 @@ from shared.rules.workflows import (
     SQL_TARGETS_VARIABLE,
     Workflow,
     check_workflow,
+    parse_sql_targets,
     run_variables,
 )
 from shared.store import workflows as store
@@ -90,9 +91,11 @@ def plan_workflows(registered: Sequence[Registered], wanted: Sequence[Workflow])
 
 
 def sql_targets(config: OperatorConfig) -> frozenset[str]:
-    """The deployment's allow-listed SQL target names (WORKFLOW_SQL_TARGETS)."""
-    text = config.values.get(SQL_TARGETS_VARIABLE, "")
-    return frozenset(name.strip() for name in text.split(",") if name.strip())
+    """The names of the deployment's allow-listed SQL targets (WORKFLOW_SQL_TARGETS)."""
+    try:
+        return frozenset(parse_sql_targets(config.values.get(SQL_TARGETS_VARIABLE, "")))
+    except ValueError as exc:
+        raise OperatorError(f"{exc} (from {config.origin})") from None
 
 
 def checked_workflows(

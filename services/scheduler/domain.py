@@ -75,6 +75,41 @@ def due_sources(sources: list[SchedulableSource], now: datetime) -> tuple[list[D
 
 
 @dataclass(frozen=True)
+class SchedulableWorkflow:
+    name: str
+    schedule_interval: Any
+    schedule_cron: str | None
+    last_scheduled_slot: datetime | None
+
+
+@dataclass(frozen=True)
+class DueWorkflow:
+    name: str
+    slot: datetime
+
+
+def due_workflows(
+    workflows: list[SchedulableWorkflow], now: datetime
+) -> tuple[list[DueWorkflow], list[str]]:
+    """Which workflows are due a run now, by the same rule as sources (`due_slot`), and the
+    problems that kept others from being considered."""
+    due: list[DueWorkflow] = []
+    problems: list[str] = []
+    for workflow in workflows:
+        try:
+            schedule = source_schedule(
+                workflow.name, workflow.schedule_interval, workflow.schedule_cron, kind="workflow"
+            )
+        except InvalidSchedule as exc:
+            problems.append(str(exc))
+            continue
+        slot = due_slot(schedule, workflow.last_scheduled_slot, now)
+        if slot is not None:
+            due.append(DueWorkflow(workflow.name, slot))
+    return due, problems
+
+
+@dataclass(frozen=True)
 class Admission:
     """How the scheduler admits runs: at most `capacity` under way at once
     (shared/rules/admission.py `admission_capacity`); a run admitted and not recorded by

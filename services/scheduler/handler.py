@@ -1,5 +1,4 @@
-"""Scheduler Lambda: schedule ticks, run requests, run ends and flow reset requests from its
-queue."""
+"""Scheduler Lambda: schedule ticks, run requests, run ends, flow reset requests (its queue)."""
 
 from __future__ import annotations
 
@@ -7,8 +6,8 @@ from datetime import UTC, datetime
 from functools import cache, partial
 from typing import Any
 
+from services.scheduler import service
 from services.scheduler.adapters import ExecutionStarter
-from services.scheduler.service import Admit, admit, reset_flow, start_runs, tick
 from services.scheduler.settings import Settings
 from shared.runtime import aws
 from shared.runtime.catalogue import RUNS_MAY_START_AFTER, SCHEDULED_EVENT, DetailType
@@ -24,9 +23,9 @@ def database() -> Database:
 
 
 @cache
-def admitter() -> Admit:
+def admitter() -> service.Admit:
     starter = ExecutionStarter(aws.client("stepfunctions"), settings.state_machine_arn)
-    return partial(admit, db=database(), start_run=starter, admission=settings.admission)
+    return partial(service.admit, db=database(), start_run=starter, admission=settings.admission)
 
 
 @cache
@@ -35,15 +34,16 @@ def publisher() -> EventPublisher:
 
 
 def on_tick(event: dict[str, Any]) -> None:
-    tick(event, db=database(), admit=admitter(), publish=publisher())
+    start = partial(service.start_due_workflows, db=database(), sfn=aws.client("stepfunctions"))
+    service.tick(event, db=database(), admit=admitter(), publish=publisher(), start_workflows=start)
 
 
 def on_run_requested_or_ended(event: dict[str, Any]) -> None:
-    start_runs(event, db=database(), admit=admitter())
+    service.start_runs(event, db=database(), admit=admitter())
 
 
 def on_flow_reset_requested(event: dict[str, Any]) -> None:
-    reset_flow(event, db=database(), publish=publisher(), now=datetime.now(UTC))
+    service.reset_flow(event, db=database(), publish=publisher(), now=datetime.now(UTC))
 
 
 lambda_handler = event_lambda_handler(

@@ -9,6 +9,9 @@ Its inputs, each an EventBridge event on the scheduler's queue:
 - `Run Succeeded`, `Run Failed`, `Run Cancelled` (`start_runs`): a place may be free, admit;
 - `Flow Reset Requested` (`reset_flow`): apply a reset if nothing changed since it was decided.
 
+A tick also starts the scheduled workflows that are due (`start_due_workflows`), by the same
+rule as sources: their runs do not wait for admission (an ingest task's run does, as any run).
+
 Admission (`admit`, shared/rules/admission.py): runs wait in a line (shared/store/admission.py)
 and start, oldest first, only while fewer runs are under way than downloads can run at once,
 so that no Download task waits in its queue with its heartbeat clock running.
@@ -28,13 +31,16 @@ from services.scheduler import adapters
 from services.scheduler.domain import (
     NORMAL_PARAMS,
     PARAMS_CHANGED,
+    SCHEDULED_NONCE,
     Admission,
     ResetCandidate,
     ResetDecision,
     SchedulableSource,
+    SchedulableWorkflow,
     backfill_candidate,
     decide_resets,
     due_sources,
+    due_workflows,
     requested_run,
     reset_applied,
     reset_requested,
@@ -50,16 +56,19 @@ from shared.errors import PermanentError, TransientError
 from shared.rules.admission import runs_to_admit
 from shared.rules.freshness import Announcement, Freshness, announcement
 from shared.rules.schedules import InvalidSchedule
+from shared.rules.workflows import run_variables
 from shared.runtime.catalogue import DetailType
 from shared.runtime.observability import logger, metrics
 from shared.store import admission as line
-from shared.store import backfills, freshness
+from shared.store import backfills, freshness, workflows
 from shared.store.admission import RunKind
 from shared.store.db import Database
 from shared.store.ledger import set_flow_params
 from shared.timefmt import parse_iso
 
-StartRun = Callable[[str, datetime, str], str]  # (source_id, started, nonce) -> execution ARN
+StartRun = Callable[[str, datetime, str], str]
+# `start_due_workflows` with its ports: starts the workflows due at the moment, returns run ids.
+StartWorkflows = Callable[[datetime], list[str]]  # (source_id, started, nonce) -> execution ARN
 Admit = Callable[[], list[str]]  # `admit` with its ports: starts what it may, returns the ARNs
 Publish = Callable[[str, Mapping[str, Any]], object]  # (detail type, detail)
 SOURCES_OVERDUE_METRIC = "SourcesOverdue"
@@ -283,10 +292,48 @@ def enable_due(*, db: Database) -> list[str]:
     return enabled
 
 
-def tick(event: Mapping[str, Any], *, db: Database, admit: Admit, publish: Publish) -> None:
+def start_due_workflows(now: datetime, *, db: Database, sfn: Any) -> list[str]:
+    """Start one run of each due workflow's current version per slot, with its variables'
+    defaults; returns the run ids. The slot is claimed in the transaction that records the
+    run, which is started under a name made of the slot: a duplicate tick starts nothing more,
+    and a start that failed leaves the slot free for the next delivery."""
+    with db.transaction() as cur:
+        rows = [SchedulableWorkflow(**row) for row in workflows.schedulable(cur)]
+    due, problems = due_workflows(rows, now)
+    for problem in problems:
+        logger.error("workflow not scheduled", extra={"problem": problem})
+    started, failed = [], []
+    for item in due:
+        try:
+            with db.transaction() as cur:
+                workflow = workflows.current(cur, item.name)
+                if workflow is None or not workflows.claim_slot(cur, item.name, item.slot):
+                    continue
+                declared = workflow["definition"].get("variables", {})
+                variables = run_variables(item.name, declared, {})
+                started.append(
+                    workflows.start_run(
+                        cur, sfn, workflow, variables, started=item.slot, nonce=SCHEDULED_NONCE
+                    )
+                )
+        except TransientError as exc:
+            failed.append(f"{item.name}: {exc}")
+    if failed:
+        raise TransientError("could not start every due workflow: " + "; ".join(failed))
+    return started
+
+
+def tick(
+    event: Mapping[str, Any],
+    *,
+    db: Database,
+    admit: Admit,
+    publish: Publish,
+    start_workflows: StartWorkflows,
+) -> None:
     """A schedule rule's tick: noted, the sources disabled until now enabled, then the due
-    runs and backfill slices queued and admitted, the resets asked for, and the sources that
-    went overdue or recovered announced."""
+    runs and backfill slices queued and admitted, the due workflows started, the resets asked
+    for, and the sources that went overdue or recovered announced."""
     # The tick's own time names the slots, so a redelivered tick decides the same way.
     now = parse_iso(event["time"])
     record_tick(event, now, db=db)
@@ -294,6 +341,7 @@ def tick(event: Mapping[str, Any], *, db: Database, admit: Admit, publish: Publi
     normal_runs = dispatch(now, db=db)
     queue_backfill_slices(now, db=db, busy=normal_runs)
     admit()
+    start_workflows(now)
     request_resets(now, db=db, publish=publish)
     announce_freshness(now, db=db, publish=publish)
 

@@ -59,8 +59,9 @@ WORKFLOW_TASK_ERROR = "WorkflowTaskFailed"
 # -- definitions: what a workflow is, checked (pure) -------------------------------------------
 
 DEFINITION_CONTRACT = "workflow-definition"
-# The deployment's allow-listed SQL targets by name (comma-separated); the tasks service maps
-# each name to its database, the operator's `apply` checks that a sql task names one of them.
+# The deployment's allow-listed SQL targets: a JSON object of each target's name to its
+# database (a DSN, or a database secret's ARN). The tasks service connects to them; the
+# operator's `apply` checks that a sql task names one of them.
 SQL_TARGETS_VARIABLE = "WORKFLOW_SQL_TARGETS"
 INGEST_FLOWS = ("normal", "respecs", "backdated", "sold")
 DEFAULT_INGEST_FLOW = "normal"
@@ -302,33 +303,53 @@ def edge_holds(on: EdgeOn, status: TaskStatus) -> bool:
     return status in _HOLDS[on]
 
 
+# How many ends of a task's ancestors `_never_run` tries before it gives the task the benefit of
+# the doubt (a workflow's tasks rarely have more than a dozen ancestors: 2^12 ends).
+NEVER_RUN_BUDGET = 4096
+
+
+def edges_hold(task: Task, statuses: Mapping[str, TaskStatus]) -> bool:
+    """Whether the task's edges hold (all of them, or any), given its predecessors' ends; a
+    task without predecessors always runs."""
+    held = [edge_holds(edge.on, statuses[edge.task]) for edge in task.after]
+    return not held or (all(held) if task.when is When.ALL else any(held))
+
+
 def _never_run(workflow: Workflow) -> list[str]:
-    """The tasks whose edges can never hold, whatever the tasks before them come to (each
-    predecessor's end taken on its own): e.g. after x on success and on failure with `when:
-    all`, or only after tasks that can never run."""
-    can_run: dict[str, bool] = {}
+    """The tasks whose edges hold for no way their ancestors can end (e.g. after b and c with
+    `when: all`, b running only on a's success and c only on its failure), tried over every
+    way up to NEVER_RUN_BUDGET; past it, the task is given the benefit of the doubt."""
+    order = topological_order(workflow)
+    ancestors: dict[str, set[str]] = {}
+    for task in order:
+        ancestors[task.name] = set().union(
+            *({edge.task} | ancestors[edge.task] for edge in task.after)
+        )
     problems = []
-    for task in topological_order(workflow):
-        holdable = [
-            edge for edge in task.after if can_run[edge.task]
-        ]  # a task that never runs ends skipped: none of its edges holds
-        if not task.after:
-            runs = True
-        elif task.when is When.ANY:
-            runs = bool(holdable)
-        else:
-            runs = len(holdable) == len(task.after)
-        can_run[task.name] = runs
-        if not runs:
+    for task in order:
+        line = [t for t in order if t.name in ancestors[task.name]]
+        if task.after and not _can_hold(task, line, {}, [NEVER_RUN_BUDGET]):
             problems.append(
-                f"task {task.name!r} can never run: "
-                + (
-                    "none of its edges can hold"
-                    if task.when is When.ANY
-                    else "not every edge can hold (`when: all`); use `when: any` or fix its after"
-                )
+                f"task {task.name!r} can never run: its edges hold for no way the tasks before "
+                "it can end; fix its after (or `when: any`)"
             )
     return problems
+
+
+def _can_hold(
+    task: Task, line: list[Task], statuses: dict[str, TaskStatus], budget: list[int]
+) -> bool:
+    """Whether some end of the tasks of `line` (in order) lets `task`'s edges hold."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        return True
+    if not line:
+        return edges_hold(task, statuses)
+    first, rest = line[0], line[1:]
+    ends = [TaskStatus.SKIPPED]
+    if edges_hold(first, statuses):
+        ends = [TaskStatus.SUCCEEDED, TaskStatus.FAILED, *ends[: bool(first.if_set)]]
+    return any(_can_hold(task, rest, {**statuses, first.name: end}, budget) for end in ends)
 
 
 def guaranteed_successes(workflow: Workflow) -> dict[str, frozenset[str]]:
@@ -469,6 +490,26 @@ def run_variables(
             f"workflow {workflow!r} has no variable(s) {unknown}; it declares: {names}"
         )
     return {**declared, **given}
+
+
+def parse_sql_targets(raw: str) -> dict[str, str]:
+    """WORKFLOW_SQL_TARGETS, `{"warehouse": DSN or secret ARN, ...}`, as name -> reference;
+    empty: no target. ValueError names the variable and the fix."""
+    if not raw.strip():
+        return {}
+    try:
+        targets = json.loads(raw)
+    except ValueError:
+        targets = None
+    if not isinstance(targets, dict) or not all(
+        isinstance(name, str) and isinstance(value, str) and value
+        for name, value in targets.items()
+    ):
+        raise ValueError(
+            f"environment variable {SQL_TARGETS_VARIABLE} must be a JSON object of target "
+            'names to a DSN or a database secret ARN, e.g. {"warehouse": "arn:aws:secrets…"}'
+        )
+    return targets
 
 
 def run_name(workflow: str, version: int, started: datetime, nonce: str) -> str:

@@ -29,6 +29,7 @@ SCHEMA_FILES = sorted(CONTRACTS_DIR.glob("*.schema.json"))
 DOCUMENTS = {
     "batch-execution-params",
     "source-settings",
+    "workflow-definition",
     *map(connection_contract, SOURCE_TYPES),
 }
 MESSAGE_CONTRACTS = [key for key in schema_names() if key[0] not in DOCUMENTS]

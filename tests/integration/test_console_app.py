@@ -16,7 +16,7 @@ from console import charts
 from console.api import DRAWN_DEFINITION, Operator
 from console.app import _templates, create_app
 from console.auth import NotAuthenticated, PeopleSignIn
-from console.graph import draw
+from console.graph import draw, task_edges, workflow_graph
 from ops.config import OperatorConfig
 
 with warnings.catch_warnings():
@@ -265,3 +265,62 @@ def test_the_function_refuses_a_caller_who_is_not_a_person(monkeypatch: pytest.M
     assert page["statusCode"] == 401
     assert 'href="/dev/sources"' in page["body"]
     assert "signed (SigV4)" in page["body"] and 'name="password"' not in page["body"]
+
+
+def test_the_workflow_run_page_colours_each_task_and_shows_hostile_text_as_text() -> None:
+    tasks = [
+        {"name": "check", "kind": "sql"},
+        {"name": "load", "kind": "ingest", "after": ["check"]},
+        {"name": "recover", "kind": "sql", "after": [{"task": "load", "on": "failure"}]},
+    ]
+    run = {
+        "id": "r1",
+        "workflow": "campaign",
+        "version": 2,
+        "status": "failed",
+        "requested_by": HOSTILE,
+        "variables": {"channel": HOSTILE},
+    }
+    shown = [
+        {
+            "task": "check",
+            "kind": "sql",
+            "status": "succeeded",
+            "variables_seen": {},
+            "output": {"campaign_id": HOSTILE},
+            "error": None,
+            "child_run_id": None,
+        },
+        {
+            "task": "load",
+            "kind": "ingest",
+            "status": "failed",
+            "variables_seen": {},
+            "output": None,
+            "error": HOSTILE,
+            "child_run_id": "orders-20261128T120000Z-req1",
+        },
+        {
+            "task": "recover",
+            "kind": "sql",
+            "status": None,
+            "variables_seen": None,
+            "output": None,
+            "error": None,
+            "child_run_id": None,
+        },
+    ]
+    data = {
+        "run": run,
+        "tasks": shown,
+        "statuses": {"check": "succeeded", "load": "failed", "recover": "not reached"},
+        "drawing": draw(workflow_graph(tasks), task_edges),
+    }
+
+    html = render("workflow_run.html", data, workflow_run="r1")
+
+    assert_shown_as_text(html)
+    assert 'data-state="load" data-status="failed"' in html
+    assert 'data-state="recover" data-status="not reached"' in html
+    assert 'class="edge edge-failure"' in html
+    assert "/runs/orders-20261128T120000Z-req1" in html

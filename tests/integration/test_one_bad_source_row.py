@@ -134,6 +134,7 @@ def test_a_scheduler_tick_passes_over_the_bad_source_and_starts_the_others(
             db=db,
             admit=partial(admit, db=db, start_run=start_run, admission=ROOM_FOR_EVERY_RUN),
             publish=lambda *event: published.append(event),
+            start_workflows=lambda now: [],
         )
     finally:
         deactivate(db, scheduled)

@@ -55,6 +55,9 @@ TABLES = (
     "public.run_request",
     "public.vendor_limit",
     "public.vendor_slot",
+    "public.workflow_version",
+    "public.workflow",
+    "public.workflow_run",
 )
 
 

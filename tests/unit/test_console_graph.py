@@ -8,7 +8,7 @@ from typing import Any
 
 from console.api import definition_drawn
 from console.charts import LABEL_WIDTH, PLOT_WIDTH, timeline, totals
-from console.graph import BOX_HEIGHT, draw, layers, transitions
+from console.graph import BOX_HEIGHT, draw, layers, task_edges, transitions, workflow_graph
 
 
 def a_definition(**states: dict[str, Any]) -> dict[str, Any]:
@@ -49,6 +49,32 @@ def test_transitions_name_next_choices_default_and_catches_once_each() -> None:
         "Catch": [{"ErrorEquals": ["A"], "Next": "Bad"}, {"ErrorEquals": ["B"], "Next": "Bad"}],
     }
     assert list(transitions(state)) == [("Ok", "next"), ("Bad", "catch")]
+
+
+def test_a_workflow_s_tasks_are_drawn_each_below_the_tasks_it_runs_after() -> None:
+    tasks = [
+        {"name": "check", "kind": "sql"},
+        {"name": "a", "kind": "ingest", "after": ["check"]},
+        {"name": "b", "kind": "ingest", "after": ["check"]},
+        {
+            "name": "recover",
+            "kind": "sql",
+            "when": "any",
+            "after": [{"task": "a", "on": "failure"}, {"task": "b", "on": "completion"}],
+        },
+    ]
+    graph = workflow_graph(tasks)
+
+    drawing = draw(graph, task_edges)
+
+    assert layers(graph, task_edges) == {"check": 0, "a": 1, "b": 1, "recover": 2}
+    assert {(c.source, c.target, c.kind) for c in drawing.curves} == {
+        ("check", "a", "success"),
+        ("check", "b", "success"),
+        ("a", "recover", "failure"),
+        ("b", "recover", "completion"),
+    }
+    assert {box.state: box.kind for box in drawing.boxes}["recover"] == "sql"
 
 
 def test_the_project_state_machine_is_drawn_whole_without_overlaps() -> None:

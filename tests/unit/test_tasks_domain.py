@@ -105,24 +105,19 @@ def test_a_run_fails_iff_a_task_failed() -> None:
     assert run_status({}) is WorkflowRunStatus.SUCCEEDED
 
 
-def test_sql_targets_come_from_their_dsn_or_their_secret_under_the_prefix() -> None:
-    secrets = {
-        "sourceflow/dev/sql-targets/lake": json.dumps(
-            {"host": "db.internal", "username": "reader", "password": "s3cret-password"}
-        )
-    }
-    environ = {
-        "WORKFLOW_SQL_TARGET_WAREHOUSE": "postgresql://w@localhost/w",
-        "SQL_TARGET_SECRETS_PREFIX": "sourceflow/dev/sql-targets/",
-    }
-    targets = sql_targets(" warehouse, lake ", environ, secrets.__getitem__)
+def test_sql_targets_come_from_their_dsn_or_their_database_secret() -> None:
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:sourceflow/dev/sql-targets/lake"
+    secrets = {arn: json.dumps({"host": "db.internal", "username": "r", "password": "s3cret-pw"})}
+    raw = json.dumps({"warehouse": "postgresql://w@localhost/w", "lake": arn})
+
+    targets = sql_targets(raw, secrets.__getitem__)
+
     assert targets["warehouse"] == "postgresql://w@localhost/w"
-    assert "host=db.internal" in targets["lake"] and "user=reader" in targets["lake"]
-    assert sql_targets("", {}, secrets.__getitem__) == {}
+    assert "host=db.internal" in targets["lake"] and "user=r" in targets["lake"]
+    assert sql_targets("", secrets.__getitem__) == {}
 
 
-def test_a_target_without_a_connection_is_a_settings_error_naming_both_ways() -> None:
-    with pytest.raises(
-        SettingsError, match=r"WORKFLOW_SQL_TARGET_LAKE .* SQL_TARGET_SECRETS_PREFIX"
-    ):
-        sql_targets("lake", {}, dict[str, str]().__getitem__)
+def test_a_target_whose_secret_is_no_database_secret_is_a_settings_error_naming_it() -> None:
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:lake"
+    with pytest.raises(SettingsError, match=f"database secret {arn} is not a JSON object"):
+        sql_targets(json.dumps({"lake": arn}), {arn: "not json"}.__getitem__)
