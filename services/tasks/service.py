@@ -270,12 +270,14 @@ def finish(request: Mapping[str, Any], ports: Ports) -> dict[str, Any]:
         adapters.record_skipped(
             cur, run_id, sorted(t for t, s in statuses.items() if s == TaskStatus.SKIPPED)
         )
-        if adapters.end_workflow_run(cur, run_id, status):
-            ended = WorkflowRunStatus.FAILED
+        ended_now = adapters.end_workflow_run(cur, run_id, status)
+        if ended_now is None:
+            # Every run is recorded before it starts (`workflow run`, the scheduler); one that
+            # was not, started by hand, ends without its announcement.
+            logger.warning("no workflow run recorded by this id", extra={"workflow_run_id": run_id})
+        if ended_now:
             ports.publish_event(
-                DetailType.WORKFLOW_RUN_FAILED
-                if status == ended
-                else DetailType.WORKFLOW_RUN_SUCCEEDED,
+                _ENDED_EVENTS[status],
                 {
                     "workflow": request["workflow"],
                     "workflow_version": request["workflow_version"],

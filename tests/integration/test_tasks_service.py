@@ -6,12 +6,13 @@ workflow run's end recorded and announced once."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from local.roles import create_roles
 from services.tasks.domain import TaskFailed
 from services.tasks.service import Ports, do_task, failure_recorder, on_run_ended
 from shared.rules.workflows import WORKFLOW_TASK_ERROR
@@ -19,7 +20,7 @@ from shared.runtime.catalogue import DetailType
 from shared.store.db import Database, fetch_one
 from shared.store.workflows import add_version
 from tests.fakes import FakeCallbacks
-from tests.integration.conftest import MakeSource
+from tests.integration.conftest import RESPECS_TABLES, MakeSource
 
 WORKFLOW = "it_campaign"
 
@@ -55,10 +56,20 @@ def callbacks() -> FakeCallbacks:
     return FakeCallbacks()
 
 
+@pytest.fixture(scope="module")
+def tasks_db(migrated_url: str) -> Iterator[Database]:
+    """The tasks service's own login: every test runs with the privileges it has."""
+    database = Database(create_roles(migrated_url, RESPECS_TABLES)["tasks"])
+    yield database
+    database.close()
+
+
 @pytest.fixture
-def ports(db: Database, migrated_url: str, published: Published, callbacks: FakeCallbacks) -> Ports:
+def ports(
+    tasks_db: Database, migrated_url: str, published: Published, callbacks: FakeCallbacks
+) -> Ports:
     return Ports(
-        db=db,
+        db=tasks_db,
         publish_event=published.event,  # type: ignore[arg-type]
         callbacks=callbacks,
         notifications=published.notify,
@@ -195,7 +206,7 @@ def test_a_target_not_allowed_fails_the_task_and_is_recorded(
     )
     with pytest.raises(TaskFailed, match="'prod' is not allowed here") as raised:
         do_task(message, ports)
-    failure_recorder(db, "Workflow")(message, raised.value.error_name, str(raised.value))
+    failure_recorder(ports.db, "Workflow")(message, raised.value.error_name, str(raised.value))
 
     row = task_row(db, run_id, "elsewhere")
     assert row is not None and row["status"] == "failed"
@@ -286,8 +297,8 @@ def test_an_ingest_task_asks_for_one_run_and_is_answered_once_when_it_ends(
     assert requested == {"source_id": source_id}
 
     ended_child(db, child, source_id, "succeeded", records=42)
-    on_run_ended(run_end_event(child, source_id), db=db, callbacks=callbacks)
-    on_run_ended(run_end_event(child, source_id), db=db, callbacks=callbacks)  # a duplicate
+    on_run_ended(run_end_event(child, source_id), db=ports.db, callbacks=callbacks)
+    on_run_ended(run_end_event(child, source_id), db=ports.db, callbacks=callbacks)  # a duplicate
 
     assert len(callbacks.succeeded) == 1 and callbacks.failed == []
     token, output = callbacks.succeeded[0]
@@ -309,7 +320,7 @@ def test_an_ingest_task_whose_child_run_failed_fails_by_name_with_the_runs_error
     child = task_row(db, run_id, "load")["child_run_id"]  # type: ignore[index]
 
     ended_child(db, child, source_id, "failed", error="SourceUnavailable", detail="vendor 503")
-    on_run_ended(run_end_event(child, source_id), db=db, callbacks=callbacks)
+    on_run_ended(run_end_event(child, source_id), db=ports.db, callbacks=callbacks)
 
     assert callbacks.succeeded == []
     [(_, error, cause)] = callbacks.failed
@@ -350,7 +361,7 @@ def test_a_child_run_skipped_because_its_source_was_busy_is_answered_when_the_ot
     # When the run that held the source ends
     holder = f"{source_id}-scheduled-run"
     ended_child(db, holder, source_id, "succeeded", records=3)
-    on_run_ended(run_end_event(holder, source_id), db=db, callbacks=callbacks)
+    on_run_ended(run_end_event(holder, source_id), db=ports.db, callbacks=callbacks)
 
     # Then the task fails by name, saying why its run did not load anything
     [(_, error, cause)] = callbacks.failed
@@ -386,7 +397,7 @@ def test_a_run_with_a_failed_task_ends_failed_alerts_and_announces_once(
     failing = request(run_id, "refresh", "sql", {"target": "warehouse", "query": "SELECT 1/0"})
     with pytest.raises(TaskFailed) as raised:
         do_task(failing, ports)
-    failure_recorder(db, "Workflow")(failing, raised.value.error_name, str(raised.value))
+    failure_recorder(ports.db, "Workflow")(failing, raised.value.error_name, str(raised.value))
     finish = finish_request(run_id, check="succeeded", refresh="failed", banner="skipped")
 
     first, again = do_task(finish, ports), do_task(finish, ports)
