@@ -22,9 +22,9 @@ from typing import Any
 import boto3
 import pytest
 import requests
-import yaml
 
 from infra.workflow_machine import FINISH_KIND, MachineWiring, compile_workflow
+from ops.sources_file import read_file
 from shared.rules.workflows import WORKFLOW_TASK_ERROR, Workflow, check_workflow, run_variables
 
 CAMPAIGN_FILE = Path(__file__).resolve().parents[2] / "local" / "demo_workflows.yaml"
@@ -150,8 +150,8 @@ def play(
 
 
 def campaign() -> Workflow:
-    document = yaml.safe_load(CAMPAIGN_FILE.read_text().replace(" on:", " 'on':"))
-    return check_workflow(document["workflows"][0], sources=SOURCES, sql_targets=TARGETS)
+    (entry,) = read_file(CAMPAIGN_FILE.read_text(), str(CAMPAIGN_FILE)).workflows
+    return check_workflow(entry, sources=SOURCES, sql_targets=TARGETS)
 
 
 ACTIVE = {"check_campaign": {"campaign_id": "spring-sale"}}
