@@ -155,6 +155,14 @@ def _make(cur: Any, change: Change, deploy: Deploy) -> None:
     )
 
 
+def export_workflows(db: Database) -> list[dict[str, Any]]:
+    """The enabled workflows' current definitions, as a file's `workflows:` list that apply
+    reads back as no change (a definition is kept as it was applied)."""
+    with db.transaction() as cur:
+        rows = store.lock_workflows(cur)
+    return [row["definition"] for row in rows if row["enabled"]]
+
+
 # -- the machines ------------------------------------------------------------------------------
 
 

@@ -88,6 +88,13 @@ def test_apply_registers_versions_and_a_run_says_each_task_and_what_it_saw(
     ]
     again = cli.sourceflow("apply", str(a_file(tmp_path, name)), person=ALICE)
     assert "no changes: the registered workflows match" in again.stdout
+    exported = tmp_path / "exported.yaml"
+    assert (
+        cli.sourceflow("workflow", "export", "--output", str(exported), person=ALICE).returncode
+        == 0
+    )
+    reapplied = cli.sourceflow("apply", str(exported), "--json", person=ALICE)
+    assert json.loads(reapplied.stdout)["workflows"] == []
 
     started = cli.sourceflow(
         "workflow", "run", name, "--var", "channel=#data", "--json", person=ALICE

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ops.sources_file import read_file
+from ops.sources_file import dump_yaml, read_file
 from shared.rules.workflows import (
     InvalidWorkflow,
     Workflow,
@@ -196,3 +196,12 @@ def test_the_readme_s_and_the_demo_s_campaign_pass_the_checks() -> None:
             entry, sources={"demo-listings-a", "demo-partner"}, sql_targets={"warehouse"}
         )
         assert workflow.name == "campaign"
+
+
+def test_a_definition_written_out_reads_back_the_same() -> None:
+    demo = Path(__file__).resolve().parents[2] / "local" / "demo_workflows.yaml"
+    (entry,) = read_file(demo.read_text(), "demo").workflows
+
+    (again,) = read_file(dump_yaml({"workflows": [entry]}), "written").workflows
+
+    assert again == entry
