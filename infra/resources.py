@@ -71,10 +71,12 @@ class Names:
     def state_machine(self) -> str:
         return f"{self.prefix}-run"
 
-    def workflow_state_machine(self, workflow: str, version: int) -> str:
-        """A workflow version's own state machine (README, "Workflows after ingestion"); a
-        workflow's name has at most 40 characters, so this fits Step Functions' 80."""
-        return f"{self.prefix}-wf-{workflow}-v{version}"
+    def workflow_state_machine(self, workflow: str, version: int | None = None) -> str:
+        """A workflow's state machine, whose versions are published versions of it; or, given
+        a version, that version's own machine (README, "Workflows after ingestion"). A
+        workflow's name has at most 40 characters, so either fits Step Functions' 80."""
+        machine = f"{self.prefix}-wf-{workflow}"
+        return machine if version is None else f"{machine}-v{version}"
 
     @property
     def event_bus(self) -> str:

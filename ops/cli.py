@@ -1511,6 +1511,26 @@ def workflow_list(as_json: bool, state_dir: Path) -> None:
     _print_rows(rows, as_json, "workflows", WORKFLOW_COLUMNS)
 
 
+@workflow.command("export")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Write here.")
+@_json_option
+@state_dir_option
+def workflow_export(output: Path | None, as_json: bool, state_dir: Path) -> None:
+    """Write the enabled workflows as a file's `workflows:` list (YAML; --json: the same as
+    JSON) that `sourceflow apply` reads back as no change."""
+    from ops.sources_file import dump_yaml
+    from ops.workflows import export_workflows
+
+    with _database(state_dir) as (_, db):
+        document = {"workflows": export_workflows(db)}
+    text = to_json(document) + "\n" if as_json else dump_yaml(document)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        click.echo(f"wrote {output}", err=True)
+
+
 @workflow.command("run")
 @click.argument("name")
 @click.option(

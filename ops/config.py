@@ -32,6 +32,8 @@ CONFIG_KEYS = (
     "RESPECS_ALLOWED_TABLES",
     # The SQL targets a workflow's sql tasks may name (`apply` checks them).
     "WORKFLOW_SQL_TARGETS",
+    # How a workflow's versions become state machines (ops/workflows.py Layout).
+    "WORKFLOW_MACHINES",
     "SOURCEFLOW_DB_IAM_AUTH",
     LOGS_DIR_VARIABLE,
     # What `sources add|edit` and `apply` check connections with, as the services do: where

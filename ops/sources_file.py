@@ -300,14 +300,18 @@ def export_document(registered: Sequence[Registered]) -> str:
         "# The registered sources: `sourceflow apply FILE` makes them match this file "
         '(README, "Sources as code").\n'
     )
-    body = yaml.dump(
-        {"sources": entries},
+    return header + dump_yaml({"sources": entries})
+
+
+def dump_yaml(document: Mapping[str, Any]) -> str:
+    """A document as a sources file writes it: no aliases, keys in their order."""
+    return yaml.dump(
+        document,
         Dumper=_NoAliasesWritten,
         sort_keys=False,
         allow_unicode=True,
         default_flow_style=False,
     )
-    return header + body
 
 
 # -- the database ------------------------------------------------------------------------------

@@ -155,13 +155,46 @@ def _make(cur: Any, change: Change, deploy: Deploy) -> None:
     )
 
 
+def export_workflows(db: Database) -> list[dict[str, Any]]:
+    """The enabled workflows' current definitions, as a file's `workflows:` list that apply
+    reads back as no change (a definition is kept as it was applied)."""
+    with db.transaction() as cur:
+        rows = store.lock_workflows(cur)
+    return [row["definition"] for row in rows if row["enabled"]]
+
+
 # -- the machines ------------------------------------------------------------------------------
 
 
+class Layout(StrEnum):
+    """How a workflow's versions become state machines (WORKFLOW_MACHINES)."""
+
+    # Each version a machine of its own: the local emulator runs nothing else.
+    PER_VERSION = "per-version"
+    # Each version a published version of the workflow's one machine, its alias ALIAS moved to
+    # the newest: the cloud's way (the emulator publishes versions but cannot start one).
+    VERSIONS = "versions"
+
+
+MACHINES_VARIABLE = "WORKFLOW_MACHINES"
+ALIAS = "current"
+
+
+def layout(config: OperatorConfig) -> Layout:
+    given = config.values.get(MACHINES_VARIABLE) or Layout.PER_VERSION
+    try:
+        return Layout(given)
+    except ValueError:
+        raise OperatorError(
+            f"{MACHINES_VARIABLE}={given!r} (from {config.origin}): give "
+            f"{Layout.PER_VERSION.value} or {Layout.VERSIONS.value}"
+        ) from None
+
+
 def machine_deployer(config: OperatorConfig) -> Deploy:
-    """Deploy a version as a state machine of its own beside the run machine (whose role it
-    takes: in the cloud, the role that may send to the services' queues, the tasks queue too)."""
-    sfn, names = config.client("stepfunctions"), config.names
+    """Deploy a version as its layout says, beside the run machine (whose role it takes: in
+    the cloud, the role that may send to the services' queues, the tasks queue too)."""
+    sfn, names, chosen = config.client("stepfunctions"), config.names, layout(config)
     run_machine = config.require("STATE_MACHINE_ARN")
     cache: dict[str, str] = {}
 
@@ -169,28 +202,79 @@ def machine_deployer(config: OperatorConfig) -> Deploy:
         if not cache:
             cache["queue"] = _tasks_queue_url(config, names)
             cache["role"] = sfn.describe_state_machine(stateMachineArn=run_machine)["roleArn"]
+        wiring = MachineWiring(cache["queue"])
+        definition = json.dumps(compile_workflow(workflow, version, wiring))
+        if chosen is Layout.VERSIONS:
+            return publish_version(
+                sfn,
+                names.workflow_state_machine(workflow.name),
+                definition,
+                role_arn=cache["role"],
+                beside=run_machine,
+                description=f"{workflow.name} v{version} ({workflow.definition_hash[:12]})",
+            )
         name = names.workflow_state_machine(workflow.name, version)
-        definition = json.dumps(compile_workflow(workflow, version, MachineWiring(cache["queue"])))
         return deploy_machine(sfn, name, definition, role_arn=cache["role"], beside=run_machine)
 
     return deploy
 
 
 def deploy_machine(sfn: Any, name: str, definition: str, *, role_arn: str, beside: str) -> str:
-    """Create the state machine `name`; one left by an apply that failed before its commit (no
-    version row names it yet) is given this definition."""
+    """The state machine `name` with this definition: created, or, when an apply that failed
+    before its commit left it (no version row names it yet), given this definition."""
+    arn = _beside(beside, name)
+    _create_or_update(sfn, name, arn, {"definition": definition, "roleArn": role_arn})
+    return arn
+
+
+def publish_version(
+    sfn: Any, name: str, definition: str, *, role_arn: str, beside: str, description: str
+) -> str:
+    """Publish `definition` as a new version of the machine `name` (created the first time),
+    point its alias ALIAS at it, and return the version's ARN: what the version's runs start."""
+    arn = _beside(beside, name)
+    answered = _create_or_update(
+        sfn,
+        name,
+        arn,
+        {
+            "definition": definition,
+            "roleArn": role_arn,
+            "publish": True,
+            "versionDescription": description,
+        },
+    )
+    version_arn = str(answered["stateMachineVersionArn"])
+    routing = [{"stateMachineVersionArn": version_arn, "weight": 100}]
     try:
-        return str(
-            sfn.create_state_machine(name=name, definition=definition, roleArn=role_arn)[
-                "stateMachineArn"
-            ]
+        sfn.update_state_machine_alias(
+            stateMachineAliasArn=f"{arn}:{ALIAS}", routingConfiguration=routing
         )
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "StateMachineAlreadyExists":
+        if _code(exc) != "ResourceNotFound":
             raise
-    arn = beside.rsplit(":", 1)[0] + ":" + name
-    sfn.update_state_machine(stateMachineArn=arn, definition=definition, roleArn=role_arn)
-    return arn
+        sfn.create_state_machine_alias(name=ALIAS, routingConfiguration=routing)
+    return version_arn
+
+
+def _create_or_update(sfn: Any, name: str, arn: str, settings: Mapping[str, Any]) -> Any:
+    """Update the machine, or create it when there is none. (Updating first: the emulator
+    answers a create of an existing name with the old machine, where AWS refuses it.)"""
+    try:
+        return sfn.update_state_machine(stateMachineArn=arn, **settings)
+    except ClientError as exc:
+        if _code(exc) != "StateMachineDoesNotExist":
+            raise
+    return sfn.create_state_machine(name=name, **settings)
+
+
+def _beside(machine_arn: str, name: str) -> str:
+    """The ARN of machine `name` in the account and region of `machine_arn`."""
+    return ":".join([*machine_arn.split(":")[:6], name])
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _tasks_queue_url(config: OperatorConfig, names: Names) -> str:

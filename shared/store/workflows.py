@@ -152,7 +152,7 @@ def start_run(
             workflow["name"],
             workflow["version"],
             json.dumps(variables),
-            machine.replace(":stateMachine:", ":execution:") + ":" + run_id,
+            execution_arn(machine, run_id),
         ),
     )
     try:
@@ -165,6 +165,13 @@ def start_run(
     except BotoCoreError as exc:
         raise TransientError(f"Step Functions unreachable: {exc}") from exc
     return run_id
+
+
+def execution_arn(machine_arn: str, name: str) -> str:
+    """The ARN of execution `name` of a state machine, of one of its versions
+    (`…:stateMachine:<machine>:<version>`) or of an alias: executions are the machine's."""
+    parts = machine_arn.split(":")
+    return ":".join([*parts[:5], "execution", parts[6], name])
 
 
 def runs(cur: Any, workflow: str | None, limit: int) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ from local.stack import LocalStack
 from ops import dlq
 from ops.config import OperatorConfig, read_env_file
 from tests.e2e.harness import WAIT_SECONDS, Harness, wait_for
+from tests.e2e.harness.workflow_runs import ALICE, a_file, ended
 
 CHROMIUM = "/usr/bin/chromium"
 # Debian's chromium, headless, with nothing that reaches out of this machine.
@@ -323,3 +324,44 @@ def test_a_person_cancels_a_run_from_its_page_and_is_recorded_as_the_canceller(
         bob.click(f'nav a:text-is("{link}")')
         expect(bob.locator("h1")).to_be_visible()
         screenshot(bob, name)
+
+
+def test_a_workflow_run_is_drawn_each_task_coloured_by_how_it_ended(
+    harness: Harness, stack: LocalStack, console: LocalConsole, browser: Browser, tmp_path: Path
+) -> None:
+    # Given a workflow whose sql task fails, so its recovery runs and the task after it is
+    # skipped, run to its end
+    name = f"console_{os.urandom(4).hex()}"
+    applied = harness.sourceflow(
+        "apply", str(a_file(tmp_path, name, query="SELECT 1/0")), person=ALICE
+    )
+    assert applied.returncode == 0, applied.stderr
+    started = harness.sourceflow("workflow", "run", name, "--json", person=ALICE)
+    run_id = json.loads(started.stdout)["run"]
+    ended(harness, run_id)
+
+    # When alice opens it from the workflows page
+    alice = signed_in(browser, console, stack, "alice")
+    alice.goto(f"{console.url}workflows")
+    alice.click(f'#workflow-runs a:text-is("{run_id}")')
+
+    # Then each task's box says how it ended, in its colour
+    expect(alice.locator("#run-status")).to_have_text("failed")
+    boxes = {
+        task: alice.locator(f'#workflow g.state[data-state="{task}"]')
+        for task in ("count", "say", "recover")
+    }
+    expect(boxes["count"]).to_have_attribute("data-status", "failed")
+    expect(boxes["say"]).to_have_attribute("data-status", "skipped")
+    expect(boxes["recover"]).to_have_attribute("data-status", "succeeded")
+    fills = {
+        task: box.locator("rect").evaluate("rect => getComputedStyle(rect).fill")
+        for task, box in boxes.items()
+    }
+    assert fills == {
+        "count": "rgb(209, 50, 18)",
+        "say": "rgb(200, 204, 208)",
+        "recover": "rgb(46, 160, 67)",
+    }
+    expect(alice.locator('#tasks tr[data-task="count"]')).to_contain_text("division by zero")
+    screenshot(alice, "workflow-run")

@@ -268,7 +268,7 @@ def test_the_function_refuses_a_caller_who_is_not_a_person(monkeypatch: pytest.M
 
 
 def test_the_workflow_run_page_colours_each_task_and_shows_hostile_text_as_text() -> None:
-    tasks = [
+    tasks: list[dict[str, Any]] = [
         {"name": "check", "kind": "sql"},
         {"name": "load", "kind": "ingest", "after": ["check"]},
         {"name": "recover", "kind": "sql", "after": [{"task": "load", "on": "failure"}]},

@@ -22,9 +22,10 @@ from typing import Any
 import boto3
 import pytest
 import requests
-import yaml
 
 from infra.workflow_machine import FINISH_KIND, MachineWiring, compile_workflow
+from ops.sources_file import read_file
+from ops.workflows import ALIAS, publish_version
 from shared.rules.workflows import WORKFLOW_TASK_ERROR, Workflow, check_workflow, run_variables
 
 CAMPAIGN_FILE = Path(__file__).resolve().parents[2] / "local" / "demo_workflows.yaml"
@@ -150,8 +151,8 @@ def play(
 
 
 def campaign() -> Workflow:
-    document = yaml.safe_load(CAMPAIGN_FILE.read_text().replace(" on:", " 'on':"))
-    return check_workflow(document["workflows"][0], sources=SOURCES, sql_targets=TARGETS)
+    (entry,) = read_file(CAMPAIGN_FILE.read_text(), str(CAMPAIGN_FILE)).workflows
+    return check_workflow(entry, sources=SOURCES, sql_targets=TARGETS)
 
 
 ACTIVE = {"check_campaign": {"campaign_id": "spring-sale"}}
@@ -218,3 +219,30 @@ def test_a_variable_given_to_the_run_reaches_the_tasks(aws: Mapping[str, Any]) -
     played = play(aws, campaign(), answers=ACTIVE, given={"channel": "#launch"})
 
     assert played.seen("announce")["variables"]["channel"] == "#launch"
+
+
+def test_in_the_cloud_layout_each_version_is_published_and_the_alias_follows_the_newest(
+    aws: Mapping[str, Any],
+) -> None:
+    """The emulator publishes versions and moves aliases (it cannot start a version: locally,
+    each version is a machine of its own)."""
+    sfn, name = aws["sfn"], f"wf-published-{time.monotonic_ns()}"
+    role = "arn:aws:iam::123456789012:role/sourceflow-local-state-machine"
+    beside = "arn:aws:states:us-east-1:123456789012:stateMachine:sourceflow-local-run"
+    first, second = (
+        json.dumps(compile_workflow(campaign(), version, MachineWiring("https://q")))
+        for version in (1, 2)
+    )
+
+    one = publish_version(sfn, name, first, role_arn=role, beside=beside, description="v1")
+    two = publish_version(sfn, name, second, role_arn=role, beside=beside, description="v2")
+
+    assert one.endswith(f":stateMachine:{name}:1")
+    assert two.endswith(f":stateMachine:{name}:2")
+    alias = sfn.describe_state_machine_alias(
+        stateMachineAliasArn=f"{beside.rsplit(':', 1)[0]}:{name}:{ALIAS}"
+    )
+    assert alias["routingConfiguration"] == [{"stateMachineVersionArn": two, "weight": 100}]
+    assert json.loads(sfn.describe_state_machine(stateMachineArn=one)["definition"]) == json.loads(
+        first
+    )

@@ -71,7 +71,7 @@ def name() -> str:
 def test_apply_adds_a_version_changes_make_new_ones_and_a_dropped_workflow_is_disabled(
     people: Mapping[str, Database], name: str
 ) -> None:
-    alice, deploys = people[ALICE], []
+    alice, deploys = people[ALICE], list[tuple[str, int]]()
     first = a_definition(name)
 
     plan, who = apply_workflows(alice, [first], deploy=deployed(deploys), dry_run=False)

@@ -52,7 +52,7 @@ def test_transitions_name_next_choices_default_and_catches_once_each() -> None:
 
 
 def test_a_workflow_s_tasks_are_drawn_each_below_the_tasks_it_runs_after() -> None:
-    tasks = [
+    tasks: list[dict[str, Any]] = [
         {"name": "check", "kind": "sql"},
         {"name": "a", "kind": "ingest", "after": ["check"]},
         {"name": "b", "kind": "ingest", "after": ["check"]},

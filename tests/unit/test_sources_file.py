@@ -128,11 +128,12 @@ def test_the_plan_reads_as_marks_and_changes() -> None:
 
 
 def test_yes_no_on_and_off_are_words_not_booleans() -> None:
-    """YAML 1.1 reads `on:` as the key True: an edge's `{task: x, on: failure}` would lose it."""
-    document = read_file("workflows:\n  - {on: failure, a: yes, b: no, c: true}", "f")
+    """YAML 1.1 reads `on:` as the key True: an edge's `{task: x, on: failure}` would lose it,
+    and a connection's `region: no` (Norway) would be false."""
+    entries = read_entries("sources:\n  - {on: failure, a: yes, b: no, c: true}", "f")
 
-    assert document.workflows == [{"on": "failure", "a": "yes", "b": "no", "c": True}]
-    assert document.sources is None
+    assert entries == [{"on": "failure", "a": "yes", "b": "no", "c": True}]
+    assert read_file("workflows: []", "f").sources is None
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,13 @@ refused by name — the workflow, the task and the fix."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ops.sources_file import dump_yaml, read_file
 from shared.rules.workflows import (
     InvalidWorkflow,
     Workflow,
@@ -179,3 +182,26 @@ def test_sql_targets_are_a_json_object_of_names() -> None:
     assert parse_sql_targets("") == {}
     with pytest.raises(ValueError, match="WORKFLOW_SQL_TARGETS must be a JSON object"):
         parse_sql_targets("warehouse")
+
+
+def test_the_readme_s_and_the_demo_s_campaign_pass_the_checks() -> None:
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    found = re.search(r"## Workflows after ingestion\n.*?```yaml\n(?P<file>.*?)```", readme, re.S)
+    assert found, "README.md has no workflow example under 'Workflows after ingestion'"
+    demo = root / "local" / "demo_workflows.yaml"
+    for text, origin in ((found["file"], "README.md"), (demo.read_text(), str(demo))):
+        (entry,) = read_file(text, origin).workflows
+        workflow = check_workflow(
+            entry, sources={"demo-listings-a", "demo-partner"}, sql_targets={"warehouse"}
+        )
+        assert workflow.name == "campaign"
+
+
+def test_a_definition_written_out_reads_back_the_same() -> None:
+    demo = Path(__file__).resolve().parents[2] / "local" / "demo_workflows.yaml"
+    (entry,) = read_file(demo.read_text(), "demo").workflows
+
+    (again,) = read_file(dump_yaml({"workflows": [entry]}), "written").workflows
+
+    assert again == entry
