@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import pytest
 from shared.store.db import Database, fetch_one
 from tests.e2e.harness import Cli, Events, Sources
 from tests.e2e.harness.waits import wait_for
+from tests.e2e.harness.workflow_runs import ALICE, ended
 
 CAMPAIGN_FILE = Path(__file__).resolve().parents[2] / "local" / "demo_workflows.yaml"
 CAMPAIGN_SOURCES = ("demo-listings-a", "demo-partner")
@@ -77,26 +78,15 @@ def dataset_of(source_id: str) -> str:
 
 
 def applied(cli: Cli, path: Path) -> None:
-    done = cli.sourceflow("apply", str(path))
+    done = cli.sourceflow("apply", str(path), person=ALICE)
     assert done.returncode == 0, done.stderr
 
 
-def run_to_its_end(cli: Cli, db: Database, name: str) -> dict[str, Any]:
+def run_to_its_end(cli: Cli, name: str) -> dict[str, Any]:
     """Run the workflow; returns `workflow show --json` once the run has ended."""
-    started = cli.sourceflow("workflow", "run", name, "--json")
+    started = cli.sourceflow("workflow", "run", name, "--json", person=ALICE)
     assert started.returncode == 0, started.stderr
-    run_id = json.loads(started.stdout)["run"]
-
-    def ended() -> str | None:
-        with db.transaction() as cur:
-            row = fetch_one(
-                cur, "SELECT ended_at FROM public.workflow_run WHERE id = %s", (run_id,)
-            )
-        return run_id if row and row["ended_at"] else None
-
-    wait_for(ended, f"workflow run {run_id} to end")
-    shown = cli.sourceflow("workflow", "show", run_id, "--json")
-    return dict(json.loads(shown.stdout))
+    return ended(cli, json.loads(started.stdout)["run"])
 
 
 def statuses(shown: Mapping[str, Any]) -> dict[str, str | None]:
@@ -127,8 +117,13 @@ def task_times(db: Database, run_id: str, *tasks: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def name() -> str:
-    return f"campaign_{uuid.uuid4().hex[:8]}"
+def name(cli: Cli, tmp_path: Path) -> Iterator[str]:
+    """The test's campaign's name; afterwards no workflow of the test is left enabled (an
+    apply disables what its file drops), for the tests that count what an apply changes."""
+    yield f"campaign_{uuid.uuid4().hex[:8]}"
+    none = tmp_path / "no-workflows.yaml"
+    none.write_text("workflows: []\n")
+    applied(cli, none)
 
 
 def test_an_active_campaign_loads_both_sources_at_once_then_runs_the_sql_in_order(
@@ -138,7 +133,7 @@ def test_an_active_campaign_loads_both_sources_at_once_then_runs_the_sql_in_orde
     applied(cli, campaign_file(tmp_path, name, (listings, partner)))
     campaign_id = only_campaign_today(db, starting=True)
 
-    shown = run_to_its_end(cli, db, name)
+    shown = run_to_its_end(cli, name)
 
     assert shown["run"]["status"] == "succeeded"
     assert statuses(shown) == {
@@ -179,7 +174,7 @@ def test_a_failing_ingest_runs_the_recovery_task_skips_the_and_and_alerts(
     applied(cli, campaign_file(tmp_path, name, (listings, partner)))
     campaign_id = only_campaign_today(db, starting=True)
 
-    shown = run_to_its_end(cli, db, name)
+    shown = run_to_its_end(cli, name)
 
     assert shown["run"]["status"] == "failed"
     assert statuses(shown) == {
@@ -208,7 +203,7 @@ def test_no_campaign_starting_today_runs_nothing_but_the_check(
     applied(cli, campaign_file(tmp_path, name, (listings, partner)))
     campaign_id = only_campaign_today(db, starting=False)
 
-    shown = run_to_its_end(cli, db, name)
+    shown = run_to_its_end(cli, name)
 
     assert shown["run"]["status"] == "succeeded"
     ran = {task: status for task, status in statuses(shown).items() if status != "skipped"}
