@@ -60,6 +60,9 @@ Publish = Callable[[str, str], object]  # (subject, message) to an SNS topic
 
 @dataclass(frozen=True)
 class Ports:
+    """What the service's work reaches: its database, the bus, the callbacks, the two topics
+    and the allow-listed sql targets (tests pass fakes for all but the database)."""
+
     db: Database
     publish_event: EventPublisher
     callbacks: TaskCallbacks
@@ -193,6 +196,8 @@ def _prepare_flow(db: Database, request: Mapping[str, Any]) -> None:
         current = source["batch_execution_params"]
         to_write = params_to_write(source_id, asked, parse_flow_params(source_id, current))
         if to_write is not None:
+            # The row is locked above: the compare-and-set holds (it guards a change made
+            # between this read and an older server's lock, never a live one).
             set_flow_params(
                 cur,
                 source_id,
