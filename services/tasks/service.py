@@ -196,8 +196,8 @@ def _prepare_flow(db: Database, request: Mapping[str, Any]) -> None:
         current = source["batch_execution_params"]
         to_write = params_to_write(source_id, asked, parse_flow_params(source_id, current))
         if to_write is not None:
-            # The row is locked above: the compare-and-set holds (it guards a change made
-            # between this read and an older server's lock, never a live one).
+            # The row is locked above, so the params are still `current`; the flow history
+            # records the change with the workflow run that made it.
             set_flow_params(
                 cur,
                 source_id,
