@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import closing
+from datetime import timedelta
 from typing import Any
 
 import psycopg2
@@ -51,6 +52,32 @@ def lock_task(cur: Any, run_id: str, task: str) -> dict[str, Any] | None:
         cur,
         "SELECT * FROM public.workflow_task_run WHERE workflow_run_id = %s AND task = %s"
         " FOR UPDATE",
+        (run_id, task),
+    )
+
+
+def claim_child_request(cur: Any, run_id: str, task: str, window: timedelta) -> bool:
+    """Whether this delivery may ask for the task's child run: none is recorded, and no other
+    delivery claimed the asking within `window`."""
+    return (
+        fetch_one(
+            cur,
+            """
+            UPDATE public.workflow_task_run SET child_claimed_at = now()
+             WHERE workflow_run_id = %(run)s AND task = %(task)s AND child_run_id IS NULL
+               AND (child_claimed_at IS NULL OR child_claimed_at < now() - %(window)s)
+            RETURNING task
+            """,
+            {"run": run_id, "task": task, "window": window},
+        )
+        is not None
+    )
+
+
+def release_child_claim(cur: Any, run_id: str, task: str) -> None:
+    cur.execute(
+        "UPDATE public.workflow_task_run SET child_claimed_at = NULL"
+        " WHERE workflow_run_id = %s AND task = %s AND child_run_id IS NULL",
         (run_id, task),
     )
 
