@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # The deployables: the services, as infra/resources.py SERVICES names them, and the console.
-DEPLOYABLES := validation download unlocking scheduler console
+DEPLOYABLES := validation download unlocking scheduler tasks console
 # Cloud deploys (docs/deploy.md): make deploy STAGE=dev ARTIFACT_BUCKET=my-bucket PARAMS="K=V ..."
 STAGE ?=
 ARTIFACT_BUCKET ?=

@@ -5,10 +5,15 @@ Round 1 is each source's first run (backdated, Full Load). Then every source cha
 records, the scheduler puts the sources back to Normal, and round 2 loads exactly what changed.
 Round 3 runs each source in its special flow (Re-specs or Sold), which the scheduler resets;
 the Re-specs query waits until a second person approves it, as every new query does.
+Last, the campaign workflow (local/demo_workflows.yaml) runs after ingestion: on the day a
+campaign starts, two of the sources load at once, then the warehouse's SQL runs in order.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,7 +23,7 @@ from typing import Any
 
 from rich.console import Console
 
-from infra.resources import Names
+from infra.resources import SERVICES, Names
 from local.demo_sources import DEMO_SOURCES, DemoSource, SourceData, source_data
 from local.roles import DEMO_PEOPLE
 from local.stack import LocalStack, StackOptions, aws_client
@@ -48,6 +53,19 @@ console = Console(width=terminal_width(), soft_wrap=True)
 
 
 NORMAL_PARAMS = FlowParams(FlowType.NORMAL).canonical()
+DEMO_WORKFLOWS = Path(__file__).resolve().parent / "demo_workflows.yaml"
+DEMO_CAMPAIGN_ID = 2026
+# What the campaign workflow's tasks end as when a campaign starts today and all goes well.
+CAMPAIGN_RAN = {
+    "check_campaign": "succeeded",
+    "ingest_listings": "succeeded",
+    "ingest_partner": "succeeded",
+    "publish_campaign": "succeeded",
+    "warm_caches": "succeeded",
+    "announce": "succeeded",
+    "mark_failed": "skipped",
+    "aggregate_metrics": "succeeded",
+}
 DEMO_ATTRIBUTE_ROWS = 3  # listing attribute rows per source, for the Re-specs query to update
 SOURCE_TYPE_OF = {source.source_id: source.source_type for source in DEMO_SOURCES}
 # The data engineer who asks for the Re-specs query, and the colleague who approves it: each
@@ -68,7 +86,7 @@ def run_demo(state_dir: Path, database_url: str | None = None, *, as_json: bool 
         console.print(
             f"stack up in {time.monotonic() - started:.1f}s: PostgreSQL, moto "
             f"({env['AWS_ENDPOINT_URL']}), vendor ({env['VENDOR_URL']}), partner database and "
-            f"drops (s3://{env['DROPS_BUCKET']}), 4 services"
+            f"drops (s3://{env['DROPS_BUCKET']}), {len(SERVICES)} services"
         )
         db = Database(env["DATABASE_URL"], application_name="sourceflow-demo")
         people = {
@@ -82,7 +100,7 @@ def run_demo(state_dir: Path, database_url: str | None = None, *, as_json: bool 
             source.source_id: source_data(source, env, s3, secretsmanager)
             for source in DEMO_SOURCES
         }
-        demo = _Demo(db, people, aws_client(env, "stepfunctions"), env, data)
+        demo = _Demo(db, people, aws_client(env, "stepfunctions"), env, data, state_dir)
         try:
             failed_checks = demo.play()
         finally:
@@ -108,6 +126,7 @@ class _Demo:
     sfn: Any
     env: dict[str, str]
     data: dict[str, SourceData]  # by source id
+    state_dir: Path  # the operator's command reaches the stack through it
     runs: list[dict[str, Any]] = field(default_factory=list)
     approved: list[str] = field(default_factory=list)  # sources whose query bob approved
 
@@ -131,6 +150,7 @@ class _Demo:
             self.set_special_flow(source, sold_year)
         third = self.round("Round 3: Re-specs and Sold", approve=True)
         reset_after_third = self.tick_until_normal()
+        campaign = self.campaign_workflow()
 
         respecs_sources = {s.source_id for s in DEMO_SOURCES if s.special_flow is FlowType.RESPECS}
         checks = {
@@ -150,6 +170,9 @@ class _Demo:
             # The approvals are listed oldest first; runs started together may come in any order.
             "bob approved each Re-specs query once": (
                 sorted(self.approved) == sorted(respecs_sources)
+            ),
+            "the campaign workflow loaded both sources, then ran its SQL in order": (
+                campaign == CAMPAIGN_RAN
             ),
         }
         return [name for name, passed in checks.items() if not passed]
@@ -274,6 +297,58 @@ class _Demo:
                 return True
         console.print("[bold red]the scheduler did not reset the demo sources[/bold red]")
         return False
+
+    def campaign_workflow(self, timeout: float = 120.0) -> dict[str, str | None]:
+        """Apply the campaign workflow, make a campaign start today and run the workflow, as an
+        operator does (`sourceflow apply`, `workflow run`, `workflow show`); returns each
+        task's status."""
+        with self.db.transaction() as cur:
+            # Today's campaign, the only one scheduled to start today.
+            cur.execute("UPDATE public.campaign SET status = 'done' WHERE status = 'scheduled'")
+            cur.execute(
+                """
+                INSERT INTO public.campaign (campaign_id, name, starts_on, ends_on, status)
+                VALUES (%s, 'winter sale', current_date, current_date + 14, 'scheduled')
+                ON CONFLICT (campaign_id) DO UPDATE
+                   SET starts_on = EXCLUDED.starts_on, ends_on = EXCLUDED.ends_on,
+                       status = EXCLUDED.status, listings = NULL
+                """,
+                (DEMO_CAMPAIGN_ID,),
+            )
+        console.print(f"warehouse: campaign {DEMO_CAMPAIGN_ID} starts today")
+        console.print(self.sourceflow("apply", str(DEMO_WORKFLOWS)).strip())
+        run_id = json.loads(self.sourceflow("workflow", "run", "campaign", "--json"))["run"]
+        console.print(f"alice: sourceflow workflow run campaign → run {run_id}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.db.transaction() as cur:
+                ended = fetch_one(
+                    cur, "SELECT ended_at FROM public.workflow_run WHERE id = %s", (run_id,)
+                )
+            if ended and ended["ended_at"]:
+                break
+            time.sleep(0.5)
+        shown = json.loads(self.sourceflow("workflow", "show", run_id, "--json", check=False))
+        console.print(
+            rows_table(
+                f"Workflow run {run_id}: {shown['run']['status']}",
+                shown["tasks"],
+                ["task", "kind", "status", "error"],
+            )
+        )
+        return {task["task"]: task["status"] for task in shown["tasks"]}
+
+    def sourceflow(self, *args: str, check: bool = True) -> str:
+        """The operator's command against the demo's stack; its stdout."""
+        done = subprocess.run(
+            [sys.executable, "-m", "ops.cli", *args, "--state-dir", str(self.state_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            raise RuntimeError(f"sourceflow {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout
 
     def last_flow_change(self, source_id: str) -> dict[str, Any] | None:
         with self.db.transaction() as cur:

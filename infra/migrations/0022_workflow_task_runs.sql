@@ -2,9 +2,10 @@
 -- (services/tasks). The compiled state machine decides what runs; this table records what each
 -- task saw, what it answered, and, for an ingest task, the child run it waits for.
 CREATE TABLE public.workflow_task_run (
-    workflow_run_id text NOT NULL,
+    workflow_run_id text NOT NULL REFERENCES public.workflow_run (id),
     task            text NOT NULL,
-    kind            text NOT NULL,
+    -- NULL for a task the machine skipped (it never sent it, and the finish names no kinds).
+    kind            text,
     -- 'running' while the task works or waits for its child run; the others are the task's end
     -- (shared/rules/workflows.py TaskStatus). A skipped task is recorded at the run's finish.
     status          text NOT NULL DEFAULT 'running'

@@ -72,6 +72,19 @@ def waiting_for(cur: Any, child_run_id: str) -> dict[str, Any] | None:
     )
 
 
+def children_waited_for(cur: Any, source_id: str) -> list[str]:
+    """The child runs of this source that running ingest tasks wait for."""
+    cur.execute(
+        """
+        SELECT t.child_run_id FROM public.workflow_task_run t
+          JOIN public.run_request r ON r.execution_name = t.child_run_id
+         WHERE r.source_id = %s AND t.status = %s
+        """,
+        (source_id, RUNNING),
+    )
+    return [row["child_run_id"] for row in cur.fetchall()]
+
+
 def end_task(cur: Any, run_id: str, task: str, answer: Answer) -> None:
     """Record the task's end; a task already ended keeps its first end."""
     cur.execute(
@@ -98,7 +111,7 @@ def record_skipped(cur: Any, run_id: str, tasks: list[str]) -> None:
             """
             INSERT INTO public.workflow_task_run
                    (workflow_run_id, task, kind, status, started_at, ended_at)
-            VALUES (%s, %s, '', 'skipped', now(), now())
+            VALUES (%s, %s, NULL, 'skipped', now(), now())
             ON CONFLICT (workflow_run_id, task) DO NOTHING
             """,
             (run_id, task),
@@ -114,21 +127,24 @@ def task_errors(cur: Any, run_id: str) -> dict[str, str]:
     return {row["task"]: row["error"] for row in cur.fetchall()}
 
 
-def end_workflow_run(cur: Any, run_id: str, status: str) -> bool:
+def end_workflow_run(cur: Any, run_id: str, status: str) -> bool | None:
     """Record the workflow run's end once; returns whether this call ended it (a duplicate
-    finish finds it ended and publishes nothing again)."""
-    return (
-        fetch_one(
-            cur,
-            """
-            UPDATE public.workflow_run SET status = %s, ended_at = now()
-             WHERE id = %s AND ended_at IS NULL
-            RETURNING id
-            """,
-            (status, run_id),
-        )
-        is not None
+    finish finds it ended and publishes nothing again), None when no run has this id."""
+    found = fetch_one(
+        cur,
+        """
+        SELECT (r.ended_at IS NULL) AS open FROM public.workflow_run r WHERE r.id = %s
+           FOR UPDATE
+        """,
+        (run_id,),
     )
+    if found is None or not found["open"]:
+        return None if found is None else False
+    cur.execute(
+        "UPDATE public.workflow_run SET status = %s, ended_at = now() WHERE id = %s",
+        (status, run_id),
+    )
+    return True
 
 
 def child_run(cur: Any, execution_name: str) -> dict[str, Any] | None:
@@ -140,7 +156,8 @@ def child_run(cur: Any, execution_name: str) -> dict[str, Any] | None:
 def lock_source_params(cur: Any, source_id: str) -> dict[str, Any] | None:
     return fetch_one(
         cur,
-        "SELECT batch_execution_params, deleted_at FROM public.source WHERE source_id = %s"
+        "SELECT batch_execution_params, is_active, deleted_at FROM public.source"
+        " WHERE source_id = %s"
         " FOR UPDATE",
         (source_id,),
     )

@@ -7,7 +7,6 @@ only words what one task does and what it answers.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -16,7 +15,15 @@ from typing import Any
 
 from shared.errors import PermanentError
 from shared.rules.flows import FlowParams, FlowType
-from shared.rules.workflows import WORKFLOW_TASK_ERROR, TaskStatus, WorkflowRunStatus
+from shared.rules.workflows import (
+    INGEST_OUTPUTS,
+    WORKFLOW_TASK_ERROR,
+    Task,
+    TaskKind,
+    TaskStatus,
+    WorkflowRunStatus,
+    used_variables,
+)
 from shared.store.runs import OPEN_RUN_STATUSES, RunStatus
 from shared.timefmt import isoformat
 
@@ -36,7 +43,7 @@ class TaskFailed(PermanentError):
 
 # -- ingest --------------------------------------------------------------------------------------
 
-# The flows an ingest task may name, as the workflow definition spells them.
+# The flows an ingest task may name (shared/rules/workflows.py INGEST_FLOWS), as runs know them.
 _FLOWS = {
     "normal": FlowType.NORMAL,
     "respecs": FlowType.RESPECS,
@@ -90,10 +97,17 @@ def child_answer(task: str, run: Mapping[str, Any]) -> Answer:
     return Answer(
         TaskStatus.SUCCEEDED,
         variables={
-            f"{task}_records": run["records"] or 0,
-            f"{task}_window_start": _stamp(run["window_start"]),
-            f"{task}_window_end": _stamp(run["window_end"]),
-            f"{task}_cursor": _stamp(run["cursor_after"]),
+            f"{task}_{output}": value
+            for output, value in zip(
+                INGEST_OUTPUTS,
+                (
+                    run["records"] or 0,
+                    _stamp(run["window_start"]),
+                    _stamp(run["window_end"]),
+                    _stamp(run["cursor_after"]),
+                ),
+                strict=True,
+            )
         },
         detail=detail,
     )
@@ -105,21 +119,28 @@ def _stamp(value: datetime | None) -> str | None:
 
 # -- sql -----------------------------------------------------------------------------------------
 
-_PARAMETER = re.compile(r"%\(([^)]*)\)s")
 
-
-def query_parameters(task: str, query: str, variables: Mapping[str, Any]) -> dict[str, Any]:
+def query_parameters(
+    task: str, spec: Mapping[str, Any], variables: Mapping[str, Any]
+) -> dict[str, Any]:
     """The variables a sql task's query names as `%(name)s`, bound by the driver (never
     written into the text); a name no variable has fails the task by name."""
-    named = dict.fromkeys(_PARAMETER.findall(query))
+    return {name: variables[name] for name in _known(task, TaskKind.SQL, spec, variables)}
+
+
+def _known(
+    task: str, kind: TaskKind, spec: Mapping[str, Any], variables: Mapping[str, Any]
+) -> list[str]:
+    """The variables the task's spec names (as `apply` reads them), each one the run holds."""
+    named = used_variables(Task(task, kind, spec))
     unknown = [name for name in named if name not in variables]
     if unknown:
         raise TaskFailed(
-            f"task {task!r}: its query names {', '.join(map(repr, unknown))}, which no variable "
-            f"of the run holds (it has {sorted(variables)}); declare the variable or set it "
-            "in an earlier task"
+            f"task {task!r} names {', '.join(map(repr, unknown))}, which no variable of the "
+            f"run holds (it has {sorted(variables)}); declare the variable or set it in an "
+            "earlier task"
         )
-    return {name: variables[name] for name in named}
+    return named
 
 
 def variable_value(value: Any) -> Any:
@@ -138,24 +159,16 @@ def variable_value(value: Any) -> Any:
 
 # -- notify --------------------------------------------------------------------------------------
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
-
-def fill(task: str, text: str, variables: Mapping[str, Any]) -> str:
-    """`text` with each `{name}` replaced by the variable's value (null reads as empty); a
-    placeholder no variable fills fails the task by name."""
-    unknown = sorted({name for name in _PLACEHOLDER.findall(text) if name not in variables})
-    if unknown:
-        raise TaskFailed(
-            f"task {task!r}: its text names {', '.join(map(repr, unknown))}, which no variable "
-            f"of the run holds (it has {sorted(variables)})"
-        )
-
-    def value(match: re.Match[str]) -> str:
-        held = variables[match.group(1)]
-        return "" if held is None else str(held)
-
-    return _PLACEHOLDER.sub(value, text)
+def notification(
+    task: str, spec: Mapping[str, Any], variables: Mapping[str, Any]
+) -> tuple[str, str]:
+    """A notify task's subject and message, each `{name}` replaced by the variable's value
+    (null reads as empty); a placeholder no variable fills fails the task by name. `apply`
+    allowed no braces but placeholders (shared/rules/workflows.py)."""
+    named = _known(task, TaskKind.NOTIFY, spec, variables)
+    values = {name: "" if variables[name] is None else variables[name] for name in named}
+    return spec["subject"].format_map(values), spec["message"].format_map(values)
 
 
 # -- finish --------------------------------------------------------------------------------------

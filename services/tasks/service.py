@@ -18,7 +18,7 @@ services.tasks.domain's, the SQL services.tasks.adapters'.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from services.tasks import adapters
@@ -30,7 +30,7 @@ from services.tasks.domain import (
     alert_text,
     child_answer,
     failed_tasks,
-    fill,
+    notification,
     params_to_write,
     query_parameters,
     run_ended,
@@ -40,7 +40,7 @@ from services.tasks.domain import (
 from services.tasks.settings import Settings
 from shared.errors import TaskOver
 from shared.rules.flows import parse_flow_params
-from shared.rules.workflows import TaskKind, TaskStatus, WorkflowRunStatus
+from shared.rules.workflows import DEFAULT_INGEST_FLOW, TaskKind, TaskStatus, WorkflowRunStatus
 from shared.runtime import aws, contracts, executions
 from shared.runtime.catalogue import DetailType
 from shared.runtime.events import EventPublisher
@@ -130,7 +130,7 @@ def run_sql(request: Mapping[str, Any], ports: Ports) -> Answer:
             f"task {task!r}: sql target {spec['target']!r} is not allowed here (allowed: "
             f"{sorted(ports.sql_targets)}); name one of them, or add it to WORKFLOW_SQL_TARGETS"
         )
-    parameters = query_parameters(task, spec["query"], request["variables"])
+    parameters = query_parameters(task, spec, request["variables"])
     found, value = adapters.first_value(
         dsn, spec["query"], parameters, statement_timeout_ms=ports.sql_statement_timeout_ms
     )
@@ -143,11 +143,7 @@ def run_sql(request: Mapping[str, Any], ports: Ports) -> Answer:
 
 
 def notify(request: Mapping[str, Any], ports: Ports) -> Answer:
-    task, spec, variables = request["task"], request["spec"], request["variables"]
-    subject, message = (
-        fill(task, spec["subject"], variables),
-        fill(task, spec["message"], variables),
-    )
+    subject, message = notification(request["task"], request["spec"], request["variables"])
     message_id = ports.notifications(subject, message)
     return Answer(TaskStatus.SUCCEEDED, detail={"subject": subject, "message_id": message_id})
 
@@ -184,14 +180,15 @@ def ingest(request: Mapping[str, Any], ports: Ports) -> dict[str, Any] | None:
 
 def _prepare_flow(db: Database, request: Mapping[str, Any]) -> None:
     """Put the source on the flow the task asks for, unless it is on it already."""
-    source_id, asked = request["spec"]["source"], request["spec"].get("flow", "normal")
+    source_id, asked = request["spec"]["source"], request["spec"].get("flow", DEFAULT_INGEST_FLOW)
     with db.transaction() as cur:
         source = adapters.lock_source_params(cur, source_id)
-        if source is None or source["deleted_at"] is not None:
+        unusable = _unusable(source)
+        if source is None or unusable:
+            # An inactive source's run would be skipped, which no event announces.
             raise TaskFailed(
-                f"task {request['task']!r}: source {source_id!r} "
-                + ("does not exist" if source is None else "was deleted")
-                + "; `sourceflow sources list` shows the sources"
+                f"task {request['task']!r}: source {source_id!r} {unusable}; "
+                "`sourceflow sources list` shows the sources"
             )
         current = source["batch_execution_params"]
         to_write = params_to_write(source_id, asked, parse_flow_params(source_id, current))
@@ -207,9 +204,23 @@ def _prepare_flow(db: Database, request: Mapping[str, Any]) -> None:
             )
 
 
+def _unusable(source: Mapping[str, Any] | None) -> str | None:
+    if source is None:
+        return "does not exist"
+    if source["deleted_at"] is not None:
+        return "was deleted"
+    return None if source["is_active"] else "is disabled (`sourceflow sources enable` it)"
+
+
 def on_run_ended(event: Mapping[str, Any], *, db: Database, callbacks: TaskCallbacks) -> None:
-    """A run ended: answer the ingest task waiting for it, if one is."""
-    answer_child_end(event["detail"]["execution_name"], db=db, callbacks=callbacks)
+    """A run ended: answer the ingest task waiting for it, if one is, and those waiting for
+    another run of its source. A run that found its source busy was skipped, which no event
+    says; the run that held the source has just ended, so a skipped child is found now."""
+    detail = event["detail"]
+    with db.transaction() as cur:
+        children = adapters.children_waited_for(cur, detail["source_id"])
+    for child in dict.fromkeys([detail["execution_name"], *children]):
+        answer_child_end(child, db=db, callbacks=callbacks)
 
 
 def answer_child_end(child_run_id: str, *, db: Database, callbacks: TaskCallbacks) -> None:
@@ -222,10 +233,8 @@ def answer_child_end(child_run_id: str, *, db: Database, callbacks: TaskCallback
         if waiting is None or run is None or not run_ended(run):
             return
         answer = child_answer(waiting["task"], run)
-        if answer.error is not None:
-            answer = Answer(
-                answer.status, answer.variables, answer.detail, error_text(answer.error)
-            )
+        if answer.error is not None:  # the ledger's words, redacted as every error that leaves
+            answer = replace(answer, error=error_text(answer.error))
         adapters.end_task(cur, waiting["workflow_run_id"], waiting["task"], answer)
         _report(callbacks, waiting["task_token"], answer, waiting["workflow_run_id"])
 
@@ -261,12 +270,14 @@ def finish(request: Mapping[str, Any], ports: Ports) -> dict[str, Any]:
         adapters.record_skipped(
             cur, run_id, sorted(t for t, s in statuses.items() if s == TaskStatus.SKIPPED)
         )
-        if adapters.end_workflow_run(cur, run_id, status):
-            ended = WorkflowRunStatus.FAILED
+        ended_now = adapters.end_workflow_run(cur, run_id, status)
+        if ended_now is None:
+            # Every run is recorded before it starts (`workflow run`, the scheduler); one that
+            # was not, started by hand, ends without its announcement.
+            logger.warning("no workflow run recorded by this id", extra={"workflow_run_id": run_id})
+        if ended_now:
             ports.publish_event(
-                DetailType.WORKFLOW_RUN_FAILED
-                if status == ended
-                else DetailType.WORKFLOW_RUN_SUCCEEDED,
+                _ENDED_EVENTS[status],
                 {
                     "workflow": request["workflow"],
                     "workflow_version": request["workflow_version"],

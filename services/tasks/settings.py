@@ -60,12 +60,15 @@ def sql_targets(raw: str, read_secret: Callable[[str], str]) -> dict[str, str]:
         targets = parse_sql_targets(raw)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
-    dsns = {
-        name: dsn_from_secret(read_secret(value), reference=value)
-        if value.startswith(_SECRET_ARN_PREFIX)
-        else value
-        for name, value in targets.items()
-    }
+    try:
+        dsns = {
+            name: dsn_from_secret(read_secret(value), reference=value)
+            if value.startswith(_SECRET_ARN_PREFIX)
+            else value
+            for name, value in targets.items()
+        }
+    except ValueError as exc:  # a secret that is no database secret: named, never its value
+        raise SettingsError(str(exc)) from None
     for dsn in dsns.values():
         # A target's password is redacted like the service's own, wherever it might surface.
         with contextlib.suppress(psycopg2.ProgrammingError):  # connecting will say what is wrong

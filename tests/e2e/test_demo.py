@@ -28,3 +28,6 @@ def test_demo_runs_all_four_flows_approves_resets_them_and_exits_zero(tmp_path: 
     assert "Waiting for approval (sourceflow approvals)" in completed.stdout
     for source in ("demo-listings-a", "demo-partner"):
         assert f"bob: approved the Re-specs query of {source} (asked by alice)" in completed.stdout
+    # Then the campaign workflow ran after ingestion, its tasks' statuses shown
+    assert "Workflow run campaign-v" in completed.stdout
+    assert "check failed" not in completed.stdout

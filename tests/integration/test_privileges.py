@@ -58,6 +58,7 @@ TABLES = (
     "public.workflow_version",
     "public.workflow",
     "public.workflow_run",
+    "public.workflow_task_run",
 )
 
 

@@ -34,6 +34,7 @@ def test_the_order_is_core_then_every_service_then_the_workflow_then_the_console
         "download",
         "unlocking",
         "scheduler",
+        "tasks",
         "workflow",
         "console",
     )

@@ -548,6 +548,8 @@ REQUIRED_ENV = {
     "RAW_BUCKET": "raw",
     "STATE_MACHINE_ARN": STATE_MACHINE_ARN,
     "EVENT_BUS_NAME": "bus",
+    "ALERTS_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:alerts",
+    "NOTIFICATIONS_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:notifications",
 }
 
 
@@ -613,9 +615,11 @@ def assert_runs_with(settings: Any, name: str, timeouts: Timeouts) -> None:
 
 def _settings_source(name: str) -> str:
     root = Path(__file__).resolve().parents[2]
-    return (root / "services" / name / "settings.py").read_text() + (
-        root / "shared" / "runtime" / "settings.py"
-    ).read_text()
+    # The tasks service reads WORKFLOW_SQL_TARGETS by the name apply reads it by.
+    shared = ("runtime/settings.py", "rules/workflows.py")
+    return (root / "services" / name / "settings.py").read_text() + "".join(
+        (root / "shared" / path).read_text() for path in shared
+    )
 
 
 @pytest.mark.parametrize("name", SERVICES)
