@@ -364,8 +364,8 @@ def run_workflow(
 
 
 def show_run(db: Database, run_id: str) -> dict[str, Any]:
-    """A workflow run whole: its row, then every task of its version with what the tasks
-    service recorded of it (a task not yet reached: no status)."""
+    """A workflow run whole: its row, every task of its version with what the tasks service
+    recorded of it (a task not yet reached: no status), and the version's definition."""
     with db.transaction() as cur:
         found = store.run(cur, run_id)
         if found is None:
@@ -390,4 +390,4 @@ def show_run(db: Database, run_id: str) -> dict[str, Any]:
                 "ended_at": row.get("ended_at"),
             }
         )
-    return {"run": found, "tasks": tasks}
+    return {"run": found, "tasks": tasks, "definition": definition}
