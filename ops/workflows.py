@@ -36,6 +36,7 @@ from shared.rules.workflows import (
 )
 from shared.store import workflows as store
 from shared.store.db import Database, session_login
+from shared.store.sources import source_ids
 
 TASKS_SERVICE = "tasks"
 # Deploy = (workflow, version) -> the ARN a run of that version starts.
@@ -119,6 +120,18 @@ def checked_workflows(
     if problems:
         raise InvalidSourcesFile(origin, problems)
     return wanted
+
+
+def file_workflows(
+    entries: Any, origin: str, db: Database, config: OperatorConfig, *, listed: Collection[str]
+) -> list[Workflow]:
+    """A file's `workflows:` checked against the sources registered and those the same file
+    `listed`, and the deployment's SQL targets."""
+    with db.transaction() as cur:
+        registered = source_ids(cur)
+    return checked_workflows(
+        entries, origin, sources=registered | set(listed), targets=sql_targets(config)
+    )
 
 
 def apply_workflows(
