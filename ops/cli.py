@@ -1485,7 +1485,7 @@ WORKFLOW_RUN_COLUMNS = [
     "skipped",
     "requested_by",
     "started_at",
-    "duration",
+    "duration_seconds",
 ]
 WORKFLOW_TASK_COLUMNS = ["task", "kind", "status", "variables_seen", "output", "error"]
 

@@ -28,12 +28,14 @@ from ops.config import OperatorConfig, OperatorError
 from ops.sources_file import InvalidSourcesFile
 from shared.errors import SourceflowError
 from shared.rules.workflows import (
+    DEFINITION_CONTRACT,
     SQL_TARGETS_VARIABLE,
     Workflow,
     check_workflow,
     parse_sql_targets,
     run_variables,
 )
+from shared.runtime import contracts
 from shared.store import workflows as store
 from shared.store.db import Database, session_login
 from shared.store.sources import source_ids
@@ -170,10 +172,23 @@ def _make(cur: Any, change: Change, deploy: Deploy) -> None:
 
 def export_workflows(db: Database) -> list[dict[str, Any]]:
     """The enabled workflows' current definitions, as a file's `workflows:` list that apply
-    reads back as no change (a definition is kept as it was applied)."""
+    reads back as no change (a definition is kept as it was applied), each field in the
+    contract's order (the database keeps jsonb keys in an order of its own)."""
     with db.transaction() as cur:
         rows = store.lock_workflows(cur)
-    return [row["definition"] for row in rows if row["enabled"]]
+    return [in_contract_order(row["definition"]) for row in rows if row["enabled"]]
+
+
+def in_contract_order(definition: Mapping[str, Any]) -> dict[str, Any]:
+    schema = contracts.schema_of(DEFINITION_CONTRACT)
+    task_fields = list(schema["$defs"]["task"]["properties"])
+    ordered = _ordered(definition, list(schema["properties"]))
+    ordered["tasks"] = [_ordered(task, task_fields) for task in definition["tasks"]]
+    return ordered
+
+
+def _ordered(fields: Mapping[str, Any], order: Sequence[str]) -> dict[str, Any]:
+    return {key: fields[key] for key in sorted(fields, key=order.index)}
 
 
 # -- the machines ------------------------------------------------------------------------------

@@ -185,7 +185,9 @@ def runs(cur: Any, workflow: str | None, limit: int) -> list[dict[str, Any]]:
     cur.execute(
         """
         SELECT r.id, r.workflow, r.version, r.status, r.requested_by, r.started_at,
-               r.ended_at, r.ended_at - r.started_at AS duration,
+               r.ended_at,
+               round(EXTRACT(EPOCH FROM r.ended_at - r.started_at)::numeric, 3)::float
+                   AS duration_seconds,
                count(t.task) FILTER (WHERE t.status = 'succeeded') AS succeeded,
                count(t.task) FILTER (WHERE t.status = 'failed') AS failed,
                count(t.task) FILTER (WHERE t.status = 'skipped') AS skipped

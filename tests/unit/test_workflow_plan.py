@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 
 from ops.config import OperatorError
-from ops.workflows import Action, Registered, changes_said, given_variables, plan_workflows
+from ops.workflows import (
+    Action,
+    Registered,
+    changes_said,
+    given_variables,
+    in_contract_order,
+    plan_workflows,
+)
 from shared.rules.workflows import Workflow, check_workflow
 
 
@@ -84,3 +91,18 @@ def test_a_var_reads_as_json_when_it_is_a_number_a_boolean_or_null_and_as_text_o
 def test_a_var_not_written_name_equals_value_is_refused(pair: str) -> None:
     with pytest.raises(OperatorError, match="write NAME=VALUE"):
         given_variables([pair])
+
+
+def test_an_exported_definition_lists_its_fields_in_the_contract_s_order() -> None:
+    stored = {  # as jsonb gives it back: shorter keys first
+        "name": "w",
+        "tasks": [{"into": "n", "kind": "sql", "name": "t", "query": "SELECT 1", "target": "w"}],
+        "variables": {"b": 1, "a": 2},
+        "schedule_interval": "1h",
+    }
+
+    ordered = in_contract_order(stored)
+
+    assert list(ordered) == ["name", "variables", "schedule_interval", "tasks"]
+    assert list(ordered["tasks"][0]) == ["name", "kind", "target", "query", "into"]
+    assert ordered == stored
