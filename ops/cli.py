@@ -450,31 +450,24 @@ def apply(file: Path, dry_run: bool, reason: str | None, as_json: bool, state_di
         apply_workflows,
         changes_as_json,
         changes_said,
-        checked_workflows,
+        file_workflows,
         machine_deployer,
-        sql_targets,
     )
-    from shared.store.sources import source_ids
 
     origin = str(file)
     said: list[str] = []
-    document: dict[str, Any] = {}
+    document: dict[str, Any] = {"file": origin, "dry_run": dry_run}
     with _database(state_dir) as (config, db):
         try:
+            # Everything checked before anything is applied.
             read = read_file(file.read_text(), origin)
             wanted = None
             if read.sources is not None:
                 wanted = checked_entries(read.sources, origin, source_access(config))
+            workflows = None
             if read.workflows is not None:
-                with db.transaction() as cur:
-                    registered = source_ids(cur)
-                listed = {settings.source_id for settings in wanted or ()}
-                workflows = checked_workflows(
-                    read.workflows,
-                    origin,
-                    sources=registered | listed,
-                    targets=sql_targets(config),
-                )
+                listed = [settings.source_id for settings in wanted or ()]
+                workflows = file_workflows(read.workflows, origin, db, config, listed=listed)
             if wanted is not None:
                 plan, who = apply_file(
                     db,
@@ -486,11 +479,9 @@ def apply(file: Path, dry_run: bool, reason: str | None, as_json: bool, state_di
                 )
                 document = plan_as_json(plan, origin=origin, dry_run=dry_run, who=who)
                 said.append(plan_said(plan, origin=origin, dry_run=dry_run, who=who))
-            if read.workflows is not None:
+            if workflows is not None:
                 deploy = machine_deployer(config)
                 changes, who = apply_workflows(db, workflows, deploy=deploy, dry_run=dry_run)
-                document.setdefault("file", origin)
-                document.setdefault("dry_run", dry_run)
                 document["workflows"] = changes_as_json(changes)
                 said.append(changes_said(changes, origin=origin, dry_run=dry_run, who=who))
         except InvalidSourcesFile as exc:
@@ -1494,7 +1485,7 @@ WORKFLOW_RUN_COLUMNS = [
     "skipped",
     "requested_by",
     "started_at",
-    "duration",
+    "duration_seconds",
 ]
 WORKFLOW_TASK_COLUMNS = ["task", "kind", "status", "variables_seen", "output", "error"]
 

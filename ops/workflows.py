@@ -28,14 +28,17 @@ from ops.config import OperatorConfig, OperatorError
 from ops.sources_file import InvalidSourcesFile
 from shared.errors import SourceflowError
 from shared.rules.workflows import (
+    DEFINITION_CONTRACT,
     SQL_TARGETS_VARIABLE,
     Workflow,
     check_workflow,
     parse_sql_targets,
     run_variables,
 )
+from shared.runtime import contracts
 from shared.store import workflows as store
 from shared.store.db import Database, session_login
+from shared.store.sources import source_ids
 
 TASKS_SERVICE = "tasks"
 # Deploy = (workflow, version) -> the ARN a run of that version starts.
@@ -121,6 +124,18 @@ def checked_workflows(
     return wanted
 
 
+def file_workflows(
+    entries: Any, origin: str, db: Database, config: OperatorConfig, *, listed: Collection[str]
+) -> list[Workflow]:
+    """A file's `workflows:` checked against the sources registered and those the same file
+    `listed`, and the deployment's SQL targets."""
+    with db.transaction() as cur:
+        registered = source_ids(cur)
+    return checked_workflows(
+        entries, origin, sources=registered | set(listed), targets=sql_targets(config)
+    )
+
+
 def apply_workflows(
     db: Database, wanted: Sequence[Workflow], *, deploy: Deploy, dry_run: bool
 ) -> tuple[list[Change], str]:
@@ -157,10 +172,23 @@ def _make(cur: Any, change: Change, deploy: Deploy) -> None:
 
 def export_workflows(db: Database) -> list[dict[str, Any]]:
     """The enabled workflows' current definitions, as a file's `workflows:` list that apply
-    reads back as no change (a definition is kept as it was applied)."""
+    reads back as no change (a definition is kept as it was applied), each field in the
+    contract's order (the database keeps jsonb keys in an order of its own)."""
     with db.transaction() as cur:
         rows = store.lock_workflows(cur)
-    return [row["definition"] for row in rows if row["enabled"]]
+    return [in_contract_order(row["definition"]) for row in rows if row["enabled"]]
+
+
+def in_contract_order(definition: Mapping[str, Any]) -> dict[str, Any]:
+    schema = contracts.schema_of(DEFINITION_CONTRACT)
+    task_fields = list(schema["$defs"]["task"]["properties"])
+    ordered = _ordered(definition, list(schema["properties"]))
+    ordered["tasks"] = [_ordered(task, task_fields) for task in definition["tasks"]]
+    return ordered
+
+
+def _ordered(fields: Mapping[str, Any], order: Sequence[str]) -> dict[str, Any]:
+    return {key: fields[key] for key in sorted(fields, key=order.index)}
 
 
 # -- the machines ------------------------------------------------------------------------------
@@ -364,8 +392,8 @@ def run_workflow(
 
 
 def show_run(db: Database, run_id: str) -> dict[str, Any]:
-    """A workflow run whole: its row, then every task of its version with what the tasks
-    service recorded of it (a task not yet reached: no status)."""
+    """A workflow run whole: its row, every task of its version with what the tasks service
+    recorded of it (a task not yet reached: no status), and the version's definition."""
     with db.transaction() as cur:
         found = store.run(cur, run_id)
         if found is None:
@@ -390,4 +418,4 @@ def show_run(db: Database, run_id: str) -> dict[str, Any]:
                 "ended_at": row.get("ended_at"),
             }
         )
-    return {"run": found, "tasks": tasks}
+    return {"run": found, "tasks": tasks, "definition": definition}

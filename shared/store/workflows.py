@@ -19,9 +19,15 @@ from shared.errors import TransientError
 from shared.rules.workflows import run_name
 from shared.store.db import fetch_one
 
+# The lock two applies of workflows take in turn (a transaction-scoped advisory lock): the rows
+# of workflows not yet added cannot be locked, and two applies adding one would both try.
+_APPLY_LOCK = "sourceflow: apply workflows"
+
 
 def lock_workflows(cur: Any) -> list[dict[str, Any]]:
-    """Every workflow with its current version's definition and hash, locked for an apply."""
+    """Every workflow with its current version's definition and hash, locked for an apply:
+    a second apply waits for this one's transaction to end."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_APPLY_LOCK,))
     cur.execute(
         """
         SELECT w.name, w.current_version, w.enabled, v.definition, v.definition_hash
@@ -179,7 +185,9 @@ def runs(cur: Any, workflow: str | None, limit: int) -> list[dict[str, Any]]:
     cur.execute(
         """
         SELECT r.id, r.workflow, r.version, r.status, r.requested_by, r.started_at,
-               r.ended_at, r.ended_at - r.started_at AS duration,
+               r.ended_at,
+               round(EXTRACT(EPOCH FROM r.ended_at - r.started_at)::numeric, 3)::float
+                   AS duration_seconds,
                count(t.task) FILTER (WHERE t.status = 'succeeded') AS succeeded,
                count(t.task) FILTER (WHERE t.status = 'failed') AS failed,
                count(t.task) FILTER (WHERE t.status = 'skipped') AS skipped

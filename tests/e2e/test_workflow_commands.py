@@ -99,8 +99,13 @@ def test_a_scheduled_workflow_runs_once_per_slot_as_the_scheduler(
     path = a_file(tmp_path, name, schedule_interval="1m")
     assert cli.sourceflow("apply", str(path), person=ALICE).returncode == 0
 
-    ticks.tick()
-    ticks.tick()
+    try:
+        ticks.tick()
+        ticks.tick()
+    finally:
+        # No later tick of the session starts it again (its notifications are not theirs).
+        with db.transaction() as cur:
+            cur.execute("UPDATE public.workflow SET enabled = false WHERE name = %s", (name,))
 
     with db.transaction() as cur:
         cur.execute(
@@ -110,4 +115,4 @@ def test_a_scheduled_workflow_runs_once_per_slot_as_the_scheduler(
     assert len(started) in (1, 2)  # two ticks may straddle a minute: one run per slot
     assert {row["requested_by"] for row in started} == {"sourceflow_scheduler"}
     assert all(row["id"].endswith("-sched") for row in started)
-    assert ended(cli, started[0]["id"])["run"]["status"] == "succeeded"
+    assert {ended(cli, row["id"])["run"]["status"] for row in started} == {"succeeded"}

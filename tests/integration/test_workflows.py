@@ -7,6 +7,7 @@ on the moto server in test_workflow_machine.py."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -198,3 +199,27 @@ def test_the_scheduler_starts_a_due_workflow_once_per_slot_as_itself(
     assert not [
         r for r in start_due_workflows(now + timedelta(hours=2), db=scheduler, sfn=sfn) if name in r
     ]
+
+
+def test_an_apply_waits_for_another_to_end_before_it_plans(
+    people: Mapping[str, Database], name: str
+) -> None:
+    plans: list[Any] = []
+
+    def bob_applies() -> None:
+        plans.extend(
+            apply_workflows(
+                people["it_bob"], [a_definition(name)], deploy=deployed([]), dry_run=False
+            )[0]
+        )
+
+    # While alice's apply holds its transaction open
+    with people[ALICE].transaction() as cur:
+        store.lock_workflows(cur)
+        bob = threading.Thread(target=bob_applies)
+        bob.start()
+        bob.join(timeout=1)
+        # Then bob's waits (two applies adding one workflow would both insert its version 1)
+        assert bob.is_alive() and plans == []
+    bob.join(timeout=60)
+    assert [(c.name, c.action) for c in plans if c.name == name] == [(name, Action.ADD)]

@@ -480,7 +480,11 @@ def test_a_deployment_may_name_its_own_connection_secrets_prefix() -> None:
 
 
 def test_only_the_scheduler_starts_runs_and_only_it_and_validation_publish_events() -> None:
-    assert _grants("scheduler")["StartRuns"] == (["states:StartExecution"], [STATE_MACHINE_ARN])
+    workflows = STATE_MACHINE_ARN.replace(NAMES.state_machine, NAMES.workflow_state_machine("*"))
+    assert _grants("scheduler")["StartRuns"] == (
+        ["states:StartExecution"],
+        [STATE_MACHINE_ARN, workflows],  # and the scheduled workflows' machines
+    )
     for name in ("scheduler", "validation"):  # validation announces Approval Requested
         assert _grants(name)["PublishEvents"] == (
             ["events:PutEvents"],

@@ -5,6 +5,8 @@ writes: tests/unit/asl_evaluator.py)."""
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -248,12 +250,11 @@ def test_each_task_message_says_the_workflow_its_version_the_task_and_its_spec()
 
 
 @st.composite
-def workflows(draw: st.DrawFn) -> tuple[Workflow, dict[str, str], dict[str, Any]]:
-    """A random workflow of up to 8 tasks (each after some of the ones before it), how each
-    task ends if it runs, and a variable that is set or null."""
-    count = draw(st.integers(1, 8))
+def task_lists(draw: st.DrawFn, most: int = 8) -> list[dict[str, Any]]:
+    """Up to `most` tasks t0, t1, …, each after some of the ones before it, on random ends,
+    all or any, some only if the variable `flag` is set."""
     tasks = []
-    for index in range(count):
+    for index in range(draw(st.integers(1, most))):
         before = draw(st.lists(st.integers(0, index - 1), unique=True, max_size=3)) if index else []
         edges = [{"task": f"t{p}", "on": draw(st.sampled_from(list(EdgeOn)))} for p in before]
         task: dict[str, Any] = {"name": f"t{index}"}
@@ -263,15 +264,53 @@ def workflows(draw: st.DrawFn) -> tuple[Workflow, dict[str, str], dict[str, Any]
         if draw(st.booleans()):
             task["if_set"] = ["flag"]
         tasks.append(task)
+    return tasks
+
+
+@st.composite
+def workflows(draw: st.DrawFn) -> tuple[Workflow, dict[str, str], dict[str, Any]]:
+    """A random workflow apply accepts, how each task ends if it runs, and `flag` set or null."""
+    tasks = draw(task_lists())
     try:
         workflow = a_workflow(*tasks, variables={"flag": None})
-    except InvalidWorkflow:  # a task that can never run (test_workflows.py)
+    except InvalidWorkflow:  # a task that can never run: the test below
         reject()
-    outcomes = {
-        f"t{index}": draw(st.sampled_from(["succeeded", "failed"])) for index in range(count)
-    }
+    outcomes = {task["name"]: draw(st.sampled_from(["succeeded", "failed"])) for task in tasks}
     flag = draw(st.sampled_from([None, "on"]))
     return workflow, outcomes, {"flag": flag}
+
+
+def ever_run(tasks: list[dict[str, Any]]) -> set[str]:
+    """The tasks that run for some way the others end and `flag` is, by the rule alone."""
+    ran: set[str] = set()
+    for ends in itertools.product(["succeeded", "failed"], repeat=len(tasks)):
+        for flag in (None, "on"):
+            statuses: dict[str, str] = {}
+            for task, end in zip(tasks, ends, strict=True):
+                held = [
+                    edge_holds(EdgeOn(edge["on"]), TaskStatus(statuses[edge["task"]]))
+                    for edge in task.get("after", ())
+                ]
+                runs = not held or (all(held) if task.get("when", "all") == "all" else any(held))
+                runs = runs and (flag is not None or "if_set" not in task)
+                statuses[task["name"]] = end if runs else "skipped"
+            ran |= {name for name, status in statuses.items() if status != "skipped"}
+    return ran
+
+
+@settings(max_examples=150, deadline=None)
+@given(task_lists(most=6))
+def test_apply_refuses_exactly_the_tasks_that_run_for_no_way_the_others_end(
+    tasks: list[dict[str, Any]],
+) -> None:
+    try:
+        a_workflow(*tasks, variables={"flag": None})
+        refused: set[str] = set()
+    except InvalidWorkflow as refusal:
+        refused = set(re.findall(r"task '(\w+)' can never run", str(refusal)))
+        assert refused, refusal
+
+    assert refused == {task["name"] for task in tasks} - ever_run(tasks)
 
 
 @settings(max_examples=150, deadline=None)
