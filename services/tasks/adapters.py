@@ -23,15 +23,13 @@ from shared.store.db import SERVER_MESSAGE_CHARS, fetch_one, query_at_fault
 def claim_task(cur: Any, request: Mapping[str, Any]) -> dict[str, Any]:
     """The task's row, inserted running on its first delivery; a later delivery gets the row as
     the first left it (and, still running, with this delivery's token), locked either way."""
-    fetch_one(
-        cur,
+    cur.execute(
         """
         INSERT INTO public.workflow_task_run
                (workflow_run_id, task, kind, variables_seen, task_token)
         VALUES (%(run)s, %(task)s, %(kind)s, %(variables)s, %(token)s)
         ON CONFLICT (workflow_run_id, task) DO UPDATE SET task_token = EXCLUDED.task_token
          WHERE workflow_task_run.status = %(running)s
-        RETURNING task
         """,
         {
             "run": request["workflow_run_id"],
@@ -201,7 +199,10 @@ def first_value(
     its first column). A query at fault fails the task; the connection or the server being
     unavailable is transient."""
     try:
-        with closing(psycopg2.connect(dsn, connect_timeout=10)) as conn, conn.cursor() as cur:
+        connection = psycopg2.connect(
+            dsn, connect_timeout=10, application_name="sourceflow-tasks-sql"
+        )
+        with closing(connection) as conn, conn.cursor() as cur:
             cur.execute("SET LOCAL statement_timeout = %s", (f"{statement_timeout_ms}ms",))
             cur.execute(query, dict(parameters))
             row = cur.fetchone() if cur.description is not None else None

@@ -41,7 +41,13 @@ from services.tasks.domain import (
 from services.tasks.settings import Settings
 from shared.errors import DuplicateDelivery, TaskOver
 from shared.rules.flows import parse_flow_params
-from shared.rules.workflows import DEFAULT_INGEST_FLOW, TaskKind, TaskStatus, WorkflowRunStatus
+from shared.rules.workflows import (
+    DEFAULT_INGEST_FLOW,
+    TaskKind,
+    TaskStatus,
+    WorkflowRunStatus,
+    sql_problem,
+)
 from shared.runtime import aws, contracts, executions
 from shared.runtime.catalogue import DetailType
 from shared.runtime.events import EventPublisher
@@ -138,6 +144,10 @@ def run_sql(request: Mapping[str, Any], ports: Ports) -> Answer:
             f"task {task!r}: sql target {spec['target']!r} is not allowed here (allowed: "
             f"{sorted(ports.sql_targets)}); name one of them, or add it to WORKFLOW_SQL_TARGETS"
         )
+    # Checked again, as apply checked it: the message, not only the definition, says the query.
+    problem = sql_problem(spec["query"])
+    if problem:
+        raise TaskFailed(f"task {task!r}: the query {problem}")
     parameters = query_parameters(task, spec, request["variables"])
     found, value = adapters.first_value(
         dsn, spec["query"], parameters, statement_timeout_ms=ports.sql_statement_timeout_ms

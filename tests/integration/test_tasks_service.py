@@ -224,6 +224,22 @@ def test_a_target_not_allowed_fails_the_task_and_is_recorded(
         do_task(message, ports)
 
 
+def test_a_message_with_two_statements_runs_neither(
+    ports: Ports, db: Database, run_id: str
+) -> None:
+    # Given a message no compiled machine sends: a query apply would have refused
+    spec = {
+        "target": "warehouse",
+        "query": "SELECT 1; UPDATE public.campaign SET status = 'hacked'",
+        "into": None,
+    }
+    with pytest.raises(TaskFailed, match="has 2 statements"):
+        do_task(request(run_id, "sneaky", "sql", spec), ports)
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) AS hacked FROM public.campaign WHERE status = 'hacked'")
+        assert cur.fetchone()["hacked"] == 0
+
+
 def test_a_query_at_fault_fails_the_task_with_postgresqls_words(ports: Ports, run_id: str) -> None:
     spec = {"target": "warehouse", "query": "SELECT 1 / 0", "into": "x"}
     with pytest.raises(TaskFailed, match=r"SQLSTATE 22012\): division by zero"):
