@@ -11,7 +11,7 @@ ARTIFACT_BUCKET ?=
 PARAMS ?=
 DEPLOY_ARGS = --stage "$(STAGE)" --artifact-bucket "$(ARTIFACT_BUCKET)" $(foreach p,$(PARAMS),--param "$(p)")
 
-.PHONY: install browser demo up console test test-fast test-unit test-contract test-integration test-e2e lint typecheck bench clean deploy \
+.PHONY: install browser demo up console migrate test test-fast test-unit test-contract test-integration test-e2e lint typecheck bench clean deploy \
 	$(DEPLOYABLES:%=build-%) $(DEPLOYABLES:%=deploy-%) deploy-core deploy-workflow
 
 install: $(STAMP)
@@ -87,7 +87,15 @@ $(DEPLOYABLES:%=build-%): build-%: install
 deploy-core deploy-workflow $(DEPLOYABLES:%=deploy-%): deploy-%: install
 	$(BIN)/python -m infra.deploy $* $(DEPLOY_ARGS)
 
-# Every stack, in the order they depend on each other: core, the services, the workflow.
+# The stage's database: migrations, every role's grants, each service's login (infra/
+# migrate_stage.py, as the core's database secret's administrator). `make deploy` runs it after
+# the core stack; the Re-specs role may update the tables PARAMS' RespecsAllowedTables names.
+migrate: install
+	$(BIN)/python -m infra.migrate_stage --stage "$(STAGE)" \
+		--respecs-tables "$(patsubst RespecsAllowedTables=%,%,$(filter RespecsAllowedTables=%,$(PARAMS)))"
+
+# Every stack, in the order they depend on each other: core, the database's migrations, the
+# services, the workflow, the console.
 deploy: install
 	$(BIN)/python -m infra.deploy all $(DEPLOY_ARGS)
 

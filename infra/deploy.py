@@ -1,6 +1,6 @@
 """Deploy sourceflow to AWS: one CloudFormation stack per part, in dependency order.
 
-    core -> validation, download, unlocking, scheduler -> workflow
+    core -> migrate -> validation, download, unlocking, scheduler -> workflow -> console
 
 The state machine needs the services' queue URLs and the services' roles need the state
 machine, so one side has to know the other before it exists. The services do: they name the
@@ -8,7 +8,9 @@ state machine by its fixed ARN (`sourceflow-<stage>-run`), which IAM accepts bef
 machine exists, and nothing calls it before the workflow stack creates the rules that start
 runs. Everything else flows forward through SSM parameters (`/sourceflow/<stage>/...`): the
 core publishes the bus, bucket, topics and database secret that the services read; each
-service publishes its queue, which the workflow stack reads. docs/deploy.md says more.
+service publishes its queue, which the workflow stack reads. Between the core and the services
+the database is migrated (`migrate`: infra/migrate_stage.py, with the core's database secret),
+so no function meets a table it expects missing. docs/deploy.md says more.
 
 A service's code goes up as `build/<service>.zip` under a key named after its content, so a
 stack changes only when its code or template does. Needs the AWS CLI (`aws`) and
@@ -30,8 +32,10 @@ from pathlib import Path
 from infra import build, templates
 from infra.resources import CONSOLE, SERVICES, Names
 
+# Not a stack: the database's migrations, roles and grants (infra/migrate_stage.py).
+MIGRATE = "migrate"
 # The console last: it reads the state machine's runs and the services' queues.
-DEPLOY_ORDER = (templates.CORE, *SERVICES, templates.WORKFLOW, CONSOLE)
+DEPLOY_ORDER = (templates.CORE, MIGRATE, *SERVICES, templates.WORKFLOW, CONSOLE)
 PACKAGED_DIR = build.ROOT / "build"  # where `aws cloudformation package` writes its copies
 STAGE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,15}$")  # as the templates' Stage parameter
 AWS_CLI = "aws"
@@ -71,6 +75,11 @@ def deploy_commands(
     """The AWS CLI commands that deploy one part, in order."""
     names, stage = Names(deployment.stage), deployment.stage
     bucket, prefix = deployment.artifact_bucket, f"sourceflow/{deployment.stage}/{part}"
+    if part == MIGRATE:
+        # The Re-specs role may update the tables the services allow (the same parameter).
+        tables = deployment.parameters.get("RespecsAllowedTables", "")
+        migrate = [sys.executable, "-m", "infra.migrate_stage"]
+        return [[*migrate, "--stage", stage, "--respecs-tables", tables]]
     if part in build.DEPLOYABLES:
         archive = build_service(part)
         key = f"{prefix}/{build.sha256(archive)}.zip"
@@ -151,7 +160,8 @@ def deploy(
     """Deploy the parts in the order given; stops at the first that fails."""
     PACKAGED_DIR.mkdir(exist_ok=True)
     for part in parts:
-        print(f"deploying {Names(deployment.stage).stack(part)}", flush=True)
+        what = "the database" if part == MIGRATE else Names(deployment.stage).stack(part)
+        print(f"deploying {what}", flush=True)
         for command in deploy_commands(part, deployment, build_service=build_service):
             run(command)
 

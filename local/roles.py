@@ -16,9 +16,9 @@ from pathlib import Path
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn
 
-from infra.grants import add_person, apply_grants
+from infra.grants import add_person, apply_grants, set_login
 from infra.resources import SERVICES
-from local.pg import transaction, upsert_login_role
+from local.pg import transaction
 from ops.config import write_env_file
 from shared.store.privileges import service_role
 
@@ -33,7 +33,7 @@ def create_roles(admin_url: str, respecs_tables: frozenset[str]) -> dict[str, st
     with transaction(admin_url) as cur:
         for service in SERVICES:
             password = secrets.token_urlsafe(18)
-            upsert_login_role(cur, service_role(service), password)
+            set_login(cur, service_role(service), password)
             urls[service] = make_dsn(admin_url, user=service_role(service), password=password)
         apply_grants(cur, respecs_tables)
     return urls

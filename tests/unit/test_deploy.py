@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,9 +29,10 @@ def overrides(command: Sequence[str]) -> dict[str, str]:
     return dict(item.split("=", 1) for item in command[start:end])
 
 
-def test_the_order_is_core_then_every_service_then_the_workflow_then_the_console() -> None:
+def test_the_order_is_core_the_database_every_service_the_workflow_the_console() -> None:
     assert DEPLOY_ORDER == (
         "core",
+        "migrate",
         "validation",
         "download",
         "unlocking",
@@ -99,6 +102,8 @@ def test_deploy_all_runs_every_part_in_order_and_stops_at_a_failure(built_zip: P
     ran: list[str] = []
 
     def run(command: Sequence[str]) -> None:
+        if "infra.migrate_stage" in command:
+            ran.append("migrate")
         if "--stack-name" in command:
             ran.append(command[command.index("--stack-name") + 1])
             if command[command.index("--stack-name") + 1] == "sourceflow-dev-unlocking":
@@ -109,10 +114,39 @@ def test_deploy_all_runs_every_part_in_order_and_stops_at_a_failure(built_zip: P
 
     assert ran == [
         "sourceflow-dev-core",
+        "migrate",
         "sourceflow-dev-validation",
         "sourceflow-dev-download",
         "sourceflow-dev-unlocking",
     ]
+
+
+def test_the_database_is_migrated_for_the_stage_with_the_services_respecs_tables() -> None:
+    with_tables = Deployment("dev", "artifacts-123", {"RespecsAllowedTables": "public.a,public.b"})
+
+    [command] = deploy_commands("migrate", with_tables, build_service=_no_build)
+
+    assert command[:3] == [sys.executable, "-m", "infra.migrate_stage"]
+    assert command[command.index("--stage") + 1] == "dev"
+    assert command[command.index("--respecs-tables") + 1] == "public.a,public.b"
+
+
+def test_a_database_failure_stops_the_deploy_before_any_service(built_zip: Path) -> None:
+    ran: list[Sequence[str]] = []
+
+    def run(command: Sequence[str]) -> None:
+        ran.append(command)
+        if "infra.migrate_stage" in command:
+            raise subprocess.CalledProcessError(2, command)
+
+    with pytest.raises(subprocess.CalledProcessError):
+        deploy.deploy(DEPLOY_ORDER, DEV, run=run, build_service=lambda _: built_zip)
+
+    assert not any("sourceflow-dev-validation" in command for command in ran)
+
+
+def _no_build(service: str) -> Path:
+    raise AssertionError(f"migrating builds nothing, not {service}")
 
 
 def test_without_the_aws_cli_the_error_names_it_and_nothing_runs() -> None:
