@@ -16,7 +16,7 @@
    (shared/runtime/settings.py), and RDS refuses a password to a member of `rds_iam`, so a
    service's role is not given `rds_iam` (people's logins are: `python -m infra.grants
    --person`). A service without a secret of its own connects as the core secret's login; its
-   role stays without login.
+   role is given no login here.
 
 Running it again changes nothing: a service whose login already accepts its secret's password
 is left alone, and the grants converge to the same list.
@@ -63,7 +63,7 @@ def service_secret_name(stage: str, service: str) -> str:
 class StageMigration:
     applied: list[str]  # the migrations applied now
     logins_set: list[str]  # the service roles whose login or password was set now
-    without_login: list[str]  # the service roles left without login (no secret of their own)
+    without_login: list[str]  # the service roles given no login (no secret of their own)
 
 
 def migrate_stage(

@@ -38,6 +38,12 @@ def start_run(
 ) -> str:
     """Start one execution for `source_id`; returns its ARN."""
     name = execution_name(source_id, started or datetime.now(UTC), nonce)
+    return start_named_run(sfn_client, state_machine_arn, source_id, name)
+
+
+def start_named_run(sfn_client: Any, state_machine_arn: str, source_id: str, name: str) -> str:
+    """Start one execution for `source_id` under a name made before (`execution_name`);
+    returns its ARN."""
     response = sfn_client.start_execution(
         stateMachineArn=state_machine_arn, name=name, input=json.dumps({"source_id": source_id})
     )

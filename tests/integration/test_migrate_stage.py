@@ -88,10 +88,9 @@ def test_a_second_run_changes_nothing_and_each_service_logs_in_with_its_secret(
         assert connects_as(empty_database_url, service_role(service), password) == service_role(
             service
         )
-    # And the others' roles have no login (they connect as the core secret's login)
-    logins = {role: can_login for role, can_login, _ in after_first["roles"]}
+    # And the others are said to connect as the core secret's login (roles are the server's,
+    # so whether another test gave them a login is not this stage's to say)
     assert second.without_login == [service_role("unlocking"), service_role("scheduler")]
-    assert not logins[service_role("unlocking")] and not logins[service_role("scheduler")]
     # And every managed role holds privileges (the grants of shared/store/privileges.py)
     assert {grantee for grantee, *_ in after_first["privileges"]} >= {
         service_role(service) for service in SERVICES
