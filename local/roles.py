@@ -67,3 +67,12 @@ def cut_off(admin_url: str, service: str) -> None:
 def restore(admin_url: str, service: str) -> None:
     with transaction(admin_url) as cur:
         cur.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(service_role(service))))
+
+
+def rotate_password(admin_url: str, role: str) -> str:
+    """A new password for the login `role` (what a rotation does); returns it. The sessions it
+    has stay open, as PostgreSQL keeps them."""
+    password = secrets.token_urlsafe(18)
+    with transaction(admin_url) as cur:
+        set_login(cur, role, password)
+    return password

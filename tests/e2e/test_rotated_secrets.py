@@ -6,7 +6,6 @@ never restarted (shared/rules/rotation.py)."""
 from __future__ import annotations
 
 import json
-import secrets
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from infra.grants import set_login
 from infra.migrate_stage import service_secret_name
 from local.pg import transaction
+from local.roles import rotate_password
 from local.stack import aws_client
 from shared.store.privileges import service_role
 from tests.e2e.harness import Harness
@@ -41,7 +40,7 @@ def login_from_its_secret(harness: Harness, service: str) -> Iterator[str]:
     secret holds by then."""
     admin_url, role = harness.stack.env["DATABASE_URL"], service_role(service)
     secretsmanager = aws_client(harness.stack.env, "secretsmanager")
-    password = rotate_login(admin_url, role)
+    password = rotate_password(admin_url, role)
     name = f"{service_secret_name(harness.stack.options.stage, service)}-{uuid.uuid4().hex[:8]}"
     arn = secretsmanager.create_secret(
         Name=name, SecretString=login_secret(admin_url, role, password)
@@ -53,13 +52,6 @@ def login_from_its_secret(harness: Harness, service: str) -> Iterator[str]:
         now = json.loads(secretsmanager.get_secret_value(SecretId=arn)["SecretString"])
         url = make_dsn(admin_url, user=role, password=now["password"])
         harness.stack.redeploy(service, {"DATABASE_URL": url, "DATABASE_SECRET_ARN": ""})
-
-
-def rotate_login(admin_url: str, role: str) -> str:
-    password = secrets.token_urlsafe(18)
-    with transaction(admin_url) as cur:
-        set_login(cur, role, password)
-    return password
 
 
 def test_a_rotated_database_login_is_read_again_and_the_next_run_succeeds(
@@ -74,7 +66,7 @@ def test_a_rotated_database_login_is_read_again_and_the_next_run_succeeds(
         # When the login is rotated, in PostgreSQL and in the secret, and the sessions the
         # workers hold end (as a database restart or an idle timeout ends them)
         admin_url, role = harness.stack.env["DATABASE_URL"], service_role(SERVICE)
-        password = rotate_login(admin_url, role)
+        password = rotate_password(admin_url, role)
         aws_client(harness.stack.env, "secretsmanager").put_secret_value(
             SecretId=arn, SecretString=login_secret(admin_url, role, password)
         )

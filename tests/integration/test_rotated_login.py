@@ -4,7 +4,6 @@ a login refused again is reported as any failure to connect is, after one readin
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import Iterator
 
@@ -12,8 +11,8 @@ import pytest
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn
 
-from infra.grants import set_login
 from local.pg import transaction
+from local.roles import rotate_password
 from shared.errors import TransientError
 from shared.store.db import Database, session_login
 
@@ -26,19 +25,12 @@ def login(migrated_url: str) -> Iterator[str]:
         cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
-def rotate(admin_url: str, role: str) -> str:
-    password = secrets.token_urlsafe(18)
-    with transaction(admin_url) as cur:
-        set_login(cur, role, password)
-    return password
-
-
 def test_a_rotated_login_is_read_again_once_and_the_work_goes_on(
     migrated_url: str, login: str
 ) -> None:
     # Given a service that read its login, then the login was rotated (and its secret)
-    old = rotate(migrated_url, login)
-    new = rotate(migrated_url, login)
+    old = rotate_password(migrated_url, login)
+    new = rotate_password(migrated_url, login)
     reads: list[str] = []
 
     def read_login_again() -> str:
@@ -59,8 +51,8 @@ def test_a_rotated_login_is_read_again_once_and_the_work_goes_on(
 def test_a_login_refused_after_reading_it_again_is_reported_as_before(
     migrated_url: str, login: str
 ) -> None:
-    old = rotate(migrated_url, login)
-    rotate(migrated_url, login)
+    old = rotate_password(migrated_url, login)
+    rotate_password(migrated_url, login)
     reads: list[str] = []
 
     def read_the_same_again() -> str:
