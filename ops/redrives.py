@@ -12,8 +12,8 @@ How (`redrive_choice`):
   RedriveExecution (the local emulator, LOCAL_EMULATOR.md) answers with an error of its own;
   then a new run is started instead.
 - A run that succeeded, was skipped or cancelled, is still running, or was redriven already, is
-  refused, saying why. A backfill's slice is retried by its backfill (`sourceflow backfill
-  retry`).
+  refused, saying why; so is one that failed in Validate, before it had a window. A backfill's
+  slice is retried by its backfill (`sourceflow backfill retry`).
 
 Who may redrive: any person (their login is recorded, migration 0023's trigger), without a
 second person. The second-person rule (DESIGN.md) guards a Re-specs query, a change to data;
@@ -42,11 +42,13 @@ from shared.store.runs import RunStatus
 CUT_OFF = ("FAILED", "TIMED_OUT", "ABORTED")
 
 _FAILED_RUN_QUERY = """
-SELECT r.execution_name, r.execution_arn, r.source_id, r.status, b.backfill_id
+SELECT r.execution_name, r.execution_arn, r.source_id, r.status, r.window_field, b.backfill_id
   FROM public.source_run r
   LEFT JOIN public.backfill_slice_run b USING (execution_name)
  WHERE r.execution_name = %(run)s OR r.execution_arn = %(run)s
 """
+
+_RUN_BY_NAME = "SELECT 1 AS found FROM public.source_run WHERE execution_name = %s"
 
 
 def redrive_choice(run: str, ledger_status: str, execution_status: str | None) -> RedriveHow:
@@ -107,6 +109,11 @@ def redrive_run(db: Database, sfn: Any, state_machine_arn: str, run: str) -> dic
             f"run {run!r} is a slice of backfill {failed['backfill_id']}, which retries its own "
             f"slices: `sourceflow backfill retry {failed['backfill_id']}`"
         )
+    if failed["window_field"] is None:
+        raise OperatorError(
+            f"run {run!r} failed in Validate, before it had a window to load again: fix what "
+            f"its error says, then `sourceflow run {failed['source_id']}` asks for a new run"
+        )
     if earlier is not None:
         return _resume(db, sfn, state_machine_arn, failed, earlier)
     how = redrive_execution_or_new_run(sfn, failed)
@@ -136,13 +143,18 @@ def _resume(
     """A redrive whose new run was recorded and never started (its start failed) starts it;
     any other redrive recorded is a refusal."""
     name = earlier["redrive_execution_name"]
-    if earlier["how"] != RedriveHow.NEW_RUN or _started(sfn, state_machine_arn, name):
+    if earlier["how"] != RedriveHow.NEW_RUN or _started(db, sfn, state_machine_arn, name):
         raise _already(failed, earlier)
     _start(sfn, state_machine_arn, failed, name)
     return _said(failed, earlier)
 
 
-def _started(sfn: Any, state_machine_arn: str, name: str) -> bool:
+def _started(db: Database, sfn: Any, state_machine_arn: str, name: str) -> bool:
+    """Whether the execution `name` was started: validation recorded it, or Step Functions
+    knows it."""
+    with db.transaction() as cur:
+        if fetch_one(cur, _RUN_BY_NAME, (name,)) is not None:
+            return True
     arn = f"{state_machine_arn.replace(':stateMachine:', ':execution:')}:{name}"
     try:
         sfn.describe_execution(executionArn=arn)
