@@ -44,7 +44,8 @@ def started(stubber: Stubber) -> None:
     )
 
 
-def failed_run(db: Database, make_source: MakeSource, new_execution: NewExecution) -> Execution:
+@pytest.fixture
+def failed(db: Database, make_source: MakeSource, new_execution: NewExecution) -> Execution:
     """A run validated (its window frozen) that then failed in Download, and was unlocked."""
     source_id = make_source(runtime_count=3, cursor=datetime.now(UTC) - timedelta(days=2))
     execution = new_execution(source_id)
@@ -58,14 +59,9 @@ def failed_run(db: Database, make_source: MakeSource, new_execution: NewExecutio
 
 
 def test_a_redrive_is_recorded_as_its_person_and_its_new_run_loads_the_failed_window(
-    db: Database,
-    people: dict[str, Database],
-    make_source: MakeSource,
-    new_execution: NewExecution,
-    sfn: tuple[Any, Stubber],
+    db: Database, people: dict[str, Database], failed: Execution, sfn: tuple[Any, Stubber]
 ) -> None:
     # Given a failed run
-    failed = failed_run(db, make_source, new_execution)
     client, stubber = sfn
     started(stubber)
 
@@ -88,14 +84,9 @@ def test_a_redrive_is_recorded_as_its_person_and_its_new_run_loads_the_failed_wi
 
 
 def test_a_redrive_whose_start_failed_starts_its_recorded_run_when_asked_again(
-    db: Database,
-    people: dict[str, Database],
-    make_source: MakeSource,
-    new_execution: NewExecution,
-    sfn: tuple[Any, Stubber],
+    people: dict[str, Database], failed: Execution, sfn: tuple[Any, Stubber]
 ) -> None:
     # Given a redrive recorded whose execution did not start (Step Functions refused it)
-    failed = failed_run(db, make_source, new_execution)
     client, stubber = sfn
     stubber.add_client_error("start_execution", "ExecutionLimitExceeded", "too many")
     with pytest.raises(OperatorError, match=r"is recorded as .*run `sourceflow redrive .*` again"):
