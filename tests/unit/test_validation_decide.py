@@ -49,7 +49,11 @@ def a_source(**changes: Any) -> SourceRow:
     return replace(source, **changes)
 
 
-def decide_for(source: SourceRow | None, backfill: SliceRun | None = None) -> Skip | Run:
+def decide_for(
+    source: SourceRow | None,
+    backfill: SliceRun | None = None,
+    redrive: RedrivenRun | None = None,
+) -> Skip | Run:
     return decide(
         source,
         source_id="acme-listings",
@@ -58,6 +62,7 @@ def decide_for(source: SourceRow | None, backfill: SliceRun | None = None) -> Sk
         lease=LEASE,
         respecs_tables=frozenset({"public.listing_attributes"}),
         backfill=backfill,
+        redrive=redrive,
     )
 
 
@@ -226,23 +231,11 @@ def redrive_of(params: FlowParams) -> RedrivenRun:
     return RedrivenRun("acme-listings-failed", params, FAILED_WINDOW)
 
 
-def redriven(source: SourceRow, redrive: RedrivenRun) -> Skip | Run:
-    return decide(
-        source,
-        source_id="acme-listings",
-        execution_arn=ME,
-        now=NOW,
-        lease=LEASE,
-        respecs_tables=frozenset({"public.listing_attributes"}),
-        redrive=redrive,
-    )
-
-
 def test_a_redrive_loads_the_failed_window_with_the_failed_flow_whatever_the_params_say() -> None:
     # Given a source whose params changed since its run failed, and whose cursor moved on
     source = a_source(batch_execution_params={"flow_type": "Sold"}, last_modified_date=NOW)
 
-    decided = redriven(source, redrive_of(FlowParams(FlowType.NORMAL)))
+    decided = decide_for(source, redrive=redrive_of(FlowParams(FlowType.NORMAL)))
 
     # Then the new run loads the failed run's window as a Normal run, and counts as a run
     assert isinstance(decided, Run)
@@ -251,17 +244,19 @@ def test_a_redrive_loads_the_failed_window_with_the_failed_flow_whatever_the_par
 
 
 def test_a_redriven_first_run_is_not_a_first_run_again() -> None:
-    decided = redriven(a_source(runtime_count=1), redrive_of(FlowParams(FlowType.FULL_LOAD)))
+    decided = decide_for(
+        a_source(runtime_count=1), redrive=redrive_of(FlowParams(FlowType.FULL_LOAD))
+    )
     assert isinstance(decided, Run) and decided.params_to_write is None
 
 
 def test_a_redrive_of_a_respecs_run_checks_its_query_again() -> None:
     query = "UPDATE public.accounts SET x = 1 WHERE id = 2"
     with pytest.raises(InvalidRespecsQuery, match=r"public\.accounts"):
-        redriven(a_source(), redrive_of(FlowParams(FlowType.RESPECS, sql=query)))
+        decide_for(a_source(), redrive=redrive_of(FlowParams(FlowType.RESPECS, sql=query)))
 
 
 def test_a_redrive_of_a_busy_source_is_skipped_like_any_run() -> None:
     busy = a_source(locked_by=OTHER, lock_expires_at=NOW + LEASE)
-    decided = redriven(busy, redrive_of(FlowParams(FlowType.NORMAL)))
+    decided = decide_for(busy, redrive=redrive_of(FlowParams(FlowType.NORMAL)))
     assert isinstance(decided, Skip) and decided.reason == "SourceLocked"
