@@ -60,6 +60,7 @@ PSEUDO_PARAMETERS = {
     "AWS::URLSuffix": "amazonaws.com",
 }
 STATE_MACHINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{NAMES.state_machine}"
+LIVE_STATE_MACHINE_ARN = NAMES.state_machine_alias_arn(REGION, ACCOUNT)
 # Actions AWS authorizes only on "*"; any other action must name its resource.
 ONLY_ON_EVERY_RESOURCE = frozenset(
     {
@@ -534,7 +535,7 @@ def test_each_function_is_configured_as_its_settings_read(
         assert settings.raw_bucket == ssm("core", "raw-bucket-name")
         assert settings.raw_gzip_level == RAW_GZIP_LEVEL
     if name == "scheduler":
-        assert settings.state_machine_arn == STATE_MACHINE_ARN
+        assert settings.state_machine_arn == LIVE_STATE_MACHINE_ARN
         assert settings.event_bus_name == ssm("core", "event-bus-name")
     if name == "validation":
         assert settings.approval.required is True
@@ -985,12 +986,11 @@ def test_the_redelivery_budget_counts_each_dead_or_failed_delivery_then_the_last
 def test_only_the_schedulers_stack_pages_on_overdue_sources_as_the_scheduler_counts_them() -> None:
     for name in SERVICES:
         rendered = service(name)
-        alarms = rendered.of_type("AWS::CloudWatch::Alarm").values()
-        overdue = [alarm for alarm in alarms if alarm["MetricName"] == SOURCES_OVERDUE_METRIC]
+        alarm = rendered.of_type("AWS::CloudWatch::Alarm").get("SourcesOverdueAlarm")
         if name != "scheduler":
-            assert overdue == [], name
+            assert alarm is None, name
             continue
-        [alarm] = overdue
+        assert alarm["MetricName"] == SOURCES_OVERDUE_METRIC
         # The metric as the scheduler's function puts it: its namespace, its service dimension
         service_name = function_of(rendered)["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
         assert alarm["Namespace"] == NAMESPACE
