@@ -1306,3 +1306,17 @@ def test_the_stages_key_encrypts_bucket_topics_and_queues_and_only_their_users_m
     both = ["kms:Decrypt", "kms:GenerateDataKey"]
     assert _key_grants(Rendered("workflow", Stage=STAGE, KmsKeyArn=KEY), "StateMachineRole") == both
     assert _key_grants(console_stack(KmsKeyArn=KEY), "FunctionRole") == both
+
+
+def test_a_stage_wide_parameter_is_declared_alike_by_every_stack_that_takes_it() -> None:
+    # CloudFormation templates cannot share a declaration: the copies are held equal here
+    for parameter, names in (
+        ("KmsKeyArn", ("core", "service", "workflow", "console")),
+        ("DeploymentType", ("service", "console")),
+    ):
+        declared = [templates.load(name)["Parameters"][parameter] for name in names]
+        assert all(
+            {k: v for k, v in d.items() if k != "Description"}
+            == {k: v for k, v in declared[0].items() if k != "Description"}
+            for d in declared
+        ), parameter
