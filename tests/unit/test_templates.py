@@ -84,6 +84,7 @@ ONLY_ON_EVERY_RESOURCE = frozenset(
         "ec2:DeleteNetworkInterface",
         "ec2:AssignPrivateIpAddresses",
         "ec2:UnassignPrivateIpAddresses",
+        "cloudwatch:DescribeAlarms",
     }
 )
 _NO_VALUE = object()
@@ -1066,6 +1067,11 @@ def test_every_function_is_invoked_through_its_live_alias_and_rolls_back_on_its_
         assert "AllAtOnce" in declared["AllowedValues"]  # a dev stage's choice
         # rolled back when the function crashes or (a service) a message reaches its DLQ
         assert alarm_refs(preference) == expected, rendered.name
+        # by a role of its own that may move this function's alias and nothing else's
+        assert preference["Role"] == {"Fn::GetAtt": ["DeploymentRole", "Arn"]}
+        function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function['FunctionName']}"
+        shifts = role_statements(rendered, "DeploymentRole")["ShiftLiveAlias"]["Resource"]
+        assert shifts == [function_arn, f"{function_arn}:*"], rendered.name
         alarms = rendered.of_type("AWS::CloudWatch::Alarm")
         assert alarms["ErrorsAlarm"]["MetricName"] == "Errors"
         assert alarms["ErrorsAlarm"]["Dimensions"] == [
