@@ -1104,7 +1104,7 @@ def test_the_state_machine_is_published_behind_its_live_alias_and_rolls_back_on_
             {"Name": "StateMachineArn", "Value": {"Ref": "StateMachine"}}
         ]
     # All at once (a dev stage) takes no share nor interval
-    at_once = Rendered("workflow", Stage=STAGE, DeploymentType="ALL_AT_ONCE")
+    at_once = Rendered("workflow", Stage=STAGE, DefinitionDeploymentType="ALL_AT_ONCE")
     [machine] = at_once.of_type("AWS::Serverless::StateMachine").values()
     assert set(machine["DeploymentPreference"]) == {"Type", "Alarms"}
 
@@ -1314,15 +1314,15 @@ def test_the_stages_key_encrypts_bucket_topics_and_queues_and_only_their_users_m
     assert _key_grants(console_stack(KmsKeyArn=KEY), "FunctionRole") == both
 
 
-def test_a_stage_wide_parameter_is_declared_alike_by_every_stack_that_takes_it() -> None:
-    # CloudFormation templates cannot share a declaration: the copies are held equal here
-    for parameter, names in (
-        ("KmsKeyArn", ("core", "service", "workflow", "console")),
-        ("DeploymentType", ("service", "console")),
-    ):
-        declared = [templates.load(name)["Parameters"][parameter] for name in names]
-        assert all(
-            {k: v for k, v in d.items() if k != "Description"}
-            == {k: v for k, v in declared[0].items() if k != "Description"}
-            for d in declared
-        ), parameter
+def test_a_parameter_means_the_same_in_every_stack_that_declares_it() -> None:
+    # PARAMS reach every stack: a key must be one setting wherever it is declared (templates
+    # cannot share a declaration, so the copies are held equal here)
+    declared: dict[str, list[dict[str, Any]]] = {}
+    for name in ("core", "service", "workflow", "console"):
+        for key, declaration in templates.load(name)["Parameters"].items():
+            without_text = {k: v for k, v in declaration.items() if k != "Description"}
+            declared.setdefault(key, []).append(without_text)
+    shared = {key: copies for key, copies in declared.items() if len(copies) > 1}
+    assert {"Stage", "KmsKeyArn", "DeploymentType"} <= set(shared)
+    for key, copies in shared.items():
+        assert all(copy == copies[0] for copy in copies), key
