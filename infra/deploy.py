@@ -226,7 +226,9 @@ def deployment_from(
     """The deployment the command line asks for, over the stage's parameters file (the one
     named, else `infra/params/<stage>.json` if there is one)."""
     path = params_file or PARAMS_DIR / f"{stage}.json"
-    from_file = read_parameters_file(path) if params_file or path.is_file() else {}
+    # (a stage that is no stage name is refused below, and names no file of this folder)
+    stages_own = STAGE_PATTERN.match(stage) is not None and path.is_file()
+    from_file = read_parameters_file(path) if params_file or stages_own else {}
     every = {**from_file.pop(ALL_PARTS, {}), **dict(_key_value(item) for item in params)}
     per_part: dict[str, dict[str, str]] = {part: dict(given) for part, given in from_file.items()}
     for item in part_params:
