@@ -1093,16 +1093,23 @@ def test_the_state_machine_is_published_behind_its_live_alias_and_rolls_back_on_
         10,
     )
     alarms = rendered.of_type("AWS::CloudWatch::Alarm")
-    assert {alarms[ref]["MetricName"] for ref in alarm_refs(preference)} == {
-        "ExecutionsFailed",
-        "ExecutionsTimedOut",
-        "ExecutionsAborted",
-    }
+    counted = {}
     for ref in alarm_refs(preference):
-        assert alarms[ref]["Namespace"] == "AWS/States"
-        assert alarms[ref]["Dimensions"] == [
-            {"Name": "StateMachineArn", "Value": {"Ref": "StateMachine"}}
+        # the runs of the state machine and of its live alias, under either dimension
+        metrics = {m["Id"]: m for m in alarms[ref]["Metrics"]}
+        watched = [metrics[i]["MetricStat"]["Metric"] for i in ("machine", "alias")]
+        assert {m["Namespace"] for m in watched} == {"AWS/States"}
+        assert [m["Dimensions"] for m in watched] == [
+            [{"Name": "StateMachineArn", "Value": {"Ref": "StateMachine"}}],
+            [{"Name": "StateMachineArn", "Value": f"${{StateMachine}}:{LIVE_ALIAS}"}],
         ]
+        assert metrics["runs"]["Expression"] == "FILL(machine, 0) + FILL(alias, 0)"
+        [name] = {m["MetricName"] for m in watched}
+        counted[name] = (alarms[ref]["ComparisonOperator"], alarms[ref]["Threshold"])
+    assert counted == {
+        name: ("GreaterThanThreshold", 0)
+        for name in ("ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted")
+    }
     # All at once (a dev stage) takes no share nor interval
     at_once = Rendered("workflow", Stage=STAGE, DefinitionDeploymentType="ALL_AT_ONCE")
     [machine] = at_once.of_type("AWS::Serverless::StateMachine").values()
