@@ -3,6 +3,8 @@
 
     python -m infra.migrate_stage --stage dev [--respecs-tables public.listing_attributes]
 
+(without --respecs-tables, the Re-specs role keeps the tables it may update now).
+
 1. It connects as the administrator the stage's database secret describes: the core stack's
    `DatabaseSecretArn`, read back from `/sourceflow/<stage>/core/database-secret-arn`
    (`DATABASE_URL`, when set, wins, as it does for the functions).
@@ -44,7 +46,7 @@ from infra.resources import SERVICES, Names
 from shared.runtime import aws
 from shared.runtime.settings import SettingsError, read_database_secret
 from shared.store.db import dsn_from_secret
-from shared.store.privileges import service_role
+from shared.store.privileges import RESPECS_ROLE, service_role
 
 # Reads a secret's text by name or ARN; None when there is no such secret.
 ReadSecret = Callable[[str], str | None]
@@ -69,14 +71,17 @@ class StageMigration:
 def migrate_stage(
     admin_url: str,
     *,
-    respecs_tables: frozenset[str],
+    respecs_tables: frozenset[str] | None,
     service_passwords: Mapping[str, str],
     migrations: Path = MIGRATIONS_DIR,
 ) -> StageMigration:
     """Apply the migrations, every role's privileges, and the services' logins
-    (`service_passwords`: service -> the password its own secret holds)."""
+    (`service_passwords`: service -> the password its own secret holds). `respecs_tables`
+    None keeps the tables the Re-specs role may update now."""
     applied = apply_migrations(admin_url, migrations)
     with _transaction(admin_url) as cur:
+        if respecs_tables is None:
+            respecs_tables = respecs_tables_now(cur)
         apply_grants(cur, respecs_tables)
     logins_set = []
     for service, password in service_passwords.items():
@@ -87,6 +92,18 @@ def migrate_stage(
             logins_set.append(role)
     without_login = [service_role(s) for s in SERVICES if s not in service_passwords]
     return StageMigration(applied, logins_set, without_login)
+
+
+def respecs_tables_now(cur: Any) -> frozenset[str]:
+    """The tables the Re-specs role may update now (a deploy that does not name them keeps
+    them, as its stacks keep a parameter not given)."""
+    cur.execute(
+        "SELECT DISTINCT table_schema || '.' || table_name"
+        " FROM information_schema.column_privileges"
+        " WHERE grantee = %s AND privilege_type = 'UPDATE'",
+        (RESPECS_ROLE,),
+    )
+    return frozenset(row[0] for row in cur.fetchall())
 
 
 def service_passwords(stage: str, read_secret: ReadSecret) -> dict[str, str]:
@@ -167,17 +184,22 @@ def main(argv: Sequence[str] = sys.argv[1:]) -> int:
         prog="python -m infra.migrate_stage", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--stage", required=True)
-    parser.add_argument("--respecs-tables", default="", help="schema.table, comma-separated")
+    parser.add_argument(
+        "--respecs-tables",
+        default=None,
+        help="schema.table, comma-separated (by default those the Re-specs role may update now)",
+    )
     args = parser.parse_args(argv)
     if not STAGE_PATTERN.match(args.stage):
         print(f"migrate: STAGE={args.stage!r} is not a stage name, e.g. dev", file=sys.stderr)
         return 2
+    tables = None if args.respecs_tables is None else parse_tables(args.respecs_tables)
     try:
         url = admin_url(args.stage, ssm=aws.client("ssm"), read_secret=read_database_secret)
         passwords = service_passwords(args.stage, _read_secret_if_any(aws.client("secretsmanager")))
         done = migrate_stage(
             url,
-            respecs_tables=parse_tables(args.respecs_tables),
+            respecs_tables=tables,
             service_passwords=passwords,
         )
     except (StageMigrationError, MigrationError, GrantsError, SettingsError) as exc:

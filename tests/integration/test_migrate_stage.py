@@ -18,7 +18,7 @@ from infra.grants import MANAGED_ROLES
 from infra.migrate import MigrationError, discover
 from infra.migrate_stage import StageMigrationError, migrate_stage, service_passwords
 from infra.resources import SERVICES
-from shared.store.privileges import service_role
+from shared.store.privileges import RESPECS_ROLE, service_role
 
 ALL_VERSIONS = [migration.version for migration in discover()]
 # The Re-specs role's tables must exist where the grants are applied: none in an empty database.
@@ -179,3 +179,22 @@ def test_only_the_services_with_a_secret_of_their_own_get_a_password() -> None:
     }
 
     assert service_passwords("dev", secrets_by_name.get) == {"unlocking": "a-long-password"}
+
+
+def test_a_run_that_names_no_respecs_tables_keeps_those_the_role_may_update(
+    empty_database_url: str,
+) -> None:
+    # Given a stage whose Re-specs role may update one table
+    migrate_stage(empty_database_url, **NOTHING_BUT_MIGRATIONS)
+    with closing(psycopg2.connect(empty_database_url)) as conn, conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE public.it_attributes (id integer PRIMARY KEY, value text)")
+    allowed = frozenset({"public.it_attributes"})
+    migrate_stage(empty_database_url, respecs_tables=allowed, service_passwords={})
+    granted = snapshot(empty_database_url)
+
+    # When the step runs again without naming the tables (a deploy that does not give them)
+    migrate_stage(empty_database_url, respecs_tables=None, service_passwords={})
+
+    # Then the role may still update that table, and nothing else changed
+    assert snapshot(empty_database_url) == granted
+    assert (RESPECS_ROLE, "it_attributes", "value", "UPDATE") in granted["privileges"]
