@@ -33,7 +33,7 @@ from botocore.exceptions import ClientError
 from ops.config import OperatorError
 from ops.run_view import unknown_run
 from shared.rules.redrives import RedriveHow
-from shared.runtime.executions import execution_name, start_named_run
+from shared.runtime.executions import execution_arn, execution_name, start_named_run
 from shared.store import redrives
 from shared.store.db import Database, fetch_one
 from shared.store.runs import RunStatus
@@ -155,9 +155,8 @@ def _started(db: Database, sfn: Any, state_machine_arn: str, name: str) -> bool:
     with db.transaction() as cur:
         if fetch_one(cur, _RUN_BY_NAME, (name,)) is not None:
             return True
-    arn = f"{state_machine_arn.replace(':stateMachine:', ':execution:')}:{name}"
     try:
-        sfn.describe_execution(executionArn=arn)
+        sfn.describe_execution(executionArn=execution_arn(state_machine_arn, name))
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ExecutionDoesNotExist":
             return False

@@ -9,6 +9,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.runtime.executions import execution_arn
 from tests.e2e.harness import Harness
 
 DAY = timedelta(days=1)
@@ -46,8 +47,7 @@ def test_a_failed_run_redriven_loads_its_window_again_and_the_ledger_links_the_r
         "new_run",
         "alice",
     )
-    state_machine = harness.stack.env["STATE_MACHINE_ARN"]
-    new_arn = f"{state_machine.replace(':stateMachine:', ':execution:')}:{done['redrive_run']}"
+    new_arn = execution_arn(harness.stack.env["STATE_MACHINE_ARN"], done["redrive_run"])
     redriven = harness.finish(new_arn, source_id)
     assert redriven.status == "SUCCEEDED", redriven
     assert {field: redriven.run[field] for field in WINDOW} == {
