@@ -28,7 +28,8 @@ from infra.resources import (
     SERVICES,
     Names,
 )
-from infra.templates.rendering import SSM_REFERENCE, Account, Rendered, as_list
+from infra.templates import rendering
+from infra.templates.rendering import SSM_REFERENCE, Account, as_list
 from local.provision import BATCH_SIZE, function_timeouts, provision
 from local.stack import LOCAL_TIMEOUTS, admission_environment, timeouts_environment
 from services.download.settings import GZIP_LEVELS
@@ -84,26 +85,30 @@ ONLY_ON_EVERY_RESOURCE = frozenset(
 # -- each stack rendered as CloudFormation would (infra/templates/rendering.py) ------------
 
 
+class Rendered(rendering.Rendered):
+    """A template rendered for a stack in the tests' account and region (WHERE)."""
+
+    def __init__(self, name: str, **parameters: str) -> None:
+        super().__init__(name, WHERE, **parameters)
+
+
 CORE_APPROVAL_TIMEOUT = templates.load("core")["Parameters"]["ApprovalTimeoutSeconds"]["Default"]
 
 
 def core() -> Rendered:
     return Rendered(
         "core",
-        WHERE,
         Stage=STAGE,
         DatabaseSecretArn=f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:db-AbCdEf",
     )
 
 
 def service(name: str, **parameters: str) -> Rendered:
-    return Rendered(
-        "service", WHERE, Stage=STAGE, Service=name, CodeBucket="b", CodeKey="k", **parameters
-    )
+    return Rendered("service", Stage=STAGE, Service=name, CodeBucket="b", CodeKey="k", **parameters)
 
 
 def workflow() -> Rendered:
-    return Rendered("workflow", WHERE, Stage=STAGE)
+    return Rendered("workflow", Stage=STAGE)
 
 
 def every_rendering() -> Iterator[Rendered]:
@@ -125,7 +130,6 @@ def every_rendering() -> Iterator[Rendered]:
 def console_stack(**parameters: str) -> Rendered:
     return Rendered(
         "console",
-        WHERE,
         Stage=STAGE,
         CodeBucket="b",
         CodeKey="k",
