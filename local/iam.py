@@ -35,26 +35,6 @@ def service_user(service: str) -> str:
     return f"sourceflow-{service}"
 
 
-def service_template(names: Names, service: str, **parameters: str) -> Rendered:
-    return Rendered(
-        "service",
-        LOCAL_ACCOUNT,
-        Stage=names.stage,
-        Service=service,
-        CodeBucket="local",
-        CodeKey="local",
-        **parameters,
-    )
-
-
-def runs_start_through(names: Names) -> str:
-    """The ARN the cloud's scheduler starts runs through (its STATE_MACHINE_ARN in service.yaml:
-    the state machine, or an alias of it), in the embedded stack's account."""
-    functions = service_template(names, "scheduler").of_type("AWS::Serverless::Function")
-    [function] = functions.values()
-    return str(function["Environment"]["Variables"]["STATE_MACHINE_ARN"])
-
-
 @dataclass(frozen=True)
 class LocalResources:
     """The embedded stack's resources by the names the templates give them."""
@@ -86,17 +66,22 @@ class LocalResources:
             **{names.parameter(s, "queue-arn"): self.queue_arn(s) for s in SERVICES},
         }
 
-    def service_template(self, service: str) -> Rendered:
-        """service.yaml for `service` on this stack, with the partner's drops as the sources'
-        objects validation and download may read."""
-        drops = f"arn:{LOCAL_ACCOUNT.partition}:s3:::{self.drops_bucket}"
-        return service_template(self.names, service, SourceReadArns=f"{drops},{drops}/*")
-
     def service_policy(self, service: str) -> dict[str, Any]:
-        """The service's FunctionRole policy from service.yaml, with this stack's ARNs."""
+        """The service's FunctionRole policy from service.yaml, as the embedded stack needs it
+        (with the partner's drops as the sources' objects it may read)."""
+        drops = f"arn:{LOCAL_ACCOUNT.partition}:s3:::{self.drops_bucket}"
+        rendered = Rendered(
+            "service",
+            LOCAL_ACCOUNT,
+            Stage=self.names.stage,
+            Service=service,
+            CodeBucket="local",
+            CodeKey="local",
+            SourceReadArns=f"{drops},{drops}/*",
+        )
         log_group = self._arn("logs", f"log-group:{self.names.log_group(service)}:*")
         return role_policy(
-            self.service_template(service),
+            rendered,
             SERVICE_ROLE,
             attributes={"FunctionLogGroup.Arn": log_group, "Queue.Arn": self.queue_arn(service)},
             parameters=self.ssm_parameters(),

@@ -1,8 +1,7 @@
 """The moto server with IAM enforced as AWS would enforce it on sourceflow's calls, for the
 embedded stack's least-privilege tier (StackOptions.least_privilege).
 
-Run as `python -m local.moto_iam DECISIONS RUNS_START_THROUGH -H 127.0.0.1 -p PORT`. Before
-serving it:
+Run as `python -m local.moto_iam DECISIONS -H 127.0.0.1 -p PORT`. Before serving it:
 
 - creates the two principals whose access keys are fixed: the stack's operator (the key
   `local` that local.env and the tests sign with; every action on every resource), and the
@@ -12,10 +11,7 @@ serving it:
   moto checks Step Functions, EventBridge, Secrets Manager and SNS calls against the resource
   `*`, so a policy that names its resource, as ours do, would be refused: here they are checked
   against the resource AWS checks (the state machine, the bus, the secret, the topic); so are
-  SQS's GetQueueUrl and CreateQueue, which name their queue by name, not URL. moto cannot start
-  an execution through an alias: the embedded stack starts runs on the state machine itself,
-  and a StartExecution of it is authorized as the cloud's call through RUNS_START_THROUGH (the
-  ARN service.yaml gives the scheduler: the state machine, or its alias). And it names
+  SQS's GetQueueUrl and CreateQueue, which name their queue by name, not URL. And it names
   SQS's batch actions by themselves (`sqs:DeleteMessageBatch`), where AWS authorizes them as
   the single action (`sqs:DeleteMessage`);
 - records every decision, one JSON line each, in the file DECISIONS: who, which action, on
@@ -115,26 +111,15 @@ def record_decisions(log: DecisionLog) -> None:
 # -- the resources AWS checks, where moto checks "*" ----------------------------------------
 
 
-class StateMachineResources:
-    """StartExecution: the state machine, as the cloud starts runs of it (`runs_start_through`);
-    DescribeExecution and the like: the execution; SendTask*: the state machine whose execution
-    issued the token."""
-
-    def __init__(self, runs_start_through: str) -> None:
-        self._runs_start_through = runs_start_through
-
-    def __call__(self, response: Any) -> str:
-        state_machine = response._get_param("stateMachineArn")
-        if state_machine:
-            through = self._runs_start_through
-            return through if through.startswith(f"{state_machine}:") else str(state_machine)
-        return _execution_resource(response)
-
-
-def _execution_resource(response: Any) -> str:
-    arn = response._get_param("executionArn")
-    if arn:
-        return str(arn)
+def _state_machine_resource(response: Any) -> str:
+    """StartExecution: the state machine (Step Functions authorizes a call through an alias or
+    a version by the state machine's ARN too, so the cloud's start through its live alias needs
+    the same grant); DescribeExecution and the like: the execution; SendTask*: the state machine
+    whose execution issued the token."""
+    for name in ("stateMachineArn", "executionArn"):
+        arn = response._get_param(name)
+        if arn:
+            return str(arn)
     token = response._get_param("taskToken")
     if token:
         for state_machine in response.stepfunction_backend.state_machines:
@@ -194,9 +179,8 @@ def _topic_resource(response: Any) -> str:
     return str(response._get_param("TopicArn") or "*")
 
 
-def bridge_resources(runs_start_through: str) -> None:
-    resource = StateMachineResources(runs_start_through)
-    StepFunctionResponse._determine_resource = lambda response: resource(response)  # type: ignore[attr-defined]
+def bridge_resources() -> None:
+    StepFunctionResponse._determine_resource = _state_machine_resource  # type: ignore[attr-defined]
     EventsHandler._determine_resource = _event_bus_resource  # type: ignore[attr-defined]
     SecretsManagerResponse._determine_resource = _secret_resource  # type: ignore[attr-defined]
     SNSResponse._determine_resource = _topic_resource  # type: ignore[attr-defined]
@@ -204,10 +188,10 @@ def bridge_resources(runs_start_through: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    decisions, runs_start_through, server_argv = Path(argv[0]), argv[1], argv[2:]
+    decisions, server_argv = Path(argv[0]), argv[1:]
     fixed_principal(OPERATOR_USER, OPERATOR_KEY, ALLOW_EVERYTHING)
     fixed_principal(STATE_MACHINE_USER, STATE_MACHINE_KEY, None)
-    bridge_resources(runs_start_through)
+    bridge_resources()
     record_decisions(DecisionLog(decisions))
     server.main(server_argv)
 

@@ -27,13 +27,7 @@ import requests
 
 from infra.migrate import apply_migrations
 from infra.resources import SERVICES, Names
-from local.iam import (
-    Decisions,
-    LocalResources,
-    enforce,
-    grant_least_privilege,
-    runs_start_through,
-)
+from local.iam import Decisions, LocalResources, enforce, grant_least_privilege
 from local.partner import PartnerSources, create_partner_sources
 from local.pg import create_warehouse_tables, require_passwords
 from local.provision import BATCH_SIZE, Provisioned, function_timeouts, provision
@@ -289,8 +283,7 @@ class LocalStack:
         endpoint = f"http://127.0.0.1:{port}"
         server = ["-m", "moto.server"]
         if self.options.least_privilege:  # moto's server, bridged and recording decisions
-            through = runs_start_through(Names(self.options.stage))
-            server = ["-m", "local.moto_iam", str(self.decisions.path), through]
+            server = ["-m", "local.moto_iam", str(self.decisions.path)]
         # MOTO_PORT tells moto's state-machine interpreter where to call SQS and EventBridge.
         self._spawn(
             "moto",
