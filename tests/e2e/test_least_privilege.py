@@ -20,7 +20,7 @@ from infra.templates.rendering import as_list
 from local.iam import OPERATOR_USER, STATE_MACHINE_USER, put_policy, service_user, unexercised
 from local.stack import LocalStack, aws_client
 from shared.store.db import Database
-from tests.builders import sold_listing
+from tests.builders import listing, sold_listing
 from tests.e2e.harness import Harness, RunResult, Vendor, wait_for
 from tests.e2e.harness.stack import stack_options
 from tests.e2e.test_approvals import SQM, respecs_source, waiting_for_approval
@@ -143,9 +143,10 @@ def requested_run(harness: Harness) -> RunResult:
 
 
 def normal_run(harness: Harness, kind: type[SourceData]) -> RunResult:
+    """A first run of a source of `kind` (an s3_files or a postgres one) loading one record."""
     data = kind(harness, harness.unique_name())
-    data.put([])
-    return harness.run(new_source(harness, data, runtime_count=3))
+    data.put([listing(data.name, 0, datetime.now(UTC) - DAY)])
+    return harness.run(new_source(harness, data))
 
 
 def scheduled_full_load(harness: Harness) -> RunResult:
@@ -214,6 +215,9 @@ def test_every_flow_and_a_failing_run_pass_with_no_call_denied(
     assert played.results["re-specs, approved"].run["respecs_rows"] == 2
     assert played.results["backfill"].run["flow_type"] == "backfill"
     assert played.results["sold"].run["records"] == 1
+    assert (
+        played.results["s3_files"].run["records"] == played.results["postgres"].run["records"] == 1
+    )
     # and people were alerted of each failure (the state machine's sns:Publish)
     assert all(played.alerts.values()), played.alerts
     # And no call of any service, the state machine or the operator was denied
