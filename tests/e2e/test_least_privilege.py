@@ -9,11 +9,13 @@ docs/deploy.md gives (Least privilege, proven)."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from psycopg2.extensions import make_dsn
 
 from infra.resources import SERVICES
 from infra.templates.rendering import as_list
@@ -51,7 +53,7 @@ STATEMENTS_NOT_EXERCISED = {
 }
 ACTIONS_NOT_EXERCISED = {
     (service_user(service), "ConsumeOwnQueue", action): _RETRIED
-    for service in ("validation", "unlocking", "scheduler")
+    for service in ("unlocking", "scheduler")
     for action in ("sqs:ChangeMessageVisibility", "sqs:GetQueueUrl")
 }
 
@@ -103,12 +105,13 @@ def played(enforced: Harness) -> Played:
         "re-specs, approved": approved_respecs(harness),
     }
     failing = {
-        "Validate": respecs_source(harness, "UPDATE public.listing_attributes SET value = 'x'"),
+        "Validate": respecs_source(harness, "UPDATE public.listing_attributes SET value = 'x'")[0],
+        "Validate, retried": unreachable_table(harness),
         "Download": unavailable_source(harness),
-        "Unlock": respecs_source(harness, NO_SUCH_COLUMN),
+        "Unlock": respecs_source(harness, NO_SUCH_COLUMN)[0],
     }
     alerts = {}
-    for step, (source_id, _, _) in failing.items():
+    for step, source_id in failing.items():
         results[f"failing in {step}"] = harness.run(source_id)
         # (one at a time: reading the alerts deletes those about other sources too)
         alerts[step] = wait_for(
@@ -124,13 +127,23 @@ NO_SUCH_COLUMN = (
 )
 
 
-def unavailable_source(harness: Harness) -> tuple[str, datetime, str]:
+def unavailable_source(harness: Harness) -> str:
     """A source whose vendor answers 500 to every page: each delivery of its download fails
     and is retried, the last reports the failure."""
     dataset = harness.new_dataset([DAY])
-    cursor = datetime.now(UTC) - 2 * DAY
     harness.vendor.fault(dataset, fail_status=500, after_records=0)
-    return harness.new_source(dataset, cursor=cursor, runtime_count=3), cursor, ""
+    return harness.new_source(dataset, cursor=datetime.now(UTC) - 2 * DAY, runtime_count=3)
+
+
+def unreachable_table(harness: Harness) -> str:
+    """A postgres source on a port nothing listens on: validation's check of it fails, and each
+    delivery is retried after its backoff until the last reports it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    data = PartnerTable(harness, harness.unique_name())
+    connection = {**data.connection(), "dsn": make_dsn(harness.partner.reader_dsn, port=dead_port)}
+    return harness.new_source(data.name, source_type="postgres", connection=connection)
 
 
 def requested_run(harness: Harness) -> RunResult:
@@ -209,6 +222,7 @@ def test_every_flow_and_a_failing_run_pass_with_no_call_denied(
     assert outcomes == {
         **dict.fromkeys(outcomes, ("SUCCEEDED", None)),
         "failing in Validate": ("FAILED", "InvalidRespecsQuery"),
+        "failing in Validate, retried": ("FAILED", "SourceUnreachable"),
         "failing in Download": ("FAILED", "SourceUnavailable"),
         "failing in Unlock": ("FAILED", "RespecsQueryFailed"),
     }, {name: result.run.get("error_detail") for name, result in played.results.items()}
