@@ -9,7 +9,13 @@ DEPLOYABLES := validation download unlocking scheduler console
 STAGE ?=
 ARTIFACT_BUCKET ?=
 PARAMS ?=
-DEPLOY_ARGS = --stage "$(STAGE)" --artifact-bucket "$(ARTIFACT_BUCKET)" $(foreach p,$(PARAMS),--param "$(p)")
+# PARAMS reach every stack; PARAMS_<part>="K=V ..." that part's alone (PARAMS_download=
+# "MemorySize=3008"); PARAMS_FILE, or infra/params/$(STAGE).json if it exists, is read first.
+DEPLOY_PARTS := core $(DEPLOYABLES) workflow
+PARAMS_FILE ?=
+DEPLOY_ARGS = --stage "$(STAGE)" --artifact-bucket "$(ARTIFACT_BUCKET)" $(foreach p,$(PARAMS),--param "$(p)") \
+	$(foreach part,$(DEPLOY_PARTS),$(foreach p,$(PARAMS_$(part)),--part-param "$(part):$(p)")) \
+	$(if $(PARAMS_FILE),--params-file "$(PARAMS_FILE)")
 
 .PHONY: install browser demo up console test test-fast test-unit test-contract test-integration test-e2e lint typecheck bench clean deploy \
 	$(DEPLOYABLES:%=build-%) $(DEPLOYABLES:%=deploy-%) deploy-core deploy-workflow
@@ -86,6 +92,13 @@ $(DEPLOYABLES:%=build-%): build-%: install
 # One stack; a service's deploy builds its artifact first. Needs the AWS CLI and credentials.
 deploy-core deploy-workflow $(DEPLOYABLES:%=deploy-%): deploy-%: install
 	$(BIN)/python -m infra.deploy $* $(DEPLOY_ARGS)
+
+# Point a part's live alias back at the version before the one it serves (infra/rollback.py,
+# docs/deploy.md "Rolling back"). Needs the AWS CLI and credentials.
+ROLLBACK_PARTS := $(DEPLOYABLES) workflow
+.PHONY: $(ROLLBACK_PARTS:%=rollback-%)
+$(ROLLBACK_PARTS:%=rollback-%): rollback-%: install
+	$(BIN)/python -m infra.rollback $* --stage "$(STAGE)"
 
 # Every stack, in the order they depend on each other: core, the services, the workflow.
 deploy: install

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from shared.runtime.catalogue import RUNS_MAY_START_AFTER, DetailType, Timeouts
 
 SERVICES = ("validation", "download", "unlocking", "scheduler")
+# In the cloud every function and the state machine publish a version on each deploy and are
+# invoked through this alias (the templates' AutoPublishAlias), which a deployment moves to
+# the new version gradually and back on an alarm; runs start through the state machine's.
+LIVE_ALIAS = "live"
 # The operator's web console and HTTP API (console/): a deployable of its own beside the
 # services (infra/templates/console.yaml), but no service: no queue, no task of the state
 # machine; people call it through API Gateway.
@@ -65,6 +69,11 @@ class Names:
     @property
     def state_machine(self) -> str:
         return f"{self.prefix}-run"
+
+    def state_machine_alias_arn(self, region: str, account: str, partition: str = "aws") -> str:
+        """The cloud's state machine's live alias, which every run starts through."""
+        arn = f"arn:{partition}:states:{region}:{account}:stateMachine:{self.state_machine}"
+        return f"{arn}:{LIVE_ALIAS}"
 
     @property
     def event_bus(self) -> str:

@@ -28,6 +28,17 @@ def requested_run_nonce(event_id: str) -> str:
     return "req" + hashlib.sha256(event_id.encode()).hexdigest()[:8]
 
 
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    """The ARN of the execution called `name` of a state machine, named by its own ARN or by an
+    alias's or version's (`…:stateMachine:<machine>:<qualifier>`): an execution is named after
+    the state machine alone, whichever started it."""
+    machine = state_machine_arn.split(":stateMachine:", 1)
+    if len(machine) != 2:
+        raise ValueError(f"{state_machine_arn!r} is not a state machine's ARN")
+    unqualified = machine[1].split(":", 1)[0]
+    return f"{machine[0]}:execution:{unqualified}:{name}"
+
+
 def start_run(
     sfn_client: Any,
     state_machine_arn: str,

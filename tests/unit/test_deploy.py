@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -159,3 +160,111 @@ def test_the_makefile_builds_and_deploys_every_service_infra_resources_names() -
     [declared] = re.findall(r"^DEPLOYABLES := (.+)$", makefile, flags=re.MULTILINE)
 
     assert tuple(declared.split()) == (*SERVICES, CONSOLE) == build.DEPLOYABLES
+
+
+# -- per-part parameters -------------------------------------------------------------------------
+
+
+def every_stacks_overrides(deployment: Deployment, built_zip: Path) -> dict[str, dict[str, str]]:
+    stacks = {}
+    for part in DEPLOY_ORDER:
+        for command in deploy_commands(part, deployment, build_service=lambda _: built_zip):
+            if "--stack-name" in command:
+                stacks[part] = overrides(command)
+    return stacks
+
+
+def test_one_parts_parameter_reaches_its_stack_alone(built_zip: Path) -> None:
+    # Given make deploy PARAMS="LogLevel=INFO" PARAMS_download="MemorySize=3008"
+    deployment = deploy.deployment_from(
+        "dev", "artifacts-123", ["LogLevel=INFO"], ["download:MemorySize=3008"]
+    )
+
+    stacks = every_stacks_overrides(deployment, built_zip)
+
+    # Then only download's command line carries it; PARAMS still reach every stack
+    assert [part for part, given in stacks.items() if "MemorySize" in given] == ["download"]
+    assert stacks["download"]["MemorySize"] == "3008"
+    assert all(given["LogLevel"] == "INFO" for given in stacks.values())
+
+
+def test_the_stages_parameters_file_is_read_first_and_a_parts_own_win(
+    tmp_path: Path, built_zip: Path
+) -> None:
+    # Given a parameters file for the stage, and the command line over it
+    params = tmp_path / "dev.json"
+    params.write_text(
+        '{"all": {"LogLevel": "DEBUG", "AlertEmail": "file@example.com"},'
+        ' "download": {"MemorySize": 2048, "LogLevel": "WARNING"},'
+        ' "validation": {"RespecsApprovalRequired": false}}'
+    )
+    deployment = deploy.deployment_from(
+        "dev", "artifacts-123", ["AlertEmail=ops@example.com"], ["download:MemorySize=3008"], params
+    )
+
+    stacks = every_stacks_overrides(deployment, built_zip)
+
+    # Then the command line beats the file, a part's own beat every stack's, and no part's
+    # own reach another
+    assert stacks["core"]["AlertEmail"] == "ops@example.com"
+    assert (stacks["download"]["MemorySize"], stacks["download"]["LogLevel"]) == ("3008", "WARNING")
+    assert stacks["unlocking"]["LogLevel"] == "DEBUG" and "MemorySize" not in stacks["unlocking"]
+    assert stacks["validation"]["RespecsApprovalRequired"] == "false"
+    assert "RespecsApprovalRequired" not in stacks["download"]
+
+
+def test_the_stages_own_file_is_found_by_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, built_zip: Path
+) -> None:
+    monkeypatch.setattr(deploy, "PARAMS_DIR", tmp_path)
+    (tmp_path / "prod.json").write_text('{"download": {"MemorySize": "3008"}}')
+
+    assert deploy.deployment_from("prod", "b", [], []).parameters_for("download") == {
+        "MemorySize": "3008"
+    }
+    assert deploy.deployment_from("dev", "b", [], []).parameters_for("download") == {}
+
+
+@pytest.mark.parametrize(
+    ("params", "part_params", "content", "problem"),
+    [
+        ([], ["frontend:MemorySize=3008"], None, "parameters for 'frontend', which is no part"),
+        ([], ["download:KmsKeyArn=arn:aws:kms:x"], None, "KmsKeyArn is the whole stage's"),
+        ([], ["MemorySize=3008"], None, "'MemorySize=3008' is not PART:Key=Value"),
+        ([], [], '{"download": ["MemorySize"]}', "must map"),
+        ([], [], "{not json", "cannot read the parameters file"),
+    ],
+)
+def test_a_parameter_for_no_part_or_a_bad_file_is_refused_by_name(
+    params: list[str], part_params: list[str], content: str | None, problem: str, tmp_path: Path
+) -> None:
+    params_file = None
+    if content is not None:
+        params_file = tmp_path / "dev.json"
+        params_file.write_text(content)
+    with pytest.raises(DeployError, match=problem):
+        deploy.deployment_from("dev", "b", params, part_params, params_file)
+
+
+def test_make_hands_each_parts_params_to_that_part_alone() -> None:
+    dry_run = subprocess.run(
+        [
+            "make",
+            "-n",
+            "deploy-download",
+            "STAGE=dev",
+            "ARTIFACT_BUCKET=b",
+            "PARAMS=LogLevel=INFO",
+            "PARAMS_download=MemorySize=3008 RawGzipLevel=2",
+            "PARAMS_validation=LogLevel=DEBUG",
+        ],
+        cwd=build.ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    [command] = [line for line in dry_run.splitlines() if "-m infra.deploy" in line]
+    assert '--param "LogLevel=INFO"' in command
+    assert '--part-param "download:MemorySize=3008"' in command
+    assert '--part-param "download:RawGzipLevel=2"' in command
+    assert '--part-param "validation:LogLevel=DEBUG"' in command
