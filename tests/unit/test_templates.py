@@ -1,9 +1,9 @@
 """The cloud templates keep sourceflow's rules, and do not drift from the embedded stack.
 
-Each template is rendered here the way CloudFormation would for a stage (and, for the service
-template, for each service): parameters, conditions, mappings and `!Sub` resolved, resource
-references and SSM dynamic references left as they are. The embedded stack's provisioning
-runs against a recorder of its AWS calls, so both sides are compared as data.
+Each template is rendered the way CloudFormation would for a stage (and, for the service
+template, for each service; infra/templates/rendering.py): parameters, conditions, mappings and
+`!Sub` resolved, resource references and SSM dynamic references left as they are. The embedded
+stack's provisioning runs against a recorder of its AWS calls, so both sides are compared as data.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from infra.resources import (
     SERVICES,
     Names,
 )
+from infra.templates import rendering
+from infra.templates.rendering import SSM_REFERENCE, Account, as_list
 from local.provision import BATCH_SIZE, function_timeouts, provision
 from local.stack import LOCAL_TIMEOUTS, admission_environment, timeouts_environment
 from services.download.settings import GZIP_LEVELS
@@ -54,12 +56,7 @@ from shared.runtime.settings import SettingsError
 STAGE = "t1"
 NAMES = Names(STAGE)
 REGION, ACCOUNT = "eu-west-1", "123456789012"
-PSEUDO_PARAMETERS = {
-    "AWS::Region": REGION,
-    "AWS::AccountId": ACCOUNT,
-    "AWS::Partition": "aws",
-    "AWS::URLSuffix": "amazonaws.com",
-}
+WHERE = Account(REGION, ACCOUNT)
 STATE_MACHINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{NAMES.state_machine}"
 LIVE_STATE_MACHINE_ARN = NAMES.state_machine_alias_arn(REGION, ACCOUNT)
 KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -87,108 +84,16 @@ ONLY_ON_EVERY_RESOURCE = frozenset(
         "cloudwatch:DescribeAlarms",
     }
 )
-_NO_VALUE = object()
-_SSM_REFERENCE = re.compile(r"\{\{resolve:ssm:([^}]+)\}\}")
 
 
-# -- rendering a template as CloudFormation would ------------------------------------------
+# -- each stack rendered as CloudFormation would (infra/templates/rendering.py) ------------
 
 
-class Rendered:
-    """A template with its parameters, conditions, mappings and `!Sub`s resolved."""
+class Rendered(rendering.Rendered):
+    """A template rendered for a stack in the tests' account and region (WHERE)."""
 
     def __init__(self, name: str, **parameters: str) -> None:
-        self.name = name
-        self._template = templates.load(name)
-        declared = self._template.get("Parameters", {})
-        unknown = set(parameters) - set(declared)
-        assert not unknown, f"{name}.yaml has no parameters {unknown}"
-        self._parameters: dict[str, Any] = {}
-        for key, declaration in declared.items():
-            value = parameters.get(key, declaration.get("Default"))
-            assert value is not None, f"{name}.yaml needs parameter {key}"
-            if declaration["Type"] == "CommaDelimitedList":
-                value = str(value).split(",") if value != "" else [""]
-            self._parameters[key] = value
-        self._conditions: dict[str, bool] = {}
-        self.resources = {
-            logical_id: self.value(resource)
-            for logical_id, resource in self._template["Resources"].items()
-            if "Condition" not in resource or self.condition(resource["Condition"])
-        }
-
-    def condition(self, name: str) -> bool:
-        if name not in self._conditions:
-            self._conditions[name] = bool(self.value(self._template["Conditions"][name]))
-        return self._conditions[name]
-
-    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
-        return {
-            logical_id: resource["Properties"]
-            for logical_id, resource in self.resources.items()
-            if resource["Type"] == resource_type
-        }
-
-    def value(self, node: Any) -> Any:
-        if isinstance(node, list):
-            items = [self.value(item) for item in node]
-            return [item for item in items if item is not _NO_VALUE]
-        if not isinstance(node, dict):
-            return node
-        if len(node) == 1:
-            [(function, argument)] = node.items()
-            if function in _FUNCTIONS:
-                return _FUNCTIONS[function](self, argument)
-        values = {key: self.value(item) for key, item in node.items()}
-        return {key: item for key, item in values.items() if item is not _NO_VALUE}
-
-    def _ref(self, name: str) -> Any:
-        if name == "AWS::NoValue":
-            return _NO_VALUE
-        if name in self._parameters:
-            return self._parameters[name]
-        if name in PSEUDO_PARAMETERS:
-            return PSEUDO_PARAMETERS[name]
-        return {"Ref": name}  # a resource: known only once it exists
-
-    def _sub(self, argument: Any) -> str:
-        text, variables = (argument, {}) if isinstance(argument, str) else argument
-        variables = {key: self.value(value) for key, value in variables.items()}
-
-        def substitute(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name in variables:
-                return str(variables[name])
-            resolved = self._ref(name)
-            return match.group(0) if isinstance(resolved, dict) else str(resolved)
-
-        return re.sub(r"\$\{([\w:.]+)\}", substitute, text)
-
-    def _find_in_map(self, argument: list[Any]) -> Any:
-        mapping, first, second = (self.value(item) for item in argument)
-        return self._template["Mappings"][mapping][first][second]
-
-    def _if(self, argument: list[Any]) -> Any:
-        name, when_true, when_false = argument
-        return self.value(when_true if self.condition(name) else when_false)
-
-    def _join(self, argument: list[Any]) -> Any:
-        separator, items = self.value(argument[0]), self.value(argument[1])
-        return separator.join(items)
-
-
-_FUNCTIONS: dict[str, Any] = {
-    "Ref": Rendered._ref,
-    "Fn::Sub": Rendered._sub,
-    "Fn::FindInMap": Rendered._find_in_map,
-    "Fn::If": Rendered._if,
-    "Fn::Join": Rendered._join,
-    "Fn::Equals": lambda self, argument: self.value(argument[0]) == self.value(argument[1]),
-    "Fn::Not": lambda self, argument: not self.value(argument[0]),
-    "Fn::And": lambda self, argument: all(self.value(item) for item in argument),
-    "Fn::Or": lambda self, argument: any(self.value(item) for item in argument),
-    "Condition": lambda self, name: self.condition(name),
-}
+        super().__init__(name, WHERE, **parameters)
 
 
 CORE_APPROVAL_TIMEOUT = templates.load("core")["Parameters"]["ApprovalTimeoutSeconds"]["Default"]
@@ -253,10 +158,6 @@ def function_of(rendered: Rendered) -> dict[str, Any]:
 def role_statements(rendered: Rendered, role: str) -> dict[str, dict[str, Any]]:
     [policy] = rendered.resources[role]["Properties"]["Policies"]
     return {statement["Sid"]: statement for statement in policy["PolicyDocument"]["Statement"]}
-
-
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
 
 
 # -- sourceflow's rules ----------------------------------------------------------------------
@@ -656,7 +557,7 @@ def _published(rendered: Rendered) -> set[str]:
 
 
 def _read(rendered: Rendered) -> set[str]:
-    return set(_SSM_REFERENCE.findall(json.dumps(rendered.resources)))
+    return set(SSM_REFERENCE.findall(json.dumps(rendered.resources)))
 
 
 def test_every_parameter_a_stack_reads_is_published_by_a_stack_deployed_before_it() -> None:
