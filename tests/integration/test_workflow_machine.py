@@ -24,6 +24,7 @@ import pytest
 import requests
 
 from infra.workflow_machine import FINISH_KIND, MachineWiring, compile_workflow
+from local.demo import CAMPAIGN_RAN
 from ops.sources_file import read_file
 from ops.workflows import ALIAS, publish_version
 from shared.rules.workflows import WORKFLOW_TASK_ERROR, Workflow, check_workflow, run_variables
@@ -167,16 +168,7 @@ def test_an_active_campaign_ingests_both_sources_at_once_then_the_sql_tasks_in_o
     assert set(played.ran[1:3]) == {"ingest_listings", "ingest_partner"}
     assert played.ran[3:] == ["publish_campaign", "warm_caches", "announce", "aggregate_metrics"]
     assert played.finish is not None
-    assert played.finish["statuses"] == {
-        "check_campaign": "succeeded",
-        "ingest_listings": "succeeded",
-        "ingest_partner": "succeeded",
-        "publish_campaign": "succeeded",
-        "warm_caches": "succeeded",
-        "announce": "succeeded",
-        "mark_failed": "skipped",
-        "aggregate_metrics": "succeeded",
-    }
+    assert played.finish["statuses"] == CAMPAIGN_RAN  # as the demo checks it
     # Each task sees the variables set before it, both ingests' included after the join.
     seen = played.seen("publish_campaign")["variables"]
     assert seen["campaign_id"] == "spring-sale"
