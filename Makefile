@@ -9,9 +9,15 @@ DEPLOYABLES := validation download unlocking scheduler tasks console
 STAGE ?=
 ARTIFACT_BUCKET ?=
 PARAMS ?=
-DEPLOY_ARGS = --stage "$(STAGE)" --artifact-bucket "$(ARTIFACT_BUCKET)" $(foreach p,$(PARAMS),--param "$(p)")
+# PARAMS reach every stack; PARAMS_<part>="K=V ..." that part's alone (PARAMS_download=
+# "MemorySize=3008"); PARAMS_FILE, or infra/params/$(STAGE).json if it exists, is read first.
+DEPLOY_PARTS := core $(DEPLOYABLES) workflow
+PARAMS_FILE ?=
+DEPLOY_ARGS = --stage "$(STAGE)" --artifact-bucket "$(ARTIFACT_BUCKET)" $(foreach p,$(PARAMS),--param "$(p)") \
+	$(foreach part,$(DEPLOY_PARTS),$(foreach p,$(PARAMS_$(part)),--part-param "$(part):$(p)")) \
+	$(if $(PARAMS_FILE),--params-file "$(PARAMS_FILE)")
 
-.PHONY: install browser demo up console test test-fast test-unit test-contract test-integration test-e2e lint typecheck bench clean deploy \
+.PHONY: install browser demo up console migrate test test-fast test-unit test-contract test-integration test-e2e lint typecheck bench clean deploy \
 	$(DEPLOYABLES:%=build-%) $(DEPLOYABLES:%=deploy-%) deploy-core deploy-workflow
 
 install: $(STAMP)
@@ -87,7 +93,24 @@ $(DEPLOYABLES:%=build-%): build-%: install
 deploy-core deploy-workflow $(DEPLOYABLES:%=deploy-%): deploy-%: install
 	$(BIN)/python -m infra.deploy $* $(DEPLOY_ARGS)
 
-# Every stack, in the order they depend on each other: core, the services, the workflow.
+# Point a part's live alias back at the version before the one it serves (infra/rollback.py,
+# docs/deploy.md "Rolling back"). Needs the AWS CLI and credentials.
+ROLLBACK_PARTS := $(DEPLOYABLES) workflow
+.PHONY: $(ROLLBACK_PARTS:%=rollback-%)
+$(ROLLBACK_PARTS:%=rollback-%): rollback-%: install
+	$(BIN)/python -m infra.rollback $* --stage "$(STAGE)"
+
+# The stage's database: migrations, every role's grants, each service's login (infra/
+# migrate_stage.py, as the core's database secret's administrator). `make deploy` runs it after
+# the core stack. The Re-specs role may update the tables RespecsAllowedTables names (in
+# PARAMS or PARAMS_unlocking); not given, those it may update now.
+RESPECS_ALLOWED_TABLES = $(patsubst RespecsAllowedTables=%,%,$(lastword $(filter RespecsAllowedTables=%,$(PARAMS) $(PARAMS_unlocking))))
+migrate: install
+	$(BIN)/python -m infra.migrate_stage --stage "$(STAGE)" \
+		$(if $(RESPECS_ALLOWED_TABLES),--respecs-tables "$(RESPECS_ALLOWED_TABLES)")
+
+# Every stack, in the order they depend on each other: core, the database's migrations, the
+# services, the workflow, the console.
 deploy: install
 	$(BIN)/python -m infra.deploy all $(DEPLOY_ARGS)
 

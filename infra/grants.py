@@ -97,6 +97,17 @@ def add_person(cur: Any, name: str, *, password: str | None) -> None:
     )
 
 
+def set_login(cur: Any, role: str, password: str) -> None:
+    """Create `role` with LOGIN and this password, or give an existing one both."""
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+    verb = "ALTER" if cur.fetchone() else "CREATE"
+    cur.execute(
+        sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(password)
+        )
+    )
+
+
 def _ensure_role(cur: Any, role: str, *, login: bool = False) -> None:
     cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
     if cur.fetchone() is None:
@@ -171,7 +182,7 @@ def _columns(cur: Any, schema: str, table: str, columns: Columns) -> list[str]:
     return list(columns)
 
 
-def _tables(text: str) -> frozenset[str]:
+def parse_tables(text: str) -> frozenset[str]:
     return frozenset(t.strip() for t in text.split(",") if t.strip())
 
 
@@ -183,7 +194,7 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--person", action="append", default=[], help="add a person's login")
     args = parser.parse_args(list(argv) if argv is not None else None)
     with psycopg2.connect(os.environ["DATABASE_URL"]) as conn, conn.cursor() as cur:
-        apply_grants(cur, _tables(args.respecs_tables))
+        apply_grants(cur, parse_tables(args.respecs_tables))
         for person in args.person:
             add_person(cur, person, password=None)
 

@@ -42,7 +42,8 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 
 def apply_migrations(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply what is missing; return the versions applied now."""
+    """Apply what is missing; return the versions applied now. Raises MigrationError, naming
+    the file, for an applied migration that was edited or one that fails."""
     applied_now: list[str] = []
     conn = psycopg2.connect(dsn)
     try:
@@ -64,12 +65,21 @@ def apply_migrations(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
                         "add a new migration file instead of editing an applied one"
                     )
                 continue
-            with conn, conn.cursor() as cur:
-                cur.execute(migration.sql)
-                cur.execute(
-                    "INSERT INTO public.schema_migration (version, checksum) VALUES (%s, %s)",
-                    (migration.version, migration.checksum),
-                )
+            try:
+                # The file and its record commit together: a failing statement leaves nothing
+                # of the migration, and the next run applies it again from the start.
+                with conn, conn.cursor() as cur:
+                    cur.execute(migration.sql)
+                    cur.execute(
+                        "INSERT INTO public.schema_migration (version, checksum) VALUES (%s, %s)",
+                        (migration.version, migration.checksum),
+                    )
+            except psycopg2.DatabaseError as exc:
+                raise MigrationError(
+                    f"migration {migration.path.name} failed and was not applied "
+                    f"({str(exc).strip()}); fix it (it was never applied, so it may be edited) "
+                    "and run the migrations again"
+                ) from exc
             applied_now.append(migration.version)
     finally:
         with conn.cursor() as cur:

@@ -8,6 +8,10 @@ from shared.runtime.catalogue import RUN_ENDS, RUNS_MAY_START_AFTER, DetailType,
 
 # `tasks` does the tasks of workflows after ingestion (issue 21) for their own state machines.
 SERVICES = ("validation", "download", "unlocking", "scheduler", "tasks")
+# In the cloud every function and the state machine publish a version on each deploy and are
+# invoked through this alias (the templates' AutoPublishAlias), which a deployment moves to
+# the new version gradually and back on an alarm; runs start through the state machine's.
+LIVE_ALIAS = "live"
 # The operator's web console and HTTP API (console/): a deployable of its own beside the
 # services (infra/templates/console.yaml), but no service: no queue, no task of the state
 # machine; people call it through API Gateway.
@@ -77,6 +81,11 @@ class Names:
         workflow's name has at most 40 characters, so either fits Step Functions' 80."""
         machine = f"{self.prefix}-wf-{workflow}"
         return machine if version is None else f"{machine}-v{version}"
+
+    def state_machine_alias_arn(self, region: str, account: str, partition: str = "aws") -> str:
+        """The cloud's state machine's live alias, which every run starts through."""
+        arn = f"arn:{partition}:states:{region}:{account}:stateMachine:{self.state_machine}"
+        return f"{arn}:{LIVE_ALIAS}"
 
     @property
     def event_bus(self) -> str:

@@ -23,8 +23,9 @@ from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 from psycopg2.extras import execute_values
 
+from infra.grants import set_login
 from infra.resources import Names
-from local.pg import transaction, upsert_login_role
+from local.pg import transaction
 from shared.runtime.secrets import SecretBinding, connection_secrets_prefix
 
 PARTNER_DATABASE = "partner"
@@ -116,7 +117,7 @@ def create_partner_sources(
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PARTNER_DATABASE,))
         if cur.fetchone() is None:
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PARTNER_DATABASE)))
-        upsert_login_role(cur, PARTNER_READER, reader_password)
+        set_login(cur, PARTNER_READER, reader_password)
     with transaction(owner_url) as cur:
         # Every table the demo or a test creates later is readable by the reader, and only that.
         for grant in (

@@ -1,5 +1,5 @@
 """The embedded stack's own work on PostgreSQL: password authentication for the embedded
-server, a transaction on a connection of its own, and login roles created or updated in place."""
+server, and a transaction on a connection of its own."""
 
 from __future__ import annotations
 
@@ -72,14 +72,3 @@ def transaction(url: str, *, rows_as_dicts: bool = False) -> Iterator[Any]:
     factory = RealDictCursor if rows_as_dicts else None
     with closing(psycopg2.connect(url)) as conn, conn, conn.cursor(cursor_factory=factory) as cur:
         yield cur
-
-
-def upsert_login_role(cur: Any, role: str, password: str) -> None:
-    """Create `role` with LOGIN and this password, or give an existing one both."""
-    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
-    verb = "ALTER" if cur.fetchone() else "CREATE"
-    cur.execute(
-        sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
-            sql.Identifier(role), sql.Literal(password)
-        )
-    )

@@ -34,6 +34,7 @@ from typing import Any
 
 from local.pg import transaction
 from shared.errors import SourceflowError
+from shared.rules.workflows import TaskStatus, WorkflowRunStatus
 from shared.runtime.catalogue import Step
 from shared.store.runs import OPEN_RUN_STATUSES, RunStatus, fail_run, release_lock
 
@@ -179,8 +180,9 @@ def _secrets(secretsmanager: Any) -> Iterator[dict[str, Any]]:
 
 def end_runs_lost_with_emulator(admin_url: str) -> list[str]:
     """End every run still open in the ledger `failed` (StackRestarted), at the step it was in,
-    and release its lock; returns their execution names. Only for a stack that owns its
-    database: a fresh emulator has no executions, so no open run can go on."""
+    and release its lock, and every workflow run still under way; returns their execution
+    names (the runs', then the workflow runs'). Only for a stack that owns its database: a
+    fresh emulator has no executions, so no open run can go on."""
     with transaction(admin_url, rows_as_dicts=True) as cur:
         cur.execute(
             """
@@ -204,7 +206,30 @@ def end_runs_lost_with_emulator(admin_url: str) -> list[str]:
                 "execution went with the emulator",
             )
             release_lock(cur, run["source_id"], run["execution_arn"])
-    return [run["execution_name"] for run in lost]
+        workflow_runs = _end_workflow_runs(cur)
+    return [run["execution_name"] for run in lost] + workflow_runs
+
+
+def _end_workflow_runs(cur: Any) -> list[str]:
+    """The workflow runs still under way went with the emulator too: each ends failed, and
+    each of its tasks still running (an ingest task waiting for its child run) with it."""
+    cur.execute(
+        """
+        UPDATE public.workflow_task_run
+           SET status = %s, error = %s, ended_at = now()
+         WHERE status = 'running'
+        """,
+        (TaskStatus.FAILED, f"{STACK_RESTARTED}: the embedded stack stopped while it ran"),
+    )
+    cur.execute(
+        """
+        UPDATE public.workflow_run SET status = %s, ended_at = now()
+         WHERE ended_at IS NULL
+        RETURNING id
+        """,
+        (WorkflowRunStatus.FAILED,),
+    )
+    return sorted(row["id"] for row in cur.fetchall())
 
 
 def _step_of_open_run(status: str, awaiting_approval: bool) -> Step:

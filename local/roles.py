@@ -16,9 +16,9 @@ from pathlib import Path
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn
 
-from infra.grants import add_person, apply_grants
+from infra.grants import add_person, apply_grants, set_login
 from infra.resources import SERVICES
-from local.pg import transaction, upsert_login_role
+from local.pg import transaction
 from ops.config import write_env_file
 from shared.store.privileges import service_role
 
@@ -39,7 +39,7 @@ def create_roles(admin_url: str, respecs_tables: frozenset[str]) -> dict[str, st
     with transaction(admin_url) as cur:
         for service in SERVICES:
             password = secrets.token_urlsafe(18)
-            upsert_login_role(cur, service_role(service), password)
+            set_login(cur, service_role(service), password)
             urls[service] = make_dsn(admin_url, user=service_role(service), password=password)
         apply_grants(cur, respecs_tables)
     return urls
@@ -80,7 +80,7 @@ def create_warehouse_login(admin_url: str) -> str:
     returns its DSN."""
     password = secrets.token_urlsafe(18)
     with transaction(admin_url) as cur:
-        upsert_login_role(cur, WAREHOUSE_ROLE, password)
+        set_login(cur, WAREHOUSE_ROLE, password)
         role = sql.Identifier(WAREHOUSE_ROLE)
         cur.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
         for table in WAREHOUSE_TABLES:
@@ -91,3 +91,12 @@ def create_warehouse_login(admin_url: str) -> str:
                 )
             )
     return str(make_dsn(admin_url, user=WAREHOUSE_ROLE, password=password))
+
+
+def rotate_password(admin_url: str, role: str) -> str:
+    """A new password for the login `role` (what a rotation does); returns it. The sessions it
+    has stay open, as PostgreSQL keeps them."""
+    password = secrets.token_urlsafe(18)
+    with transaction(admin_url) as cur:
+        set_login(cur, role, password)
+    return password

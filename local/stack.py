@@ -28,6 +28,7 @@ import requests
 
 from infra.migrate import apply_migrations
 from infra.resources import SERVICES, Names
+from local.iam import Decisions, LocalResources, enforce, grant_least_privilege
 from local.partner import PartnerSources, create_partner_sources
 from local.pg import create_warehouse_tables, require_passwords
 from local.provision import BATCH_SIZE, Provisioned, function_timeouts, provision
@@ -57,7 +58,8 @@ from shared.runtime.secrets import connection_secrets_prefix
 
 log = logging.getLogger("sourceflow.stack")
 REGION = "us-east-1"
-# The emulator accepts any credentials; these keep boto3 from looking for real ones.
+# The emulator accepts any credentials; these keep boto3 from looking for real ones. Under
+# least privilege they are the operator's, who may do everything (local/moto_iam.py).
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 LOCAL_TIMEOUTS = Timeouts(
     validate_seconds=120,
@@ -106,6 +108,10 @@ class StackOptions:
     ticker: bool = True
     # Re-specs queries wait for a second person's approval (validation's RESPECS_APPROVAL_REQUIRED).
     approval_gate: bool = True
+    # IAM enforced as in the cloud (local/iam.py): each service's workers sign as a user holding
+    # its template's policy, the state machine's calls are checked against its role's; the
+    # operator (local.env's key) may do everything. Every decision goes to `decisions_file`.
+    least_privilege: bool = False
 
 
 @dataclass
@@ -129,6 +135,8 @@ class LocalStack:
     _warehouse_url: str = ""
     people: dict[str, Path] = field(default_factory=dict)
     _redeployed: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Each service's own credentials, when IAM is enforced (StackOptions.least_privilege).
+    _service_credentials: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def env_file(self) -> Path:
@@ -142,6 +150,18 @@ class LocalStack:
     @property
     def logs_dir(self) -> Path:
         return self.options.state_dir / "logs"
+
+    @property
+    def decisions(self) -> Decisions:
+        """The enforcing moto server's authorization decisions (StackOptions.least_privilege)."""
+        return Decisions(self.options.state_dir / "iam-decisions.jsonl")
+
+    @property
+    def iam_resources(self) -> LocalResources:
+        """The stack's resources by the names the templates' policies give them."""
+        if self.partner is None:
+            raise StackError("the stack has not started: it has no resources yet")
+        return LocalResources(Names(self.options.stage), self.partner.drops_bucket)
 
     def start(self) -> dict[str, str]:
         state_dir = self.options.state_dir
@@ -173,6 +193,10 @@ class LocalStack:
             )
             EmulatorState.of(state_dir).restore(clients.s3, clients.secretsmanager)
             self._emulator_restored = True
+            if self.options.least_privilege:
+                iam = aws_client({**aws_env, **LOCAL_CREDENTIALS}, "iam")
+                self._service_credentials = grant_least_privilege(iam, self.iam_resources)
+                enforce(endpoint)
             self.env = {
                 "SOURCEFLOW_STAGE": self.options.stage,
                 "CONNECTION_SECRETS_PREFIX": connection_secrets_prefix(self.options.stage),
@@ -271,10 +295,13 @@ class LocalStack:
 
     def _start_moto(self, port: int) -> str:
         endpoint = f"http://127.0.0.1:{port}"
+        server = ["-m", "moto.server"]
+        if self.options.least_privilege:  # moto's server, bridged and recording decisions
+            server = ["-m", "local.moto_iam", str(self.decisions.path)]
         # MOTO_PORT tells moto's state-machine interpreter where to call SQS and EventBridge.
         self._spawn(
             "moto",
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, *server, "-H", "127.0.0.1", "-p", str(port)],
             {"MOTO_PORT": str(port)},
         )
         _wait_for(lambda: requests.get(f"{endpoint}/moto-api/", timeout=1).ok, "moto server")
@@ -317,6 +344,7 @@ class LocalStack:
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
             **self._redeployed.get(service, {}),
+            **self._service_credentials.get(service, {}),
         }
         for index in range(self.options.workers_per_service):
             self._spawn(f"{service}-{index}", [sys.executable, "-m", "local.worker", service], env)

@@ -725,6 +725,32 @@ def cancel(run_name: str, reason: str, as_json: bool, state_dir: Path) -> None:
         click.echo(f"cancel requested for {asked['execution_name']} (source {asked['source_id']})")
 
 
+@main.command()
+@click.argument("run_name", metavar="RUN")
+@_json_option
+@state_dir_option
+def redrive(run_name: str, as_json: bool, state_dir: Path) -> None:
+    """Run the failed RUN (its execution name or ARN) again, once: Step Functions'
+    RedriveExecution for an execution cut off in a step, where the engine has it; otherwise a
+    new run over the failed run's window and flow. The ledger records which run redrove it,
+    and who (`runs show`)."""
+    from ops.redrives import redrive_run
+
+    with _database(state_dir) as (config, db):
+        done = redrive_run(
+            db, config.client("stepfunctions"), config.require("STATE_MACHINE_ARN"), run_name
+        )
+    if as_json:
+        echo_json(done)
+    elif done["how"] == "new_run":
+        click.echo(
+            f"{done['failed_run']} redriven as a new run over its window: {done['redrive_run']} "
+            f"(`sourceflow runs show {done['redrive_run']}` once validation has taken it)"
+        )
+    else:
+        click.echo(f"{done['failed_run']} redriven: its execution continues from its failed step")
+
+
 # -- backfills ---------------------------------------------------------------------------------
 
 BACKFILL_COLUMNS = [

@@ -13,6 +13,8 @@ from typing import Any
 
 from ops.config import OperatorConfig, OperatorError
 from shared.errors import RunCancelled
+from shared.rules.redrives import RedriveHow
+from shared.store import redrives
 from shared.store.db import Database, fetch_one
 from shared.timefmt import isoformat
 
@@ -183,9 +185,12 @@ def run_record(db: Database, run: str) -> dict[str, Any] | None:
             "backfill": fetch_one(cur, _BACKFILL_QUERY, {"name": name}),
             "approval": None,
             "flow_set": None,
+            "redrive_of": redrives.redriven_run(cur, name),
+            "redriven_as": None,
         }
         if ledger is not None:
             record["approval"] = fetch_one(cur, _APPROVAL_QUERY, {"arn": ledger["execution_arn"]})
+            record["redriven_as"] = redrives.redrive_of(cur, ledger["execution_arn"])
             if ledger["flow_type"] not in (None, "normal", "backfill"):
                 record["flow_set"] = fetch_one(cur, _FLOW_SET_QUERY, ledger)
     if ledger is not None and ledger["duration_seconds"] is not None:
@@ -220,8 +225,11 @@ def asked_by(record: Mapping[str, Any]) -> str:
             f"{backfill['attempt']}), requested by {backfill['requested_by']}: "
             f"{backfill['reason']}"
         )
+    redrive_of = record["redrive_of"]
     if request is not None:
         said = f"{request['requested_by']}, with `sourceflow run`"
+    elif redrive_of is not None:
+        said = f"{redrive_of['redriven_by']}, with `sourceflow redrive {redrive_of['failed_run']}`"
     else:
         kind = record["admission"]["kind"] if record["admission"] else ""
         said = _ASKED_AS.get(kind, "started outside the scheduler")
@@ -253,6 +261,22 @@ def cancelled_by(record: Mapping[str, Any]) -> str | None:
     return None
 
 
+def redriven_as(record: Mapping[str, Any]) -> str | None:
+    """How and by whom a failed run was redriven (`sourceflow redrive`), if it was."""
+    redrive = record["redriven_as"]
+    if redrive is None:
+        return None
+    how = (
+        "a new run over its window"
+        if redrive["how"] == RedriveHow.NEW_RUN
+        else "its execution continued (RedriveExecution)"
+    )
+    return (
+        f"{redrive['redrive_execution_name']}: {how}, by {redrive['redriven_by']} at "
+        f"{isoformat(redrive['redriven_at'])}"
+    )
+
+
 def run_summary(record: Mapping[str, Any], raw_bucket: str | None) -> dict[str, Any]:
     """The run's fields, in the order `runs show` prints them."""
     ledger, admission = record["ledger"] or {}, record["admission"] or {}
@@ -270,6 +294,8 @@ def run_summary(record: Mapping[str, Any], raw_bucket: str | None) -> dict[str, 
         "asked_by": asked_by(record),
         "approved_by": approved_by(record),
         "cancelled_by": cancelled_by(record),
+        "redrive_of": (record["redrive_of"] or {}).get("failed_run"),
+        "redriven_as": redriven_as(record),
         "window_field": ledger.get("window_field"),
         "window_start": ledger.get("window_start"),
         "window_end": ledger.get("window_end"),

@@ -17,6 +17,10 @@ CREATE TABLE public.workflow_task_run (
     -- token the task answers when that run ends (a Run Succeeded / Failed / Cancelled event).
     child_run_id    text,
     task_token      text,
+    -- When a delivery of an ingest task claimed the asking for its child run: a concurrent
+    -- duplicate stands down, and a claim older than the service's claim window is taken over
+    -- (its delivery died before it recorded the child).
+    child_claimed_at timestamptz,
     started_at      timestamptz NOT NULL DEFAULT now(),
     ended_at        timestamptz,
     PRIMARY KEY (workflow_run_id, task),

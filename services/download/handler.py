@@ -21,7 +21,7 @@ settings = Settings.from_env()
 
 @cache
 def database() -> Database:
-    return Database(settings.consumer.database_url, application_name="sourceflow-download")
+    return settings.consumer.database("download")
 
 
 def download(request: dict[str, Any], delivery: Delivery) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from services.scheduler.domain import SliceStart
 from shared.errors import TransientError
 from shared.rules.flows import FlowType
-from shared.runtime.executions import execution_name, start_run
+from shared.runtime.executions import execution_arn, execution_name, start_run
 from shared.store import backfills
 from shared.store.db import fetch_one
 from shared.store.runs import RunStatus
@@ -123,8 +123,7 @@ class ExecutionStarter:
             return start_run(self._sfn, self._arn, source_id, started=started, nonce=nonce)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ExecutionAlreadyExists":
-                name = execution_name(source_id, started, nonce)
-                return self._arn.replace(":stateMachine:", ":execution:") + ":" + name
+                return execution_arn(self._arn, execution_name(source_id, started, nonce))
             raise TransientError(f"cannot start a run of {source_id!r}: {exc}") from exc
         except BotoCoreError as exc:
             raise TransientError(f"Step Functions unreachable: {exc}") from exc

@@ -19,7 +19,7 @@ settings = Settings.from_env()
 
 @cache
 def database() -> Database:
-    return Database(settings.consumer.database_url, application_name="sourceflow-scheduler")
+    return settings.consumer.database("scheduler")
 
 
 @cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import closing
+from datetime import timedelta
 from typing import Any
 
 import psycopg2
@@ -22,15 +23,13 @@ from shared.store.db import SERVER_MESSAGE_CHARS, fetch_one, query_at_fault
 def claim_task(cur: Any, request: Mapping[str, Any]) -> dict[str, Any]:
     """The task's row, inserted running on its first delivery; a later delivery gets the row as
     the first left it (and, still running, with this delivery's token), locked either way."""
-    fetch_one(
-        cur,
+    cur.execute(
         """
         INSERT INTO public.workflow_task_run
                (workflow_run_id, task, kind, variables_seen, task_token)
         VALUES (%(run)s, %(task)s, %(kind)s, %(variables)s, %(token)s)
         ON CONFLICT (workflow_run_id, task) DO UPDATE SET task_token = EXCLUDED.task_token
          WHERE workflow_task_run.status = %(running)s
-        RETURNING task
         """,
         {
             "run": request["workflow_run_id"],
@@ -51,6 +50,32 @@ def lock_task(cur: Any, run_id: str, task: str) -> dict[str, Any] | None:
         cur,
         "SELECT * FROM public.workflow_task_run WHERE workflow_run_id = %s AND task = %s"
         " FOR UPDATE",
+        (run_id, task),
+    )
+
+
+def claim_child_request(cur: Any, run_id: str, task: str, window: timedelta) -> bool:
+    """Whether this delivery may ask for the task's child run: none is recorded, and no other
+    delivery claimed the asking within `window`."""
+    return (
+        fetch_one(
+            cur,
+            """
+            UPDATE public.workflow_task_run SET child_claimed_at = now()
+             WHERE workflow_run_id = %(run)s AND task = %(task)s AND child_run_id IS NULL
+               AND (child_claimed_at IS NULL OR child_claimed_at < now() - %(window)s)
+            RETURNING task
+            """,
+            {"run": run_id, "task": task, "window": window},
+        )
+        is not None
+    )
+
+
+def release_child_claim(cur: Any, run_id: str, task: str) -> None:
+    cur.execute(
+        "UPDATE public.workflow_task_run SET child_claimed_at = NULL"
+        " WHERE workflow_run_id = %s AND task = %s AND child_run_id IS NULL",
         (run_id, task),
     )
 
@@ -174,7 +199,10 @@ def first_value(
     its first column). A query at fault fails the task; the connection or the server being
     unavailable is transient."""
     try:
-        with closing(psycopg2.connect(dsn, connect_timeout=10)) as conn, conn.cursor() as cur:
+        connection = psycopg2.connect(
+            dsn, connect_timeout=10, application_name="sourceflow-tasks-sql"
+        )
+        with closing(connection) as conn, conn.cursor() as cur:
             cur.execute("SET LOCAL statement_timeout = %s", (f"{statement_timeout_ms}ms",))
             cur.execute(query, dict(parameters))
             row = cur.fetchone() if cur.description is not None else None

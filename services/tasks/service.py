@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 from services.tasks import adapters
@@ -38,9 +39,15 @@ from services.tasks.domain import (
     variable_value,
 )
 from services.tasks.settings import Settings
-from shared.errors import TaskOver
+from shared.errors import DuplicateDelivery, TaskOver
 from shared.rules.flows import parse_flow_params
-from shared.rules.workflows import DEFAULT_INGEST_FLOW, TaskKind, TaskStatus, WorkflowRunStatus
+from shared.rules.workflows import (
+    DEFAULT_INGEST_FLOW,
+    TaskKind,
+    TaskStatus,
+    WorkflowRunStatus,
+    sql_problem,
+)
 from shared.runtime import aws, contracts, executions
 from shared.runtime.catalogue import DetailType
 from shared.runtime.events import EventPublisher
@@ -51,6 +58,10 @@ from shared.store.db import Database
 from shared.store.ledger import set_flow_params
 
 RESULT_CONTRACT = "workflow-task-result"
+# How long a delivery's claim on asking for an ingest task's child run stands: far longer than
+# the asking takes (a publish and two small transactions), shorter than the queue's visibility
+# timeout, after which the message of a delivery that died comes back to take the claim over.
+CHILD_CLAIM_WINDOW = timedelta(seconds=60)
 _ENDED_EVENTS = {
     WorkflowRunStatus.SUCCEEDED: DetailType.WORKFLOW_RUN_SUCCEEDED,
     WorkflowRunStatus.FAILED: DetailType.WORKFLOW_RUN_FAILED,
@@ -60,6 +71,9 @@ Publish = Callable[[str, str], object]  # (subject, message) to an SNS topic
 
 @dataclass(frozen=True)
 class Ports:
+    """What the service's work reaches: its database, the bus, the callbacks, the two topics
+    and the allow-listed sql targets (tests pass fakes for all but the database)."""
+
     db: Database
     publish_event: EventPublisher
     callbacks: TaskCallbacks
@@ -130,6 +144,10 @@ def run_sql(request: Mapping[str, Any], ports: Ports) -> Answer:
             f"task {task!r}: sql target {spec['target']!r} is not allowed here (allowed: "
             f"{sorted(ports.sql_targets)}); name one of them, or add it to WORKFLOW_SQL_TARGETS"
         )
+    # Checked again, as apply checked it: the message, not only the definition, says the query.
+    problem = sql_problem(spec["query"])
+    if problem:
+        raise TaskFailed(f"task {task!r}: the query {problem}")
     parameters = query_parameters(task, spec, request["variables"])
     found, value = adapters.first_value(
         dsn, spec["query"], parameters, statement_timeout_ms=ports.sql_statement_timeout_ms
@@ -154,28 +172,42 @@ def notify(request: Mapping[str, Any], ports: Ports) -> Answer:
 def ingest(request: Mapping[str, Any], ports: Ports) -> dict[str, Any] | None:
     """Ask for the source's run (as `sourceflow run` does) once, keep the token with the child
     run's name, and answer now if that run has already ended."""
-    db, run_id, task = ports.db, request["workflow_run_id"], request["task"]
-    with db.transaction() as cur:
+    with ports.db.transaction() as cur:
         row = adapters.claim_task(cur, request)
     if row["status"] != RUNNING:
         return _recorded_result(row)
-    child = row["child_run_id"]
-    if child is None:
-        source_id = request["spec"]["source"]
+    child = row["child_run_id"] or _ask_for_child(request, ports)
+    answer_child_end(child, db=ports.db, callbacks=ports.callbacks)  # it may have ended already
+    return None
+
+
+def _ask_for_child(request: Mapping[str, Any], ports: Ports) -> str:
+    """Ask for the task's child run once, and record it; returns its execution name. One
+    delivery at a time asks (a duplicate stands down); one that fails gives its claim back, so
+    that SQS's next delivery asks again."""
+    db, run_id, task = ports.db, request["workflow_run_id"], request["task"]
+    with db.transaction() as cur:
+        claimed = adapters.claim_child_request(cur, run_id, task, CHILD_CLAIM_WINDOW)
+    if not claimed:
+        raise DuplicateDelivery(f"another delivery is asking for task {task!r}'s child run")
+    try:
         _prepare_flow(db, request)
         child = executions.request_run(
             ports.publish_event,
             db,
-            source_id,
+            request["spec"]["source"],
             requested_by=f"workflow {request['workflow']}",
             reason=f"workflow {request['workflow']} run {run_id}, task {task}",
             correlation_id=run_id,
         ).execution_name
         with db.transaction() as cur:
             adapters.set_child(cur, run_id, task, child)
-        logger.info("child run requested", extra={"task": task, "child_run_id": child})
-    answer_child_end(child, db=db, callbacks=ports.callbacks)  # it may have ended already
-    return None
+    except BaseException:
+        with db.transaction() as cur:
+            adapters.release_child_claim(cur, run_id, task)
+        raise
+    logger.info("child run requested", extra={"task": task, "child_run_id": child})
+    return child
 
 
 def _prepare_flow(db: Database, request: Mapping[str, Any]) -> None:
@@ -193,6 +225,8 @@ def _prepare_flow(db: Database, request: Mapping[str, Any]) -> None:
         current = source["batch_execution_params"]
         to_write = params_to_write(source_id, asked, parse_flow_params(source_id, current))
         if to_write is not None:
+            # The row is locked above, so the params are still `current`; the flow history
+            # records the change with the workflow run that made it.
             set_flow_params(
                 cur,
                 source_id,

@@ -17,7 +17,7 @@ settings = Settings.from_env()
 
 @cache
 def database() -> Database:
-    return Database(settings.consumer.database_url, application_name="sourceflow-unlocking")
+    return settings.consumer.database("unlocking")
 
 
 def unlock(request: dict[str, Any], _: Delivery) -> dict[str, Any]:

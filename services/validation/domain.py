@@ -1,6 +1,7 @@
 """Validation's decision, pure: whether a run goes ahead, and with which flow, window, count
 and lease (`decide`), from the source's row, the time, the allowed Re-specs tables and, for an
-execution started for a backfill's slice, that slice."""
+execution started for a backfill's slice, that slice; for one started to redrive a failed run
+(`sourceflow redrive`), that run."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from shared.rules.flows import (
     plan_window,
 )
 from shared.rules.leases import lease_is_live
+from shared.rules.redrives import RedrivenRun
 from shared.rules.respecs import check_respecs_query
 from shared.timefmt import isoformat
 
@@ -73,6 +75,7 @@ def decide(
     lease: timedelta,
     respecs_tables: frozenset[str],
     backfill: SliceRun | None = None,
+    redrive: RedrivenRun | None = None,
 ) -> Skip | Run:
     if source is None:
         raise SourceNotFound(
@@ -93,6 +96,8 @@ def decide(
     require_supported(source_id, source.source_type)
     if backfill is not None:
         return _backfill_run(source, backfill, now + lease)
+    if redrive is not None:
+        return _redriven_run(source, redrive, now + lease, respecs_tables)
     params = parse_flow_params(source_id, source.batch_execution_params)
     if params.flow_type is FlowType.RESPECS:
         # Refuse a bad query before anything is locked or downloaded.
@@ -113,6 +118,24 @@ def decide(
         landed_since=source.landed_since,
     )
     return Run(params, window, runtime_count, now + lease, params_to_write)
+
+
+def _redriven_run(
+    source: SourceRow, redrive: RedrivenRun, lock_expires: datetime, respecs_tables: frozenset[str]
+) -> Run:
+    """A redrive's new run loads the failed run's window with the failed run's flow, whatever
+    the source's params say now (a Re-specs query is checked again, and asks for a person's
+    approval again); it counts as a run, and the first-run rule has had its turn."""
+    if redrive.params.flow_type is FlowType.RESPECS:
+        assert redrive.params.sql is not None
+        check_respecs_query(source.source_id, redrive.params.sql, respecs_tables)
+    return Run(
+        redrive.params,
+        redrive.window,
+        source.runtime_count + 1,
+        lock_expires,
+        params_to_write=None,
+    )
 
 
 def _backfill_run(source: SourceRow, backfill: SliceRun, lock_expires_at: datetime) -> Run:

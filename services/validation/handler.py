@@ -22,7 +22,7 @@ lease = timedelta(seconds=settings.lock_lease_seconds)
 
 @cache
 def database() -> Database:
-    return Database(settings.consumer.database_url, application_name="sourceflow-validation")
+    return settings.consumer.database("validation")
 
 
 @cache

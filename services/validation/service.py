@@ -17,7 +17,7 @@ from typing import Any
 from services.validation import adapters
 from services.validation.approval import approval_required
 from services.validation.domain import Run, Skip, SourceRow, decide
-from shared.store import backfills
+from shared.store import backfills, redrives
 from shared.store.db import Database
 from shared.timefmt import utc_now
 
@@ -44,6 +44,7 @@ def validate_run(
             lease=lease,
             respecs_tables=respecs_tables,
             backfill=backfills.slice_of_execution(cur, request["execution_name"]),
+            redrive=redrives.run_to_redrive(cur, request["execution_name"]),
         )
 
     with db.transaction() as cur:

@@ -62,6 +62,7 @@ from shared.connectors.prefetch import prefetched
 from shared.errors import PermanentError, TransientError
 from shared.rules.flows import Window, WindowField
 from shared.rules.limits import DEFAULT_RUN_LIMITS, PageTokens, ReadMeter, RunLimits, run_limits
+from shared.rules.rotation import once_more_with_the_secret_read_again
 from shared.rules.throttling import THROTTLED_STATUSES, PageThrottle, retry_after_seconds
 from shared.runtime.observability import logger
 from shared.runtime.redaction import untrusted_excerpt
@@ -265,7 +266,11 @@ class HttpApiConnector:
             session.headers.update(self._headers())
             while True:
                 meter.page()
-                body, headers = self._get(session, url, params, meter)
+                body, headers = once_more_with_the_secret_read_again(
+                    partial(self._get, session, url, params, meter),
+                    refused=self._key_refused,
+                    read_again=partial(self._read_key_again, session),
+                )
                 content, token = parse(body, headers, meter)
                 yield Fetched(content, meter.pages, meter.bytes, token)
                 if token is None:
@@ -295,6 +300,15 @@ class HttpApiConnector:
             setting="connection.api_key_secret",
         )
         return {self.api_key.header: value}
+
+    def _key_refused(self, exc: Exception) -> bool:
+        return isinstance(exc, InvalidCredentials) and self.api_key is not None
+
+    def _read_key_again(self, session: requests.Session) -> None:
+        """The API key the vendor refused may have been rotated since it was read."""
+        assert self.api_key is not None
+        self.secrets.forget(self.api_key.secret)
+        session.headers.update(self._headers())
 
     def _document(
         self, body: bytearray, headers: Mapping[str, str], meter: ReadMeter

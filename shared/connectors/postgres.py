@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import psycopg2
@@ -65,6 +66,7 @@ from shared.connectors.endpoints import (
 from shared.errors import PermanentError, SourceflowError
 from shared.rules.flows import Window, WindowField
 from shared.rules.limits import DEFAULT_RUN_LIMITS, ReadMeter, RunLimits, run_limits
+from shared.rules.rotation import once_more_with_the_secret_read_again
 from shared.runtime.redaction import untrusted_excerpt
 from shared.runtime.secrets import Secrets
 
@@ -296,22 +298,13 @@ class PostgresConnector:
 
     @contextmanager
     def _session(self) -> Iterator[Any]:
-        """A read-only UTC session as the connection's user; driver errors become named ones."""
-        password = self.secrets.value(
-            self.password_secret,
-            key="password",
-            source_id=self.source_id,
-            setting="connection.password_secret",
+        """A read-only UTC session as the connection's user; driver errors become named ones.
+        A refused login is tried once more with the password read again (a rotation)."""
+        conn = once_more_with_the_secret_read_again(
+            self._log_in,
+            refused=lambda exc: isinstance(exc, InvalidCredentials),
+            read_again=partial(self.secrets.forget, self.password_secret),
         )
-        try:
-            conn = self.connect(
-                **self.login_args(),
-                password=password,
-                connect_timeout=_CONNECT_TIMEOUT_SECONDS,
-                application_name="sourceflow",
-            )
-        except psycopg2.OperationalError as exc:
-            raise self._login_error(exc) from exc
         try:
             conn.set_session(readonly=True)
             with conn.cursor() as cur:
@@ -321,6 +314,23 @@ class PostgresConnector:
             raise self._query_error(exc) from exc
         finally:
             conn.close()
+
+    def _log_in(self) -> Any:
+        password = self.secrets.value(
+            self.password_secret,
+            key="password",
+            source_id=self.source_id,
+            setting="connection.password_secret",
+        )
+        try:
+            return self.connect(
+                **self.login_args(),
+                password=password,
+                connect_timeout=_CONNECT_TIMEOUT_SECONDS,
+                application_name="sourceflow",
+            )
+        except psycopg2.OperationalError as exc:
+            raise self._login_error(exc) from exc
 
     def login_args(self) -> dict[str, str]:
         """The libpq settings to log in with: the connection's, pinned to the checked address

@@ -32,6 +32,17 @@ def requested_run_nonce(event_id: str) -> str:
     return "req" + hashlib.sha256(event_id.encode()).hexdigest()[:8]
 
 
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    """The ARN of the execution called `name` of a state machine, named by its own ARN or by an
+    alias's or version's (`…:stateMachine:<machine>:<qualifier>`): an execution is named after
+    the state machine alone, whichever started it."""
+    machine = state_machine_arn.split(":stateMachine:", 1)
+    if len(machine) != 2:
+        raise ValueError(f"{state_machine_arn!r} is not a state machine's ARN")
+    unqualified = machine[1].split(":", 1)[0]
+    return f"{machine[0]}:execution:{unqualified}:{name}"
+
+
 def start_run(
     sfn_client: Any,
     state_machine_arn: str,
@@ -42,6 +53,12 @@ def start_run(
 ) -> str:
     """Start one execution for `source_id`; returns its ARN."""
     name = execution_name(source_id, started or datetime.now(UTC), nonce)
+    return start_named_run(sfn_client, state_machine_arn, source_id, name)
+
+
+def start_named_run(sfn_client: Any, state_machine_arn: str, source_id: str, name: str) -> str:
+    """Start one execution for `source_id` under a name made before (`execution_name`);
+    returns its ARN."""
     response = sfn_client.start_execution(
         stateMachineArn=state_machine_arn, name=name, input=json.dumps({"source_id": source_id})
     )

@@ -122,7 +122,9 @@ class Secrets:
     for the source it is bound to.
 
     Once per container because Lambda reuses a warm container for many runs and Secrets Manager
-    bills and throttles per call; a rotated secret reaches the next container.
+    bills and throttles per call. A source that refuses the value (a rotation since it was
+    read) has the connector `forget` it and try once more (shared/rules/rotation.py), so a
+    rotation needs no new container.
     """
 
     def __init__(self, client: Any, binding: SecretBinding) -> None:
@@ -142,6 +144,10 @@ class Secrets:
         if reference not in self._values:
             self._values[reference] = self._read(reference, used_by)
         return _member(self._values[reference], key, reference, used_by)
+
+    def forget(self, reference: str) -> None:
+        """Read the secret again from Secrets Manager the next time it is asked for."""
+        self._values.pop(reference, None)
 
     def _read(self, reference: str, used_by: str) -> str:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,10 +13,11 @@ import psycopg2
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg2.extensions import parse_dsn
 
+from shared.errors import TransientError
 from shared.runtime import aws
 from shared.runtime.catalogue import CLOUD_TIMEOUTS, RESPECS_STATEMENT_TIMEOUT_MS
 from shared.runtime.redaction import remember_secret
-from shared.store.db import dsn_from_secret
+from shared.store.db import Database, dsn_from_secret
 
 N = TypeVar("N", int, float)
 
@@ -83,20 +85,42 @@ def database_url(read_secret: Callable[[str], str] = read_database_secret) -> st
     cold start, so the password lives in the secret and never in the function's configuration.
     """
     url = os.environ.get("DATABASE_URL")
-    secret_arn = os.environ.get("DATABASE_SECRET_ARN")
+    secret_arn = database_secret_arn()
     if not url and not secret_arn:
         raise SettingsError(
             "neither DATABASE_URL nor DATABASE_SECRET_ARN is set; set one before starting"
         )
-    if not url:
-        try:
-            url = dsn_from_secret(read_secret(str(secret_arn)), reference=str(secret_arn))
-        except ValueError as exc:
-            raise SettingsError(str(exc)) from None
+    return url or _url_from_secret(str(secret_arn), read_secret)
+
+
+def database_secret_arn() -> str | None:
+    """The secret the database login is read from: DATABASE_SECRET_ARN, unless DATABASE_URL
+    is set (which wins)."""
+    if os.environ.get("DATABASE_URL"):
+        return None
+    return os.environ.get("DATABASE_SECRET_ARN") or None
+
+
+def _url_from_secret(secret_arn: str, read_secret: Callable[[str], str]) -> str:
+    try:
+        url = dsn_from_secret(read_secret(secret_arn), reference=secret_arn)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     # The service's own password is redacted like a source's secret, wherever it might surface.
     with contextlib.suppress(psycopg2.ProgrammingError):  # connecting will say what is wrong
         remember_secret(parse_dsn(url).get("password", ""))
     return url
+
+
+def _url_read_again(secret_arn: str, read_secret: Callable[[str], str]) -> str:
+    """The login, read again after PostgreSQL refused the one read before (a rotation)."""
+    try:
+        return _url_from_secret(secret_arn, read_secret)
+    except SettingsError as exc:
+        raise TransientError(
+            f"PostgreSQL refused the login, and reading it again failed: {exc}",
+            error_name="DatabaseUnavailable",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -147,17 +171,34 @@ class ConsumerSettings:
     # Must equal the work queue's redrive maxReceiveCount: the last delivery reports failure.
     max_receives: int
     retry_backoff_seconds: float
+    # The secret database_url was read from (the cloud); None when DATABASE_URL gave it.
+    database_secret_arn: str | None = None
 
     @classmethod
     def from_env(
         cls, *, read_secret: Callable[[str], str] = read_database_secret
     ) -> ConsumerSettings:
         return cls(
+            database_secret_arn=database_secret_arn(),
             database_url=database_url(read_secret),
             max_receives=env_int("MAX_RECEIVE_COUNT", CLOUD_TIMEOUTS.max_receive_count, minimum=1),
             retry_backoff_seconds=env_float(
                 "RETRY_BACKOFF_SECONDS", CLOUD_TIMEOUTS.retry_backoff_seconds
             ),
+        )
+
+    def database(
+        self, service: str, *, read_secret: Callable[[str], str] = read_database_secret
+    ) -> Database:
+        """The service's database: its login read again from its secret when PostgreSQL
+        refuses the one read at cold start (a rotation, shared/rules/rotation.py)."""
+        read_again = None
+        if self.database_secret_arn is not None:
+            read_again = functools.partial(_url_read_again, self.database_secret_arn, read_secret)
+        return Database(
+            self.database_url,
+            application_name=f"sourceflow-{service}",
+            read_dsn_again=read_again,
         )
 
 

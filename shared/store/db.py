@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,6 +24,7 @@ from psycopg2.extensions import make_dsn
 
 from shared.errors import PermanentError, TransientError
 from shared.rules.limits import stored_json
+from shared.rules.rotation import once_more_with_the_secret_read_again
 
 Cursor = psycopg2.extras.RealDictCursor
 
@@ -44,25 +45,54 @@ class RowRejected(PermanentError):
 
 
 class Database:
-    """One lazily (re)opened connection; a warm Lambda container keeps it between events."""
+    """One lazily (re)opened connection; a warm Lambda container keeps it between events.
 
-    def __init__(self, dsn: str, *, application_name: str = "sourceflow") -> None:
+    `read_dsn_again`, when the DSN came from a secret, reads it again: a login PostgreSQL
+    refuses (the secret was rotated since it was read) is tried once more with what it returns
+    (shared/rules/rotation.py); a second refusal is reported as any failure to connect is.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        application_name: str = "sourceflow",
+        read_dsn_again: Callable[[], str] | None = None,
+    ) -> None:
         self._dsn = dsn
         self._application_name = application_name
+        self._read_dsn_again = read_dsn_again
         self._conn: PgConnection | None = None
         self._lock = threading.Lock()
 
     def _connection(self) -> PgConnection:
         if self._conn is None or self._conn.closed:
             try:
-                self._conn = psycopg2.connect(
-                    self._dsn, application_name=self._application_name, connect_timeout=5
+                self._conn = once_more_with_the_secret_read_again(
+                    self._connect, refused=self._login_refused, read_again=self._read_again
                 )
             except psycopg2.OperationalError as exc:
                 raise TransientError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
             psycopg2.extras.register_default_json(self._conn, loads=stored_json)
             psycopg2.extras.register_default_jsonb(self._conn, loads=stored_json)
         return self._conn
+
+    def _connect(self) -> PgConnection:
+        return psycopg2.connect(
+            self._dsn, application_name=self._application_name, connect_timeout=5
+        )
+
+    def _login_refused(self, exc: Exception) -> bool:
+        # libpq reports a refused login as text only (no SQLSTATE before a session exists).
+        return (
+            self._read_dsn_again is not None
+            and isinstance(exc, psycopg2.OperationalError)
+            and "authentication failed" in str(exc)
+        )
+
+    def _read_again(self) -> None:
+        assert self._read_dsn_again is not None
+        self._dsn = self._read_dsn_again()
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:

@@ -178,6 +178,11 @@ WRITES: Mapping[str, Mapping[str, TableWrites]] = {
         # `sourceflow run`: the run asked for (who asked is the login, written by migration
         # 0020's trigger).
         "public.run_request": TableWrites(insert=("execution_name", "source_id")),
+        # `sourceflow redrive`: which run redrove a failed one, and how (who redrove it is the
+        # login, written by migration 0023's trigger).
+        "public.run_redrive": TableWrites(
+            insert=("failed_execution_arn", "redrive_execution_name", "how")
+        ),
         # `sourceflow vendors set|unset`: a vendor's concurrency limit (who set it is the
         # login, written by migration 0017's trigger).
         "public.vendor_limit": TableWrites(

@@ -153,6 +153,7 @@ def test_status_shows_queues_running_locks_and_the_last_tick(harness: Harness) -
         "download",
         "unlocking",
         "scheduler",
+        "tasks",
     ]
     [lock] = [row for row in report["locked"] if row["source_id"] == source_id]
     assert lock["lease_expired"] is True

@@ -203,6 +203,7 @@ def test_status_lists_what_waits_and_what_failed_and_shows_what_it_reaches(
         "download",
         "unlocking",
         "scheduler",
+        "tasks",
     ]
     assert report["locked"] is None and report["pending_approvals"] is None
     [database] = report["unreachable"]

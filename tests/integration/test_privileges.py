@@ -53,6 +53,7 @@ TABLES = (
     "public.backfill_slice_run",
     "public.download_checkpoint",
     "public.run_request",
+    "public.run_redrive",
     "public.vendor_limit",
     "public.vendor_slot",
     "public.workflow_version",

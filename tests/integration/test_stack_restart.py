@@ -82,3 +82,45 @@ def _locks(db: Database) -> dict[str, str]:
     with db.transaction() as cur:
         cur.execute("SELECT source_id, locked_by FROM public.source WHERE locked_by IS NOT NULL")
         return {row["source_id"]: row["locked_by"] for row in cur.fetchall()}
+
+
+def test_workflow_runs_under_way_end_failed_with_their_waiting_tasks(
+    empty_database_url: str,
+) -> None:
+    # Given a workflow run whose ingest task waits for its child run, and one that ended
+    apply_migrations(empty_database_url)
+    db = Database(empty_database_url, application_name="sourceflow-integration")
+    try:
+        with db.transaction() as cur:
+            cur.execute(
+                "INSERT INTO public.workflow_version (workflow, version, definition,"
+                " definition_hash, state_machine_arn) VALUES ('w', 1, '{}', 'h', 'arn:m')"
+            )
+            for run_id, ended in (("w-v1-open", False), ("w-v1-done", True)):
+                cur.execute(
+                    "INSERT INTO public.workflow_run (id, workflow, version, execution_arn,"
+                    " status, ended_at) VALUES (%s, 'w', 1, %s, %s,"
+                    " CASE WHEN %s THEN now() END)",
+                    (run_id, ARN + run_id, "succeeded" if ended else "running", ended),
+                )
+            cur.execute(
+                "INSERT INTO public.workflow_task_run (workflow_run_id, task, kind,"
+                " child_run_id) VALUES ('w-v1-open', 'load', 'ingest', 'child-1')"
+            )
+
+        # When the stack starts again on that database
+        ended = end_runs_lost_with_emulator(empty_database_url)
+
+        # Then the open workflow run and its waiting task ended failed; the other stands
+        assert ended == ["w-v1-open"]
+        with db.transaction() as cur:
+            cur.execute("SELECT id, status FROM public.workflow_run ORDER BY id")
+            assert [tuple(row.values()) for row in cur.fetchall()] == [
+                ("w-v1-done", "succeeded"),
+                ("w-v1-open", "failed"),
+            ]
+            cur.execute("SELECT status, error FROM public.workflow_task_run")
+            task = cur.fetchone()
+        assert task["status"] == "failed" and task["error"].startswith(STACK_RESTARTED)
+    finally:
+        db.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +15,14 @@ import pytest
 
 from local.roles import create_roles
 from services.tasks.domain import TaskFailed
-from services.tasks.service import Ports, do_task, failure_recorder, on_run_ended
+from services.tasks.service import (
+    CHILD_CLAIM_WINDOW,
+    Ports,
+    do_task,
+    failure_recorder,
+    on_run_ended,
+)
+from shared.errors import DuplicateDelivery, TransientError
 from shared.rules.workflows import WORKFLOW_TASK_ERROR
 from shared.runtime.catalogue import DetailType
 from shared.store.db import Database, fetch_one
@@ -216,6 +224,22 @@ def test_a_target_not_allowed_fails_the_task_and_is_recorded(
         do_task(message, ports)
 
 
+def test_a_message_with_two_statements_runs_neither(
+    ports: Ports, db: Database, run_id: str
+) -> None:
+    # Given a message no compiled machine sends: a query apply would have refused
+    spec = {
+        "target": "warehouse",
+        "query": "SELECT 1; UPDATE public.campaign SET status = 'hacked'",
+        "into": None,
+    }
+    with pytest.raises(TaskFailed, match="has 2 statements"):
+        do_task(request(run_id, "sneaky", "sql", spec), ports)
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) AS hacked FROM public.campaign WHERE status = 'hacked'")
+        assert cur.fetchone()["hacked"] == 0
+
+
 def test_a_query_at_fault_fails_the_task_with_postgresqls_words(ports: Ports, run_id: str) -> None:
     spec = {"target": "warehouse", "query": "SELECT 1 / 0", "into": "x"}
     with pytest.raises(TaskFailed, match=r"SQLSTATE 22012\): division by zero"):
@@ -310,6 +334,56 @@ def test_an_ingest_task_asks_for_one_run_and_is_answered_once_when_it_ends(
         "load_cursor": "2026-11-28T16:00:00Z",
     }
     assert task_row(db, run_id, "load")["status"] == "succeeded"  # type: ignore[index]
+
+
+def test_one_delivery_at_a_time_asks_for_the_child_run(
+    ports: Ports,
+    db: Database,
+    published: Published,
+    make_source: MakeSource,
+    run_id: str,
+) -> None:
+    # Given a delivery that claimed the asking a moment ago and is still at it
+    source_id = make_source()
+    message = request(run_id, "load", "ingest", {"source": source_id})
+    with db.transaction() as cur:
+        cur.execute(
+            "INSERT INTO public.workflow_task_run (workflow_run_id, task, kind,"
+            " child_claimed_at) VALUES (%s, 'load', 'ingest', now())",
+            (run_id,),
+        )
+
+    # When a duplicate delivery comes, it stands down and asks for nothing
+    with pytest.raises(DuplicateDelivery):
+        do_task(message, ports)
+    assert published.events == []
+
+    # And once that claim is older than the window (its delivery died), a delivery takes over
+    with db.transaction() as cur:
+        cur.execute(
+            "UPDATE public.workflow_task_run SET child_claimed_at = now() - %s"
+            " WHERE workflow_run_id = %s",
+            (CHILD_CLAIM_WINDOW * 2, run_id),
+        )
+    assert do_task(message, ports) is None
+    assert [kind for kind, _ in published.events] == [DetailType.RUN_REQUESTED]
+
+
+def test_a_delivery_that_failed_to_ask_gives_its_claim_back(
+    ports: Ports, published: Published, make_source: MakeSource, run_id: str
+) -> None:
+    source_id = make_source()
+    message = request(run_id, "load", "ingest", {"source": source_id})
+
+    def unreachable(*_: Any, **__: Any) -> str:
+        raise TransientError("EventBridge is unreachable")
+
+    with pytest.raises(TransientError):
+        do_task(message, replace(ports, publish_event=unreachable))  # type: ignore[arg-type]
+
+    # SQS's next delivery, seconds later, asks
+    assert do_task(message, ports) is None
+    assert [kind for kind, _ in published.events] == [DetailType.RUN_REQUESTED]
 
 
 def test_an_ingest_task_whose_child_run_failed_fails_by_name_with_the_runs_error(

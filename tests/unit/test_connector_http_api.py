@@ -242,12 +242,35 @@ def test_check_fails_fast_when_the_api_key_secret_does_not_exist(access: SourceA
 def test_refused_credentials_name_the_secret_and_never_the_key(
     access: SourceAccess, secrets_manager: FakeSecretsManager, status: int
 ) -> None:
+    # Given a key the vendor refuses, read again after the first refusal and refused again
     secrets_manager.values[KEY_SECRET] = API_KEY
-    session = FakeSession([(status, {"error": "bad key"})])
+    session = FakeSession([(status, {"error": "bad key"})] * 2)
     connector = a_connector(access, session, api_key_secret=KEY_SECRET)
     with pytest.raises(InvalidCredentials, match=re.escape(f"the secret {KEY_SECRET!r}")) as caught:
         list(connector.records(WINDOW))
     assert API_KEY not in str(caught.value)
+    # Then the key was read twice and the page asked twice: once more, never a loop
+    assert (secrets_manager.calls, len(session.sent)) == ([KEY_SECRET, KEY_SECRET], 2)
+
+
+def test_a_key_rotated_since_it_was_read_is_read_again_and_the_page_asked_again(
+    access: SourceAccess, secrets_manager: FakeSecretsManager
+) -> None:
+    # Given a container that read the key before the vendor's key was rotated
+    secrets_manager.values[KEY_SECRET] = API_KEY
+    session = FakeSession([(401, {"error": "key revoked"}), page({"id": 1})])
+    connector = a_connector(access, session, api_key_secret=KEY_SECRET)
+    connector.check()  # validation reads the key: the container keeps it
+    rotated = "k-8e4b0d-rotated-key"
+    secrets_manager.values[KEY_SECRET] = rotated
+
+    # When the download reads: the vendor refuses the old key
+    records = [record for record in connector.records(WINDOW) if record is not None]
+
+    # Then the key was read again and the page asked again with it, once
+    assert records == [{"id": 1}]
+    assert [headers["X-Api-Key"] for headers, _ in session.sent] == [API_KEY, rotated]
+    assert secrets_manager.calls == [KEY_SECRET, KEY_SECRET]
 
 
 def test_refused_credentials_without_a_key_say_how_to_give_one(access: SourceAccess) -> None:
@@ -440,7 +463,8 @@ def test_a_vendors_error_body_is_quoted_as_a_short_excerpt_without_the_key_or_li
         "error": f"bad request\r\nX-Api-Key: {API_KEY}\n\x1b[31mclick http://evil.example/login"
         " or www.evil.example now\u202e " + "x" * 1000
     }
-    connector = a_connector(access, FakeSession([(status, body)]), api_key_secret=KEY_SECRET)
+    answers = [(status, body)] * (2 if error is InvalidCredentials else 1)  # a key: read again
+    connector = a_connector(access, FakeSession(answers), api_key_secret=KEY_SECRET)
 
     # When the connector reads
     with pytest.raises(error) as caught:

@@ -29,6 +29,7 @@ from shared.connectors.postgres import (
 )
 from shared.errors import PermanentError, SourceflowError
 from shared.rules.flows import Window, WindowField
+from shared.runtime.secrets import Secrets
 from tests.fakes import FakeSecretsManager, fake_access, source_secret
 
 PASSWORD = "pw-0c7e5d-not-for-logs"
@@ -128,11 +129,13 @@ def resolve_partner(host: str, port: str, *, type: int) -> list[tuple[Any, ...]]
     return [(2, type, 6, "", (PARTNER_ADDRESS, int(port)))]
 
 
-def a_connector(connect: FakeConnect | None = None, **changes: Any) -> PostgresConnector:
+def a_connector(
+    connect: FakeConnect | None = None, *, secrets: Secrets | None = None, **changes: Any
+) -> PostgresConnector:
     settings = parse_connection("partner", "postgres", {**HOST_FORM, **changes})
     access = fake_access(FakeSecretsManager({SECRET: PASSWORD}))
     connector = PostgresConnector.from_connection(
-        "partner", settings, secrets=access.secrets, hosts=access.hosts
+        "partner", settings, secrets=secrets or access.secrets, hosts=access.hosts
     )
     connector.resolve = resolve_partner
     if connect is not None:
@@ -302,6 +305,51 @@ def test_a_failed_login_is_named_by_what_the_server_said(
     assert PASSWORD not in str(caught.value)
 
 
+@dataclass
+class RotatingConnect(FakeConnect):
+    """The partner's server after the reader's password was rotated: it refuses any other."""
+
+    password: str = ""
+
+    def __call__(self, **kwargs: Any) -> FakeConnection:
+        self.calls.append(kwargs)
+        if kwargs["password"] != self.password:
+            raise psycopg2.OperationalError('FATAL:  password authentication failed for user "r"')
+        return self.connection
+
+
+def test_a_password_rotated_since_it_was_read_is_read_again_and_the_login_tried_once_more() -> None:
+    # Given a container that read the password, then the partner rotated it (and its secret)
+    secrets_manager = FakeSecretsManager({SECRET: PASSWORD})
+    access = fake_access(secrets_manager)
+    connector = a_connector(secrets=access.secrets)
+    connector.secrets.value(SECRET, key="password", source_id="partner", setting="s")
+    rotated = "a-rotated-partner-password"
+    secrets_manager.values[SECRET] = rotated
+    connect = RotatingConnect(password=rotated)
+    connector.connect = connect
+
+    # When the connector reads
+    records = list(connector.records(Window(WindowField.LAST_MODIFIED, START, END, False)))
+
+    # Then the login was refused once, the secret read again, and the login tried with it
+    assert records == [{"listing_id": "L1"}]
+    assert [call["password"] for call in connect.calls] == [PASSWORD, rotated]
+    assert secrets_manager.calls == [SECRET, SECRET]
+
+
+def test_a_login_refused_again_after_the_password_was_read_again_is_reported() -> None:
+    secrets_manager = FakeSecretsManager({SECRET: PASSWORD})
+    connector = a_connector(secrets=fake_access(secrets_manager).secrets)
+    connect = RotatingConnect(password="what-the-secret-does-not-hold")
+    connector.connect = connect
+
+    with pytest.raises(InvalidCredentials, match="PostgreSQL refused the login"):
+        connector.check()
+
+    assert len(connect.calls) == 2 and secrets_manager.calls == [SECRET, SECRET]
+
+
 @pytest.mark.parametrize(
     ("driver_error", "error", "says"),
     [
@@ -362,7 +410,7 @@ def test_a_table_past_the_run_limits_stops_the_run_by_name(
 def test_the_login_demands_scram_bound_to_tls_when_tls_is_required(
     sslmode: str | None, binding: str | None
 ) -> None:
-    connector = a_connector(None, **({"sslmode": sslmode} if sslmode else {}))
+    connector = a_connector(None, sslmode=sslmode) if sslmode else a_connector(None)
     args = connector.login_args()
     assert args["require_auth"] == "scram-sha-256"
     assert args.get("channel_binding") == binding

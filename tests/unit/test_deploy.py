@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,9 +29,10 @@ def overrides(command: Sequence[str]) -> dict[str, str]:
     return dict(item.split("=", 1) for item in command[start:end])
 
 
-def test_the_order_is_core_then_every_service_then_the_workflow_then_the_console() -> None:
+def test_the_order_is_core_the_database_every_service_the_workflow_the_console() -> None:
     assert DEPLOY_ORDER == (
         "core",
+        "migrate",
         "validation",
         "download",
         "unlocking",
@@ -100,6 +103,8 @@ def test_deploy_all_runs_every_part_in_order_and_stops_at_a_failure(built_zip: P
     ran: list[str] = []
 
     def run(command: Sequence[str]) -> None:
+        if "infra.migrate_stage" in command:
+            ran.append("migrate")
         if "--stack-name" in command:
             ran.append(command[command.index("--stack-name") + 1])
             if command[command.index("--stack-name") + 1] == "sourceflow-dev-unlocking":
@@ -110,10 +115,49 @@ def test_deploy_all_runs_every_part_in_order_and_stops_at_a_failure(built_zip: P
 
     assert ran == [
         "sourceflow-dev-core",
+        "migrate",
         "sourceflow-dev-validation",
         "sourceflow-dev-download",
         "sourceflow-dev-unlocking",
     ]
+
+
+def test_the_database_is_migrated_for_the_stage_with_unlockings_respecs_tables() -> None:
+    tables = {"RespecsAllowedTables": "public.a,public.b"}
+    for deployment in (
+        Deployment("dev", "artifacts-123", tables),
+        Deployment("dev", "artifacts-123", {}, {"unlocking": tables}),
+    ):
+        [command] = deploy_commands("migrate", deployment, build_service=_no_build)
+
+        assert command[:3] == [sys.executable, "-m", "infra.migrate_stage"]
+        assert command[command.index("--stage") + 1] == "dev"
+        assert command[command.index("--respecs-tables") + 1] == "public.a,public.b"
+
+
+def test_without_respecs_tables_the_database_keeps_those_it_has() -> None:
+    # (a stack keeps a parameter not given; the Re-specs role keeps its tables likewise)
+    [command] = deploy_commands("migrate", DEV, build_service=_no_build)
+
+    assert "--respecs-tables" not in command
+
+
+def test_a_database_failure_stops_the_deploy_before_any_service(built_zip: Path) -> None:
+    ran: list[Sequence[str]] = []
+
+    def run(command: Sequence[str]) -> None:
+        ran.append(command)
+        if "infra.migrate_stage" in command:
+            raise subprocess.CalledProcessError(2, command)
+
+    with pytest.raises(subprocess.CalledProcessError):
+        deploy.deploy(DEPLOY_ORDER, DEV, run=run, build_service=lambda _: built_zip)
+
+    assert not any("sourceflow-dev-validation" in command for command in ran)
+
+
+def _no_build(service: str) -> Path:
+    raise AssertionError(f"migrating builds nothing, not {service}")
 
 
 def test_without_the_aws_cli_the_error_names_it_and_nothing_runs() -> None:
@@ -160,3 +204,111 @@ def test_the_makefile_builds_and_deploys_every_service_infra_resources_names() -
     [declared] = re.findall(r"^DEPLOYABLES := (.+)$", makefile, flags=re.MULTILINE)
 
     assert tuple(declared.split()) == (*SERVICES, CONSOLE) == build.DEPLOYABLES
+
+
+# -- per-part parameters -------------------------------------------------------------------------
+
+
+def every_stacks_overrides(deployment: Deployment, built_zip: Path) -> dict[str, dict[str, str]]:
+    stacks = {}
+    for part in DEPLOY_ORDER:
+        for command in deploy_commands(part, deployment, build_service=lambda _: built_zip):
+            if "--stack-name" in command:
+                stacks[part] = overrides(command)
+    return stacks
+
+
+def test_one_parts_parameter_reaches_its_stack_alone(built_zip: Path) -> None:
+    # Given make deploy PARAMS="LogLevel=INFO" PARAMS_download="MemorySize=3008"
+    deployment = deploy.deployment_from(
+        "dev", "artifacts-123", ["LogLevel=INFO"], ["download:MemorySize=3008"]
+    )
+
+    stacks = every_stacks_overrides(deployment, built_zip)
+
+    # Then only download's command line carries it; PARAMS still reach every stack
+    assert [part for part, given in stacks.items() if "MemorySize" in given] == ["download"]
+    assert stacks["download"]["MemorySize"] == "3008"
+    assert all(given["LogLevel"] == "INFO" for given in stacks.values())
+
+
+def test_the_stages_parameters_file_is_read_first_and_a_parts_own_win(
+    tmp_path: Path, built_zip: Path
+) -> None:
+    # Given a parameters file for the stage, and the command line over it
+    params = tmp_path / "dev.json"
+    params.write_text(
+        '{"all": {"LogLevel": "DEBUG", "AlertEmail": "file@example.com"},'
+        ' "download": {"MemorySize": 2048, "LogLevel": "WARNING"},'
+        ' "validation": {"RespecsApprovalRequired": false}}'
+    )
+    deployment = deploy.deployment_from(
+        "dev", "artifacts-123", ["AlertEmail=ops@example.com"], ["download:MemorySize=3008"], params
+    )
+
+    stacks = every_stacks_overrides(deployment, built_zip)
+
+    # Then the command line beats the file, a part's own beat every stack's, and no part's
+    # own reach another
+    assert stacks["core"]["AlertEmail"] == "ops@example.com"
+    assert (stacks["download"]["MemorySize"], stacks["download"]["LogLevel"]) == ("3008", "WARNING")
+    assert stacks["unlocking"]["LogLevel"] == "DEBUG" and "MemorySize" not in stacks["unlocking"]
+    assert stacks["validation"]["RespecsApprovalRequired"] == "false"
+    assert "RespecsApprovalRequired" not in stacks["download"]
+
+
+def test_the_stages_own_file_is_found_by_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, built_zip: Path
+) -> None:
+    monkeypatch.setattr(deploy, "PARAMS_DIR", tmp_path)
+    (tmp_path / "prod.json").write_text('{"download": {"MemorySize": "3008"}}')
+
+    assert deploy.deployment_from("prod", "b", [], []).parameters_for("download") == {
+        "MemorySize": "3008"
+    }
+    assert deploy.deployment_from("dev", "b", [], []).parameters_for("download") == {}
+
+
+@pytest.mark.parametrize(
+    ("params", "part_params", "content", "problem"),
+    [
+        ([], ["frontend:MemorySize=3008"], None, "parameters for 'frontend', which is no part"),
+        ([], ["download:KmsKeyArn=arn:aws:kms:x"], None, "KmsKeyArn is the whole stage's"),
+        ([], ["MemorySize=3008"], None, "'MemorySize=3008' is not PART:Key=Value"),
+        ([], [], '{"download": ["MemorySize"]}', "must map"),
+        ([], [], "{not json", "cannot read the parameters file"),
+    ],
+)
+def test_a_parameter_for_no_part_or_a_bad_file_is_refused_by_name(
+    params: list[str], part_params: list[str], content: str | None, problem: str, tmp_path: Path
+) -> None:
+    params_file = None
+    if content is not None:
+        params_file = tmp_path / "dev.json"
+        params_file.write_text(content)
+    with pytest.raises(DeployError, match=problem):
+        deploy.deployment_from("dev", "b", params, part_params, params_file)
+
+
+def test_make_hands_each_parts_params_to_that_part_alone() -> None:
+    dry_run = subprocess.run(
+        [
+            "make",
+            "-n",
+            "deploy-download",
+            "STAGE=dev",
+            "ARTIFACT_BUCKET=b",
+            "PARAMS=LogLevel=INFO",
+            "PARAMS_download=MemorySize=3008 RawGzipLevel=2",
+            "PARAMS_validation=LogLevel=DEBUG",
+        ],
+        cwd=build.ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    [command] = [line for line in dry_run.splitlines() if "-m infra.deploy" in line]
+    assert '--param "LogLevel=INFO"' in command
+    assert '--part-param "download:MemorySize=3008"' in command
+    assert '--part-param "download:RawGzipLevel=2"' in command
+    assert '--part-param "validation:LogLevel=DEBUG"' in command

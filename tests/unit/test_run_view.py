@@ -19,6 +19,7 @@ from ops.run_view import (
     step_visits,
     table_fields,
 )
+from shared.timefmt import isoformat
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -273,7 +274,8 @@ def record(**parts: Any) -> dict[str, Any]:
         "cancel_requested_by": None,
     }
     empty = {"admission": None, "request": None, "backfill": None, "approval": None}
-    return {"ledger": ledger, **empty, "flow_set": None, **parts}
+    redrives = {"redrive_of": None, "redriven_as": None}
+    return {"ledger": ledger, **empty, "flow_set": None, **redrives, **parts}
 
 
 def test_the_manifest_is_an_s3_uri_when_the_raw_bucket_is_known() -> None:
@@ -303,6 +305,24 @@ def test_who_asked_is_the_login_that_ran_sourceflow_run_or_the_backfills_request
     )
     flow = {"changed_by": "carol", "reason": "new attributes"}
     assert asked_by(record(flow_set=flow)).endswith("; flow set by carol: new attributes")
+
+
+def test_a_redrive_is_said_on_both_runs_with_who_redrove_and_how() -> None:
+    failed_run = record(
+        redriven_as={
+            "redrive_execution_name": "src-20261128T130000Z-rd1",
+            "how": "new_run",
+            "redriven_by": "alice",
+            "redriven_at": T0,
+        }
+    )
+    new_run = record(redrive_of={"failed_run": "src-20261128T120000Z-req1", "redriven_by": "alice"})
+
+    assert run_summary(failed_run, None)["redriven_as"] == (
+        f"src-20261128T130000Z-rd1: a new run over its window, by alice at {isoformat(T0)}"
+    )
+    assert run_summary(new_run, None)["redrive_of"] == "src-20261128T120000Z-req1"
+    assert asked_by(new_run) == "alice, with `sourceflow redrive src-20261128T120000Z-req1`"
 
 
 def test_a_run_waiting_for_admission_says_so_and_has_no_execution() -> None:

@@ -301,3 +301,20 @@ def test_the_events_the_definition_puts_are_the_catalogues(definition: dict[str,
     for entry in put:
         assert entry["Source"] == EVENT_SOURCE
         assert entry["Detail"]["schema"] == DetailType(entry["DetailType"]).contract
+
+
+def test_a_failed_run_alerts_people_even_when_its_event_cannot_be_put(
+    definition: dict[str, Any],
+) -> None:
+    # PublishRunFailed retries, then a failure it cannot put still reaches AlertPeople, keeping
+    # the run's state (the alert names its source, step and failure), and ends the run failed
+    states = definition["States"]
+    publish = states["PublishRunFailed"]
+    assert publish["Retry"]
+    [catch] = publish["Catch"]
+    assert catch["ErrorEquals"] == ["States.ALL"] and catch["Next"] == "AlertPeople"
+    assert catch["ResultPath"] not in (None, "$")
+    assert not catch["ResultPath"].startswith(("$.failure", "$.failed_step", "$.unlock"))
+    assert states["AlertPeople"]["Next"] == "NameTheFailure"
+    ends = {states[choice["Next"]]["Type"] for choice in states["NameTheFailure"]["Choices"]}
+    assert ends | {states[states["NameTheFailure"]["Default"]]["Type"]} == {"Fail"}

@@ -1,9 +1,9 @@
 """The cloud templates keep sourceflow's rules, and do not drift from the embedded stack.
 
-Each template is rendered here the way CloudFormation would for a stage (and, for the service
-template, for each service): parameters, conditions, mappings and `!Sub` resolved, resource
-references and SSM dynamic references left as they are. The embedded stack's provisioning
-runs against a recorder of its AWS calls, so both sides are compared as data.
+Each template is rendered the way CloudFormation would for a stage (and, for the service
+template, for each service; infra/templates/rendering.py): parameters, conditions, mappings and
+`!Sub` resolved, resource references and SSM dynamic references left as they are. The embedded
+stack's provisioning runs against a recorder of its AWS calls, so both sides are compared as data.
 """
 
 from __future__ import annotations
@@ -20,14 +20,18 @@ import pytest
 
 from console.settings import REQUIRED, from_env
 from infra import statemachine, templates
-from infra.deploy import DEPLOY_ORDER
+from infra.deploy import DEPLOY_ORDER, MIGRATE
 from infra.resources import (
+    LIVE_ALIAS,
     NOTIFICATION_DETAIL_TYPES,
     SCHEDULE_RULES,
     SCHEDULER_COMMAND_DETAIL_TYPES,
     SERVICES,
+    TASKS_DETAIL_TYPES,
     Names,
 )
+from infra.templates import rendering
+from infra.templates.rendering import SSM_REFERENCE, Account, as_list
 from local.provision import BATCH_SIZE, function_timeouts, provision
 from local.stack import LOCAL_TIMEOUTS, admission_environment, timeouts_environment
 from services.download.settings import GZIP_LEVELS
@@ -53,13 +57,10 @@ from shared.runtime.settings import SettingsError
 STAGE = "t1"
 NAMES = Names(STAGE)
 REGION, ACCOUNT = "eu-west-1", "123456789012"
-PSEUDO_PARAMETERS = {
-    "AWS::Region": REGION,
-    "AWS::AccountId": ACCOUNT,
-    "AWS::Partition": "aws",
-    "AWS::URLSuffix": "amazonaws.com",
-}
+WHERE = Account(REGION, ACCOUNT)
 STATE_MACHINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{NAMES.state_machine}"
+LIVE_STATE_MACHINE_ARN = NAMES.state_machine_alias_arn(REGION, ACCOUNT)
+KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 # Actions AWS authorizes only on "*"; any other action must name its resource.
 ONLY_ON_EVERY_RESOURCE = frozenset(
     {
@@ -81,110 +82,19 @@ ONLY_ON_EVERY_RESOURCE = frozenset(
         "ec2:DeleteNetworkInterface",
         "ec2:AssignPrivateIpAddresses",
         "ec2:UnassignPrivateIpAddresses",
+        "cloudwatch:DescribeAlarms",
     }
 )
-_NO_VALUE = object()
-_SSM_REFERENCE = re.compile(r"\{\{resolve:ssm:([^}]+)\}\}")
 
 
-# -- rendering a template as CloudFormation would ------------------------------------------
+# -- each stack rendered as CloudFormation would (infra/templates/rendering.py) ------------
 
 
-class Rendered:
-    """A template with its parameters, conditions, mappings and `!Sub`s resolved."""
+class Rendered(rendering.Rendered):
+    """A template rendered for a stack in the tests' account and region (WHERE)."""
 
     def __init__(self, name: str, **parameters: str) -> None:
-        self.name = name
-        self._template = templates.load(name)
-        declared = self._template.get("Parameters", {})
-        unknown = set(parameters) - set(declared)
-        assert not unknown, f"{name}.yaml has no parameters {unknown}"
-        self._parameters: dict[str, Any] = {}
-        for key, declaration in declared.items():
-            value = parameters.get(key, declaration.get("Default"))
-            assert value is not None, f"{name}.yaml needs parameter {key}"
-            if declaration["Type"] == "CommaDelimitedList":
-                value = str(value).split(",") if value != "" else [""]
-            self._parameters[key] = value
-        self._conditions: dict[str, bool] = {}
-        self.resources = {
-            logical_id: self.value(resource)
-            for logical_id, resource in self._template["Resources"].items()
-            if "Condition" not in resource or self.condition(resource["Condition"])
-        }
-
-    def condition(self, name: str) -> bool:
-        if name not in self._conditions:
-            self._conditions[name] = bool(self.value(self._template["Conditions"][name]))
-        return self._conditions[name]
-
-    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
-        return {
-            logical_id: resource["Properties"]
-            for logical_id, resource in self.resources.items()
-            if resource["Type"] == resource_type
-        }
-
-    def value(self, node: Any) -> Any:
-        if isinstance(node, list):
-            items = [self.value(item) for item in node]
-            return [item for item in items if item is not _NO_VALUE]
-        if not isinstance(node, dict):
-            return node
-        if len(node) == 1:
-            [(function, argument)] = node.items()
-            if function in _FUNCTIONS:
-                return _FUNCTIONS[function](self, argument)
-        values = {key: self.value(item) for key, item in node.items()}
-        return {key: item for key, item in values.items() if item is not _NO_VALUE}
-
-    def _ref(self, name: str) -> Any:
-        if name == "AWS::NoValue":
-            return _NO_VALUE
-        if name in self._parameters:
-            return self._parameters[name]
-        if name in PSEUDO_PARAMETERS:
-            return PSEUDO_PARAMETERS[name]
-        return {"Ref": name}  # a resource: known only once it exists
-
-    def _sub(self, argument: Any) -> str:
-        text, variables = (argument, {}) if isinstance(argument, str) else argument
-        variables = {key: self.value(value) for key, value in variables.items()}
-
-        def substitute(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name in variables:
-                return str(variables[name])
-            resolved = self._ref(name)
-            return match.group(0) if isinstance(resolved, dict) else str(resolved)
-
-        return re.sub(r"\$\{([\w:.]+)\}", substitute, text)
-
-    def _find_in_map(self, argument: list[Any]) -> Any:
-        mapping, first, second = (self.value(item) for item in argument)
-        return self._template["Mappings"][mapping][first][second]
-
-    def _if(self, argument: list[Any]) -> Any:
-        name, when_true, when_false = argument
-        return self.value(when_true if self.condition(name) else when_false)
-
-    def _join(self, argument: list[Any]) -> Any:
-        separator, items = self.value(argument[0]), self.value(argument[1])
-        return separator.join(items)
-
-
-_FUNCTIONS: dict[str, Any] = {
-    "Ref": Rendered._ref,
-    "Fn::Sub": Rendered._sub,
-    "Fn::FindInMap": Rendered._find_in_map,
-    "Fn::If": Rendered._if,
-    "Fn::Join": Rendered._join,
-    "Fn::Equals": lambda self, argument: self.value(argument[0]) == self.value(argument[1]),
-    "Fn::Not": lambda self, argument: not self.value(argument[0]),
-    "Fn::And": lambda self, argument: all(self.value(item) for item in argument),
-    "Fn::Or": lambda self, argument: any(self.value(item) for item in argument),
-    "Condition": lambda self, name: self.condition(name),
-}
+        super().__init__(name, WHERE, **parameters)
 
 
 CORE_APPROVAL_TIMEOUT = templates.load("core")["Parameters"]["ApprovalTimeoutSeconds"]["Default"]
@@ -210,16 +120,18 @@ def every_rendering() -> Iterator[Rendered]:
     yield core()
     for name in SERVICES:
         yield service(name)
-        # the optional grants too: a VPC, and (download) source objects
+        # the optional grants too: a VPC, (download) source objects, the stage's key
         yield service(
             name,
             SubnetIds="subnet-1",
             SecurityGroupIds="sg-1",
             SourceReadArns="arn:aws:s3:::drops/*",
+            KmsKeyArn=KEY,
         )
     yield workflow()
+    yield Rendered("workflow", Stage=STAGE, KmsKeyArn=KEY)
     yield console_stack()
-    yield console_stack(SubnetIds="subnet-1", SecurityGroupIds="sg-1")
+    yield console_stack(SubnetIds="subnet-1", SecurityGroupIds="sg-1", KmsKeyArn=KEY)
 
 
 def console_stack(**parameters: str) -> Rendered:
@@ -247,10 +159,6 @@ def function_of(rendered: Rendered) -> dict[str, Any]:
 def role_statements(rendered: Rendered, role: str) -> dict[str, dict[str, Any]]:
     [policy] = rendered.resources[role]["Properties"]["Policies"]
     return {statement["Sid"]: statement for statement in policy["PolicyDocument"]["Statement"]}
-
-
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
 
 
 # -- sourceflow's rules ----------------------------------------------------------------------
@@ -538,7 +446,7 @@ def test_each_function_is_configured_as_its_settings_read(
         assert settings.raw_bucket == ssm("core", "raw-bucket-name")
         assert settings.raw_gzip_level == RAW_GZIP_LEVEL
     if name == "scheduler":
-        assert settings.state_machine_arn == STATE_MACHINE_ARN
+        assert settings.state_machine_arn == LIVE_STATE_MACHINE_ARN
         assert settings.event_bus_name == ssm("core", "event-bus-name")
     if name == "validation":
         assert settings.approval.required is True
@@ -658,7 +566,7 @@ def _published(rendered: Rendered) -> set[str]:
 
 
 def _read(rendered: Rendered) -> set[str]:
-    return set(_SSM_REFERENCE.findall(json.dumps(rendered.resources)))
+    return set(SSM_REFERENCE.findall(json.dumps(rendered.resources)))
 
 
 def test_every_parameter_a_stack_reads_is_published_by_a_stack_deployed_before_it() -> None:
@@ -670,6 +578,9 @@ def test_every_parameter_a_stack_reads_is_published_by_a_stack_deployed_before_i
     }
     published: set[str] = set()
     for part in DEPLOY_ORDER:
+        if part == MIGRATE:  # no stack: the database's migrations, as the core secret's admin
+            assert NAMES.parameter("core", "database-secret-arn") in published
+            continue
         rendered = renderings[part]
         missing = _read(rendered) - published
         assert not missing, f"{part} reads {sorted(missing)} before anything publishes them"
@@ -809,6 +720,7 @@ def test_the_rules_route_what_infra_resources_names() -> None:
     patterns = {
         NAMES.scheduler_commands_rule: SCHEDULER_COMMAND_DETAIL_TYPES,
         NAMES.notifications_rule: NOTIFICATION_DETAIL_TYPES,
+        NAMES.tasks_rule: TASKS_DETAIL_TYPES,
     }
     for name, detail_types in patterns.items():
         assert declared[name]["EventPattern"] == {
@@ -993,12 +905,12 @@ def test_the_redelivery_budget_counts_each_dead_or_failed_delivery_then_the_last
 def test_only_the_schedulers_stack_pages_on_overdue_sources_as_the_scheduler_counts_them() -> None:
     for name in SERVICES:
         rendered = service(name)
-        alarms = rendered.of_type("AWS::CloudWatch::Alarm").values()
-        overdue = [alarm for alarm in alarms if alarm["MetricName"] == SOURCES_OVERDUE_METRIC]
+        alarms = rendered.of_type("AWS::CloudWatch::Alarm")
         if name != "scheduler":
-            assert overdue == [], name
+            assert "SourcesOverdueAlarm" not in alarms, name
             continue
-        [alarm] = overdue
+        alarm = alarms["SourcesOverdueAlarm"]
+        assert alarm["MetricName"] == SOURCES_OVERDUE_METRIC
         # The metric as the scheduler's function puts it: its namespace, its service dimension
         service_name = function_of(rendered)["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
         assert alarm["Namespace"] == NAMESPACE
@@ -1044,3 +956,313 @@ def test_the_console_is_configured_as_its_settings_read() -> None:
     config = from_env(variables)
     assert config.names.state_machine in config.require("STATE_MACHINE_ARN")
     assert function["Handler"] == "console/handler.lambda_handler"
+
+
+# -- safe rollouts -----------------------------------------------------------------------------
+
+
+def alarm_refs(preference: dict[str, Any]) -> list[str]:
+    return [alarm["Ref"] for alarm in preference["Alarms"]]
+
+
+def test_every_function_is_invoked_through_its_live_alias_and_rolls_back_on_its_alarms() -> None:
+    rolled_back_on = {name: ["ErrorsAlarm", "DeadLetterAlarm"] for name in SERVICES}
+    for rendered, expected in (
+        *((service(name), alarms) for name, alarms in rolled_back_on.items()),
+        (console_stack(), ["ErrorsAlarm"]),
+    ):
+        function = function_of(rendered)
+        # SAM publishes a version per change, points the live alias at it and maps the queue
+        # (or the API) to the alias, not to $LATEST
+        assert function["AutoPublishAlias"] == LIVE_ALIAS, rendered.name
+        preference = function["DeploymentPreference"]
+        declared = templates.load(rendered.name)["Parameters"]["DeploymentType"]
+        assert preference["Type"] == declared["Default"] == "Canary10Percent5Minutes"
+        assert "AllAtOnce" in declared["AllowedValues"]  # a dev stage's choice
+        # rolled back when the function crashes or (a service) a message reaches its DLQ
+        assert alarm_refs(preference) == expected, rendered.name
+        # by a role of its own that may move this function's alias and nothing else's
+        assert preference["Role"] == {"Fn::GetAtt": ["DeploymentRole", "Arn"]}
+        function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function['FunctionName']}"
+        shifts = role_statements(rendered, "DeploymentRole")["ShiftLiveAlias"]["Resource"]
+        assert shifts == [function_arn, f"{function_arn}:*"], rendered.name
+        alarms = rendered.of_type("AWS::CloudWatch::Alarm")
+        assert alarms["ErrorsAlarm"]["MetricName"] == "Errors"
+        assert alarms["ErrorsAlarm"]["Dimensions"] == [
+            {"Name": "FunctionName", "Value": {"Ref": "Function"}}
+        ]
+
+
+def test_the_state_machine_is_published_behind_its_live_alias_and_rolls_back_on_run_alarms() -> (
+    None
+):
+    rendered = workflow()
+    [machine] = rendered.of_type("AWS::Serverless::StateMachine").values()
+
+    assert machine["AutoPublishAlias"] == LIVE_ALIAS
+    preference = machine["DeploymentPreference"]
+    assert (preference["Type"], preference["Percentage"], preference["Interval"]) == (
+        "CANARY",
+        10,
+        10,
+    )
+    alarms = rendered.of_type("AWS::CloudWatch::Alarm")
+    counted = {}
+    for ref in alarm_refs(preference):
+        # the runs of the state machine and of its live alias, under either dimension
+        metrics = {m["Id"]: m for m in alarms[ref]["Metrics"]}
+        watched = [metrics[i]["MetricStat"]["Metric"] for i in ("machine", "alias")]
+        assert {m["Namespace"] for m in watched} == {"AWS/States"}
+        assert [m["Dimensions"] for m in watched] == [
+            [{"Name": "StateMachineArn", "Value": {"Ref": "StateMachine"}}],
+            [{"Name": "StateMachineArn", "Value": f"${{StateMachine}}:{LIVE_ALIAS}"}],
+        ]
+        assert metrics["runs"]["Expression"] == "FILL(machine, 0) + FILL(alias, 0)"
+        [name] = {m["MetricName"] for m in watched}
+        counted[name] = (alarms[ref]["ComparisonOperator"], alarms[ref]["Threshold"])
+    assert counted == {
+        name: ("GreaterThanThreshold", 0)
+        for name in ("ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted")
+    }
+    # All at once (a dev stage) takes no share nor interval
+    at_once = Rendered("workflow", Stage=STAGE, DefinitionDeploymentType="ALL_AT_ONCE")
+    [machine] = at_once.of_type("AWS::Serverless::StateMachine").values()
+    assert set(machine["DeploymentPreference"]) == {"Type", "Alarms"}
+
+
+def test_runs_start_through_the_state_machines_live_alias() -> None:
+    scheduler_env = function_of(service("scheduler"))["Environment"]["Variables"]
+    console_env = function_of(console_stack())["Environment"]["Variables"]
+
+    assert scheduler_env["STATE_MACHINE_ARN"] == LIVE_STATE_MACHINE_ARN
+    assert console_env["STATE_MACHINE_ARN"] == LIVE_STATE_MACHINE_ARN
+    # IAM authorizes an alias's calls against the state machine itself (and the scheduler
+    # starts the scheduled workflows' machines too)
+    workflow_machines = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{NAMES.prefix}-wf-*"
+    assert _grants("scheduler")["StartRuns"][1] == [STATE_MACHINE_ARN, workflow_machines]
+
+
+# -- each stack owns its resources' policies ---------------------------------------------------
+
+
+def rule_arn(name: str, bus: str | None = None) -> str:
+    return f"arn:aws:events:{REGION}:{ACCOUNT}:rule/" + (f"{bus}/{name}" if bus else name)
+
+
+def test_the_tasks_stack_lets_exactly_the_run_ends_rule_deliver_to_its_queue() -> None:
+    [policy] = service("tasks").of_type("AWS::SQS::QueuePolicy").values()
+
+    assert policy["Queues"] == [{"Ref": "Queue"}]
+    [statement] = policy["PolicyDocument"]["Statement"]
+    assert (statement["Action"], statement["Resource"]) == (
+        "sqs:SendMessage",
+        {"Fn::GetAtt": ["Queue", "Arn"]},
+    )
+    delivering = statement["Condition"]["ArnEquals"]["aws:SourceArn"]
+    assert delivering == rule_arn(NAMES.tasks_rule, NAMES.event_bus)
+    # and no other service's stack grants a rule its queue but the scheduler's
+    for name in SERVICES:
+        if name not in ("scheduler", "tasks"):
+            assert service(name).of_type("AWS::SQS::QueuePolicy") == {}
+
+
+def test_the_schedulers_stack_lets_exactly_the_workflows_rules_deliver_to_its_queue() -> None:
+    [policy] = service("scheduler").of_type("AWS::SQS::QueuePolicy").values()
+
+    assert policy["Queues"] == [{"Ref": "Queue"}]
+    [statement] = policy["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Resource"] == {"Fn::GetAtt": ["Queue", "Arn"]}
+    # the rules by the ARNs their names give, which the workflow stack's rules carry
+    delivering = statement["Condition"]["ArnEquals"]["aws:SourceArn"]
+    assert delivering == [
+        *(rule_arn(NAMES.schedule_rule(rule)) for rule in SCHEDULE_RULES),
+        rule_arn(NAMES.scheduler_commands_rule, NAMES.event_bus),
+    ]
+    rules = workflow().of_type("AWS::Events::Rule").values()
+    targets_scheduler = [
+        r for r in rules if r["Targets"][0]["Arn"] == ssm("scheduler", "queue-arn")
+    ]
+    assert sorted(
+        rule_arn(r["Name"], r.get("EventBusName") and NAMES.event_bus) for r in targets_scheduler
+    ) == sorted(delivering)
+    for name in ("validation", "download", "unlocking"):
+        assert service(name).of_type("AWS::SQS::QueuePolicy") == {}, name
+
+
+def test_the_core_lets_exactly_the_notifications_rule_publish_to_its_topic() -> None:
+    [policy] = core().of_type("AWS::SNS::TopicPolicy").values()
+
+    assert policy["Topics"] == [{"Ref": "NotificationsTopic"}]
+    [statement] = policy["PolicyDocument"]["Statement"]
+    assert (statement["Principal"], statement["Action"]) == (
+        {"Service": "events.amazonaws.com"},
+        "sns:Publish",
+    )
+    assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == rule_arn(
+        NAMES.notifications_rule, NAMES.event_bus
+    )
+
+
+def test_no_stack_sets_a_policy_on_another_stacks_resource() -> None:
+    for rendered in every_rendering():
+        for policy_type, key in (
+            ("AWS::SQS::QueuePolicy", "Queues"),
+            ("AWS::SNS::TopicPolicy", "Topics"),
+        ):
+            for policy in rendered.of_type(policy_type).values():
+                for resource in policy[key]:
+                    assert set(resource) == {"Ref"}, (rendered.name, resource)
+                    assert resource["Ref"] in rendered.resources, (rendered.name, resource)
+
+
+# -- alarms for on-call --------------------------------------------------------------------------
+
+
+def test_every_alarm_tells_the_alerts_topic() -> None:
+    counted = 0
+    for rendered in every_rendering():
+        for logical_id, alarm in rendered.of_type("AWS::CloudWatch::Alarm").items():
+            assert alarm["AlarmActions"] == [ssm("core", "alerts-topic-arn")], logical_id
+            assert alarm["AlarmName"].startswith(f"{NAMES.prefix}-"), logical_id
+            counted += 1
+    assert counted >= 4 * 5 + 3
+
+
+def test_each_queue_alarms_on_a_message_older_than_any_it_keeps_legitimately() -> None:
+    # longer than the task waits for it, than a download's invocation holds it, than the
+    # scheduler's queue hides a message that died
+    keeps = {
+        "validation": CLOUD_TIMEOUTS.validate_seconds,
+        "download": CLOUD_TIMEOUTS.download_function_seconds,
+        "unlocking": CLOUD_TIMEOUTS.unlock_seconds,
+        "scheduler": visibility_of(service("scheduler")),
+    }
+    for name, longest in keeps.items():
+        alarm = service(name).of_type("AWS::CloudWatch::Alarm")["OldestMessageAlarm"]
+        assert (alarm["Namespace"], alarm["MetricName"]) == (
+            "AWS/SQS",
+            "ApproximateAgeOfOldestMessage",
+        )
+        assert alarm["Dimensions"] == [
+            {"Name": "QueueName", "Value": {"Fn::GetAtt": ["Queue", "QueueName"]}}
+        ]
+        assert int(alarm["Threshold"]) > longest, name
+
+
+def test_each_service_alarms_when_messages_wait_and_its_function_is_not_invoked() -> None:
+    for name in SERVICES:
+        alarm = service(name).of_type("AWS::CloudWatch::Alarm")["EventSourceStalledAlarm"]
+        metrics = {metric["Id"]: metric for metric in alarm["Metrics"]}
+        waiting = metrics["waiting"]["MetricStat"]["Metric"]
+        invoked = metrics["invocations"]["MetricStat"]["Metric"]
+        assert waiting["Dimensions"] == [
+            {"Name": "QueueName", "Value": {"Fn::GetAtt": ["Queue", "QueueName"]}}
+        ]
+        assert invoked["MetricName"] == "Invocations"
+        assert invoked["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "Function"}}]
+        [returned] = [metric for metric in alarm["Metrics"] if metric["ReturnData"]]
+        assert "waiting > 0" in returned["Expression"]
+        assert "FILL(invocations, 0) == 0" in returned["Expression"]
+
+
+def test_only_the_schedulers_stack_pages_when_no_tick_completes() -> None:
+    for name in SERVICES:
+        alarms = service(name).of_type("AWS::CloudWatch::Alarm")
+        if name != "scheduler":
+            assert "SchedulerSilentAlarm" not in alarms, name
+            continue
+        silent, overdue = alarms["SchedulerSilentAlarm"], alarms["SourcesOverdueAlarm"]
+        # the metric every completed tick puts once (services/scheduler tick), its absence
+        assert (silent["Namespace"], silent["MetricName"], silent["Dimensions"]) == (
+            overdue["Namespace"],
+            SOURCES_OVERDUE_METRIC,
+            overdue["Dimensions"],
+        )
+        assert (silent["Statistic"], silent["ComparisonOperator"], silent["Threshold"]) == (
+            "SampleCount",
+            "LessThanThreshold",
+            1,
+        )
+        assert silent["TreatMissingData"] == "breaching"
+        assert silent["Period"] * silent["EvaluationPeriods"] == 600
+
+
+# -- per-service settings and the stage's key ---------------------------------------------------
+
+
+def test_a_service_may_be_given_its_own_memory() -> None:
+    assert int(function_of(service("download", MemorySize="3008"))["MemorySize"]) == 3008
+    sizing = templates.load("service")["Mappings"]["Sizing"]
+    for name in SERVICES:
+        assert function_of(service(name))["MemorySize"] == sizing[name]["MemorySize"], name
+
+
+def _key_grants(rendered: Rendered, role: str) -> list[str] | None:
+    statement = role_statements(rendered, role).get("UseStageKey")
+    if statement is None:
+        return None
+    assert as_list(statement["Resource"]) == [KEY]
+    return as_list(statement["Action"])
+
+
+def test_without_a_key_nothing_uses_kms() -> None:
+    for name in SERVICES:
+        rendered = service(name)
+        for queue in rendered.of_type("AWS::SQS::Queue").values():
+            assert queue["SqsManagedSseEnabled"] is True and "KmsMasterKeyId" not in queue
+        assert _key_grants(rendered, "FunctionRole") is None
+    assert _key_grants(workflow(), "StateMachineRole") is None
+    assert _key_grants(console_stack(), "FunctionRole") is None
+    rendered = core()
+    assert all("KmsMasterKeyId" not in t for t in rendered.of_type("AWS::SNS::Topic").values())
+    [encryption] = rendered.resources["RawBucket"]["Properties"]["BucketEncryption"][
+        "ServerSideEncryptionConfiguration"
+    ]
+    assert encryption == {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+
+
+def test_the_stages_key_encrypts_bucket_topics_and_queues_and_only_their_users_may_use_it() -> None:
+    # Given the one key, as PARAMS gives it to every stack
+    rendered = Rendered(
+        "core",
+        Stage=STAGE,
+        DatabaseSecretArn=f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:db-AbCdEf",
+        KmsKeyArn=KEY,
+    )
+    # the core's bucket and topics
+    assert {t["KmsMasterKeyId"] for t in rendered.of_type("AWS::SNS::Topic").values()} == {KEY}
+    [encryption] = rendered.resources["RawBucket"]["Properties"]["BucketEncryption"][
+        "ServerSideEncryptionConfiguration"
+    ]
+    assert encryption == {
+        "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": KEY},
+        "BucketKeyEnabled": True,
+    }
+    # every service's queue and dead-letter queue, and the key for its consumer; download
+    # also writes objects with it
+    for name in SERVICES:
+        keyed = service(name, KmsKeyArn=KEY)
+        for queue in keyed.of_type("AWS::SQS::Queue").values():
+            assert (queue["SqsManagedSseEnabled"], queue["KmsMasterKeyId"]) == (False, KEY)
+        expected = ["kms:Decrypt", "kms:GenerateDataKey"] if name == "download" else ["kms:Decrypt"]
+        assert _key_grants(keyed, "FunctionRole") == expected, name
+    # the state machine sends to the queues and publishes alerts; the console replays
+    both = ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert _key_grants(Rendered("workflow", Stage=STAGE, KmsKeyArn=KEY), "StateMachineRole") == both
+    assert _key_grants(console_stack(KmsKeyArn=KEY), "FunctionRole") == both
+
+
+def test_a_parameter_means_the_same_in_every_stack_that_declares_it() -> None:
+    # PARAMS reach every stack: a key must be one setting wherever it is declared (templates
+    # cannot share a declaration, so the copies are held equal here)
+    declared: dict[str, list[dict[str, Any]]] = {}
+    for name in ("core", "service", "workflow", "console"):
+        for key, declaration in templates.load(name)["Parameters"].items():
+            without_text = {k: v for k, v in declaration.items() if k != "Description"}
+            declared.setdefault(key, []).append(without_text)
+    shared = {key: copies for key, copies in declared.items() if len(copies) > 1}
+    assert {"Stage", "KmsKeyArn", "DeploymentType"} <= set(shared)
+    for key, copies in shared.items():
+        assert all(copy == copies[0] for copy in copies), key

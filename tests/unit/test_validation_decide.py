@@ -15,6 +15,7 @@ from shared.errors import RunCancelled
 from shared.rules.backfills import BackfillRange, BackfillStatus, SliceRun
 from shared.rules.flows import (
     DEFAULT_LATENESS_ALLOWANCE,
+    FlowParams,
     FlowType,
     InvalidFlowParams,
     InvalidSourceSetting,
@@ -22,6 +23,8 @@ from shared.rules.flows import (
     WindowField,
     overlap,
 )
+from shared.rules.redrives import RedrivenRun
+from shared.rules.respecs import InvalidRespecsQuery
 
 NOW = datetime(2026, 11, 22, 18, 41, 57, tzinfo=UTC)
 LEASE = timedelta(minutes=30)
@@ -46,7 +49,11 @@ def a_source(**changes: Any) -> SourceRow:
     return replace(source, **changes)
 
 
-def decide_for(source: SourceRow | None, backfill: SliceRun | None = None) -> Skip | Run:
+def decide_for(
+    source: SourceRow | None,
+    backfill: SliceRun | None = None,
+    redrive: RedrivenRun | None = None,
+) -> Skip | Run:
     return decide(
         source,
         source_id="acme-listings",
@@ -55,6 +62,7 @@ def decide_for(source: SourceRow | None, backfill: SliceRun | None = None) -> Sk
         lease=LEASE,
         respecs_tables=frozenset({"public.listing_attributes"}),
         backfill=backfill,
+        redrive=redrive,
     )
 
 
@@ -212,3 +220,43 @@ def test_a_slice_of_a_busy_or_inactive_source_is_skipped_like_any_run() -> None:
 def test_a_slice_of_a_cancelled_backfill_ends_cancelled() -> None:
     with pytest.raises(RunCancelled, match="backfill 7 of source 'acme-listings' is cancelled"):
         decide_for(a_source(), a_slice(BackfillStatus.CANCELLED))
+
+
+# -- a redrive's new run (`sourceflow redrive`) -------------------------------------------------
+
+FAILED_WINDOW = Window(WindowField.LAST_MODIFIED, CURSOR - timedelta(days=1), CURSOR, False)
+
+
+def redrive_of(params: FlowParams) -> RedrivenRun:
+    return RedrivenRun("acme-listings-failed", params, FAILED_WINDOW)
+
+
+def test_a_redrive_loads_the_failed_window_with_the_failed_flow_whatever_the_params_say() -> None:
+    # Given a source whose params changed since its run failed, and whose cursor moved on
+    source = a_source(batch_execution_params={"flow_type": "Sold"}, last_modified_date=NOW)
+
+    decided = decide_for(source, redrive=redrive_of(FlowParams(FlowType.NORMAL)))
+
+    # Then the new run loads the failed run's window as a Normal run, and counts as a run
+    assert isinstance(decided, Run)
+    assert (decided.params, decided.window) == (FlowParams(FlowType.NORMAL), FAILED_WINDOW)
+    assert (decided.runtime_count, decided.params_to_write) == (6, None)
+
+
+def test_a_redriven_first_run_is_not_a_first_run_again() -> None:
+    decided = decide_for(
+        a_source(runtime_count=1), redrive=redrive_of(FlowParams(FlowType.FULL_LOAD))
+    )
+    assert isinstance(decided, Run) and decided.params_to_write is None
+
+
+def test_a_redrive_of_a_respecs_run_checks_its_query_again() -> None:
+    query = "UPDATE public.accounts SET x = 1 WHERE id = 2"
+    with pytest.raises(InvalidRespecsQuery, match=r"public\.accounts"):
+        decide_for(a_source(), redrive=redrive_of(FlowParams(FlowType.RESPECS, sql=query)))
+
+
+def test_a_redrive_of_a_busy_source_is_skipped_like_any_run() -> None:
+    busy = a_source(locked_by=OTHER, lock_expires_at=NOW + LEASE)
+    decided = decide_for(busy, redrive=redrive_of(FlowParams(FlowType.NORMAL)))
+    assert isinstance(decided, Skip) and decided.reason == "SourceLocked"
