@@ -234,7 +234,9 @@ def machine_deployer(config: OperatorConfig) -> Deploy:
     def deploy(workflow: Workflow, version: int) -> str:
         if not cache:
             cache["queue"] = _tasks_queue_url(config, names)
-            cache["role"] = sfn.describe_state_machine(stateMachineArn=run_machine)["roleArn"]
+            # (STATE_MACHINE_ARN may name the run machine's live alias: its role is the machine's)
+            machine = _beside(run_machine, run_machine.split(":")[6])
+            cache["role"] = sfn.describe_state_machine(stateMachineArn=machine)["roleArn"]
         wiring = MachineWiring(cache["queue"])
         definition = json.dumps(compile_workflow(workflow, version, wiring))
         if chosen is Layout.VERSIONS:

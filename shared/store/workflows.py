@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import TransientError
 from shared.rules.workflows import run_name
+from shared.runtime.executions import execution_arn
 from shared.store.db import fetch_one
 
 # The lock two applies of workflows take in turn (a transaction-scoped advisory lock): the rows
@@ -189,13 +190,6 @@ def start_run(
     except BotoCoreError as exc:
         raise TransientError(f"Step Functions unreachable: {exc}") from exc
     return run_id
-
-
-def execution_arn(machine_arn: str, name: str) -> str:
-    """The ARN of execution `name` of a state machine, of one of its versions
-    (`…:stateMachine:<machine>:<version>`) or of an alias: executions are the machine's."""
-    parts = machine_arn.split(":")
-    return ":".join([*parts[:5], "execution", parts[6], name])
 
 
 def runs(cur: Any, workflow: str | None, limit: int) -> list[dict[str, Any]]:
