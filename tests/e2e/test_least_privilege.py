@@ -13,6 +13,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from psycopg2.extensions import make_dsn
@@ -25,6 +26,7 @@ from shared.store.db import Database
 from tests.builders import listing, sold_listing
 from tests.e2e.harness import Harness, RunResult, Vendor, wait_for
 from tests.e2e.harness.stack import stack_options
+from tests.e2e.harness.workflow_runs import ALICE, a_file, ended
 from tests.e2e.test_approvals import SQM, respecs_source, waiting_for_approval
 from tests.e2e.test_backfills import next_slice
 from tests.e2e.test_source_types import CsvDrops, PartnerTable, SourceData, new_source
@@ -35,6 +37,7 @@ _LAMBDA_RUNTIME = "Lambda's runtime writes the function's logs and traces, not i
 _DATABASE_URL = "the embedded stack's workers are given DATABASE_URL, not the secret"
 _STEP_FUNCTIONS = "Step Functions' own execution logs and traces, which moto does not write"
 _RETRIED = "stretching a failed delivery's visibility (backoff): no delivery of it fails here"
+_SQL_TARGET_DSN = "the embedded stack's sql target is a DSN (WORKFLOW_SQL_TARGETS), not a secret"
 # What the policies grant that this tier does not use, and why: whole statements by
 # (principal, Sid), single actions by (principal, Sid, action). Every other granted action must
 # be used by some call of the tier (docs/deploy.md, Least privilege, proven).
@@ -48,12 +51,13 @@ STATEMENTS_NOT_EXERCISED = {
             ("ReadDatabaseSecret", _DATABASE_URL),
         )
     },
+    (service_user("tasks"), "ReadSqlTargetSecrets"): _SQL_TARGET_DSN,
     (STATE_MACHINE_USER, "WriteTraces"): _STEP_FUNCTIONS,
     (STATE_MACHINE_USER, "DeliverExecutionLogs"): _STEP_FUNCTIONS,
 }
 ACTIONS_NOT_EXERCISED = {
     (service_user(service), "ConsumeOwnQueue", action): _RETRIED
-    for service in ("unlocking", "scheduler")
+    for service in ("unlocking", "scheduler", "tasks")
     for action in ("sqs:ChangeMessageVisibility", "sqs:GetQueueUrl")
 }
 
@@ -70,6 +74,7 @@ class Played:
 
     results: dict[str, RunResult]
     alerts: dict[str, list[str]]  # each failing run's, by the step it failed in
+    workflows: dict[str, dict[str, Any]]  # `workflow show` of each workflow run, by its case
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +123,24 @@ def played(enforced: Harness) -> Played:
             lambda: harness.alerts_about(source_id),  # noqa: B023 (waited for here)
             f"an alert about {source_id}",
         )
-    return Played(results, alerts)
+    return Played(results, alerts, workflow_runs(harness))
+
+
+def workflow_runs(harness: Harness) -> dict[str, dict[str, Any]]:
+    """A workflow whose sql task succeeds, then notifies; and one whose sql task fails, whose
+    recovery notifies and whose run alerts: the tasks service's calls, and the workflow
+    machines' sends to its queue."""
+    shown = {}
+    for case, query in (("succeeding", "SELECT 1"), ("failing", "SELECT 1 / 0")):
+        name = f"lp_{case}"
+        applied = harness.sourceflow(
+            "apply", str(a_file(harness.stack.options.state_dir, name, query=query))
+        )
+        assert applied.returncode == 0, applied.stderr
+        started = harness.sourceflow("workflow", "run", name, "--json", person=ALICE)
+        assert started.returncode == 0, started.stderr
+        shown[case] = ended(harness, json.loads(started.stdout)["run"])
+    return shown
 
 
 NO_SUCH_COLUMN = (
@@ -234,6 +256,14 @@ def test_every_flow_and_a_failing_run_pass_with_no_call_denied(
     )
     # and people were alerted of each failure (the state machine's sns:Publish)
     assert all(played.alerts.values()), played.alerts
+    # and the workflows' tasks ran as they do without enforcement
+    assert {
+        case: {task["task"]: task["status"] for task in shown["tasks"]}
+        for case, shown in played.workflows.items()
+    } == {
+        "succeeding": {"count": "succeeded", "say": "succeeded", "recover": "skipped"},
+        "failing": {"count": "failed", "say": "skipped", "recover": "succeeded"},
+    }
     # And no call of any service, the state machine or the operator was denied
     assert denied(enforced) == []
     # and each principal's calls were checked (a principal missing here signed as another)

@@ -49,7 +49,8 @@ def test_every_policy_names_the_embedded_stacks_resources_and_nothing_unresolved
     state_machine = grants_of(policies[STATE_MACHINE_USER])
     assert state_machine["SendTasks"] == {
         f"arn:aws:sqs:us-east-1:123456789012:sourceflow-local-{service}"
-        for service in ("validation", "download", "unlocking")
+        # and the workflows' machines, created with the run machine's role, send to tasks
+        for service in ("validation", "download", "unlocking", "tasks")
     }
 
 
