@@ -481,7 +481,9 @@ def apply(file: Path, dry_run: bool, reason: str | None, as_json: bool, state_di
                 said.append(plan_said(plan, origin=origin, dry_run=dry_run, who=who))
             if workflows is not None:
                 deploy = machine_deployer(config)
-                changes, who = apply_workflows(db, workflows, deploy=deploy, dry_run=dry_run)
+                changes, who = apply_workflows(
+                    db, workflows, deploy=deploy, dry_run=dry_run, now=datetime.now(UTC)
+                )
                 document["workflows"] = changes_as_json(changes)
                 said.append(changes_said(changes, origin=origin, dry_run=dry_run, who=who))
         except InvalidSourcesFile as exc:

@@ -34,6 +34,7 @@ from shared.rules.workflows import (
     check_workflow,
     parse_sql_targets,
     run_variables,
+    slot_taken_at,
 )
 from shared.runtime import contracts
 from shared.store import workflows as store
@@ -83,7 +84,7 @@ def plan_workflows(registered: Sequence[Registered], wanted: Sequence[Workflow])
         elif current.definition_hash != workflow.definition_hash:
             changes.append(Change(workflow.name, Action.NEW_VERSION, current.version + 1, workflow))
         elif not current.enabled:
-            changes.append(Change(workflow.name, Action.ENABLE, current.version))
+            changes.append(Change(workflow.name, Action.ENABLE, current.version, workflow))
     listed = {workflow.name for workflow in wanted}
     changes += [
         Change(current.name, Action.DISABLE, current.version)
@@ -137,36 +138,40 @@ def file_workflows(
 
 
 def apply_workflows(
-    db: Database, wanted: Sequence[Workflow], *, deploy: Deploy, dry_run: bool
+    db: Database, wanted: Sequence[Workflow], *, deploy: Deploy, dry_run: bool, now: datetime
 ) -> tuple[list[Change], str]:
     """Plan over the locked rows and, unless `dry_run`, deploy each new version's machine and
-    record it, all rows in that one transaction. Returns the plan and the login that made it."""
+    record it, all rows in that one transaction (schedules counted from `now`). Returns the
+    plan and the login that made it."""
     with db.transaction() as cur:
         plan = plan_workflows([Registered.of(row) for row in store.lock_workflows(cur)], wanted)
         if not dry_run:
             for change in plan:
-                _make(cur, change, deploy)
+                _make(cur, change, deploy, now)
         who = session_login(cur)
     return plan, who
 
 
-def _make(cur: Any, change: Change, deploy: Deploy) -> None:
-    if change.action in (Action.DISABLE, Action.ENABLE):
-        store.set_enabled(cur, change.name, change.action is Action.ENABLE)
-        return
+def _make(cur: Any, change: Change, deploy: Deploy, now: datetime) -> None:
     workflow = change.workflow
+    if change.action is Action.DISABLE:
+        store.set_enabled(cur, change.name, False)
+        return
     assert workflow is not None
+    if change.action is Action.ENABLE:
+        store.set_enabled(cur, change.name, True, slot_taken_at(workflow, now))
+        return
     arn = deploy(workflow, change.version)
     store.add_version(
+        cur, workflow.name, change.version, workflow.document, workflow.definition_hash, arn
+    )
+    store.make_current(
         cur,
         workflow.name,
         change.version,
-        workflow.document,
-        workflow.definition_hash,
-        arn,
-    )
-    store.make_current(
-        cur, workflow.name, change.version, workflow.schedule_interval, workflow.schedule_cron
+        workflow.schedule_interval,
+        workflow.schedule_cron,
+        slot_taken_at(workflow, now),
     )
 
 
@@ -229,7 +234,9 @@ def machine_deployer(config: OperatorConfig) -> Deploy:
     def deploy(workflow: Workflow, version: int) -> str:
         if not cache:
             cache["queue"] = _tasks_queue_url(config, names)
-            cache["role"] = sfn.describe_state_machine(stateMachineArn=run_machine)["roleArn"]
+            # (STATE_MACHINE_ARN may name the run machine's live alias: its role is the machine's)
+            machine = _beside(run_machine, run_machine.split(":")[6])
+            cache["role"] = sfn.describe_state_machine(stateMachineArn=machine)["roleArn"]
         wiring = MachineWiring(cache["queue"])
         definition = json.dumps(compile_workflow(workflow, version, wiring))
         if chosen is Layout.VERSIONS:

@@ -178,6 +178,14 @@ def workflow_schedule(workflow: Workflow) -> Schedule | None:
     )
 
 
+def slot_taken_at(workflow: Workflow, now: datetime) -> datetime | None:
+    """The slot a workflow applied or enabled at `now` counts as already started: the one at
+    or before now. A schedule starts from when it is applied — a daily 06:00 workflow applied
+    at 15:00 first runs tomorrow at 06:00, not at once for a slot long past."""
+    schedule = workflow_schedule(workflow)
+    return None if schedule is None else schedule.previous_slot(now)
+
+
 def _task_of(item: Mapping[str, Any]) -> Task:
     kind = TaskKind(item["kind"])
     spec = {key: value for key, value in item.items() if key not in _TASK_FIELDS}

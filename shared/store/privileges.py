@@ -193,14 +193,22 @@ WRITES: Mapping[str, Mapping[str, TableWrites]] = {
         "public.workflow_version": TableWrites(
             insert=("workflow", "version", "definition", "definition_hash", "state_machine_arn")
         ),
+        # A schedule counts from when it is applied: its slot then is taken as started.
         "public.workflow": TableWrites(
-            insert=("name", "current_version", "schedule_interval", "schedule_cron"),
+            insert=(
+                "name",
+                "current_version",
+                "schedule_interval",
+                "schedule_cron",
+                "last_scheduled_slot",
+            ),
             update=(
                 "current_version",
                 "schedule_interval",
                 "schedule_cron",
                 "enabled",
                 "updated_at",
+                "last_scheduled_slot",
             ),
         ),
         # `sourceflow workflow run`.

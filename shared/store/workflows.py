@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import TransientError
 from shared.rules.workflows import run_name
+from shared.runtime.executions import execution_arn
 from shared.store.db import fetch_one
 
 # The lock two applies of workflows take in turn (a transaction-scoped advisory lock): the rows
@@ -65,27 +66,45 @@ def make_current(
     version: int,
     schedule_interval: timedelta | None,
     schedule_cron: str | None,
+    slot_taken: datetime | None,
 ) -> None:
-    """The workflow's current version (and its schedule) is `version`; enabled."""
+    """The workflow's current version (and its schedule) is `version`; enabled, its schedule's
+    slots up to `slot_taken` counted as started (shared/rules/workflows.py slot_taken_at)."""
     cur.execute(
         """
-        INSERT INTO public.workflow (name, current_version, schedule_interval, schedule_cron)
-        VALUES (%(name)s, %(version)s, %(interval)s, %(cron)s)
+        INSERT INTO public.workflow
+               (name, current_version, schedule_interval, schedule_cron, last_scheduled_slot)
+        VALUES (%(name)s, %(version)s, %(interval)s, %(cron)s, %(slot)s)
         ON CONFLICT (name) DO UPDATE
            SET current_version = EXCLUDED.current_version,
                schedule_interval = EXCLUDED.schedule_interval,
                schedule_cron = EXCLUDED.schedule_cron,
+               last_scheduled_slot = GREATEST(public.workflow.last_scheduled_slot,
+                                              EXCLUDED.last_scheduled_slot),
                enabled = true,
                updated_at = now()
         """,
-        {"name": name, "version": version, "interval": schedule_interval, "cron": schedule_cron},
+        {
+            "name": name,
+            "version": version,
+            "interval": schedule_interval,
+            "cron": schedule_cron,
+            "slot": slot_taken,
+        },
     )
 
 
-def set_enabled(cur: Any, name: str, enabled: bool) -> None:
+def set_enabled(cur: Any, name: str, enabled: bool, slot_taken: datetime | None = None) -> None:
+    """Disable the workflow, or enable it with its slots up to `slot_taken` counted as
+    started (the slots it missed while disabled are not made up)."""
     cur.execute(
-        "UPDATE public.workflow SET enabled = %s, updated_at = now() WHERE name = %s",
-        (enabled, name),
+        """
+        UPDATE public.workflow
+           SET enabled = %s, updated_at = now(),
+               last_scheduled_slot = GREATEST(last_scheduled_slot, %s)
+         WHERE name = %s
+        """,
+        (enabled, slot_taken, name),
     )
 
 
@@ -171,13 +190,6 @@ def start_run(
     except BotoCoreError as exc:
         raise TransientError(f"Step Functions unreachable: {exc}") from exc
     return run_id
-
-
-def execution_arn(machine_arn: str, name: str) -> str:
-    """The ARN of execution `name` of a state machine, of one of its versions
-    (`…:stateMachine:<machine>:<version>`) or of an alias: executions are the machine's."""
-    parts = machine_arn.split(":")
-    return ":".join([*parts[:5], "execution", parts[6], name])
 
 
 def runs(cur: Any, workflow: str | None, limit: int) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -92,16 +93,17 @@ def test_a_file_with_a_broken_workflow_is_refused_whole_naming_the_task_and_the_
     assert name not in [workflow["name"] for workflow in listed]
 
 
-def test_a_scheduled_workflow_runs_once_per_slot_as_the_scheduler(
+def test_a_scheduled_workflow_runs_from_its_next_slot_once_per_slot_as_the_scheduler(
     cli: Cli, ticks: Ticks, db: Database, tmp_path: Path
 ) -> None:
     name = f"every_{uuid.uuid4().hex[:8]}"
     path = a_file(tmp_path, name, schedule_interval="1m")
     assert cli.sourceflow("apply", str(path), person=ALICE).returncode == 0
+    next_minute = datetime.now(UTC) + timedelta(minutes=1)
 
     try:
-        ticks.tick()
-        ticks.tick()
+        ticks.tick(at=next_minute)
+        ticks.tick(at=next_minute)  # a duplicate tick: the slot is taken
     finally:
         # No later tick of the session starts it again (its notifications are not theirs).
         with db.transaction() as cur:
@@ -112,7 +114,7 @@ def test_a_scheduled_workflow_runs_once_per_slot_as_the_scheduler(
             "SELECT id, requested_by, version FROM public.workflow_run WHERE workflow = %s", (name,)
         )
         started = cur.fetchall()
-    assert len(started) in (1, 2)  # two ticks may straddle a minute: one run per slot
-    assert {row["requested_by"] for row in started} == {"sourceflow_scheduler"}
-    assert all(row["id"].endswith("-sched") for row in started)
-    assert {ended(cli, row["id"])["run"]["status"] for row in started} == {"succeeded"}
+    slot = next_minute.replace(second=0, microsecond=0).strftime("%Y%m%dT%H%M%SZ")
+    assert [row["id"] for row in started] == [f"{name}-v1-{slot}-sched"]
+    assert started[0]["requested_by"] == "sourceflow_scheduler"
+    assert ended(cli, started[0]["id"])["run"]["status"] == "succeeded"

@@ -26,6 +26,7 @@ from shared.store.db import Database
 from tests.integration.conftest import RESPECS_TABLES
 
 ALICE = "it_alice"
+NOW = datetime(2026, 11, 28, 12, 30, tzinfo=UTC)
 
 
 class RecordingSfn:
@@ -75,20 +76,20 @@ def test_apply_adds_a_version_changes_make_new_ones_and_a_dropped_workflow_is_di
     alice, deploys = people[ALICE], list[tuple[str, int]]()
     first = a_definition(name)
 
-    plan, who = apply_workflows(alice, [first], deploy=deployed(deploys), dry_run=False)
+    plan, who = apply_workflows(alice, [first], deploy=deployed(deploys), dry_run=False, now=NOW)
     assert [(c.action, c.version) for c in plan if c.name == name] == [(Action.ADD, 1)]
     assert who == ALICE
-    again, _ = apply_workflows(alice, [first], deploy=deployed(deploys), dry_run=False)
+    again, _ = apply_workflows(alice, [first], deploy=deployed(deploys), dry_run=False, now=NOW)
     assert [c for c in again if c.name == name] == []
 
     changed = a_definition(name, schedule_interval="1h")
-    plan, _ = apply_workflows(alice, [changed], deploy=deployed(deploys), dry_run=False)
+    plan, _ = apply_workflows(alice, [changed], deploy=deployed(deploys), dry_run=False, now=NOW)
     assert [(c.action, c.version) for c in plan if c.name == name] == [(Action.NEW_VERSION, 2)]
     assert deploys == [(name, 1), (name, 2)]
 
-    plan, _ = apply_workflows(alice, [], deploy=deployed(deploys), dry_run=False)
+    plan, _ = apply_workflows(alice, [], deploy=deployed(deploys), dry_run=False, now=NOW)
     assert (name, Action.DISABLE) in [(c.name, c.action) for c in plan]
-    plan, _ = apply_workflows(alice, [changed], deploy=deployed(deploys), dry_run=False)
+    plan, _ = apply_workflows(alice, [changed], deploy=deployed(deploys), dry_run=False, now=NOW)
     assert [(c.action, c.version) for c in plan if c.name == name] == [(Action.ENABLE, 2)]
 
     with alice.transaction() as cur:
@@ -110,7 +111,7 @@ def test_a_dry_run_deploys_and_records_nothing(people: Mapping[str, Database], n
     deploys: list[tuple[str, int]] = []
 
     plan, _ = apply_workflows(
-        people[ALICE], [a_definition(name)], deploy=deployed(deploys), dry_run=True
+        people[ALICE], [a_definition(name)], deploy=deployed(deploys), dry_run=True, now=NOW
     )
 
     assert [c.action for c in plan if c.name == name] == [Action.ADD]
@@ -123,7 +124,7 @@ def test_a_run_records_its_version_its_variables_and_who_asked(
     people: Mapping[str, Database], name: str
 ) -> None:
     alice, sfn = people[ALICE], RecordingSfn()
-    apply_workflows(alice, [a_definition(name)], deploy=deployed([]), dry_run=False)
+    apply_workflows(alice, [a_definition(name)], deploy=deployed([]), dry_run=False, now=NOW)
 
     started = run_workflow(alice, sfn, name, {"region": "us"}, nonce="it")
 
@@ -144,7 +145,7 @@ def test_a_run_refuses_an_unknown_workflow_or_variable(
     alice = people[ALICE]
     with pytest.raises(OperatorError, match=f"no workflow {name!r}; `sourceflow workflow list`"):
         run_workflow(alice, RecordingSfn(), name, {}, nonce="it")
-    apply_workflows(alice, [a_definition(name)], deploy=deployed([]), dry_run=False)
+    apply_workflows(alice, [a_definition(name)], deploy=deployed([]), dry_run=False, now=NOW)
     with pytest.raises(InvalidWorkflow, match=r"no variable\(s\) \['nope'\]; it declares: region"):
         run_workflow(alice, RecordingSfn(), name, {"nope": 1}, nonce="it")
 
@@ -153,7 +154,7 @@ def test_show_joins_what_the_tasks_service_recorded(
     people: Mapping[str, Database], db: Database, name: str
 ) -> None:
     alice = people[ALICE]
-    apply_workflows(alice, [a_definition(name)], deploy=deployed([]), dry_run=False)
+    apply_workflows(alice, [a_definition(name)], deploy=deployed([]), dry_run=False, now=NOW)
     run_id = run_workflow(alice, RecordingSfn(), name, {}, nonce="it")["run"]
     with db.transaction() as cur:
         cur.execute(
@@ -181,24 +182,28 @@ def test_the_scheduler_starts_a_due_workflow_once_per_slot_as_itself(
 ) -> None:
     alice, sfn = people[ALICE], RecordingSfn()
     hourly = a_definition(name, schedule_interval="1h")
-    apply_workflows(alice, [hourly], deploy=deployed([]), dry_run=False)
-    now = datetime(2026, 11, 28, 12, 30, tzinfo=UTC)
+    # Applied at 12:30: the 12:00 slot is past, its first run is at 13:00
+    apply_workflows(alice, [hourly], deploy=deployed([]), dry_run=False, now=NOW)
 
-    first = [run for run in start_due_workflows(now, db=scheduler, sfn=sfn) if name in run]
-    again = [run for run in start_due_workflows(now, db=scheduler, sfn=sfn) if name in run]
-    later = start_due_workflows(now + timedelta(hours=1), db=scheduler, sfn=sfn)
+    def started_at(moment: datetime) -> list[str]:
+        return [run for run in start_due_workflows(moment, db=scheduler, sfn=sfn) if name in run]
 
-    assert first == [f"{name}-v1-20261128T120000Z-sched"]
+    assert started_at(NOW) == []
+    first = started_at(NOW + timedelta(hours=1))
+    again = started_at(NOW + timedelta(hours=1))
+
+    assert first == [f"{name}-v1-20261128T130000Z-sched"]
     assert again == []
-    assert f"{name}-v1-20261128T130000Z-sched" in later
     shown = show_run(alice, first[0])["run"]
     assert shown["requested_by"] == "sourceflow_scheduler"
     assert shown["variables"] == {"region": "eu"}
-    # A disabled workflow is not started.
-    apply_workflows(alice, [], deploy=deployed([]), dry_run=False)
-    assert not [
-        r for r in start_due_workflows(now + timedelta(hours=2), db=scheduler, sfn=sfn) if name in r
-    ]
+    # Disabled, it is not started; enabled again at 16:10, the slots it missed are not made up
+    apply_workflows(alice, [], deploy=deployed([]), dry_run=False, now=NOW)
+    assert started_at(NOW + timedelta(hours=2)) == []
+    enabled_at = NOW + timedelta(hours=3, minutes=40)
+    apply_workflows(alice, [hourly], deploy=deployed([]), dry_run=False, now=enabled_at)
+    assert started_at(enabled_at) == []
+    assert started_at(enabled_at + timedelta(hours=1)) == [f"{name}-v1-20261128T170000Z-sched"]
 
 
 def test_an_apply_waits_for_another_to_end_before_it_plans(
@@ -209,7 +214,7 @@ def test_an_apply_waits_for_another_to_end_before_it_plans(
     def bob_applies() -> None:
         plans.extend(
             apply_workflows(
-                people["it_bob"], [a_definition(name)], deploy=deployed([]), dry_run=False
+                people["it_bob"], [a_definition(name)], deploy=deployed([]), dry_run=False, now=NOW
             )[0]
         )
 
