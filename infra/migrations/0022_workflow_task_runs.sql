@@ -30,3 +30,7 @@ CREATE TABLE public.workflow_task_run (
 -- The run-end event names the child run: the waiting task is found by it.
 CREATE UNIQUE INDEX workflow_task_run_child ON public.workflow_task_run (child_run_id)
     WHERE child_run_id IS NOT NULL;
+-- Every run's end looks for the tasks still waiting on a run of its source: the few running
+-- ones, not every task ever run.
+CREATE INDEX workflow_task_run_waiting ON public.workflow_task_run (child_run_id)
+    WHERE status = 'running';
