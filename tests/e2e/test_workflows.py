@@ -21,10 +21,12 @@ from typing import Any
 import pytest
 
 from local.demo import CAMPAIGN_RAN
+from local.provision import visibility_timeouts
 from shared.store.db import Database, fetch_one
-from tests.e2e.harness import Cli, Events, Sources
-from tests.e2e.harness.waits import wait_for
-from tests.e2e.harness.workflow_runs import ALICE, ended
+from tests.e2e.harness import Cli, Events, Harness, Sources
+from tests.e2e.harness.waits import WAIT_SECONDS, wait_for
+from tests.e2e.harness.workflow_runs import ALICE, a_file, ended, shown
+from tests.e2e.test_committed_steps import _dies_once_after_commit
 
 CAMPAIGN_FILE = Path(__file__).resolve().parents[2] / "local" / "demo_workflows.yaml"
 CAMPAIGN_SOURCES = ("demo-listings-a", "demo-partner")
@@ -208,3 +210,40 @@ def test_no_campaign_starting_today_runs_nothing_but_the_check(
             (listings, partner),
         )
         assert cur.fetchone()["runs"] == 0
+
+
+def test_a_tasks_worker_that_dies_after_its_commit_is_answered_for_and_the_sql_runs_once(
+    harness: Harness, db: Database, tmp_path: Path, name: str
+) -> None:
+    # Given a workflow whose sql task adds one to a campaign's count, and tasks workers of which
+    # the first to commit a task's end dies before it answers (local/worker.py's fault point)
+    campaign_id = only_campaign_today(db, starting=False)
+    query = (
+        "UPDATE public.campaign SET listings = coalesce(listings, 0) + 1"
+        f" WHERE campaign_id = {campaign_id} RETURNING listings"
+    )
+    applied(harness, a_file(tmp_path, name, query=query))
+    with _dies_once_after_commit(harness, "tasks", tmp_path) as marker:
+        started = harness.sourceflow("workflow", "run", name, "--json", person=ALICE)
+        assert started.returncode == 0, started.stderr
+        run_id = json.loads(started.stdout)["run"]
+
+        # When SQS hands the message out again, once its visibility timeout ends
+        redelivered = visibility_timeouts(harness.stack.options.timeouts)["tasks"]
+        document = wait_for(
+            lambda: (found := shown(harness, run_id))["run"]["status"] != "running" and found,
+            f"workflow run {run_id} to end after the redelivery",
+            timeout=redelivered + WAIT_SECONDS,
+        )
+
+    # Then the worker did die there, the redelivery answered what the first delivery committed,
+    # and the statement ran once
+    assert marker.exists()
+    assert document["run"]["status"] == "succeeded"
+    count = next(task for task in document["tasks"] if task["task"] == "count")
+    assert (count["status"], count["output"]["variables"]) == ("succeeded", {"campaigns": 1})
+    with db.transaction() as cur:
+        row = fetch_one(
+            cur, "SELECT listings FROM public.campaign WHERE campaign_id = %s", (campaign_id,)
+        )
+    assert row == {"listings": 1}
