@@ -221,7 +221,7 @@ def registered_sources(draw: st.DrawFn) -> list[Registered]:
     return [draw(a_registered_source(source_id)) for source_id in ids]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(registered_sources())
 def test_an_exported_file_applies_as_no_change(sources: list[Registered]) -> None:
     exported = export_document(sources)
