@@ -224,6 +224,8 @@ def _message(workflow: Workflow, version: int, kind: str) -> dict[str, Any]:
         "workflow": workflow.name,
         "workflow_version": version,
         "workflow_run_id.$": "$$.Execution.Name",
+        # For `sourceflow dlq`: whether a dead-lettered task's execution still waits for it.
+        "execution_arn.$": "$$.Execution.Id",
         "kind": kind,
         "variables.$": "$.variables",
     }

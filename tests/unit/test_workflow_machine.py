@@ -244,6 +244,7 @@ def test_each_task_message_says_the_workflow_its_version_the_task_and_its_spec()
     assert body["task"] == "load" and body["kind"] == "ingest"
     assert body["spec"] == {"source": "src", "flow": "normal"}
     assert body["variables.$"] == "$.variables"
+    assert body["execution_arn.$"] == "$$.Execution.Id"  # sourceflow dlq checks it
 
 
 # -- any workflow ------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ CAMPAIGN_FILE = Path(__file__).resolve().parents[2] / "local" / "demo_workflows.
 # What Step Functions puts in place of each path the machine names.
 FILLED = {
     "$$.Execution.Name": "campaign-v1-20261128T060000Z-1a2b3c4d",
+    "$$.Execution.Id": "arn:aws:states:eu-west-1:123456789012:execution:"
+    "sourceflow-prod-wf-campaign-v1:campaign-v1-20261128T060000Z-1a2b3c4d",
     "$$.State.EnteredTime": "2026-11-28T06:00:01.250Z",
     "$$.Task.Token": "AQCEAAAAKgAAAAMAAAAAAAAAAdGVzdC10b2tlbg==",
     "$.variables": {"channel": "#campaigns", "campaign_id": 7},
