@@ -96,12 +96,12 @@ def test_workflow_runs_under_way_end_failed_with_their_waiting_tasks(
                 "INSERT INTO public.workflow_version (workflow, version, definition,"
                 " definition_hash, state_machine_arn) VALUES ('w', 1, '{}', 'h', 'arn:m')"
             )
-            for run_id, ended in (("w-v1-open", False), ("w-v1-done", True)):
+            for run_id, done in (("w-v1-open", False), ("w-v1-done", True)):
                 cur.execute(
                     "INSERT INTO public.workflow_run (id, workflow, version, execution_arn,"
                     " status, ended_at) VALUES (%s, 'w', 1, %s, %s,"
                     " CASE WHEN %s THEN now() END)",
-                    (run_id, ARN + run_id, "succeeded" if ended else "running", ended),
+                    (run_id, ARN + run_id, "succeeded" if done else "running", done),
                 )
             cur.execute(
                 "INSERT INTO public.workflow_task_run (workflow_run_id, task, kind,"
