@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from http.server import ThreadingHTTPServer
 from typing import Any
 
@@ -23,9 +22,9 @@ from services.unlocking.service import unlock_run
 from services.validation.service import validate_run
 from shared.connectors import source_access
 from shared.runtime import aws
-from shared.runtime.catalogue import PAGE_CHECK_PROCESS, RAW_GZIP_LEVEL
+from shared.runtime.catalogue import RAW_GZIP_LEVEL
 from shared.runtime.secrets import connection_secrets_prefix
-from shared.runtime.settings import RespecsSettings, SourceAccessSettings, env_bool
+from shared.runtime.settings import RespecsSettings, SourceAccessSettings
 from shared.store.db import Database
 from shared.store.sources import SourceSpec, register_source
 
@@ -125,15 +124,11 @@ def direct_download(
     part_max_records: int,
 ) -> dict[str, Any]:
     """The download service's logic called directly, into the raw bucket, with a heartbeat that
-    never beats and a claim of its own, configured from the environment as the service is;
-    returns its result."""
+    never beats and a claim of its own; returns its result."""
     return download_run(
         {**request, "plan": plan},
         db=db,
-        connector_for=partial(
-            source_access(EMBEDDED_ACCESS).connector,
-            page_check_process=env_bool("PAGE_CHECK_PROCESS", PAGE_CHECK_PROCESS),
-        ),
+        connector_for=source_access(EMBEDDED_ACCESS).connector,
         sink=S3RawSink(
             aws.client("s3"), bucket, int(os.environ.get("RAW_GZIP_LEVEL", RAW_GZIP_LEVEL))
         ),

@@ -78,9 +78,7 @@ def transfer(mode: str, env: dict[str, str], *args: str) -> dict[str, Any]:
 
 
 def measure_download(stack: LocalStack, state_dir: Path, *, skip_dlt: bool) -> dict[str, Any]:
-    # Measured as a download function with a second vCPU runs (PAGE_CHECK_PROCESS): the
-    # `page-check-process` lever is the download without it, as at the cloud's default.
-    env = {**os.environ, **stack.env, "PAGE_CHECK_PROCESS": "true"}
+    env = {**os.environ, **stack.env}
     results: dict[str, Any] = {}
     with cached_vendor({f"bench-{label}": size for label, size in SIZES.items()}) as vendor:
 

@@ -51,8 +51,6 @@ LEVERS = {
     "per-page": "the version filter asked record by record, each record's digest made",
     "overlap": "each part uploaded and committed before the next one is read",
     "listed-per-page": "the versions a part landed listed record by record (take_unsaved)",
-    "page-check-process": "each page checked on the download's own thread, not in a process "
-    "of its own (PAGE_CHECK_PROCESS false)",
 }
 
 
@@ -158,8 +156,6 @@ def download(
 
 def _turn_off(levers: list[str]) -> None:
     """Put back, in this process only, what each lever replaced."""
-    if "page-check-process" in levers:
-        os.environ["PAGE_CHECK_PROCESS"] = "false"
     if "isal" in levers:
         from services.download import adapters
 

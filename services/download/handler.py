@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from functools import cache, partial
+from functools import cache
 from typing import Any
 
 from services.download.adapters import S3RawSink
@@ -29,10 +29,7 @@ def download(request: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
         request,
         delivery,
         db=database(),
-        connector_for=partial(
-            source_access(settings.sources).connector,
-            page_check_process=settings.page_check_process,
-        ),
+        connector_for=source_access(settings.sources).connector,
         sink=S3RawSink(aws.client("s3"), settings.raw_bucket, settings.raw_gzip_level),
         send_heartbeat=TaskCallbacks(aws.client("stepfunctions")).heartbeat,
         lease=timedelta(seconds=settings.lock_lease_seconds),

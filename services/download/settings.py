@@ -4,7 +4,6 @@ from dataclasses import dataclass
 
 from shared.runtime.catalogue import (
     CLOUD_TIMEOUTS,
-    PAGE_CHECK_PROCESS,
     PART_MAX_RECORDS,
     RAW_GZIP_LEVEL,
     VENDOR_MAX_WAIT_SECONDS,
@@ -14,7 +13,6 @@ from shared.runtime.settings import (
     ConsumerSettings,
     SettingsError,
     SourceAccessSettings,
-    env_bool,
     env_float,
     env_int,
     env_str,
@@ -33,8 +31,6 @@ class Settings:
     part_max_records: int
     # One setting per deployment: faster downloads against smaller raw objects.
     raw_gzip_level: int
-    # Where a JSON-lines source's pages are checked: in a process of their own, or inline.
-    page_check_process: bool
     # A delivery's claim on a download (and its message's visibility) lapses this long after
     # its last heartbeat: a few heartbeats, so one slow page does not lose it.
     claim_seconds: int
@@ -56,7 +52,6 @@ class Settings:
             lock_lease_seconds=lock_lease_seconds(),
             part_max_records=env_int("PART_MAX_RECORDS", PART_MAX_RECORDS, minimum=1),
             raw_gzip_level=gzip_level(env_int("RAW_GZIP_LEVEL", RAW_GZIP_LEVEL)),
-            page_check_process=env_bool("PAGE_CHECK_PROCESS", PAGE_CHECK_PROCESS),
             claim_seconds=env_int(
                 "DOWNLOAD_CLAIM_SECONDS", CLOUD_TIMEOUTS.download_claim_seconds, minimum=2
             ),

@@ -44,22 +44,15 @@ class SourceAccess:
         connection: Mapping[str, Any],
         *,
         pacing: Pacing = UNPACED,
-        page_check_process: bool = False,
     ) -> Connector:
-        """The source's connector, its connection checked; a vendor's API paced by `pacing`,
-        its JSON-lines pages checked in a process of their own with `page_check_process`."""
+        """The source's connector, its connection checked; a vendor's API paced by `pacing`."""
         settings = parse_connection(source_id, source_type, connection)
         # Imported here so that each connector's dependencies load only when it is used.
         if source_type == "http_api":
             from shared.connectors.http_api import HttpApiConnector
 
             return HttpApiConnector.from_connection(
-                source_id,
-                settings,
-                secrets=self.secrets,
-                hosts=self.hosts,
-                pacing=pacing,
-                page_check_process=page_check_process,
+                source_id, settings, secrets=self.secrets, hosts=self.hosts, pacing=pacing
             )
         if source_type == "s3_files":
             from shared.connectors.s3_files import S3FilesConnector

@@ -35,13 +35,14 @@ its token marks a place in the stream.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
+from operator import attrgetter
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
+import msgspec
 import orjson
 import requests
 from urllib3.util.retry import Retry
@@ -57,7 +58,6 @@ from shared.connectors.base import (
 )
 from shared.connectors.endpoints import HostRule, PeerCheckedAdapter, parse_base_url
 from shared.connectors.pacing import UNPACED, Pacing, vendor_host
-from shared.connectors.page_check import LinesCheck, PageChecker, stamp_of
 from shared.connectors.prefetch import prefetched
 from shared.errors import PermanentError, TransientError
 from shared.rules.flows import Window, WindowField
@@ -66,7 +66,7 @@ from shared.rules.throttling import THROTTLED_STATUSES, PageThrottle, retry_afte
 from shared.runtime.observability import logger
 from shared.runtime.redaction import untrusted_excerpt
 from shared.runtime.secrets import Secrets
-from shared.timefmt import isoformat
+from shared.timefmt import isoformat, parse_iso
 
 DEFAULT_PAGE_SIZE = 1000
 DEFAULT_API_KEY_HEADER = "X-Api-Key"
@@ -175,9 +175,6 @@ class HttpApiConnector:
     key_field: str = DEFAULT_KEY_FIELD
     limits: RunLimits = DEFAULT_RUN_LIMITS
     pacing: Pacing = field(default=UNPACED, repr=False, compare=False)
-    # Whether a JSON-lines source's pages are checked in a process of their own (JSON pages are
-    # decoded whole, on the reading thread).
-    page_check_process: bool = field(default=False, kw_only=True)
     # Records that are not JSON objects; the vendor filters on, and types, the window's field.
     malformed: MalformedRows = field(default_factory=MalformedRows, init=False, compare=False)
     warnings: list[str] = field(default_factory=list, init=False, compare=False)
@@ -193,11 +190,9 @@ class HttpApiConnector:
         secrets: Secrets,
         hosts: HostRule,
         pacing: Pacing = UNPACED,
-        page_check_process: bool = False,
     ) -> HttpApiConnector:
         """From a connection that passed its schema (`shared.connectors.parse_connection`);
-        its base_url is parsed here. A JSON-lines source checks its pages in a process of its
-        own with `page_check_process` (shared.connectors.page_check)."""
+        its base_url is parsed here."""
         secret = connection.get("api_key_secret")
         api_key = (
             ApiKey(secret, connection.get("api_key_header", DEFAULT_API_KEY_HEADER))
@@ -219,7 +214,6 @@ class HttpApiConnector:
             connection.get("key_field", DEFAULT_KEY_FIELD),
             run_limits(connection),
             pacing,
-            page_check_process=page_check_process,
         )
 
     def check(self) -> None:
@@ -289,7 +283,7 @@ class HttpApiConnector:
         return {}
 
     def last_modified(self, record: Mapping[str, Any]) -> datetime | None:
-        return stamp_of(record.get(LAST_MODIFIED_FIELD))
+        return _stamp(record.get(LAST_MODIFIED_FIELD))
 
     def _headers(self) -> dict[str, str]:
         if self.api_key is None:
@@ -470,10 +464,10 @@ class JsonLinesApiConnector(HttpApiConnector):
     that proof is read line by line: a line that is not a JSON object is counted as malformed,
     and a page without a single one stops the run (MalformedPage)."""
 
-    _check: LinesCheck = field(init=False, repr=False, compare=False)
+    _fields: msgspec.json.Decoder[list[Any]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._check = LinesCheck(self.key_field, LAST_MODIFIED_FIELD)
+        self._fields = msgspec.json.Decoder(list[_record_fields(self.key_field)])  # type: ignore[misc]
 
     @property
     def asks(self) -> dict[str, str]:
@@ -484,24 +478,10 @@ class JsonLinesApiConnector(HttpApiConnector):
     ) -> Iterator[Page]:
         self.malformed = MalformedRows()
         meter = ReadMeter(self.source_id, self.limits)
-        # The reading thread only fetches (the token is in a header) and hands each page to the
-        # checker, if there is one; a page is landed here, while the next one is on its way.
-        with self._checker() as checker:
-            parse = partial(self._as_it_came, checker)
-            for fetched in self._fetching(window, resume, meter, parse):
-                yield self._lines_page(fetched, meter, checker)
-
-    @contextmanager
-    def _checker(self) -> Iterator[PageChecker | None]:
-        """The process that checks this read's pages (`page_check_process`), or None."""
-        if not self.page_check_process:
-            yield None
-            return
-        checker = PageChecker(self._check)
-        try:
-            yield checker
-        finally:
-            checker.close()
+        # The reading thread only fetches (the token is in a header): a page is checked here,
+        # while the next one is on its way.
+        for fetched in self._fetching(window, resume, meter, self._as_it_came):
+            yield self._lines_page(fetched, meter)
 
     def records(
         self, window: Window, resume: Position | None = None, *, waiting: Waiting = no_waiting
@@ -512,34 +492,41 @@ class JsonLinesApiConnector(HttpApiConnector):
             yield from self._check_in(page.position)
 
     def _as_it_came(
-        self,
-        checker: PageChecker | None,
-        body: bytearray,
-        headers: Mapping[str, str],
-        meter: ReadMeter,
+        self, body: bytearray, headers: Mapping[str, str], meter: ReadMeter
     ) -> tuple[bytearray, str | None]:
-        """A page as it came (ending in a newline), handed to the checker, and the next page's
-        token."""
-        token = self._token(headers.get(NEXT_PAGE_TOKEN_HEADER), meter.pages)
+        """A page as it came, and the next page's token."""
+        return body, self._token(headers.get(NEXT_PAGE_TOKEN_HEADER), meter.pages)
+
+    def _lines_page(self, fetched: Fetched[bytearray], meter: ReadMeter) -> Page:
+        body = fetched.content
         if body and not body.endswith(b"\n"):
             body += b"\n"
-        if checker is not None:
-            checker.submit(body)
-        return body, token
-
-    def _lines_page(
-        self, fetched: Fetched[bytearray], meter: ReadMeter, checker: PageChecker | None
-    ) -> Page:
-        body = fetched.content
-        checked = checker.result() if checker is not None else None
-        if checked is None:
-            checked = self._check(body)
-        if checked is None:
+        fields = self._decoded(body)
+        # The lines counted as what a copy without them lacks: 3x as fast as bytearray.count.
+        if fields is None or len(fields) != len(body) - len(body.replace(b"\n", b"")):
             lines, stamps, keys, number = self._line_by_line(body, fetched.pages, meter)
             return Page(b"".join(lines), stamps, keys, number, fetched.position(meter))
-        stamps, keys = checked
-        meter.record(len(stamps))
-        return Page(body, stamps, keys, len(stamps), fetched.position(meter))
+        meter.record(len(fields))
+        stamps = _stamps(list(map(_STAMP, fields)))
+        keys = list(map(_KEY, fields))
+        return Page(body, stamps, keys, len(fields), fetched.position(meter))
+
+    def _decoded(self, body: bytearray) -> list[Any] | None:
+        """Each line's stamp and key, if every line is one JSON object in UTF-8 (the page's
+        lines made a JSON array, decoded in one pass); None if not."""
+        if not body.isascii():
+            try:
+                body.decode()  # msgspec does not look into the text it skips
+            except UnicodeDecodeError:
+                return None
+        # One copy of the page, edited in place: memory bandwidth is what a page costs.
+        array = body.replace(b"\n", b",")
+        array[-1:] = b"]"  # in place of the last line's newline (none: an empty page)
+        array[0:0] = b"["
+        try:
+            return self._fields.decode(array)
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+            return None
 
     def _line_by_line(
         self, body: bytearray, page: int, meter: ReadMeter
@@ -575,6 +562,42 @@ class JsonLinesApiConnector(HttpApiConnector):
                 "something else"
             )
         return lines, stamps, keys, number
+
+
+def _record_fields(key_field: str) -> type[msgspec.Struct]:
+    """What a JSON-lines page is decoded into, a record at a time: its key and its stamp, as
+    JSON has them (every other field is skipped)."""
+    fields = {"key": key_field, "stamp": LAST_MODIFIED_FIELD}
+    if key_field == LAST_MODIFIED_FIELD:  # the stamp is the key: one field, read twice
+        return msgspec.defstruct("RecordStamp", [("stamp", Any, None)], rename=fields)
+    return msgspec.defstruct(
+        "RecordFields", [("key", Any, None), ("stamp", Any, None)], rename=fields
+    )
+
+
+def _stamp(value: Any) -> datetime | None:
+    """A record's last-modified date; None if it has none, or one that does not parse."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError:
+        return None  # download counts the record as malformed
+
+
+def _stamps(values: list[Any]) -> list[datetime | None]:
+    """`_stamp` of each value; the common case (every value a UTC date-time) in one pass."""
+    try:
+        stamps = list(map(datetime.fromisoformat, values))
+    except (TypeError, ValueError):
+        return list(map(_stamp, values))
+    if set(map(_TZINFO, stamps)) == {UTC}:
+        return stamps  # type: ignore[return-value]
+    return list(map(_stamp, values))
+
+
+_TZINFO = attrgetter("tzinfo")
+_STAMP, _KEY = attrgetter("stamp"), attrgetter("key")
 
 
 def window_params(window: Window) -> dict[str, str]:

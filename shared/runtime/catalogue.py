@@ -8,7 +8,6 @@
   through the same environment variables.
 - `RetryPolicy`: how a failed delivery is retried inside those timeouts.
 - The other defaults a service reads from its environment (`PART_MAX_RECORDS`, `RAW_GZIP_LEVEL`,
-  `PAGE_CHECK_PROCESS`,
   `RESPECS_STATEMENT_TIMEOUT_MS`, `RESPECS_APPROVAL_REQUIRED`, `VENDOR_MAX_WAIT_SECONDS`,
   `VENDOR_SLOT_WAIT_SECONDS`, and the download concurrency the scheduler admits runs by:
   `DOWNLOAD_CONCURRENCY`, `DOWNLOAD_BATCH_SIZE`).
@@ -101,11 +100,6 @@ VENDOR_SLOT_WAIT_SECONDS = 300.0
 """The most a download waits for one of its vendor's concurrency slots (public.vendor_limit)
 before it yields (VendorSlotsBusy) and its message is retried. With the page wait it fits inside
 the download function's timeout (tests/unit/test_templates.py)."""
-PAGE_CHECK_PROCESS = False
-"""Whether a download checks a JSON-lines source's pages in a process of its own, on another
-core, while it lands the page before (shared.connectors.page_check): faster where the download
-has a second vCPU to itself (Lambda gives one at 1,769 MB and about two at 3,008), some 10% more
-CPU where it has not, as at the download function's 1,024 MB (docs/performance.md)."""
 DOWNLOAD_CONCURRENCY = 10
 """How many downloads run at once in the cloud: the download function's MaximumConcurrency
 (infra/templates/service.yaml). The scheduler admits as many runs at once

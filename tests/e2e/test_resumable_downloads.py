@@ -17,7 +17,7 @@ from psycopg2 import sql
 
 from local.partner import create_listings_table, upsert_listings
 from local.provision import function_timeouts
-from shared.runtime.catalogue import PAGE_CHECK_PROCESS, PART_MAX_RECORDS
+from shared.runtime.catalogue import PART_MAX_RECORDS
 from tests.builders import listing
 from tests.e2e.harness import Harness, wait_for
 from tests.e2e.harness.stack import HEARTBEAT_SECONDS
@@ -30,17 +30,12 @@ TINY_FUNCTION_SECONDS = 4
 
 @pytest.fixture
 def tiny_invocations(harness: Harness) -> Iterator[None]:
-    """The download workers redeployed with a 4 s function timeout, parts of four records, and
-    a JSON-lines source's pages checked in a process of their own; redeployed as the stack had
-    them afterwards."""
+    """The download workers redeployed with a 4 s function timeout and parts of four records;
+    redeployed as the stack had them afterwards."""
     stack = harness.stack
     stack.redeploy(
         "download",
-        {
-            "SOURCEFLOW_FUNCTION_TIMEOUT": str(TINY_FUNCTION_SECONDS),
-            "PART_MAX_RECORDS": "4",
-            "PAGE_CHECK_PROCESS": "true",
-        },
+        {"SOURCEFLOW_FUNCTION_TIMEOUT": str(TINY_FUNCTION_SECONDS), "PART_MAX_RECORDS": "4"},
     )
     try:
         yield
@@ -52,7 +47,6 @@ def tiny_invocations(harness: Harness) -> Iterator[None]:
                     function_timeouts(stack.options.timeouts)["download"]
                 ),
                 "PART_MAX_RECORDS": str(PART_MAX_RECORDS),
-                "PAGE_CHECK_PROCESS": str(PAGE_CHECK_PROCESS).lower(),
             },
         )
 
@@ -99,15 +93,13 @@ def landed_versions(harness: Harness, execution_arn: str) -> tuple[int, int]:
     return row["listed"], row["distinct_"]
 
 
-@pytest.mark.parametrize(
-    "page_format", ["json", "jsonl"], ids=["json-pages", "json-lines-checked-in-a-process"]
-)
+@pytest.mark.parametrize("page_format", ["json", "jsonl"], ids=["json-pages", "json-lines"])
 def test_a_download_over_many_invocations_with_a_worker_killed_lands_every_record_once(
     harness: Harness, tiny_invocations: None, page_format: str
 ) -> None:
-    # Given a source a day behind 50 records served one a page (JSON pages, or JSON lines each
-    # checked in a process of its own), each page 0.3 s late (15 s of download at the least),
-    # and download invocations that may run 4 s each
+    # Given a source a day behind 50 records served one a page (as JSON pages, or JSON lines),
+    # each page 0.3 s late (15 s of download at the least), and download invocations that may
+    # run 4 s each
     slow = harness.slow_source(pages=50, delay_ms=300, runtime_count=2)
     harness.change_connection(slow.source_id, format=page_format)
     arn = harness.start(slow.source_id)

@@ -658,31 +658,24 @@ def lines_page(*lines: Any, token: str | None = None) -> requests.Response:
 
 
 def a_lines_connector(
-    access: SourceAccess, session: FakeSession, *, apart: bool = False, **changes: Any
+    access: SourceAccess, session: FakeSession, **changes: Any
 ) -> JsonLinesApiConnector:
-    """A JSON-lines connector; `apart`: its pages checked in a process of their own."""
     connector = a_connector(access, session, format="jsonl", **changes)
     assert isinstance(connector, JsonLinesApiConnector)
-    connector.page_check_process = apart
     return connector
-
-
-# Each page checked by the download's thread, or in a process of its own: the same outcome.
-CHECKED = pytest.mark.parametrize("apart", [False, True], ids=["inline", "in-a-process"])
 
 
 def a_record(key: str, **fields: Any) -> dict[str, Any]:
     return {"id": key, "last_modified": STAMP, "note": "é", **fields}
 
 
-@CHECKED
 def test_a_json_lines_source_asks_for_them_and_lands_its_pages_as_they_came(
-    access: SourceAccess, apart: bool
+    access: SourceAccess,
 ) -> None:
     # Given a vendor answering JSON lines, the next page's token in a header
     first = [a_record("1"), a_record("2", last_modified="2026-11-22T11:00:00+01:00")]
     session = FakeSession([lines_page(*first, token="p2"), lines_page(a_record("3"))])
-    connector = a_lines_connector(access, session, apart=apart)
+    connector = a_lines_connector(access, session)
     # When its window is read a page at a time
     assert isinstance(connector, PageReader)
     pages = list(connector.pages(WINDOW))
@@ -697,15 +690,14 @@ def test_a_json_lines_source_asks_for_them_and_lands_its_pages_as_they_came(
     assert connector.malformed.count == 0
 
 
-@CHECKED
 def test_json_lines_that_are_no_objects_are_counted_and_the_rest_land_as_they_came(
-    access: SourceAccess, apart: bool
+    access: SourceAccess,
 ) -> None:
     # Given a page with a line that is not JSON, an array, a blank line, bytes not UTF-8 and
     # two objects on one line
     good = json.dumps(a_record("1")).encode()
     page_lines = [good, b"{not json", b"[1]", b"", b'{"id": "\xff"}', good + b" " + good, good]
-    connector = a_lines_connector(access, FakeSession([lines_page(*page_lines)]), apart=apart)
+    connector = a_lines_connector(access, FakeSession([lines_page(*page_lines)]))
     [page] = list(connector.pages(WINDOW))
     # Then the objects land as they came, and each other line is counted as malformed
     assert page.lines == good + b"\n" + good + b"\n"
@@ -719,25 +711,21 @@ def test_json_lines_that_are_no_objects_are_counted_and_the_rest_land_as_they_ca
     assert "is a JSON array, not an object" in connector.malformed.examples[1]
 
 
-@CHECKED
 def test_a_json_lines_page_without_a_single_object_stops_the_run_by_name(
-    access: SourceAccess, apart: bool
+    access: SourceAccess,
 ) -> None:
     html = an_answer(200, b"<html>\n<body>502 Bad Gateway</body>\n</html>\n")
-    connector = a_lines_connector(access, FakeSession([html]), apart=apart)
+    connector = a_lines_connector(access, FakeSession([html]))
     with pytest.raises(PermanentError, match="has no line that is a JSON object") as caught:
         list(connector.pages(WINDOW))
     assert caught.value.error_name == "MalformedPage"
 
 
-@CHECKED
-def test_json_lines_count_against_the_runs_record_limit(access: SourceAccess, apart: bool) -> None:
+def test_json_lines_count_against_the_runs_record_limit(access: SourceAccess) -> None:
     pages = [lines_page(*(a_record(f"{n}-{i}") for i in range(3))) for n in range(3)]
     for n, answer in enumerate(pages[:-1]):
         answer.headers[NEXT_PAGE_TOKEN_HEADER] = f"p{n + 1}"
-    connector = a_lines_connector(
-        access, FakeSession(pages), apart=apart, limits={"max_records": 5}
-    )
+    connector = a_lines_connector(access, FakeSession(pages), limits={"max_records": 5})
     with pytest.raises(PermanentError) as caught:
         list(connector.pages(WINDOW))
     assert caught.value.error_name == "TooManyRecords"
