@@ -176,13 +176,18 @@ def _turn_off(levers: list[str]) -> None:
 
         VersionFilter.admit_page = one_by_one  # type: ignore[method-assign,assignment]
     if "listed-per-page" in levers:
-        from shared.rules.versions import Met, VersionFilter
+        from shared.rules.versions import Met, VersionFilter, _stamps_of
 
         def one_at_a_time(
             self: VersionFilter, stamps: Sequence[datetime], keys: Sequence[Any]
         ) -> list[Met]:
-            # As before: each version looked up on its own.
-            return [(s, k) for s, k in zip(stamps, keys, strict=True) if self._holds(s, k)]
+            # As before: each version looked up on its own (not by `_holds`, which is `_held`).
+            return [
+                (s, k)
+                for s, k in zip(stamps, keys, strict=True)
+                if ((held := self._recent.get(k)) is not None and s in _stamps_of(held))
+                or (s, k) in self._future
+            ]
 
         VersionFilter._held = one_at_a_time  # type: ignore[method-assign]
     if "overlap" in levers:

@@ -245,6 +245,8 @@ class VersionFilter:
         """The versions of a page this run remembers having landed (it may have forgotten some):
         a page's worth at once, most of them forgotten or held as the one stamp of their key."""
         future = self._future
+        if not future and self._recent.keys().isdisjoint(keys):
+            return []  # every version of the page forgotten: known without a look at each
         return [
             (stamp, key)
             for stamp, key, held in zip(stamps, keys, map(self._recent.get, keys), strict=True)

@@ -93,12 +93,15 @@ def landed_versions(harness: Harness, execution_arn: str) -> tuple[int, int]:
     return row["listed"], row["distinct_"]
 
 
+@pytest.mark.parametrize("page_format", ["json", "jsonl"], ids=["json-pages", "json-lines"])
 def test_a_download_over_many_invocations_with_a_worker_killed_lands_every_record_once(
-    harness: Harness, tiny_invocations: None
+    harness: Harness, tiny_invocations: None, page_format: str
 ) -> None:
-    # Given a source a day behind 50 records served one a page, each page 0.3 s late (15 s of
-    # download at the least), and download invocations that may run 4 s each
+    # Given a source a day behind 50 records served one a page (as JSON pages, or JSON lines),
+    # each page 0.3 s late (15 s of download at the least), and download invocations that may
+    # run 4 s each
     slow = harness.slow_source(pages=50, delay_ms=300, runtime_count=2)
+    harness.change_connection(slow.source_id, format=page_format)
     arn = harness.start(slow.source_id)
 
     # When the download workers are killed in the middle of an invocation, a third of the way

@@ -159,11 +159,14 @@ class Sources:
             )
 
     def set_page_size(self, source_id: str, page_size: int) -> None:
+        self.change_connection(source_id, page_size=page_size)
+
+    def change_connection(self, source_id: str, **changes: Any) -> None:
+        """The source's connection with `changes` made to it."""
         with self.db.transaction() as cur:
             cur.execute(
-                "UPDATE public.source SET connection = connection || jsonb_build_object("
-                "'page_size', %s) WHERE source_id = %s",
-                (page_size, source_id),
+                "UPDATE public.source SET connection = connection || %s WHERE source_id = %s",
+                (Json(changes), source_id),
             )
 
     def set_schedule(
