@@ -21,7 +21,8 @@ publisher) passed in as arguments; the decisions are pure, in services.scheduler
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -75,6 +76,27 @@ SOURCES_OVERDUE_METRIC = "SourcesOverdue"
 """How many scheduled sources a tick found overdue (the scheduler stack's alarm pages on it)."""
 
 
+class EachOnItsOwn:
+    """Items a tick does one by one, each in a transaction of its own: one that fails for now
+    never keeps the others from being done, and the tick's delivery is retried at the end
+    (`raise_if_any`) so the next delivery does what is left; what was done stays done."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what  # "queue every due run": the end of "could not …"
+        self.failed: list[str] = []
+
+    @contextmanager
+    def item(self, name: str) -> Iterator[None]:
+        try:
+            yield
+        except TransientError as exc:
+            self.failed.append(f"{name}: {exc}")
+
+    def raise_if_any(self) -> None:
+        if self.failed:
+            raise TransientError(f"could not {self.what}: " + "; ".join(self.failed))
+
+
 def dispatch(now: datetime, *, db: Database) -> list[str]:
     """Put one run per due source and slot in the line; returns the sources it queued one for.
 
@@ -89,22 +111,22 @@ def dispatch(now: datetime, *, db: Database) -> list[str]:
     due, problems = due_sources(sources, now)
     for problem in problems:
         logger.error("source not scheduled", extra={"problem": problem})
-    queued, failed = [], []
+    queued: list[str] = []
+    each = EachOnItsOwn("queue every due run")
     for item in due:
-        try:
-            with db.transaction() as cur:
-                if adapters.claim_slot(cur, item.source_id, item.slot):
-                    line.queue_run(cur, scheduled_run(item), RunKind.SCHEDULED)
-                    queued.append(item.source_id)
-        except TransientError as exc:
-            failed.append(f"{item.source_id}: {exc}")
-        except PermanentError as exc:
-            logger.error(
-                "source not scheduled", extra={"source_id": item.source_id, "problem": str(exc)}
-            )
+        with each.item(item.source_id):
+            try:
+                with db.transaction() as cur:
+                    if adapters.claim_slot(cur, item.source_id, item.slot):
+                        line.queue_run(cur, scheduled_run(item), RunKind.SCHEDULED)
+                        queued.append(item.source_id)
+            except PermanentError as exc:
+                logger.error(
+                    "source not scheduled",
+                    extra={"source_id": item.source_id, "problem": str(exc)},
+                )
     logger.info("dispatched", extra={"queued": len(queued), "due": len(due)})
-    if failed:
-        raise TransientError("could not queue every due run: " + "; ".join(failed))
+    each.raise_if_any()
     return queued
 
 
@@ -234,21 +256,18 @@ def announce_freshness(now: datetime, *, db: Database, publish: Publish) -> list
         watched = [(row, _freshness(row, now)) for row in freshness.watched_sources(cur)]
     overdue = sum(1 for _, fresh in watched if fresh is not None and fresh.overdue)
     metrics.add_metric(name=SOURCES_OVERDUE_METRIC, unit=MetricUnit.Count, value=overdue)
-    announced, failed = [], []
+    announced: list[str] = []
+    each = EachOnItsOwn("announce every overdue source")
     for row, fresh in watched:
         if fresh is None or announcement(fresh, row["announced_since"]) is None:
             continue
-        try:
-            with db.transaction() as cur:
-                current = freshness.freshness_rows(cur, [row["source_id"]]).get(row["source_id"])
-                if current is not None and _announce(cur, current, now, publish):
-                    announced.append(row["source_id"])
-        except TransientError as exc:
-            failed.append(f"{row['source_id']}: {exc}")
+        with each.item(row["source_id"]), db.transaction() as cur:
+            current = freshness.freshness_rows(cur, [row["source_id"]]).get(row["source_id"])
+            if current is not None and _announce(cur, current, now, publish):
+                announced.append(row["source_id"])
     if announced:
         logger.info("freshness announced", extra={"sources": announced})
-    if failed:
-        raise TransientError("could not announce every overdue source: " + "; ".join(failed))
+    each.raise_if_any()
     return announced
 
 
@@ -302,24 +321,21 @@ def start_due_workflows(now: datetime, *, db: Database, sfn: Any) -> list[str]:
     due, problems = due_workflows(rows, now)
     for problem in problems:
         logger.error("workflow not scheduled", extra={"problem": problem})
-    started, failed = [], []
+    started: list[str] = []
+    each = EachOnItsOwn("start every due workflow")
     for item in due:
-        try:
-            with db.transaction() as cur:
-                workflow = workflows.current(cur, item.name)
-                if workflow is None or not workflows.claim_slot(cur, item.name, item.slot):
-                    continue
-                declared = workflow["definition"].get("variables", {})
-                variables = run_variables(item.name, declared, {})
-                started.append(
-                    workflows.start_run(
-                        cur, sfn, workflow, variables, started=item.slot, nonce=SCHEDULED_NONCE
-                    )
+        with each.item(item.name), db.transaction() as cur:
+            workflow = workflows.current(cur, item.name)
+            if workflow is None or not workflows.claim_slot(cur, item.name, item.slot):
+                continue
+            declared = workflow["definition"].get("variables", {})
+            variables = run_variables(item.name, declared, {})
+            started.append(
+                workflows.start_run(
+                    cur, sfn, workflow, variables, started=item.slot, nonce=SCHEDULED_NONCE
                 )
-        except TransientError as exc:
-            failed.append(f"{item.name}: {exc}")
-    if failed:
-        raise TransientError("could not start every due workflow: " + "; ".join(failed))
+            )
+    each.raise_if_any()
     return started
 
 
