@@ -11,17 +11,15 @@ publishes Run Succeeded and no Run Failed, and pages nobody.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from local.worker import AFTER_COMMIT
 from ops.runs import wait_for_execution
 from tests.e2e.harness import RUN_SECONDS, WAIT_SECONDS, Harness, RunResult, wait_for
+from tests.e2e.harness.faults import dies_once_after_commit
 
 DAY = timedelta(days=1)
 _THE_HAPPY_PATH = [
@@ -34,19 +32,6 @@ _THE_HAPPY_PATH = [
     "PublishRunSucceeded",
     "Succeeded",
 ]
-
-
-@contextmanager
-def _dies_once_after_commit(harness: Harness, service: str, tmp_path: Path) -> Iterator[Path]:
-    """The service's workers, redeployed so that the first to commit a task's work dies before
-    reporting it; yields the file the dying worker leaves behind. Redeployed without the fault
-    on leaving (the dead worker replaced too)."""
-    marker = tmp_path / f"{service}-{AFTER_COMMIT}"
-    harness.stack.redeploy(service, {"SOURCEFLOW_FAULT": f"{service}:{AFTER_COMMIT}:{marker}"})
-    try:
-        yield marker
-    finally:
-        harness.stack.redeploy(service, {"SOURCEFLOW_FAULT": ""})
 
 
 def _source_with_two_new_records(harness: Harness) -> tuple[str, str, datetime]:
@@ -129,7 +114,7 @@ def test_a_worker_killed_right_after_its_commit(
 
     # When the worker that commits the run's validation (its decision, lock and count) or its
     # unlock (cursor, lock and final status) dies before reporting it
-    with _dies_once_after_commit(harness, service, tmp_path) as died:
+    with dies_once_after_commit(harness.stack, service, tmp_path) as died:
         arn = harness.start(source_id)
         result = _finish(harness, arn, source_id)
 
@@ -148,7 +133,7 @@ def test_an_unlock_that_committed_but_whose_task_ended_failed_ends_succeeded(
 
     # When the unlocking worker that commits the run's end dies before reporting it, no other
     # worker is there to take its message up, and the Unlock task times out meanwhile
-    with _dies_once_after_commit(harness, "unlocking", tmp_path) as died:
+    with dies_once_after_commit(harness.stack, "unlocking", tmp_path) as died:
         arn = harness.start(source_id)
         wait_for(died.exists, "the unlocking worker to die after its commit", RUN_SECONDS)
         harness.stack.kill_workers("unlocking")

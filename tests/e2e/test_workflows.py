@@ -24,9 +24,9 @@ from local.demo import CAMPAIGN_RAN
 from local.provision import visibility_timeouts
 from shared.store.db import Database, fetch_one
 from tests.e2e.harness import Cli, Events, Harness, Sources
+from tests.e2e.harness.faults import dies_once_after_commit
 from tests.e2e.harness.waits import WAIT_SECONDS, wait_for
 from tests.e2e.harness.workflow_runs import ALICE, a_file, ended, shown
-from tests.e2e.test_committed_steps import _dies_once_after_commit
 
 CAMPAIGN_FILE = Path(__file__).resolve().parents[2] / "local" / "demo_workflows.yaml"
 CAMPAIGN_SOURCES = ("demo-listings-a", "demo-partner")
@@ -223,7 +223,7 @@ def test_a_tasks_worker_that_dies_after_its_commit_is_answered_for_and_the_sql_r
         f" WHERE campaign_id = {campaign_id} RETURNING listings"
     )
     applied(harness, a_file(tmp_path, name, query=query))
-    with _dies_once_after_commit(harness, "tasks", tmp_path) as marker:
+    with dies_once_after_commit(harness.stack, "tasks", tmp_path) as marker:
         started = harness.sourceflow("workflow", "run", name, "--json", person=ALICE)
         assert started.returncode == 0, started.stderr
         run_id = json.loads(started.stdout)["run"]

@@ -8,6 +8,7 @@
 - events: `Events` (fixture `events`), notifications and alerts
 - ticks: `Ticks` (fixture `ticks`), the schedule rules fired and the scheduler waited for
 - cli: `Cli` (fixture `cli`), the operator's `sourceflow` command
+- faults: faults armed in a service's workers (`dies_once_after_commit`)
 
 A test takes the parts it uses; `Harness` (fixture `harness`) is all of them at once.
 """
