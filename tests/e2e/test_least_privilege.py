@@ -25,11 +25,11 @@ from local.stack import LocalStack, aws_client
 from shared.store.db import Database
 from tests.builders import listing, sold_listing
 from tests.e2e.harness import Harness, RunResult, Vendor, wait_for
+from tests.e2e.harness.approvals import SQM, respecs_source, waiting_for_approval
+from tests.e2e.harness.backfills import next_slice
+from tests.e2e.harness.source_types import CsvDrops, PartnerTable, SourceData, new_source
 from tests.e2e.harness.stack import stack_options
 from tests.e2e.harness.workflow_runs import ALICE, a_file, ended
-from tests.e2e.test_approvals import SQM, respecs_source, waiting_for_approval
-from tests.e2e.test_backfills import next_slice
-from tests.e2e.test_source_types import CsvDrops, PartnerTable, SourceData, new_source
 
 DAY = timedelta(days=1)
 SERVICES_AND_STATE_MACHINE = (*map(service_user, SERVICES), STATE_MACHINE_USER)

@@ -8,9 +8,11 @@
 - events: `Events` (fixture `events`), notifications and alerts
 - ticks: `Ticks` (fixture `ticks`), the schedule rules fired and the scheduler waited for
 - cli: `Cli` (fixture `cli`), the operator's `sourceflow` command
-- faults: faults armed in a service's workers (`dies_once_after_commit`)
 
-A test takes the parts it uses; `Harness` (fixture `harness`) is all of them at once.
+A test takes the parts it uses; `Harness` (fixture `harness`) is all of them at once. The
+helpers more than one test file plays with, imported from their modules: faults (a fault armed
+in a service's workers), approvals (Re-specs at the gate), backfills (slices a tick),
+source_types (datasets of each type) and workflow_runs.
 """
 
 from __future__ import annotations
