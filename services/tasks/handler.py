@@ -17,7 +17,7 @@ settings = Settings.from_env()
 
 @cache
 def database() -> Database:
-    return Database(settings.consumer.database_url, application_name="sourceflow-tasks")
+    return settings.consumer.database("tasks")
 
 
 @cache
