@@ -33,6 +33,7 @@ from botocore.exceptions import ClientError
 from ops.config import OperatorError
 from ops.run_view import unknown_run
 from shared.rules.redrives import RedriveHow
+from shared.runtime.aws import error_code
 from shared.runtime.executions import execution_arn, execution_name, start_named_run
 from shared.store import redrives
 from shared.store.db import Database, fetch_one
@@ -74,7 +75,7 @@ def engine_lacks_redrive(exc: ClientError) -> bool:
     """The engine has no RedriveExecution: the local emulator answers it with an HTTP 500 page,
     which botocore reports with the bare status as the code. AWS answers every error of this
     API with a named code (ExecutionNotRedrivable, ExecutionDoesNotExist, ...)."""
-    return exc.operation_name == "RedriveExecution" and exc.response["Error"]["Code"] == "500"
+    return exc.operation_name == "RedriveExecution" and error_code(exc) == "500"
 
 
 def redrive_execution_or_new_run(sfn: Any, failed: Mapping[str, Any]) -> RedriveHow:
@@ -158,7 +159,7 @@ def _started(db: Database, sfn: Any, state_machine_arn: str, name: str) -> bool:
     try:
         sfn.describe_execution(executionArn=execution_arn(state_machine_arn, name))
     except ClientError as exc:
-        if exc.response["Error"]["Code"] == "ExecutionDoesNotExist":
+        if error_code(exc) == "ExecutionDoesNotExist":
             return False
         raise
     return True

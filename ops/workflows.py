@@ -37,6 +37,7 @@ from shared.rules.workflows import (
     slot_taken_at,
 )
 from shared.runtime import contracts
+from shared.runtime.aws import error_code
 from shared.store import workflows as store
 from shared.store.db import Database, session_login
 from shared.store.sources import source_ids
@@ -286,7 +287,7 @@ def publish_version(
             stateMachineAliasArn=f"{arn}:{ALIAS}", routingConfiguration=routing
         )
     except ClientError as exc:
-        if _code(exc) != "ResourceNotFound":
+        if error_code(exc) != "ResourceNotFound":
             raise
         sfn.create_state_machine_alias(name=ALIAS, routingConfiguration=routing)
     return version_arn
@@ -298,7 +299,7 @@ def _create_or_update(sfn: Any, name: str, arn: str, settings: Mapping[str, Any]
     try:
         return sfn.update_state_machine(stateMachineArn=arn, **settings)
     except ClientError as exc:
-        if _code(exc) != "StateMachineDoesNotExist":
+        if error_code(exc) != "StateMachineDoesNotExist":
             raise
     return sfn.create_state_machine(name=name, **settings)
 
@@ -306,10 +307,6 @@ def _create_or_update(sfn: Any, name: str, arn: str, settings: Mapping[str, Any]
 def _beside(machine_arn: str, name: str) -> str:
     """The ARN of machine `name` in the account and region of `machine_arn`."""
     return ":".join([*machine_arn.split(":")[:6], name])
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _tasks_queue_url(config: OperatorConfig, names: Names) -> str:

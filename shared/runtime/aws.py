@@ -11,6 +11,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 _CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 4},
@@ -22,3 +23,8 @@ _CONFIG = Config(
 @cache
 def client(service_name: str) -> Any:
     return boto3.session.Session().client(service_name, config=_CONFIG)
+
+
+def error_code(exc: ClientError) -> str:
+    """The AWS error's code (`ExecutionAlreadyExists`, `NoSuchKey`, …); "" when it has none."""
+    return str(exc.response.get("Error", {}).get("Code", ""))

@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import TransientError
 from shared.rules.workflows import run_name
+from shared.runtime.aws import error_code
 from shared.runtime.executions import execution_arn
 from shared.store.db import fetch_one
 
@@ -185,7 +186,7 @@ def start_run(
             stateMachineArn=machine, name=run_id, input=json.dumps({"variables": variables})
         )
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+        if error_code(exc) != "ExecutionAlreadyExists":
             raise TransientError(f"cannot start workflow {workflow['name']!r}: {exc}") from exc
     except BotoCoreError as exc:
         raise TransientError(f"Step Functions unreachable: {exc}") from exc
